@@ -1,0 +1,1 @@
+"""Public configuration modules: datastores, executors, hooks, layers, serde, schedulers."""

@@ -1,0 +1,48 @@
+"""Every error Laminar raises on purpose derives from :class:`LaminarError`.
+
+Messages say what is wrong and what to do about it; the classes let callers tell the cases apart.
+"""
+
+from __future__ import annotations
+
+
+class LaminarError(Exception):
+    """Base class of Laminar's own errors."""
+
+
+class FlowDefinitionError(LaminarError, TypeError):
+    """A flow or layer definition is invalid (cycle, unknown dependency, duplicate name, bad annotation)."""
+
+
+class ConfigurationError(LaminarError, ValueError):
+    """A configuration value is invalid (bad Retry, Catch, ForEach, datastore/executor combination)."""
+
+
+class InvalidName(LaminarError, ValueError):
+    """A name that would become a storage path is unsafe (``../x``, ``/abs``, NUL, empty)."""
+
+
+class PluginNotFound(LaminarError, LookupError):
+    """No installed plugin provides the requested datastore scheme or executor name."""
+
+
+class DatastoreError(LaminarError, OSError):
+    """A storage operation failed for good; the message names the URL and the cause."""
+
+
+class SerializationError(LaminarError, TypeError):
+    """An artifact value could not be serialized; the message names the layer and attribute."""
+
+
+class WorkerLost(LaminarError, RuntimeError):
+    """The process running a layer split died before reporting a result. Retried like any failure."""
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """Attach ``note`` to ``error`` (PEP 678), also on Python 3.10 where ``add_note`` is missing."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        notes = list(getattr(error, "__notes__", []))
+        notes.append(note)
+        error.__notes__ = notes  # type: ignore[attr-defined]

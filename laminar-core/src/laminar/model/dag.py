@@ -1,0 +1,83 @@
+"""Dependencies between layers, read from the annotations of ``__call__`` and of hooks."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from laminar.errors import FlowDefinitionError
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The layer parameters of a function: ``[(parameter name, layer name), ...]``."""
+
+    parameters: tuple[tuple[str, str], ...]
+
+
+def signature(function: Callable[..., Any], *, owner: str, known: Mapping[str, type]) -> Signature:
+    """Read which layers ``function`` takes, by annotation. ``known`` maps names to layer classes.
+
+    String annotations (``from __future__ import annotations`` or forward references) are resolved
+    against the module first and against the flow's layer names second, so layers defined inside a
+    function work too.
+    """
+    from laminar.model.layer import Layer
+
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - unresolvable forward references: fall back below
+        hints = {}
+    parameters = []
+    for index, (name, parameter) in enumerate(inspect.signature(function).parameters.items()):
+        if index == 0 and name == "self":
+            continue
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise FlowDefinitionError(f"{owner} takes *{name}; list each layer it depends on as a parameter")
+        annotation = hints.get(name, parameter.annotation)
+        if isinstance(annotation, str):
+            annotation = known.get(annotation.strip("'\""), annotation)
+        if annotation is inspect.Parameter.empty:
+            raise FlowDefinitionError(
+                f"parameter {name!r} of {owner} has no annotation; annotate it with the Layer class it depends on"
+            )
+        if not (isinstance(annotation, type) and issubclass(annotation, Layer)):
+            shown = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", annotation)
+            raise FlowDefinitionError(
+                f"parameter {name!r} of {owner} is annotated with {shown!r}, which is not a Layer registered to "
+                "the flow; layer parameters must be annotated with Layer classes"
+            )
+        parameters.append((name, annotation.__name__))
+    return Signature(tuple(parameters))
+
+
+def topological_order(dependencies: Mapping[str, set[str]], *, flow: str) -> list[str]:
+    """Layers ordered so each comes after its dependencies; a cycle raises, naming its layers."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    for start in sorted(dependencies):
+        if state.get(start) == 2:
+            continue
+        stack: list[tuple[str, list[str]]] = [(start, sorted(dependencies[start]))]
+        path = [start]
+        state[start] = 1
+        while stack:
+            node, pending = stack[-1]
+            if pending:
+                child = pending.pop(0)
+                if state.get(child) == 1:
+                    cycle = [*path[path.index(child) :], child]
+                    raise FlowDefinitionError(f"flow {flow} has a cycle: {' -> '.join(cycle)}")
+                if state.get(child) != 2:
+                    state[child] = 1
+                    path.append(child)
+                    stack.append((child, sorted(dependencies[child])))
+                continue
+            stack.pop()
+            path.pop()
+            state[node] = 2
+            order.append(node)
+    return order

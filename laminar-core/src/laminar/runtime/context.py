@@ -1,0 +1,132 @@
+"""LayerContext: binds a Layer instance to a flow, an execution and a split, and reads its artifacts.
+
+A *writer* context is the layer running its ``__call__``; a *reader* context is a dependency (or a
+results-API layer) whose attributes are read lazily from the datastore.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from laminar.model.accessor import Accessor
+from laminar.model.layer import Layer
+from laminar.runtime.task import Binding
+from laminar.storage.records import Archive
+from laminar.storage.store import ExecutionStore
+
+if TYPE_CHECKING:
+    from laminar.configurations.layers import Configuration
+    from laminar.model.execution import Execution
+    from laminar.model.flow import Flow
+
+
+def store_for(execution: Execution) -> ExecutionStore:
+    from laminar.plugins.manager import default_protocols
+
+    datastore = execution.flow.configuration.datastore
+    return ExecutionStore(datastore, execution.flow.name, execution.id, default_protocols())
+
+
+class LayerContext:
+    """Everything Laminar knows about one Layer instance."""
+
+    def __init__(
+        self,
+        execution: Execution,
+        name: str,
+        *,
+        index: int | None = None,
+        splits: int | None = None,
+        attempt: int = 0,
+        configuration: Configuration | None = None,
+        bindings: dict[str, Binding] | None = None,
+        writer: bool = False,
+        store: ExecutionStore | None = None,
+    ) -> None:
+        definition = execution.flow.registry[name]
+        self.execution = execution
+        self.name = name
+        self.index = index
+        self.splits = splits
+        self.attempt = attempt
+        self.configuration = configuration or definition.configuration
+        self.bindings = bindings or {}
+        self.writer = writer
+        self.store = store or store_for(execution)
+        self.layer: Layer = object.__new__(definition.layer)
+        object.__setattr__(self.layer, "_context", self)
+
+    @classmethod
+    def reader(
+        cls,
+        execution: Execution,
+        name: str,
+        *,
+        bindings: dict[str, Binding] | None = None,
+        store: ExecutionStore | None = None,
+    ) -> LayerContext:
+        return cls(execution, name, bindings=bindings, store=store)
+
+    @property
+    def flow(self) -> Flow:
+        return self.execution.flow
+
+    def finished(self) -> bool:
+        return self.store.record(self.name) is not None
+
+    # ---- reading ------------------------------------------------------------------------------
+    def read(self, attribute: str) -> Any:
+        if self.writer:
+            raise AttributeError(f"{self.name!r} has no attribute {attribute!r} (it has not been assigned yet)")
+        value = self._read(attribute)
+        object.__setattr__(self.layer, attribute, value)  # read once per instance
+        return value
+
+    def _read(self, attribute: str) -> Any:
+        binding = self.bindings.get(attribute)
+        if binding is not None:
+            if binding.artifact is not None:
+                return self.store.load(binding.artifact)
+            assert binding.split is not None
+            return self._value(self._archive(binding.split, attribute))
+        if self.flow.registry[self.name].configuration.foreach is None:
+            return self._value(self._archive(0, attribute))
+        record = self.store.record(self.name)
+        if record is None:
+            raise self._missing(attribute)
+        if record.splits:
+            self._archive(0, attribute)  # fail now (AttributeError) if the layer never stored it
+        return Accessor(
+            record.splits,
+            lambda i: self._value(self._archive(i, attribute)),
+            description=f"{self.name}.{attribute} over {record.splits} splits",
+        )
+
+    def _archive(self, index: int, attribute: str) -> Archive:
+        archive = self.store.archive(self.name, index, attribute)
+        if archive is None:
+            raise self._missing(attribute, index)
+        return archive
+
+    def _value(self, archive: Archive) -> Any:
+        if archive.sharded:
+            artifacts = archive.artifacts
+            return Accessor(len(artifacts), lambda i: self.store.load(artifacts[i]))
+        return self.store.load(archive.artifacts[0])
+
+    def _missing(self, attribute: str, index: int = 0) -> AttributeError:
+        where = f"in execution {self.execution.id} of flow {self.flow.name}"
+        if self.store.record(self.name) is None:
+            split = self.store.split_record(self.name, index)
+            if split is None:
+                return AttributeError(
+                    f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} has not finished "
+                    "(it was skipped, failed, or has not run yet)"
+                )
+        else:
+            split = self.store.split_record(self.name, index)
+        stored = ", ".join(split.artifacts) if split and split.artifacts else "nothing"
+        return AttributeError(
+            f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} finished without assigning it "
+            f"(it stored: {stored})"
+        )

@@ -1,0 +1,66 @@
+"""Run one layer split where the executor put it: resolve inputs, call, store what it assigned."""
+
+from __future__ import annotations
+
+import os
+
+from laminar.errors import SerializationError, add_note
+from laminar.model.execution import Execution
+from laminar.model.layer import Layer
+from laminar.runtime import hooks
+from laminar.runtime.context import LayerContext, store_for
+from laminar.runtime.task import SplitOutcome, SplitTask
+
+
+def run_split(task: SplitTask) -> SplitOutcome:
+    """Run ``task`` in this process and store its artifacts; raise what the layer raised.
+
+    Artifacts are stored only for a split that returned (or whose error ``Catch`` absorbed); every
+    value is serialized before anything is written, so a failing split leaves nothing half-done.
+    """
+    flow = task.flow
+    execution = Execution(flow=flow, id=task.execution, retry=task.retry)
+    store = store_for(execution)
+    plan = flow.plan
+    context = LayerContext(
+        execution,
+        task.layer,
+        index=task.index,
+        splits=task.splits,
+        attempt=task.attempt,
+        configuration=task.configuration,
+        writer=True,
+        store=store,
+    )
+    layer = context.layer
+    readers: dict[str, Layer] = {}
+
+    def dependency(name: str) -> Layer:
+        if name not in readers:
+            readers[name] = LayerContext.reader(execution, name, bindings=task.bindings.get(name), store=store).layer
+        return readers[name]
+
+    catch = context.configuration.catch
+    caught: str | None = None
+    try:
+        with hooks.around(plan.hooks[(task.layer, "execution")], layer, dependency):
+            layer(**{parameter: dependency(name) for parameter, name in plan.calls[task.layer].parameters})
+    except Exception as error:
+        if catch is None or not isinstance(error, catch.exceptions):
+            raise
+        caught = f"{type(error).__name__}: {error}"
+
+    def unserializable(attribute: str, error: Exception) -> SerializationError:
+        failure = SerializationError(
+            f"artifact {attribute!r} of layer {task.layer} cannot be serialized: {type(error).__name__}: {error}. "
+            "Nothing of this split was stored. Assign a picklable value, or register a serde.Protocol for "
+            "its type with @datastore.protocol(...)."
+        )
+        add_note(failure, task.describe())
+        return failure
+
+    values, shards = layer._artifacts()
+    record = store.write_split(
+        task.layer, task.index or 0, values, shards, caught=caught, on_error=unserializable
+    )
+    return SplitOutcome(record.artifacts, caught, os.getpid())

@@ -1,0 +1,71 @@
+"""Serialization protocols: how a value of one exact type becomes bytes and back.
+
+Override ``dumps``/``loads`` for bytes, or ``dump``/``load`` to stream through a file. Override
+``write``/``read`` to take over the stored form entirely (compression included), e.g. for values that
+are already compressed. ``hexdigest`` may return a content address of its own; by default the hash of
+the serialized bytes is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO, Generic, TypeVar
+
+import cloudpickle
+
+T = TypeVar("T")
+
+
+class Protocol(Generic[T]):
+    """Base class for serialization protocols. Register with ``@datastore.protocol(type, ...)``."""
+
+    #: Whether the stored bytes may be compressed by Laminar's codecs.
+    compress: bool = True
+
+    @property
+    def name(self) -> str:
+        """Recorded with each artifact so readers pick the same protocol."""
+        return f"{type(self).__module__}.{type(self).__qualname__}"
+
+    def dumps(self, value: T) -> bytes:
+        raise NotImplementedError(f"{type(self).__name__} must override dumps() or dump()")
+
+    def loads(self, data: bytes) -> T:
+        raise NotImplementedError(f"{type(self).__name__} must override loads() or load()")
+
+    def dump(self, value: T, file: BinaryIO) -> None:
+        file.write(self.dumps(value))
+
+    def load(self, file: BinaryIO) -> T:
+        return self.loads(file.read())
+
+    def write(self, value: T, file: BinaryIO) -> None:
+        """Write the serialized form of ``value``; Laminar hashes and (maybe) compresses ``file``."""
+        self.dump(value, file)
+
+    def read(self, file: BinaryIO) -> T:
+        """Read a value back from the (already decompressed) ``file``."""
+        return self.load(file)
+
+    def hexdigest(self, value: T) -> str | None:
+        """A content address for ``value``, or ``None`` to use the SHA-256 of its serialized bytes."""
+        return None
+
+
+class Pickle(Protocol[Any]):
+    """The default: cloudpickle with pickle protocol 5, streamed (large buffers are not copied)."""
+
+    @property
+    def name(self) -> str:
+        return "cloudpickle"
+
+    def dumps(self, value: Any) -> bytes:
+        return cloudpickle.dumps(value, protocol=5)
+
+    def loads(self, data: bytes) -> Any:
+        return cloudpickle.loads(data)
+
+    def dump(self, value: Any, file: BinaryIO) -> None:
+        cloudpickle.dump(value, file, protocol=5)
+
+    def load(self, file: BinaryIO) -> Any:
+        return cloudpickle.load(file)

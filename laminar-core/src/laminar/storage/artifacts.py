@@ -1,0 +1,146 @@
+"""Storing and loading values as content-addressed artifacts.
+
+A value is serialized once, streamed through a hashing (and maybe compressing) writer into a
+*staging* buffer: memory for small values, a file in the datastore's staging directory for large
+ones. Only when every value of a split serialized cleanly are the staged bytes written, so a value
+that cannot be serialized leaves nothing behind. Artifacts already stored are not written again.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from laminar.errors import DatastoreError
+from laminar.serialization.codecs import DecodingReader, EncodingWriter
+from laminar.serialization.protocols import Pickle, Protocol
+from laminar.storage import layout
+from laminar.storage.datastore import Datastore
+from laminar.storage.records import Artifact
+
+IN_MEMORY_LIMIT = 8 * 1024 * 1024  # staged values larger than this spill to a file
+DEFAULT_PROTOCOL: Protocol[Any] = Pickle()
+
+
+class _SpillBuffer(io.RawIOBase):
+    """Collects bytes in memory, moving them to a file in ``directory`` once they pass the limit."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self.directory = directory
+        self.memory: io.BytesIO | None = io.BytesIO()
+        self.file: BinaryIO | None = None
+        self.path: str | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.memory is not None and self.memory.tell() + memoryview(data).nbytes > IN_MEMORY_LIMIT:
+            fd, self.path = tempfile.mkstemp(dir=self.directory, suffix=".staged")
+            self.file = os.fdopen(fd, "wb")
+            self.file.write(self.memory.getbuffer())
+            self.memory = None
+        if self.file is not None:
+            return self.file.write(data)
+        assert self.memory is not None
+        return self.memory.write(data)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        super().close()
+
+
+@dataclass
+class StagedArtifact:
+    """A serialized value waiting to be written: in memory (``data``) or in a local file (``path``)."""
+
+    artifact: Artifact
+    data: bytes | None = None
+    path: str | None = None
+
+    def discard(self) -> None:
+        if self.path is not None:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def protocol_for(datastore: Datastore, value: Any, defaults: dict[type, Protocol[Any]]) -> Protocol[Any]:
+    """The user's protocol for the value's exact type, else a plugin default, else cloudpickle."""
+    kind = type(value)
+    return datastore.protocols.get(kind) or defaults.get(kind) or DEFAULT_PROTOCOL
+
+
+def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> StagedArtifact:
+    """Serialize ``value`` into a staging buffer, hashing as it goes. Raises whatever serializing raises."""
+    buffer = _SpillBuffer(datastore.staging_directory())
+    writer = EncodingWriter(buffer, compress=protocol.compress)
+    try:
+        protocol.write(value, writer)  # type: ignore[arg-type]
+        writer.finish()
+    except BaseException:
+        buffer.close()
+        if buffer.path is not None:
+            os.remove(buffer.path)
+        raise
+    buffer.close()
+    hexdigest = protocol.hexdigest(value) or writer.hexdigest
+    assert writer.codec is not None
+    artifact = Artifact(hexdigest=hexdigest, codec=writer.codec, protocol=protocol.name, size=writer.size)
+    data = buffer.memory.getvalue() if buffer.memory is not None else None
+    return StagedArtifact(artifact, data=data, path=buffer.path)
+
+
+def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
+    """Write the staged artifacts that are not stored yet (in parallel), then drop the staging files."""
+    unique = list({item.artifact.hexdigest: item for item in staged}.values())
+    keys = [layout.artifact(item.artifact.hexdigest) for item in unique]
+    try:
+        present = datastore.exists_many(keys)
+        missing = [(key, item) for key, item, there in zip(keys, unique, present) if not there]
+
+        def write(entry: tuple[str, StagedArtifact]) -> None:
+            key, item = entry
+            if item.data is not None:
+                datastore.write_bytes(key, item.data)
+            else:
+                assert item.path is not None
+                datastore.write_file(key, item.path)
+
+        datastore._map(write, missing)
+    finally:
+        for item in staged:
+            item.discard()
+
+
+def load(
+    datastore: Datastore,
+    artifact: Artifact,
+    *,
+    protocols: dict[str, Protocol[Any]],
+    verify: bool = True,
+) -> Any:
+    """Read one artifact back into a value, checking its content hash unless ``verify`` is false."""
+    protocol = protocols.get(artifact.protocol, DEFAULT_PROTOCOL)
+    key = layout.artifact(artifact.hexdigest)
+    raw = DecodingReader(datastore.open_read(key), artifact.codec)
+    stream = io.BufferedReader(raw, buffer_size=1 << 16)
+    try:
+        value = protocol.read(stream)  # type: ignore[arg-type]
+        if verify and protocol.hexdigest(value) is None:
+            while stream.read(1 << 16):  # account for any bytes the protocol did not read
+                pass
+            if raw.hash.hexdigest() != artifact.hexdigest:
+                raise DatastoreError(
+                    f"artifact {datastore.url}/{key} is corrupt: its bytes hash to {raw.hash.hexdigest()}"
+                )
+    finally:
+        stream.close()
+    return value

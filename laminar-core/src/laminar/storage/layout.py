@@ -1,0 +1,61 @@
+"""Where everything lives inside a datastore. Knows keys, not transports.
+
+::
+
+    artifacts/<hh>/<sha256>                                       one stored value, shared by all flows
+    flows/<Flow>/executions/<id>/execution.json                   execution metadata
+    flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished
+    flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>/<name>.json   archive of one artifact name
+    flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>.json   split record: the split finished
+
+Every name is validated before it becomes part of a key (see :mod:`laminar.names`).
+"""
+
+from __future__ import annotations
+
+from laminar.names import validate
+
+ARCHIVE_SUFFIX = ".json"
+
+
+def artifact(hexdigest: str) -> str:
+    if len(hexdigest) < 8 or not all(c in "0123456789abcdef" for c in hexdigest):
+        raise ValueError(f"not a hex digest: {hexdigest!r}")
+    return f"artifacts/{hexdigest[:2]}/{hexdigest}"
+
+
+def executions(flow: str) -> str:
+    return f"flows/{validate(flow, what='flow name')}/executions/"
+
+
+def execution(flow: str, execution_id: str) -> str:
+    return executions(flow) + validate(execution_id, what="execution id") + "/"
+
+
+def execution_metadata(flow: str, execution_id: str) -> str:
+    return execution(flow, execution_id) + "execution.json"
+
+
+def layers(flow: str, execution_id: str) -> str:
+    return execution(flow, execution_id) + "layers/"
+
+
+def layer(flow: str, execution_id: str, layer_name: str) -> str:
+    return layers(flow, execution_id) + validate(layer_name, what="layer name") + "/"
+
+
+def record(flow: str, execution_id: str, layer_name: str) -> str:
+    return layer(flow, execution_id, layer_name) + "record.json"
+
+
+def splits(flow: str, execution_id: str, layer_name: str) -> str:
+    return layer(flow, execution_id, layer_name) + "splits/"
+
+
+def split_record(flow: str, execution_id: str, layer_name: str, index: int) -> str:
+    return f"{splits(flow, execution_id, layer_name)}{int(index)}.json"
+
+
+def archive(flow: str, execution_id: str, layer_name: str, index: int, name: str) -> str:
+    split = f"{splits(flow, execution_id, layer_name)}{int(index)}/"
+    return split + validate(name, what="artifact name") + ARCHIVE_SUFFIX

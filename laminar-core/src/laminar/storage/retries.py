@@ -1,0 +1,41 @@
+"""Bounded retries with back-off for transient storage errors, shared by every backend."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from laminar.errors import DatastoreError
+
+T = TypeVar("T")
+
+
+def with_retries(
+    operation: Callable[[], T],
+    *,
+    transient: Callable[[BaseException], bool],
+    describe: str,
+    attempts: int = 4,
+    delay: float = 0.2,
+    backoff: float = 2.0,
+) -> T:
+    """Run ``operation``; retry it while ``transient(error)`` holds, at most ``attempts`` times in all.
+
+    ``FileNotFoundError`` passes straight through (a missing key is an answer, not a failure). Any
+    other error, or a transient one that outlived its retries, becomes :class:`DatastoreError` whose
+    message starts with ``describe`` (say ``"write s3://bucket/key"``) and names the cause.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return operation()
+        except FileNotFoundError:
+            raise
+        except Exception as error:  # noqa: BLE001 - classified below
+            if attempt < attempts and transient(error):
+                time.sleep(delay * backoff ** (attempt - 1) * (1 + random.random() * 0.1))
+                continue
+            tried = f" after {attempt} attempts" if attempt > 1 else ""
+            raise DatastoreError(f"{describe} failed{tried}: {type(error).__name__}: {error}") from error
+    raise AssertionError("unreachable")  # pragma: no cover

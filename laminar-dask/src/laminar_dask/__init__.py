@@ -1,0 +1,1 @@
+"""Run Laminar layer splits as Dask tasks."""

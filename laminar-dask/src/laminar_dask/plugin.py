@@ -1,0 +1,1 @@
+"""Registers the Dask executor with Laminar."""
