@@ -18,7 +18,7 @@ class Signature:
     parameters: tuple[tuple[str, str], ...]
 
 
-def signature(function: Callable[..., Any], *, owner: str, known: Mapping[str, type]) -> Signature:
+def signature(function: Callable[..., Any], *, owner: str, known: Mapping[str, type], flow: str) -> Signature:
     """Read which layers ``function`` takes, by annotation. ``known`` maps names to layer classes.
 
     String annotations (``from __future__ import annotations`` or forward references) are resolved
@@ -39,7 +39,13 @@ def signature(function: Callable[..., Any], *, owner: str, known: Mapping[str, t
             raise FlowDefinitionError(f"{owner} takes *{name}; list each layer it depends on as a parameter")
         annotation = hints.get(name, parameter.annotation)
         if isinstance(annotation, str):
-            annotation = known.get(annotation.strip("'\""), annotation)
+            text = annotation.strip("'\"")
+            if text not in known and text.isidentifier():
+                raise FlowDefinitionError(
+                    f"{owner} depends on layer {text}, which is not registered to flow {flow}; "
+                    f"register it with @{flow}.register"
+                )
+            annotation = known.get(text, annotation)
         if annotation is inspect.Parameter.empty:
             raise FlowDefinitionError(
                 f"parameter {name!r} of {owner} has no annotation; annotate it with the Layer class it depends on"
@@ -54,14 +60,20 @@ def signature(function: Callable[..., Any], *, owner: str, known: Mapping[str, t
     return Signature(tuple(parameters))
 
 
-def topological_order(dependencies: Mapping[str, set[str]], *, flow: str) -> list[str]:
-    """Layers ordered so each comes after its dependencies; a cycle raises, naming its layers."""
+def topological_order(dependencies: Mapping[str, frozenset[str]], *, flow: str) -> list[str]:
+    """Layers ordered so each comes after its dependencies, otherwise in the order of ``dependencies``
+    (registration order); a cycle raises, naming its layers."""
+    rank = {name: position for position, name in enumerate(dependencies)}
+
+    def ordered(names: set[str]) -> list[str]:
+        return sorted(names, key=lambda name: rank.get(name, -1))
+
     order: list[str] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
-    for start in sorted(dependencies):
+    for start in dependencies:
         if state.get(start) == 2:
             continue
-        stack: list[tuple[str, list[str]]] = [(start, sorted(dependencies[start]))]
+        stack: list[tuple[str, list[str]]] = [(start, ordered(dependencies[start]))]
         path = [start]
         state[start] = 1
         while stack:
@@ -74,7 +86,7 @@ def topological_order(dependencies: Mapping[str, set[str]], *, flow: str) -> lis
                 if state.get(child) != 2:
                     state[child] = 1
                     path.append(child)
-                    stack.append((child, sorted(dependencies[child])))
+                    stack.append((child, ordered(dependencies[child])))
                 continue
             stack.pop()
             path.pop()

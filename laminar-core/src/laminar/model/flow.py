@@ -236,7 +236,7 @@ def build_plan(flow: type[Flow]) -> Plan:
     dependencies: dict[str, frozenset[str]] = {}
     for name, definition in registry.items():
         layer = definition.layer
-        call = dag.signature(layer.__call__, owner=f"{name}.__call__", known=known)
+        call = dag.signature(layer.__call__, owner=f"layer {name}", known=known, flow=flow.__name__)
         calls[name] = call
         needed = {dependency for _, dependency in call.parameters}
         for kind in hook_kinds.KINDS:
@@ -245,7 +245,10 @@ def build_plan(flow: type[Flow]) -> Plan:
                 *hook_kinds.collect(layer, kind, stop=Layer),
             ]
             analysed = tuple(
-                Hook(function, dag.signature(function, owner=f"hook {function.__qualname__}", known=known))
+                Hook(
+                    function,
+                    dag.signature(function, owner=f"hook {function.__qualname__}", known=known, flow=flow.__name__),
+                )
                 for function in found
             )
             hooks[(name, kind)] = analysed

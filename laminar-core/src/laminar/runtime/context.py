@@ -6,6 +6,7 @@ results-API layer) whose attributes are read lazily from the datastore.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from laminar.model.accessor import Accessor
@@ -53,8 +54,19 @@ class LayerContext:
         self.bindings = bindings or {}
         self.writer = writer
         self.store = store or store_for(execution)
-        self.layer: Layer = object.__new__(definition.layer)
-        object.__setattr__(self.layer, "_context", self)
+        layer: Layer = object.__new__(definition.layer)
+        object.__setattr__(layer, "_context", self)
+        # The layer owns its context; a weak link back avoids a cycle that would keep large
+        # artifacts alive until the garbage collector happens to run.
+        self._layer = weakref.ref(layer)
+        self._created = layer  # held only until the creator takes it through .layer
+
+    @property
+    def layer(self) -> Layer:
+        created, self._created = self._created, None
+        layer = created or self._layer()
+        assert layer is not None, "the layer of this context no longer exists"
+        return layer
 
     @classmethod
     def reader(
@@ -79,7 +91,9 @@ class LayerContext:
         if self.writer:
             raise AttributeError(f"{self.name!r} has no attribute {attribute!r} (it has not been assigned yet)")
         value = self._read(attribute)
-        object.__setattr__(self.layer, attribute, value)  # read once per instance
+        layer = self._layer()
+        if layer is not None:
+            object.__setattr__(layer, attribute, value)  # read once per instance
         return value
 
     def _read(self, attribute: str) -> Any:
