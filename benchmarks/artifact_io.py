@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -73,14 +72,19 @@ print(json.dumps({"seconds": elapsed, "peak_mib": peak - baseline, "checksum": c
 def measure(mode: str, mib: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(dir=os.environ.get("LAMINAR_BENCH_DIR")) as directory:
         output = subprocess.run(
-            [sys.executable, "-c", CHILD, mode, str(mib), directory], check=True, capture_output=True, text=True
+            [sys.executable, "-c", CHILD, mode, str(mib), directory],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mib", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

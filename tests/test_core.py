@@ -8,10 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from laminar import Execution, Flow, Layer, Parameters
 from laminar.configurations import datastores, executors, serde
-from laminar.errors import ConfigurationError, FlowDefinitionError, InvalidName, PluginNotFound, SerializationError
+from laminar.errors import (
+    ConfigurationError,
+    FlowDefinitionError,
+    InvalidName,
+    PluginNotFound,
+    SerializationError,
+)
 from laminar.ids import new_execution_id
 from laminar.storage import layout
 
@@ -447,7 +452,7 @@ def test_bad_artifact_name_is_refused(tmp_path: Path) -> None:
     @Names.register
     class N(Layer):
         def __call__(self) -> None:
-            setattr(self, "bad/name", 1)  # noqa: B010
+            setattr(self, "bad/name", 1)
 
     with pytest.raises(InvalidName):
         Names(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
@@ -467,7 +472,9 @@ def test_unknown_datastore_scheme_lists_what_is_installed(tmp_path: Path) -> Non
 def test_unknown_executor_lists_what_is_installed() -> None:
     with pytest.raises(PluginNotFound) as error:
         Diamond(datastore="memory://", executor="warp-drive")
-    assert "'warp-drive'" in str(error.value) and "thread" in str(error.value) and "process" in str(error.value)
+    assert (
+        "'warp-drive'" in str(error.value) and "thread" in str(error.value) and "process" in str(error.value)
+    )
 
 
 def test_malformed_datastore_url() -> None:
@@ -510,8 +517,13 @@ def test_builtins_register_through_the_plugin_hooks() -> None:
     from laminar.plugins.manager import datastore_classes, executor_classes, plugin_manager
 
     assert plugin_manager().get_plugin("laminar.builtin") is not None
-    assert datastore_classes()["file"] is datastores.Local and datastore_classes()["memory"] is datastores.Memory
-    assert executor_classes()["thread"] is executors.Thread and executor_classes()["process"] is executors.Process
+    assert (
+        datastore_classes()["file"] is datastores.Local and datastore_classes()["memory"] is datastores.Memory
+    )
+    assert (
+        executor_classes()["thread"] is executors.Thread
+        and executor_classes()["process"] is executors.Process
+    )
 
 
 # ---- results API -------------------------------------------------------------------------------
@@ -526,7 +538,8 @@ def test_results_api_listing_and_reprs(tmp_path: Path) -> None:
     assert repr(first) == f'Execution(flow=Diamond(), id="{first.id}", retry=False)'
     layers = datastore.list_layers(execution=flow.execution(first.id))
     assert [layer.name for layer in layers] == flow.layer_names()
-    assert repr(layers[0]).endswith(f'(execution=Execution(flow=Diamond(), id="{first.id}", retry=False), '
-                                    "index=None, splits=None)")
+    assert repr(layers[0]).endswith(
+        f'(execution=Execution(flow=Diamond(), id="{first.id}", retry=False), index=None, splits=None)'
+    )
     assert datastore.list_artifacts(layer=flow.execution(first.id).layer(Join)) == ["pid", "value"]
     assert flow.execution(second.id).layer(Join).value == 3 + 20

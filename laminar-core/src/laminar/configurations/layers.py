@@ -34,7 +34,9 @@ class Parameter:
                 f"Parameter(attribute=...) must name an artifact of {self.layer.__name__}, got {self.attribute!r}"
             )
         if self.index is not None and (not isinstance(self.index, int) or self.index < 0):
-            raise ConfigurationError(f"Parameter(index=...) must be None or a split number >= 0, got {self.index!r}")
+            raise ConfigurationError(
+                f"Parameter(index=...) must be None or a split number >= 0, got {self.index!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,9 @@ class ForEach:
 
     def __post_init__(self) -> None:
         if not self.parameters or not all(isinstance(p, Parameter) for p in self.parameters):
-            raise ConfigurationError("ForEach(parameters=[...]) needs at least one Parameter(layer=..., attribute=...)")
+            raise ConfigurationError(
+                "ForEach(parameters=[...]) needs at least one Parameter(layer=..., attribute=...)"
+            )
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,9 @@ class Retry:
 
     def __post_init__(self) -> None:
         if not isinstance(self.attempts, int) or self.attempts < 1:
-            raise ConfigurationError(f"Retry(attempts=...) must be at least 1 (the first try), got {self.attempts!r}")
+            raise ConfigurationError(
+                f"Retry(attempts=...) must be at least 1 (the first try), got {self.attempts!r}"
+            )
         for name in ("delay", "backoff", "jitter"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
@@ -81,7 +87,9 @@ class Catch:
     def __init__(self, *exceptions: type[BaseException]) -> None:
         for exception in exceptions:
             if not (isinstance(exception, type) and issubclass(exception, BaseException)):
-                raise ConfigurationError(f"Catch() takes exception classes such as Catch(TypeError), got {exception!r}")
+                raise ConfigurationError(
+                    f"Catch() takes exception classes such as Catch(TypeError), got {exception!r}"
+                )
         self.exceptions = exceptions
 
     def __eq__(self, other: object) -> bool:

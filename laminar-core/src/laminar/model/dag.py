@@ -29,7 +29,7 @@ def signature(function: Callable[..., Any], *, owner: str, known: Mapping[str, t
 
     try:
         hints = typing.get_type_hints(function)
-    except Exception:  # noqa: BLE001 - unresolvable forward references: fall back below
+    except Exception:
         hints = {}
     parameters = []
     for index, (name, parameter) in enumerate(inspect.signature(function).parameters.items()):
@@ -65,7 +65,7 @@ def topological_order(dependencies: Mapping[str, frozenset[str]], *, flow: str) 
     (registration order); a cycle raises, naming its layers."""
     rank = {name: position for position, name in enumerate(dependencies)}
 
-    def ordered(names: set[str]) -> list[str]:
+    def ordered(names: frozenset[str]) -> list[str]:
         return sorted(names, key=lambda name: rank.get(name, -1))
 
     order: list[str] = []

@@ -247,7 +247,9 @@ def build_plan(flow: type[Flow]) -> Plan:
             analysed = tuple(
                 Hook(
                     function,
-                    dag.signature(function, owner=f"hook {function.__qualname__}", known=known, flow=flow.__name__),
+                    dag.signature(
+                        function, owner=f"hook {function.__qualname__}", known=known, flow=flow.__name__
+                    ),
                 )
                 for function in found
             )

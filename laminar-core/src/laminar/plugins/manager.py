@@ -43,9 +43,12 @@ def plugin_manager() -> pluggy.PluginManager:
             continue
         try:
             manager.register(entry_point.load(), name=entry_point.name)
-        except Exception as error:  # noqa: BLE001 - one broken plugin must not break the others
+        except Exception as error:
             BROKEN[entry_point.name] = f"{entry_point.value}: {type(error).__name__}: {error}"
-            warnings.warn(f"laminar plugin {entry_point.name!r} failed to load: {BROKEN[entry_point.name]}", stacklevel=2)
+            warnings.warn(
+                f"laminar plugin {entry_point.name!r} failed to load: {BROKEN[entry_point.name]}",
+                stacklevel=2,
+            )
     return manager
 
 

@@ -59,7 +59,7 @@ class LayerContext:
         # The layer owns its context; a weak link back avoids a cycle that would keep large
         # artifacts alive until the garbage collector happens to run.
         self._layer = weakref.ref(layer)
-        self._created = layer  # held only until the creator takes it through .layer
+        self._created: Layer | None = layer  # held only until the creator takes it through .layer
 
     @property
     def layer(self) -> Layer:
@@ -89,7 +89,9 @@ class LayerContext:
     # ---- reading ------------------------------------------------------------------------------
     def read(self, attribute: str) -> Any:
         if self.writer:
-            raise AttributeError(f"{self.name!r} has no attribute {attribute!r} (it has not been assigned yet)")
+            raise AttributeError(
+                f"{self.name!r} has no attribute {attribute!r} (it has not been assigned yet)"
+            )
         value = self._read(attribute)
         layer = self._layer()
         if layer is not None:

@@ -21,6 +21,7 @@ from laminar.runtime.task import SplitTask
 
 if TYPE_CHECKING:
     from laminar.model.execution import Execution
+    from laminar.model.flow import Hook
     from laminar.model.layer import Layer
     from laminar.runtime.executor import Executor
     from laminar.storage.store import ExecutionStore
@@ -48,7 +49,7 @@ class Scheduler:
         def target() -> None:
             try:
                 asyncio.run(run.main())
-            except BaseException as error:  # noqa: BLE001 - re-raised below
+            except BaseException as error:
                 errors.append(error)
 
         thread = threading.Thread(target=target, name="laminar-scheduler")
@@ -193,19 +194,26 @@ class _Run:
         )
         submission = self.plan.hooks[(name, "submission")]
         retry_hooks = self.plan.hooks[(name, "retry")]
-        layer: Layer | None = None
+        context: LayerContext | None = None
         if submission or retry_hooks:
             task.configuration = copy.deepcopy(configuration)  # changes apply to this split only
-            layer = LayerContext(
+            context = LayerContext(
                 self.execution,
                 name,
                 index=task.index,
                 splits=task.splits,
                 configuration=task.configuration,
                 store=self.store,
-            ).layer
+            )
+        layer = context.layer if context is not None else None
+
+        async def start(found: tuple[Hook, ...]) -> list[Any]:
+            if not found or layer is None:
+                return []
+            return await asyncio.to_thread(hooks.start, found, layer, self._reader)
+
         while True:
-            running = await asyncio.to_thread(hooks.start, submission, layer, self._reader) if submission else []
+            running = await start(submission)
             try:
                 await self._submit(task)
             except Exception as error:
@@ -215,9 +223,9 @@ class _Run:
                     add_note(error, f"raised by {task.describe()}")
                     raise
                 task.attempt += 1
-                if layer is not None:
-                    layer._context.attempt = task.attempt  # type: ignore[union-attr]
-                retrying = await asyncio.to_thread(hooks.start, retry_hooks, layer, self._reader) if retry_hooks else []
+                if context is not None:
+                    context.attempt = task.attempt
+                retrying = await start(retry_hooks)
                 await asyncio.sleep(configuration.retry.wait(task.attempt))
                 if retrying:
                     await asyncio.to_thread(hooks.finish, retrying)

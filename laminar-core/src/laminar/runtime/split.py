@@ -37,14 +37,17 @@ def run_split(task: SplitTask) -> SplitOutcome:
 
     def dependency(name: str) -> Layer:
         if name not in readers:
-            readers[name] = LayerContext.reader(execution, name, bindings=task.bindings.get(name), store=store).layer
+            readers[name] = LayerContext.reader(
+                execution, name, bindings=task.bindings.get(name), store=store
+            ).layer
         return readers[name]
 
     catch = context.configuration.catch
     caught: str | None = None
     try:
         with hooks.around(plan.hooks[(task.layer, "execution")], layer, dependency):
-            layer(**{parameter: dependency(name) for parameter, name in plan.calls[task.layer].parameters})
+            arguments = {parameter: dependency(name) for parameter, name in plan.calls[task.layer].parameters}
+            layer(**arguments)  # type: ignore[operator]  # subclasses define __call__
     except Exception as error:
         if catch is None or not isinstance(error, catch.exceptions):
             raise

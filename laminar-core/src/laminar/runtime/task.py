@@ -45,9 +45,7 @@ class SplitTask:
 
     def describe(self) -> str:
         split = f", split {self.index} of {self.splits}" if self.index is not None else ""
-        return (
-            f"layer {self.layer} of flow {self.flow.name} (execution {self.execution}{split}, attempt {self.attempt})"
-        )
+        return f"layer {self.layer} of flow {self.flow.name} (execution {self.execution}{split}, attempt {self.attempt})"
 
 
 @dataclass(frozen=True)

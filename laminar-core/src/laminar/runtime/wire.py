@@ -11,7 +11,7 @@ HEADER = struct.Struct(">Q")
 
 
 def encode(message: Any) -> bytes:
-    payload = cloudpickle.dumps(message, protocol=5)
+    payload: bytes = cloudpickle.dumps(message, protocol=5)
     return HEADER.pack(len(payload)) + payload
 
 

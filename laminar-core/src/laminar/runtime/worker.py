@@ -27,9 +27,13 @@ def _error_message(error: BaseException) -> tuple[str, Any, str]:
     try:
         payload = cloudpickle.dumps(error, protocol=5)
         cloudpickle.loads(payload)
-    except Exception:  # noqa: BLE001 - an exception that cannot travel is described instead
+    except Exception:
         payload = None
-    return ("error", payload, f"{type(error).__name__}: {error}\n\nTraceback in worker process {os.getpid()}:\n{text}")
+    return (
+        "error",
+        payload,
+        f"{type(error).__name__}: {error}\n\nTraceback in worker process {os.getpid()}:\n{text}",
+    )
 
 
 def main() -> None:
@@ -53,7 +57,7 @@ def main() -> None:
                 flows[token] = cloudpickle.loads(flow_payload)
             task.flow = flows[token]
             outcome = run_split(task)
-        except BaseException as error:  # noqa: BLE001 - reported to the scheduler
+        except BaseException as error:
             _send(out, _error_message(error))
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 return

@@ -59,7 +59,8 @@ class Pickle(Protocol[Any]):
         return "cloudpickle"
 
     def dumps(self, value: Any) -> bytes:
-        return cloudpickle.dumps(value, protocol=5)
+        data: bytes = cloudpickle.dumps(value, protocol=5)
+        return data
 
     def loads(self, data: bytes) -> Any:
         return cloudpickle.loads(data)

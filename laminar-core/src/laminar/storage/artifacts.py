@@ -8,6 +8,7 @@ that cannot be serialized leaves nothing behind. Artifacts already stored are no
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -66,10 +67,8 @@ class StagedArtifact:
 
     def discard(self) -> None:
         if self.path is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path)
-            except FileNotFoundError:
-                pass
 
 
 def protocol_for(datastore: Datastore, value: Any, defaults: dict[type, Protocol[Any]]) -> Protocol[Any]:
@@ -81,7 +80,7 @@ def protocol_for(datastore: Datastore, value: Any, defaults: dict[type, Protocol
 def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> StagedArtifact:
     """Serialize ``value`` into a staging buffer, hashing as it goes. Raises whatever serializing raises."""
     buffer = _SpillBuffer(datastore.staging_directory())
-    writer = EncodingWriter(buffer, compress=protocol.compress)
+    writer = EncodingWriter(buffer, compress=protocol.compress)  # type: ignore[arg-type]
     try:
         protocol.write(value, writer)  # type: ignore[arg-type]
         writer.finish()
@@ -104,7 +103,7 @@ def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
     keys = [layout.artifact(item.artifact.hexdigest) for item in unique]
     try:
         present = datastore.exists_many(keys)
-        missing = [(key, item) for key, item, there in zip(keys, unique, present) if not there]
+        missing = [(key, item) for key, item, there in zip(keys, unique, present, strict=False) if not there]
 
         def write(entry: tuple[str, StagedArtifact]) -> None:
             key, item = entry
@@ -133,7 +132,7 @@ def load(
     raw = DecodingReader(datastore.open_read(key), artifact.codec)
     stream = io.BufferedReader(raw, buffer_size=1 << 16)
     try:
-        value = protocol.read(stream)  # type: ignore[arg-type]
+        value = protocol.read(stream)
         if verify and protocol.hexdigest(value) is None:
             while stream.read(1 << 16):  # account for any bytes the protocol did not read
                 pass

@@ -185,4 +185,3 @@ class Datastore(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r})"
-

@@ -17,7 +17,12 @@ class Artifact:
     size: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"hexdigest": self.hexdigest, "codec": self.codec, "protocol": self.protocol, "size": self.size}
+        return {
+            "hexdigest": self.hexdigest,
+            "codec": self.codec,
+            "protocol": self.protocol,
+            "size": self.size,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Artifact:

@@ -32,7 +32,7 @@ def with_retries(
             return operation()
         except FileNotFoundError:
             raise
-        except Exception as error:  # noqa: BLE001 - classified below
+        except Exception as error:
             if attempt < attempts and transient(error):
                 time.sleep(delay * backoff ** (attempt - 1) * (1 + random.random() * 0.1))
                 continue

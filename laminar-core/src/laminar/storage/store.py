@@ -123,7 +123,9 @@ class ExecutionStore:
             }
         )
         record = SplitRecord(tuple(sorted(archives)), caught)
-        self.datastore.write_bytes(layout.split_record(self.flow, self.execution, layer, index), record.dumps())
+        self.datastore.write_bytes(
+            layout.split_record(self.flow, self.execution, layer, index), record.dumps()
+        )
         return record
 
     def write_record(self, layer: str, splits: int) -> None:
@@ -165,10 +167,10 @@ class ExecutionStore:
         """Indices of the layer's finished splits, from one listing (not one call per split)."""
         prefix = layout.splits(self.flow, self.execution, layer)
         suffix = layout.ARCHIVE_SUFFIX
-        return {int(name[: -len(suffix)]) for name in self.datastore.list_prefix(prefix) if name.endswith(suffix)}
+        return {
+            int(name[: -len(suffix)]) for name in self.datastore.list_prefix(prefix) if name.endswith(suffix)
+        }
 
     def load(self, artifact: Any) -> Any:
         protocols = {p.name: p for p in (*self.datastore.protocols.values(), *self.defaults.values())}
         return artifacts.load(self.datastore, artifact, protocols=protocols)
-
-
