@@ -543,3 +543,10 @@ def test_results_api_listing_and_reprs(tmp_path: Path) -> None:
     )
     assert datastore.list_artifacts(layer=flow.execution(first.id).layer(Join)) == ["pid", "value"]
     assert flow.execution(second.id).layer(Join).value == 3 + 20
+
+
+def test_parameters_named_like_layer_attributes_are_refused(tmp_path: Path) -> None:
+    flow = Diamond(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    with pytest.raises(ConfigurationError, match=r"parameter names 'name' are reserved on layers"):
+        flow(name="ada", seed=1)
+    assert files(tmp_path) == []

@@ -13,7 +13,7 @@ from laminar.configurations import hooks as hook_kinds
 from laminar.configurations.layers import Catch, Configuration, Container, ForEach, Retry
 from laminar.errors import ConfigurationError, FlowDefinitionError
 from laminar.model import dag
-from laminar.model.layer import Layer, Parameters
+from laminar.model.layer import RESERVED, Layer, Parameters
 from laminar.names import validate
 
 if TYPE_CHECKING:
@@ -176,6 +176,12 @@ class Flow:
         from laminar.ids import new_execution_id
         from laminar.model.execution import Execution
 
+        reserved = sorted(set(parameters) & RESERVED)
+        if reserved:
+            raise ConfigurationError(
+                f"parameter names {', '.join(map(repr, reserved))} are reserved on layers (layer.{reserved[0]} is "
+                "set by Laminar) and could not be read back; choose other names"
+            )
         run = Execution(flow=self, id=execution if execution is not None else new_execution_id())
         return run.run(parameters=parameters)
 

@@ -40,7 +40,10 @@ class Scheduler:
         run = _Run(execution, parameters=parameters, resume=resume)
         try:
             asyncio.get_running_loop()
+            inside_loop = True
         except RuntimeError:
+            inside_loop = False
+        if not inside_loop:
             asyncio.run(run.main())
             return
         # Called from inside an event loop (a notebook): run ours on a thread of its own.
