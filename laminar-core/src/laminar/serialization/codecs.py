@@ -12,7 +12,8 @@ import zlib
 from typing import Any, BinaryIO
 
 SAMPLE = 256 * 1024  # bytes looked at before choosing a codec
-WORTH_IT = 0.85  # compress only if the sample shrinks to this fraction or less
+WORTH_IT = 0.85
+SMALL = 1024  # values smaller than this are stored uncompressed  # compress only if the sample shrinks to this fraction or less
 CODECS = ("none", "zlib")
 
 
@@ -57,8 +58,11 @@ class EncodingWriter(io.RawIOBase):
     def _decide(self) -> None:
         sample = b"".join(self._pending)
         self._pending = []
-        compressed = zlib.compress(sample[:SAMPLE], 1)
-        self.codec = "zlib" if len(compressed) <= WORTH_IT * min(len(sample), SAMPLE) else "none"
+        if len(sample) < SMALL:
+            self.codec = "none"  # too small for compression to pay for its header and time
+        else:
+            compressed = zlib.compress(sample[:SAMPLE], 1)
+            self.codec = "zlib" if len(compressed) <= WORTH_IT * min(len(sample), SAMPLE) else "none"
         if self.codec == "zlib":
             self._compressor = zlib.compressobj(1)
         self._emit(memoryview(sample))

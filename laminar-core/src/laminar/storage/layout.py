@@ -13,13 +13,18 @@ Every name is validated before it becomes part of a key (see :mod:`laminar.names
 
 from __future__ import annotations
 
+import re
+
 from laminar.names import validate
 
 ARCHIVE_SUFFIX = ".json"
 
 
+_HEX = re.compile(r"[0-9a-f]{8,128}")
+
+
 def artifact(hexdigest: str) -> str:
-    if len(hexdigest) < 8 or not all(c in "0123456789abcdef" for c in hexdigest):
+    if not _HEX.fullmatch(hexdigest):
         raise ValueError(f"not a hex digest: {hexdigest!r}")
     return f"artifacts/{hexdigest[:2]}/{hexdigest}"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
@@ -20,7 +19,7 @@ class Local(Datastore):
     """
 
     schemes = ("file",)
-    max_workers = 4
+    max_workers = 1  # small local writes are faster in a row than handed to threads
 
     def __init__(self, root: str | os.PathLike[str] = ".laminar") -> None:
         super().__init__()
@@ -41,17 +40,28 @@ class Local(Datastore):
         return os.path.join(self.root, *key.split("/"))
 
     def read_bytes(self, key: str) -> bytes:
-        with open(self._path(key), "rb") as file:
-            return file.read()
+        fd = os.open(self._path(key), os.O_RDONLY)  # raw calls: most keys are small metadata
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def open_read(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        fd, temporary = tempfile.mkstemp(dir=self.staging_directory())
+        temporary = os.path.join(self.staging_directory(), os.urandom(12).hex())
         try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             self._move(temporary, key)
         except BaseException:
             _remove(temporary)
@@ -74,7 +84,9 @@ class Local(Datastore):
 
     def staging_directory(self) -> str:
         staging = os.path.join(self.root, ".staging")
-        os.makedirs(staging, exist_ok=True)
+        if not self.__dict__.get("_staging_ready"):
+            os.makedirs(staging, exist_ok=True)
+            self._staging_ready = True
         return staging
 
     def exists(self, key: str) -> bool:
