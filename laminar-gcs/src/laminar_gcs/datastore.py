@@ -1,0 +1,373 @@
+"""``gs://bucket/prefix`` — Google Cloud Storage on the google-cloud-storage SDK.
+
+Project and credentials come from Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS``,
+``gcloud auth application-default login``, the metadata server) or from the constructor. When
+``STORAGE_EMULATOR_HOST`` is set (or ``endpoint=`` is given) the client talks to that emulator with
+anonymous credentials.
+
+The SDK's own retries (which may wait two minutes) are switched off; every primitive runs under
+:func:`~laminar.storage.retries.with_retries` with short connect timeouts instead, so an unreachable
+endpoint gives a :class:`~laminar.errors.DatastoreError` naming the URL within seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
+
+from laminar.errors import ConfigurationError, DatastoreError
+from laminar.storage.datastore import Datastore
+from laminar.storage.retries import with_retries
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
+    from google.cloud.storage import Bucket, Client
+
+T = TypeVar("T")
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._\-]{1,61}[a-z0-9]$")
+
+_TRANSIENT_NAMES = {
+    # google.api_core.exceptions
+    "TooManyRequests",
+    "InternalServerError",
+    "BadGateway",
+    "ServiceUnavailable",
+    "GatewayTimeout",
+    "RequestRangeNotSatisfiable",
+    # requests / urllib3 / google.auth transport
+    "ConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "Timeout",
+    "ChunkedEncodingError",
+    "ProtocolError",
+    "NewConnectionError",
+    "MaxRetryError",
+    "TransportError",
+    "ConnectionResetError",
+    "ConnectionRefusedError",
+    "TimeoutError",
+}
+
+
+class BucketNotFound(DatastoreError):
+    """The bucket named in the URL does not exist (or these credentials cannot see it)."""
+
+
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, (DatastoreError, ConfigurationError)):
+        return False
+    current: BaseException | None = error
+    seen = 0
+    while current is not None and seen < 10:
+        if type(current).__name__ in _TRANSIENT_NAMES:
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+def _not_found(error: BaseException) -> bool:
+    return type(error).__name__ == "NotFound" or getattr(error, "code", None) == 404
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """Split ``gs://bucket/some/prefix`` (or ``bucket/some/prefix``) into bucket and prefix."""
+    rest = url
+    if "://" in url:
+        scheme, _, rest = url.partition("://")
+        if scheme not in ("gs", "gcs"):
+            raise ConfigurationError(f"not a Google Cloud Storage URL: {url!r}; write gs://bucket/prefix")
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ConfigurationError(f"the GCS URL {url!r} names no bucket; write gs://bucket/prefix")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ConfigurationError(
+            f"{bucket!r} in {url!r} is not a valid GCS bucket name: use 3-63 lowercase letters, digits, "
+            "dots, hyphens and underscores, starting and ending with a letter or digit"
+        )
+    if "?" in prefix or "#" in prefix:
+        raise ConfigurationError(f"the GCS URL {url!r} has a query or fragment; write gs://bucket/prefix")
+    prefix = prefix.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ConfigurationError(f"the prefix of {url!r} has an empty, '.' or '..' part")
+    return bucket, prefix
+
+
+class GCS(Datastore):
+    """Stores keys as objects below ``gs://bucket/prefix``.
+
+    ``GCS("gs://bucket/prefix")`` or ``GCS("bucket/prefix")``; options:
+
+    - ``project``: the project to bill (default: from the credentials / ``GOOGLE_CLOUD_PROJECT``);
+    - ``credentials``: a ``google.auth`` credentials object or the path of a service-account JSON key
+      (default: Application Default Credentials);
+    - ``endpoint``: an emulator or private endpoint (default: ``STORAGE_EMULATOR_HOST``); with an
+      emulator and no credentials the client is anonymous;
+    - ``connect_timeout`` / ``read_timeout`` (seconds) and ``attempts`` bound every call;
+    - ``chunk_size``: bytes per request of resumable uploads and streaming reads.
+    """
+
+    schemes = ("gs",)
+    max_workers = 32
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        project: str | None = None,
+        credentials: Credentials | str | os.PathLike[str] | None = None,
+        endpoint: str | None = None,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 60.0,
+        attempts: int = 3,
+        chunk_size: int | None = None,
+        max_workers: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.bucket_name, self.prefix = parse_url(url)
+        self.project = project
+        if isinstance(credentials, (str, os.PathLike)):
+            credentials = os.fspath(credentials)
+            if not os.path.isfile(credentials):
+                raise ConfigurationError(
+                    f"the GCS credentials file {credentials!r} does not exist; pass the path of a "
+                    "service-account JSON key, or leave credentials out to use Application Default Credentials"
+                )
+        self.credentials = credentials
+        self.endpoint = endpoint or os.environ.get("STORAGE_EMULATOR_HOST") or None
+        self._explicit_endpoint = endpoint is not None
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.attempts = max(1, attempts)
+        self.chunk_size = chunk_size
+        if max_workers is not None:
+            self.max_workers = max_workers
+        self._client: Client | None = None
+        self._bucket: Bucket | None = None
+        self._checked = False
+        self._client_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> GCS:
+        return cls(url)
+
+    @property
+    def url(self) -> str:
+        return f"gs://{self.bucket_name}/{self.prefix}" if self.prefix else f"gs://{self.bucket_name}"
+
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
+
+    # ---- the client ----------------------------------------------------------------------------
+    def _where(self) -> str:
+        return f" at {self.endpoint}" if self.endpoint else ""
+
+    def _get_bucket(self) -> Bucket:
+        bucket = self._bucket
+        if bucket is not None and self._checked:
+            return bucket
+        with self._client_lock:
+            if self._bucket is None:
+                self._client = self._connect()
+                self._bucket = self._client.bucket(self.bucket_name)
+            if not self._checked:
+                self._check_bucket(self._bucket)
+                self._checked = True
+            return self._bucket
+
+    def _connect(self) -> Client:
+        try:
+            import requests.adapters
+            from google.cloud import storage
+        except ImportError as error:  # pragma: no cover - a dependency
+            raise DatastoreError(
+                "the GCS datastore needs google-cloud-storage: pip install 'laminar[gcs]'"
+            ) from error
+        credentials: Any = self.credentials
+        if isinstance(credentials, str):
+            from google.oauth2 import service_account
+
+            try:
+                credentials = service_account.Credentials.from_service_account_file(credentials)
+            except (ValueError, KeyError) as error:
+                raise ConfigurationError(
+                    f"{self.credentials!r} is not a service-account JSON key: {error}"
+                ) from error
+        kwargs: dict[str, Any] = {}
+        if self.endpoint:
+            endpoint = self.endpoint if "://" in self.endpoint else f"http://{self.endpoint}"
+            if self._explicit_endpoint:
+                kwargs["client_options"] = {"api_endpoint": endpoint}
+            if credentials is None:
+                from google.auth.credentials import AnonymousCredentials
+
+                credentials = AnonymousCredentials()
+            project = self.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "laminar-emulator"
+        else:
+            project = self.project
+        try:
+            client = storage.Client(project=project, credentials=credentials, **kwargs)
+        except Exception as error:
+            raise DatastoreError(
+                f"cannot create a Google Cloud Storage client for {self.url}: {type(error).__name__}: {error}. "
+                "Set up Application Default Credentials (gcloud auth application-default login, or "
+                "GOOGLE_APPLICATION_CREDENTIALS=/path/key.json), or pass credentials= and project="
+            ) from error
+        # One pooled connection per batch thread instead of requests' default of ten.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(10, self.max_workers))
+        client._http.mount("https://", adapter)
+        client._http.mount("http://", adapter)
+        return client
+
+    def _check_bucket(self, bucket: Bucket) -> None:
+        def check() -> None:
+            try:
+                found = bucket.exists(retry=None, timeout=self._timeout)
+            except Exception as error:
+                if type(error).__name__ in ("Forbidden", "Unauthorized"):
+                    return  # may lack storage.buckets.get yet reach objects; let each call decide
+                raise
+            if not found:
+                raise self._bucket_not_found()
+
+        try:
+            with_retries(check, transient=_transient, describe=f"open {self.url}{self._where()}", attempts=self.attempts)
+        except DatastoreError as error:
+            if isinstance(error.__cause__, (BucketNotFound, ConfigurationError)):
+                raise error.__cause__ from None
+            raise
+
+    def _bucket_not_found(self) -> BucketNotFound:
+        return BucketNotFound(
+            f"GCS bucket {self.bucket_name!r} does not exist{self._where()} (datastore {self.url}); "
+            f"create it first (gcloud storage buckets create gs://{self.bucket_name}) or fix the URL"
+        )
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _name(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, verb: str, key: str, operation: Callable[[Bucket], T]) -> T:
+        bucket = self._get_bucket()
+        try:
+            return with_retries(
+                lambda: operation(bucket),
+                transient=_transient,
+                describe=f"{verb} gs://{self.bucket_name}/{self._name(key)}{self._where()}",
+                attempts=self.attempts,
+            )
+        except DatastoreError as error:
+            if isinstance(error.__cause__, BucketNotFound):
+                raise error.__cause__ from None
+            raise
+
+    def _missing(self, key: str, error: BaseException) -> FileNotFoundError:
+        return FileNotFoundError(f"no key {key!r} in {self.url}")
+
+    # ---- primitives ----------------------------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes:
+        def read(bucket: Bucket) -> bytes:
+            try:
+                return cast(bytes, bucket.blob(self._name(key)).download_as_bytes(retry=None, timeout=self._timeout))
+            except Exception as error:
+                if _not_found(error):
+                    raise self._missing(key, error) from error
+                raise
+
+        return self._call("read", key, read)
+
+    def open_read(self, key: str) -> BinaryIO:
+        def open_(bucket: Bucket) -> BinaryIO:
+            blob = bucket.blob(self._name(key), chunk_size=self.chunk_size)
+            try:
+                blob.reload(retry=None, timeout=self._timeout)  # raises NotFound now, not at first read
+            except Exception as error:
+                if _not_found(error):
+                    raise self._missing(key, error) from error
+                raise
+            reader = blob.open(
+                "rb", chunk_size=self.chunk_size or 8 * 2**20, retry=None, timeout=self._timeout
+            )
+            return cast(BinaryIO, reader)
+
+        return self._call("read", key, open_)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        def write(bucket: Bucket) -> None:
+            blob = bucket.blob(self._name(key), chunk_size=self.chunk_size)
+            blob.upload_from_string(
+                bytes(data), content_type="application/octet-stream", retry=None, timeout=self._timeout
+            )
+
+        self._call("write", key, write)
+
+    def write_file(self, key: str, path: str) -> None:
+        def write(bucket: Bucket) -> None:
+            # Resumable upload read from the file chunk by chunk: never the whole value in memory.
+            blob = bucket.blob(self._name(key), chunk_size=self.chunk_size)
+            blob.upload_from_filename(
+                path, content_type="application/octet-stream", retry=None, timeout=self._timeout
+            )
+
+        self._call("write", key, write)
+
+    def exists(self, key: str) -> bool:
+        return self._call(
+            "check", key, lambda bucket: bool(bucket.blob(self._name(key)).exists(retry=None, timeout=self._timeout))
+        )
+
+    def list_prefix(self, prefix: str) -> list[str]:
+        full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+
+        def listing(bucket: Bucket) -> list[str]:
+            assert self._client is not None
+            try:
+                iterator = self._client.list_blobs(
+                    bucket, prefix=full, delimiter="/", retry=None, timeout=self._timeout
+                )
+                names = {blob.name[len(full) :] for blob in iterator}
+            except Exception as error:
+                if _not_found(error):
+                    raise self._bucket_not_found() from error
+                raise
+            names.update(item[len(full) :].rstrip("/") for item in iterator.prefixes)
+            names.discard("")
+            return sorted(names)
+
+        return self._call("list", prefix, listing)
+
+    def delete(self, key: str) -> None:
+        def delete(bucket: Bucket) -> None:
+            try:
+                bucket.blob(self._name(key)).delete(retry=None, timeout=self._timeout)
+            except Exception as error:
+                if not _not_found(error):
+                    raise
+
+        self._call("delete", key, delete)
+
+    def close(self) -> None:
+        with self._client_lock:
+            client, self._client, self._bucket, self._checked = self._client, None, None, False
+        if client is not None:
+            client.close()
+        super().close()
+
+    # ---- pickling ------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_client"] = None
+        state["_bucket"] = None
+        state["_checked"] = False
+        state.pop("_client_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._client_lock = threading.Lock()

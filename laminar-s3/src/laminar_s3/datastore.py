@@ -1,0 +1,375 @@
+"""``s3://bucket/prefix`` — Amazon S3 and S3-compatible stores (MinIO, moto, R2, ...) on s3fs.
+
+Credentials, region and endpoint come from the constructor or from the usual AWS sources
+(``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
+``~/.aws/config``, instance roles, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_REGION``).
+
+Every call is bounded: short connect timeouts, few SDK retries, and Laminar's own
+:func:`~laminar.storage.retries.with_retries` around each primitive, so an unreachable endpoint gives a
+:class:`~laminar.errors.DatastoreError` naming the URL within seconds instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
+
+from laminar.errors import ConfigurationError, DatastoreError
+from laminar.storage.datastore import Datastore
+from laminar.storage.retries import with_retries
+
+if TYPE_CHECKING:
+    from s3fs import S3FileSystem
+
+T = TypeVar("T")
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+#: Exception class names (botocore, aiohttp, urllib3) that mean "try again".
+_TRANSIENT_NAMES = {
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ConnectionClosedError",
+    "HTTPClientError",
+    "ProxyConnectionError",
+    "ClientConnectorError",
+    "ClientOSError",
+    "ServerDisconnectedError",
+    "ClientPayloadError",
+    "IncompleteReadError",
+    "ResponseStreamingError",
+    "TimeoutError",
+    "ConnectionResetError",
+    "ConnectionRefusedError",
+}
+#: S3 error codes worth retrying.
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "Throttling",
+    "ThrottlingException",
+    "500",
+    "502",
+    "503",
+    "504",
+}
+
+
+class BucketNotFound(DatastoreError):
+    """The bucket named in the URL does not exist (or this account cannot see it)."""
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _error_code(error: BaseException) -> str | None:
+    """The S3 error code (``NoSuchBucket``, ``AccessDenied``, ``404``) behind ``error``, if any."""
+    for item in _chain(error):
+        response = getattr(item, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if code is not None:
+                return str(code)
+    return None
+
+
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, DatastoreError):
+        return False
+    for item in _chain(error):
+        if type(item).__name__ in _TRANSIENT_NAMES:
+            return True
+    return _error_code(error) in _TRANSIENT_CODES
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """Split ``s3://bucket/some/prefix`` (or ``bucket/some/prefix``) into bucket and prefix."""
+    rest = url
+    if "://" in url:
+        scheme, _, rest = url.partition("://")
+        if scheme != "s3":
+            raise ConfigurationError(f"not an S3 URL: {url!r}; write s3://bucket/prefix")
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ConfigurationError(f"the S3 URL {url!r} names no bucket; write s3://bucket/prefix")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ConfigurationError(
+            f"{bucket!r} in {url!r} is not a valid S3 bucket name: use 3-63 lowercase letters, digits, "
+            "dots and hyphens, starting and ending with a letter or digit"
+        )
+    if "?" in prefix or "#" in prefix:
+        raise ConfigurationError(f"the S3 URL {url!r} has a query or fragment; write s3://bucket/prefix")
+    prefix = prefix.strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise ConfigurationError(f"the prefix of {url!r} has an empty, '.' or '..' part")
+    return bucket, prefix
+
+
+class S3(Datastore):
+    """Stores keys as objects below ``s3://bucket/prefix``.
+
+    ``S3("s3://bucket/prefix")`` or ``S3("bucket/prefix")``; options:
+
+    - ``endpoint_url``: an S3-compatible endpoint (default: ``AWS_ENDPOINT_URL_S3``,
+      ``AWS_ENDPOINT_URL``, else AWS itself);
+    - ``region``, ``profile``; ``key`` / ``secret`` / ``token`` for explicit credentials,
+      ``anon=True`` for public buckets;
+    - ``connect_timeout`` / ``read_timeout`` (seconds) and ``attempts`` bound every call;
+    - ``options``: more keyword arguments for :class:`s3fs.S3FileSystem`.
+    """
+
+    schemes = ("s3",)
+    max_workers = 32
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        key: str | None = None,
+        secret: str | None = None,
+        token: str | None = None,
+        anon: bool = False,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 60.0,
+        attempts: int = 3,
+        max_workers: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.bucket, self.prefix = parse_url(url)
+        self.endpoint_url = (
+            endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+        )
+        self.region = region
+        self.profile = profile
+        self.key = key
+        self.secret = secret
+        self.token = token
+        self.anon = anon
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.attempts = max(1, attempts)
+        if max_workers is not None:
+            self.max_workers = max_workers
+        self.options = dict(options or {})
+        self._fs: S3FileSystem | None = None
+        self._checked = False
+        self._fs_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> S3:
+        return cls(url)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    # ---- the client ----------------------------------------------------------------------------
+    def _filesystem(self) -> S3FileSystem:
+        fs = self._fs
+        if fs is not None and self._checked:
+            return fs
+        with self._fs_lock:
+            if self._fs is None:
+                self._fs = self._connect()
+            if not self._checked:
+                self._check_bucket(self._fs)
+                self._checked = True
+            return self._fs
+
+    def _connect(self) -> S3FileSystem:
+        try:
+            from s3fs import S3FileSystem
+        except ImportError as error:  # pragma: no cover - s3fs is a dependency
+            raise DatastoreError("the S3 datastore needs s3fs: pip install 'laminar[s3]'") from error
+        client_kwargs: dict[str, Any] = {}
+        if self.region:
+            client_kwargs["region_name"] = self.region
+        config_kwargs: dict[str, Any] = {
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            # botocore retries a little (throttling, dropped connections); we retry the rest.
+            "retries": {"total_max_attempts": 2, "mode": "standard"},
+            "max_pool_connections": max(10, self.max_workers),
+        }
+        kwargs: dict[str, Any] = {
+            "anon": self.anon,
+            "endpoint_url": self.endpoint_url,
+            "key": self.key,
+            "secret": self.secret,
+            "token": self.token,
+            "client_kwargs": client_kwargs,
+            "config_kwargs": config_kwargs,
+            "skip_instance_cache": True,
+            "use_listings_cache": False,
+        }
+        if self.profile:
+            kwargs["profile"] = self.profile
+        kwargs.update(self.options)
+        fs = S3FileSystem(**kwargs)
+        fs.retries = 1  # s3fs's own retry loop; ours (with_retries) is the one that counts
+        return fs
+
+    def _where(self) -> str:
+        return f" at {self.endpoint_url}" if self.endpoint_url else ""
+
+    def _check_bucket(self, fs: S3FileSystem) -> None:
+        """Fail early, and clearly, when the bucket is missing or the endpoint unreachable."""
+
+        def head() -> None:
+            try:
+                fs.call_s3("head_bucket", Bucket=self.bucket)
+            except Exception as error:
+                code = _error_code(error)
+                if code in ("404", "NoSuchBucket") or (code is None and isinstance(error, FileNotFoundError)):
+                    raise self._bucket_not_found() from error
+                if code in ("403", "AccessDenied", "301", "PermanentRedirect", "400"):
+                    return  # may lack s3:ListBucket but still reach objects; let each call decide
+                raise
+
+        try:
+            with_retries(head, transient=_transient, describe=f"open {self.url}{self._where()}", attempts=self.attempts)
+        except DatastoreError as error:
+            if isinstance(error.__cause__, BucketNotFound):
+                raise error.__cause__ from None
+            raise
+
+    def _bucket_not_found(self) -> BucketNotFound:
+        return BucketNotFound(
+            f"S3 bucket {self.bucket!r} does not exist{self._where()} (datastore {self.url}); "
+            "create it first (aws s3 mb s3://{0}) or fix the URL".format(self.bucket)
+        )
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _object(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _path(self, key: str) -> str:
+        return f"{self.bucket}/{self._object(key)}"
+
+    def _call(self, verb: str, key: str, operation: Callable[[S3FileSystem], T]) -> T:
+        fs = self._filesystem()
+
+        def attempt() -> T:
+            try:
+                return operation(fs)
+            except FileNotFoundError as error:
+                if _error_code(error) == "NoSuchBucket":
+                    raise self._bucket_not_found() from error
+                raise
+
+        try:
+            return with_retries(
+                attempt,
+                transient=_transient,
+                describe=f"{verb} s3://{self._path(key)}{self._where()}",
+                attempts=self.attempts,
+            )
+        except DatastoreError as error:
+            if isinstance(error.__cause__, BucketNotFound):
+                raise error.__cause__ from None
+            raise
+
+    # ---- primitives ----------------------------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes:
+        def read(fs: S3FileSystem) -> bytes:
+            try:
+                return cast(bytes, fs.cat_file(self._path(key)))
+            except FileNotFoundError as error:
+                if _error_code(error) == "NoSuchBucket":
+                    raise
+                raise FileNotFoundError(f"no key {key!r} in {self.url}") from error
+
+        return self._call("read", key, read)
+
+    def open_read(self, key: str) -> BinaryIO:
+        def open_(fs: S3FileSystem) -> BinaryIO:
+            try:
+                return cast(BinaryIO, fs.open(self._path(key), "rb", block_size=8 * 2**20, cache_type="readahead"))
+            except FileNotFoundError as error:
+                if _error_code(error) == "NoSuchBucket":
+                    raise
+                raise FileNotFoundError(f"no key {key!r} in {self.url}") from error
+
+        return self._call("read", key, open_)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._call("write", key, lambda fs: fs.pipe_file(self._path(key), bytes(data)))
+
+    def write_file(self, key: str, path: str) -> None:
+        # put_file reads the file part by part (multipart upload above 50 MiB): never whole in memory.
+        self._call("write", key, lambda fs: fs.put_file(path, self._path(key)))
+
+    def exists(self, key: str) -> bool:
+        def head(fs: S3FileSystem) -> bool:
+            try:
+                fs.call_s3("head_object", Bucket=self.bucket, Key=self._object(key))
+            except FileNotFoundError:
+                return False
+            return True
+
+        return self._call("check", key, head)
+
+    def list_prefix(self, prefix: str) -> list[str]:
+        full = self._object(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+
+        def listing(fs: S3FileSystem) -> list[str]:
+            names: set[str] = set()
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full, "Delimiter": "/"}
+            while True:
+                page = fs.call_s3("list_objects_v2", **kwargs)
+                for item in page.get("CommonPrefixes", []):
+                    names.add(item["Prefix"][len(full) :].rstrip("/"))
+                for item in page.get("Contents", []):
+                    names.add(item["Key"][len(full) :])
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    break
+                kwargs["ContinuationToken"] = token
+            names.discard("")
+            return sorted(names)
+
+        def attempt(fs: S3FileSystem) -> list[str]:
+            try:
+                return listing(fs)
+            except FileNotFoundError as error:
+                raise self._bucket_not_found() from error
+
+        return self._call("list", prefix, attempt)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, lambda fs: fs.call_s3("delete_object", Bucket=self.bucket, Key=self._object(key)))
+
+    def close(self) -> None:
+        with self._fs_lock:
+            self._fs = None
+            self._checked = False
+        super().close()
+
+    # ---- pickling ------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_fs"] = None
+        state["_checked"] = False
+        state.pop("_fs_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._fs_lock = threading.Lock()
