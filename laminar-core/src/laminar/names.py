@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from laminar.errors import InvalidName
@@ -14,9 +15,15 @@ def validate(name: str, *, what: str) -> str:
 
     Safe: 1-200 characters of letters, digits, ``_``, ``.`` and ``-``, not starting with ``.`` or ``-``.
     """
-    if not isinstance(name, str) or not _SAFE.fullmatch(name):
-        raise InvalidName(
-            f"{what} {name!r} cannot be used as a storage name: use 1-200 letters, digits, '_', '.' or '-',"
-            " starting with a letter, digit or '_' (no '/', '..', NUL or absolute paths)."
-        )
-    return name
+    if isinstance(name, str) and _is_safe(name):
+        return name
+    raise InvalidName(
+        f"{what} {name!r} cannot be used as a storage name: use 1-200 letters, digits, '_', '.' or '-',"
+        " starting with a letter, digit or '_' (no '/', '..', NUL or absolute paths)."
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_safe(name: str) -> bool:
+    return _SAFE.fullmatch(name) is not None
+

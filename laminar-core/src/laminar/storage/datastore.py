@@ -160,17 +160,7 @@ class Datastore(abc.ABC):
         execution = layer.execution
         if execution is None:
             raise ValueError(f"{layer!r} is not bound to an execution; use flow.execution(id).layer(...)")
-        prefix = layout.splits(execution.flow.name, execution.id, layer.name)
-        names: set[str] = set()
-        for entry in self.list_prefix(prefix):
-            if entry.endswith(layout.ARCHIVE_SUFFIX):
-                continue  # split records; the archives live in the split directories
-            for archive in self.list_prefix(f"{prefix}{entry}/"):
-                if archive.endswith(layout.ARCHIVE_SUFFIX):
-                    names.add(archive[: -len(layout.ARCHIVE_SUFFIX)])
-            if layer.splits is None:
-                break  # one split: no need to look at the rest
-        return sorted(names)
+        return self.list_prefix(layout.archives(execution.flow.name, execution.id, layer.name))
 
     # ---- pickling ------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -5,8 +5,8 @@
     artifacts/<hh>/<sha256>                                       one stored value, shared by all flows
     flows/<Flow>/executions/<id>/execution.json                   execution metadata
     flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished
-    flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>/<name>.json   archive of one artifact name
-    flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>.json   split record: the split finished
+    flows/<Flow>/executions/<id>/layers/<Layer>/archives/<name>/<i>.json  archive of one name in split i
+    flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>.json           split record: split i finished
 
 Every name is validated before it becomes part of a key (see :mod:`laminar.names`).
 """
@@ -61,6 +61,10 @@ def split_record(flow: str, execution_id: str, layer_name: str, index: int) -> s
     return f"{splits(flow, execution_id, layer_name)}{int(index)}.json"
 
 
+def archives(flow: str, execution_id: str, layer_name: str) -> str:
+    return layer(flow, execution_id, layer_name) + "archives/"
+
+
 def archive(flow: str, execution_id: str, layer_name: str, index: int, name: str) -> str:
-    split = f"{splits(flow, execution_id, layer_name)}{int(index)}/"
-    return split + validate(name, what="artifact name") + ARCHIVE_SUFFIX
+    # One directory per artifact name, not per split: a split costs no directory of its own.
+    return f"{archives(flow, execution_id, layer_name)}{validate(name, what='artifact name')}/{int(index)}.json"

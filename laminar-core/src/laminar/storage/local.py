@@ -37,7 +37,8 @@ class Local(Datastore):
         return Path(self.root).as_uri()
 
     def _path(self, key: str) -> str:
-        return os.path.join(self.root, *key.split("/"))
+        # Keys are validated '/'-separated names (see laminar.names): no '..', no absolute parts.
+        return f"{self.root}{os.sep}{key.replace('/', os.sep) if os.sep != '/' else key}"
 
     def read_bytes(self, key: str) -> bytes:
         fd = os.open(self._path(key), os.O_RDONLY)  # raw calls: most keys are small metadata
@@ -83,10 +84,11 @@ class Local(Datastore):
             os.replace(temporary, destination)
 
     def staging_directory(self) -> str:
-        staging = os.path.join(self.root, ".staging")
-        if not self.__dict__.get("_staging_ready"):
+        staging: str | None = self.__dict__.get("_staging")
+        if staging is None:
+            staging = os.path.join(self.root, ".staging")
             os.makedirs(staging, exist_ok=True)
-            self._staging_ready = True
+            self._staging = staging
         return staging
 
     def exists(self, key: str) -> bool:

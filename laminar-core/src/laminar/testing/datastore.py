@@ -1,0 +1,412 @@
+"""``DatastoreConformance``: the tests every Datastore must pass, for any backend to reuse.
+
+Subclass it in a test module and give it a ``datastore`` fixture that yields a datastore on fresh,
+empty storage (a new bucket, directory, database) for each test::
+
+    import pytest
+    from laminar.testing import DatastoreConformance
+    from laminar_foo import Foo
+
+    class TestFoo(DatastoreConformance):
+        @pytest.fixture
+        def datastore(self, tmp_path):
+            store = Foo(tmp_path / "db")
+            yield store
+            store.close()
+
+pytest then runs every ``test_*`` method below against it: the primitives, atomic overwrite,
+delimiter listing, ``FileNotFoundError`` for missing keys, the batch calls, streaming reads and
+uploads, large values, pickling, and whole flows (shard, foreach, a join) whose results are read back.
+
+Knobs a subclass may override: ``large_value_size`` (bytes; default 20 MiB), ``listing_size`` (keys
+written to check paginated listings; default 1,050, past S3's page of 1,000), and :meth:`reopen` (how
+to build a second datastore on the same storage; default ``type(datastore).from_url(datastore.url)``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from laminar import Flow, Layer, Parameters
+from laminar.configurations import executors
+from laminar.configurations.layers import ForEach, Parameter
+from laminar.errors import ConfigurationError
+from laminar.storage.datastore import Datastore
+
+# ---- a small flow that exercises parameters, shard, foreach (a grid and a chain) and a join ------
+
+
+class ConformanceFlow(Flow):
+    """Parameters -> Numbers (shard) -> Square (foreach) -> Shifted (chained foreach) -> Total (join)."""
+
+
+@ConformanceFlow.register
+class Numbers(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(values=list(range(1, parameters.count + 1)))
+        self.label = parameters.label
+        self.blob = bytes(range(256)) * 64
+
+
+@ConformanceFlow.register(foreach=ForEach(parameters=[Parameter(layer=Numbers, attribute="values")]))
+class Square(Layer):
+    def __call__(self, numbers: Numbers) -> None:
+        self.value = numbers.values**2
+        self.position = (self.index, self.splits)
+
+
+@ConformanceFlow.register(foreach=ForEach(parameters=[Parameter(layer=Square, attribute="value", index=None)]))
+class Shifted(Layer):
+    def __call__(self, square: Square) -> None:
+        self.value = square.value + 1
+
+
+@ConformanceFlow.register
+class Total(Layer):
+    def __call__(self, square: Square, shifted: Shifted, numbers: Numbers) -> None:
+        self.squares = list(square.value)
+        self.total = sum(square.value)
+        self.shifted = list(shifted.value)
+        self.summary = {"label": numbers.label, "count": len(numbers.values), "blob": len(numbers.blob)}
+
+
+def _expected(count: int, label: str) -> dict[str, Any]:
+    squares = [n * n for n in range(1, count + 1)]
+    return {
+        "squares": squares,
+        "total": sum(squares),
+        "shifted": [s + 1 for s in squares],
+        "summary": {"label": label, "count": count, "blob": 256 * 64},
+    }
+
+
+class DatastoreConformance:
+    """Base class of a datastore's conformance tests; subclasses provide a ``datastore`` fixture."""
+
+    large_value_size: int = 20 * 2**20
+    listing_size: int = 1050
+
+    @pytest.fixture
+    def datastore(self) -> Iterator[Datastore]:  # pragma: no cover - always overridden
+        raise NotImplementedError("subclass DatastoreConformance and define a `datastore` fixture")
+
+    def reopen(self, datastore: Datastore) -> Datastore:
+        """A second datastore object on the same storage, as another process would build it."""
+        return type(datastore).from_url(datastore.url)
+
+    # ---- read, write, overwrite ----------------------------------------------------------------
+    def test_write_then_read(self, datastore: Datastore) -> None:
+        datastore.write_bytes("conformance/one", b"hello")
+        datastore.write_bytes("conformance/binary", bytes(range(256)))
+        datastore.write_bytes("conformance/empty", b"")
+        assert datastore.read_bytes("conformance/one") == b"hello"
+        assert datastore.read_bytes("conformance/binary") == bytes(range(256))
+        assert datastore.read_bytes("conformance/empty") == b""
+
+    def test_overwrite_replaces_the_whole_value(self, datastore: Datastore) -> None:
+        datastore.write_bytes("conformance/key", b"a much longer first value")
+        datastore.write_bytes("conformance/key", b"short")
+        assert datastore.read_bytes("conformance/key") == b"short"
+        datastore.write_bytes("conformance/key", b"")
+        assert datastore.read_bytes("conformance/key") == b""
+
+    def test_overwrite_is_atomic_for_concurrent_readers(self, datastore: Datastore) -> None:
+        size = 2**20
+        values = [bytes([ord("a") + i]) * size for i in range(3)]
+        datastore.write_bytes("conformance/atomic", values[0])
+        seen: list[bytes] = []
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                for round_ in range(6):
+                    datastore.write_bytes("conformance/atomic", values[round_ % 3])
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+        def read() -> None:
+            try:
+                for _ in range(6):
+                    seen.append(datastore.read_bytes("conformance/atomic"))
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=write), threading.Thread(target=read), threading.Thread(target=read)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        for value in [*seen, datastore.read_bytes("conformance/atomic")]:
+            assert value in values, "a reader saw a partial or mixed value"
+
+    def test_keys_with_layout_characters(self, datastore: Datastore) -> None:
+        keys = ["conformance/A-b_c.d/e.json", "conformance/0/1.json", "conformance/x.y-z_/0123456789abcdef"]
+        for number, key in enumerate(keys):
+            datastore.write_bytes(key, str(number).encode())
+        assert [datastore.read_bytes(key) for key in keys] == [b"0", b"1", b"2"]
+
+    # ---- missing keys --------------------------------------------------------------------------
+    def test_missing_key_raises_file_not_found(self, datastore: Datastore) -> None:
+        with pytest.raises(FileNotFoundError):
+            datastore.read_bytes("conformance/missing")
+        with pytest.raises(FileNotFoundError):
+            datastore.read_bytes("never/written/anywhere")
+
+    def test_missing_key_open_read_raises_file_not_found(self, datastore: Datastore) -> None:
+        with pytest.raises(FileNotFoundError):
+            stream = datastore.open_read("conformance/missing")
+            try:
+                stream.read()
+            finally:
+                stream.close()
+
+    def test_exists(self, datastore: Datastore) -> None:
+        assert not datastore.exists("conformance/key")
+        datastore.write_bytes("conformance/key", b"x")
+        assert datastore.exists("conformance/key")
+        assert not datastore.exists("conformance")  # a "directory" is not a key
+        assert not datastore.exists("conformance/ke")
+
+    def test_delete(self, datastore: Datastore) -> None:
+        datastore.write_bytes("conformance/key", b"x")
+        datastore.write_bytes("conformance/other", b"y")
+        datastore.delete("conformance/key")
+        assert not datastore.exists("conformance/key")
+        with pytest.raises(FileNotFoundError):
+            datastore.read_bytes("conformance/key")
+        assert datastore.read_bytes("conformance/other") == b"y"
+        assert datastore.list_prefix("conformance/") == ["other"]
+
+    def test_delete_of_missing_key_is_not_an_error(self, datastore: Datastore) -> None:
+        datastore.delete("conformance/missing")
+        datastore.delete("never/written/anywhere")
+        datastore.write_bytes("conformance/key", b"x")
+        datastore.delete("conformance/key")
+        datastore.delete("conformance/key")
+
+    # ---- listing -------------------------------------------------------------------------------
+    def test_list_prefix_gives_immediate_children(self, datastore: Datastore) -> None:
+        for key in ["p/a/x", "p/a/y", "p/b", "p/c/d/e/f", "p/c.json", "q/z"]:
+            datastore.write_bytes(key, b".")
+        assert datastore.list_prefix("p/") == ["a", "b", "c", "c.json"]
+        assert datastore.list_prefix("p/a/") == ["x", "y"]
+        assert datastore.list_prefix("p/c/") == ["d"]
+        assert datastore.list_prefix("p/c/d/e/") == ["f"]
+        assert datastore.list_prefix("q/") == ["z"]
+
+    def test_list_prefix_of_the_root(self, datastore: Datastore) -> None:
+        datastore.write_bytes("r1/x", b".")
+        datastore.write_bytes("r2", b".")
+        assert datastore.list_prefix("") == ["r1", "r2"]
+
+    def test_list_prefix_missing_or_empty_is_empty(self, datastore: Datastore) -> None:
+        assert datastore.list_prefix("nothing/here/") == []
+        datastore.write_bytes("gone/key", b".")
+        datastore.delete("gone/key")
+        assert datastore.list_prefix("gone/") == []
+        assert datastore.list_prefix("") == []
+
+    def test_list_prefix_matches_whole_names_only(self, datastore: Datastore) -> None:
+        datastore.write_bytes("m/ab/x", b".")
+        datastore.write_bytes("m/abc", b".")
+        datastore.write_bytes("m/a/y", b".")
+        assert datastore.list_prefix("m/a/") == ["y"]
+        assert datastore.list_prefix("m/ab/") == ["x"]
+        assert datastore.list_prefix("m/abc/") == []
+
+    def test_list_prefix_is_sorted_without_slashes(self, datastore: Datastore) -> None:
+        names = ["b", "a", "10", "9", "B", "a.json", "a-b", "_x"]
+        for name in names:
+            datastore.write_bytes(f"s/{name}/inner", b".")
+            datastore.write_bytes(f"s/{name}.leaf", b".")
+        listed = datastore.list_prefix("s/")
+        assert listed == sorted(listed)
+        assert set(listed) == set(names) | {f"{name}.leaf" for name in names}
+        assert not any("/" in name for name in listed)
+
+    def test_list_prefix_many_entries(self, datastore: Datastore) -> None:
+        names = [f"{i:05d}" for i in range(self.listing_size)]
+        datastore.write_many({f"many/{name}": b"." for name in names})
+        datastore.write_bytes("many/dir/inner", b".")
+        assert datastore.list_prefix("many/") == sorted([*names, "dir"])
+
+    # ---- batches -------------------------------------------------------------------------------
+    def test_batch_calls(self, datastore: Datastore) -> None:
+        items = {f"batch/{i:03d}": f"value {i}".encode() * (i + 1) for i in range(60)}
+        datastore.write_many(items)
+        keys = list(items)[::-1]
+        assert datastore.read_many(keys) == [items[key] for key in keys]
+        probes = [*keys[:5], "batch/missing", keys[-1]]
+        assert datastore.exists_many(probes) == [True] * 5 + [False, True]
+        assert datastore.read_many([]) == []
+        assert datastore.exists_many([]) == []
+        datastore.write_many({})
+
+    def test_batch_read_of_a_missing_key_raises_file_not_found(self, datastore: Datastore) -> None:
+        datastore.write_many({"batch/a": b"a", "batch/b": b"b"})
+        with pytest.raises(FileNotFoundError):
+            datastore.read_many(["batch/a", "batch/missing", "batch/b"])
+
+    # ---- streaming -----------------------------------------------------------------------------
+    def test_open_read_streams(self, datastore: Datastore) -> None:
+        value = os.urandom(3 * 2**20 + 17)
+        datastore.write_bytes("stream/value", value)
+        parts = []
+        with datastore.open_read("stream/value") as stream:
+            while chunk := stream.read(256 * 1024):
+                parts.append(chunk)
+        assert b"".join(parts) == value
+        with datastore.open_read("stream/value") as stream:
+            assert stream.read(10) == value[:10]
+            assert stream.read() == value[10:]
+
+    def test_write_file(self, datastore: Datastore, tmp_path: Any) -> None:
+        value = os.urandom(2**20 + 3)
+        path = tmp_path / "value.bin"
+        path.write_bytes(value)
+        datastore.write_file("files/value", str(path))
+        if path.exists():
+            path.unlink()  # the datastore must not depend on the file afterwards
+        assert datastore.read_bytes("files/value") == value
+        datastore.write_bytes("files/value", b"replaced")
+        assert datastore.read_bytes("files/value") == b"replaced"
+
+    def test_write_file_from_the_staging_directory(self, datastore: Datastore) -> None:
+        staging = datastore.staging_directory()
+        assert os.path.isdir(staging)
+        path = os.path.join(staging, f"conformance-{uuid.uuid4().hex}")
+        with open(path, "wb") as file:
+            file.write(b"staged value")
+        datastore.write_file("files/staged", path)
+        if os.path.exists(path):
+            os.remove(path)
+        assert datastore.read_bytes("files/staged") == b"staged value"
+        assert datastore.list_prefix("files/") == ["staged"]
+
+    def test_large_values(self, datastore: Datastore, tmp_path: Any) -> None:
+        value = os.urandom(self.large_value_size)
+        datastore.write_bytes("large/bytes", value)
+        assert datastore.read_bytes("large/bytes") == value
+        path = tmp_path / "large.bin"
+        path.write_bytes(value)
+        datastore.write_file("large/file", str(path))
+        with datastore.open_read("large/file") as stream:
+            read = bytearray()
+            while chunk := stream.read(4 * 2**20):
+                read += chunk
+        assert bytes(read) == value
+
+    # ---- identity, pickling, reuse -------------------------------------------------------------
+    def test_url_and_repr(self, datastore: Datastore) -> None:
+        url = datastore.url
+        assert isinstance(url, str) and "://" in url
+        scheme = url.split("://", 1)[0]
+        assert scheme in type(datastore).schemes
+        assert url in repr(datastore)
+
+    def test_pickle_round_trip(self, datastore: Datastore) -> None:
+        datastore.write_bytes("pickle/before", b"1")
+        datastore.read_many(["pickle/before", "pickle/before"])  # start any clients and thread pools
+        if not type(datastore).shared:
+            with pytest.raises(TypeError):
+                pickle.dumps(datastore)
+            return
+        copy = pickle.loads(pickle.dumps(datastore))
+        assert type(copy) is type(datastore) and copy.url == datastore.url
+        assert copy.read_bytes("pickle/before") == b"1"
+        copy.write_bytes("pickle/after", b"2")
+        assert datastore.read_bytes("pickle/after") == b"2"
+        assert copy.read_many(["pickle/before", "pickle/after"]) == [b"1", b"2"]
+        copy.close()
+
+    def test_reopen_from_url_sees_the_same_data(self, datastore: Datastore) -> None:
+        datastore.write_bytes("reopen/key", b"shared")
+        if not type(datastore).shared:
+            return  # an in-process store: a second object is a second, empty store
+        other = self.reopen(datastore)
+        try:
+            assert other.read_bytes("reopen/key") == b"shared"
+            assert other.list_prefix("reopen/") == ["key"]
+        finally:
+            other.close()
+
+    def test_close_then_use_again(self, datastore: Datastore) -> None:
+        datastore.write_many({"close/a": b"a", "close/b": b"b"})
+        datastore.close()
+        assert datastore.read_bytes("close/a") == b"a"
+        assert datastore.read_many(["close/a", "close/b"]) == [b"a", b"b"]
+        datastore.close()
+
+    # ---- whole flows ---------------------------------------------------------------------------
+    def test_flow_runs_and_results_read_back(self, datastore: Datastore) -> None:
+        flow = ConformanceFlow(datastore=datastore, executor=executors.Thread())
+        execution = flow(execution="conformance-thread", count=4, label="thread")
+        self._check_results(flow, execution.id, _expected(4, "thread"))
+        if type(datastore).shared:
+            other = self.reopen(datastore)
+            try:
+                self._check_results(
+                    ConformanceFlow(datastore=other, executor=executors.Thread()),
+                    execution.id,
+                    _expected(4, "thread"),
+                )
+            finally:
+                other.close()
+
+    def test_flow_in_worker_processes(self, datastore: Datastore) -> None:
+        if not type(datastore).shared:
+            with pytest.raises(ConfigurationError):
+                ConformanceFlow(datastore=datastore, executor=executors.Process())
+            return
+        flow = ConformanceFlow(datastore=datastore, executor=executors.Process(concurrency=2))
+        execution = flow(execution="conformance-process", count=3, label="process")
+        self._check_results(flow, execution.id, _expected(3, "process"))
+
+    def test_flow_artifacts_are_stored_once(self, datastore: Datastore) -> None:
+        flow = ConformanceFlow(datastore=datastore, executor=executors.Thread())
+        flow(execution="conformance-first", count=3, label="same")
+        first = self._artifact_keys(datastore)
+        flow(execution="conformance-second", count=3, label="same")
+        assert self._artifact_keys(datastore) == first
+        executions = datastore.list_executions(flow=flow)
+        assert [execution.id for execution in executions] == ["conformance-first", "conformance-second"]
+
+    @staticmethod
+    def _artifact_keys(datastore: Datastore) -> set[str]:
+        return {
+            f"{shard}/{name}"
+            for shard in datastore.list_prefix("artifacts/")
+            for name in datastore.list_prefix(f"artifacts/{shard}/")
+        }
+
+    @staticmethod
+    def _check_results(flow: ConformanceFlow, execution_id: str, expected: dict[str, Any]) -> None:
+        datastore = flow.configuration.datastore
+        execution = flow.execution(execution_id)
+        assert execution_id in [e.id for e in datastore.list_executions(flow=flow)]
+        ran = [layer.name for layer in datastore.list_layers(execution=execution)]
+        assert ran == ["Parameters", "Numbers", "Square", "Shifted", "Total"]
+        total = execution.layer(Total)
+        assert total.state.finished
+        assert total.squares == expected["squares"]
+        assert total.total == expected["total"]
+        assert total.shifted == expected["shifted"]
+        assert total.summary == expected["summary"]
+        squares = execution.layer(Square)
+        assert list(squares.value) == expected["squares"]
+        count = len(expected["squares"])
+        assert list(squares.position) == [(i, count) for i in range(count)]
+        numbers = execution.layer(Numbers)
+        assert len(numbers.values) == count and numbers.values[1] == 2 and list(numbers.values[1:]) == list(
+            range(2, count + 1)
+        )
+        assert datastore.list_artifacts(layer=numbers) == ["blob", "label", "values"]
+        assert datastore.list_artifacts(layer=squares) == ["position", "value"]
