@@ -550,3 +550,28 @@ def test_parameters_named_like_layer_attributes_are_refused(tmp_path: Path) -> N
     with pytest.raises(ConfigurationError, match=r"parameter names 'name' are reserved on layers"):
         flow(name="ada", seed=1)
     assert files(tmp_path) == []
+
+
+def test_thread_executor_timeout_fails_the_flow(tmp_path: Path) -> None:
+    class SlowThread(Flow): ...
+
+    @SlowThread.register
+    class Sleeper(Layer):
+        def __call__(self) -> None:
+            import time
+
+            time.sleep(2)
+            self.done = True
+
+    flow = SlowThread(datastore=datastores.Local(tmp_path), executor=executors.Thread(timeout=0.2))
+    with pytest.raises(TimeoutError, match="ran longer than the executor's timeout of 0.2 s"):
+        flow(execution="slow")
+    assert not flow.execution("slow").layer(Sleeper).state.finished
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_executor_concurrency_must_be_a_positive_whole_number(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="concurrency must be a whole number of at least 1"):
+        executors.Thread(concurrency=bad)
+    with pytest.raises(ConfigurationError, match="timeout must be a positive number"):
+        executors.Process(timeout=0)
