@@ -247,7 +247,9 @@ def build_plan(flow: type[Flow]) -> Plan:
         needed = {dependency for _, dependency in call.parameters}
         for kind in hook_kinds.KINDS:
             found = [
-                *hook_kinds.collect(flow, kind, stop=Flow),
+                # Parameters is stored by the scheduler, never run: the flow's hooks do not apply to it
+                # (a flow hook taking `parameters: Parameters` would otherwise make it depend on itself).
+                *(hook_kinds.collect(flow, kind, stop=Flow) if layer is not Parameters else []),
                 *hook_kinds.collect(layer, kind, stop=Layer),
             ]
             analysed = tuple(

@@ -1,0 +1,106 @@
+"""Benchmark: a foreach of N trivial splits (each doubles its item; a join sums them).
+
+Thread executor and Local datastore (a fresh temporary directory per run) for N = 1,000, 10,000 and
+100,000, and N = 10,000 on the Process executor. Each run is timed end to end (``flow(n=N)``, which
+includes writing the shard, sizing the grid, every split and the join) and checked for the right sum.
+
+Targets (issue 3, 2-core machine): 10,000 splits <= 5 s and 100,000 <= 60 s on Thread;
+10,000 <= 30 s on Process; time(100,000) / time(10,000) <= 12.
+
+    .venv/bin/python benchmarks/foreach_scale.py            # the full set (100k takes a while)
+    .venv/bin/python benchmarks/foreach_scale.py --quick    # N = 100, 1,000, 5,000; Process 1,000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+
+from laminar import Flow, Layer, Parameters
+from laminar.configurations import datastores, executors
+from laminar.configurations.layers import ForEach, Parameter
+
+
+class Scale(Flow): ...
+
+
+@Scale.register
+class Items(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(item=range(parameters.n))
+
+
+@Scale.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="item")]))
+class Double(Layer):
+    def __call__(self, items: Items) -> None:
+        self.value = items.item * 2
+
+
+@Scale.register
+class Sum(Layer):
+    def __call__(self, double: Double) -> None:
+        self.total = sum(double.value)
+
+
+def measure(n: int, executor: executors.Executor) -> float:
+    with tempfile.TemporaryDirectory(prefix="laminar-foreach-") as root:
+        flow = Scale(datastore=datastores.Local(root), executor=executor)
+        start = time.perf_counter()
+        execution = flow(n=n)
+        elapsed = time.perf_counter() - start
+        total = execution.layer(Sum).total
+        if total != n * (n - 1):
+            raise AssertionError(f"wrong sum for N={n}: {total} != {n * (n - 1)}")
+    return elapsed
+
+
+def report(label: str, n: int, seconds: float, target: float | None) -> None:
+    verdict = "" if target is None else ("  ok" if seconds <= target else f"  MISSED (target {target:g} s)")
+    print(
+        f"{label:<8} N={n:>7,}  {seconds:8.2f} s  {seconds / n * 1e6:8.1f} us/split{verdict}",
+        flush=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller N, for a smoke test")
+    arguments = parser.parse_args()
+
+    if arguments.quick:
+        thread_ns, process_n, small, large = [100, 1_000, 5_000], 1_000, 1_000, 5_000
+        targets: dict[tuple[str, int], float] = {}
+    else:
+        thread_ns, process_n, small, large = [1_000, 10_000, 100_000], 10_000, 10_000, 100_000
+        targets = {("thread", 10_000): 5, ("thread", 100_000): 60, ("process", 10_000): 30}
+
+    print(f"foreach_scale: python {sys.version.split()[0]}", flush=True)
+    times: dict[int, float] = {}
+    missed = False
+    for n in thread_ns:
+        seconds = measure(n, executors.Thread())
+        times[n] = seconds
+        target = targets.get(("thread", n))
+        missed |= target is not None and seconds > target
+        report("thread", n, seconds, target)
+    seconds = measure(process_n, executors.Process())
+    target = targets.get(("process", process_n))
+    missed |= target is not None and seconds > target
+    report("process", process_n, seconds, target)
+    ratio = times[large] / times[small]
+    ratio_ok = arguments.quick or ratio <= 12
+    missed |= not ratio_ok
+    print(
+        f"ratio    time({large:,}) / time({small:,}) = {ratio:.2f}"
+        + ("" if arguments.quick else ("  ok" if ratio_ok else "  MISSED (target 12)")),
+        flush=True,
+    )
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
