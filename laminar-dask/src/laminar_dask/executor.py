@@ -1,0 +1,317 @@
+"""``dask`` — run each layer split as one task on a Dask distributed cluster.
+
+``Dask(address="tcp://host:8786")`` (or ``executor="dask://host:8786"``, or
+``LAMINAR_EXECUTOR=dask://host:8786``) connects to a running scheduler; ``Dask()`` / ``"dask://"``
+starts a :class:`distributed.LocalCluster` of worker processes when the execution starts and closes
+it when the execution ends.
+
+How a split travels:
+
+* The flow is pickled once per execution and installed on every worker (and on workers that join
+  later, e.g. one the nanny restarted) by a worker plugin; each Dask task then carries only the
+  small :class:`~laminar.runtime.task.SplitTask`. Workers unpickle the flow once and reuse it.
+* Each task runs :func:`laminar.runtime.split.run_split` and is submitted with ``retries=0``:
+  Laminar's ``Retry`` decides retries. A worker that dies mid-task makes Dask raise
+  :class:`distributed.KilledWorker`, which becomes :class:`laminar.errors.WorkerLost`.
+* ``Container(cpu, memory)`` becomes Dask worker ``resources`` only for the resource names the
+  cluster's workers declare (``dask worker --resources "cpu=4,memory=16000"``).
+* When the scheduler gives up on a split (``timeout``) its Dask future is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
+
+import cloudpickle
+from laminar.errors import ConfigurationError, WorkerLost
+from laminar.runtime.executor import Executor
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from laminar.model.flow import Flow
+    from laminar.runtime.task import SplitOutcome, SplitTask
+
+# dask and distributed are imported when an execution starts, not when Laminar loads its plugins:
+# importing distributed takes about a second, and every Laminar process loads every plugin.
+
+#: Splits in flight when ``concurrency`` is not given. The cluster's threads bound what actually runs;
+#: this only bounds what Laminar hands to the Dask scheduler at once, so it is generous.
+DEFAULT_CONCURRENCY = 1024
+
+#: Resource names ``Container`` fields map to, when the cluster's workers declare them.
+RESOURCES = ("cpu", "memory")
+
+
+class Dask(Executor):
+    """Runs each layer split as one task on a Dask cluster.
+
+    ``address`` is a Dask scheduler address (``"tcp://host:8786"``, ``"host:8786"``,
+    ``"tls://host:8786"``); ``None`` starts a ``LocalCluster`` of worker processes for each execution,
+    sized by ``n_workers`` and ``threads_per_worker`` (Dask's defaults when ``None``), with any other
+    ``LocalCluster`` keyword arguments in ``cluster_options``. ``concurrency`` caps splits handed to
+    Dask at once (default 1024; the cluster's threads decide how many actually run). ``timeout`` caps
+    one split's seconds; the split's Dask future is then cancelled.
+    """
+
+    names: ClassVar[tuple[str, ...]] = ("dask",)
+    in_process: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        cluster_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency, timeout=timeout
+        )
+        self.address = _normalize(address)
+        for name, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigurationError(f"Dask({name}=...) must be a whole number of at least 1, got {value!r}")
+        if self.address is not None and (n_workers or threads_per_worker or cluster_options):
+            raise ConfigurationError(
+                "Dask(n_workers=..., threads_per_worker=..., cluster_options=...) size the LocalCluster "
+                f"started when no address is given; with address={self.address!r} the cluster is sized by "
+                "whoever started it"
+            )
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self.cluster_options = dict(cluster_options or {})
+        self._reset()
+
+    def _reset(self) -> None:
+        self._client: Any = None  # distributed.Client
+        self._cluster: Any = None  # distributed.LocalCluster
+        self._declared: dict[str, float] = {}
+        self._flows: dict[int, tuple[Flow, str, asyncio.Future[Any]]] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> Dask:
+        """``dask://host:8786`` connects to that scheduler; ``dask://`` (or ``dask``) starts a LocalCluster.
+
+        Query parameters set the keyword arguments: ``dask://?n_workers=4&threads_per_worker=1``,
+        ``dask://host:8786?concurrency=64&timeout=600``.
+        """
+        parts = urlsplit(url if "://" in url else f"{url}://")
+        if parts.scheme.lower() != "dask":
+            raise ConfigurationError(f"a Dask executor URL starts with dask://, got {url!r}")
+        if parts.path not in ("", "/"):
+            raise ConfigurationError(
+                f"Dask executor URL {url!r} has a path; write dask://host:port (a scheduler) or dask:// "
+                "(a LocalCluster)"
+            )
+        options: dict[str, Any] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name not in ("concurrency", "timeout", "n_workers", "threads_per_worker"):
+                raise ConfigurationError(
+                    f"Dask executor URL {url!r}: unknown option {name!r}; known: concurrency, timeout, "
+                    "n_workers, threads_per_worker"
+                )
+            try:
+                options[name] = float(value) if name == "timeout" else int(value)
+            except ValueError as error:
+                raise ConfigurationError(f"Dask executor URL {url!r}: {name}={value!r} is not a number") from error
+        return cls(parts.netloc or None, **options)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._reset()
+        try:
+            if self.address is None:
+                options: dict[str, Any] = {"processes": True, "dashboard_address": ":0", **self.cluster_options}
+                if self.n_workers is not None:
+                    options["n_workers"] = self.n_workers
+                if self.threads_per_worker is not None:
+                    options["threads_per_worker"] = self.threads_per_worker
+                # A task whose worker dies is failed at once (KilledWorker -> WorkerLost) and Laminar's
+                # Retry decides, rather than Dask re-running it on other workers first.
+                with _dask().config.set({"distributed.scheduler.allowed-failures": 0}):
+                    self._cluster = await _distributed().LocalCluster(asynchronous=True, **options)
+                self._client = await _distributed().Client(self._cluster, asynchronous=True)
+            else:
+                try:
+                    self._client = await _distributed().Client(self.address, asynchronous=True)
+                except OSError as error:
+                    raise ConfigurationError(
+                        f"cannot reach the Dask scheduler at {self.address}: {error}. Start one (dask "
+                        "scheduler; dask worker ADDRESS), or use Dask() / dask:// to start a LocalCluster"
+                    ) from error
+            await self._refresh_resources()
+        except BaseException:
+            await self.stop()  # the scheduler calls stop() only after a successful start()
+            raise
+
+    async def stop(self) -> None:
+        client, cluster, flows = self._client, self._cluster, self._flows
+        self._reset()
+        try:
+            if client is not None and client.status == "running":
+                for _, token, registered in flows.values():
+                    if registered.done() and registered.exception() is None:
+                        with contextlib.suppress(Exception):  # best effort: the cluster may be gone
+                            await client.unregister_worker_plugin(_plugin_name(token))
+        finally:
+            try:
+                if client is not None:
+                    await client.close()
+            finally:
+                if cluster is not None:
+                    await cluster.close()
+
+    @property
+    def client(self) -> Client:
+        """The Dask client of the running execution."""
+        client: Client = self._running()
+        return client
+
+    def _running(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("the Dask executor is not started; it runs inside Flow.__call__")
+        return self._client
+
+    # ---- splits -----------------------------------------------------------------------------
+    async def run(self, task: SplitTask) -> SplitOutcome:
+        from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+
+        from laminar_dask.worker import run_task
+
+        client = self._running()
+        token = await self._install(task.flow)
+        resources = await self._resources(task)
+        index = "" if task.index is None else f"-{task.index}"
+        key = f"laminar-{task.layer}{index}-attempt-{task.attempt}-{uuid.uuid4().hex[:12]}"
+        future = client.submit(
+            run_task,
+            token,
+            dataclasses.replace(task, flow=None),  # type: ignore[arg-type]  # the worker holds the flow
+            key=key,
+            pure=False,
+            retries=0,
+            resources=resources,
+        )
+        try:
+            outcome: SplitOutcome = await future
+        except asyncio.CancelledError:  # timed out, or the run was abandoned: stop the task
+            with contextlib.suppress(Exception):  # best effort
+                await asyncio.shield(client.cancel([future], force=True))
+            raise
+        except KilledWorker as error:
+            raise WorkerLost(
+                f"the Dask worker running {task.describe()} died before it finished ({error})"
+            ) from error
+        except FutureCancelledError as error:
+            raise WorkerLost(
+                f"Dask cancelled the task running {task.describe()} ({error}); its worker or the scheduler "
+                "may have restarted"
+            ) from error
+        return outcome
+
+    async def _install(self, flow: Flow) -> str:
+        """Pickle ``flow`` once and install it on every worker; return its token."""
+        entry = self._flows.get(id(flow))
+        if entry is None or entry[0] is not flow:
+            from laminar_dask.worker import FlowPlugin, origin
+
+            token = uuid.uuid4().hex
+            plugin = FlowPlugin(token, cloudpickle.dumps(flow, protocol=5), origin())
+            registered = asyncio.ensure_future(self._running().register_plugin(plugin, name=_plugin_name(token)))
+            entry = self._flows[id(flow)] = (flow, token, registered)
+        await asyncio.shield(entry[2])
+        return entry[1]
+
+    async def _refresh_resources(self) -> None:
+        identity = await self._running().scheduler.identity(n_workers=-1)
+        declared: dict[str, float] = {}
+        for worker in identity.get("workers", {}).values():
+            for name, amount in (worker.get("resources") or {}).items():
+                declared[name] = max(declared.get(name, 0), amount)
+        self._declared = declared
+
+    async def _resources(self, task: SplitTask) -> dict[str, float] | None:
+        """``Container(cpu, memory)`` as Dask resources, for the names the cluster's workers declare."""
+        if not any(name in self._declared for name in RESOURCES):
+            return None
+        configuration = task.configuration or task.flow.registry[task.layer].configuration
+        container = configuration.container
+        wanted = {name: getattr(container, name) for name in RESOURCES if name in self._declared}
+        wanted = {name: amount for name, amount in wanted.items() if amount and amount > 0}
+        short = {name: amount for name, amount in wanted.items() if amount > self._declared[name]}
+        if short:
+            await self._refresh_resources()  # workers may have joined since the execution started
+            short = {name: amount for name, amount in short.items() if amount > self._declared.get(name, 0)}
+        if short:
+            needs = ", ".join(
+                f"{name}={amount} (the largest worker declares {self._declared.get(name, 0)})"
+                for name, amount in short.items()
+            )
+            raise ConfigurationError(
+                f"{task.describe()} asks for Container {needs}; no worker of the Dask cluster could ever run "
+                "it. Lower the layer's Container, or add workers with more resources "
+                "(dask worker --resources ...)"
+            )
+        return wanted or None
+
+    # ---- pickling: the executor travels with the flow; the client and cluster do not -------
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            "timeout": self.timeout,
+            "address": self.address,
+            "n_workers": self.n_workers,
+            "threads_per_worker": self.threads_per_worker,
+            "cluster_options": self.cluster_options,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def __repr__(self) -> str:
+        where = repr(self.address) if self.address is not None else "None (LocalCluster)"
+        return f"Dask(address={where}, concurrency={self.concurrency}, timeout={self.timeout})"
+
+
+def _dask() -> Any:
+    import dask
+    import distributed  # noqa: F401 - registers the distributed.* configuration defaults
+
+    return dask
+
+
+def _distributed() -> Any:
+    """distributed, typed loosely: its client and cluster coroutines are not fully annotated."""
+    import distributed
+
+    return distributed
+
+
+def _plugin_name(token: str) -> str:
+    return f"laminar-flow-{token}"
+
+
+def _normalize(address: str | None) -> str | None:
+    """``host:8786`` -> ``tcp://host:8786``; ``dask://host:8786`` -> ``tcp://host:8786``; ``""`` -> None."""
+    if address is None:
+        return None
+    if not isinstance(address, str):
+        raise ConfigurationError(f"Dask(address=...) takes a scheduler address string, got {address!r}")
+    address = address.strip()
+    if address.lower().startswith("dask://"):
+        address = address[len("dask://") :].rstrip("/")
+    if not address:
+        return None
+    if "://" not in address:
+        address = f"tcp://{address}"
+    return address
