@@ -119,24 +119,33 @@ def worker_addresses(address: str) -> list[str]:
 
 
 def test_foreach_on_several_workers_with_s3_emulator(tmp_path: Path, address: str, request: Any) -> None:
-    s3_url = s3_datastore_url(request)
+    from laminar_s3 import S3
+
+    # The worker processes were started before the emulator's environment was set: the datastore
+    # carries the endpoint and the credentials to them, as it would to a remote cluster.
+    service = request.getfixturevalue("s3_service")
+    location: str = request.getfixturevalue("s3_location")
+    env = service.env
+
+    def datastore() -> S3:
+        return S3(
+            location,
+            endpoint_url=service.endpoint,
+            key=env.get("AWS_ACCESS_KEY_ID"),
+            secret=env.get("AWS_SECRET_ACCESS_KEY"),
+            region=env.get("AWS_DEFAULT_REGION"),
+        )
+
     Spread, B, C = spread_flow(tmp_path / "barrier")
-    flow = Spread(datastore=s3_url, executor=f"dask://{address.removeprefix('tcp://')}")
-    execution = flow()
+    execution = Spread(datastore=datastore(), executor=f"dask://{address.removeprefix('tcp://')}")()
     assert execution.layer(C).total == 56
     b = execution.layer(B)
-    assert len(set(b.pid)) > 1 and len(set(b.worker)) > 1
-    # read back through a fresh flow object: the results live in the bucket, not in this process
-    again = Spread(datastore=s3_url, executor="thread").execution(execution.id)
-    assert list(again.layer(B).y) == [x * 2 for x in range(8)]
-
-
-def s3_datastore_url(request: Any) -> str:
-    """A fresh prefix in the emulator's bucket, from the emulator harness's session fixture."""
-    from uuid import uuid4
-
-    base: str = request.getfixturevalue("s3_url")
-    return f"{base.rstrip('/')}/dask-{uuid4().hex[:8]}"
+    assert list(b.y) == [x * 2 for x in range(8)]
+    assert len(set(b.pid)) > 1 and len(set(b.worker)) > 1, (set(b.pid), set(b.worker))
+    assert os.getpid() not in set(b.pid)
+    # read back through a fresh flow and datastore: the results live in the bucket
+    again = Spread(datastore=datastore(), executor="thread").execution(execution.id)
+    assert again.layer(C).pids == sorted(set(b.pid))
 
 
 # ---- failures -----------------------------------------------------------------------------------
