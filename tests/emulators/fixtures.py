@@ -4,7 +4,7 @@
 backend  server                                      installed by
 =======  ==========================================  ==============================================
 S3       moto's standalone server (``moto_server``)  ``uv sync`` (dev group: ``moto[server]``)
-GCS      gcp-storage-emulator (in memory)           ``uv sync`` (dev group: ``gcp-storage-emulator``)
+GCS      gcp-storage-emulator (in memory)            ``uv sync`` (dev group: ``gcp-storage-emulator``)
 Azure    Azurite (``azurite-blob``)                  ``scripts/install-emulators`` (npm, .emulators/)
 =======  ==========================================  ==============================================
 
@@ -249,9 +249,9 @@ def s3_auth_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     server = _moto(tmp_path_factory.mktemp("moto-auth"), "moto-s3-auth", {"INITIAL_NO_AUTH_ACTION_COUNT": "1"})
     bucket = unique_name("lam-auth")
     try:
-        S3Service(endpoint=server.endpoint, env={"AWS_DEFAULT_REGION": "us-east-1"}).client().create_bucket(
-            Bucket=bucket
-        )  # the one request moto lets through unauthenticated
+        anyone = {"AWS_ACCESS_KEY_ID": "anyone", "AWS_SECRET_ACCESS_KEY": "anyone", "AWS_DEFAULT_REGION": "us-east-1"}
+        # The one request moto lets through without checking the credentials:
+        S3Service(endpoint=server.endpoint, env=anyone).client().create_bucket(Bucket=bucket)
         yield server.endpoint, bucket
     finally:
         server.stop()

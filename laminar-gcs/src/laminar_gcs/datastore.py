@@ -112,7 +112,7 @@ class GCS(Datastore):
     - ``chunk_size``: bytes per request of resumable uploads and streaming reads.
     """
 
-    schemes = ("gs",)
+    schemes = ("gs", "gcs")
     max_workers = 32
 
     def __init__(

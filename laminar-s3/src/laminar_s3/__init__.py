@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from laminar_s3.datastore import S3, BucketNotFound
+from laminar_s3.datastore import S3, BucketNotFound, CredentialsRejected
 
-__all__ = ["S3", "BucketNotFound"]
+__all__ = ["S3", "BucketNotFound", "CredentialsRejected"]

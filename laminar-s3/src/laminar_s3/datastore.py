@@ -66,6 +66,22 @@ class BucketNotFound(DatastoreError):
     """The bucket named in the URL does not exist (or this account cannot see it)."""
 
 
+class CredentialsRejected(DatastoreError):
+    """S3 refused the credentials (unknown key, bad secret, expired token) or denied access."""
+
+
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "403",
+}
+
+
 def _chain(error: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     current: BaseException | None = error
@@ -273,6 +289,11 @@ class S3(Datastore):
                 if _error_code(error) == "NoSuchBucket":
                     raise self._bucket_not_found() from error
                 raise
+            except Exception as error:
+                code = _error_code(error)
+                if code in _CREDENTIAL_CODES or type(error).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+                    raise self._credentials_rejected(code or type(error).__name__, error) from error
+                raise
 
         try:
             return with_retries(
@@ -282,9 +303,16 @@ class S3(Datastore):
                 attempts=self.attempts,
             )
         except DatastoreError as error:
-            if isinstance(error.__cause__, BucketNotFound):
+            if isinstance(error.__cause__, (BucketNotFound, CredentialsRejected)):
                 raise error.__cause__ from None
             raise
+
+    def _credentials_rejected(self, code: str, error: BaseException) -> CredentialsRejected:
+        return CredentialsRejected(
+            f"S3{self._where()} refused the credentials for {self.url} ({code}: {error}); check "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE, or the key=, "
+            "secret=, token=, profile= options, and that they may read and write this bucket"
+        )
 
     # ---- primitives ----------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:

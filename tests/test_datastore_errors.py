@@ -1,0 +1,377 @@
+"""Issue 4, bad input: each mistake gets a clear error naming what is wrong, and loses nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from emulators.fixtures import (
+    AZURITE_KEY,
+    AzureService,
+    GCSService,
+    S3Service,
+    azurite_connection_string,
+    closed_endpoint,
+    unique_name,
+)
+from laminar.configurations import executors
+from laminar.errors import ConfigurationError, DatastoreError, LaminarError, PluginNotFound
+from laminar.testing.datastore import ConformanceFlow, Total
+
+
+def run_small_flow(datastore: Any, execution: str = "bad-input") -> None:
+    ConformanceFlow(datastore=datastore, executor=executors.Thread())(execution=execution, count=2, label="x")
+
+
+def full_message(error: BaseException) -> str:
+    """The error's message and those of its causes: a wrapper may add context around ours."""
+    parts = []
+    current: BaseException | None = error
+    while current is not None and len(parts) < 10:
+        parts.append(str(current))
+        current = current.__cause__ or current.__context__
+    return "\n".join(parts)
+
+
+# ---- S3 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.s3
+def test_s3_missing_bucket_names_it_and_creates_nothing(s3_service: S3Service) -> None:
+    from laminar_s3 import S3, BucketNotFound
+
+    bucket = unique_name("missing")
+    datastore = S3(f"s3://{bucket}/runs", endpoint_url=s3_service.endpoint)
+    for operation in (
+        lambda: datastore.write_bytes("k", b"v"),
+        lambda: datastore.read_bytes("k"),
+        lambda: datastore.exists("k"),
+        lambda: datastore.list_prefix(""),
+    ):
+        with pytest.raises(BucketNotFound) as error:
+            operation()
+        message = str(error.value)
+        assert f"S3 bucket {bucket!r} does not exist" in message
+        assert f"s3://{bucket}/runs" in message and "create it first" in message
+    with pytest.raises(LaminarError) as error:
+        run_small_flow(datastore)
+    assert f"S3 bucket {bucket!r} does not exist" in full_message(error.value)
+    names = [item["Name"] for item in s3_service.client().list_buckets()["Buckets"]]
+    assert bucket not in names  # nothing was created behind the user's back
+
+
+@pytest.mark.s3
+def test_s3_wrong_credentials_are_named_and_lose_nothing(s3_auth_service: tuple[str, str]) -> None:
+    from laminar_s3 import S3, CredentialsRejected
+
+    endpoint, bucket = s3_auth_service
+    datastore = S3(f"s3://{bucket}/runs", endpoint_url=endpoint, key="not-a-key", secret="wrong", region="us-east-1")
+    for operation in (
+        lambda: datastore.write_bytes("k", b"v"),
+        lambda: datastore.read_bytes("k"),
+        lambda: datastore.exists("k"),
+        lambda: datastore.list_prefix(""),
+    ):
+        with pytest.raises(CredentialsRejected) as error:
+            operation()
+        message = str(error.value)
+        assert f"refused the credentials for s3://{bucket}/runs" in message
+        assert "AWS_ACCESS_KEY_ID" in message and endpoint in message
+
+
+@pytest.mark.s3
+@pytest.mark.timeout(120)
+def test_s3_unreachable_endpoint_fails_after_bounded_retries() -> None:
+    from laminar_s3 import S3
+
+    endpoint = closed_endpoint()
+    datastore = S3("s3://somebucket/runs", endpoint_url=endpoint, key="k", secret="s", region="us-east-1", attempts=3)
+    with pytest.raises(DatastoreError) as error:
+        datastore.write_bytes("k", b"v")
+    message = str(error.value)
+    assert "s3://somebucket/runs" in message and endpoint in message
+    assert "after 3 attempts" in message
+
+
+@pytest.mark.s3
+def test_s3_found_data_survives_a_failed_run(s3_datastore: Any, s3_service: S3Service) -> None:
+    """A run against a wrong URL fails; the data of a good run in the same server is intact."""
+    from laminar_s3 import S3, BucketNotFound
+
+    run_small_flow(s3_datastore, "good-run")
+    before = sorted(s3_datastore.list_prefix("artifacts/"))
+    with pytest.raises(LaminarError) as error:
+        run_small_flow(S3(f"s3://{unique_name('missing')}/runs", endpoint_url=s3_service.endpoint))
+    assert any(isinstance(item, BucketNotFound) for item in _chain(error.value)) or "does not exist" in full_message(
+        error.value
+    )
+    assert sorted(s3_datastore.list_prefix("artifacts/")) == before
+    flow = ConformanceFlow(datastore=s3_datastore, executor=executors.Thread())
+    assert flow.execution("good-run").layer(Total).total == 1 + 4
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("s3://", "names no bucket"),
+        ("s3:///prefix", "names no bucket"),
+        ("s3://ab/x", "not a valid S3 bucket name"),
+        ("s3://Upper_Case/x", "not a valid S3 bucket name"),
+        ("s3://bucket/a/../b", "'..' part"),
+        ("s3://bucket/x?versionId=1", "query or fragment"),
+        ("gs://bucket/x", "not an S3 URL"),
+    ],
+)
+def test_s3_malformed_urls(url: str, expected: str) -> None:
+    from laminar_s3 import S3
+
+    with pytest.raises(ConfigurationError) as error:
+        S3.from_url(url)
+    assert expected in str(error.value) and repr(url) in str(error.value)
+
+
+# ---- GCS ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.gcs
+def test_gcs_missing_bucket_names_it(gcs_service: GCSService) -> None:
+    from laminar_gcs import GCS, BucketNotFound
+
+    bucket = unique_name("missing")
+    datastore = GCS(f"gs://{bucket}/runs", endpoint=gcs_service.endpoint)
+    for operation in (
+        lambda: datastore.write_bytes("k", b"v"),
+        lambda: datastore.read_bytes("k"),
+        lambda: datastore.list_prefix(""),
+    ):
+        with pytest.raises(BucketNotFound) as error:
+            operation()
+        assert f"GCS bucket {bucket!r} does not exist" in str(error.value)
+        assert f"gs://{bucket}/runs" in str(error.value)
+    with pytest.raises(LaminarError) as error:
+        run_small_flow(datastore)
+    assert f"GCS bucket {bucket!r} does not exist" in full_message(error.value)
+    assert bucket not in [b.name for b in gcs_service.client().list_buckets()]
+
+
+def test_gcs_credentials_file_that_does_not_exist(tmp_path: Path) -> None:
+    from laminar_gcs import GCS
+
+    missing = tmp_path / "nope.json"
+    with pytest.raises(ConfigurationError) as error:
+        GCS("gs://bucket/runs", credentials=missing)
+    assert str(missing) in str(error.value) and "does not exist" in str(error.value)
+
+
+@pytest.mark.gcs
+def test_gcs_credentials_file_that_is_not_a_key(tmp_path: Path, gcs_service: GCSService) -> None:
+    from laminar_gcs import GCS
+
+    bad = tmp_path / "key.json"
+    bad.write_text(json.dumps({"type": "service_account", "client_email": "x@example.com", "private_key": "nope"}))
+    datastore = GCS("gs://bucket/runs", credentials=bad, endpoint=gcs_service.endpoint)
+    with pytest.raises(ConfigurationError) as error:
+        datastore.write_bytes("k", b"v")
+    assert str(bad) in str(error.value) and "not a service-account JSON key" in str(error.value)
+
+
+@pytest.mark.gcs
+@pytest.mark.timeout(120)
+def test_gcs_unreachable_endpoint_fails_after_bounded_retries() -> None:
+    from laminar_gcs import GCS
+
+    endpoint = closed_endpoint()
+    datastore = GCS("gs://somebucket/runs", endpoint=endpoint, attempts=3)
+    with pytest.raises(DatastoreError) as error:
+        datastore.read_bytes("k")
+    message = str(error.value)
+    assert "gs://somebucket/runs" in message and endpoint in message and "after 3 attempts" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("gs://", "names no bucket"),
+        ("gs://a/x", "not a valid GCS bucket name"),
+        ("gs://Bucket/x", "not a valid GCS bucket name"),
+        ("gs://bucket/a//b", "empty, '.' or '..' part"),
+        ("s3://bucket/x", "not a Google Cloud Storage URL"),
+    ],
+)
+def test_gcs_malformed_urls(url: str, expected: str) -> None:
+    from laminar_gcs import GCS
+
+    with pytest.raises(ConfigurationError) as error:
+        GCS.from_url(url)
+    assert expected in str(error.value) and repr(url) in str(error.value)
+
+
+# ---- Azure -------------------------------------------------------------------------------------
+
+
+@pytest.mark.azure
+def test_azure_missing_container_names_it(azure_service: AzureService) -> None:
+    from laminar_azure import Azure, ContainerNotFound
+
+    container = unique_name("missing")
+    datastore = Azure(f"az://{container}/runs", connection_string=azure_service.connection_string)
+    for operation in (
+        lambda: datastore.write_bytes("k", b"v"),
+        lambda: datastore.read_bytes("k"),
+        lambda: datastore.exists("k"),
+        lambda: datastore.list_prefix(""),
+    ):
+        with pytest.raises(ContainerNotFound) as error:
+            operation()
+        assert f"Azure container {container!r} does not exist" in str(error.value)
+        assert f"az://{container}/runs" in str(error.value)
+    with pytest.raises(LaminarError) as error:
+        run_small_flow(datastore)
+    assert f"Azure container {container!r} does not exist" in full_message(error.value)
+    assert container not in [c.name for c in azure_service.client().list_containers()]
+
+
+@pytest.mark.azure
+def test_azure_wrong_key_is_named_and_loses_nothing(azure_service: AzureService, azure_datastore: Any) -> None:
+    from laminar_azure import Azure, CredentialsRejected
+
+    azure_datastore.write_bytes("kept", b"precious")
+    assert azure_service.connection_string is not None
+    wrong = azure_service.connection_string.replace(AZURITE_KEY, "d3Jvbmcga2V5IGZvciB0ZXN0cw==")
+    datastore = Azure(azure_datastore.url, connection_string=wrong)
+    for operation in (
+        lambda: datastore.write_bytes("kept", b"overwritten"),
+        lambda: datastore.read_bytes("kept"),
+        lambda: datastore.list_prefix(""),
+    ):
+        with pytest.raises(CredentialsRejected) as error:
+            operation()
+        assert f"rejected the credentials for {azure_datastore.url}" in str(error.value)
+        assert AZURITE_KEY not in str(error.value)  # never print the secret
+    assert azure_datastore.read_bytes("kept") == b"precious"
+
+
+@pytest.mark.azure
+@pytest.mark.timeout(120)
+def test_azure_unreachable_endpoint_fails_after_bounded_retries() -> None:
+    from laminar_azure import Azure
+
+    endpoint = closed_endpoint()
+    datastore = Azure("az://somecontainer/runs", connection_string=azurite_connection_string(endpoint), attempts=3)
+    with pytest.raises(DatastoreError) as error:
+        datastore.write_bytes("k", b"v")
+    message = str(error.value)
+    assert "az://somecontainer/runs" in message and endpoint in message and "after 3 attempts" in message
+
+
+def test_azure_without_any_account_says_how_to_configure(monkeypatch: pytest.MonkeyPatch) -> None:
+    from laminar_azure import Azure
+
+    for name in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_URL", "AZURE_STORAGE_ACCOUNT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigurationError) as error:
+        Azure.from_url("az://container/runs")
+    message = str(error.value)
+    assert "az://container/runs" in message and "AZURE_STORAGE_CONNECTION_STRING" in message
+    assert "account_url=" in message
+
+
+def test_azure_malformed_connection_string() -> None:
+    from laminar_azure import Azure
+
+    with pytest.raises(ConfigurationError) as error:
+        Azure("az://container/runs", connection_string="this is not a connection string")
+    assert "connection string is malformed" in str(error.value)
+
+
+def test_azure_account_url_without_azure_identity_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from laminar_azure import Azure
+
+    monkeypatch.setitem(sys.modules, "azure.identity", None)  # as if azure-identity were not installed
+    datastore = Azure("az://container/runs", account_url="https://account.blob.core.windows.net")
+    with pytest.raises(ConfigurationError) as error:
+        datastore.read_bytes("k")
+    assert "pip install 'laminar-azure[identity]'" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("az://", "names no container"),
+        ("az://ab/x", "not a valid Azure container name"),
+        ("az://Has_Upper/x", "not a valid Azure container name"),
+        ("az://double--hyphen/x", "not a valid Azure container name"),
+        ("az://container@account/x", "names an account in the host"),
+        ("s3://bucket/x", "not an Azure Blob Storage URL"),
+    ],
+)
+def test_azure_malformed_urls(url: str, expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from laminar_azure import Azure
+
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_connection_string("http://127.0.0.1:1"))
+    with pytest.raises(ConfigurationError) as error:
+        Azure.from_url(url)
+    assert expected in str(error.value) and repr(url) in str(error.value)
+
+
+# ---- SQLite (the example plugin) and URL resolution --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [("sqlite://host/db.sqlite", "not a SQLite URL"), ("sqlite:///", "names no file"), ("sqlite:///dir/", "names no file")],
+)
+def test_sqlite_malformed_urls(url: str, expected: str) -> None:
+    from laminar_sqlite import SQLite
+
+    with pytest.raises(ConfigurationError) as error:
+        SQLite.from_url(url)
+    assert expected in str(error.value)
+
+
+def test_sqlite_urls_relative_and_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from laminar_sqlite import SQLite
+
+    monkeypatch.chdir(tmp_path)
+    assert SQLite.from_url("sqlite:///runs.sqlite").path == str(tmp_path / "runs.sqlite")
+    assert SQLite.from_url(f"sqlite:///{tmp_path}/abs.sqlite").path == str(tmp_path / "abs.sqlite")
+    assert SQLite.from_url(f"sqlite:///{tmp_path}/abs.sqlite").url == f"sqlite:///{tmp_path}/abs.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "module", "extra"),
+    [("s3", "laminar_s3", "laminar[s3]"), ("gs", "laminar_gcs", "laminar[gcs]"), ("az", "laminar_azure", "laminar[azure]")],
+)
+def test_scheme_whose_distribution_is_missing_names_the_extra(scheme: str, module: str, extra: str) -> None:
+    """In a fresh interpreter where the backend cannot be imported, its URL names the extra to install."""
+    code = textwrap.dedent(
+        f"""
+        import sys, warnings
+        sys.modules[{module!r}] = None  # as if the distribution were not installed
+        warnings.simplefilter("ignore")
+        from laminar.plugins.manager import resolve_datastore
+        try:
+            resolve_datastore("{scheme}://container-or-bucket/prefix")
+        except Exception as error:
+            print(type(error).__name__)
+            print(error)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    name, _, message = result.stdout.partition("\n")
+    assert name == PluginNotFound.__name__, result.stdout + result.stderr
+    assert extra in message and f"{scheme!r}" in message
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    items = []
+    current: BaseException | None = error
+    while current is not None and len(items) < 10:
+        items.append(current)
+        current = current.__cause__ or current.__context__
+    return items
