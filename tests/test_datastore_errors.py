@@ -30,7 +30,7 @@ def run_small_flow(datastore: Any, execution: str = "bad-input") -> None:
 
 def full_message(error: BaseException) -> str:
     """The error's message and those of its causes: a wrapper may add context around ours."""
-    parts = []
+    parts: list[str] = []
     current: BaseException | None = error
     while current is not None and len(parts) < 10:
         parts.append(str(current))
@@ -58,9 +58,9 @@ def test_s3_missing_bucket_names_it_and_creates_nothing(s3_service: S3Service) -
         message = str(error.value)
         assert f"S3 bucket {bucket!r} does not exist" in message
         assert f"s3://{bucket}/runs" in message and "create it first" in message
-    with pytest.raises(LaminarError) as error:
+    with pytest.raises(LaminarError) as failure:
         run_small_flow(datastore)
-    assert f"S3 bucket {bucket!r} does not exist" in full_message(error.value)
+    assert f"S3 bucket {bucket!r} does not exist" in full_message(failure.value)
     names = [item["Name"] for item in s3_service.client().list_buckets()["Buckets"]]
     assert bucket not in names  # nothing was created behind the user's back
 
@@ -70,7 +70,9 @@ def test_s3_wrong_credentials_are_named_and_lose_nothing(s3_auth_service: tuple[
     from laminar_s3 import S3, CredentialsRejected
 
     endpoint, bucket = s3_auth_service
-    datastore = S3(f"s3://{bucket}/runs", endpoint_url=endpoint, key="not-a-key", secret="wrong", region="us-east-1")
+    datastore = S3(
+        f"s3://{bucket}/runs", endpoint_url=endpoint, key="not-a-key", secret="wrong", region="us-east-1"
+    )
     for operation in (
         lambda: datastore.write_bytes("k", b"v"),
         lambda: datastore.read_bytes("k"),
@@ -90,7 +92,9 @@ def test_s3_unreachable_endpoint_fails_after_bounded_retries() -> None:
     from laminar_s3 import S3
 
     endpoint = closed_endpoint()
-    datastore = S3("s3://somebucket/runs", endpoint_url=endpoint, key="k", secret="s", region="us-east-1", attempts=3)
+    datastore = S3(
+        "s3://somebucket/runs", endpoint_url=endpoint, key="k", secret="s", region="us-east-1", attempts=3
+    )
     with pytest.raises(DatastoreError) as error:
         datastore.write_bytes("k", b"v")
     message = str(error.value)
@@ -107,9 +111,9 @@ def test_s3_found_data_survives_a_failed_run(s3_datastore: Any, s3_service: S3Se
     before = sorted(s3_datastore.list_prefix("artifacts/"))
     with pytest.raises(LaminarError) as error:
         run_small_flow(S3(f"s3://{unique_name('missing')}/runs", endpoint_url=s3_service.endpoint))
-    assert any(isinstance(item, BucketNotFound) for item in _chain(error.value)) or "does not exist" in full_message(
-        error.value
-    )
+    assert any(
+        isinstance(item, BucketNotFound) for item in _chain(error.value)
+    ) or "does not exist" in full_message(error.value)
     assert sorted(s3_datastore.list_prefix("artifacts/")) == before
     flow = ConformanceFlow(datastore=s3_datastore, executor=executors.Thread())
     assert flow.execution("good-run").layer(Total).total == 1 + 4
@@ -153,9 +157,9 @@ def test_gcs_missing_bucket_names_it(gcs_service: GCSService) -> None:
             operation()
         assert f"GCS bucket {bucket!r} does not exist" in str(error.value)
         assert f"gs://{bucket}/runs" in str(error.value)
-    with pytest.raises(LaminarError) as error:
+    with pytest.raises(LaminarError) as failure:
         run_small_flow(datastore)
-    assert f"GCS bucket {bucket!r} does not exist" in full_message(error.value)
+    assert f"GCS bucket {bucket!r} does not exist" in full_message(failure.value)
     assert bucket not in [b.name for b in gcs_service.client().list_buckets()]
 
 
@@ -173,7 +177,9 @@ def test_gcs_credentials_file_that_is_not_a_key(tmp_path: Path, gcs_service: GCS
     from laminar_gcs import GCS
 
     bad = tmp_path / "key.json"
-    bad.write_text(json.dumps({"type": "service_account", "client_email": "x@example.com", "private_key": "nope"}))
+    bad.write_text(
+        json.dumps({"type": "service_account", "client_email": "x@example.com", "private_key": "nope"})
+    )
     datastore = GCS("gs://bucket/runs", credentials=bad, endpoint=gcs_service.endpoint)
     with pytest.raises(ConfigurationError) as error:
         datastore.write_bytes("k", b"v")
@@ -230,14 +236,16 @@ def test_azure_missing_container_names_it(azure_service: AzureService) -> None:
             operation()
         assert f"Azure container {container!r} does not exist" in str(error.value)
         assert f"az://{container}/runs" in str(error.value)
-    with pytest.raises(LaminarError) as error:
+    with pytest.raises(LaminarError) as failure:
         run_small_flow(datastore)
-    assert f"Azure container {container!r} does not exist" in full_message(error.value)
+    assert f"Azure container {container!r} does not exist" in full_message(failure.value)
     assert container not in [c.name for c in azure_service.client().list_containers()]
 
 
 @pytest.mark.azure
-def test_azure_wrong_key_is_named_and_loses_nothing(azure_service: AzureService, azure_datastore: Any) -> None:
+def test_azure_wrong_key_is_named_and_loses_nothing(
+    azure_service: AzureService, azure_datastore: Any
+) -> None:
     from laminar_azure import Azure, CredentialsRejected
 
     azure_datastore.write_bytes("kept", b"precious")
@@ -262,7 +270,9 @@ def test_azure_unreachable_endpoint_fails_after_bounded_retries() -> None:
     from laminar_azure import Azure
 
     endpoint = closed_endpoint()
-    datastore = Azure("az://somecontainer/runs", connection_string=azurite_connection_string(endpoint), attempts=3)
+    datastore = Azure(
+        "az://somecontainer/runs", connection_string=azurite_connection_string(endpoint), attempts=3
+    )
     with pytest.raises(DatastoreError) as error:
         datastore.write_bytes("k", b"v")
     message = str(error.value)
@@ -272,7 +282,11 @@ def test_azure_unreachable_endpoint_fails_after_bounded_retries() -> None:
 def test_azure_without_any_account_says_how_to_configure(monkeypatch: pytest.MonkeyPatch) -> None:
     from laminar_azure import Azure
 
-    for name in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_URL", "AZURE_STORAGE_ACCOUNT_NAME"):
+    for name in (
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_ACCOUNT_URL",
+        "AZURE_STORAGE_ACCOUNT_NAME",
+    ):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigurationError) as error:
         Azure.from_url("az://container/runs")
@@ -289,7 +303,9 @@ def test_azure_malformed_connection_string() -> None:
     assert "connection string is malformed" in str(error.value)
 
 
-def test_azure_account_url_without_azure_identity_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_azure_account_url_without_azure_identity_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from laminar_azure import Azure
 
     monkeypatch.setitem(sys.modules, "azure.identity", None)  # as if azure-identity were not installed
@@ -324,7 +340,11 @@ def test_azure_malformed_urls(url: str, expected: str, monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize(
     ("url", "expected"),
-    [("sqlite://host/db.sqlite", "not a SQLite URL"), ("sqlite:///", "names no file"), ("sqlite:///dir/", "names no file")],
+    [
+        ("sqlite://host/db.sqlite", "not a SQLite URL"),
+        ("sqlite:///", "names no file"),
+        ("sqlite:///dir/", "names no file"),
+    ],
 )
 def test_sqlite_malformed_urls(url: str, expected: str) -> None:
     from laminar_sqlite import SQLite
@@ -345,7 +365,11 @@ def test_sqlite_urls_relative_and_absolute(tmp_path: Path, monkeypatch: pytest.M
 
 @pytest.mark.parametrize(
     ("scheme", "module", "extra"),
-    [("s3", "laminar_s3", "laminar[s3]"), ("gs", "laminar_gcs", "laminar[gcs]"), ("az", "laminar_azure", "laminar[azure]")],
+    [
+        ("s3", "laminar_s3", "laminar[s3]"),
+        ("gs", "laminar_gcs", "laminar[gcs]"),
+        ("az", "laminar_azure", "laminar[azure]"),
+    ],
 )
 def test_scheme_whose_distribution_is_missing_names_the_extra(scheme: str, module: str, extra: str) -> None:
     """In a fresh interpreter where the backend cannot be imported, its URL names the extra to install."""
@@ -369,7 +393,7 @@ def test_scheme_whose_distribution_is_missing_names_the_extra(scheme: str, modul
 
 
 def _chain(error: BaseException) -> list[BaseException]:
-    items = []
+    items: list[BaseException] = []
     current: BaseException | None = error
     while current is not None and len(items) < 10:
         items.append(current)

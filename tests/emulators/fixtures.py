@@ -97,7 +97,9 @@ class Server:
                     start_new_session=True,
                 )
             except OSError as error:
-                pytest.fail(f"cannot start {self.name} ({' '.join(self.command)}): {error}. {self.install_hint}")
+                pytest.fail(
+                    f"cannot start {self.name} ({' '.join(self.command)}): {error}. {self.install_hint}"
+                )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -177,7 +179,7 @@ class S3Service:
     env: dict[str, str] = field(default_factory=dict)
 
     def client(self) -> Any:
-        import boto3
+        import boto3  # type: ignore[import-untyped, unused-ignore]
 
         return boto3.client(
             "s3",
@@ -227,7 +229,10 @@ def _moto(tmp: Path, name: str, extra_env: dict[str, str] | None = None) -> Serv
 def s3_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
     real = os.environ.get("LAMINAR_TEST_S3_URL")
     if real:
-        yield S3Service(endpoint=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"), base_url=real)
+        yield S3Service(
+            endpoint=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+            base_url=real,
+        )
         return
     server = _moto(tmp_path_factory.mktemp("moto"), "moto-s3")
     env = {
@@ -246,10 +251,16 @@ def s3_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
 @pytest.fixture(scope="session")
 def s3_auth_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A second moto server that checks credentials: yields (endpoint, bucket). Knows no access keys."""
-    server = _moto(tmp_path_factory.mktemp("moto-auth"), "moto-s3-auth", {"INITIAL_NO_AUTH_ACTION_COUNT": "1"})
+    server = _moto(
+        tmp_path_factory.mktemp("moto-auth"), "moto-s3-auth", {"INITIAL_NO_AUTH_ACTION_COUNT": "1"}
+    )
     bucket = unique_name("lam-auth")
     try:
-        anyone = {"AWS_ACCESS_KEY_ID": "anyone", "AWS_SECRET_ACCESS_KEY": "anyone", "AWS_DEFAULT_REGION": "us-east-1"}
+        anyone = {
+            "AWS_ACCESS_KEY_ID": "anyone",
+            "AWS_SECRET_ACCESS_KEY": "anyone",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         # The one request moto lets through without checking the credentials:
         S3Service(endpoint=server.endpoint, env=anyone).client().create_bucket(Bucket=bucket)
         yield server.endpoint, bucket
@@ -291,7 +302,7 @@ class GCSService:
     env: dict[str, str] = field(default_factory=dict)
 
     def client(self) -> Any:
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[import-untyped, unused-ignore]
 
         if self.endpoint is None:
             return storage.Client()
@@ -299,7 +310,7 @@ class GCSService:
 
         return storage.Client(
             project="laminar-test",
-            credentials=AnonymousCredentials(),
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call, unused-ignore]
             client_options={"api_endpoint": self.endpoint},
         )
 

@@ -21,7 +21,7 @@ def main() -> None:
     from gcp_storage_emulator.server import create_server
     from gcp_storage_emulator.storage import Storage
 
-    Storage._write_config_to_file = lambda self: None  # type: ignore[method-assign]
+    Storage._write_config_to_file = lambda self: None  # type: ignore[method-assign, unused-ignore]
 
     server = create_server(host, port, in_memory=True)
     server.run()  # until SIGTERM / SIGINT

@@ -107,7 +107,9 @@ def parse_url(url: str) -> tuple[str, str]:
             "digits and single hyphens, starting and ending with a letter or digit"
         )
     if "?" in prefix or "#" in prefix:
-        raise ConfigurationError(f"the Azure URL {url!r} has a query or fragment; write az://container/prefix")
+        raise ConfigurationError(
+            f"the Azure URL {url!r} has a query or fragment; write az://container/prefix"
+        )
     prefix = prefix.strip("/")
     if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
         raise ConfigurationError(f"the prefix of {url!r} has an empty, '.' or '..' part")
@@ -165,7 +167,9 @@ class Azure(Datastore):
                 if account_url is None and name:
                     account_url = f"https://{name}.blob.core.windows.net"
                 if credential is None:
-                    credential = os.environ.get("AZURE_STORAGE_KEY") or os.environ.get("AZURE_STORAGE_SAS_TOKEN")
+                    credential = os.environ.get("AZURE_STORAGE_KEY") or os.environ.get(
+                        "AZURE_STORAGE_SAS_TOKEN"
+                    )
         if connection_string is None and account_url is None:
             raise ConfigurationError(
                 f"no Azure storage account for {url}: pass connection_string= or account_url=, or set "
@@ -236,7 +240,9 @@ class Azure(Datastore):
                 "the Azure datastore needs azure-storage-blob: pip install 'laminar[azure]'"
             ) from error
         session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(10, self.max_workers * 2))
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=max(10, self.max_workers * 2)
+        )
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         options: dict[str, Any] = {
@@ -269,7 +275,12 @@ class Azure(Datastore):
                 raise
 
         try:
-            with_retries(check, transient=_transient, describe=f"open {self.url} at {self.endpoint}", attempts=self.attempts)
+            with_retries(
+                check,
+                transient=_transient,
+                describe=f"open {self.url} at {self.endpoint}",
+                attempts=self.attempts,
+            )
         except DatastoreError as error:
             if isinstance(error.__cause__, (ContainerNotFound, CredentialsRejected, ConfigurationError)):
                 raise error.__cause__ from None
@@ -369,13 +380,18 @@ class Azure(Datastore):
         self._call("write", key, upload)
 
     def exists(self, key: str) -> bool:
-        return self._call("check", key, lambda container: bool(container.get_blob_client(self._name(key)).exists()))
+        return self._call(
+            "check", key, lambda container: bool(container.get_blob_client(self._name(key)).exists())
+        )
 
     def list_prefix(self, prefix: str) -> list[str]:
         full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
 
         def listing(container: ContainerClient) -> list[str]:
-            names = {item.name[len(full) :].rstrip("/") for item in container.walk_blobs(name_starts_with=full, delimiter="/")}
+            names = {
+                item.name[len(full) :].rstrip("/")
+                for item in container.walk_blobs(name_starts_with=full, delimiter="/")
+            }
             names.discard("")
             return sorted(names)
 
@@ -429,7 +445,7 @@ def _parse_connection_string(value: str) -> dict[str, str]:
 
 def _default_credential(url: str) -> Any:
     try:
-        from azure.identity import DefaultAzureCredential
+        from azure.identity import DefaultAzureCredential  # type: ignore[import-untyped, unused-ignore]
     except ImportError as error:
         raise ConfigurationError(
             f"{url} has an account URL but no credential, so it signs in with DefaultAzureCredential, "

@@ -24,7 +24,7 @@ from laminar.storage.retries import with_retries
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
-    from google.cloud.storage import Bucket, Client
+    from google.cloud.storage import Bucket, Client  # type: ignore[import-untyped, unused-ignore]
 
 T = TypeVar("T")
 
@@ -184,7 +184,7 @@ class GCS(Datastore):
     def _connect(self) -> Client:
         try:
             import requests.adapters
-            from google.cloud import storage
+            from google.cloud import storage  # type: ignore[import-untyped, unused-ignore]
         except ImportError as error:  # pragma: no cover - a dependency
             raise DatastoreError(
                 "the GCS datastore needs google-cloud-storage: pip install 'laminar[gcs]'"
@@ -194,12 +194,15 @@ class GCS(Datastore):
             from google.oauth2 import service_account
 
             try:
-                credentials = service_account.Credentials.from_service_account_file(credentials)
+                credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call, unused-ignore]
+                    credentials
+                )
             except (ValueError, KeyError) as error:
                 raise ConfigurationError(
                     f"{self.credentials!r} is not a service-account JSON key: {error}"
                 ) from error
         kwargs: dict[str, Any] = {}
+        project: str | None
         if self.endpoint:
             endpoint = self.endpoint if "://" in self.endpoint else f"http://{self.endpoint}"
             if self._explicit_endpoint:
@@ -207,7 +210,7 @@ class GCS(Datastore):
             if credentials is None:
                 from google.auth.credentials import AnonymousCredentials
 
-                credentials = AnonymousCredentials()
+                credentials = AnonymousCredentials()  # type: ignore[no-untyped-call, unused-ignore]
             project = self.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "laminar-emulator"
         else:
             project = self.project
@@ -237,7 +240,12 @@ class GCS(Datastore):
                 raise self._bucket_not_found()
 
         try:
-            with_retries(check, transient=_transient, describe=f"open {self.url}{self._where()}", attempts=self.attempts)
+            with_retries(
+                check,
+                transient=_transient,
+                describe=f"open {self.url}{self._where()}",
+                attempts=self.attempts,
+            )
         except DatastoreError as error:
             if isinstance(error.__cause__, (BucketNotFound, ConfigurationError)):
                 raise error.__cause__ from None
@@ -274,7 +282,9 @@ class GCS(Datastore):
     def read_bytes(self, key: str) -> bytes:
         def read(bucket: Bucket) -> bytes:
             try:
-                return cast(bytes, bucket.blob(self._name(key)).download_as_bytes(retry=None, timeout=self._timeout))
+                return cast(
+                    bytes, bucket.blob(self._name(key)).download_as_bytes(retry=None, timeout=self._timeout)
+                )
             except Exception as error:
                 if _not_found(error):
                     raise self._missing(key, error) from error
@@ -319,7 +329,9 @@ class GCS(Datastore):
 
     def exists(self, key: str) -> bool:
         return self._call(
-            "check", key, lambda bucket: bool(bucket.blob(self._name(key)).exists(retry=None, timeout=self._timeout))
+            "check",
+            key,
+            lambda bucket: bool(bucket.blob(self._name(key)).exists(retry=None, timeout=self._timeout)),
         )
 
     def list_prefix(self, prefix: str) -> list[str]:

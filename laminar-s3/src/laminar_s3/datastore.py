@@ -170,7 +170,10 @@ class S3(Datastore):
         super().__init__()
         self.bucket, self.prefix = parse_url(url)
         self.endpoint_url = (
-            endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+            endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or None
         )
         self.region = region
         self.profile = profile
@@ -260,7 +263,9 @@ class S3(Datastore):
                 raise
 
         try:
-            with_retries(head, transient=_transient, describe=f"open {self.url}{self._where()}", attempts=self.attempts)
+            with_retries(
+                head, transient=_transient, describe=f"open {self.url}{self._where()}", attempts=self.attempts
+            )
         except DatastoreError as error:
             if isinstance(error.__cause__, BucketNotFound):
                 raise error.__cause__ from None
@@ -291,7 +296,10 @@ class S3(Datastore):
                 raise
             except Exception as error:
                 code = _error_code(error)
-                if code in _CREDENTIAL_CODES or type(error).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+                if code in _CREDENTIAL_CODES or type(error).__name__ in (
+                    "NoCredentialsError",
+                    "PartialCredentialsError",
+                ):
                     raise self._credentials_rejected(code or type(error).__name__, error) from error
                 raise
 
@@ -329,7 +337,9 @@ class S3(Datastore):
     def open_read(self, key: str) -> BinaryIO:
         def open_(fs: S3FileSystem) -> BinaryIO:
             try:
-                return cast(BinaryIO, fs.open(self._path(key), "rb", block_size=8 * 2**20, cache_type="readahead"))
+                return cast(
+                    BinaryIO, fs.open(self._path(key), "rb", block_size=8 * 2**20, cache_type="readahead")
+                )
             except FileNotFoundError as error:
                 if _error_code(error) == "NoSuchBucket":
                     raise
@@ -382,7 +392,9 @@ class S3(Datastore):
         return self._call("list", prefix, attempt)
 
     def delete(self, key: str) -> None:
-        self._call("delete", key, lambda fs: fs.call_s3("delete_object", Bucket=self.bucket, Key=self._object(key)))
+        self._call(
+            "delete", key, lambda fs: fs.call_s3("delete_object", Bucket=self.bucket, Key=self._object(key))
+        )
 
     def close(self) -> None:
         with self._fs_lock:

@@ -20,7 +20,9 @@ from urllib.parse import unquote, urlparse
 from laminar.errors import ConfigurationError
 from laminar.storage.datastore import Datastore
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS laminar_objects (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS laminar_objects (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
+)
 
 
 class SQLite(Datastore):
@@ -45,7 +47,9 @@ class SQLite(Datastore):
         if path.startswith("/"):
             path = path[1:]  # sqlite:///x -> "x" (relative); sqlite:////x -> "/x" (absolute)
         if not path or path.endswith("/"):
-            raise ConfigurationError(f"the SQLite URL {url!r} names no file; write sqlite:///path/to/db.sqlite")
+            raise ConfigurationError(
+                f"the SQLite URL {url!r} names no file; write sqlite:///path/to/db.sqlite"
+            )
         return cls(path)
 
     @property

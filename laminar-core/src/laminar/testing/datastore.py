@@ -62,7 +62,9 @@ class Square(Layer):
         self.position = (self.index, self.splits)
 
 
-@ConformanceFlow.register(foreach=ForEach(parameters=[Parameter(layer=Square, attribute="value", index=None)]))
+@ConformanceFlow.register(
+    foreach=ForEach(parameters=[Parameter(layer=Square, attribute="value", index=None)])
+)
 class Shifted(Layer):
     def __call__(self, square: Square) -> None:
         self.value = square.value + 1
@@ -138,7 +140,11 @@ class DatastoreConformance:
             except BaseException as error:  # pragma: no cover - reported below
                 errors.append(error)
 
-        threads = [threading.Thread(target=write), threading.Thread(target=read), threading.Thread(target=read)]
+        threads = [
+            threading.Thread(target=write),
+            threading.Thread(target=read),
+            threading.Thread(target=read),
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -404,8 +410,10 @@ class DatastoreConformance:
         count = len(expected["squares"])
         assert list(squares.position) == [(i, count) for i in range(count)]
         numbers = execution.layer(Numbers)
-        assert len(numbers.values) == count and numbers.values[1] == 2 and list(numbers.values[1:]) == list(
-            range(2, count + 1)
+        assert (
+            len(numbers.values) == count
+            and numbers.values[1] == 2
+            and list(numbers.values[1:]) == list(range(2, count + 1))
         )
         assert datastore.list_artifacts(layer=numbers) == ["blob", "label", "values"]
         assert datastore.list_artifacts(layer=squares) == ["position", "value"]
