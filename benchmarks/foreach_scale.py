@@ -4,6 +4,9 @@ Thread executor and Local datastore (a fresh temporary directory per run) for N 
 100,000, and N = 10,000 on the Process executor. Each run is timed end to end (``flow(n=N)``, which
 includes writing the shard, sizing the grid, every split and the join) and checked for the right sum.
 
+CPU seconds (this process and its worker processes) and the load average are printed too: on a
+shared machine the wall-clock figures depend on what else runs.
+
 Targets (issue 3, 2-core machine): 10,000 splits <= 5 s and 100,000 <= 60 s on Thread;
 10,000 <= 30 s on Process; time(100,000) / time(10,000) <= 12.
 
@@ -14,6 +17,8 @@ Targets (issue 3, 2-core machine): 10,000 splits <= 5 s and 100,000 <= 60 s on T
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -44,22 +49,31 @@ class Sum(Layer):
         self.total = sum(double.value)
 
 
-def measure(n: int, executor: executors.Executor) -> float:
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children (worker processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def measure(n: int, executor: executors.Executor) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one run of N splits."""
     with tempfile.TemporaryDirectory(prefix="laminar-foreach-") as root:
         flow = Scale(datastore=datastores.Local(root), executor=executor)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         execution = flow(n=n)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         total = execution.layer(Sum).total
         if total != n * (n - 1):
             raise AssertionError(f"wrong sum for N={n}: {total} != {n * (n - 1)}")
-    return elapsed
+    return elapsed, cpu
 
 
-def report(label: str, n: int, seconds: float, target: float | None) -> None:
+def report(label: str, n: int, seconds: float, cpu: float, target: float | None) -> None:
     verdict = "" if target is None else ("  ok" if seconds <= target else f"  MISSED (target {target:g} s)")
     print(
-        f"{label:<8} N={n:>7,}  {seconds:8.2f} s  {seconds / n * 1e6:8.1f} us/split{verdict}",
+        f"{label:<8} N={n:>7,}  {seconds:8.2f} s  {seconds / n * 1e6:8.1f} us/split  "
+        f"(cpu {cpu:7.2f} s, {cpu / n * 1e6:7.1f} us/split; load {os.getloadavg()[0]:.1f}){verdict}",
         flush=True,
     )
 
@@ -82,15 +96,15 @@ def main() -> int:
     times: dict[int, float] = {}
     missed = False
     for n in thread_ns:
-        seconds = measure(n, executors.Thread())
+        seconds, cpu = measure(n, executors.Thread())
         times[n] = seconds
         target = targets.get(("thread", n))
         missed |= target is not None and seconds > target
-        report("thread", n, seconds, target)
-    seconds = measure(process_n, executors.Process())
+        report("thread", n, seconds, cpu, target)
+    seconds, cpu = measure(process_n, executors.Process())
     target = targets.get(("process", process_n))
     missed |= target is not None and seconds > target
-    report("process", process_n, seconds, target)
+    report("process", process_n, seconds, cpu, target)
     ratio = times[large] / times[small]
     ratio_ok = arguments.quick or ratio <= 12
     missed |= not ratio_ok

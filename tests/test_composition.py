@@ -157,3 +157,29 @@ def test_registering_on_a_merged_flow_checks_duplicates_too() -> None:
         FlowDefinitionError, match=r"Merged already has a layer named 'A' \(test_composition\.A\)"
     ):
         Merged.register(A)
+
+
+def test_hooks_of_base_flows_apply_to_the_merged_flow(tmp_path: Path) -> None:
+    class Gated(Flow):
+        @hooks.entry
+        def listed(self, parameters: Parameters) -> bool:
+            return self.name in parameters.run
+
+    @Gated.register
+    class G(Layer):
+        def __call__(self) -> None:
+            self.ok = True
+
+    class Plain(Flow): ...
+
+    @Plain.register
+    class P(Layer):
+        def __call__(self) -> None:
+            self.ok = True
+
+    class Both(Gated, Plain): ...
+
+    flow = Both(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    execution = flow(run=["P"])
+    assert [execution.layer(name).state.finished for name in ("G", "P")] == [False, True]
+    assert Plain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(run=[]).layer(P).ok

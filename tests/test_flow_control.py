@@ -603,11 +603,56 @@ def test_catch_ends_the_layer_finished_with_what_it_assigned(
     assert not flow.execution("uncaught").layer(Partial).state.finished
 
 
+class CaughtSplits(Flow): ...
+
+
+@CaughtSplits.register
+class Divisors(Layer):
+    def __call__(self) -> None:
+        self.shard(divisor=[4, 0, 2])
+
+
+@CaughtSplits.register(
+    foreach=ForEach(parameters=[Parameter(layer=Divisors, attribute="divisor")]), catch=Catch(ArithmeticError)
+)
+class Divide(Layer):
+    def __call__(self, divisors: Divisors) -> None:
+        self.divisor = divisors.divisor
+        self.quotient = 8 // divisors.divisor  # ZeroDivisionError (an ArithmeticError) in split 1
+
+
+@CaughtSplits.register
+class Quotients(Layer):
+    def __call__(self, divide: Divide) -> None:
+        self.divisors = list(divide.divisor)
+        self.first = divide.quotient[0]
+        try:
+            divide.quotient[1]
+        except AttributeError as error:
+            self.missing = str(error)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_catch_in_a_foreach_keeps_each_splits_artifacts(
+    tmp_path: Path, executor: type[executors.Executor]
+) -> None:
+    execution = CaughtSplits(datastore=datastores.Local(tmp_path), executor=executor())()
+    quotients = execution.layer(Quotients)
+    assert (quotients.divisors, quotients.first) == ([4, 0, 2], 2)
+    assert "Divide has no artifact 'quotient'" in quotients.missing
+    assert "finished without assigning it (it stored: divisor)" in quotients.missing
+    assert execution.layer(Divide).quotient[2] == 4
+
+
 class Retrying(Flow): ...
 
 
 @Retrying.register(retry=Retry(attempts=3, delay=0.01, backoff=2, jitter=0.1))
 class Flaky(Layer):
+    @hooks.retry
+    def plain(self, parameters: Parameters) -> None:
+        append(parameters.log, f"retry plain {self.attempt}")
+
     @hooks.retry
     def note_retry(self, parameters: Parameters) -> Any:
         append(parameters.log, f"retry hook before attempt {self.attempt} pid {os.getpid()}")
@@ -630,9 +675,11 @@ def test_retry_runs_again_with_the_attempt_number(tmp_path: Path, executor: type
     pid = os.getpid()
     assert lines(log) == [
         "call attempt 0",
-        f"retry hook before attempt 1 pid {pid}",  # retry hooks run in the scheduler
-        "retry hook after attempt 1",
+        "retry plain 1",  # retry hooks run in the scheduler, in definition order, before the back-off
+        f"retry hook before attempt 1 pid {pid}",
+        "retry hook after attempt 1",  # after the back-off, before the attempt
         "call attempt 1",
+        "retry plain 2",
         f"retry hook before attempt 2 pid {pid}",
         "retry hook after attempt 2",
         "call attempt 2",
