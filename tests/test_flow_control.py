@@ -150,6 +150,36 @@ def test_accessor_reads_only_the_items_asked_for(tmp_path: Path) -> None:
     assert next(iterator) == "value 0" and len(artifact_reads()) == 6
 
 
+class PassAlong(Flow): ...
+
+
+@PassAlong.register
+class Origin(Layer):
+    def __call__(self) -> None:
+        self.shard(foo=[1, 2, 3])
+
+
+@PassAlong.register(foreach=ForEach(parameters=[Parameter(layer=Origin, attribute="foo")]))
+class Each(Layer):
+    def __call__(self, origin: Origin) -> None:
+        self.value = origin.foo * 2
+
+
+@PassAlong.register
+class Copy(Layer):
+    def __call__(self, origin: Origin, each: Each) -> None:
+        self.shard_copy = origin.foo  # an Accessor assigned as an artifact stores its items as a list
+        self.join_copy = each.value
+        self.shard(resharded=origin.foo)  # or shard it again: the same artifacts, not stored twice
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_assigning_an_accessor_stores_its_items(tmp_path: Path, executor: type[executors.Executor]) -> None:
+    copy = PassAlong(datastore=datastores.Local(tmp_path), executor=executor())().layer(Copy)
+    assert (copy.shard_copy, copy.join_copy) == ([1, 2, 3], [2, 4, 6])
+    assert isinstance(copy.resharded, datastores.Accessor) and list(copy.resharded) == [1, 2, 3]
+
+
 def test_shard_of_reserved_name_is_refused() -> None:
     class Plain(Layer): ...
 

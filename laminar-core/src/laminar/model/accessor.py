@@ -37,5 +37,10 @@ class Accessor(Sequence[Any]):
         for i in range(self._length):
             yield self._read(i)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Assigning an Accessor as an artifact (``self.values = upstream.values``) stores its items as a
+        # list; the reader it closes over belongs to this process and cannot travel.
+        return (list, (list(self),))
+
     def __repr__(self) -> str:
         return f"Accessor({self._description}{', ' if self._description else ''}len={self._length})"
