@@ -28,10 +28,10 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 
-from laminar import Flow, Layer, Parameters
-from laminar.configurations import datastores, executors
-from laminar.configurations.layers import ForEach, Parameter
-from laminar.runtime.executor import Executor
+from laminar import Flow, Layer, Parameters  # noqa: E402
+from laminar.configurations import datastores, executors  # noqa: E402
+from laminar.configurations.layers import ForEach, Parameter  # noqa: E402
+from laminar.runtime.executor import Executor  # noqa: E402
 
 
 class Trivial(Flow): ...
@@ -74,7 +74,9 @@ def run_raw(client: Any, splits: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--splits", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
@@ -87,9 +89,13 @@ def main() -> None:
     n = options.splits
     print(f"{n} splits; LocalCluster(n_workers={options.workers}, threads_per_worker=1, processes=True); "
           f"{os.cpu_count()} CPUs; best of {options.repeat}")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="laminar-bench-") as tmp, LocalCluster(
-        n_workers=options.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as cluster, Client(cluster) as client:
+    with (
+        tempfile.TemporaryDirectory(prefix="laminar-bench-") as tmp,
+        LocalCluster(
+            n_workers=options.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         run_raw(client, 100)  # warm the workers up (imports, connections)
         raw: list[float] = []
         dask: list[float] = []
@@ -98,7 +104,9 @@ def main() -> None:
             raw.append(run_raw(client, n))
             dask.append(
                 run_laminar(
-                    Dask(cluster.scheduler_address, concurrency=options.concurrency), n, Path(tmp) / f"d{round_}"
+                    Dask(cluster.scheduler_address, concurrency=options.concurrency),
+                    n,
+                    Path(tmp) / f"d{round_}",
                 )
             )
             process.append(run_laminar(executors.Process(), n, Path(tmp) / f"p{round_}"))

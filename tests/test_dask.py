@@ -160,7 +160,8 @@ def kill_flow(marks: Path, attempts: int) -> tuple[type[Flow], type[Layer]]:
             self.shard(x=range(4))
 
     @Killing.register(
-        foreach=ForEach(parameters=[Parameter(layer=A, attribute="x")]), retry=Retry(attempts=attempts, delay=0)
+        foreach=ForEach(parameters=[Parameter(layer=A, attribute="x")]),
+        retry=Retry(attempts=attempts, delay=0),
     )
     class B(Layer):
         def __call__(self, a: A) -> None:
@@ -246,7 +247,9 @@ def test_concurrency_caps_splits_in_flight(tmp_path: Path, address: str) -> None
                 os.close(descriptor)
                 os.unlink(lock)
 
-    execution = Capped(datastore=datastores.Local(tmp_path / "store"), executor=Dask(address, concurrency=1))()
+    execution = Capped(
+        datastore=datastores.Local(tmp_path / "store"), executor=Dask(address, concurrency=1)
+    )()
     assert list(execution.layer(B).y) == list(range(6))
 
 
@@ -276,7 +279,9 @@ def restrictions_flow() -> tuple[type[Flow], type[Layer]]:
             import distributed
 
             worker = distributed.get_worker()
-            self.restrictions = dict(worker.state.tasks[worker.get_current_task()].resource_restrictions or {})
+            self.restrictions = dict(
+                worker.state.tasks[worker.get_current_task()].resource_restrictions or {}
+            )
 
     return Sized, Heavy
 
@@ -356,15 +361,16 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
             self.x = 1
 
     # a port nothing listens on: the client gives up after distributed.comm.timeouts.connect
-    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), pytest.raises(
-        ConfigurationError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "2s"}),
+        pytest.raises(ConfigurationError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"),
     ):
         Nowhere(datastore=datastores.Local(tmp_path), executor=Dask("127.0.0.1:9"))()
 
 
 # ---- one flow file, every executor --------------------------------------------------------------
 
-FLOW_FILE = '''
+FLOW_FILE = """
 import json
 import sys
 
@@ -413,7 +419,7 @@ if flow := Grid():
         "total": out.total,
         "twice": list(execution.layer(Double).twice),
     }))
-'''
+"""
 
 
 def run_flow_file(script: Path, store: Path, executor: str) -> dict[str, Any]:

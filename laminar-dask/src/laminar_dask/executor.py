@@ -78,7 +78,9 @@ class Dask(Executor):
         self.address = _normalize(address)
         for name, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigurationError(f"Dask({name}=...) must be a whole number of at least 1, got {value!r}")
+                raise ConfigurationError(
+                    f"Dask({name}=...) must be a whole number of at least 1, got {value!r}"
+                )
         if self.address is not None and (n_workers or threads_per_worker or cluster_options):
             raise ConfigurationError(
                 "Dask(n_workers=..., threads_per_worker=..., cluster_options=...) size the LocalCluster "
@@ -121,7 +123,9 @@ class Dask(Executor):
             try:
                 options[name] = float(value) if name == "timeout" else int(value)
             except ValueError as error:
-                raise ConfigurationError(f"Dask executor URL {url!r}: {name}={value!r} is not a number") from error
+                raise ConfigurationError(
+                    f"Dask executor URL {url!r}: {name}={value!r} is not a number"
+                ) from error
         return cls(parts.netloc or None, **options)
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -129,7 +133,11 @@ class Dask(Executor):
         self._reset()
         try:
             if self.address is None:
-                options: dict[str, Any] = {"processes": True, "dashboard_address": ":0", **self.cluster_options}
+                options: dict[str, Any] = {
+                    "processes": True,
+                    "dashboard_address": ":0",
+                    **self.cluster_options,
+                }
                 if self.n_workers is not None:
                     options["n_workers"] = self.n_workers
                 if self.threads_per_worker is not None:
@@ -226,7 +234,9 @@ class Dask(Executor):
 
             token = uuid.uuid4().hex
             plugin = FlowPlugin(token, cloudpickle.dumps(flow, protocol=5), origin())
-            registered = asyncio.ensure_future(self._running().register_plugin(plugin, name=_plugin_name(token)))
+            registered = asyncio.ensure_future(
+                self._running().register_plugin(plugin, name=_plugin_name(token))
+            )
             entry = self._flows[id(flow)] = (flow, token, registered)
         await asyncio.shield(entry[2])
         return entry[1]
