@@ -12,6 +12,7 @@ endpoint gives a :class:`~laminar.errors.DatastoreError` naming the URL within s
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import threading
@@ -37,7 +38,6 @@ _TRANSIENT_NAMES = {
     "BadGateway",
     "ServiceUnavailable",
     "GatewayTimeout",
-    "RequestRangeNotSatisfiable",
     # requests / urllib3 / google.auth transport
     "ConnectionError",
     "ConnectTimeout",
@@ -52,6 +52,9 @@ _TRANSIENT_NAMES = {
     "ConnectionRefusedError",
     "TimeoutError",
 }
+
+
+_FIRST_CHUNK = 8 * 2**20
 
 
 class BucketNotFound(DatastoreError):
@@ -293,18 +296,24 @@ class GCS(Datastore):
         return self._call("read", key, read)
 
     def open_read(self, key: str) -> BinaryIO:
+        first = self.chunk_size or _FIRST_CHUNK
+
         def open_(bucket: Bucket) -> BinaryIO:
             blob = bucket.blob(self._name(key), chunk_size=self.chunk_size)
             try:
-                blob.reload(retry=None, timeout=self._timeout)  # raises NotFound now, not at first read
+                # The first chunk in one request: small values need no metadata request at all.
+                head = blob.download_as_bytes(start=0, end=first - 1, retry=None, timeout=self._timeout)
             except Exception as error:
                 if _not_found(error):
                     raise self._missing(key, error) from error
-                raise
-            reader = blob.open(
-                "rb", chunk_size=self.chunk_size or 8 * 2**20, retry=None, timeout=self._timeout
-            )
-            return cast(BinaryIO, reader)
+                if type(error).__name__ != "RequestRangeNotSatisfiable":
+                    raise
+                head = b""  # an empty object has no byte 0
+            if len(head) < first:
+                return io.BytesIO(head)
+            reader = blob.open("rb", chunk_size=_FIRST_CHUNK, retry=None, timeout=self._timeout)
+            reader.seek(len(head))
+            return cast(BinaryIO, io.BufferedReader(_Chain(head, reader), buffer_size=2**20))
 
         return self._call("read", key, open_)
 
@@ -383,3 +392,33 @@ class GCS(Datastore):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._client_lock = threading.Lock()
+
+
+class _Chain(io.RawIOBase):
+    """Bytes already read, then the rest from a stream positioned after them."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        super().__init__()
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            count = min(len(view), len(self._head))
+            view[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        data = self._rest.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._rest.close()
+            finally:
+                super().close()

@@ -11,6 +11,7 @@ Every call is bounded: short connect timeouts, few SDK retries, and Laminar's ow
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import threading
@@ -323,27 +324,30 @@ class S3(Datastore):
         )
 
     # ---- primitives ----------------------------------------------------------------------------
+    def _get(self, fs: S3FileSystem, key: str) -> Any:
+        """One ``GetObject`` (s3fs's ``cat_file`` adds a ``HeadObject`` first); returns its body."""
+        try:
+            response = fs.call_s3("get_object", Bucket=self.bucket, Key=self._object(key))
+        except FileNotFoundError as error:
+            if _error_code(error) == "NoSuchBucket":
+                raise
+            raise FileNotFoundError(f"no key {key!r} in {self.url}") from error
+        return response["Body"]
+
     def read_bytes(self, key: str) -> bytes:
         def read(fs: S3FileSystem) -> bytes:
+            body = self._get(fs, key)
             try:
-                return cast(bytes, fs.cat_file(self._path(key)))
-            except FileNotFoundError as error:
-                if _error_code(error) == "NoSuchBucket":
-                    raise
-                raise FileNotFoundError(f"no key {key!r} in {self.url}") from error
+                return cast(bytes, _sync(fs, body.read))
+            finally:
+                _sync(fs, body.aclose)
 
         return self._call("read", key, read)
 
     def open_read(self, key: str) -> BinaryIO:
         def open_(fs: S3FileSystem) -> BinaryIO:
-            try:
-                return cast(
-                    BinaryIO, fs.open(self._path(key), "rb", block_size=8 * 2**20, cache_type="readahead")
-                )
-            except FileNotFoundError as error:
-                if _error_code(error) == "NoSuchBucket":
-                    raise
-                raise FileNotFoundError(f"no key {key!r} in {self.url}") from error
+            stream = _BodyStream(fs, self._get(fs, key))
+            return cast(BinaryIO, io.BufferedReader(stream, buffer_size=2**20))
 
         return self._call("read", key, open_)
 
@@ -413,3 +417,35 @@ class S3(Datastore):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._fs_lock = threading.Lock()
+
+
+def _sync(fs: S3FileSystem, function: Callable[..., Any], *args: Any) -> Any:
+    """Run a coroutine function of aiobotocore on s3fs's event loop and wait for it."""
+    from fsspec.asyn import sync  # type: ignore[import-untyped, unused-ignore]
+
+    return sync(fs.loop, function, *args)
+
+
+class _BodyStream(io.RawIOBase):
+    """A raw binary stream over one ``GetObject`` body, read piece by piece as it is consumed."""
+
+    def __init__(self, fs: S3FileSystem, body: Any) -> None:
+        super().__init__()
+        self._fs = fs
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = _sync(self._fs, self._body.read, len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                _sync(self._fs, self._body.aclose)
+            finally:
+                super().close()

@@ -273,6 +273,16 @@ class DatastoreConformance:
             assert stream.read(10) == value[:10]
             assert stream.read() == value[10:]
 
+    def test_open_read_of_small_and_empty_values(self, datastore: Datastore) -> None:
+        datastore.write_bytes("stream/empty", b"")
+        datastore.write_bytes("stream/small", b"abc")
+        with datastore.open_read("stream/empty") as stream:
+            assert stream.read() == b""
+        with datastore.open_read("stream/small") as stream:
+            assert stream.read(2) == b"ab"
+            assert stream.read() == b"c"
+            assert stream.read() == b""
+
     def test_write_file(self, datastore: Datastore, tmp_path: Any) -> None:
         value = os.urandom(2**20 + 3)
         path = tmp_path / "value.bin"
