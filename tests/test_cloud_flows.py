@@ -1,0 +1,135 @@
+"""Issue 4, must show: one flow file, run against Local, S3, GCS and Azure by changing only
+LAMINAR_DATASTORE, gives identical results and identical artifact hashes, readable from a second process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+FLOW = textwrap.dedent(
+    """
+    import sys
+
+    from laminar import Flow, Layer, Parameters
+    from laminar.configurations.layers import ForEach, Parameter
+
+
+    class Cloud(Flow): ...
+
+
+    @Cloud.register
+    class Numbers(Layer):
+        def __call__(self, parameters: Parameters) -> None:
+            self.shard(values=list(range(1, parameters.count + 1)))
+            self.label = parameters.label
+
+
+    @Cloud.register(foreach=ForEach(parameters=[Parameter(layer=Numbers, attribute="values")]))
+    class Square(Layer):
+        def __call__(self, numbers: Numbers) -> None:
+            self.value = numbers.values**2
+            self.where = (self.index, self.splits)
+
+
+    @Cloud.register
+    class Total(Layer):
+        def __call__(self, square: Square, numbers: Numbers) -> None:
+            self.total = sum(square.value)
+            self.squares = {numbers.label: list(square.value)}
+
+
+    if flow := Cloud():
+        flow(execution=sys.argv[1], count=5, label="same everywhere")
+    """
+)
+
+READER = textwrap.dedent(
+    """
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.getcwd())
+    from flow import Cloud, Numbers, Square, Total
+
+    flow = Cloud()
+    datastore = flow.configuration.datastore
+    execution = flow.execution(sys.argv[1])
+    artifacts = sorted(
+        f"{shard}/{name}"
+        for shard in datastore.list_prefix("artifacts/")
+        for name in datastore.list_prefix(f"artifacts/{shard}/")
+    )
+    print(json.dumps({
+        "datastore": datastore.url,
+        "executions": [e.id for e in datastore.list_executions(flow=flow)],
+        "layers": [layer.name for layer in datastore.list_layers(execution=execution)],
+        "total": execution.layer(Total).total,
+        "squares": execution.layer(Total).squares,
+        "values": list(execution.layer(Numbers).values),
+        "square": list(execution.layer(Square).value),
+        "where": [list(w) for w in execution.layer(Square).where],
+        "artifacts": artifacts,
+    }))
+    """
+)
+
+
+def run(script: Path, datastore: str, execution: str) -> dict[str, object]:
+    env = {**os.environ, "LAMINAR_DATASTORE": datastore}
+    env.pop("LAMINAR_EXECUTOR", None)  # the default executor: worker processes re-run the file
+    subprocess.run(
+        [sys.executable, str(script), execution], cwd=script.parent, env=env, check=True, capture_output=True
+    )
+    reader = subprocess.run(
+        [sys.executable, "-c", READER, execution],
+        cwd=script.parent,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, object] = json.loads(reader.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.s3
+@pytest.mark.gcs
+@pytest.mark.azure
+@pytest.mark.timeout(600)
+def test_same_flow_file_on_every_backend(
+    tmp_path: Path, s3_location: str, gcs_location: str, azure_location: str
+) -> None:
+    script = tmp_path / "flow.py"
+    script.write_text(FLOW)
+    locations = {
+        "local": (tmp_path / "local-store").as_uri(),
+        "s3": s3_location,
+        "gcs": gcs_location,
+        "azure": azure_location,
+    }
+    results = {}
+    for name, url in locations.items():
+        try:
+            results[name] = run(script, url, "same-flow-everywhere")
+        except subprocess.CalledProcessError as error:
+            pytest.fail(f"the flow on {name} ({url}) failed:\n{error.stdout}\n{error.stderr}")
+
+    for name, result in results.items():
+        assert result.pop("datastore") == locations[name]
+    local = results["local"]
+    assert local["total"] == 1 + 4 + 9 + 16 + 25
+    assert local["squares"] == {"same everywhere": [1, 4, 9, 16, 25]}
+    assert local["where"] == [[i, 5] for i in range(5)]
+    assert local["layers"] == ["Parameters", "Numbers", "Square", "Total"]
+    assert local["executions"] == ["same-flow-everywhere"]
+    assert local["artifacts"], "no artifact was stored"
+    for name in ("s3", "gcs", "azure"):
+        assert results[name] == local, f"{name} differs from the local datastore"
