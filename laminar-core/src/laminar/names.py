@@ -26,4 +26,3 @@ def validate(name: str, *, what: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _is_safe(name: str) -> bool:
     return _SAFE.fullmatch(name) is not None
-

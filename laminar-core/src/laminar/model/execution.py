@@ -30,7 +30,7 @@ class Execution:
             raise FlowDefinitionError(
                 f"flow {self.flow.name} has no layer {name!r}; its layers are {', '.join(sorted(self.flow.registry))}"
             )
-        return LayerContext.reader(self, name).layer
+        return LayerContext.reader(self, name)
 
     def run(self, *, parameters: dict[str, Any] | None = None, resume: bool = False) -> Execution:
         """Run (or resume) this execution with the flow's scheduler; raise the first layer failure."""

@@ -54,18 +54,18 @@ class LayerContext:
         self.bindings = bindings or {}
         self.writer = writer
         self.store = store or store_for(execution)
-        layer: Layer = object.__new__(definition.layer)
-        object.__setattr__(layer, "_context", self)
-        # The layer owns its context; a weak link back avoids a cycle that would keep large
-        # artifacts alive until the garbage collector happens to run.
-        self._layer = weakref.ref(layer)
-        self._created: Layer | None = layer  # held only until the creator takes it through .layer
+        self._class = definition.layer
+        self._layer: weakref.ref[Layer] | None = None
 
-    @property
-    def layer(self) -> Layer:
-        created, self._created = self._created, None
-        layer = created or self._layer()
-        assert layer is not None, "the layer of this context no longer exists"
+    def bind(self) -> Layer:
+        """A new instance of the layer, bound to this context.
+
+        The layer owns its context; the context links back weakly, so no reference cycle keeps
+        large artifacts alive until the garbage collector happens to run.
+        """
+        layer: Layer = object.__new__(self._class)
+        object.__setattr__(layer, "_context", self)
+        self._layer = weakref.ref(layer)
         return layer
 
     @classmethod
@@ -76,8 +76,9 @@ class LayerContext:
         *,
         bindings: dict[str, Binding] | None = None,
         store: ExecutionStore | None = None,
-    ) -> LayerContext:
-        return cls(execution, name, bindings=bindings, store=store)
+    ) -> Layer:
+        """Layer ``name`` of ``execution``, reading its artifacts lazily from the datastore."""
+        return cls(execution, name, bindings=bindings, store=store).bind()
 
     @property
     def flow(self) -> Flow:
@@ -93,7 +94,7 @@ class LayerContext:
                 f"{self.name!r} has no attribute {attribute!r} (it has not been assigned yet)"
             )
         value = self._read(attribute)
-        layer = self._layer()
+        layer = self._layer() if self._layer is not None else None
         if layer is not None:
             object.__setattr__(layer, attribute, value)  # read once per instance
         return value

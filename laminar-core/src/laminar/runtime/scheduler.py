@@ -177,11 +177,11 @@ class _Run:
         return FINISHED
 
     def _entry(self, name: str) -> bool:
-        layer = LayerContext(self.execution, name, store=self.store).layer
+        layer = LayerContext(self.execution, name, store=self.store).bind()
         return all(hooks.call(hook, layer, self._reader) for hook in self.plan.hooks[(name, "entry")])
 
     def _reader(self, name: str) -> Layer:
-        return LayerContext.reader(self.execution, name, store=self.store).layer
+        return LayerContext.reader(self.execution, name, store=self.store)
 
     # ---- splits -------------------------------------------------------------------------------
     async def _split(self, name: str, index: int, count: int, grid: foreach.Grid | None) -> None:
@@ -208,7 +208,7 @@ class _Run:
                 configuration=task.configuration,
                 store=self.store,
             )
-        layer = context.layer if context is not None else None
+        layer = context.bind() if context is not None else None
 
         async def start(found: tuple[Hook, ...]) -> list[Any]:
             if not found or layer is None:

@@ -32,14 +32,14 @@ def run_split(task: SplitTask) -> SplitOutcome:
         writer=True,
         store=store,
     )
-    layer = context.layer
+    layer = context.bind()
     readers: dict[str, Layer] = {}
 
     def dependency(name: str) -> Layer:
         if name not in readers:
             readers[name] = LayerContext.reader(
                 execution, name, bindings=task.bindings.get(name), store=store
-            ).layer
+            )
         return readers[name]
 
     catch = context.configuration.catch

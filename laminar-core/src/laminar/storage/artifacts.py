@@ -113,7 +113,7 @@ def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
                 assert item.path is not None
                 datastore.write_file(key, item.path)
 
-        datastore._map(write, missing)
+        datastore.map_parallel(write, missing)
     finally:
         for item in staged:
             item.discard()

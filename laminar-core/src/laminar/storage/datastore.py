@@ -112,7 +112,8 @@ class Datastore(abc.ABC):
                 self._pool = None
 
     # ---- batches -------------------------------------------------------------------------------
-    def _map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    def map_parallel(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[function(item) for item in items]``, on up to ``max_workers`` threads (batch helpers use it)."""
         if len(items) <= 1 or self.max_workers <= 1:
             return [function(item) for item in items]
         with self._pool_lock:
@@ -122,13 +123,13 @@ class Datastore(abc.ABC):
         return list(pool.map(function, items))
 
     def read_many(self, keys: Sequence[str]) -> list[bytes]:
-        return self._map(self.read_bytes, keys)
+        return self.map_parallel(self.read_bytes, keys)
 
     def write_many(self, items: Mapping[str, bytes]) -> None:
-        self._map(lambda item: self.write_bytes(*item), list(items.items()))
+        self.map_parallel(lambda item: self.write_bytes(*item), list(items.items()))
 
     def exists_many(self, keys: Sequence[str]) -> list[bool]:
-        return self._map(self.exists, keys)
+        return self.map_parallel(self.exists, keys)
 
     # ---- serialization protocols ---------------------------------------------------------------
     def protocol(self, *types: type) -> Callable[[P], P]:

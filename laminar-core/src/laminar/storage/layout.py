@@ -67,4 +67,6 @@ def archives(flow: str, execution_id: str, layer_name: str) -> str:
 
 def archive(flow: str, execution_id: str, layer_name: str, index: int, name: str) -> str:
     # One directory per artifact name, not per split: a split costs no directory of its own.
-    return f"{archives(flow, execution_id, layer_name)}{validate(name, what='artifact name')}/{int(index)}.json"
+    return (
+        f"{archives(flow, execution_id, layer_name)}{validate(name, what='artifact name')}/{int(index)}.json"
+    )
