@@ -54,9 +54,6 @@ _TRANSIENT_NAMES = {
 }
 
 
-_FIRST_CHUNK = 8 * 2**20
-
-
 class BucketNotFound(DatastoreError):
     """The bucket named in the URL does not exist (or these credentials cannot see it)."""
 
@@ -296,24 +293,25 @@ class GCS(Datastore):
         return self._call("read", key, read)
 
     def open_read(self, key: str) -> BinaryIO:
-        first = self.chunk_size or _FIRST_CHUNK
-
         def open_(bucket: Bucket) -> BinaryIO:
-            blob = bucket.blob(self._name(key), chunk_size=self.chunk_size)
-            try:
-                # The first chunk in one request: small values need no metadata request at all.
-                head = blob.download_as_bytes(start=0, end=first - 1, retry=None, timeout=self._timeout)
-            except Exception as error:
-                if _not_found(error):
-                    raise self._missing(key, error) from error
-                if type(error).__name__ != "RequestRangeNotSatisfiable":
-                    raise
-                head = b""  # an empty object has no byte 0
-            if len(head) < first:
-                return io.BytesIO(head)
-            reader = blob.open("rb", chunk_size=_FIRST_CHUNK, retry=None, timeout=self._timeout)
-            reader.seek(len(head))
-            return cast(BinaryIO, io.BufferedReader(_Chain(head, reader), buffer_size=2**20))
+            # One streamed GET of the media, whatever the size (the SDK's BlobReader sends one
+            # ranged request per chunk, and ``download_as_bytes`` holds the whole value).
+            assert self._client is not None
+            blob = bucket.blob(self._name(key))
+            url = blob._get_download_url(self._client)
+            response = self._client._http.get(url, stream=True, timeout=self._timeout)
+            if response.status_code == 404:
+                response.close()
+                raise self._missing(key, DatastoreError(response.reason))
+            if response.status_code >= 400:
+                try:
+                    from google.cloud.exceptions import from_http_response
+
+                    raise from_http_response(response)  # type: ignore[no-untyped-call, unused-ignore]
+                finally:
+                    response.close()
+            response.raw.decode_content = True
+            return cast(BinaryIO, io.BufferedReader(_Response(response), buffer_size=2**20))
 
         return self._call("read", key, open_)
 
@@ -394,31 +392,25 @@ class GCS(Datastore):
         self._client_lock = threading.Lock()
 
 
-class _Chain(io.RawIOBase):
-    """Bytes already read, then the rest from a stream positioned after them."""
+class _Response(io.RawIOBase):
+    """A raw binary stream over a streamed ``requests`` response; closing it frees the connection."""
 
-    def __init__(self, head: bytes, rest: Any) -> None:
+    def __init__(self, response: Any) -> None:
         super().__init__()
-        self._head = memoryview(head)
-        self._rest = rest
+        self._response = response
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        if self._head:
-            count = min(len(view), len(self._head))
-            view[:count] = self._head[:count]
-            self._head = self._head[count:]
-            return count
-        data = self._rest.read(len(view))
+        data = self._response.raw.read(len(view))
         view[: len(data)] = data
         return len(data)
 
     def close(self) -> None:
         if not self.closed:
             try:
-                self._rest.close()
+                self._response.close()
             finally:
                 super().close()
