@@ -17,6 +17,8 @@ from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import Catch, Container, ForEach, Parameter, Retry
 from laminar.errors import ConfigurationError, FlowDefinitionError
+from laminar.storage import layout
+from laminar.storage.records import Archive
 from laminar.types import unwrap
 
 EXECUTORS = [pytest.param(executors.Thread, id="thread"), pytest.param(executors.Process, id="process")]
@@ -148,6 +150,9 @@ def test_accessor_reads_only_the_items_asked_for(tmp_path: Path) -> None:
     assert items[10:13] == ["value 10", "value 11", "value 12"] and len(artifact_reads()) == 5
     iterator = iter(items)
     assert next(iterator) == "value 0" and len(artifact_reads()) == 6
+    # Each item is its own artifact: the archive lists 100 of them.
+    archive = Archive.loads(store.read_bytes(layout.archive("Lazy", execution.id, "Many", 0, "item")))
+    assert archive.sharded and len({artifact.hexdigest for artifact in archive.artifacts}) == 100
 
 
 class PassAlong(Flow): ...
@@ -601,6 +606,8 @@ class Partial(Layer):
         self.before = "kept"
         if parameters.error == "io":
             raise FileNotFoundError("no such file")  # a subclass of IOError (OSError)
+        if parameters.error == "type":
+            raise TypeError("bad type")
         if parameters.error == "value":
             raise ValueError("not caught")
         self.after = "also kept"
@@ -624,6 +631,9 @@ def test_catch_ends_the_layer_finished_with_what_it_assigned(
     assert (caught.layer(UsesPartial).seen, caught.layer(UsesPartial).finished) == ("kept", True)
     with pytest.raises(AttributeError, match=r"finished without assigning it \(it stored: before\)"):
         caught.layer(Partial).after  # noqa: B018
+
+    typed = flow(execution="typed", error="type")
+    assert typed.layer(Partial).state.finished and typed.layer(UsesPartial).seen == "kept"
 
     clean = flow(execution="clean", error=None)
     assert clean.layer(Partial).after == "also kept"
@@ -730,6 +740,8 @@ def test_retry_back_off_follows_delay_backoff_and_jitter() -> None:
         assert all(base <= wait <= base * 1.1 for wait in waits)
         assert len(set(waits)) > 1  # the jitter is random
     assert Retry(delay=0.2, backoff=2, jitter=0).wait(3) == pytest.approx(0.8)
+    spec = Retry(attempts=3, delay=0.1, backoff=2, jitter=0.1)  # SPEC's example: 0.1 s, then 0.2 s
+    assert all(0.1 <= spec.wait(1) <= 0.11 and 0.2 <= spec.wait(2) <= 0.22 for _ in range(100))
 
 
 class Resumable(Flow): ...
