@@ -63,6 +63,10 @@ _TRANSIENT_CODES = {
 }
 
 
+_PART_SIZE = 16 * 2**20
+_PARTS_IN_FLIGHT = 4
+
+
 class BucketNotFound(DatastoreError):
     """The bucket named in the URL does not exist (or this account cannot see it)."""
 
@@ -355,8 +359,15 @@ class S3(Datastore):
         self._call("write", key, lambda fs: fs.pipe_file(self._path(key), bytes(data)))
 
     def write_file(self, key: str, path: str) -> None:
-        # put_file reads the file part by part (multipart upload above 50 MiB): never whole in memory.
-        self._call("write", key, lambda fs: fs.put_file(path, self._path(key)))
+        # A multipart upload of 16 MiB parts, four in flight, read from the file as they go: at most
+        # 64 MiB of the value in memory (s3fs's defaults, 50 MiB x 10, would hold a 256 MiB value whole).
+        size = os.path.getsize(path)
+        part = max(_PART_SIZE, -(-size // 10_000))  # S3 allows 10,000 parts
+
+        def upload(fs: S3FileSystem) -> None:
+            fs.put_file(path, self._path(key), chunksize=part, max_concurrency=_PARTS_IN_FLIGHT)
+
+        self._call("write", key, upload)
 
     def exists(self, key: str) -> bool:
         def head(fs: S3FileSystem) -> bool:
