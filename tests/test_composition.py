@@ -109,7 +109,10 @@ def test_flow_inheritance_merges_layers(tmp_path: Path, executor: type[executors
     assert (execution.layer(A).foo, execution.layer(B).bar, execution.layer(Both).total) == (2, 30, 32)
 
 
-def test_merging_the_same_layer_from_two_flows_is_fine() -> None:
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_merging_the_same_layer_from_two_flows_is_fine(
+    tmp_path: Path, executor: type[executors.Executor]
+) -> None:
     class Left(Flow): ...
 
     class Right(Flow): ...
@@ -123,7 +126,7 @@ def test_merging_the_same_layer_from_two_flows_is_fine() -> None:
     class Merged(Left, Right): ...
 
     assert list(Merged.registry) == ["Parameters", "Shared"]
-    assert Merged(datastore=datastores.Memory(), executor=executors.Thread())().layer(Shared).ok
+    assert Merged(datastore=datastores.Local(tmp_path), executor=executor())().layer(Shared).ok
 
 
 def test_merging_two_layers_of_one_name_is_an_error_naming_both() -> None:
@@ -159,7 +162,10 @@ def test_registering_on_a_merged_flow_checks_duplicates_too() -> None:
         Merged.register(A)
 
 
-def test_hooks_of_base_flows_apply_to_the_merged_flow(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_hooks_of_base_flows_apply_to_the_merged_flow(
+    tmp_path: Path, executor: type[executors.Executor]
+) -> None:
     class Gated(Flow):
         @hooks.entry
         def listed(self, parameters: Parameters) -> bool:
@@ -179,7 +185,7 @@ def test_hooks_of_base_flows_apply_to_the_merged_flow(tmp_path: Path) -> None:
 
     class Both(Gated, Plain): ...
 
-    flow = Both(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    flow = Both(datastore=datastores.Local(tmp_path), executor=executor())
     execution = flow(run=["P"])
     assert [execution.layer(name).state.finished for name in ("G", "P")] == [False, True]
-    assert Plain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(run=[]).layer(P).ok
+    assert Plain(datastore=datastores.Local(tmp_path), executor=executor())(run=[]).layer(P).ok

@@ -535,7 +535,8 @@ def test_entry_hooks_skip_and_skips_propagate(tmp_path: Path, executor: type[exe
     assert opened.layer(Always).states == (False, True)
 
 
-def test_entry_hook_sees_its_own_state() -> None:
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_entry_hook_sees_its_own_state(tmp_path: Path, executor: type[executors.Executor]) -> None:
     class Own(Flow): ...
 
     seen: list[bool] = []
@@ -550,8 +551,9 @@ def test_entry_hook_sees_its_own_state() -> None:
         def __call__(self) -> None:
             self.ok = True
 
-    execution = Own(datastore=datastores.Memory(), executor=executors.Thread())()
-    assert seen == [False] and execution.layer(Check).state.finished
+    execution = Own(datastore=datastores.Local(tmp_path), executor=executor())()
+    assert seen == [False]  # entry hooks run in the scheduler, whatever the executor
+    assert execution.layer(Check).state.finished
 
 
 def test_entry_hook_cannot_be_a_generator() -> None:
@@ -565,7 +567,10 @@ def test_entry_hook_cannot_be_a_generator() -> None:
                 yield True
 
 
-def test_flow_class_entry_hook_applies_to_every_layer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_flow_class_entry_hook_applies_to_every_layer(
+    tmp_path: Path, executor: type[executors.Executor]
+) -> None:
     class Selective(Flow):
         @hooks.entry
         def only_listed(self, parameters: Parameters) -> bool:
@@ -586,9 +591,7 @@ def test_flow_class_entry_hook_applies_to_every_layer(tmp_path: Path) -> None:
         def __call__(self, two: Two) -> None:
             self.ok = True
 
-    execution = Selective(datastore=datastores.Local(tmp_path), executor=executors.Thread())(
-        run=["One", "Three"]
-    )
+    execution = Selective(datastore=datastores.Local(tmp_path), executor=executor())(run=["One", "Three"])
     finished = [execution.layer(name).state.finished for name in ("One", "Two", "Three")]
     # Three has an entry hook (the flow's), so the hook decides even though Two was skipped.
     assert finished == [True, False, True]
@@ -807,7 +810,10 @@ def test_resume_of_an_unknown_execution_is_refused(tmp_path: Path) -> None:
     assert executions_in(tmp_path) == []
 
 
-def test_container_defaults_and_configuration_readable_in_the_layer() -> None:
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_container_defaults_and_configuration_readable_in_the_layer(
+    tmp_path: Path, executor: type[executors.Executor]
+) -> None:
     class Sized(Flow): ...
 
     @Sized.register
@@ -822,7 +828,7 @@ def test_container_defaults_and_configuration_readable_in_the_layer() -> None:
                 container.workdir,
             )
 
-    execution = Sized(datastore=datastores.Memory(), executor=executors.Thread())()
+    execution = Sized(datastore=datastores.Local(tmp_path), executor=executor())()
     assert execution.layer(Default).container == (1, 1500, "python:3.11", "python main.py", "/laminar")
     assert Sized.registry["Default"].configuration.container == Container()
 
