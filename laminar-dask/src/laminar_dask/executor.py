@@ -97,6 +97,7 @@ class Dask(Executor):
         self._cluster: Any = None  # distributed.LocalCluster
         self._declared: dict[str, float] = {}
         self._flows: dict[int, tuple[Flow, str, asyncio.Future[Any]]] = {}
+        self._pending: list[_Submission] = []
 
     @classmethod
     def from_url(cls, url: str) -> Dask:
@@ -193,27 +194,27 @@ class Dask(Executor):
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
 
-        from laminar_dask.worker import run_task
-
-        client = self._running()
         token = await self._install(task.flow)
         resources = await self._resources(task)
         index = "" if task.index is None else f"-{task.index}"
-        key = f"laminar-{task.layer}{index}-attempt-{task.attempt}-{uuid.uuid4().hex[:12]}"
-        future = client.submit(
-            run_task,
-            token,
-            dataclasses.replace(task, flow=None),  # type: ignore[arg-type]  # the worker holds the flow
-            key=key,
-            pure=False,
-            retries=0,
+        submission = _Submission(
+            key=f"laminar-{task.layer}{index}-attempt-{task.attempt}-{uuid.uuid4().hex[:12]}",
+            token=token,
+            task=dataclasses.replace(task, flow=None),  # type: ignore[arg-type]  # the worker holds the flow
             resources=resources,
+            future=asyncio.get_running_loop().create_future(),
         )
+        self._submit(submission)
+        future: Any = None
         try:
+            future = await submission.future
             outcome: SplitOutcome = await future
         except asyncio.CancelledError:  # timed out, or the run was abandoned: stop the task
-            with contextlib.suppress(Exception):  # best effort
-                await asyncio.shield(client.cancel([future], force=True))
+            if future is None and submission.future.done() and not submission.future.cancelled():
+                future = submission.future.result()  # submitted in the same turn it was cancelled
+            if future is not None:
+                with contextlib.suppress(Exception):  # best effort
+                    await asyncio.shield(self._running().cancel([future], force=True))
             raise
         except KilledWorker as error:
             raise WorkerLost(
@@ -225,6 +226,42 @@ class Dask(Executor):
                 "may have restarted"
             ) from error
         return outcome
+
+    def _submit(self, submission: _Submission) -> None:
+        """Queue ``submission``; every split queued in one turn of the event loop goes in one graph.
+
+        The scheduler starts a layer's splits all at once, and each ``client.submit`` would be a
+        graph update of its own for the Dask scheduler to process; ``client.map`` sends one.
+        """
+        self._pending.append(submission)
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        from laminar_dask.worker import run_task
+
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[tuple[str, float], ...], list[_Submission]] = {}
+        for submission in pending:
+            if not submission.future.done():  # not cancelled while it waited for this turn
+                groups.setdefault(tuple(sorted((submission.resources or {}).items())), []).append(submission)
+        for resources, group in groups.items():
+            try:
+                futures = self._running().map(
+                    run_task,
+                    [submission.token for submission in group],
+                    [submission.task for submission in group],
+                    key=[submission.key for submission in group],
+                    pure=False,
+                    retries=0,
+                    resources=dict(resources) or None,
+                )
+            except Exception as error:
+                for submission in group:
+                    submission.future.set_exception(error)
+                continue
+            for submission, future in zip(group, futures, strict=True):
+                submission.future.set_result(future)
 
     async def _install(self, flow: Flow) -> str:
         """Pickle ``flow`` once and install it on every worker; return its token."""
@@ -291,6 +328,17 @@ class Dask(Executor):
     def __repr__(self) -> str:
         where = repr(self.address) if self.address is not None else "None (LocalCluster)"
         return f"Dask(address={where}, concurrency={self.concurrency}, timeout={self.timeout})"
+
+
+@dataclasses.dataclass
+class _Submission:
+    """One split waiting for the next batch of Dask submissions; ``future`` gets its Dask future."""
+
+    key: str
+    token: str
+    task: SplitTask
+    resources: dict[str, float] | None
+    future: asyncio.Future[Any]
 
 
 def _dask() -> Any:
