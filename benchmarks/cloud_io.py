@@ -141,7 +141,9 @@ print(json.dumps({"seconds": seconds, "result": result}))
 """
 
 
-def child(backend: str, mode: str, args: argparse.Namespace, location: str, endpoint: str, env: dict[str, str]) -> dict[str, Any]:
+def child(
+    backend: str, mode: str, args: argparse.Namespace, location: str, endpoint: str, env: dict[str, str]
+) -> dict[str, Any]:
     output = subprocess.run(
         [sys.executable, "-c", CHILD, backend, mode, str(args.mib), str(args.splits), location, endpoint],
         check=True,
@@ -153,14 +155,18 @@ def child(backend: str, mode: str, args: argparse.Namespace, location: str, endp
     return result
 
 
-def best(backend: str, mode: str, args: argparse.Namespace, new_location: Any, endpoint: str, env: dict[str, str]) -> dict[str, Any]:
+def best(
+    backend: str, mode: str, args: argparse.Namespace, new_location: Any, endpoint: str, env: dict[str, str]
+) -> dict[str, Any]:
     runs = [child(backend, mode, args, new_location(), endpoint, env) for _ in range(args.repeat)]
     assert len({run["result"] for run in runs}) == 1, runs
     return min(runs, key=lambda run: run["seconds"])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--splits", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=2)
@@ -186,9 +192,13 @@ def main() -> None:
             print(f"\n{backend} ({endpoint})")
             print(f"  {args.mib} MiB: SDK upload + download {sdk['seconds']:7.3f} s")
             print(f"  {args.mib} MiB: Laminar artifact      {artifact['seconds']:7.3f} s")
-            print(f"  ratio                          {artifact['seconds'] / sdk['seconds']:7.2f}x   (target <= 1.5x)")
+            print(
+                f"  ratio                          {artifact['seconds'] / sdk['seconds']:7.2f}x   (target <= 1.5x)"
+            )
             print(f"  {args.splits}-split foreach         {wide['seconds']:7.3f} s")
-            print(f"  ratio to Local                 {wide['seconds'] / local['seconds']:7.2f}x   (target <= 3x)")
+            print(
+                f"  ratio to Local                 {wide['seconds'] / local['seconds']:7.2f}x   (target <= 3x)"
+            )
 
 
 class _Factory:
@@ -207,7 +217,9 @@ class _Factory:
 
 def _start(backend: str, fixtures: Any, factory: _Factory) -> tuple[Any, str, dict[str, str], Any]:
     """Start one emulator through the test harness's own session fixture (a generator)."""
-    fixture = {"s3": fixtures.s3_service, "gcs": fixtures.gcs_service, "azure": fixtures.azure_service}[backend]
+    fixture = {"s3": fixtures.s3_service, "gcs": fixtures.gcs_service, "azure": fixtures.azure_service}[
+        backend
+    ]
     generator = fixture.__wrapped__(factory)
     service = next(generator)
     env = dict(service.env)
