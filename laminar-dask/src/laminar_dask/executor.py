@@ -10,6 +10,8 @@ How a split travels:
 * The flow is pickled once per execution and installed on every worker (and on workers that join
   later, e.g. one the nanny restarted) by a worker plugin; each Dask task then carries only the
   small :class:`~laminar.runtime.task.SplitTask`. Workers unpickle the flow once and reuse it.
+* Splits the scheduler hands over in one turn of the event loop (a layer's splits start together)
+  go to Dask as one graph (``client.map``), not one graph update per split.
 * Each task runs :func:`laminar.runtime.split.run_split` and is submitted with ``retries=0``:
   Laminar's ``Retry`` decides retries. A worker that dies mid-task makes Dask raise
   :class:`distributed.KilledWorker`, which becomes :class:`laminar.errors.WorkerLost`.
