@@ -322,7 +322,8 @@ def test_azure_account_url_without_azure_identity_says_what_to_install(
         ("az://ab/x", "not a valid Azure container name"),
         ("az://Has_Upper/x", "not a valid Azure container name"),
         ("az://double--hyphen/x", "not a valid Azure container name"),
-        ("az://container@account/x", "names an account in the host"),
+        ("az://container@Bad_Account/x", "is not an Azure storage account"),
+        ("az://container@account.queue.core.windows.net/x", "is not an Azure storage account"),
         ("s3://bucket/x", "not an Azure Blob Storage URL"),
     ],
 )
@@ -333,6 +334,22 @@ def test_azure_malformed_urls(url: str, expected: str, monkeypatch: pytest.Monke
     with pytest.raises(ConfigurationError) as error:
         Azure.from_url(url)
     assert expected in str(error.value) and repr(url) in str(error.value)
+
+
+def test_azure_account_in_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from laminar.plugins.manager import resolve_datastore
+    from laminar_azure import Azure
+
+    monkeypatch.delenv("AZURE_STORAGE_KEY", raising=False)
+    monkeypatch.delenv("AZURE_STORAGE_SAS_TOKEN", raising=False)
+    store = Azure.from_url("az://runs@myaccount/team/a")
+    assert (store.container, store.prefix) == ("runs", "team/a")
+    assert store.account_url == "https://myaccount.blob.core.windows.net"
+    assert store.connection_string is None
+    again = Azure.from_url(store.url)
+    assert (again.url, again.account_url) == (store.url, store.account_url)
+    spark = resolve_datastore("abfss://runs@myaccount.dfs.core.windows.net/team/a")
+    assert isinstance(spark, Azure) and spark.account_url == store.account_url and spark.prefix == "team/a"
 
 
 # ---- SQLite (the example plugin) and URL resolution --------------------------------------------

@@ -2,6 +2,9 @@
 
 Which account, and how to sign in, in this order:
 
+0. an account named in the URL, ``az://container@account/prefix`` (``abfs[s]://container@account.dfs.
+   core.windows.net/prefix`` too), signed in with ``credential=``, ``AZURE_STORAGE_KEY``,
+   ``AZURE_STORAGE_SAS_TOKEN`` or ``DefaultAzureCredential``;
 1. ``connection_string=`` (an account key, SAS or emulator connection string);
 2. ``account_url=`` (``https://ACCOUNT.blob.core.windows.net``) with ``credential=`` (account key,
    SAS token, or a token credential), or without it ``DefaultAzureCredential`` from azure-identity
@@ -86,21 +89,35 @@ def _not_found(error: BaseException) -> bool:
     return type(error).__name__ == "ResourceNotFoundError" or getattr(error, "status_code", None) == 404
 
 
-def parse_url(url: str) -> tuple[str, str]:
-    """Split ``az://container/some/prefix`` (or ``container/some/prefix``) into container and prefix."""
+_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+
+
+def parse_url(url: str) -> tuple[str, str, str | None]:
+    """Split ``az://container[@account]/some/prefix`` into container, prefix and account URL.
+
+    The account may be a name (``az://runs@myaccount/p``) or a host
+    (``abfs://runs@myaccount.dfs.core.windows.net/p``, as adlfs and Spark write it); either becomes
+    ``https://myaccount.blob.core.windows.net``.
+    """
     rest = url
     if "://" in url:
         scheme, _, rest = url.partition("://")
-        if scheme not in ("az", "azure", "abfs"):
+        if scheme not in ("az", "azure", "abfs", "abfss"):
             raise ConfigurationError(f"not an Azure Blob Storage URL: {url!r}; write az://container/prefix")
     container, _, prefix = rest.partition("/")
+    account_url: str | None = None
+    if "@" in container:
+        container, _, host = container.partition("@")
+        account, _, domain = host.partition(".")
+        if not _ACCOUNT.match(account) or (domain and not domain.startswith(("blob.", "dfs."))):
+            raise ConfigurationError(
+                f"{host!r} in {url!r} is not an Azure storage account: write az://container@ACCOUNT/prefix "
+                "(3-24 lowercase letters and digits) or az://container@ACCOUNT.blob.core.windows.net/prefix"
+            )
+        suffix = domain.split(".", 1)[1] if domain else "core.windows.net"
+        account_url = f"https://{account}.blob.{suffix}"
     if not container:
         raise ConfigurationError(f"the Azure URL {url!r} names no container; write az://container/prefix")
-    if "@" in container:
-        raise ConfigurationError(
-            f"the Azure URL {url!r} names an account in the host; write az://container/prefix and give "
-            "the account with account_url= or AZURE_STORAGE_ACCOUNT_NAME"
-        )
     if not _CONTAINER.match(container):
         raise ConfigurationError(
             f"{container!r} in {url!r} is not a valid Azure container name: use 3-63 lowercase letters, "
@@ -113,7 +130,7 @@ def parse_url(url: str) -> tuple[str, str]:
     prefix = prefix.strip("/")
     if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
         raise ConfigurationError(f"the prefix of {url!r} has an empty, '.' or '..' part")
-    return container, prefix
+    return container, prefix, account_url
 
 
 class _DownloadStream(io.RawIOBase):
@@ -141,7 +158,7 @@ class Azure(Datastore):
     ``max_concurrency`` is the number of parallel block transfers of one large value.
     """
 
-    schemes = ("az",)
+    schemes = ("az", "abfs", "abfss")
     max_workers = 32
 
     def __init__(
@@ -158,7 +175,13 @@ class Azure(Datastore):
         max_workers: int | None = None,
     ) -> None:
         super().__init__()
-        self.container, self.prefix = parse_url(url)
+        self.container, self.prefix, url_account = parse_url(url)
+        #: The account named in the URL (az://container@account/...), kept so ``url`` round-trips.
+        self.url_account = url_account
+        if account_url is None and connection_string is None and url_account is not None:
+            account_url = url_account  # the URL's account wins over the environment's
+            if credential is None:
+                credential = os.environ.get("AZURE_STORAGE_KEY") or os.environ.get("AZURE_STORAGE_SAS_TOKEN")
         if connection_string is None and account_url is None:
             connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or None
             if connection_string is None:
@@ -200,7 +223,10 @@ class Azure(Datastore):
 
     @property
     def url(self) -> str:
-        return f"az://{self.container}/{self.prefix}" if self.prefix else f"az://{self.container}"
+        where = self.container
+        if self.url_account is not None:
+            where += "@" + self.url_account.removeprefix("https://")
+        return f"az://{where}/{self.prefix}" if self.prefix else f"az://{where}"
 
     @property
     def endpoint(self) -> str:
