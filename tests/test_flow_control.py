@@ -801,6 +801,31 @@ def test_resume_reruns_only_the_splits_that_did_not_finish(
     assert lines(tmp_path / "runs") == [] and again.layer(SumSquares).total == resumed.layer(SumSquares).total
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_resume_after_early_failures_runs_each_unfinished_split_once(
+    tmp_path: Path, executor: type[executors.Executor]
+) -> None:
+    # A failing split stops new splits from starting, so splits after it may never have run: resume
+    # runs exactly the splits without a split record (failed or never started), each once.
+    n, failing = 200, [10, 100]
+    (tmp_path / "broken").touch()
+    root = tmp_path / "store"
+    flow = Resumable(datastore=datastores.Local(root), executor=executor(concurrency=2))
+    with pytest.raises(RuntimeError, match="is broken"):
+        flow(execution="early", root=str(tmp_path), n=n, failing=failing)
+    finished = {
+        i for i in range(n) if (root / layout.split_record("Resumable", "early", "MaybeFails", i)).exists()
+    }
+    assert 10 not in finished and set(range(10)) <= finished
+
+    (tmp_path / "broken").unlink()
+    (tmp_path / "runs").unlink()
+    resumed = flow.execution("early").resume()
+    rerun = lines(tmp_path / "runs")
+    assert sorted(rerun) == sorted(f"split {i}" for i in set(range(n)) - finished)
+    assert resumed.layer(SumSquares).total == sum(i * i for i in range(n))
+
+
 def test_resume_of_an_unknown_execution_is_refused(tmp_path: Path) -> None:
     flow = Resumable(datastore=datastores.Local(tmp_path), executor=executors.Thread())
     with pytest.raises(
