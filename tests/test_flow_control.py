@@ -1005,3 +1005,98 @@ def test_scheduling_cost_is_linear_in_the_number_of_splits(tmp_path: Path) -> No
     assert counts[200] <= 4.5 * counts[50], counts
     # The foreach's upstream archives are read a bounded number of times, not once per split.
     assert archive_reads[200] == archive_reads[50] <= 4, archive_reads
+
+
+# ---- rules settled after review -------------------------------------------------------------------
+
+
+def test_a_flow_hook_taking_a_layer_skips_that_layer_and_its_ancestors(tmp_path: Path) -> None:
+    class Configured(Flow):
+        @hooks.execution
+        def announce(self, settings: Settings) -> None:
+            self.prefix = settings.prefix
+
+    @Configured.register
+    class Base(Layer):
+        def __call__(self) -> None:
+            self.ready = True
+
+    @Configured.register
+    class Settings(Layer):
+        def __call__(self, base: Base) -> None:
+            self.prefix = ">"
+
+    @Configured.register
+    class Work(Layer):
+        def __call__(self) -> None:
+            self.out = self.prefix + "work"
+
+    flow = Configured(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    assert flow.plan.dependencies["Work"] == {"Settings"}
+    assert [h.function.__name__ for h in flow.plan.hooks[("Settings", "execution")]] == []
+    assert [h.function.__name__ for h in flow.plan.hooks[("Base", "execution")]] == []
+    assert flow().layer(Work).out == ">work"
+
+
+@pytest.mark.parametrize("executor", [executors.Thread, executors.Process])
+def test_configuration_changes_never_reach_the_registry(tmp_path: Path, executor: Any) -> None:
+    class Leak(Flow): ...
+
+    @Leak.register(container=Container(memory=100))
+    class Changes(Layer):
+        def __call__(self) -> None:
+            self.configuration.container.memory *= 2
+            self.seen = self.configuration.container.memory
+
+        @hooks.entry
+        def decide(self) -> bool:
+            self.configuration.container.memory += 1
+            return True
+
+    flow = Leak(datastore=datastores.Local(tmp_path), executor=executor())
+    assert [flow().layer(Changes).seen for _ in range(2)] == [200, 200]
+    assert Leak.registry["Changes"].configuration.container.memory == 100
+
+
+@pytest.mark.parametrize("executor", [executors.Thread, executors.Process])
+def test_a_join_reads_an_attribute_split_zero_did_not_store(tmp_path: Path, executor: Any) -> None:
+    class Partial(Flow): ...
+
+    @Partial.register
+    class Items(Layer):
+        def __call__(self) -> None:
+            self.shard(x=[0, 1, 2])
+
+    @Partial.register(
+        foreach=ForEach(parameters=[Parameter(layer=Items, attribute="x")]), catch=Catch(ZeroDivisionError)
+    )
+    class Invert(Layer):
+        def __call__(self, items: Items) -> None:
+            self.value = 1 / items.x
+
+    @Partial.register
+    class Join(Layer):
+        def __call__(self, invert: Invert) -> None:
+            self.later = list(invert.value[1:])
+            self.has_nothing = hasattr(invert, "nothing")
+
+    execution = Partial(datastore=datastores.Local(tmp_path), executor=executor())()
+    assert execution.layer(Join).later == [1.0, 0.5]
+    assert execution.layer(Join).has_nothing is False
+    with pytest.raises(AttributeError, match="finished without assigning it"):
+        execution.layer(Invert).value[0]  # noqa: B018
+
+
+def test_merging_one_layer_registered_differently_is_an_error() -> None:
+    class First(Flow): ...
+
+    class Second(Flow): ...
+
+    @First.register(retry=Retry(attempts=2))
+    @Second.register(retry=Retry(attempts=3))
+    class Shared(Layer):
+        def __call__(self) -> None: ...
+
+    with pytest.raises(FlowDefinitionError, match="registered with different configurations in First"):
+
+        class Both(First, Second): ...

@@ -77,7 +77,13 @@ class Flow:
             if not (isinstance(base, type) and issubclass(base, Flow)):
                 continue
             for name, definition in base.registry.items():
-                if name in merged and merged[name].layer is not definition.layer:
+                if name in merged and merged[name] != definition:
+                    if merged[name].layer is definition.layer:
+                        raise FlowDefinitionError(
+                            f"{cls.__name__} merges layer {name} registered with different configurations in "
+                            f"{origin[name]} ({merged[name].configuration}) and {base.__name__} "
+                            f"({definition.configuration}); register it the same way in both"
+                        )
                     raise FlowDefinitionError(
                         f"{cls.__name__} merges two layers named {name!r}: {_where(merged[name].layer)} from "
                         f"{origin[name]} and {_where(definition.layer)} from {base.__name__}; rename one"
@@ -234,42 +240,60 @@ def check_compatible(configuration: FlowConfiguration) -> None:
 
 
 def build_plan(flow: type[Flow]) -> Plan:
-    """Analyse ``flow``'s layers: dependencies from ``__call__`` and hooks, checked and ordered."""
+    """Analyse ``flow``'s layers: dependencies from ``__call__`` and hooks, checked and ordered.
+
+    A hook defined on the flow class applies to every layer except ``Parameters`` (stored, never run)
+    and the layers it takes as parameters together with their ancestors: a flow hook taking ``A``
+    cannot run before ``A`` exists, so it does not apply to ``A`` itself or to what ``A`` needs.
+    """
     registry = flow.registry
     known = {name: definition.layer for name, definition in registry.items()}
+
+    def analyse(function: Callable[..., Any]) -> Hook:
+        owner = f"hook {function.__qualname__}"
+        return Hook(function, dag.signature(function, owner=owner, known=known, flow=flow.__name__))
+
+    def layers_of(signature: dag.Signature) -> set[str]:
+        return {dependency for _, dependency in signature.parameters}
+
     calls: dict[str, dag.Signature] = {}
+    own_hooks: dict[tuple[str, str], tuple[Hook, ...]] = {}
+    own: dict[str, frozenset[str]] = {}
+    for name, definition in registry.items():
+        calls[name] = dag.signature(
+            definition.layer.__call__, owner=f"layer {name}", known=known, flow=flow.__name__
+        )
+        needed = layers_of(calls[name])
+        for kind in hook_kinds.KINDS:
+            own_hooks[(name, kind)] = tuple(
+                analyse(f) for f in hook_kinds.collect(definition.layer, kind, stop=Layer)
+            )
+            for hook in own_hooks[(name, kind)]:
+                needed |= layers_of(hook.signature)
+        _check_registered(flow, name, needed)
+        own[name] = frozenset(needed)
+    dag.topological_order(own, flow=flow.__name__)  # a cycle among the layers themselves
+    ancestors = _ancestors(own)
+
+    flow_hooks = {
+        kind: tuple(analyse(f) for f in hook_kinds.collect(flow, kind, stop=Flow))
+        for kind in hook_kinds.KINDS
+    }
     hooks: dict[tuple[str, str], tuple[Hook, ...]] = {}
     dependencies: dict[str, frozenset[str]] = {}
     for name, definition in registry.items():
-        layer = definition.layer
-        call = dag.signature(layer.__call__, owner=f"layer {name}", known=known, flow=flow.__name__)
-        calls[name] = call
-        needed = {dependency for _, dependency in call.parameters}
+        needed = set(own[name])
         for kind in hook_kinds.KINDS:
-            found = [
-                # Parameters is stored by the scheduler, never run: the flow's hooks do not apply to it
-                # (a flow hook taking `parameters: Parameters` would otherwise make it depend on itself).
-                *(hook_kinds.collect(flow, kind, stop=Flow) if layer is not Parameters else []),
-                *hook_kinds.collect(layer, kind, stop=Layer),
-            ]
-            analysed = tuple(
-                Hook(
-                    function,
-                    dag.signature(
-                        function, owner=f"hook {function.__qualname__}", known=known, flow=flow.__name__
-                    ),
-                )
-                for function in found
-            )
-            hooks[(name, kind)] = analysed
-            for hook in analysed:
-                needed.update(dependency for _, dependency in hook.signature.parameters)
-        for dependency in sorted(needed):
-            if dependency not in registry or registry[dependency].layer is not known.get(dependency):
-                raise FlowDefinitionError(
-                    f"layer {name} depends on layer {dependency}, which is not registered to flow {flow.__name__}; "
-                    f"register it with @{flow.__name__}.register"
-                )
+            applying = []
+            if definition.layer is not Parameters:
+                for hook in flow_hooks[kind]:
+                    taken = layers_of(hook.signature)
+                    if any(name == layer or name in ancestors[layer] for layer in taken):
+                        continue
+                    applying.append(hook)
+                    needed |= taken
+            hooks[(name, kind)] = (*applying, *own_hooks[(name, kind)])
+        _check_registered(flow, name, needed)
         if definition.configuration.foreach is not None:
             for parameter in definition.configuration.foreach.parameters:
                 if parameter.layer.__name__ not in needed:
@@ -281,3 +305,28 @@ def build_plan(flow: type[Flow]) -> Plan:
         dependencies[name] = frozenset(needed)
     order = dag.topological_order(dependencies, flow=flow.__name__)
     return Plan(tuple(order), dependencies, calls, hooks)
+
+
+def _check_registered(flow: type[Flow], name: str, needed: set[str]) -> None:
+    for dependency in sorted(needed):
+        if dependency not in flow.registry:
+            raise FlowDefinitionError(
+                f"layer {name} depends on layer {dependency}, which is not registered to flow {flow.__name__}; "
+                f"register it with @{flow.__name__}.register"
+            )
+
+
+def _ancestors(dependencies: dict[str, frozenset[str]]) -> dict[str, set[str]]:
+    """Every layer each layer needs, directly or not."""
+    found: dict[str, set[str]] = {}
+
+    def visit(name: str) -> set[str]:
+        if name not in found:
+            found[name] = set()
+            for dependency in dependencies.get(name, ()):
+                found[name] |= {dependency, *visit(dependency)}
+        return found[name]
+
+    for name in dependencies:
+        visit(name)
+    return found

@@ -6,6 +6,7 @@ results-API layer) whose attributes are read lazily from the datastore.
 
 from __future__ import annotations
 
+import copy
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,8 @@ class LayerContext:
         self.index = index
         self.splits = splits
         self.attempt = attempt
-        self.configuration = configuration or definition.configuration
+        self._configuration = configuration
+        self._registered = definition.configuration
         self.bindings = bindings or {}
         self.writer = writer
         self.store = store or store_for(execution)
@@ -79,6 +81,13 @@ class LayerContext:
     ) -> Layer:
         """Layer ``name`` of ``execution``, reading its artifacts lazily from the datastore."""
         return cls(execution, name, bindings=bindings, store=store).bind()
+
+    @property
+    def configuration(self) -> Configuration:
+        """This layer's configuration; a private copy, so changing it never alters the flow's registry."""
+        if self._configuration is None:
+            self._configuration = copy.deepcopy(self._registered)
+        return self._configuration
 
     @property
     def flow(self) -> Flow:
@@ -111,8 +120,8 @@ class LayerContext:
         record = self.store.record(self.name)
         if record is None:
             raise self._missing(attribute)
-        if record.splits:
-            self._archive(0, attribute)  # fail now (AttributeError) if the layer never stored it
+        if record.splits and attribute not in self.store.artifact_names(self.name):
+            raise self._missing(attribute)  # no split stored it: fail now, so hasattr() is truthful
         return Accessor(
             record.splits,
             lambda i: self._value(self._archive(i, attribute)),

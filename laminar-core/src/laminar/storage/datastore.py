@@ -161,7 +161,7 @@ class Datastore(abc.ABC):
         execution = layer.execution
         if execution is None:
             raise ValueError(f"{layer!r} is not bound to an execution; use flow.execution(id).layer(...)")
-        return self.list_prefix(layout.archives(execution.flow.name, execution.id, layer.name))
+        return self.list_prefix(layout.archives(execution.flow.name, execution.id, layer.name))  # one listing
 
     # ---- pickling ------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -163,6 +163,10 @@ class ExecutionStore:
             return None
         return result
 
+    def artifact_names(self, layer: str) -> list[str]:
+        """Names any split of ``layer`` stored, from one listing."""
+        return self.datastore.list_prefix(layout.archives(self.flow, self.execution, layer))
+
     def finished_splits(self, layer: str) -> set[int]:
         """Indices of the layer's finished splits, from one listing (not one call per split)."""
         prefix = layout.splits(self.flow, self.execution, layer)
