@@ -157,10 +157,14 @@ class Dask(Executor):
                 # Retry decides, rather than Dask re-running it on other workers first.
                 with _dask().config.set({"distributed.scheduler.allowed-failures": 0}):
                     self._cluster = await _distributed().LocalCluster(asynchronous=True, **options)
-                self._client = await _distributed().Client(self._cluster, asynchronous=True)
+                self._client = await _distributed().Client(
+                    self._cluster, asynchronous=True, set_as_default=False
+                )
             else:
                 try:
-                    self._client = await _distributed().Client(self.address, asynchronous=True)
+                    self._client = await _distributed().Client(
+                        self.address, asynchronous=True, set_as_default=False
+                    )
                 except OSError as error:
                     raise ConfigurationError(
                         f"cannot reach the Dask scheduler at {self.address}: {error}. Start one (dask "
@@ -325,7 +329,14 @@ class Dask(Executor):
                 self._running().register_plugin(plugin, name=_plugin_name(token))
             )
             entry = self._flows[id(flow)] = (flow, token, registered)
-        await asyncio.shield(entry[2])
+        try:
+            await asyncio.shield(entry[2])
+        except Exception as error:
+            raise ConfigurationError(
+                f"could not install flow {flow.name} on the Dask workers: {type(error).__name__}: {error}. "
+                "Every worker needs laminar-core, laminar-dask, the datastore's backend and the packages "
+                "the flow imports, in versions that match this process"
+            ) from error
         return entry[1]
 
     async def _refresh_resources(self) -> None:
