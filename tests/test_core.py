@@ -328,7 +328,7 @@ class Store(Layer):
         self.first = parameters.value
         self.second = parameters.value  # the same value again: stored once
         self.text = "abc" * 100_000
-        self.noise = os.urandom(1 << 20)
+        self.noise = os.urandom(getattr(type(self), "noise_size", 1 << 20))
 
 
 def test_artifacts_are_content_addressed_and_record_their_codec(tmp_path: Path) -> None:
@@ -352,7 +352,11 @@ def test_artifacts_are_content_addressed_and_record_their_codec(tmp_path: Path) 
     assert execution.layer(Store).first == {"a": list(range(100))}
 
 
-def test_a_corrupt_artifact_is_detected_on_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [1 << 20, 9 << 20], ids=["small", "streamed"])
+def test_a_corrupt_artifact_is_detected_on_read(
+    tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Store, "noise_size", size, raising=False)
     flow = Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
     execution = flow(value=[1, 2, 3])
     from laminar.storage.records import Archive

@@ -9,9 +9,11 @@ that cannot be serialized leaves nothing behind. Artifacts already stored are no
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import tempfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -129,6 +131,8 @@ def load(
     """Read one artifact back into a value, checking its content hash unless ``verify`` is false."""
     protocol = protocols.get(artifact.protocol, DEFAULT_PROTOCOL)
     key = layout.artifact(artifact.hexdigest)
+    if artifact.size <= IN_MEMORY_LIMIT:
+        return _load_small(datastore, key, artifact, protocol, verify)
     raw = DecodingReader(datastore.open_read(key), artifact.codec)
     stream = io.BufferedReader(raw, buffer_size=1 << 16)
     try:
@@ -136,10 +140,27 @@ def load(
         if verify and protocol.hexdigest(value) is None:
             while stream.read(1 << 16):  # account for any bytes the protocol did not read
                 pass
-            if raw.hash.hexdigest() != artifact.hexdigest:
-                raise DatastoreError(
-                    f"artifact {datastore.url}/{key} is corrupt: its bytes hash to {raw.hash.hexdigest()}"
-                )
+            _check(datastore, key, raw.hash.hexdigest(), artifact)
     finally:
         stream.close()
     return value
+
+
+def _load_small(
+    datastore: Datastore, key: str, artifact: Artifact, protocol: Protocol[Any], verify: bool
+) -> Any:
+    """Most artifacts are small: one read, one hash, no stream wrappers."""
+    data = datastore.read_bytes(key)
+    if artifact.codec == "zlib":
+        data = zlib.decompress(data)
+    elif artifact.codec != "none":
+        raise ValueError(f"unknown codec {artifact.codec!r} for {datastore.url}/{key}")
+    value = protocol.read(io.BytesIO(data))
+    if verify and protocol.hexdigest(value) is None:
+        _check(datastore, key, hashlib.sha256(data).hexdigest(), artifact)
+    return value
+
+
+def _check(datastore: Datastore, key: str, actual: str, artifact: Artifact) -> None:
+    if actual != artifact.hexdigest:
+        raise DatastoreError(f"artifact {datastore.url}/{key} is corrupt: its bytes hash to {actual}")
