@@ -148,6 +148,40 @@ def test_foreach_on_several_workers_with_s3_emulator(tmp_path: Path, address: st
     assert again.layer(C).pids == sorted(set(b.pid))
 
 
+def installed_flows() -> tuple[int, int]:
+    from laminar_dask import worker
+
+    return len(worker._PAYLOADS), len(worker._FLOWS)
+
+
+def test_flow_is_installed_once_per_worker_and_removed_after(tmp_path: Path, address: str) -> None:
+    class Installed(Flow): ...
+
+    @Installed.register
+    class A(Layer):
+        def __call__(self) -> None:
+            self.shard(x=range(6))
+
+    @Installed.register(foreach=ForEach(parameters=[Parameter(layer=A, attribute="x")]))
+    class B(Layer):
+        def __call__(self, a: A) -> None:
+            from laminar_dask import worker
+
+            self.tokens = sorted(worker._FLOWS)
+            self.flow_id = id(next(iter(worker._FLOWS.values())))
+            self.pid = os.getpid()
+
+    execution = Installed(datastore=datastores.Local(tmp_path), executor=Dask(address))()
+    b = execution.layer(B)
+    assert len({tuple(tokens) for tokens in b.tokens}) == 1 and len(b.tokens[0]) == 1  # one flow, one token
+    flows_per_worker: dict[int, set[int]] = {}
+    for pid, flow_id in zip(b.pid, b.flow_id, strict=True):
+        flows_per_worker.setdefault(pid, set()).add(flow_id)
+    assert all(len(ids) == 1 for ids in flows_per_worker.values())  # each worker unpickled it once
+    with Client(address) as client:  # the plugin was unregistered: nothing left on the workers
+        assert set(client.run(installed_flows).values()) == {(0, 0)}
+
+
 # ---- failures -----------------------------------------------------------------------------------
 
 
