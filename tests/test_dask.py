@@ -22,9 +22,10 @@ import dask
 import pytest
 from distributed import Client, LocalCluster
 from laminar import Flow, Layer, Parameters
-from laminar.configurations import datastores, executors
+from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import Catch, Container, ForEach, Parameter, Retry
 from laminar.errors import ConfigurationError, WorkerLost
+from laminar.types import unwrap
 from laminar_dask import Dask
 
 pytestmark = pytest.mark.dask
@@ -326,6 +327,36 @@ def test_container_becomes_resources_when_workers_declare_them(tmp_path: Path) -
         Sized, Heavy = restrictions_flow()
         flow = Sized(datastore=datastores.Local(tmp_path), executor=Dask(cluster.scheduler_address))
         assert flow().layer(Heavy).restrictions == {"cpu": 2, "memory": 3000}
+
+        # a submission hook sizes each split: each split's task asks for its own memory
+        class PerSplit(Flow): ...
+
+        @PerSplit.register
+        class Sizes(Layer):
+            def __call__(self) -> None:
+                self.shard(memory=[1000, 2500, 4000])
+
+        @PerSplit.register(
+            foreach=ForEach(parameters=[Parameter(layer=Sizes, attribute="memory")]),
+            container=Container(cpu=1, memory=500),
+        )
+        class Sized2(Layer):
+            @hooks.submission
+            def size(self, sizes: Sizes) -> None:
+                self.configuration.container.memory = sizes.memory[unwrap(self.index)]
+
+            def __call__(self, sizes: Sizes) -> None:
+                import distributed
+
+                worker = distributed.get_worker()
+                self.restrictions = dict(worker.state.tasks[worker.get_current_task()].resource_restrictions)
+
+        per_split = PerSplit(datastore=datastores.Local(tmp_path), executor=Dask(cluster.scheduler_address))()
+        assert list(per_split.layer(Sized2).restrictions) == [
+            {"cpu": 1, "memory": 1000},
+            {"cpu": 1, "memory": 2500},
+            {"cpu": 1, "memory": 4000},
+        ]
 
         Sized.registry["Heavy"].configuration.container = Container(cpu=4, memory=3000)
         with pytest.raises(ConfigurationError, match=r"cpu=4 \(the largest worker declares 2\)"):
