@@ -412,6 +412,14 @@ def test_executor_resolves_from_url_and_environment(monkeypatch: pytest.MonkeyPa
         Dask.from_url("dask://?workers=2")
     with pytest.raises(ConfigurationError, match="size the LocalCluster"):
         Dask("tcp://host:8786", n_workers=2)
+    with pytest.raises(ConfigurationError, match="has a path"):
+        Dask.from_url("dask://host:8786/somewhere")
+    with pytest.raises(ConfigurationError, match=r"Dask\(threads_per_worker=\.\.\.\) must be a whole number"):
+        Dask(threads_per_worker=0)
+    with pytest.raises(ConfigurationError, match="concurrency must be a whole number"):
+        Dask(concurrency=0)
+    with pytest.raises(ConfigurationError, match="'many' is not a number"):
+        Dask.from_url("dask://?n_workers=many")
 
     copy = pickle.loads(cloudpickle.dumps(Dask("tcp://h:1", concurrency=3, timeout=2)))
     assert (copy.address, copy.concurrency, copy.timeout, copy._client) == ("tcp://h:1", 3, 2, None)
