@@ -122,9 +122,22 @@ class LayerContext:
             raise self._missing(attribute)
         if record.splits and attribute not in self.store.artifact_names(self.name):
             raise self._missing(attribute)  # no split stored it: fail now, so hasattr() is truthful
+
+        def read_many(indices: range) -> list[Any]:
+            archives = self.store.archives(self.name, indices, attribute)
+            if any(archive is None for archive in archives):
+                missing = next(i for i, archive in zip(indices, archives, strict=True) if archive is None)
+                raise self._missing(attribute, missing)
+            if not any(archive.sharded for archive in archives if archive is not None):
+                return self.store.load_many(
+                    [archive.artifacts[0] for archive in archives if archive is not None]
+                )
+            return [self._value(archive) for archive in archives if archive is not None]
+
         return Accessor(
             record.splits,
             lambda i: self._value(self._archive(i, attribute)),
+            read_many=read_many,
             description=f"{self.name}.{attribute} over {record.splits} splits",
         )
 
@@ -137,7 +150,11 @@ class LayerContext:
     def _value(self, archive: Archive) -> Any:
         if archive.sharded:
             artifacts = archive.artifacts
-            return Accessor(len(artifacts), lambda i: self.store.load(artifacts[i]))
+            return Accessor(
+                len(artifacts),
+                lambda i: self.store.load(artifacts[i]),
+                read_many=lambda indices: self.store.load_many([artifacts[i] for i in indices]),
+            )
         return self.store.load(archive.artifacts[0])
 
     def _missing(self, attribute: str, index: int = 0) -> AttributeError:

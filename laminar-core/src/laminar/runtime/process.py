@@ -32,9 +32,15 @@ class RemoteError(LaminarError, RuntimeError):
 class _Worker:
     """One worker process and the pipes to it."""
 
-    def __init__(self, process: asyncio.subprocess.Process, results: asyncio.StreamReader) -> None:
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        results: asyncio.StreamReader,
+        transport: asyncio.BaseTransport,
+    ) -> None:
         self.process = process
         self.results = results
+        self.transport = transport
         self.flow_token: int | None = None
 
     @classmethod
@@ -48,8 +54,10 @@ class _Worker:
         os.close(write_fd)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=1 << 30)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb"))
-        worker = cls(process, reader)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb")
+        )
+        worker = cls(process, reader, transport)
         worker.send((sys.path, os.getcwd()))
         return worker
 
@@ -84,15 +92,18 @@ class _Worker:
     def kill(self) -> None:
         if self.process.returncode is None:
             self.process.kill()
+        self.transport.close()
 
     async def close(self) -> None:
+        """End the worker (EOF on its stdin), killing it if it does not exit, and reap it."""
         if self.process.returncode is None and self.process.stdin is not None:
             self.process.stdin.close()
-            try:
-                await asyncio.wait_for(self.process.wait(), 5)
-            except asyncio.TimeoutError:
-                self.kill()
-                await self.process.wait()
+        try:
+            await asyncio.wait_for(self.process.wait(), 5)
+        except asyncio.TimeoutError:
+            self.kill()
+            await self.process.wait()
+        self.transport.close()
 
 
 class Process(Executor):
@@ -134,11 +145,9 @@ class Process(Executor):
         try:
             outcome = await worker.run(token, payload, task)
         except WorkerLost:
-            self._all.remove(worker)
-            raise
+            raise  # the worker is gone; stop() reaps it
         except asyncio.CancelledError:  # timed out or the run was abandoned: stop the work
             worker.kill()
-            self._all.remove(worker)
             raise
         except BaseException:
             self._idle.append(worker)

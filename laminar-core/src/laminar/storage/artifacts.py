@@ -104,8 +104,13 @@ def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
     unique = list({item.artifact.hexdigest: item for item in staged}.values())
     keys = [layout.artifact(item.artifact.hexdigest) for item in unique]
     try:
-        present = datastore.exists_many(keys)
-        missing = [(key, item) for key, item, there in zip(keys, unique, present, strict=False) if not there]
+        # Ask before writing when asking is cheap or the value is large; otherwise writing the same
+        # bytes again under the same key costs no more than asking, and is just as idempotent.
+        asked = [
+            k for k, item in zip(keys, unique, strict=True) if datastore.cheap_exists or item.path is not None
+        ]
+        present = set(k for k, there in zip(asked, datastore.exists_many(asked), strict=True) if there)
+        missing = [(key, item) for key, item in zip(keys, unique, strict=True) if key not in present]
 
         def write(entry: tuple[str, StagedArtifact]) -> None:
             key, item = entry

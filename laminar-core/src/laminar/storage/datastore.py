@@ -45,6 +45,9 @@ class Datastore(abc.ABC):
     shared: ClassVar[bool] = True
     #: Threads used by the default ``*_many`` batch calls.
     max_workers: int = 16
+    #: Whether ``exists`` costs much less than a small write (a local ``stat``); object stores say no,
+    #: and small content-addressed artifacts are then written without asking first.
+    cheap_exists: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.protocols: dict[type, Protocol[Any]] = {}

@@ -19,6 +19,7 @@ class Local(Datastore):
     """
 
     schemes = ("file",)
+    cheap_exists = True
     max_workers = 1  # small local writes are faster in a row than handed to threads
 
     def __init__(self, root: str | os.PathLike[str] = ".laminar") -> None:
@@ -92,7 +93,7 @@ class Local(Datastore):
         return staging
 
     def exists(self, key: str) -> bool:
-        return os.path.exists(self._path(key))
+        return os.path.isfile(self._path(key))
 
     def list_prefix(self, prefix: str) -> list[str]:
         try:
@@ -101,7 +102,16 @@ class Local(Datastore):
             return []
 
     def delete(self, key: str) -> None:
-        _remove(self._path(key))
+        path = self._path(key)
+        _remove(path)
+        # Like an object store, keep no empty "directories" behind (they would still be listed).
+        directory = os.path.dirname(path)
+        while directory != self.root and directory.startswith(self.root):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+            directory = os.path.dirname(directory)
 
 
 def _remove(path: str) -> None:

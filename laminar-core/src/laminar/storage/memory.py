@@ -12,6 +12,7 @@ class Memory(Datastore):
     """Keeps every key in a dict owned by this object. Nothing survives the process."""
 
     schemes = ("memory",)
+    cheap_exists = True
     shared = False
     max_workers = 1
 

@@ -17,7 +17,7 @@ from typing import Any
 from laminar.serialization.protocols import Protocol
 from laminar.storage import artifacts, layout
 from laminar.storage.datastore import Datastore
-from laminar.storage.records import Archive, ExecutionMetadata, Record, SplitRecord
+from laminar.storage.records import Archive, Artifact, ExecutionMetadata, Record, SplitRecord
 
 _CACHE_SIZE = 500_000
 
@@ -155,6 +155,29 @@ class ExecutionStore:
             return None
         return result
 
+    def archives(self, layer: str, indices: range, name: str) -> list[Archive | None]:
+        """The archives of ``name`` in these splits, reading the uncached ones in one batch."""
+        keys = [layout.archive(self.flow, self.execution, layer, index, name) for index in indices]
+        found: list[Archive | None] = [self._cache.get(key) for key in keys]
+        unread = [key for key, archive in zip(keys, found, strict=True) if archive is None]
+        if unread:
+
+            def read(key: str) -> Archive | None:
+                try:
+                    return Archive.loads(self.datastore.read_bytes(key))
+                except FileNotFoundError:
+                    return None
+
+            fetched = dict(zip(unread, self.datastore.map_parallel(read, unread), strict=True))
+            for key, archive in fetched.items():
+                if archive is not None:
+                    self._cache.put(key, archive)
+            found = [
+                archive if archive is not None else fetched[key]
+                for key, archive in zip(keys, found, strict=True)
+            ]
+        return found
+
     def split_record(self, layer: str, index: int) -> SplitRecord | None:
         try:
             key = layout.split_record(self.flow, self.execution, layer, index)
@@ -175,6 +198,10 @@ class ExecutionStore:
             int(name[: -len(suffix)]) for name in self.datastore.list_prefix(prefix) if name.endswith(suffix)
         }
 
-    def load(self, artifact: Any) -> Any:
+    def load(self, artifact: Artifact) -> Any:
         protocols = {p.name: p for p in (*self.datastore.protocols.values(), *self.defaults.values())}
         return artifacts.load(self.datastore, artifact, protocols=protocols)
+
+    def load_many(self, items: list[Artifact]) -> list[Any]:
+        """Load several artifacts, in parallel where the datastore allows."""
+        return self.datastore.map_parallel(self.load, items)
