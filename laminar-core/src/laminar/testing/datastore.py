@@ -190,6 +190,17 @@ class DatastoreConformance:
         assert datastore.read_bytes("conformance/other") == b"y"
         assert datastore.list_prefix("conformance/") == ["other"]
 
+    def test_a_prefix_is_not_a_key(self, datastore: Datastore) -> None:
+        datastore.write_bytes("conformance/nested/key", b"x")
+        assert not datastore.exists("conformance/nested")
+        assert datastore.exists_many(["conformance/nested", "conformance/nested/key"]) == [False, True]
+
+    def test_delete_leaves_no_empty_prefix_behind(self, datastore: Datastore) -> None:
+        datastore.write_bytes("conformance/gone/key", b"x")
+        datastore.write_bytes("conformance/kept", b"y")
+        datastore.delete("conformance/gone/key")
+        assert datastore.list_prefix("conformance/") == ["kept"]
+
     def test_delete_of_missing_key_is_not_an_error(self, datastore: Datastore) -> None:
         datastore.delete("conformance/missing")
         datastore.delete("never/written/anywhere")
