@@ -1,1 +1,1 @@
-pytest_plugins = ["emulators.fixtures"]
+pytest_plugins = ["emulators.fixtures", "dask_cluster"]

@@ -13,14 +13,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import dask
 import pytest
-from distributed import Client, LocalCluster
+from dask_cluster import local_cluster
+from distributed import Client
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import Catch, Container, ForEach, Parameter, Retry
@@ -29,33 +29,6 @@ from laminar.types import unwrap
 from laminar_dask import Dask
 
 pytestmark = pytest.mark.dask
-
-
-def local_cluster(**options: Any) -> LocalCluster:
-    # allowed-failures 0: a task whose worker dies fails at once (KilledWorker), and Laminar's Retry
-    # decides what happens next, as the executor's own LocalCluster does.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        return LocalCluster(processes=True, threads_per_worker=1, dashboard_address=":0", **options)
-
-
-@pytest.fixture(scope="session")
-def dask_cluster() -> Iterator[LocalCluster]:
-    """Two worker processes, one thread each, for the whole session."""
-    cluster = local_cluster(n_workers=2)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
-
-
-@pytest.fixture
-def address(dask_cluster: LocalCluster) -> Iterator[str]:
-    """The session cluster's scheduler address, with both workers up (a test may have killed one)."""
-    with Client(dask_cluster) as client:
-        client.wait_for_workers(2)
-    yield dask_cluster.scheduler_address
-    with Client(dask_cluster) as client:
-        client.wait_for_workers(2)
 
 
 def wait_for_peers(directory: Path, least: int = 2, patience: float = 60) -> None:

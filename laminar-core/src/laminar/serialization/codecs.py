@@ -6,12 +6,14 @@ noise, images, already-compressed files) is stored as is, so it is moved once an
 
 from __future__ import annotations
 
-import hashlib
 import io
 import zlib
 from typing import Any, BinaryIO
 
+from laminar.serialization.hashing import ChunkedHash
+
 SAMPLE = 256 * 1024  # bytes looked at before choosing a codec
+READ_STEP = 16 * 1024 * 1024  # large reads are split so hashing overlaps reading
 WORTH_IT = 0.85
 SMALL = 1024  # values smaller than this are stored uncompressed  # compress only if the sample shrinks to this fraction or less
 CODECS = ("none", "zlib")
@@ -27,7 +29,7 @@ class EncodingWriter(io.RawIOBase):
     def __init__(self, sink: BinaryIO, *, compress: bool = True) -> None:
         super().__init__()
         self.sink = sink
-        self.hash = hashlib.sha256()
+        self.hash = ChunkedHash()
         self.size = 0
         self.codec: str | None = None if compress else "none"
         self._pending: list[bytes] = []
@@ -40,20 +42,27 @@ class EncodingWriter(io.RawIOBase):
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         length = view.nbytes
-        self.hash.update(view)
+        pending = self.hash.submit(view)  # large chunks hash on other threads while the bytes move
+        try:
+            self._write(view)
+        finally:
+            pending.wait()
+        return length
+
+    def _write(self, view: memoryview) -> None:
+        length = view.nbytes
         self.size += length
         if self.codec is None:
             need = SAMPLE - self._pending_size
             self._pending.append(bytes(view[:need]))  # copy the sample only, never a large value
             self._pending_size += min(need, length)
             if self._pending_size < SAMPLE:
-                return length
+                return
             self._decide()
             view = view[need:]
             if not view.nbytes:
-                return length
+                return
         self._emit(view)
-        return length
 
     def _decide(self) -> None:
         sample = b"".join(self._pending)
@@ -98,7 +107,7 @@ class DecodingReader(io.RawIOBase):
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; this Laminar reads {', '.join(CODECS)}")
         self.source = source
-        self.hash = hashlib.sha256()
+        self.hash = ChunkedHash()
         self._decompressor = zlib.decompressobj() if codec == "zlib" else None
         self._buffer = bytearray()
 
@@ -109,12 +118,15 @@ class DecodingReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if self._decompressor is None:
             count = 0
+            pending = []
             while count < view.nbytes:  # fill completely: pickle treats a short read as the end
-                got = self.source.readinto(view[count:])  # type: ignore[attr-defined]
+                got = self.source.readinto(view[count : count + READ_STEP])  # type: ignore[attr-defined]
                 if not got:
                     break
+                pending.append(self.hash.submit(view[count : count + got]))  # hash while reading on
                 count += got
-            self.hash.update(view[:count])
+            for hashing in pending:
+                hashing.wait()
             return count
         while len(self._buffer) < view.nbytes:
             chunk = self.source.read(1 << 20)

@@ -9,7 +9,6 @@ that cannot be serialized leaves nothing behind. Artifacts already stored are no
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import tempfile
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from laminar.errors import DatastoreError
+from laminar.serialization import hashing
 from laminar.serialization.codecs import DecodingReader, EncodingWriter
 from laminar.serialization.protocols import Pickle, Protocol
 from laminar.storage import layout
@@ -162,7 +162,7 @@ def _load_small(
         raise ValueError(f"unknown codec {artifact.codec!r} for {datastore.url}/{key}")
     value = protocol.read(io.BytesIO(data))
     if verify and protocol.hexdigest(value) is None:
-        _check(datastore, key, hashlib.sha256(data).hexdigest(), artifact)
+        _check(datastore, key, hashing.hexdigest(data), artifact)
     return value
 
 

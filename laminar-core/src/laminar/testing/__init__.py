@@ -1,5 +1,6 @@
-"""Test helpers for plugin authors: :class:`DatastoreConformance` runs Laminar's datastore contract
-against any backend (see :mod:`laminar.testing.datastore`).
+"""Test helpers for plugin authors: :class:`DatastoreConformance` and :class:`ExecutorConformance` run
+Laminar's datastore and executor contracts against any backend (see :mod:`laminar.testing.datastore`
+and :mod:`laminar.testing.executor`).
 
 Importing this package does not import pytest; the conformance classes load on first use.
 """
@@ -10,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from laminar.testing.datastore import DatastoreConformance
+    from laminar.testing.executor import ExecutorConformance
 
-__all__ = ["DatastoreConformance"]
+__all__ = ["DatastoreConformance", "ExecutorConformance"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +21,8 @@ def __getattr__(name: str) -> Any:
         from laminar.testing.datastore import DatastoreConformance
 
         return DatastoreConformance
+    if name == "ExecutorConformance":
+        from laminar.testing.executor import ExecutorConformance
+
+        return ExecutorConformance
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

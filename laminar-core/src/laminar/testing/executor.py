@@ -1,0 +1,229 @@
+"""ExecutorConformance: the behaviour every executor plugin owes Laminar, as reusable pytest tests.
+
+Subclass it in your plugin's tests and provide ``make_executor``, a fixture returning a callable
+that builds a fresh executor from ``concurrency`` and ``timeout``::
+
+    from laminar.testing import ExecutorConformance
+
+    class TestMyExecutor(ExecutorConformance):
+        @pytest.fixture
+        def make_executor(self):
+            return lambda **options: MyExecutor(**options)
+
+Override the ``datastore`` fixture when layers run where the test's temporary directory is not
+reachable. The flows live at module level so any executor can import them where layers run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from laminar import Flow, Layer, Parameters
+from laminar.configurations import hooks
+from laminar.configurations.layers import Catch, ForEach, Parameter, Retry
+from laminar.runtime.executor import Executor
+from laminar.storage.datastore import Datastore
+from laminar.storage.local import Local
+
+MakeExecutor = Callable[..., Executor]
+
+
+class Conformance(Flow):
+    """The flow the conformance tests run; ``marks`` is a directory layers may write to."""
+
+
+@Conformance.register
+class Source(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(items=range(parameters.count))
+        self.pid = os.getpid()
+
+
+@Conformance.register(foreach=ForEach(parameters=[Parameter(layer=Source, attribute="items")]))
+class Double(Layer):
+    def __call__(self, source: Source) -> None:
+        self.value = source.items * 2
+
+
+@Conformance.register
+class Sum(Layer):
+    def __call__(self, double: Double, source: Source) -> None:
+        self.total = sum(double.value)
+
+
+class Failing(Flow): ...
+
+
+@Failing.register
+class Fine(Layer):
+    def __call__(self) -> None:
+        self.kept = "kept"
+
+
+@Failing.register
+class Broken(Layer):
+    def __call__(self, fine: Fine) -> None:
+        raise ValueError(f"broken after {fine.kept}")
+
+
+class Recovering(Flow): ...
+
+
+@Recovering.register(catch=Catch(KeyError))
+class Caught(Layer):
+    def __call__(self) -> None:
+        self.before = "saved"
+        raise KeyError("absorbed")
+
+
+@Recovering.register(retry=Retry(attempts=3, delay=0, jitter=0))
+class Flaky(Layer):
+    def __call__(self, caught: Caught) -> None:
+        if self.attempt < 2:
+            raise RuntimeError(f"attempt {self.attempt} fails")
+        self.succeeded_on = self.attempt
+
+
+class Exclusive(Flow): ...
+
+
+@Exclusive.register
+class Items(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(marks=[parameters.marks] * 4)
+
+
+@Exclusive.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="marks")]))
+class Alone(Layer):
+    def __call__(self, items: Items) -> None:
+        lock = Path(items.marks) / "lock"
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # fails if another split holds it
+        time.sleep(0.05)
+        os.close(fd)
+        lock.unlink()
+        self.ok = True
+
+
+class Together(Flow): ...
+
+
+def _meet(marks: str, me: str, other: str) -> None:
+    Path(marks, me).touch()
+    deadline = time.monotonic() + 60
+    while not Path(marks, other).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{me} ran alone: independent layers did not run concurrently")
+        time.sleep(0.01)
+
+
+@Together.register
+class Left(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        _meet(parameters.marks, "left", "right")
+        self.ok = True
+
+
+@Together.register
+class Right(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        _meet(parameters.marks, "right", "left")
+        self.ok = True
+
+
+class Slow(Flow): ...
+
+
+@Slow.register
+class Sleeper(Layer):
+    def __call__(self) -> None:
+        time.sleep(5)
+        self.woke = True
+
+
+class Hooked(Flow): ...
+
+
+@Hooked.register
+class Wrapped(Layer):
+    @hooks.execution
+    def around(self) -> Any:
+        self.hook_pid = os.getpid()
+        yield
+        self.after = True
+
+    def __call__(self) -> None:
+        self.call_pid = os.getpid()
+
+
+class ExecutorConformance:
+    """Reusable tests of the Executor contract (see :mod:`laminar.runtime.executor`)."""
+
+    @pytest.fixture
+    def make_executor(self) -> MakeExecutor:
+        raise NotImplementedError("provide a make_executor fixture returning lambda **options: Executor(...)")
+
+    @pytest.fixture
+    def datastore(self, tmp_path: Path) -> Datastore:
+        return Local(tmp_path / "store")
+
+    def test_runs_the_dag_with_fan_out_and_join(
+        self, make_executor: MakeExecutor, datastore: Datastore
+    ) -> None:
+        execution = Conformance(datastore=datastore, executor=make_executor())(count=6)
+        assert execution.layer(Sum).total == 30
+        assert list(execution.layer(Double).value) == [0, 2, 4, 6, 8, 10]
+
+    def test_a_layer_error_keeps_its_type_and_names_the_layer(
+        self, make_executor: MakeExecutor, datastore: Datastore
+    ) -> None:
+        flow = Failing(datastore=datastore, executor=make_executor())
+        with pytest.raises(ValueError, match="broken after kept") as error:
+            flow(execution="failing")
+        assert "layer Broken of flow Failing" in "\n".join(getattr(error.value, "__notes__", []))
+        assert flow.execution("failing").layer(Fine).kept == "kept"
+        assert not flow.execution("failing").layer(Broken).state.finished
+
+    def test_catch_and_retry(self, make_executor: MakeExecutor, datastore: Datastore) -> None:
+        execution = Recovering(datastore=datastore, executor=make_executor())()
+        assert execution.layer(Caught).before == "saved" and execution.layer(Caught).state.finished
+        assert execution.layer(Flaky).succeeded_on == 2
+
+    def test_concurrency_one_runs_one_split_at_a_time(
+        self, make_executor: MakeExecutor, datastore: Datastore, tmp_path: Path
+    ) -> None:
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        execution = Exclusive(datastore=datastore, executor=make_executor(concurrency=1))(marks=str(marks))
+        assert list(execution.layer(Alone).ok) == [True] * 4
+
+    def test_independent_layers_run_concurrently(
+        self, make_executor: MakeExecutor, datastore: Datastore, tmp_path: Path
+    ) -> None:
+        marks = tmp_path / "meet"
+        marks.mkdir()
+        execution = Together(datastore=datastore, executor=make_executor(concurrency=2))(marks=str(marks))
+        assert execution.layer(Left).ok and execution.layer(Right).ok
+
+    def test_timeout_fails_the_split(self, make_executor: MakeExecutor, datastore: Datastore) -> None:
+        flow = Slow(datastore=datastore, executor=make_executor(timeout=0.5))
+        with pytest.raises(TimeoutError, match=r"timeout of 0\.5 s"):
+            flow(execution="slow")
+        assert not flow.execution("slow").layer(Sleeper).state.finished
+
+    def test_execution_hooks_run_where_the_layer_runs(
+        self, make_executor: MakeExecutor, datastore: Datastore
+    ) -> None:
+        layer = Hooked(datastore=datastore, executor=make_executor())().layer(Wrapped)
+        assert layer.hook_pid == layer.call_pid and layer.after is True
+
+    def test_the_executor_survives_pickling(self, make_executor: MakeExecutor) -> None:
+        executor = make_executor(concurrency=3, timeout=7)
+        copy = pickle.loads(pickle.dumps(executor))
+        assert type(copy) is type(executor) and (copy.concurrency, copy.timeout) == (3, 7)
