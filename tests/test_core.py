@@ -568,7 +568,7 @@ def test_thread_executor_timeout_fails_the_flow(tmp_path: Path) -> None:
             self.done = True
 
     flow = SlowThread(datastore=datastores.Local(tmp_path), executor=executors.Thread(timeout=0.2))
-    with pytest.raises(TimeoutError, match="ran longer than the executor's timeout of 0.2 s"):
+    with pytest.raises(TimeoutError, match=r"ran longer than the executor's timeout of 0\.2 s"):
         flow(execution="slow")
     assert not flow.execution("slow").layer(Sleeper).state.finished
 

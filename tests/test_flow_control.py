@@ -1084,7 +1084,7 @@ def test_a_join_reads_an_attribute_split_zero_did_not_store(tmp_path: Path, exec
     assert execution.layer(Join).later == [1.0, 0.5]
     assert execution.layer(Join).has_nothing is False
     with pytest.raises(AttributeError, match="finished without assigning it"):
-        execution.layer(Invert).value[0]  # noqa: B018
+        execution.layer(Invert).value[0]
 
 
 def test_merging_one_layer_registered_differently_is_an_error() -> None:
