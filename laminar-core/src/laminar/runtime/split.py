@@ -42,7 +42,8 @@ def run_split(task: SplitTask) -> SplitOutcome:
             )
         return readers[name]
 
-    catch = context.configuration.catch
+    # Read the catch setting without context.configuration, which copies (layers may change theirs).
+    catch = (task.configuration or flow.registry[task.layer].configuration).catch
     caught: str | None = None
     try:
         with hooks.around(plan.hooks[(task.layer, "execution")], layer, dependency):

@@ -11,6 +11,9 @@ from urllib.parse import unquote, urlparse
 from laminar.storage.datastore import Datastore
 
 
+_READ = 1 << 20
+
+
 class Local(Datastore):
     """Stores everything below ``root`` (default: ``.laminar`` in the working directory).
 
@@ -44,8 +47,11 @@ class Local(Datastore):
     def read_bytes(self, key: str) -> bytes:
         fd = os.open(self._path(key), os.O_RDONLY)  # raw calls: most keys are small metadata
         try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
+            first = os.read(fd, _READ)
+            if len(first) < _READ:
+                return first  # a short read of a regular file is its end: no second call
+            chunks = [first]
+            while chunk := os.read(fd, _READ):
                 chunks.append(chunk)
             return b"".join(chunks)
         finally:
