@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 from laminar.errors import ConfigurationError, DatastoreError
 from laminar.storage.datastore import Datastore
-from laminar.storage.retries import with_retries
+from laminar.storage.retries import caused_by, with_retries
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContainerClient, StorageStreamDownloader
@@ -68,14 +68,7 @@ def _transient(error: BaseException) -> bool:
         return False
     if getattr(error, "status_code", None) in _TRANSIENT_STATUS:
         return True
-    current: BaseException | None = error
-    for _ in range(10):
-        if current is None:
-            break
-        if type(current).__name__ in _TRANSIENT_NAMES:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return caused_by(error, _TRANSIENT_NAMES)
 
 
 def _code(error: BaseException) -> str | None:

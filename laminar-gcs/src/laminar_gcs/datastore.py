@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 from laminar.errors import ConfigurationError, DatastoreError
 from laminar.storage.datastore import Datastore
-from laminar.storage.retries import with_retries
+from laminar.storage.retries import caused_by, with_retries
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
@@ -61,14 +61,7 @@ class BucketNotFound(DatastoreError):
 def _transient(error: BaseException) -> bool:
     if isinstance(error, (DatastoreError, ConfigurationError)):
         return False
-    current: BaseException | None = error
-    seen = 0
-    while current is not None and seen < 10:
-        if type(current).__name__ in _TRANSIENT_NAMES:
-            return True
-        current = current.__cause__ or current.__context__
-        seen += 1
-    return False
+    return caused_by(error, _TRANSIENT_NAMES)
 
 
 def _not_found(error: BaseException) -> bool:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 from laminar.errors import ConfigurationError, DatastoreError
 from laminar.storage.datastore import Datastore
-from laminar.storage.retries import with_retries
+from laminar.storage.retries import caused_by, causes, with_retries
 
 if TYPE_CHECKING:
     from s3fs import S3FileSystem
@@ -87,18 +87,9 @@ _CREDENTIAL_CODES = {
 }
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
 def _error_code(error: BaseException) -> str | None:
     """The S3 error code (``NoSuchBucket``, ``AccessDenied``, ``404``) behind ``error``, if any."""
-    for item in _chain(error):
+    for item in causes(error):
         response = getattr(item, "response", None)
         if isinstance(response, dict):
             code = response.get("Error", {}).get("Code")
@@ -110,10 +101,7 @@ def _error_code(error: BaseException) -> str | None:
 def _transient(error: BaseException) -> bool:
     if isinstance(error, DatastoreError):
         return False
-    for item in _chain(error):
-        if type(item).__name__ in _TRANSIENT_NAMES:
-            return True
-    return _error_code(error) in _TRANSIENT_CODES
+    return caused_by(error, _TRANSIENT_NAMES) or _error_code(error) in _TRANSIENT_CODES
 
 
 def parse_url(url: str) -> tuple[str, str]:

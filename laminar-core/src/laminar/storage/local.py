@@ -10,7 +10,6 @@ from urllib.parse import unquote, urlparse
 
 from laminar.storage.datastore import Datastore
 
-
 _READ = 1 << 20
 
 

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 from laminar.errors import DatastoreError
 
 T = TypeVar("T")
+
+
+def causes(error: BaseException) -> list[BaseException]:
+    """``error`` and what caused it (``__cause__``, else ``__context__``), outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def caused_by(error: BaseException, names: Collection[str]) -> bool:
+    """Whether ``error`` or any of its causes is an exception whose class name is in ``names``.
+
+    Backends classify SDK errors by name so they need not import every transport's exception types.
+    """
+    return any(type(item).__name__ in names for item in causes(error))
 
 
 def with_retries(
