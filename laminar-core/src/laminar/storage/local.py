@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from pathlib import Path
 from typing import BinaryIO
@@ -11,6 +12,8 @@ from urllib.parse import unquote, urlparse
 from laminar.storage.datastore import Datastore
 
 _READ = 1 << 20
+_HOST = os.urandom(6).hex()  # with the pid and a counter: unique staging names, no syscall per write
+_counter = itertools.count()
 
 
 class Local(Datastore):
@@ -60,7 +63,7 @@ class Local(Datastore):
         return open(self._path(key), "rb")
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        temporary = os.path.join(self.staging_directory(), os.urandom(12).hex())
+        temporary = f"{self.staging_directory()}{os.sep}{_HOST}.{os.getpid()}.{next(_counter)}"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
