@@ -162,6 +162,20 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _fresh_location(service: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh bucket/container URL on ``service``, its environment set; removed after the test."""
+    for name, value in service.env.items():
+        monkeypatch.setenv(name, value)
+    url = service.new_location()
+    yield url
+    service.cleanup(url)
+
+
+def _opened(datastore: Any) -> Iterator[Any]:
+    yield datastore
+    datastore.close()
+
+
 # ---- S3: moto ----------------------------------------------------------------------------------
 
 MOTO_HINT = (
@@ -271,20 +285,14 @@ def s3_auth_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 @pytest.fixture
 def s3_location(s3_service: S3Service, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """``s3://fresh-bucket/runs``, with the environment pointing ``S3.from_url`` at the server."""
-    for name, value in s3_service.env.items():
-        monkeypatch.setenv(name, value)
-    url = s3_service.new_location()
-    yield url
-    s3_service.cleanup(url)
+    yield from _fresh_location(s3_service, monkeypatch)
 
 
 @pytest.fixture
 def s3_datastore(s3_location: str) -> Iterator[Any]:
     from laminar_s3 import S3
 
-    datastore = S3.from_url(s3_location)
-    yield datastore
-    datastore.close()
+    yield from _opened(S3.from_url(s3_location))
 
 
 # ---- GCS: gcp-storage-emulator -----------------------------------------------------------------
@@ -361,20 +369,14 @@ def gcs_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSService
 @pytest.fixture
 def gcs_location(gcs_service: GCSService, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """``gs://fresh-bucket/runs``, with ``STORAGE_EMULATOR_HOST`` pointing at the emulator."""
-    for name, value in gcs_service.env.items():
-        monkeypatch.setenv(name, value)
-    url = gcs_service.new_location()
-    yield url
-    gcs_service.cleanup(url)
+    yield from _fresh_location(gcs_service, monkeypatch)
 
 
 @pytest.fixture
 def gcs_datastore(gcs_location: str) -> Iterator[Any]:
     from laminar_gcs import GCS
 
-    datastore = GCS.from_url(gcs_location)
-    yield datastore
-    datastore.close()
+    yield from _opened(GCS.from_url(gcs_location))
 
 
 # ---- Azure: Azurite ----------------------------------------------------------------------------
@@ -475,17 +477,11 @@ def azure_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureSer
 @pytest.fixture
 def azure_location(azure_service: AzureService, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """``az://fresh-container/runs``, with ``AZURE_STORAGE_CONNECTION_STRING`` set for Azurite."""
-    for name, value in azure_service.env.items():
-        monkeypatch.setenv(name, value)
-    url = azure_service.new_location()
-    yield url
-    azure_service.cleanup(url)
+    yield from _fresh_location(azure_service, monkeypatch)
 
 
 @pytest.fixture
 def azure_datastore(azure_location: str) -> Iterator[Any]:
     from laminar_azure import Azure
 
-    datastore = Azure.from_url(azure_location)
-    yield datastore
-    datastore.close()
+    yield from _opened(Azure.from_url(azure_location))
