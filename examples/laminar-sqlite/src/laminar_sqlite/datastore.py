@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -23,6 +24,24 @@ from laminar.storage.datastore import Datastore
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS laminar_objects (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
 )
+
+
+_SETUP = threading.Lock()
+
+
+def _set_up(connection: sqlite3.Connection, *, patience: float) -> None:
+    """WAL mode and the table. Changing the journal mode takes a lock that SQLite's busy timeout does
+    not wait for, so another process setting up the same file is waited for here."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            connection.execute(_SCHEMA)
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class SQLite(Datastore):
@@ -63,9 +82,9 @@ class SQLite(Datastore):
             directory = os.path.dirname(self.path)
             os.makedirs(directory, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            with _SETUP:  # threads of this process set the database up one at a time
+                _set_up(connection, patience=self.timeout)
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute(_SCHEMA)
             self._local.connection = connection
         return connection
 
