@@ -16,33 +16,11 @@ if TYPE_CHECKING:
     from laminar.model.flow import Flow
     from laminar.runtime.task import SplitTask
 
-VARIABLES = (
-    "LAMINAR_EXECUTION_ID",
-    "LAMINAR_EXECUTION_RETRY",
-    "LAMINAR_FLOW_NAME",
-    "LAMINAR_LAYER_NAME",
-    "LAMINAR_LAYER_INDEX",
-    "LAMINAR_LAYER_SPLITS",
-    "LAMINAR_LAYER_ATTEMPT",
-)
 WORKER = "LAMINAR_WORKER"
 
 
 def in_worker() -> bool:
     return os.environ.get(WORKER) == "1"
-
-
-def task_environment(task: SplitTask) -> dict[str, str]:
-    """The variables that make a process run ``task`` (the execution guard reads them)."""
-    return {
-        "LAMINAR_EXECUTION_ID": task.execution,
-        "LAMINAR_EXECUTION_RETRY": "1" if task.retry else "0",
-        "LAMINAR_FLOW_NAME": task.flow.name,
-        "LAMINAR_LAYER_NAME": task.layer,
-        "LAMINAR_LAYER_INDEX": "" if task.index is None else str(task.index),
-        "LAMINAR_LAYER_SPLITS": "" if task.splits is None else str(task.splits),
-        "LAMINAR_LAYER_ATTEMPT": str(task.attempt),
-    }
 
 
 def task_from_environment(flow: Flow) -> SplitTask | None:

@@ -7,6 +7,7 @@ Archives and records never change once written, so this process caches what it r
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import weakref
@@ -59,12 +60,12 @@ class ExecutionStore:
     """Reads and writes the records of one execution of one flow in one datastore."""
 
     def __init__(
-        self, datastore: Datastore, flow: str, execution: str, defaults: Mapping[type, Protocol[Any]]
+        self, datastore: Datastore, flow: str, execution: str, defaults: dict[type, Protocol[Any]]
     ) -> None:
         self.datastore = datastore
         self.flow = flow
         self.execution = execution
-        self.defaults = dict(defaults)
+        self.defaults = defaults
         self._cache = _cache_for(datastore)
         layout.execution(flow, execution)  # validates both names before anything is written
 
@@ -198,9 +199,13 @@ class ExecutionStore:
             int(name[: -len(suffix)]) for name in self.datastore.list_prefix(prefix) if name.endswith(suffix)
         }
 
+    @functools.cached_property
+    def _protocols_by_name(self) -> dict[str, Protocol[Any]]:
+        """The protocols an artifact may name, looked up once per store rather than once per artifact."""
+        return {p.name: p for p in (*self.datastore.protocols.values(), *self.defaults.values())}
+
     def load(self, artifact: Artifact) -> Any:
-        protocols = {p.name: p for p in (*self.datastore.protocols.values(), *self.defaults.values())}
-        return artifacts.load(self.datastore, artifact, protocols=protocols)
+        return artifacts.load(self.datastore, artifact, protocols=self._protocols_by_name)
 
     def load_many(self, items: list[Artifact]) -> list[Any]:
         """Load several artifacts, in parallel where the datastore allows."""
