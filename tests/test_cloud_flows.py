@@ -17,6 +17,8 @@ FLOW = textwrap.dedent(
     """
     import sys
 
+    import random
+
     from laminar import Flow, Layer, Parameters
     from laminar.configurations.layers import ForEach, Parameter
 
@@ -29,6 +31,7 @@ FLOW = textwrap.dedent(
         def __call__(self, parameters: Parameters) -> None:
             self.shard(values=list(range(1, parameters.count + 1)))
             self.label = parameters.label
+            self.noise = random.Random(0).randbytes(8192)  # too large to keep inline: under artifacts/
 
 
     @Cloud.register(foreach=ForEach(parameters=[Parameter(layer=Numbers, attribute="values")]))
@@ -58,6 +61,7 @@ READER = textwrap.dedent(
 
     sys.path.insert(0, os.getcwd())
     from flow import Cloud, Numbers, Square, Total
+    from laminar.runtime.context import store_for
 
     flow = Cloud()
     datastore = flow.configuration.datastore
@@ -67,6 +71,14 @@ READER = textwrap.dedent(
         for shard in datastore.list_prefix("artifacts/")
         for name in datastore.list_prefix(f"artifacts/{shard}/")
     )
+    store = store_for(execution)
+    hashes = {
+        layer: {
+            index: {name: [a.hexdigest for a in archive.artifacts] for name, archive in record.archives.items()}
+            for index, record in store.finished_splits(layer).items()
+        }
+        for layer in ("Parameters", "Numbers", "Square", "Total")
+    }
     print(json.dumps({
         "datastore": datastore.url,
         "executions": [e.id for e in datastore.list_executions(flow=flow)],
@@ -77,6 +89,7 @@ READER = textwrap.dedent(
         "square": list(execution.layer(Square).value),
         "where": [list(w) for w in execution.layer(Square).where],
         "artifacts": artifacts,
+        "hashes": hashes,
     }))
     """
 )
@@ -130,6 +143,8 @@ def test_same_flow_file_on_every_backend(
     assert local["where"] == [[i, 5] for i in range(5)]
     assert local["layers"] == ["Parameters", "Numbers", "Square", "Total"]
     assert local["executions"] == ["same-flow-everywhere"]
-    assert local["artifacts"], "no artifact was stored"
+    assert len(local["artifacts"]) == 1, "the large value is stored under artifacts/, the small ones inline"
+    hashes = local["hashes"]
+    assert isinstance(hashes, dict) and len(hashes["Square"]) == 5 and hashes["Numbers"]["0"]["noise"]
     for name in ("s3", "gcs", "azure"):
         assert results[name] == local, f"{name} differs from the local datastore"

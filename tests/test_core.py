@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,8 @@ from laminar.errors import (
     SerializationError,
 )
 from laminar.ids import new_execution_id
-from laminar.storage import layout
+from laminar.serialization import hashing
+from laminar.storage import artifacts, layout
 
 
 def files(root: Path) -> list[str]:
@@ -331,17 +335,22 @@ class Store(Layer):
         self.noise = os.urandom(getattr(type(self), "noise_size", 1 << 20))
 
 
+def stored_archive(flow: Flow, execution: Any, layer: str, name: str, index: int = 0) -> Any:
+    """The archive of ``name`` in split ``index`` of ``layer``, as stored."""
+    from laminar.runtime.context import store_for
+
+    archive = store_for(flow.execution(execution.id)).archive(layer, index, name)
+    assert archive is not None
+    return archive
+
+
 def test_artifacts_are_content_addressed_and_record_their_codec(tmp_path: Path) -> None:
     flow = Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
-    execution = flow(value={"a": list(range(100))})
-    store = flow.configuration.datastore
-    archives = {
-        name: store.read_bytes(layout.archive("Values", execution.id, "Store", 0, name))
+    execution = flow(value={"a": list(range(5000))})
+    parsed = {
+        name: stored_archive(flow, execution, "Store", name).artifacts[0]
         for name in ("first", "second", "text", "noise")
     }
-    from laminar.storage.records import Archive
-
-    parsed = {name: Archive.loads(data).artifacts[0] for name, data in archives.items()}
     assert parsed["first"].hexdigest == parsed["second"].hexdigest
     # Parameters.value and Store.first/second are one stored artifact.
     stored = [f for f in files(tmp_path) if f.startswith("artifacts/")]
@@ -349,7 +358,35 @@ def test_artifacts_are_content_addressed_and_record_their_codec(tmp_path: Path) 
     assert parsed["text"].codec == "zlib" and parsed["noise"].codec == "none"
     assert os.path.getsize(tmp_path / layout.artifact(parsed["text"].hexdigest)) < 300_000 // 10
     assert execution.layer(Store).text == "abc" * 100_000
-    assert execution.layer(Store).first == {"a": list(range(100))}
+    assert execution.layer(Store).first == {"a": list(range(5000))}
+
+
+def test_small_values_are_kept_inside_their_archive(tmp_path: Path) -> None:
+    flow = Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    execution = flow(value=[1, 2, 3])
+    small = stored_archive(flow, execution, "Store", "first").artifacts[0]
+    large = stored_archive(flow, execution, "Store", "noise").artifacts[0]
+    assert small.inline is not None and len(small.inline) == small.size <= artifacts.INLINE_LIMIT
+    assert small.hexdigest == hashing.hexdigest(small.inline)  # named by its content all the same
+    assert not (tmp_path / layout.artifact(small.hexdigest)).exists()
+    assert large.inline is None and (tmp_path / layout.artifact(large.hexdigest)).exists()
+    assert flow.execution(execution.id).layer(Store).first == [1, 2, 3]
+
+
+def test_a_corrupt_inline_value_is_detected_on_read(tmp_path: Path) -> None:
+    flow = Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    execution = flow(value="tiny")
+    batches = [f for f in files(tmp_path) if "/layers/Store/splits/" in f]
+    assert len(batches) == 1
+    path = tmp_path / batches[0]
+    payload = json.loads(path.read_text())
+    inline = payload["splits"]["0"]["archives"]["first"]["artifacts"][0]
+    inline["inline"] = base64.b64encode(pickle.dumps("tamp")).decode()
+    path.write_text(json.dumps(payload))
+    from laminar.errors import DatastoreError
+
+    with pytest.raises(DatastoreError, match="is corrupt"):
+        Values(datastore=datastores.Local(tmp_path)).execution(execution.id).layer(Store).first  # noqa: B018
 
 
 @pytest.mark.parametrize("size", [1 << 20, 9 << 20], ids=["small", "streamed"])
@@ -359,10 +396,8 @@ def test_a_corrupt_artifact_is_detected_on_read(
     monkeypatch.setattr(Store, "noise_size", size, raising=False)
     flow = Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
     execution = flow(value=[1, 2, 3])
-    from laminar.storage.records import Archive
 
-    key = layout.archive("Values", execution.id, "Store", 0, "noise")
-    artifact = Archive.loads(flow.configuration.datastore.read_bytes(key)).artifacts[0]
+    artifact = stored_archive(flow, execution, "Store", "noise").artifacts[0]
     path = tmp_path / layout.artifact(artifact.hexdigest)
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
@@ -399,15 +434,13 @@ def test_user_protocol_for_exact_types(tmp_path: Path) -> None:
             self.sub = Sub([3])  # a subclass is not an exact match: cloudpickle
 
     execution = Serde(datastore=datastore, executor=executors.Thread())()
-    from laminar.storage.records import Archive
 
     def artifact(name: str) -> Any:
-        key = layout.archive("Serde", execution.id, "S", 0, name)
-        return Archive.loads(datastore.read_bytes(key)).artifacts[0]
+        return stored_archive(execution.flow, execution, "S", name).artifacts[0]
 
     assert artifact("listed").protocol.endswith("Json") and artifact("mapped").protocol.endswith("Json")
     assert artifact("sub").protocol == "cloudpickle"
-    assert (tmp_path / layout.artifact(artifact("listed").hexdigest)).read_bytes() == b"[1, 2]"
+    assert artifact("listed").inline == b"[1, 2]"  # small enough to be kept in the archive
     layer = execution.layer(S)
     assert (layer.listed, layer.mapped, list(layer.sub)) == ([1, 2], {"k": "v"}, [3])
 

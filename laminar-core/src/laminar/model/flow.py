@@ -202,9 +202,9 @@ class Flow:
 
         task = environment.task_from_environment(self)
         if task is not None:
-            from laminar.runtime.split import run_split
+            from laminar.runtime.split import run_and_record_split
 
-            run_split(task)
+            run_and_record_split(task)
             return False
         if environment.in_worker():
             return False

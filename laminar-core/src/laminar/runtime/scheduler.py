@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import threading
 from typing import TYPE_CHECKING, Any
 
 from laminar.errors import FlowDefinitionError, SerializationError, add_note
 from laminar.model.flow import check_compatible
 from laminar.runtime import foreach, hooks
+from laminar.runtime.commit import SplitLog
 from laminar.runtime.context import LayerContext, store_for
-from laminar.runtime.task import SplitTask
+from laminar.runtime.task import SplitOutcome, SplitTask
 
 if TYPE_CHECKING:
     from laminar.model.execution import Execution
@@ -121,8 +123,10 @@ class _Run:
                     f"{type(error).__name__}: {error}"
                 )
 
-            self.store.write_split("Parameters", 0, self.parameters, {}, on_error=unserializable)
-            self.store.write_record("Parameters", 1)
+            batch, record = self.store.write_split(
+                "Parameters", 0, self.parameters, {}, on_error=unserializable
+            )
+            self.store.write_record("Parameters", 1, batches=[batch], artifacts=record.archives)
 
     # ---- layers -------------------------------------------------------------------------------
     async def _layer(self, name: str) -> None:
@@ -156,8 +160,10 @@ class _Run:
         each = self.flow.registry[name].configuration.foreach
         grid = await asyncio.to_thread(foreach.grid, self.store, name, each) if each is not None else None
         count = grid.splits if grid is not None else 1
-        done: set[int] = await asyncio.to_thread(self.store.finished_splits, name) if self.resume else set()
+        done = await asyncio.to_thread(self.store.finished_splits, name) if self.resume else {}
+        earlier = await asyncio.to_thread(self.store.batch_names, name) if done else []
         pending = (i for i in range(count) if i not in done)
+        log = SplitLog(self.store, name, fail=self._fail)
 
         async def runner() -> None:
             for index in pending:
@@ -165,14 +171,28 @@ class _Run:
                     return
                 async with self.semaphore:
                     try:
-                        await self._split(name, index, count, grid)
+                        outcome = await self._split(name, index, count, grid)
                     except BaseException as error:
                         self._fail(error)
+                    else:
+                        log.add(index, outcome.record)
 
-        await asyncio.gather(*(runner() for _ in range(min(count, self.executor.concurrency))))
+        try:
+            await asyncio.gather(*(runner() for _ in range(min(count, self.executor.concurrency))))
+        finally:
+            batches = await log.close()  # finished splits are kept even when others failed
         if self.errors:
             return FAILED
-        await asyncio.to_thread(self.store.write_record, name, count if grid is not None else 1)
+        artifacts = log.artifacts.union(*(record.archives for record in done.values()))
+        await asyncio.to_thread(
+            functools.partial(
+                self.store.write_record,
+                name,
+                count if grid is not None else 1,
+                batches=[*earlier, *batches],
+                artifacts=artifacts,
+            )
+        )
         self.hook.laminar_layer_finished(layer=self.execution.layer(name), splits=count)
         return FINISHED
 
@@ -184,7 +204,7 @@ class _Run:
         return LayerContext.reader(self.execution, name, store=self.store)
 
     # ---- splits -------------------------------------------------------------------------------
-    async def _split(self, name: str, index: int, count: int, grid: foreach.Grid | None) -> None:
+    async def _split(self, name: str, index: int, count: int, grid: foreach.Grid | None) -> SplitOutcome:
         configuration = self.flow.registry[name].configuration
         task = SplitTask(
             flow=self.flow,
@@ -218,7 +238,7 @@ class _Run:
         while True:
             running = await start(submission)
             try:
-                await self._submit(task)
+                outcome = await self._submit(task)
             except Exception as error:
                 if running:
                     await asyncio.to_thread(hooks.finish, running, error)
@@ -235,19 +255,25 @@ class _Run:
                 continue
             if running:
                 await asyncio.to_thread(hooks.finish, running)
-            return
+            return outcome
 
-    async def _submit(self, task: SplitTask) -> None:
+    async def _submit(self, task: SplitTask) -> SplitOutcome:
         timeout = self.executor.timeout
         if timeout is None:
-            await self.executor.run(task)
-            return
-        try:
-            await asyncio.wait_for(self.executor.run(task), timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(
-                f"{task.describe()} ran longer than the executor's timeout of {timeout} s and was stopped"
-            ) from None
+            outcome = await self.executor.run(task)
+        else:
+            try:
+                outcome = await asyncio.wait_for(self.executor.run(task), timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(
+                    f"{task.describe()} ran longer than the executor's timeout of {timeout} s and was stopped"
+                ) from None
+        if not isinstance(outcome, SplitOutcome):
+            raise TypeError(
+                f"executor {self.executor!r} returned {outcome!r} for {task.describe()}; an executor's run() "
+                "must return the SplitOutcome that laminar.runtime.split.run_split returned"
+            )
+        return outcome
 
     def _fail(self, error: BaseException, note: str | None = None) -> None:
         if note:

@@ -17,6 +17,8 @@ def run_split(task: SplitTask) -> SplitOutcome:
 
     Artifacts are stored only for a split that returned (or whose error ``Catch`` absorbed); every
     value is serialized before anything is written, so a failing split leaves nothing half-done.
+    The split's record comes back in the outcome for the scheduler to write (see ``SplitOutcome``);
+    :func:`run_and_record_split` writes it here instead.
     """
     flow = task.flow
     execution = Execution(flow=flow, id=task.execution, retry=task.retry)
@@ -64,7 +66,14 @@ def run_split(task: SplitTask) -> SplitOutcome:
         return failure
 
     values, shards = layer._artifacts()
-    record = store.write_split(
-        task.layer, task.index or 0, values, shards, caught=caught, on_error=unserializable
+    record = store.stage_split(task.layer, values, shards, caught=caught, on_error=unserializable)
+    return SplitOutcome(record, os.getpid())
+
+
+def run_and_record_split(task: SplitTask) -> SplitOutcome:
+    """Run ``task`` and write its record too: for a process started to run one split on its own."""
+    outcome = run_split(task)
+    store_for(Execution(flow=task.flow, id=task.execution, retry=task.retry)).write_splits(
+        task.layer, {task.index or 0: outcome.record}
     )
-    return SplitOutcome(record.artifacts, caught, os.getpid())
+    return outcome

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from laminar.storage.records import Artifact
+from laminar.storage.records import Artifact, SplitRecord
 
 if TYPE_CHECKING:
     from laminar.configurations.layers import Configuration
@@ -50,8 +50,19 @@ class SplitTask:
 
 @dataclass(frozen=True)
 class SplitOutcome:
-    """How a split ended: the artifact names it stored, the error ``Catch`` absorbed, and where it ran."""
+    """How a split ended: its record (archives, and the error ``Catch`` absorbed) and where it ran.
 
-    artifacts: tuple[str, ...]
-    caught: str | None
+    The split's large artifacts are stored by then; its record is not. The scheduler writes the
+    records of splits that finish close together as one batch, so an executor must hand this back.
+    """
+
+    record: SplitRecord
     pid: int
+
+    @property
+    def artifacts(self) -> tuple[str, ...]:
+        return self.record.artifacts
+
+    @property
+    def caught(self) -> str | None:
+        return self.record.caught

@@ -4,6 +4,9 @@ A value is serialized once, streamed through a hashing (and maybe compressing) w
 *staging* buffer: memory for small values, a file in the datastore's staging directory for large
 ones. Only when every value of a split serialized cleanly are the staged bytes written, so a value
 that cannot be serialized leaves nothing behind. Artifacts already stored are not written again.
+
+Values whose stored bytes are at most ``INLINE_LIMIT`` travel inside their archive instead (the
+``Artifact.inline`` field): hashed the same way, but costing no request of their own.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from laminar.storage.datastore import Datastore
 from laminar.storage.records import Artifact
 
 IN_MEMORY_LIMIT = 8 * 1024 * 1024  # staged values larger than this spill to a file
+INLINE_LIMIT = 1024  # stored values up to this many bytes are kept inside their archive
 DEFAULT_PROTOCOL: Protocol[Any] = Pickle()
 
 
@@ -94,14 +98,20 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
     buffer.close()
     hexdigest = protocol.hexdigest(value) or writer.hexdigest
     assert writer.codec is not None
-    artifact = Artifact(hexdigest=hexdigest, codec=writer.codec, protocol=protocol.name, size=writer.size)
     data = buffer.memory.getvalue() if buffer.memory is not None else None
+    inline = data if data is not None and len(data) <= INLINE_LIMIT else None
+    artifact = Artifact(
+        hexdigest=hexdigest, codec=writer.codec, protocol=protocol.name, size=writer.size, inline=inline
+    )
     return StagedArtifact(artifact, data=data, path=buffer.path)
 
 
 def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
-    """Write the staged artifacts that are not stored yet (in parallel), then drop the staging files."""
-    unique = list({item.artifact.hexdigest: item for item in staged}.values())
+    """Write the staged artifacts that are not stored yet (in parallel), then drop the staging files.
+
+    Inline artifacts are skipped: their bytes are written with their archive.
+    """
+    unique = list({item.artifact.hexdigest: item for item in staged if item.artifact.inline is None}.values())
     keys = [layout.artifact(item.artifact.hexdigest) for item in unique]
     try:
         # Ask before writing when asking is cheap or the value is large; otherwise writing the same
@@ -136,8 +146,10 @@ def load(
     """Read one artifact back into a value, checking its content hash unless ``verify`` is false."""
     protocol = protocols.get(artifact.protocol, DEFAULT_PROTOCOL)
     key = layout.artifact(artifact.hexdigest)
+    if artifact.inline is not None:
+        return _decode(artifact.inline, datastore, key, artifact, protocol, verify)
     if artifact.size <= IN_MEMORY_LIMIT:
-        return _load_small(datastore, key, artifact, protocol, verify)
+        return _decode(datastore.read_bytes(key), datastore, key, artifact, protocol, verify)
     raw = DecodingReader(datastore.open_read(key), artifact.codec)
     stream = io.BufferedReader(raw, buffer_size=1 << 16)
     try:
@@ -151,11 +163,10 @@ def load(
     return value
 
 
-def _load_small(
-    datastore: Datastore, key: str, artifact: Artifact, protocol: Protocol[Any], verify: bool
+def _decode(
+    data: bytes, datastore: Datastore, key: str, artifact: Artifact, protocol: Protocol[Any], verify: bool
 ) -> Any:
-    """Most artifacts are small: one read, one hash, no stream wrappers."""
-    data = datastore.read_bytes(key)
+    """Most artifacts are small: bytes in hand, one hash, no stream wrappers."""
     if artifact.codec == "zlib":
         data = zlib.decompress(data)
     elif artifact.codec != "none":

@@ -164,7 +164,10 @@ class Datastore(abc.ABC):
         execution = layer.execution
         if execution is None:
             raise ValueError(f"{layer!r} is not bound to an execution; use flow.execution(id).layer(...)")
-        return self.list_prefix(layout.archives(execution.flow.name, execution.id, layer.name))  # one listing
+        from laminar.storage.store import ExecutionStore
+
+        store = ExecutionStore(self, execution.flow.name, execution.id, defaults={})
+        return store.artifact_names(layer.name)  # from the layer's record once it finished
 
     # ---- pickling ------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -5,8 +5,8 @@
     artifacts/<hh>/<sha256>                                       one stored value, shared by all flows
     flows/<Flow>/executions/<id>/execution.json                   execution metadata
     flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished
-    flows/<Flow>/executions/<id>/layers/<Layer>/archives/<name>/<i>.json  archive of one name in split i
-    flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>.json           split record: split i finished
+    flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>-<j>.json  a batch of finished splits' records
+                                                                  (their archives), lowest index i, highest j
 
 Every name is validated before it becomes part of a key (see :mod:`laminar.names`).
 """
@@ -16,9 +16,6 @@ from __future__ import annotations
 import re
 
 from laminar.names import validate
-
-ARCHIVE_SUFFIX = ".json"
-
 
 _HEX = re.compile(r"[0-9a-f]{8,128}")
 
@@ -57,16 +54,24 @@ def splits(flow: str, execution_id: str, layer_name: str) -> str:
     return layer(flow, execution_id, layer_name) + "splits/"
 
 
-def split_record(flow: str, execution_id: str, layer_name: str, index: int) -> str:
-    return f"{splits(flow, execution_id, layer_name)}{int(index)}.json"
+_BATCH = re.compile(r"(\d+)-(\d+)\.json")
 
 
-def archives(flow: str, execution_id: str, layer_name: str) -> str:
-    return layer(flow, execution_id, layer_name) + "archives/"
+def split_batch_name(first: int, last: int) -> str:
+    """The name (within ``splits/``) of a batch whose split indices run from ``first`` to ``last``."""
+    return f"{int(first)}-{int(last)}.json"
 
 
-def archive(flow: str, execution_id: str, layer_name: str, index: int, name: str) -> str:
-    # One directory per artifact name, not per split: a split costs no directory of its own.
-    return (
-        f"{archives(flow, execution_id, layer_name)}{validate(name, what='artifact name')}/{int(index)}.json"
-    )
+def split_batch(flow: str, execution_id: str, layer_name: str, name: str) -> str:
+    if parse_split_batch(name) is None:
+        raise ValueError(f"not a split batch name: {name!r}")
+    return splits(flow, execution_id, layer_name) + name
+
+
+def parse_split_batch(name: str) -> tuple[int, int] | None:
+    """``(first, last)`` from a batch name, or None for anything else in the directory."""
+    match = _BATCH.fullmatch(name)
+    if match is None:
+        return None
+    first, last = int(match[1]), int(match[2])
+    return (first, last) if first <= last else None

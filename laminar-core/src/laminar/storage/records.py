@@ -1,32 +1,49 @@
-"""The metadata Laminar stores: Artifact, Archive, Record. Small, immutable, JSON on the wire."""
+"""The metadata Laminar stores: Artifact, Archive, SplitRecord, SplitBatch, Record. Immutable, JSON."""
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """One stored value: its content hash, the codec its bytes use, and the protocol that reads it."""
+    """One stored value: its content hash, the codec its bytes use, and the protocol that reads it.
+
+    ``inline`` holds the stored bytes of a small value (see ``artifacts.INLINE_LIMIT``), kept in its
+    archive instead of under ``artifacts/``: a request per tiny value would cost more than the value.
+    """
 
     hexdigest: str
     codec: str = "none"
     protocol: str = "cloudpickle"
     size: int = 0
+    inline: bytes | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "hexdigest": self.hexdigest,
             "codec": self.codec,
             "protocol": self.protocol,
             "size": self.size,
         }
+        if self.inline is not None:
+            data["inline"] = base64.b64encode(self.inline).decode("ascii")
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Artifact:
-        return cls(data["hexdigest"], data["codec"], data["protocol"], int(data.get("size", 0)))
+        inline = data.get("inline")
+        return cls(
+            data["hexdigest"],
+            data["codec"],
+            data["protocol"],
+            int(data.get("size", 0)),
+            base64.b64decode(inline) if inline is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -39,47 +56,91 @@ class Archive:
     artifacts: tuple[Artifact, ...]
     sharded: bool = False
 
-    def dumps(self) -> bytes:
-        payload = {"artifacts": [a.to_json() for a in self.artifacts], "sharded": self.sharded}
-        return json.dumps(payload, separators=(",", ":")).encode()
+    def to_json(self) -> dict[str, Any]:
+        return {"artifacts": [a.to_json() for a in self.artifacts], "sharded": self.sharded}
 
     @classmethod
-    def loads(cls, data: bytes) -> Archive:
-        payload = json.loads(data)
+    def from_json(cls, payload: dict[str, Any]) -> Archive:
         return cls(tuple(Artifact.from_json(a) for a in payload["artifacts"]), bool(payload["sharded"]))
 
 
 @dataclass(frozen=True)
+class SplitRecord:
+    """One finished split: its archives by artifact name, and the error ``Catch`` absorbed, if any."""
+
+    archives: Mapping[str, Archive]
+    caught: str | None = None
+
+    @property
+    def artifacts(self) -> tuple[str, ...]:
+        """The names of the artifacts the split stored, sorted."""
+        return tuple(sorted(self.archives))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"archives": {n: a.to_json() for n, a in self.archives.items()}, "caught": self.caught}
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> SplitRecord:
+        archives = {name: Archive.from_json(a) for name, a in payload["archives"].items()}
+        return cls(archives, payload.get("caught"))
+
+
+@dataclass(frozen=True)
+class SplitBatch:
+    """The records of splits that finished close together, written as one object.
+
+    The scheduler collects finished splits and writes them in batches (a group commit), so a foreach
+    of many small splits costs a few writes, not one per split. The batch is named by the lowest and
+    highest split index in it (see ``layout.split_batch``).
+    """
+
+    splits: Mapping[int, SplitRecord]
+
+    def dumps(self) -> bytes:
+        payload = {str(index): record.to_json() for index, record in sorted(self.splits.items())}
+        return json.dumps({"splits": payload}, separators=(",", ":")).encode()
+
+    @classmethod
+    def loads(cls, data: bytes) -> SplitBatch:
+        payload = json.loads(data)["splits"]
+        return cls({int(index): SplitRecord.from_json(record) for index, record in payload.items()})
+
+
+@dataclass(frozen=True)
 class Record:
-    """Written after a layer finishes: flow name, layer name, number of splits."""
+    """Written after a layer finishes: flow name, layer name, number of splits.
+
+    It also lists the split batches that hold the layer's splits and the artifact names they stored,
+    so reading a finished layer needs no listing.
+    """
 
     flow: str
     layer: str
     splits: int
+    batches: tuple[str, ...] = ()
+    artifacts: tuple[str, ...] = ()
 
     def dumps(self) -> bytes:
-        return json.dumps({"flow": self.flow, "layer": self.layer, "splits": self.splits}).encode()
+        return json.dumps(
+            {
+                "flow": self.flow,
+                "layer": self.layer,
+                "splits": self.splits,
+                "batches": list(self.batches),
+                "artifacts": list(self.artifacts),
+            }
+        ).encode()
 
     @classmethod
     def loads(cls, data: bytes) -> Record:
         payload = json.loads(data)
-        return cls(payload["flow"], payload["layer"], int(payload["splits"]))
-
-
-@dataclass(frozen=True)
-class SplitRecord:
-    """Written after one split's archives: the split finished, with these artifact names."""
-
-    artifacts: tuple[str, ...]
-    caught: str | None = None
-
-    def dumps(self) -> bytes:
-        return json.dumps({"artifacts": list(self.artifacts), "caught": self.caught}).encode()
-
-    @classmethod
-    def loads(cls, data: bytes) -> SplitRecord:
-        payload = json.loads(data)
-        return cls(tuple(payload["artifacts"]), payload.get("caught"))
+        return cls(
+            payload["flow"],
+            payload["layer"],
+            int(payload["splits"]),
+            tuple(payload.get("batches", ())),
+            tuple(payload.get("artifacts", ())),
+        )
 
 
 @dataclass(frozen=True)

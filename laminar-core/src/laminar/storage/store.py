@@ -1,13 +1,15 @@
 """One execution's storage, in the order that keeps state truthful: artifacts, archives, records.
 
-A split is finished when its split record exists; a layer when its record exists. Each is written
-only after everything it points to, so a reader that sees a record can read all it names.
-Archives and records never change once written, so this process caches what it reads of them.
+A split is finished when a split batch holding its record exists; a layer when its record exists.
+Each is written only after everything it points to, so a reader that sees a record can read all it
+names. Batches and records never change once written, so this process caches what it reads of them.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import threading
 import time
 import weakref
@@ -15,10 +17,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from laminar.names import validate
 from laminar.serialization.protocols import Protocol
 from laminar.storage import artifacts, layout
 from laminar.storage.datastore import Datastore
-from laminar.storage.records import Archive, Artifact, ExecutionMetadata, Record, SplitRecord
+from laminar.storage.records import Archive, Artifact, ExecutionMetadata, Record, SplitBatch, SplitRecord
 
 _CACHE_SIZE = 500_000
 
@@ -56,6 +59,32 @@ def _cache_for(datastore: Datastore) -> _Cache:
         return cache
 
 
+class _Locator:
+    """Finds the batches that may hold split *i*: those whose index range covers it.
+
+    Batches are sorted by their lowest index; ``reach[k]`` is the highest index any of the first
+    ``k + 1`` batches reaches, so a lookup walks back only over batches that overlap *i*.
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        ranges = sorted(
+            (bounds, name) for name in names if (bounds := layout.parse_split_batch(name)) is not None
+        )
+        self.firsts = [first for (first, _), _ in ranges]
+        self.lasts = [last for (_, last), _ in ranges]
+        self.names = [name for _, name in ranges]
+        self.reach = list(itertools.accumulate(self.lasts, max))
+
+    def candidates(self, index: int) -> list[str]:
+        found = []
+        position = bisect.bisect_right(self.firsts, index) - 1
+        while position >= 0 and self.reach[position] >= index:
+            if self.lasts[position] >= index:
+                found.append(self.names[position])
+            position -= 1
+        return found
+
+
 class ExecutionStore:
     """Reads and writes the records of one execution of one flow in one datastore."""
 
@@ -77,21 +106,21 @@ class ExecutionStore:
     def metadata_exists(self) -> bool:
         return self.datastore.exists(layout.execution_metadata(self.flow, self.execution))
 
-    # ---- writing a split ----------------------------------------------------------------------
-    def write_split(
+    # ---- writing splits -----------------------------------------------------------------------
+    def stage_split(
         self,
         layer: str,
-        index: int,
         values: Mapping[str, Any],
         shards: Mapping[str, list[Any]],
         *,
         caught: str | None = None,
         on_error: Any = None,
     ) -> SplitRecord:
-        """Store a split's artifacts, then its archives, then its split record.
+        """Store a split's artifacts and return its record, which is not written yet.
 
         Every value is serialized before anything is written; ``on_error(name, error)`` turns a
-        serialization failure into the exception to raise (naming layer and attribute).
+        serialization failure into the exception to raise (naming layer and attribute). Small values
+        stay inline in the record's archives; larger ones are written here, under their hash.
         """
         staged: list[artifacts.StagedArtifact] = []
         archives: dict[str, Archive] = {}
@@ -99,7 +128,7 @@ class ExecutionStore:
             for name, items, sharded in [(n, [v], False) for n, v in values.items()] + [
                 (n, list(v), True) for n, v in shards.items()
             ]:
-                layout.archive(self.flow, self.execution, layer, index, name)  # validate the name
+                validate(name, what="artifact name")
                 entries = []
                 for item in items:
                     protocol = artifacts.protocol_for(self.datastore, item, self.defaults)
@@ -117,20 +146,35 @@ class ExecutionStore:
                 entry.discard()
             raise
         artifacts.commit(self.datastore, staged)
-        self.datastore.write_many(
-            {
-                layout.archive(self.flow, self.execution, layer, index, name): archive.dumps()
-                for name, archive in archives.items()
-            }
-        )
-        record = SplitRecord(tuple(sorted(archives)), caught)
-        self.datastore.write_bytes(
-            layout.split_record(self.flow, self.execution, layer, index), record.dumps()
-        )
-        return record
+        return SplitRecord(archives, caught)
 
-    def write_record(self, layer: str, splits: int) -> None:
-        record = Record(self.flow, layer, splits)
+    def write_splits(self, layer: str, records: Mapping[int, SplitRecord]) -> str:
+        """Write finished splits' records as one batch; returns the batch's name."""
+        name = layout.split_batch_name(min(records), max(records))
+        batch = SplitBatch(dict(records))
+        key = layout.split_batch(self.flow, self.execution, layer, name)
+        self.datastore.write_bytes(key, batch.dumps())
+        self._cache.put(key, batch)
+        return name
+
+    def write_split(
+        self,
+        layer: str,
+        index: int,
+        values: Mapping[str, Any],
+        shards: Mapping[str, list[Any]],
+        *,
+        caught: str | None = None,
+        on_error: Any = None,
+    ) -> tuple[str, SplitRecord]:
+        """Store one split and write its record at once (a batch of one); returns both."""
+        record = self.stage_split(layer, values, shards, caught=caught, on_error=on_error)
+        return self.write_splits(layer, {index: record}), record
+
+    def write_record(
+        self, layer: str, splits: int, *, batches: Iterable[str] = (), artifacts: Iterable[str] = ()
+    ) -> None:
+        record = Record(self.flow, layer, splits, tuple(sorted(set(batches))), tuple(sorted(set(artifacts))))
         self.datastore.write_bytes(layout.record(self.flow, self.execution, layer), record.dumps())
 
     # ---- reading ------------------------------------------------------------------------------
@@ -148,56 +192,85 @@ class ExecutionStore:
             return None
         return result
 
-    def archive(self, layer: str, index: int, name: str) -> Archive | None:
-        try:
-            key = layout.archive(self.flow, self.execution, layer, index, name)
-            result: Archive = self._cached(key, Archive.loads)
-        except FileNotFoundError:
-            return None
-        return result
+    def batch_names(self, layer: str) -> list[str]:
+        """The layer's split batches: from its record once finished, else from one listing."""
+        record = self.record(layer)
+        if record is not None:
+            return list(record.batches)
+        listed = self.datastore.list_prefix(layout.splits(self.flow, self.execution, layer))
+        return [name for name in listed if layout.parse_split_batch(name) is not None]
 
-    def archives(self, layer: str, indices: range, name: str) -> list[Archive | None]:
-        """The archives of ``name`` in these splits, reading the uncached ones in one batch."""
-        keys = [layout.archive(self.flow, self.execution, layer, index, name) for index in indices]
-        found: list[Archive | None] = [self._cache.get(key) for key in keys]
-        unread = [key for key, archive in zip(keys, found, strict=True) if archive is None]
+    def _locator(self, layer: str) -> _Locator:
+        record = self.record(layer)
+        if record is None:  # still running: batches may appear, so look again each time
+            return _Locator(self.batch_names(layer))
+        key = layout.record(self.flow, self.execution, layer) + "#locator"
+        locator: _Locator | None = self._cache.get(key)
+        if locator is None:
+            locator = _Locator(record.batches)
+            self._cache.put(key, locator)
+        return locator
+
+    def _batches(self, layer: str, names: Iterable[str]) -> list[SplitBatch]:
+        """Read these batches of ``layer``, the uncached ones in parallel."""
+        keys = [layout.split_batch(self.flow, self.execution, layer, name) for name in names]
+        found: list[SplitBatch | None] = [self._cache.get(key) for key in keys]
+        unread = [key for key, batch in zip(keys, found, strict=True) if batch is None]
         if unread:
 
-            def read(key: str) -> Archive | None:
-                try:
-                    return Archive.loads(self.datastore.read_bytes(key))
-                except FileNotFoundError:
-                    return None
+            def read(key: str) -> SplitBatch:
+                batch = SplitBatch.loads(self.datastore.read_bytes(key))
+                self._cache.put(key, batch)
+                return batch
 
             fetched = dict(zip(unread, self.datastore.map_parallel(read, unread), strict=True))
-            for key, archive in fetched.items():
-                if archive is not None:
-                    self._cache.put(key, archive)
             found = [
-                archive if archive is not None else fetched[key]
-                for key, archive in zip(keys, found, strict=True)
+                batch if batch is not None else fetched[key] for key, batch in zip(keys, found, strict=True)
             ]
-        return found
+        return [batch for batch in found if batch is not None]
+
+    def split_records(self, layer: str, indices: Iterable[int]) -> list[SplitRecord | None]:
+        """The records of these splits (None for a split that has not finished), in that order."""
+        indices = list(indices)
+        locator = self._locator(layer)
+        wanted = sorted({name for index in indices for name in locator.candidates(index)})
+        batches = self._batches(layer, wanted)
+        found: dict[int, SplitRecord] = {}
+        for batch in batches:
+            found.update(batch.splits)
+        return [found.get(index) for index in indices]
 
     def split_record(self, layer: str, index: int) -> SplitRecord | None:
-        try:
-            key = layout.split_record(self.flow, self.execution, layer, index)
-            result: SplitRecord = self._cached(key, SplitRecord.loads)
-        except FileNotFoundError:
-            return None
-        return result
+        return self.split_records(layer, [index])[0]
+
+    def archive(self, layer: str, index: int, name: str) -> Archive | None:
+        record = self.split_record(layer, index)
+        return record.archives.get(name) if record is not None else None
+
+    def archives(self, layer: str, indices: range, name: str) -> list[Archive | None]:
+        """The archives of ``name`` in these splits, reading the batches that hold them at once."""
+        return [
+            record.archives.get(name) if record is not None else None
+            for record in self.split_records(layer, indices)
+        ]
 
     def artifact_names(self, layer: str) -> list[str]:
-        """Names any split of ``layer`` stored, from one listing."""
-        return self.datastore.list_prefix(layout.archives(self.flow, self.execution, layer))
+        """Names any split of ``layer`` stored: from its record, or from its batches while it runs."""
+        record = self.record(layer)
+        if record is not None:
+            return list(record.artifacts)
+        names: set[str] = set()
+        for batch in self._batches(layer, self.batch_names(layer)):
+            for split in batch.splits.values():
+                names.update(split.archives)
+        return sorted(names)
 
-    def finished_splits(self, layer: str) -> set[int]:
-        """Indices of the layer's finished splits, from one listing (not one call per split)."""
-        prefix = layout.splits(self.flow, self.execution, layer)
-        suffix = layout.ARCHIVE_SUFFIX
-        return {
-            int(name[: -len(suffix)]) for name in self.datastore.list_prefix(prefix) if name.endswith(suffix)
-        }
+    def finished_splits(self, layer: str) -> dict[int, SplitRecord]:
+        """The layer's finished splits and their records, from one listing and its batches."""
+        found: dict[int, SplitRecord] = {}
+        for batch in self._batches(layer, self.batch_names(layer)):
+            found.update(batch.splits)
+        return found
 
     @functools.cached_property
     def _protocols_by_name(self) -> dict[str, Protocol[Any]]:
