@@ -32,13 +32,13 @@ class SplitLog:
         layer: str,
         *,
         fail: Callable[[BaseException], None],
-        interval: float = INTERVAL,
-        limit: int = LIMIT,
+        interval: float | None = None,
+        limit: int | None = None,
     ) -> None:
         self.store = store
         self.layer = layer
-        self.interval = interval
-        self.limit = limit
+        self.interval = INTERVAL if interval is None else interval
+        self.limit = LIMIT if limit is None else limit
         self._fail = fail
         self.pending: dict[int, SplitRecord] = {}
         #: names of the batches written so far, and the artifact names their splits stored

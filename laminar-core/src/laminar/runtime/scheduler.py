@@ -115,7 +115,7 @@ class _Run:
             )
         if not exists:
             self.store.write_metadata(self.plan.order)
-        if self.store.record("Parameters") is None:
+        if not exists or self.store.record("Parameters") is None:
 
             def unserializable(attribute: str, error: Exception) -> SerializationError:
                 return SerializationError(

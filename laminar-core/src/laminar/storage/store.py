@@ -175,7 +175,9 @@ class ExecutionStore:
         self, layer: str, splits: int, *, batches: Iterable[str] = (), artifacts: Iterable[str] = ()
     ) -> None:
         record = Record(self.flow, layer, splits, tuple(sorted(set(batches))), tuple(sorted(set(artifacts))))
-        self.datastore.write_bytes(layout.record(self.flow, self.execution, layer), record.dumps())
+        key = layout.record(self.flow, self.execution, layer)
+        self.datastore.write_bytes(key, record.dumps())
+        self._cache.put(key, record)
 
     # ---- reading ------------------------------------------------------------------------------
     def _cached(self, key: str, parse: Any) -> Any:

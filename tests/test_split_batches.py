@@ -1,0 +1,152 @@
+"""Group commit of split records: the scheduler writes finished splits' records in batches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from laminar import Flow, Layer, Parameters
+from laminar.configurations import datastores, executors
+from laminar.configurations.layers import ForEach, Parameter
+from laminar.runtime import commit
+from laminar.runtime.context import store_for
+from laminar.runtime.executor import Executor
+from laminar.runtime.task import SplitOutcome, SplitTask
+from laminar.storage import layout
+from laminar.storage.store import _Locator
+
+
+class Batched(Flow): ...
+
+
+@Batched.register
+class Items(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(item=range(parameters.n))
+
+
+@Batched.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="item")]))
+class Double(Layer):
+    def __call__(self, items: Items) -> None:
+        self.value = items.item * 2
+        if items.item % 100 == 0:
+            self.marker = items.item
+
+
+@Batched.register
+class Sum(Layer):
+    def __call__(self, double: Double) -> None:
+        self.total = sum(double.value)
+
+
+def batch_files(root: Path, execution: str, layer: str) -> list[str]:
+    directory = root / layout.splits("Batched", execution, layer)
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+class WriteCountingLocal(datastores.Local):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__(root)
+        self.writes: list[str] = []
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.writes.append(key)
+        super().write_bytes(key, data)
+
+
+@pytest.mark.parametrize("executor", [executors.Thread, executors.Process])
+def test_a_wide_foreach_costs_a_few_writes_not_one_per_split(
+    tmp_path: Path, executor: type[Executor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(commit, "INTERVAL", 30.0)  # one batch per layer, however slow the machine
+    n = 1000
+    store = WriteCountingLocal(tmp_path)
+    execution = Batched(datastore=store, executor=executor(concurrency=2))(execution="wide", n=n)
+    assert execution.layer(Sum).total == n * (n - 1)
+    assert batch_files(tmp_path, "wide", "Double") == ["0-999.json"]
+    # Small values are inline: nothing was written under artifacts/, and a handful of writes in all.
+    assert [key for key in store.writes if key.startswith("artifacts/")] == []
+    assert len(store.writes) < 15, store.writes
+    record = store_for(execution).record("Double")
+    assert record is not None and record.splits == n
+    assert record.batches == ("0-999.json",) and record.artifacts == ("marker", "value")
+    assert execution.layer(Double).marker[0] == 0 and execution.layer(Double).marker[100] == 100
+    with pytest.raises(AttributeError, match="finished without assigning it"):
+        execution.layer(Double).marker[1]  # noqa: B018
+
+
+def test_batches_cover_every_split_exactly_once_at_the_default_interval(tmp_path: Path) -> None:
+    n = 3000
+    execution = Batched(datastore=datastores.Local(tmp_path), executor=executors.Thread())(
+        execution="default", n=n
+    )
+    assert execution.layer(Sum).total == n * (n - 1)
+    finished = store_for(execution).finished_splits("Double")
+    assert sorted(finished) == list(range(n))
+    names = batch_files(tmp_path, "default", "Double")
+    assert 1 <= len(names) < n
+    bounds = [layout.parse_split_batch(name) for name in names]
+    assert sum(1 for _ in finished) == n and all(bound is not None for bound in bounds)
+    assert min(b[0] for b in bounds if b) == 0 and max(b[1] for b in bounds if b) == n - 1
+
+
+class FailingBatches(datastores.Local):
+    """A Local datastore whose writes of one layer's split batches fail, as a full disk would."""
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if "/layers/Double/splits/" in key:
+            raise OSError(28, "No space left on device")
+        super().write_bytes(key, data)
+
+
+def test_a_failed_batch_write_fails_the_run_and_resume_runs_those_splits_again(tmp_path: Path) -> None:
+    flow = Batched(datastore=FailingBatches(tmp_path), executor=executors.Thread())
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        flow(execution="full", n=50)
+    assert "while writing the records of finished splits of layer Double" in "\n".join(
+        getattr(raised.value, "__notes__", [])
+    )
+    assert not flow.execution("full").layer(Double).state.finished
+    assert not flow.execution("full").layer(Sum).state.finished
+    assert batch_files(tmp_path, "full", "Double") == []  # nothing claims a split finished
+
+    healthy = Batched(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    resumed = healthy.execution("full").resume()
+    assert resumed.layer(Sum).total == 50 * 49
+
+
+class Careless(executors.Thread):
+    """An executor that forgets to hand back the split's outcome."""
+
+    names = ("careless",)
+
+    async def run(self, task: SplitTask) -> SplitOutcome:
+        await super().run(task)
+        return None  # type: ignore[return-value]
+
+
+def test_an_executor_that_does_not_return_the_outcome_is_named(tmp_path: Path) -> None:
+    flow = Batched(datastore=datastores.Local(tmp_path), executor=Careless())
+    with pytest.raises(TypeError, match=r"executor Careless\(.*\) returned None for layer Items") as raised:
+        flow(execution="careless", n=3)
+    assert "must return the SplitOutcome that laminar.runtime.split.run_split returned" in str(raised.value)
+    assert batch_files(tmp_path, "careless", "Items") == []
+
+
+def test_the_locator_finds_splits_in_overlapping_batches() -> None:
+    # Splits finish out of order, so consecutive batches' index ranges may overlap.
+    locator = _Locator(["0-9.json", "5-20.json", "21-21.json", "30-40.json", "nonsense.json", "9-3.json"])
+    found: dict[int, Any] = {i: locator.candidates(i) for i in (0, 4, 5, 9, 10, 21, 25, 40, 41)}
+    assert found == {
+        0: ["0-9.json"],
+        4: ["0-9.json"],
+        5: ["5-20.json", "0-9.json"],
+        9: ["5-20.json", "0-9.json"],
+        10: ["5-20.json"],
+        21: ["21-21.json"],
+        25: [],
+        40: ["30-40.json"],
+        41: [],
+    }
