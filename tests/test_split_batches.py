@@ -74,7 +74,7 @@ def test_a_wide_foreach_costs_a_few_writes_not_one_per_split(
     assert record.batches == ("0-999.json",) and record.artifacts == ("marker", "value")
     assert execution.layer(Double).marker[0] == 0 and execution.layer(Double).marker[100] == 100
     with pytest.raises(AttributeError, match="finished without assigning it"):
-        execution.layer(Double).marker[1]  # noqa: B018
+        execution.layer(Double).marker[1]
 
 
 def test_batches_cover_every_split_exactly_once_at_the_default_interval(tmp_path: Path) -> None:
