@@ -150,3 +150,92 @@ def test_the_locator_finds_splits_in_overlapping_batches() -> None:
         40: ["30-40.json"],
         41: [],
     }
+
+
+SCRIPT = """
+from laminar import Flow, Layer, Parameters
+from laminar.configurations.layers import ForEach, Parameter
+
+
+class Scripted(Flow): ...
+
+
+@Scripted.register
+class Numbers(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(n=range(parameters.count))
+
+
+@Scripted.register(foreach=ForEach(parameters=[Parameter(layer=Numbers, attribute="n")]))
+class Square(Layer):
+    def __call__(self, numbers: Numbers) -> None:
+        import os
+
+        self.value = numbers.n**2
+        self.pid = os.getpid()
+
+
+@Scripted.register
+class Total(Layer):
+    def __call__(self, square: Square) -> None:
+        self.total = sum(square.value)
+
+
+if flow := Scripted():
+    flow()
+"""
+
+
+class Script(Executor):
+    """Runs every split as ``python script.py`` with the LAMINAR_* variables, as a container executor would."""
+
+    names = ("script",)
+
+    def __init__(self, script: Path, **options: Any) -> None:
+        super().__init__(**options)
+        self.script = script
+
+    async def run(self, task: SplitTask) -> SplitOutcome:
+        import asyncio
+        import sys
+
+        from laminar.runtime.environment import environment_for
+        from laminar.runtime.split import recorded_outcome
+
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(self.script),
+            cwd=self.script.parent,
+            env={**os.environ, **environment_for(task)},
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"{task.describe()} failed:\n{stderr.decode()}")
+        return await asyncio.to_thread(recorded_outcome, task)
+
+
+def test_an_executor_that_starts_a_process_per_split_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    script = tmp_path / "scripted.py"
+    script.write_text(SCRIPT)
+    store = tmp_path / "store"
+    monkeypatch.setenv("LAMINAR_DATASTORE", store.as_uri())
+    spec = importlib.util.spec_from_file_location("scripted", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # not __main__: the guard is false, nothing runs
+    flow = module.Scripted(executor=Script(script, concurrency=2))
+    execution = flow(execution="scripted", count=4)
+    assert execution.layer(module.Total).total == 0 + 1 + 4 + 9
+    pids = set(execution.layer(module.Square).pid)
+    assert len(pids) == 4 and os.getpid() not in pids  # each split ran in a process of its own
+
+    from laminar.runtime.split import recorded_outcome
+
+    never = SplitTask(flow=flow, execution="scripted", layer="Square", index=7, splits=8)
+    with pytest.raises(RuntimeError, match=r"split 7 of 8, attempt 0.* exited without recording its result"):
+        recorded_outcome(never)

@@ -55,6 +55,23 @@ def task_from_environment(flow: Flow) -> SplitTask | None:
     return task
 
 
+def environment_for(task: SplitTask) -> dict[str, str]:
+    """The variables that make a process running the flow's script run ``task`` (and nothing else).
+
+    For executors that start a process (or a container) per split; the process writes the split's
+    record itself, and :func:`laminar.runtime.split.recorded_outcome` reads it back.
+    """
+    return {
+        "LAMINAR_EXECUTION_ID": task.execution,
+        "LAMINAR_EXECUTION_RETRY": "1" if task.retry else "0",
+        "LAMINAR_FLOW_NAME": task.flow.name,
+        "LAMINAR_LAYER_NAME": task.layer,
+        "LAMINAR_LAYER_INDEX": "" if task.index is None else str(task.index),
+        "LAMINAR_LAYER_SPLITS": "" if task.splits is None else str(task.splits),
+        "LAMINAR_LAYER_ATTEMPT": str(task.attempt),
+    }
+
+
 def _optional_int(name: str) -> int | None:
     value = os.environ.get(name, "")
     return int(value) if value else None

@@ -10,6 +10,7 @@ from laminar.model.layer import Layer
 from laminar.runtime import hooks
 from laminar.runtime.context import LayerContext, store_for
 from laminar.runtime.task import SplitOutcome, SplitTask
+from laminar.storage import layout
 
 
 def run_split(task: SplitTask) -> SplitOutcome:
@@ -77,3 +78,18 @@ def run_and_record_split(task: SplitTask) -> SplitOutcome:
         task.layer, {task.index or 0: outcome.record}
     )
     return outcome
+
+
+def recorded_outcome(task: SplitTask) -> SplitOutcome:
+    """The outcome of ``task`` as a process of its own recorded it (see ``environment_for``).
+
+    An executor that starts a process or container per split returns this once that process exited
+    cleanly; it raises if the process recorded nothing.
+    """
+    store = store_for(Execution(flow=task.flow, id=task.execution, retry=task.retry))
+    index = task.index or 0
+    batch = store.read_batch(task.layer, layout.split_batch_name(index, index))
+    record = batch.splits.get(index) if batch is not None else None
+    if record is None:
+        raise RuntimeError(f"{task.describe()} exited without recording its result in {store.datastore.url}")
+    return SplitOutcome(record, pid=0)

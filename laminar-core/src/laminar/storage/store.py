@@ -231,6 +231,15 @@ class ExecutionStore:
             ]
         return [batch for batch in found if batch is not None]
 
+    def read_batch(self, layer: str, name: str) -> SplitBatch | None:
+        """One batch, read afresh (not from the cache), or None if it does not exist."""
+        try:
+            return SplitBatch.loads(
+                self.datastore.read_bytes(layout.split_batch(self.flow, self.execution, layer, name))
+            )
+        except FileNotFoundError:
+            return None
+
     def split_records(self, layer: str, indices: Iterable[int]) -> list[SplitRecord | None]:
         """The records of these splits (None for a split that has not finished), in that order."""
         indices = list(indices)
