@@ -34,6 +34,10 @@ class SerializationError(LaminarError, TypeError):
     """An artifact value could not be serialized; the message names the layer and attribute."""
 
 
+class ExecutorContractError(LaminarError, TypeError):
+    """An executor broke its contract (say, returned no ``SplitOutcome``): a bug to fix, not to retry."""
+
+
 class WorkerLost(LaminarError, RuntimeError):
     """The process running a layer split died before reporting a result. Retried like any failure."""
 

@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Callable
 
 from laminar.errors import add_note
-from laminar.storage.records import SplitRecord
+from laminar.storage.records import Runs, SplitRecord, runs
 from laminar.storage.store import ExecutionStore
 
 INTERVAL = 0.05  # seconds a finished split's record may wait for others
@@ -41,8 +41,8 @@ class SplitLog:
         self.limit = LIMIT if limit is None else limit
         self._fail = fail
         self.pending: dict[int, SplitRecord] = {}
-        #: names of the batches written so far, and the artifact names their splits stored
-        self.batches: list[str] = []
+        #: the batches written so far (name: runs of split indices), and the artifact names stored
+        self.batches: dict[str, Runs] = {}
         self.artifacts: set[str] = set()
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
@@ -57,7 +57,7 @@ class SplitLog:
         if len(self.pending) >= self.limit:
             self._full.set()
 
-    async def close(self) -> list[str]:
+    async def close(self) -> dict[str, Runs]:
         """Write what is queued and stop; returns the names of every batch written."""
         self._closing = True
         self._arrived.set()
@@ -77,9 +77,15 @@ class SplitLog:
                 self._full.clear()
                 if self.pending:
                     batch, self.pending = self.pending, {}
-                    self.batches.append(await asyncio.to_thread(self.store.write_splits, self.layer, batch))
+                    name = await asyncio.to_thread(self.store.write_splits, self.layer, batch)
+                    self.batches[name] = runs(batch)
                 elif self._closing:
                     return
+        except asyncio.CancelledError:  # the run is being torn down (Ctrl-C): keep what finished
+            if self.pending:
+                batch, self.pending = self.pending, {}
+                self.batches[self.store.write_splits(self.layer, batch)] = runs(batch)
+            raise
         except Exception as error:  # the datastore failed: stop the run; these splits run again on resume
             self.pending.clear()
             add_note(error, f"while writing the records of finished splits of layer {self.layer}")

@@ -14,12 +14,13 @@ import functools
 import threading
 from typing import TYPE_CHECKING, Any
 
-from laminar.errors import FlowDefinitionError, SerializationError, add_note
+from laminar.errors import ExecutorContractError, FlowDefinitionError, SerializationError, add_note
 from laminar.model.flow import check_compatible
 from laminar.runtime import foreach, hooks
 from laminar.runtime.commit import SplitLog
 from laminar.runtime.context import LayerContext, store_for
 from laminar.runtime.task import SplitOutcome, SplitTask
+from laminar.storage.records import runs
 
 if TYPE_CHECKING:
     from laminar.model.execution import Execution
@@ -126,7 +127,7 @@ class _Run:
             batch, record = self.store.write_split(
                 "Parameters", 0, self.parameters, {}, on_error=unserializable
             )
-            self.store.write_record("Parameters", 1, batches=[batch], artifacts=record.archives)
+            self.store.write_record("Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.archives)
 
     # ---- layers -------------------------------------------------------------------------------
     async def _layer(self, name: str) -> None:
@@ -160,8 +161,8 @@ class _Run:
         each = self.flow.registry[name].configuration.foreach
         grid = await asyncio.to_thread(foreach.grid, self.store, name, each) if each is not None else None
         count = grid.splits if grid is not None else 1
-        done = await asyncio.to_thread(self.store.finished_splits, name) if self.resume else {}
-        earlier = await asyncio.to_thread(self.store.batch_names, name) if done else []
+        earlier = await asyncio.to_thread(self.store.finished_batches, name) if self.resume else {}
+        done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
         pending = (i for i in range(count) if i not in done)
         log = SplitLog(self.store, name, fail=self._fail)
 
@@ -189,7 +190,7 @@ class _Run:
                 self.store.write_record,
                 name,
                 count if grid is not None else 1,
-                batches=[*earlier, *batches],
+                batches={**{n: runs(batch.splits) for n, batch in earlier.items()}, **batches},
                 artifacts=artifacts,
             )
         )
@@ -242,7 +243,10 @@ class _Run:
             except Exception as error:
                 if running:
                     await asyncio.to_thread(hooks.finish, running, error)
-                if task.attempt + 1 >= configuration.retry.attempts:
+                if (
+                    isinstance(error, ExecutorContractError)
+                    or task.attempt + 1 >= configuration.retry.attempts
+                ):
                     add_note(error, f"raised by {task.describe()}")
                     raise
                 task.attempt += 1
@@ -269,7 +273,7 @@ class _Run:
                     f"{task.describe()} ran longer than the executor's timeout of {timeout} s and was stopped"
                 ) from None
         if not isinstance(outcome, SplitOutcome):
-            raise TypeError(
+            raise ExecutorContractError(
                 f"executor {self.executor!r} returned {outcome!r} for {task.describe()}; an executor's run() "
                 "must return the SplitOutcome that laminar.runtime.split.run_split returned"
             )

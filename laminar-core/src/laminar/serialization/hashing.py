@@ -83,6 +83,8 @@ class ChunkedHash:
 
 def hexdigest(data: Any) -> str:
     """The content address of ``data`` (bytes-like)."""
+    if memoryview(data).nbytes <= CHUNK:  # one chunk: no thread hand-off for the common small value
+        return hashlib.sha256(hashlib.sha256(data).digest()).hexdigest()
     chunked = ChunkedHash()
     chunked.update(data)
     return chunked.hexdigest()

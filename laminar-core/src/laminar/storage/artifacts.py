@@ -112,6 +112,10 @@ def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
     Inline artifacts are skipped: their bytes are written with their archive.
     """
     unique = list({item.artifact.hexdigest: item for item in staged if item.artifact.inline is None}.values())
+    if not unique:
+        for item in staged:
+            item.discard()
+        return
     keys = [layout.artifact(item.artifact.hexdigest) for item in unique]
     try:
         # Ask before writing when asking is cheap or the value is large; otherwise writing the same
@@ -147,9 +151,10 @@ def load(
     protocol = protocols.get(artifact.protocol, DEFAULT_PROTOCOL)
     key = layout.artifact(artifact.hexdigest)
     if artifact.inline is not None:
-        return _decode(artifact.inline, datastore, key, artifact, protocol, verify)
+        where = f"{artifact.hexdigest} (kept inline in a split record in {datastore.url})"
+        return _decode(artifact.inline, where, artifact, protocol, verify)
     if artifact.size <= IN_MEMORY_LIMIT:
-        return _decode(datastore.read_bytes(key), datastore, key, artifact, protocol, verify)
+        return _decode(datastore.read_bytes(key), f"{datastore.url}/{key}", artifact, protocol, verify)
     raw = DecodingReader(datastore.open_read(key), artifact.codec)
     stream = io.BufferedReader(raw, buffer_size=1 << 16)
     try:
@@ -157,26 +162,24 @@ def load(
         if verify and protocol.hexdigest(value) is None:
             while stream.read(1 << 16):  # account for any bytes the protocol did not read
                 pass
-            _check(datastore, key, raw.hash.hexdigest(), artifact)
+            _check(f"{datastore.url}/{key}", raw.hash.hexdigest(), artifact)
     finally:
         stream.close()
     return value
 
 
-def _decode(
-    data: bytes, datastore: Datastore, key: str, artifact: Artifact, protocol: Protocol[Any], verify: bool
-) -> Any:
+def _decode(data: bytes, where: str, artifact: Artifact, protocol: Protocol[Any], verify: bool) -> Any:
     """Most artifacts are small: bytes in hand, one hash, no stream wrappers."""
     if artifact.codec == "zlib":
         data = zlib.decompress(data)
     elif artifact.codec != "none":
-        raise ValueError(f"unknown codec {artifact.codec!r} for {datastore.url}/{key}")
+        raise ValueError(f"unknown codec {artifact.codec!r} for artifact {where}")
     value = protocol.read(io.BytesIO(data))
     if verify and protocol.hexdigest(value) is None:
-        _check(datastore, key, hashing.hexdigest(data), artifact)
+        _check(where, hashing.hexdigest(data), artifact)
     return value
 
 
-def _check(datastore: Datastore, key: str, actual: str, artifact: Artifact) -> None:
+def _check(where: str, actual: str, artifact: Artifact) -> None:
     if actual != artifact.hexdigest:
-        raise DatastoreError(f"artifact {datastore.url}/{key} is corrupt: its bytes hash to {actual}")
+        raise DatastoreError(f"artifact {where} is corrupt: its bytes hash to {actual}")

@@ -4,9 +4,38 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from laminar.errors import DatastoreError
+
+#: The storage layout these records belong to. Records of another layout are refused on read,
+#: with a message, rather than misread (layout 1 kept one file per split and archive).
+LAYOUT = 2
+
+#: Split indices as inclusive ``(first, last)`` runs, e.g. ``((0, 150), (152, 156))``.
+Runs = tuple[tuple[int, int], ...]
+
+
+def runs(indices: Iterable[int]) -> Runs:
+    """Sorted split indices folded into inclusive runs."""
+    found: list[tuple[int, int]] = []
+    for index in sorted(set(indices)):
+        if found and found[-1][1] == index - 1:
+            found[-1] = (found[-1][0], index)
+        else:
+            found.append((index, index))
+    return tuple(found)
+
+
+def _check_layout(payload: dict[str, Any], what: str) -> None:
+    found = payload.get("layout", 1)
+    if found != LAYOUT:
+        raise DatastoreError(
+            f"this {what} was written in Laminar storage layout {found}, and this Laminar reads layout "
+            f"{LAYOUT}; read it with the Laminar release that wrote it"
+        )
 
 
 @dataclass(frozen=True)
@@ -98,11 +127,13 @@ class SplitBatch:
 
     def dumps(self) -> bytes:
         payload = {str(index): record.to_json() for index, record in sorted(self.splits.items())}
-        return json.dumps({"splits": payload}, separators=(",", ":")).encode()
+        return json.dumps({"layout": LAYOUT, "splits": payload}, separators=(",", ":")).encode()
 
     @classmethod
     def loads(cls, data: bytes) -> SplitBatch:
-        payload = json.loads(data)["splits"]
+        document = json.loads(data)
+        _check_layout(document, "split batch")
+        payload = document["splits"]
         return cls({int(index): SplitRecord.from_json(record) for index, record in payload.items()})
 
 
@@ -110,36 +141,42 @@ class SplitBatch:
 class Record:
     """Written after a layer finishes: flow name, layer name, number of splits.
 
-    It also lists the split batches that hold the layer's splits and the artifact names they stored,
-    so reading a finished layer needs no listing.
+    It also maps each split batch holding the layer's splits to the runs of split indices in it, and
+    lists the artifact names they stored, so reading a finished layer needs no listing and finds any
+    split's batch directly.
     """
 
     flow: str
     layer: str
     splits: int
-    batches: tuple[str, ...] = ()
+    batches: Mapping[str, Runs] = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
 
     def dumps(self) -> bytes:
         return json.dumps(
             {
+                "layout": LAYOUT,
                 "flow": self.flow,
                 "layer": self.layer,
                 "splits": self.splits,
-                "batches": list(self.batches),
+                "batches": {
+                    name: [list(run) for run in found] for name, found in sorted(self.batches.items())
+                },
                 "artifacts": list(self.artifacts),
-            }
+            },
+            separators=(",", ":"),
         ).encode()
 
     @classmethod
     def loads(cls, data: bytes) -> Record:
         payload = json.loads(data)
+        _check_layout(payload, f"record of layer {payload.get('layer')}")
         return cls(
             payload["flow"],
             payload["layer"],
             int(payload["splits"]),
-            tuple(payload.get("batches", ())),
-            tuple(payload.get("artifacts", ())),
+            {name: tuple((int(a), int(b)) for a, b in found) for name, found in payload["batches"].items()},
+            tuple(payload["artifacts"]),
         )
 
 
@@ -154,10 +191,17 @@ class ExecutionMetadata:
 
     def dumps(self) -> bytes:
         return json.dumps(
-            {"flow": self.flow, "id": self.id, "created": self.created, "layers": list(self.layers)}
+            {
+                "layout": LAYOUT,
+                "flow": self.flow,
+                "id": self.id,
+                "created": self.created,
+                "layers": list(self.layers),
+            }
         ).encode()
 
     @classmethod
     def loads(cls, data: bytes) -> ExecutionMetadata:
         payload = json.loads(data)
+        _check_layout(payload, f"execution {payload.get('id')}")
         return cls(payload["flow"], payload["id"], float(payload["created"]), tuple(payload["layers"]))

@@ -21,30 +21,45 @@ from laminar.names import validate
 from laminar.serialization.protocols import Protocol
 from laminar.storage import artifacts, layout
 from laminar.storage.datastore import Datastore
-from laminar.storage.records import Archive, Artifact, ExecutionMetadata, Record, SplitBatch, SplitRecord
+from laminar.storage.records import (
+    Archive,
+    Artifact,
+    ExecutionMetadata,
+    Record,
+    Runs,
+    SplitBatch,
+    SplitRecord,
+)
 
-_CACHE_SIZE = 500_000
+_CACHE_WEIGHT = 200_000  # about this many split records (a batch weighs its number of splits)
 
 
 class _Cache:
-    """A bounded LRU of immutable metadata, one per datastore object."""
+    """A bounded LRU of immutable metadata, one per datastore object, bounded by total weight."""
 
     def __init__(self) -> None:
-        self.items: OrderedDict[str, Any] = OrderedDict()
+        self.items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self.weight = 0
         self.lock = threading.Lock()
 
     def get(self, key: str) -> Any:
         with self.lock:
-            value = self.items.get(key)
-            if value is not None:
-                self.items.move_to_end(key)
-            return value
+            found = self.items.get(key)
+            if found is None:
+                return None
+            self.items.move_to_end(key)
+            return found[0]
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, weight: int = 1) -> None:
         with self.lock:
-            self.items[key] = value
-            if len(self.items) > _CACHE_SIZE:
-                self.items.popitem(last=False)
+            previous = self.items.pop(key, None)
+            if previous is not None:
+                self.weight -= previous[1]
+            self.items[key] = (value, weight)
+            self.weight += weight
+            while self.weight > _CACHE_WEIGHT and len(self.items) > 1:
+                _, (_, dropped) = self.items.popitem(last=False)
+                self.weight -= dropped
 
 
 _caches: weakref.WeakKeyDictionary[Datastore, _Cache] = weakref.WeakKeyDictionary()
@@ -60,20 +75,30 @@ def _cache_for(datastore: Datastore) -> _Cache:
 
 
 class _Locator:
-    """Finds the batches that may hold split *i*: those whose index range covers it.
+    """Finds the batches that may hold split *i*: those with a run of indices covering it.
 
-    Batches are sorted by their lowest index; ``reach[k]`` is the highest index any of the first
-    ``k + 1`` batches reaches, so a lookup walks back only over batches that overlap *i*.
+    A finished layer's record gives each batch's exact runs, which never overlap, so a lookup is
+    one bisection. A running layer has only batch names (lowest and highest index), whose ranges
+    may overlap when splits finish out of order: ``reach[k]`` is the highest index any of the first
+    ``k + 1`` runs reaches, so a lookup walks back only over runs that may cover *i*.
     """
 
-    def __init__(self, names: Iterable[str]) -> None:
-        ranges = sorted(
-            (bounds, name) for name in names if (bounds := layout.parse_split_batch(name)) is not None
-        )
-        self.firsts = [first for (first, _), _ in ranges]
-        self.lasts = [last for (_, last), _ in ranges]
-        self.names = [name for _, name in ranges]
+    def __init__(self, spans: Iterable[tuple[int, int, str]]) -> None:
+        ordered = sorted(spans)
+        self.firsts = [first for first, _, _ in ordered]
+        self.lasts = [last for _, last, _ in ordered]
+        self.names = [name for _, _, name in ordered]
         self.reach = list(itertools.accumulate(self.lasts, max))
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> _Locator:
+        return cls(
+            (bounds[0], bounds[1], name) for name in names if (bounds := layout.parse_split_batch(name))
+        )
+
+    @classmethod
+    def from_record(cls, record: Record) -> _Locator:
+        return cls((first, last, name) for name, found in record.batches.items() for first, last in found)
 
     def candidates(self, index: int) -> list[str]:
         found = []
@@ -154,7 +179,7 @@ class ExecutionStore:
         batch = SplitBatch(dict(records))
         key = layout.split_batch(self.flow, self.execution, layer, name)
         self.datastore.write_bytes(key, batch.dumps())
-        self._cache.put(key, batch)
+        self._cache.put(key, batch, weight=len(records))
         return name
 
     def write_split(
@@ -172,9 +197,10 @@ class ExecutionStore:
         return self.write_splits(layer, {index: record}), record
 
     def write_record(
-        self, layer: str, splits: int, *, batches: Iterable[str] = (), artifacts: Iterable[str] = ()
+        self, layer: str, splits: int, *, batches: Mapping[str, Runs], artifacts: Iterable[str] = ()
     ) -> None:
-        record = Record(self.flow, layer, splits, tuple(sorted(set(batches))), tuple(sorted(set(artifacts))))
+        """Mark ``layer`` finished: ``batches`` maps each batch name to the runs of split indices in it."""
+        record = Record(self.flow, layer, splits, dict(batches), tuple(sorted(set(artifacts))))
         key = layout.record(self.flow, self.execution, layer)
         self.datastore.write_bytes(key, record.dumps())
         self._cache.put(key, record)
@@ -205,12 +231,12 @@ class ExecutionStore:
     def _locator(self, layer: str) -> _Locator:
         record = self.record(layer)
         if record is None:  # still running: batches may appear, so look again each time
-            return _Locator(self.batch_names(layer))
+            return _Locator.from_names(self.batch_names(layer))
         key = layout.record(self.flow, self.execution, layer) + "#locator"
         locator: _Locator | None = self._cache.get(key)
         if locator is None:
-            locator = _Locator(record.batches)
-            self._cache.put(key, locator)
+            locator = _Locator.from_record(record)
+            self._cache.put(key, locator, weight=1 + len(locator.names) // 64)
         return locator
 
     def _batches(self, layer: str, names: Iterable[str]) -> list[SplitBatch]:
@@ -222,7 +248,7 @@ class ExecutionStore:
 
             def read(key: str) -> SplitBatch:
                 batch = SplitBatch.loads(self.datastore.read_bytes(key))
-                self._cache.put(key, batch)
+                self._cache.put(key, batch, weight=len(batch.splits))
                 return batch
 
             fetched = dict(zip(unread, self.datastore.map_parallel(read, unread), strict=True))
@@ -276,10 +302,15 @@ class ExecutionStore:
                 names.update(split.archives)
         return sorted(names)
 
+    def finished_batches(self, layer: str) -> dict[str, SplitBatch]:
+        """The layer's split batches by name, from its record or one listing."""
+        names = self.batch_names(layer)
+        return dict(zip(names, self._batches(layer, names), strict=True))
+
     def finished_splits(self, layer: str) -> dict[int, SplitRecord]:
-        """The layer's finished splits and their records, from one listing and its batches."""
+        """The layer's finished splits and their records."""
         found: dict[int, SplitRecord] = {}
-        for batch in self._batches(layer, self.batch_names(layer)):
+        for batch in self.finished_batches(layer).values():
             found.update(batch.splits)
         return found
 
