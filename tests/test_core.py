@@ -373,6 +373,19 @@ def test_small_values_are_kept_inside_their_archive(tmp_path: Path) -> None:
     assert flow.execution(execution.id).layer(Store).first == [1, 2, 3]
 
 
+@pytest.mark.parametrize(
+    "value", [0, -1, 2**70, 10**300, 3.5, float("inf"), True, None, 1j, "", "abc", "é" * 100, b"x" * 256]
+)
+def test_numbers_and_short_strings_take_a_shortcut_to_the_same_artifact(
+    tmp_path: Path, value: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    datastore = datastores.Local(tmp_path)
+    quick = artifacts.stage(value, datastore=datastore, protocol=artifacts.DEFAULT_PROTOCOL)
+    monkeypatch.setattr(artifacts, "_stage_scalar", lambda value, protocol: None)
+    streamed = artifacts.stage(value, datastore=datastore, protocol=artifacts.DEFAULT_PROTOCOL)
+    assert quick.artifact == streamed.artifact and quick.artifact.inline is not None
+
+
 def test_a_corrupt_inline_value_is_detected_on_read(tmp_path: Path) -> None:
     flow = Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
     execution = flow(value="tiny")

@@ -14,8 +14,8 @@ from laminar.serialization.hashing import ChunkedHash
 
 SAMPLE = 256 * 1024  # bytes looked at before choosing a codec
 READ_STEP = 16 * 1024 * 1024  # large reads are split so hashing overlaps reading
-WORTH_IT = 0.85
-SMALL = 1024  # values smaller than this are stored uncompressed  # compress only if the sample shrinks to this fraction or less
+WORTH_IT = 0.85  # compress only if the sample shrinks to this fraction or less
+SMALL = 1024  # values smaller than this are stored uncompressed
 CODECS = ("none", "zlib")
 
 

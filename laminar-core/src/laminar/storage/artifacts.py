@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 from laminar.errors import DatastoreError
 from laminar.serialization import hashing
-from laminar.serialization.codecs import DecodingReader, EncodingWriter
+from laminar.serialization.codecs import SMALL, DecodingReader, EncodingWriter
 from laminar.serialization.protocols import Pickle, Protocol
 from laminar.storage import layout
 from laminar.storage.datastore import Datastore
@@ -83,8 +83,29 @@ def protocol_for(datastore: Datastore, value: Any, defaults: dict[type, Protocol
     return datastore.protocols.get(kind) or defaults.get(kind) or DEFAULT_PROTOCOL
 
 
+#: Types whose pickle is a few bytes, staged without the streaming machinery (see ``_stage_scalar``).
+_SCALARS = frozenset({int, float, bool, complex, type(None)})
+_SHORT = frozenset({str, bytes})
+
+
+def _stage_scalar(value: Any, protocol: Protocol[Any]) -> StagedArtifact | None:
+    """A number or short string, pickled in one call: the same bytes, hash and codec as ``stage``
+    would give (values under ``codecs.SMALL`` bytes are never compressed), a fraction of the cost."""
+    kind = type(value)
+    if type(protocol) is not Pickle or not (kind in _SCALARS or (kind in _SHORT and len(value) <= 256)):
+        return None
+    data = protocol.dumps(value)
+    if len(data) >= min(SMALL, INLINE_LIMIT + 1):
+        return None
+    artifact = Artifact(hashing.hexdigest(data), "none", protocol.name, len(data), inline=data)
+    return StagedArtifact(artifact, data=data)
+
+
 def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> StagedArtifact:
     """Serialize ``value`` into a staging buffer, hashing as it goes. Raises whatever serializing raises."""
+    scalar = _stage_scalar(value, protocol)
+    if scalar is not None:
+        return scalar
     buffer = _SpillBuffer(datastore.staging_directory())
     writer = EncodingWriter(buffer, compress=protocol.compress)  # type: ignore[arg-type]
     try:
@@ -151,10 +172,9 @@ def load(
     protocol = protocols.get(artifact.protocol, DEFAULT_PROTOCOL)
     key = layout.artifact(artifact.hexdigest)
     if artifact.inline is not None:
-        where = f"{artifact.hexdigest} (kept inline in a split record in {datastore.url})"
-        return _decode(artifact.inline, where, artifact, protocol, verify)
+        return _decode(artifact.inline, datastore, None, artifact, protocol, verify)
     if artifact.size <= IN_MEMORY_LIMIT:
-        return _decode(datastore.read_bytes(key), f"{datastore.url}/{key}", artifact, protocol, verify)
+        return _decode(datastore.read_bytes(key), datastore, key, artifact, protocol, verify)
     raw = DecodingReader(datastore.open_read(key), artifact.codec)
     stream = io.BufferedReader(raw, buffer_size=1 << 16)
     try:
@@ -162,24 +182,39 @@ def load(
         if verify and protocol.hexdigest(value) is None:
             while stream.read(1 << 16):  # account for any bytes the protocol did not read
                 pass
-            _check(f"{datastore.url}/{key}", raw.hash.hexdigest(), artifact)
+            _check(datastore, key, raw.hash.hexdigest(), artifact)
     finally:
         stream.close()
     return value
 
 
-def _decode(data: bytes, where: str, artifact: Artifact, protocol: Protocol[Any], verify: bool) -> Any:
-    """Most artifacts are small: bytes in hand, one hash, no stream wrappers."""
+def _decode(
+    data: bytes,
+    datastore: Datastore,
+    key: str | None,
+    artifact: Artifact,
+    protocol: Protocol[Any],
+    verify: bool,
+) -> Any:
+    """Most artifacts are small: bytes in hand, one hash, no stream wrappers. ``key`` None: inline."""
     if artifact.codec == "zlib":
         data = zlib.decompress(data)
     elif artifact.codec != "none":
-        raise ValueError(f"unknown codec {artifact.codec!r} for artifact {where}")
+        raise ValueError(f"unknown codec {artifact.codec!r} for artifact {_where(datastore, key, artifact)}")
     value = protocol.read(io.BytesIO(data))
     if verify and protocol.hexdigest(value) is None:
-        _check(where, hashing.hexdigest(data), artifact)
+        _check(datastore, key, hashing.hexdigest(data), artifact)
     return value
 
 
-def _check(where: str, actual: str, artifact: Artifact) -> None:
+def _where(datastore: Datastore, key: str | None, artifact: Artifact) -> str:
+    if key is None:
+        return f"{artifact.hexdigest} (kept inline in a split record in {datastore.url})"
+    return f"{datastore.url}/{key}"
+
+
+def _check(datastore: Datastore, key: str | None, actual: str, artifact: Artifact) -> None:
     if actual != artifact.hexdigest:
-        raise DatastoreError(f"artifact {where} is corrupt: its bytes hash to {actual}")
+        raise DatastoreError(
+            f"artifact {_where(datastore, key, artifact)} is corrupt: its bytes hash to {actual}"
+        )
