@@ -23,20 +23,22 @@ from __future__ import annotations
 import io
 import os
 import re
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from laminar.errors import ConfigurationError, DatastoreError
-from laminar.storage.datastore import Datastore
-from laminar.storage.retries import caused_by, with_retries
+from laminar.storage.objectstore import BucketURL, ObjectStore
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContainerClient, StorageStreamDownloader
 
-T = TypeVar("T")
-
-_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9\-]{1,61}[a-z0-9]$")
+_URL = BucketURL(
+    schemes=("az", "azure", "abfs", "abfss"),
+    service="Azure",
+    title="an Azure Blob Storage",
+    pattern=re.compile(r"^[a-z0-9](?!.*--)[a-z0-9\-]{1,61}[a-z0-9]$"),
+    rule="use 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit",
+    bucket="container",
+)
 _TRANSIENT_NAMES = {
     # azure.core.exceptions: the request never got an answer, or the answer was cut short
     "ServiceRequestError",
@@ -63,14 +65,6 @@ class CredentialsRejected(DatastoreError):
     """The account refused the credentials (wrong key, expired SAS, no role)."""
 
 
-def _transient(error: BaseException) -> bool:
-    if isinstance(error, (DatastoreError, ConfigurationError)):
-        return False
-    if getattr(error, "status_code", None) in _TRANSIENT_STATUS:
-        return True
-    return caused_by(error, _TRANSIENT_NAMES)
-
-
 def _code(error: BaseException) -> str | None:
     code = getattr(error, "error_code", None)
     if code is None:
@@ -92,12 +86,7 @@ def parse_url(url: str) -> tuple[str, str, str | None]:
     (``abfs://runs@myaccount.dfs.core.windows.net/p``, as adlfs and Spark write it); either becomes
     ``https://myaccount.blob.core.windows.net``.
     """
-    rest = url
-    if "://" in url:
-        scheme, _, rest = url.partition("://")
-        if scheme not in ("az", "azure", "abfs", "abfss"):
-            raise ConfigurationError(f"not an Azure Blob Storage URL: {url!r}; write az://container/prefix")
-    container, _, prefix = rest.partition("/")
+    container, prefix = _URL.split(url)
     account_url: str | None = None
     if "@" in container:
         container, _, host = container.partition("@")
@@ -109,21 +98,7 @@ def parse_url(url: str) -> tuple[str, str, str | None]:
             )
         suffix = domain.split(".", 1)[1] if domain else "core.windows.net"
         account_url = f"https://{account}.blob.{suffix}"
-    if not container:
-        raise ConfigurationError(f"the Azure URL {url!r} names no container; write az://container/prefix")
-    if not _CONTAINER.match(container):
-        raise ConfigurationError(
-            f"{container!r} in {url!r} is not a valid Azure container name: use 3-63 lowercase letters, "
-            "digits and single hyphens, starting and ending with a letter or digit"
-        )
-    if "?" in prefix or "#" in prefix:
-        raise ConfigurationError(
-            f"the Azure URL {url!r} has a query or fragment; write az://container/prefix"
-        )
-    prefix = prefix.strip("/")
-    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
-        raise ConfigurationError(f"the prefix of {url!r} has an empty, '.' or '..' part")
-    return container, prefix, account_url
+    return container, _URL.check(url, container, prefix), account_url
 
 
 class _DownloadStream(io.RawIOBase):
@@ -143,7 +118,7 @@ class _DownloadStream(io.RawIOBase):
         return len(data)
 
 
-class Azure(Datastore):
+class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
     """Stores keys as block blobs below ``az://container/prefix``.
 
     Options: ``connection_string``, ``account_url``, ``credential`` (see the module docs);
@@ -152,7 +127,7 @@ class Azure(Datastore):
     """
 
     schemes = ("az", "abfs", "abfss")
-    max_workers = 32
+    transient_names = frozenset(_TRANSIENT_NAMES)
 
     def __init__(
         self,
@@ -167,8 +142,15 @@ class Azure(Datastore):
         max_concurrency: int = 4,
         max_workers: int | None = None,
     ) -> None:
-        super().__init__()
-        self.container, self.prefix, url_account = parse_url(url)
+        container, prefix, url_account = parse_url(url)
+        super().__init__(
+            container,
+            prefix,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            attempts=attempts,
+            max_workers=max_workers,
+        )
         #: The account named in the URL (az://container@account/...), kept so ``url`` round-trips.
         self.url_account = url_account
         if account_url is None and connection_string is None and url_account is not None:
@@ -199,20 +181,15 @@ class Azure(Datastore):
         self.connection_string = connection_string
         self.account_url = account_url.rstrip("/") if account_url else None
         self.credential = credential
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.attempts = max(1, attempts)
         self.max_concurrency = max(1, max_concurrency)
-        if max_workers is not None:
-            self.max_workers = max_workers
-        self._service: BlobServiceClient | None = None
-        self._container: ContainerClient | None = None
-        self._checked = False
-        self._client_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> Azure:
         return cls(url)
+
+    @property
+    def container(self) -> str:
+        return self.bucket_name
 
     @property
     def url(self) -> str:
@@ -235,18 +212,8 @@ class Azure(Datastore):
         return f"{protocol}://{account}.blob.{suffix}"
 
     # ---- the client ----------------------------------------------------------------------------
-    def _container_client(self) -> ContainerClient:
-        container = self._container
-        if container is not None and self._checked:
-            return container
-        with self._client_lock:
-            if self._container is None:
-                self._service = self._connect()
-                self._container = self._service.get_container_client(self.container)
-            if not self._checked:
-                self._check_container(self._container)
-                self._checked = True
-            return self._container
+    def _endpoint(self) -> str | None:
+        return self.endpoint
 
     def _connect(self) -> BlobServiceClient:
         try:
@@ -283,91 +250,62 @@ class Azure(Datastore):
         except (ValueError, TypeError) as error:
             raise ConfigurationError(f"cannot set up the Azure client for {self.url}: {error}") from error
 
-    def _check_container(self, container: ContainerClient) -> None:
-        def check() -> None:
-            try:
-                container.get_container_properties()
-            except Exception as error:
-                if _not_found(error):
-                    raise self._container_not_found() from error
-                self._permanent(error)
-                raise
+    def _open_bucket(self, service: BlobServiceClient) -> ContainerClient:
+        return service.get_container_client(self.container)
 
+    def _disconnect(self, service: BlobServiceClient) -> None:
+        service.close()
+
+    def _check_bucket(self, container: ContainerClient) -> None:
         try:
-            with_retries(
-                check,
-                transient=_transient,
-                describe=f"open {self.url} at {self.endpoint}",
-                attempts=self.attempts,
-            )
-        except DatastoreError as error:
-            if isinstance(error.__cause__, (ContainerNotFound, CredentialsRejected, ConfigurationError)):
-                raise error.__cause__ from None
+            container.get_container_properties()
+        except Exception as error:
+            if _not_found(error):
+                raise self._bucket_not_found() from error
+            rejected = self._rejected(error)
+            if rejected is not None:
+                raise rejected from error
             raise
 
-    def _permanent(self, error: BaseException) -> None:
-        """Turn a refusal of the credentials into :class:`CredentialsRejected`; else return."""
+    def _transient(self, error: BaseException) -> bool:
+        return getattr(error, "status_code", None) in _TRANSIENT_STATUS or super()._transient(error)
+
+    def _classify(self, error: Exception) -> DatastoreError | None:
+        if _code(error) == "ContainerNotFound":
+            return self._bucket_not_found()
+        return self._rejected(error)
+
+    def _rejected(self, error: BaseException) -> CredentialsRejected | None:
+        """A refusal of the credentials as :class:`CredentialsRejected`; else ``None``."""
         status = getattr(error, "status_code", None)
         code = _code(error)
         if code == "AuthenticationFailed" or (status == 403 and code in (None, "AuthorizationFailure")):
-            raise CredentialsRejected(
+            return CredentialsRejected(
                 f"the Azure account at {self.endpoint} rejected the credentials for {self.url} "
                 f"({code or status}); check the account key, SAS token or connection string "
                 "(AZURE_STORAGE_CONNECTION_STRING), or the role assignment of the signed-in identity"
-            ) from error
+            )
         if type(error).__name__ == "ClientAuthenticationError" and status is None:
-            raise CredentialsRejected(
+            return CredentialsRejected(
                 f"could not sign in to the Azure account at {self.endpoint} for {self.url}: {error}"
-            ) from error
+            )
+        return None
 
-    def _container_not_found(self) -> ContainerNotFound:
+    def _bucket_not_found(self) -> ContainerNotFound:
         return ContainerNotFound(
             f"Azure container {self.container!r} does not exist at {self.endpoint} (datastore {self.url}); "
             f"create it first (az storage container create --name {self.container}) or fix the URL"
         )
 
-    # ---- helpers -------------------------------------------------------------------------------
-    def _name(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _call(self, verb: str, key: str, operation: Callable[[ContainerClient], T]) -> T:
-        container = self._container_client()
-
-        def attempt() -> T:
-            try:
-                return operation(container)
-            except FileNotFoundError:
-                raise
-            except Exception as error:
-                if _code(error) == "ContainerNotFound":
-                    raise self._container_not_found() from error
-                self._permanent(error)
-                raise
-
-        try:
-            return with_retries(
-                attempt,
-                transient=_transient,
-                describe=f"{verb} az://{self.container}/{self._name(key)} at {self.endpoint}",
-                attempts=self.attempts,
-            )
-        except DatastoreError as error:
-            if isinstance(error.__cause__, (ContainerNotFound, CredentialsRejected)):
-                raise error.__cause__ from None
-            raise
-
-    def _missing(self, key: str) -> FileNotFoundError:
-        return FileNotFoundError(f"no key {key!r} in {self.url}")
-
+    # ---- primitives ----------------------------------------------------------------------------
     def _download(self, container: ContainerClient, key: str) -> StorageStreamDownloader[bytes]:
         try:
-            return container.download_blob(self._name(key), max_concurrency=self.max_concurrency)
+            return container.download_blob(self._object(key), max_concurrency=self.max_concurrency)
         except Exception as error:
             if _not_found(error) and _code(error) != "ContainerNotFound":
                 raise self._missing(key) from error
             raise
 
-    # ---- primitives ----------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
         return self._call("read", key, lambda container: self._download(container, key).readall())
 
@@ -383,7 +321,7 @@ class Azure(Datastore):
             "write",
             key,
             lambda container: container.upload_blob(
-                self._name(key), bytes(data), overwrite=True, max_concurrency=self.max_concurrency
+                self._object(key), bytes(data), overwrite=True, max_concurrency=self.max_concurrency
             ),
         )
 
@@ -393,58 +331,28 @@ class Azure(Datastore):
             size = os.path.getsize(path)
             with open(path, "rb") as file:
                 container.upload_blob(
-                    self._name(key), file, length=size, overwrite=True, max_concurrency=self.max_concurrency
+                    self._object(key), file, length=size, overwrite=True, max_concurrency=self.max_concurrency
                 )
 
         self._call("write", key, upload)
 
     def exists(self, key: str) -> bool:
         return self._call(
-            "check", key, lambda container: bool(container.get_blob_client(self._name(key)).exists())
+            "check", key, lambda container: bool(container.get_blob_client(self._object(key)).exists())
         )
 
-    def list_prefix(self, prefix: str) -> list[str]:
-        full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
-
-        def listing(container: ContainerClient) -> list[str]:
-            names = {
-                item.name[len(full) :].rstrip("/")
-                for item in container.walk_blobs(name_starts_with=full, delimiter="/")
-            }
-            names.discard("")
-            return sorted(names)
-
-        return self._call("list", prefix, listing)
+    def _list(self, container: ContainerClient, path: str) -> list[str]:
+        return [item.name for item in container.walk_blobs(name_starts_with=path, delimiter="/")]
 
     def delete(self, key: str) -> None:
         def delete(container: ContainerClient) -> None:
             try:
-                container.delete_blob(self._name(key))
+                container.delete_blob(self._object(key))
             except Exception as error:
                 if not _not_found(error) or _code(error) == "ContainerNotFound":
                     raise
 
         self._call("delete", key, delete)
-
-    def close(self) -> None:
-        with self._client_lock:
-            service, self._service, self._container, self._checked = self._service, None, None, False
-        if service is not None:
-            service.close()
-        super().close()
-
-    # ---- pickling ------------------------------------------------------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_service"] = None
-        state["_container"] = None
-        state["_checked"] = False
-        state.pop("_client_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Azure(url={self.url!r})"  # never the connection string: it holds the key

@@ -15,21 +15,23 @@ from __future__ import annotations
 import io
 import os
 import re
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from laminar.errors import ConfigurationError, DatastoreError
-from laminar.storage.datastore import Datastore
-from laminar.storage.retries import caused_by, with_retries
+from laminar.storage.objectstore import BucketURL, ObjectStore
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
     from google.cloud.storage import Bucket, Client  # type: ignore[import-untyped, unused-ignore]
 
-T = TypeVar("T")
-
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._\-]{1,61}[a-z0-9]$")
+_URL = BucketURL(
+    schemes=("gs", "gcs"),
+    service="GCS",
+    title="a Google Cloud Storage",
+    pattern=re.compile(r"^[a-z0-9][a-z0-9._\-]{1,61}[a-z0-9]$"),
+    rule="use 3-63 lowercase letters, digits, dots, hyphens and underscores, starting and ending with a "
+    "letter or digit",
+)
 
 _TRANSIENT_NAMES = {
     # google.api_core.exceptions
@@ -58,40 +60,16 @@ class BucketNotFound(DatastoreError):
     """The bucket named in the URL does not exist (or these credentials cannot see it)."""
 
 
-def _transient(error: BaseException) -> bool:
-    if isinstance(error, (DatastoreError, ConfigurationError)):
-        return False
-    return caused_by(error, _TRANSIENT_NAMES)
-
-
 def _not_found(error: BaseException) -> bool:
     return type(error).__name__ == "NotFound" or getattr(error, "code", None) == 404
 
 
 def parse_url(url: str) -> tuple[str, str]:
     """Split ``gs://bucket/some/prefix`` (or ``bucket/some/prefix``) into bucket and prefix."""
-    rest = url
-    if "://" in url:
-        scheme, _, rest = url.partition("://")
-        if scheme not in ("gs", "gcs"):
-            raise ConfigurationError(f"not a Google Cloud Storage URL: {url!r}; write gs://bucket/prefix")
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise ConfigurationError(f"the GCS URL {url!r} names no bucket; write gs://bucket/prefix")
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise ConfigurationError(
-            f"{bucket!r} in {url!r} is not a valid GCS bucket name: use 3-63 lowercase letters, digits, "
-            "dots, hyphens and underscores, starting and ending with a letter or digit"
-        )
-    if "?" in prefix or "#" in prefix:
-        raise ConfigurationError(f"the GCS URL {url!r} has a query or fragment; write gs://bucket/prefix")
-    prefix = prefix.strip("/")
-    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
-        raise ConfigurationError(f"the prefix of {url!r} has an empty, '.' or '..' part")
-    return bucket, prefix
+    return _URL.parse(url)
 
 
-class GCS(Datastore):
+class GCS(ObjectStore["Client", "Bucket"]):
     """Stores keys as objects below ``gs://bucket/prefix``.
 
     ``GCS("gs://bucket/prefix")`` or ``GCS("bucket/prefix")``; options:
@@ -106,7 +84,7 @@ class GCS(Datastore):
     """
 
     schemes = ("gs", "gcs")
-    max_workers = 32
+    transient_names = frozenset(_TRANSIENT_NAMES)
 
     def __init__(
         self,
@@ -121,8 +99,13 @@ class GCS(Datastore):
         chunk_size: int | None = None,
         max_workers: int | None = None,
     ) -> None:
-        super().__init__()
-        self.bucket_name, self.prefix = parse_url(url)
+        super().__init__(
+            *parse_url(url),
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            attempts=attempts,
+            max_workers=max_workers,
+        )
         self.project = project
         if isinstance(credentials, (str, os.PathLike)):
             credentials = os.fspath(credentials)
@@ -134,45 +117,19 @@ class GCS(Datastore):
         self.credentials = credentials
         self.endpoint = endpoint or os.environ.get("STORAGE_EMULATOR_HOST") or None
         self._explicit_endpoint = endpoint is not None
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.attempts = max(1, attempts)
         self.chunk_size = chunk_size
-        if max_workers is not None:
-            self.max_workers = max_workers
-        self._client: Client | None = None
-        self._bucket: Bucket | None = None
-        self._checked = False
-        self._client_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> GCS:
         return cls(url)
 
     @property
-    def url(self) -> str:
-        return f"gs://{self.bucket_name}/{self.prefix}" if self.prefix else f"gs://{self.bucket_name}"
-
-    @property
     def _timeout(self) -> tuple[float, float]:
         return (self.connect_timeout, self.read_timeout)
 
     # ---- the client ----------------------------------------------------------------------------
-    def _where(self) -> str:
-        return f" at {self.endpoint}" if self.endpoint else ""
-
-    def _get_bucket(self) -> Bucket:
-        bucket = self._bucket
-        if bucket is not None and self._checked:
-            return bucket
-        with self._client_lock:
-            if self._bucket is None:
-                self._client = self._connect()
-                self._bucket = self._client.bucket(self.bucket_name)
-            if not self._checked:
-                self._check_bucket(self._bucket)
-                self._checked = True
-            return self._bucket
+    def _endpoint(self) -> str | None:
+        return self.endpoint
 
     def _connect(self) -> Client:
         try:
@@ -221,28 +178,21 @@ class GCS(Datastore):
         client._http.mount("http://", adapter)
         return client
 
-    def _check_bucket(self, bucket: Bucket) -> None:
-        def check() -> None:
-            try:
-                found = bucket.exists(retry=None, timeout=self._timeout)
-            except Exception as error:
-                if type(error).__name__ in ("Forbidden", "Unauthorized"):
-                    return  # may lack storage.buckets.get yet reach objects; let each call decide
-                raise
-            if not found:
-                raise self._bucket_not_found()
+    def _open_bucket(self, client: Client) -> Bucket:
+        return client.bucket(self.bucket_name)
 
+    def _disconnect(self, client: Client) -> None:
+        client.close()
+
+    def _check_bucket(self, bucket: Bucket) -> None:
         try:
-            with_retries(
-                check,
-                transient=_transient,
-                describe=f"open {self.url}{self._where()}",
-                attempts=self.attempts,
-            )
-        except DatastoreError as error:
-            if isinstance(error.__cause__, (BucketNotFound, ConfigurationError)):
-                raise error.__cause__ from None
+            found = bucket.exists(retry=None, timeout=self._timeout)
+        except Exception as error:
+            if type(error).__name__ in ("Forbidden", "Unauthorized"):
+                return  # may lack storage.buckets.get yet reach objects; let each call decide
             raise
+        if not found:
+            raise self._bucket_not_found()
 
     def _bucket_not_found(self) -> BucketNotFound:
         return BucketNotFound(
@@ -250,37 +200,16 @@ class GCS(Datastore):
             f"create it first (gcloud storage buckets create gs://{self.bucket_name}) or fix the URL"
         )
 
-    # ---- helpers -------------------------------------------------------------------------------
-    def _name(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _call(self, verb: str, key: str, operation: Callable[[Bucket], T]) -> T:
-        bucket = self._get_bucket()
-        try:
-            return with_retries(
-                lambda: operation(bucket),
-                transient=_transient,
-                describe=f"{verb} gs://{self.bucket_name}/{self._name(key)}{self._where()}",
-                attempts=self.attempts,
-            )
-        except DatastoreError as error:
-            if isinstance(error.__cause__, BucketNotFound):
-                raise error.__cause__ from None
-            raise
-
-    def _missing(self, key: str, error: BaseException) -> FileNotFoundError:
-        return FileNotFoundError(f"no key {key!r} in {self.url}")
-
     # ---- primitives ----------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
         def read(bucket: Bucket) -> bytes:
             try:
                 return cast(
-                    bytes, bucket.blob(self._name(key)).download_as_bytes(retry=None, timeout=self._timeout)
+                    bytes, bucket.blob(self._object(key)).download_as_bytes(retry=None, timeout=self._timeout)
                 )
             except Exception as error:
                 if _not_found(error):
-                    raise self._missing(key, error) from error
+                    raise self._missing(key) from error
                 raise
 
         return self._call("read", key, read)
@@ -290,12 +219,12 @@ class GCS(Datastore):
             # One streamed GET of the media, whatever the size (the SDK's BlobReader sends one
             # ranged request per chunk, and ``download_as_bytes`` holds the whole value).
             assert self._client is not None
-            blob = bucket.blob(self._name(key))
+            blob = bucket.blob(self._object(key))
             url = blob._get_download_url(self._client)
             response = self._client._http.get(url, stream=True, timeout=self._timeout)
             if response.status_code == 404:
                 response.close()
-                raise self._missing(key, DatastoreError(response.reason))
+                raise self._missing(key)
             if response.status_code >= 400:
                 try:
                     from google.cloud.exceptions import from_http_response
@@ -310,7 +239,7 @@ class GCS(Datastore):
 
     def write_bytes(self, key: str, data: bytes) -> None:
         def write(bucket: Bucket) -> None:
-            blob = bucket.blob(self._name(key), chunk_size=self.chunk_size)
+            blob = bucket.blob(self._object(key), chunk_size=self.chunk_size)
             blob.upload_from_string(
                 bytes(data), content_type="application/octet-stream", retry=None, timeout=self._timeout
             )
@@ -320,7 +249,7 @@ class GCS(Datastore):
     def write_file(self, key: str, path: str) -> None:
         def write(bucket: Bucket) -> None:
             # Resumable upload read from the file chunk by chunk: never the whole value in memory.
-            blob = bucket.blob(self._name(key), chunk_size=self.chunk_size)
+            blob = bucket.blob(self._object(key), chunk_size=self.chunk_size)
             blob.upload_from_filename(
                 path, content_type="application/octet-stream", retry=None, timeout=self._timeout
             )
@@ -331,58 +260,31 @@ class GCS(Datastore):
         return self._call(
             "check",
             key,
-            lambda bucket: bool(bucket.blob(self._name(key)).exists(retry=None, timeout=self._timeout)),
+            lambda bucket: bool(bucket.blob(self._object(key)).exists(retry=None, timeout=self._timeout)),
         )
 
-    def list_prefix(self, prefix: str) -> list[str]:
-        full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
-
-        def listing(bucket: Bucket) -> list[str]:
-            assert self._client is not None
-            try:
-                iterator = self._client.list_blobs(
-                    bucket, prefix=full, delimiter="/", retry=None, timeout=self._timeout
-                )
-                names = {blob.name[len(full) :] for blob in iterator}
-            except Exception as error:
-                if _not_found(error):
-                    raise self._bucket_not_found() from error
-                raise
-            names.update(item[len(full) :].rstrip("/") for item in iterator.prefixes)
-            names.discard("")
-            return sorted(names)
-
-        return self._call("list", prefix, listing)
+    def _list(self, bucket: Bucket, path: str) -> list[str]:
+        assert self._client is not None
+        try:
+            iterator = self._client.list_blobs(
+                bucket, prefix=path, delimiter="/", retry=None, timeout=self._timeout
+            )
+            names = [blob.name for blob in iterator]
+        except Exception as error:
+            if _not_found(error):
+                raise self._bucket_not_found() from error
+            raise
+        return names + list(iterator.prefixes)
 
     def delete(self, key: str) -> None:
         def delete(bucket: Bucket) -> None:
             try:
-                bucket.blob(self._name(key)).delete(retry=None, timeout=self._timeout)
+                bucket.blob(self._object(key)).delete(retry=None, timeout=self._timeout)
             except Exception as error:
                 if not _not_found(error):
                     raise
 
         self._call("delete", key, delete)
-
-    def close(self) -> None:
-        with self._client_lock:
-            client, self._client, self._bucket, self._checked = self._client, None, None, False
-        if client is not None:
-            client.close()
-        super().close()
-
-    # ---- pickling ------------------------------------------------------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_client"] = None
-        state["_bucket"] = None
-        state["_checked"] = False
-        state.pop("_client_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._client_lock = threading.Lock()
 
 
 class _Response(io.RawIOBase):

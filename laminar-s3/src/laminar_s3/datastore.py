@@ -14,20 +14,15 @@ from __future__ import annotations
 import io
 import os
 import re
-import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from laminar.errors import ConfigurationError, DatastoreError
-from laminar.storage.datastore import Datastore
-from laminar.storage.retries import caused_by, causes, with_retries
+from laminar.errors import DatastoreError
+from laminar.storage.objectstore import BucketURL, ObjectStore
+from laminar.storage.retries import causes
 
 if TYPE_CHECKING:
     from s3fs import S3FileSystem
-
-T = TypeVar("T")
-
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 #: Exception class names (botocore, aiohttp, urllib3) that mean "try again".
 _TRANSIENT_NAMES = {
@@ -47,6 +42,15 @@ _TRANSIENT_NAMES = {
     "ConnectionResetError",
     "ConnectionRefusedError",
 }
+
+_URL = BucketURL(
+    schemes=("s3",),
+    service="S3",
+    title="an S3",
+    pattern=re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"),
+    rule="use 3-63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit",
+)
+
 #: S3 error codes worth retrying.
 _TRANSIENT_CODES = {
     "SlowDown",
@@ -98,36 +102,12 @@ def _error_code(error: BaseException) -> str | None:
     return None
 
 
-def _transient(error: BaseException) -> bool:
-    if isinstance(error, DatastoreError):
-        return False
-    return caused_by(error, _TRANSIENT_NAMES) or _error_code(error) in _TRANSIENT_CODES
-
-
 def parse_url(url: str) -> tuple[str, str]:
     """Split ``s3://bucket/some/prefix`` (or ``bucket/some/prefix``) into bucket and prefix."""
-    rest = url
-    if "://" in url:
-        scheme, _, rest = url.partition("://")
-        if scheme != "s3":
-            raise ConfigurationError(f"not an S3 URL: {url!r}; write s3://bucket/prefix")
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise ConfigurationError(f"the S3 URL {url!r} names no bucket; write s3://bucket/prefix")
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise ConfigurationError(
-            f"{bucket!r} in {url!r} is not a valid S3 bucket name: use 3-63 lowercase letters, digits, "
-            "dots and hyphens, starting and ending with a letter or digit"
-        )
-    if "?" in prefix or "#" in prefix:
-        raise ConfigurationError(f"the S3 URL {url!r} has a query or fragment; write s3://bucket/prefix")
-    prefix = prefix.strip("/")
-    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
-        raise ConfigurationError(f"the prefix of {url!r} has an empty, '.' or '..' part")
-    return bucket, prefix
+    return _URL.parse(url)
 
 
-class S3(Datastore):
+class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
     """Stores keys as objects below ``s3://bucket/prefix``.
 
     ``S3("s3://bucket/prefix")`` or ``S3("bucket/prefix")``; options:
@@ -141,7 +121,7 @@ class S3(Datastore):
     """
 
     schemes = ("s3",)
-    max_workers = 32
+    transient_names = frozenset(_TRANSIENT_NAMES)
 
     def __init__(
         self,
@@ -160,8 +140,13 @@ class S3(Datastore):
         max_workers: int | None = None,
         options: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.bucket, self.prefix = parse_url(url)
+        super().__init__(
+            *parse_url(url),
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            attempts=attempts,
+            max_workers=max_workers,
+        )
         self.endpoint_url = (
             endpoint_url
             or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -174,37 +159,17 @@ class S3(Datastore):
         self.secret = secret
         self.token = token
         self.anon = anon
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.attempts = max(1, attempts)
-        if max_workers is not None:
-            self.max_workers = max_workers
         self.options = dict(options or {})
-        self._fs: S3FileSystem | None = None
-        self._checked = False
-        self._fs_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> S3:
         return cls(url)
 
     @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+    def bucket(self) -> str:
+        return self.bucket_name
 
     # ---- the client ----------------------------------------------------------------------------
-    def _filesystem(self) -> S3FileSystem:
-        fs = self._fs
-        if fs is not None and self._checked:
-            return fs
-        with self._fs_lock:
-            if self._fs is None:
-                self._fs = self._connect()
-            if not self._checked:
-                self._check_bucket(self._fs)
-                self._checked = True
-            return self._fs
-
     def _connect(self) -> S3FileSystem:
         try:
             from s3fs import S3FileSystem
@@ -238,30 +203,19 @@ class S3(Datastore):
         fs.retries = 1  # s3fs's own retry loop; ours (with_retries) is the one that counts
         return fs
 
-    def _where(self) -> str:
-        return f" at {self.endpoint_url}" if self.endpoint_url else ""
+    def _endpoint(self) -> str | None:
+        return self.endpoint_url
 
     def _check_bucket(self, fs: S3FileSystem) -> None:
         """Fail early, and clearly, when the bucket is missing or the endpoint unreachable."""
-
-        def head() -> None:
-            try:
-                fs.call_s3("head_bucket", Bucket=self.bucket)
-            except Exception as error:
-                code = _error_code(error)
-                if code in ("404", "NoSuchBucket") or (code is None and isinstance(error, FileNotFoundError)):
-                    raise self._bucket_not_found() from error
-                if code in ("403", "AccessDenied", "301", "PermanentRedirect", "400"):
-                    return  # may lack s3:ListBucket but still reach objects; let each call decide
-                raise
-
         try:
-            with_retries(
-                head, transient=_transient, describe=f"open {self.url}{self._where()}", attempts=self.attempts
-            )
-        except DatastoreError as error:
-            if isinstance(error.__cause__, BucketNotFound):
-                raise error.__cause__ from None
+            fs.call_s3("head_bucket", Bucket=self.bucket)
+        except Exception as error:
+            code = _error_code(error)
+            if code in ("404", "NoSuchBucket") or (code is None and isinstance(error, FileNotFoundError)):
+                raise self._bucket_not_found() from error
+            if code in ("403", "AccessDenied", "301", "PermanentRedirect", "400"):
+                return  # may lack s3:ListBucket but still reach objects; let each call decide
             raise
 
     def _bucket_not_found(self) -> BucketNotFound:
@@ -270,43 +224,19 @@ class S3(Datastore):
             "create it first (aws s3 mb s3://{0}) or fix the URL".format(self.bucket)
         )
 
-    # ---- helpers -------------------------------------------------------------------------------
-    def _object(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
+    def _transient(self, error: BaseException) -> bool:
+        return super()._transient(error) or _error_code(error) in _TRANSIENT_CODES
 
-    def _path(self, key: str) -> str:
-        return f"{self.bucket}/{self._object(key)}"
-
-    def _call(self, verb: str, key: str, operation: Callable[[S3FileSystem], T]) -> T:
-        fs = self._filesystem()
-
-        def attempt() -> T:
-            try:
-                return operation(fs)
-            except FileNotFoundError as error:
-                if _error_code(error) == "NoSuchBucket":
-                    raise self._bucket_not_found() from error
-                raise
-            except Exception as error:
-                code = _error_code(error)
-                if code in _CREDENTIAL_CODES or type(error).__name__ in (
-                    "NoCredentialsError",
-                    "PartialCredentialsError",
-                ):
-                    raise self._credentials_rejected(code or type(error).__name__, error) from error
-                raise
-
-        try:
-            return with_retries(
-                attempt,
-                transient=_transient,
-                describe=f"{verb} s3://{self._path(key)}{self._where()}",
-                attempts=self.attempts,
-            )
-        except DatastoreError as error:
-            if isinstance(error.__cause__, (BucketNotFound, CredentialsRejected)):
-                raise error.__cause__ from None
-            raise
+    def _classify(self, error: Exception) -> DatastoreError | None:
+        code = _error_code(error)
+        if isinstance(error, FileNotFoundError):
+            return self._bucket_not_found() if code == "NoSuchBucket" else None
+        if code in _CREDENTIAL_CODES or type(error).__name__ in (
+            "NoCredentialsError",
+            "PartialCredentialsError",
+        ):
+            return self._credentials_rejected(code or type(error).__name__, error)
+        return None
 
     def _credentials_rejected(self, code: str, error: BaseException) -> CredentialsRejected:
         return CredentialsRejected(
@@ -316,6 +246,9 @@ class S3(Datastore):
         )
 
     # ---- primitives ----------------------------------------------------------------------------
+    def _path(self, key: str) -> str:
+        return f"{self.bucket}/{self._object(key)}"
+
     def _get(self, fs: S3FileSystem, key: str) -> Any:
         """One ``GetObject`` (s3fs's ``cat_file`` adds a ``HeadObject`` first); returns its body."""
         try:
@@ -323,7 +256,7 @@ class S3(Datastore):
         except FileNotFoundError as error:
             if _error_code(error) == "NoSuchBucket":
                 raise
-            raise FileNotFoundError(f"no key {key!r} in {self.url}") from error
+            raise self._missing(key) from error
         return response["Body"]
 
     def read_bytes(self, key: str) -> bytes:
@@ -367,55 +300,25 @@ class S3(Datastore):
 
         return self._call("check", key, head)
 
-    def list_prefix(self, prefix: str) -> list[str]:
-        full = self._object(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
-
-        def listing(fs: S3FileSystem) -> list[str]:
-            names: set[str] = set()
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full, "Delimiter": "/"}
+    def _list(self, fs: S3FileSystem, path: str) -> list[str]:
+        names: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": path, "Delimiter": "/"}
+        try:
             while True:
                 page = fs.call_s3("list_objects_v2", **kwargs)
-                for item in page.get("CommonPrefixes", []):
-                    names.add(item["Prefix"][len(full) :].rstrip("/"))
-                for item in page.get("Contents", []):
-                    names.add(item["Key"][len(full) :])
+                names.extend(item["Prefix"] for item in page.get("CommonPrefixes", []))
+                names.extend(item["Key"] for item in page.get("Contents", []))
                 token = page.get("NextContinuationToken")
                 if not page.get("IsTruncated") or not token:
-                    break
+                    return names
                 kwargs["ContinuationToken"] = token
-            names.discard("")
-            return sorted(names)
-
-        def attempt(fs: S3FileSystem) -> list[str]:
-            try:
-                return listing(fs)
-            except FileNotFoundError as error:
-                raise self._bucket_not_found() from error
-
-        return self._call("list", prefix, attempt)
+        except FileNotFoundError as error:
+            raise self._bucket_not_found() from error
 
     def delete(self, key: str) -> None:
         self._call(
             "delete", key, lambda fs: fs.call_s3("delete_object", Bucket=self.bucket, Key=self._object(key))
         )
-
-    def close(self) -> None:
-        with self._fs_lock:
-            self._fs = None
-            self._checked = False
-        super().close()
-
-    # ---- pickling ------------------------------------------------------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_fs"] = None
-        state["_checked"] = False
-        state.pop("_fs_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._fs_lock = threading.Lock()
 
 
 def _sync(fs: S3FileSystem, function: Callable[..., Any], *args: Any) -> Any:
