@@ -1,4 +1,5 @@
-"""laminar.storage.objectstore: the shared part of the S3, GCS and Azure backends, on a fake SDK."""
+"""laminar.storage.objectstore on a minimal in-memory backend: the base class's own rules (URL checks,
+retries, error classes, pickling). The real backends run on their emulators in test_datastore_*.py."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class Flaky(Exception):
 
 
 class Client:
-    """The fake SDK: buckets of objects, and errors to raise on the next calls."""
+    """An in-memory client: buckets of objects, and errors to raise on the next calls."""
 
     def __init__(self, buckets: dict[str, dict[str, bytes]], failures: list[Exception]) -> None:
         self.buckets = buckets
