@@ -8,7 +8,9 @@ CPU seconds (this process and its worker processes) and the load average are pri
 shared machine the wall-clock figures depend on what else runs.
 
 Targets (issue 3, 2-core machine): 10,000 splits <= 5 s and 100,000 <= 60 s on Thread;
-10,000 <= 30 s on Process; time(100,000) / time(10,000) <= 12.
+10,000 <= 30 s on Process; time(100,000) / time(10,000) <= 12. N = 10,000 on Thread runs three times
+(before and after the 100,000 run, and after the Process run) and the median counts, because this
+machine's speed drifts from minute to minute; every run is printed.
 
     .venv/bin/python benchmarks/foreach_scale.py            # the full set (100k takes a while)
     .venv/bin/python benchmarks/foreach_scale.py --quick    # N = 100, 1,000, 5,000; Process 1,000
@@ -96,21 +98,34 @@ def main() -> int:
     times: dict[int, float] = {}
     cpus: dict[int, float] = {}
     missed = False
+    # The machine's speed drifts by tens of percent from minute to minute, so the N on which the
+    # ratio rests (`small`) is measured three times, around the others, and its median counts.
+    repeats: list[tuple[float, float]] = []
     for n in thread_ns:
         seconds, cpu = measure(n, executors.Thread())
+        if n == small:
+            repeats.append((seconds, cpu))
         times[n], cpus[n] = seconds, cpu
-        target = targets.get(("thread", n))
+        target = targets.get(("thread", n)) if n != small else None
         missed |= target is not None and seconds > target
         report("thread", n, seconds, cpu, target)
+    repeats.append(measure(small, executors.Thread()))
+    report("thread", small, *repeats[-1], None)
     seconds, cpu = measure(process_n, executors.Process())
     target = targets.get(("process", process_n))
     missed |= target is not None and seconds > target
     report("process", process_n, seconds, cpu, target)
+    repeats.append(measure(small, executors.Thread()))
+    report("thread", small, *repeats[-1], None)
+    times[small], cpus[small] = sorted(repeats)[1]
+    target = targets.get(("thread", small))
+    missed |= target is not None and times[small] > target
+    report("median", small, times[small], cpus[small], target)
     ratio = times[large] / times[small]
     ratio_ok = arguments.quick or ratio <= 12
     missed |= not ratio_ok
     print(
-        f"ratio    time({large:,}) / time({small:,}) = {ratio:.2f}"
+        f"ratio    time({large:,}) / median time({small:,}) = {ratio:.2f}"
         + ("" if arguments.quick else ("  ok" if ratio_ok else "  MISSED (target 12)"))
         + f"   (cpu time ratio {cpus[large] / cpus[small]:.2f})",
         flush=True,
