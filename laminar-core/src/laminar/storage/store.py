@@ -270,12 +270,18 @@ class ExecutionStore:
         """The records of these splits (None for a split that has not finished), in that order."""
         indices = list(indices)
         locator = self._locator(layer)
-        wanted = sorted({name for index in indices for name in locator.candidates(index)})
-        batches = self._batches(layer, wanted)
-        found: dict[int, SplitRecord] = {}
-        for batch in batches:
-            found.update(batch.splits)
-        return [found.get(index) for index in indices]
+        candidates = [locator.candidates(index) for index in indices]
+        wanted = sorted({name for names in candidates for name in names})
+        batches = dict(zip(wanted, self._batches(layer, wanted), strict=True))
+        found: list[SplitRecord | None] = []
+        for index, names in zip(indices, candidates, strict=True):
+            record = None
+            for name in names:
+                record = batches[name].splits.get(index)
+                if record is not None:
+                    break
+            found.append(record)
+        return found
 
     def split_record(self, layer: str, index: int) -> SplitRecord | None:
         return self.split_records(layer, [index])[0]
