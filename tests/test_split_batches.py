@@ -307,3 +307,80 @@ def test_the_metadata_cache_is_bounded_by_weight(monkeypatch: pytest.MonkeyPatch
     cache.put("c", "batch c", weight=4)  # over 10: the least recently used goes
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == ("batch a", None, "batch c")
     assert cache.weight == 10
+
+
+KILLABLE = """
+import os
+import sys
+import time
+
+from laminar import Flow, Layer, Parameters
+from laminar.configurations import datastores, executors
+from laminar.configurations.layers import ForEach, Parameter
+
+
+class Killable(Flow): ...
+
+
+@Killable.register
+class Items(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(item=range(parameters.n))
+
+
+@Killable.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="item")]))
+class Slow(Layer):
+    def __call__(self, items: Items) -> None:
+        time.sleep(0.01)
+        self.value = items.item * 3
+        with open(os.environ["RUNS"], "a") as runs:
+            runs.write(f"{items.item}\\n")
+
+
+@Killable.register
+class Total(Layer):
+    def __call__(self, slow: Slow) -> None:
+        self.total = sum(slow.value)
+
+
+flow = Killable(datastore=datastores.Local(os.environ["STORE"]), executor=executors.Thread(concurrency=4))
+if __name__ == "__main__":
+    if sys.argv[1] == "run":
+        flow(execution="killed", n=int(sys.argv[2]))
+    else:
+        print(flow.execution("killed").resume().layer(Total).total)
+"""
+
+
+def test_a_killed_scheduler_loses_only_unrecorded_splits_and_resume_finishes_the_rest(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    n = 400
+    script = tmp_path / "killable.py"
+    script.write_text(KILLABLE)
+    runs = tmp_path / "runs"
+    env = {**os.environ, "RUNS": str(runs), "STORE": str(tmp_path / "store")}
+    process = subprocess.Popen([sys.executable, str(script), "run", str(n)], env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not runs.exists() or len(runs.read_text().split()) < n // 4):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # no chance to flush anything
+    process.wait()
+    ran_before = {int(line) for line in runs.read_text().split()}
+    assert n // 4 <= len(ran_before) < n, "the run was not killed half way; make the splits slower"
+
+    from laminar.storage.store import ExecutionStore
+
+    store = ExecutionStore(datastores.Local(tmp_path / "store"), "Killable", "killed", defaults={})
+    recorded = set(store.finished_splits("Slow"))
+    assert recorded and recorded <= ran_before  # batches name only splits that really finished
+    runs.unlink()
+    resumed = subprocess.run(
+        [sys.executable, str(script), "resume"], env=env, check=True, capture_output=True, text=True
+    )
+    assert int(resumed.stdout.split()[-1]) == 3 * n * (n - 1) // 2
+    rerun = [int(line) for line in runs.read_text().split()]
+    assert sorted(rerun) == sorted(set(range(n)) - recorded)  # each unrecorded split once, no other
