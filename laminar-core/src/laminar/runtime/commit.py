@@ -32,13 +32,9 @@ class SplitLog:
         layer: str,
         *,
         fail: Callable[[BaseException], None],
-        interval: float | None = None,
-        limit: int | None = None,
     ) -> None:
         self.store = store
         self.layer = layer
-        self.interval = INTERVAL if interval is None else interval
-        self.limit = LIMIT if limit is None else limit
         self._fail = fail
         self.pending: dict[int, SplitRecord] = {}
         #: the batches written so far (name: runs of split indices), and the artifact names stored
@@ -54,11 +50,11 @@ class SplitLog:
         self.pending[index] = record
         self.artifacts.update(record.archives)
         self._arrived.set()
-        if len(self.pending) >= self.limit:
+        if len(self.pending) >= LIMIT:
             self._full.set()
 
     async def close(self) -> dict[str, Runs]:
-        """Write what is queued and stop; returns the names of every batch written."""
+        """Write what is queued and stop; returns every batch written, with its runs of split indices."""
         self._closing = True
         self._arrived.set()
         self._full.set()
@@ -72,10 +68,10 @@ class SplitLog:
                     await self._arrived.wait()
                 if not self._closing:  # let more splits finish, unless the batch fills or the layer ends
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._full.wait(), self.interval)
+                        await asyncio.wait_for(self._full.wait(), INTERVAL)
                 self._arrived.clear()
                 self._full.clear()
-                if self.pending:
+                if self.pending:  # taken here, on the loop, where add() runs; written on a thread
                     batch, self.pending = self.pending, {}
                     name = await asyncio.to_thread(self.store.write_splits, self.layer, batch)
                     self.batches[name] = runs(batch)

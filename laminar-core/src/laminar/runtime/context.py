@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from laminar.model.accessor import Accessor
 from laminar.model.layer import Layer
 from laminar.runtime.task import Binding
-from laminar.storage.records import Archive
+from laminar.storage.records import Archive, stored
 from laminar.storage.store import ExecutionStore
 
 if TYPE_CHECKING:
@@ -115,12 +115,12 @@ class LayerContext:
                 return self.store.load(binding.artifact)
             assert binding.split is not None
             return self._value(self._archive(binding.split, attribute))
-        if self.flow.registry[self.name].configuration.foreach is None:
+        if self._registered.foreach is None:
             return self._value(self._archive(0, attribute))
         record = self.store.record(self.name)
         if record is None:
             raise self._missing(attribute)
-        if record.splits and attribute not in self.store.artifact_names(self.name):
+        if record.splits and attribute not in record.artifacts:
             raise self._missing(attribute)  # no split stored it: fail now, so hasattr() is truthful
 
         def read_many(indices: range) -> list[Any]:
@@ -159,17 +159,14 @@ class LayerContext:
 
     def _missing(self, attribute: str, index: int = 0) -> AttributeError:
         where = f"in execution {self.execution.id} of flow {self.flow.name}"
-        if self.store.record(self.name) is None:
-            split = self.store.split_record(self.name, index)
-            if split is None:
-                return AttributeError(
-                    f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} has not finished "
-                    "(it was skipped, failed, or has not run yet)"
-                )
-        else:
-            split = self.store.split_record(self.name, index)
-        stored = ", ".join(split.artifacts) if split and split.artifacts else "nothing"
+        finished = self.store.record(self.name) is not None
+        split = self.store.split_record(self.name, index)
+        if not finished and split is None:
+            return AttributeError(
+                f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} has not finished "
+                "(it was skipped, failed, or has not run yet)"
+            )
         return AttributeError(
             f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} finished without assigning it "
-            f"(it stored: {stored})"
+            f"(it stored: {stored(split)})"
         )

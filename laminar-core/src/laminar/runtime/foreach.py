@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from laminar.configurations.layers import ForEach
 from laminar.errors import ConfigurationError
 from laminar.runtime.task import Binding, Bindings
-from laminar.storage.records import Artifact
+from laminar.storage.records import Artifact, stored
 from laminar.storage.store import ExecutionStore
 
 
@@ -61,10 +61,9 @@ def grid(store: ExecutionStore, layer: str, foreach: ForEach) -> Grid:
         archive = store.archive(upstream, parameter.index, parameter.attribute)
         if archive is None:
             split = store.split_record(upstream, parameter.index)
-            stored = ", ".join(split.artifacts) if split and split.artifacts else "nothing"
             raise ConfigurationError(
                 f"ForEach of layer {layer}: {upstream} has no artifact {parameter.attribute!r} in split "
-                f"{parameter.index} (it stored: {stored}); fix Parameter(layer={upstream}, "
+                f"{parameter.index} (it stored: {stored(split)}); fix Parameter(layer={upstream}, "
                 f"attribute={parameter.attribute!r})"
             )
         # A sharded attribute gives one split per item; any other value is given whole to every split.

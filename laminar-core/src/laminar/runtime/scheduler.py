@@ -124,9 +124,8 @@ class _Run:
                     f"{type(error).__name__}: {error}"
                 )
 
-            batch, record = self.store.write_split(
-                "Parameters", 0, self.parameters, {}, on_error=unserializable
-            )
+            record = self.store.stage_split(self.parameters, {}, on_error=unserializable)
+            batch = self.store.write_splits("Parameters", {0: record})
             self.store.write_record("Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.archives)
 
     # ---- layers -------------------------------------------------------------------------------
@@ -189,7 +188,7 @@ class _Run:
             functools.partial(
                 self.store.write_record,
                 name,
-                count if grid is not None else 1,
+                count,
                 batches={**{n: runs(batch.splits) for n, batch in earlier.items()}, **batches},
                 artifacts=artifacts,
             )

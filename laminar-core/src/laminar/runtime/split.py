@@ -11,6 +11,7 @@ from laminar.runtime import hooks
 from laminar.runtime.context import LayerContext, store_for
 from laminar.runtime.task import SplitOutcome, SplitTask
 from laminar.storage import layout
+from laminar.storage.store import ExecutionStore
 
 
 def run_split(task: SplitTask) -> SplitOutcome:
@@ -67,16 +68,14 @@ def run_split(task: SplitTask) -> SplitOutcome:
         return failure
 
     values, shards = layer._artifacts()
-    record = store.stage_split(task.layer, values, shards, caught=caught, on_error=unserializable)
+    record = store.stage_split(values, shards, caught=caught, on_error=unserializable)
     return SplitOutcome(record, os.getpid())
 
 
 def run_and_record_split(task: SplitTask) -> SplitOutcome:
     """Run ``task`` and write its record too: for a process started to run one split on its own."""
     outcome = run_split(task)
-    store_for(Execution(flow=task.flow, id=task.execution, retry=task.retry)).write_splits(
-        task.layer, {task.index or 0: outcome.record}
-    )
+    _store(task).write_splits(task.layer, {task.index or 0: outcome.record})
     return outcome
 
 
@@ -86,10 +85,14 @@ def recorded_outcome(task: SplitTask) -> SplitOutcome:
     An executor that starts a process or container per split returns this once that process exited
     cleanly; it raises if the process recorded nothing.
     """
-    store = store_for(Execution(flow=task.flow, id=task.execution, retry=task.retry))
+    store = _store(task)
     index = task.index or 0
     batch = store.read_batch(task.layer, layout.split_batch_name(index, index))
     record = batch.splits.get(index) if batch is not None else None
     if record is None:
         raise RuntimeError(f"{task.describe()} exited without recording its result in {store.datastore.url}")
     return SplitOutcome(record, pid=0)
+
+
+def _store(task: SplitTask) -> ExecutionStore:
+    return store_for(Execution(flow=task.flow, id=task.execution, retry=task.retry))

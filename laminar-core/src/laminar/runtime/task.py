@@ -58,11 +58,3 @@ class SplitOutcome:
 
     record: SplitRecord
     pid: int
-
-    @property
-    def artifacts(self) -> tuple[str, ...]:
-        return self.record.artifacts
-
-    @property
-    def caught(self) -> str | None:
-        return self.record.caught

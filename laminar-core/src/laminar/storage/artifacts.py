@@ -95,7 +95,7 @@ def _stage_scalar(value: Any, protocol: Protocol[Any]) -> StagedArtifact | None:
     if type(protocol) is not Pickle or not (kind in _SCALARS or (kind in _SHORT and len(value) <= 256)):
         return None
     data = protocol.dumps(value)
-    if len(data) >= min(SMALL, INLINE_LIMIT + 1):
+    if len(data) >= SMALL or len(data) > INLINE_LIMIT:  # the streaming path decides those
         return None
     artifact = Artifact(hashing.hexdigest(data), "none", protocol.name, len(data), inline=data)
     return StagedArtifact(artifact, data=data)
@@ -170,9 +170,9 @@ def load(
 ) -> Any:
     """Read one artifact back into a value, checking its content hash unless ``verify`` is false."""
     protocol = protocols.get(artifact.protocol, DEFAULT_PROTOCOL)
-    key = layout.artifact(artifact.hexdigest)
     if artifact.inline is not None:
         return _decode(artifact.inline, datastore, None, artifact, protocol, verify)
+    key = layout.artifact(artifact.hexdigest)
     if artifact.size <= IN_MEMORY_LIMIT:
         return _decode(datastore.read_bytes(key), datastore, key, artifact, protocol, verify)
     raw = DecodingReader(datastore.open_read(key), artifact.codec)

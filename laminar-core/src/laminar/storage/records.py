@@ -114,6 +114,11 @@ class SplitRecord:
         return cls(archives, payload.get("caught"))
 
 
+def stored(record: SplitRecord | None) -> str:
+    """The artifact names a split stored, for messages: ``"a, b"``, or ``"nothing"``."""
+    return ", ".join(record.artifacts) if record is not None and record.archives else "nothing"
+
+
 @dataclass(frozen=True)
 class SplitBatch:
     """The records of splits that finished close together, written as one object.

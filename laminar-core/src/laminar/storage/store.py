@@ -134,7 +134,6 @@ class ExecutionStore:
     # ---- writing splits -----------------------------------------------------------------------
     def stage_split(
         self,
-        layer: str,
         values: Mapping[str, Any],
         shards: Mapping[str, list[Any]],
         *,
@@ -182,20 +181,6 @@ class ExecutionStore:
         self._cache.put(key, batch, weight=len(records))
         return name
 
-    def write_split(
-        self,
-        layer: str,
-        index: int,
-        values: Mapping[str, Any],
-        shards: Mapping[str, list[Any]],
-        *,
-        caught: str | None = None,
-        on_error: Any = None,
-    ) -> tuple[str, SplitRecord]:
-        """Store one split and write its record at once (a batch of one); returns both."""
-        record = self.stage_split(layer, values, shards, caught=caught, on_error=on_error)
-        return self.write_splits(layer, {index: record}), record
-
     def write_record(
         self, layer: str, splits: int, *, batches: Mapping[str, Runs], artifacts: Iterable[str] = ()
     ) -> None:
@@ -223,15 +208,16 @@ class ExecutionStore:
     def batch_names(self, layer: str) -> list[str]:
         """The layer's split batches: from its record once finished, else from one listing."""
         record = self.record(layer)
-        if record is not None:
-            return list(record.batches)
+        return list(record.batches) if record is not None else self._listed_batch_names(layer)
+
+    def _listed_batch_names(self, layer: str) -> list[str]:
         listed = self.datastore.list_prefix(layout.splits(self.flow, self.execution, layer))
         return [name for name in listed if layout.parse_split_batch(name) is not None]
 
     def _locator(self, layer: str) -> _Locator:
         record = self.record(layer)
         if record is None:  # still running: batches may appear, so look again each time
-            return _Locator.from_names(self.batch_names(layer))
+            return _Locator.from_names(self._listed_batch_names(layer))
         key = layout.record(self.flow, self.execution, layer) + "#locator"
         locator: _Locator | None = self._cache.get(key)
         if locator is None:
@@ -303,7 +289,7 @@ class ExecutionStore:
         if record is not None:
             return list(record.artifacts)
         names: set[str] = set()
-        for batch in self._batches(layer, self.batch_names(layer)):
+        for batch in self._batches(layer, self._listed_batch_names(layer)):
             for split in batch.splits.values():
                 names.update(split.archives)
         return sorted(names)
