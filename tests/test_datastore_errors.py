@@ -28,14 +28,19 @@ def run_small_flow(datastore: Any, execution: str = "bad-input") -> None:
     ConformanceFlow(datastore=datastore, executor=executors.Thread())(execution=execution, count=2, label="x")
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and its causes (at most 10)."""
+    items: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and len(items) < 10:
+        items.append(current)
+        current = current.__cause__ or current.__context__
+    return items
+
+
 def full_message(error: BaseException) -> str:
     """The error's message and those of its causes: a wrapper may add context around ours."""
-    parts: list[str] = []
-    current: BaseException | None = error
-    while current is not None and len(parts) < 10:
-        parts.append(str(current))
-        current = current.__cause__ or current.__context__
-    return "\n".join(parts)
+    return "\n".join(map(str, _chain(error)))
 
 
 # ---- S3 ----------------------------------------------------------------------------------------
@@ -407,12 +412,3 @@ def test_scheme_whose_distribution_is_missing_names_the_extra(scheme: str, modul
     name, _, message = result.stdout.partition("\n")
     assert name == PluginNotFound.__name__, result.stdout + result.stderr
     assert extra in message and f"{scheme!r}" in message
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    items: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and len(items) < 10:
-        items.append(current)
-        current = current.__cause__ or current.__context__
-    return items

@@ -1,4 +1,4 @@
-"""Every ```python block in docs/ and the READMEs runs, each in a fresh interpreter.
+"""Every ```python block in docs/ runs, each in a fresh interpreter.
 
 Blocks marked ```python no-run (fragments, cloud credentials) are skipped by design and not collected.
 """

@@ -10,17 +10,16 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
+from helpers import EXECUTORS, CountingLocal, executions_in
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import Catch, Container, ForEach, Parameter, Retry
 from laminar.errors import ConfigurationError, FlowDefinitionError
 from laminar.runtime.context import store_for
 from laminar.types import unwrap
-
-EXECUTORS = [pytest.param(executors.Thread, id="thread"), pytest.param(executors.Process, id="process")]
 
 
 def append(path: str | Path, line: str) -> None:
@@ -31,10 +30,6 @@ def append(path: str | Path, line: str) -> None:
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
-
-
-def executions_in(root: Path) -> list[str]:
-    return sorted(p.name for p in root.glob("flows/*/executions/*"))
 
 
 def run(flow_class: type[Flow], root: Path, executor: type[executors.Executor], **parameters: Any) -> Any:
@@ -106,27 +101,6 @@ def test_shard_reads_back_as_a_lazy_accessor(tmp_path: Path, executor: type[exec
         foo[-4]
     with pytest.raises(TypeError, match="integers or slices"):
         foo["1"]  # type: ignore[call-overload]
-
-
-class CountingLocal(datastores.Local):
-    """A Local datastore that records the keys it reads and the prefixes it lists (in this process)."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        super().__init__(root)
-        self.reads: list[str] = []
-        self.listings: list[str] = []
-
-    def read_bytes(self, key: str) -> bytes:
-        self.reads.append(key)
-        return super().read_bytes(key)
-
-    def open_read(self, key: str) -> BinaryIO:
-        self.reads.append(key)
-        return super().open_read(key)
-
-    def list_prefix(self, prefix: str) -> list[str]:
-        self.listings.append(prefix)
-        return super().list_prefix(prefix)
 
 
 def test_accessor_reads_only_the_items_asked_for(tmp_path: Path) -> None:
@@ -1050,7 +1024,7 @@ def test_a_flow_hook_taking_a_layer_skips_that_layer_and_its_ancestors(tmp_path:
     assert flow().layer(Work).out == ">work"
 
 
-@pytest.mark.parametrize("executor", [executors.Thread, executors.Process])
+@pytest.mark.parametrize("executor", EXECUTORS)
 def test_configuration_changes_never_reach_the_registry(tmp_path: Path, executor: Any) -> None:
     class Leak(Flow): ...
 
@@ -1070,7 +1044,7 @@ def test_configuration_changes_never_reach_the_registry(tmp_path: Path, executor
     assert Leak.registry["Changes"].configuration.container.memory == 100
 
 
-@pytest.mark.parametrize("executor", [executors.Thread, executors.Process])
+@pytest.mark.parametrize("executor", EXECUTORS)
 def test_a_join_reads_an_attribute_split_zero_did_not_store(tmp_path: Path, executor: Any) -> None:
     class Partial(Flow): ...
 

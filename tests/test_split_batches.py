@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import EXECUTORS, CountingLocal
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors
 from laminar.configurations.layers import ForEach, Parameter, Retry
@@ -16,6 +17,7 @@ from laminar.runtime.executor import Executor
 from laminar.runtime.task import SplitOutcome, SplitTask
 from laminar.storage import layout
 from laminar.storage.store import _Locator
+from laminar.types import unwrap
 
 
 class Batched(Flow): ...
@@ -46,23 +48,13 @@ def batch_files(root: Path, execution: str, layer: str) -> list[str]:
     return sorted(os.listdir(directory)) if directory.exists() else []
 
 
-class WriteCountingLocal(datastores.Local):
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        super().__init__(root)
-        self.writes: list[str] = []
-
-    def write_bytes(self, key: str, data: bytes) -> None:
-        self.writes.append(key)
-        super().write_bytes(key, data)
-
-
-@pytest.mark.parametrize("executor", [executors.Thread, executors.Process])
+@pytest.mark.parametrize("executor", EXECUTORS)
 def test_a_wide_foreach_costs_a_few_writes_not_one_per_split(
     tmp_path: Path, executor: type[Executor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(commit, "INTERVAL", 30.0)  # one batch per layer, however slow the machine
     n = 1000
-    store = WriteCountingLocal(tmp_path)
+    store = CountingLocal(tmp_path)
     execution = Batched(datastore=store, executor=executor(concurrency=2))(execution="wide", n=n)
     assert execution.layer(Sum).total == n * (n - 1)
     assert batch_files(tmp_path, "wide", "Double") == ["0-999.json"]
@@ -87,9 +79,8 @@ def test_batches_cover_every_split_exactly_once_at_the_default_interval(tmp_path
     assert sorted(finished) == list(range(n))
     names = batch_files(tmp_path, "default", "Double")
     assert 1 <= len(names) < n
-    bounds = [layout.parse_split_batch(name) for name in names]
-    assert sum(1 for _ in finished) == n and all(bound is not None for bound in bounds)
-    assert min(b[0] for b in bounds if b) == 0 and max(b[1] for b in bounds if b) == n - 1
+    bounds = [unwrap(layout.parse_split_batch(name)) for name in names]
+    assert min(first for first, _ in bounds) == 0 and max(last for _, last in bounds) == n - 1
 
 
 class FailingBatches(datastores.Local):
@@ -260,7 +251,7 @@ def test_an_executor_that_starts_a_process_per_split_through_the_environment(
         recorded_outcome(never)
 
 
-def test_a_finished_layer_finds_each_split_in_one_batch_even_after_a_straggler(tmp_path: Path) -> None:
+def test_a_finished_layer_finds_each_split_in_one_batch_even_after_a_straggler() -> None:
     # A straggler's batch spans from its own index to the end; the record's exact runs keep every
     # other lookup to the one batch that holds the split.
     from laminar.storage.records import Record

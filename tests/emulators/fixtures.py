@@ -20,7 +20,6 @@ with credentials from the SDK's usual sources, and its keys are deleted afterwar
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
@@ -148,20 +147,6 @@ def _script(name: str) -> str | None:
     return shutil.which(name)
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def _fresh_location(service: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh bucket/container URL on ``service``, its environment set; removed after the test."""
     for name, value in service.env.items():
@@ -256,7 +241,10 @@ def s3_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
         "AWS_ENDPOINT_URL_S3": server.endpoint,
     }
     try:
-        with _environment({key: value for key, value in env.items() if key != "AWS_ENDPOINT_URL_S3"}):
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                if key != "AWS_ENDPOINT_URL_S3":
+                    patch.setenv(key, value)
             yield S3Service(endpoint=server.endpoint, env=env)
     finally:
         server.stop()
