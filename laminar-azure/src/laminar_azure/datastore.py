@@ -20,13 +20,13 @@ account gives a :class:`~laminar.errors.DatastoreError` naming the URL within se
 
 from __future__ import annotations
 
-import io
+import functools
 import os
 import re
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from laminar.errors import ConfigurationError, DatastoreError
-from laminar.storage.objectstore import BucketURL, ObjectStore
+from laminar.storage.objectstore import BucketURL, ObjectStore, buffered_reader
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContainerClient, StorageStreamDownloader
@@ -101,23 +101,6 @@ def parse_url(url: str) -> tuple[str, str, str | None]:
     return container, _URL.check(url, container, prefix), account_url
 
 
-class _DownloadStream(io.RawIOBase):
-    """A raw binary stream over an Azure download, fetched chunk by chunk as it is read."""
-
-    def __init__(self, downloader: StorageStreamDownloader[bytes]) -> None:
-        super().__init__()
-        self._downloader = downloader
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self._downloader.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-
 class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
     """Stores keys as block blobs below ``az://container/prefix``.
 
@@ -153,21 +136,19 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
         )
         #: The account named in the URL (az://container@account/...), kept so ``url`` round-trips.
         self.url_account = url_account
-        if account_url is None and connection_string is None and url_account is not None:
-            account_url = url_account  # the URL's account wins over the environment's
-            if credential is None:
-                credential = os.environ.get("AZURE_STORAGE_KEY") or os.environ.get("AZURE_STORAGE_SAS_TOKEN")
         if connection_string is None and account_url is None:
-            connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or None
-            if connection_string is None:
-                account_url = os.environ.get("AZURE_STORAGE_ACCOUNT_URL") or None
-                name = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
-                if account_url is None and name:
-                    account_url = f"https://{name}.blob.core.windows.net"
-                if credential is None:
-                    credential = os.environ.get("AZURE_STORAGE_KEY") or os.environ.get(
-                        "AZURE_STORAGE_SAS_TOKEN"
-                    )
+            if url_account is not None:
+                account_url = url_account  # the URL's account wins over the environment's
+            else:
+                connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or None
+                if connection_string is None:
+                    account_url = os.environ.get("AZURE_STORAGE_ACCOUNT_URL") or None
+                    name = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
+                    if account_url is None and name:
+                        account_url = f"https://{name}.blob.core.windows.net"
+            # An account from the URL or the environment signs in with the environment's key or SAS.
+            if connection_string is None and credential is None:
+                credential = os.environ.get("AZURE_STORAGE_KEY") or os.environ.get("AZURE_STORAGE_SAS_TOKEN")
         if connection_string is None and account_url is None:
             raise ConfigurationError(
                 f"no Azure storage account for {url}: pass connection_string= or account_url=, or set "
@@ -198,9 +179,9 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
             where += "@" + self.url_account.removeprefix("https://")
         return f"az://{where}/{self.prefix}" if self.prefix else f"az://{where}"
 
-    @property
+    @functools.cached_property
     def endpoint(self) -> str:
-        """The account's blob endpoint, for messages."""
+        """The account's blob endpoint, for messages (worked out once: every request's message names it)."""
         if self.account_url:
             return self.account_url
         fields = _parse_connection_string(self.connection_string or "")
@@ -311,8 +292,7 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
 
     def open_read(self, key: str) -> BinaryIO:
         def open_(container: ContainerClient) -> BinaryIO:
-            stream = _DownloadStream(self._download(container, key))
-            return cast(BinaryIO, io.BufferedReader(stream, buffer_size=2**20))
+            return buffered_reader(self._download(container, key).read)
 
         return self._call("read", key, open_)
 

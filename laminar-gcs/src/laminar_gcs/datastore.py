@@ -12,13 +12,12 @@ endpoint gives a :class:`~laminar.errors.DatastoreError` naming the URL within s
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from laminar.errors import ConfigurationError, DatastoreError
-from laminar.storage.objectstore import BucketURL, ObjectStore
+from laminar.storage.objectstore import BucketURL, ObjectStore, buffered_reader
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
@@ -83,7 +82,7 @@ class GCS(ObjectStore["Client", "Bucket"]):
     - ``chunk_size``: bytes per request of resumable uploads and streaming reads.
     """
 
-    schemes = ("gs", "gcs")
+    schemes = _URL.schemes
     transient_names = frozenset(_TRANSIENT_NAMES)
 
     def __init__(
@@ -233,7 +232,7 @@ class GCS(ObjectStore["Client", "Bucket"]):
                 finally:
                     response.close()
             response.raw.decode_content = True
-            return cast(BinaryIO, io.BufferedReader(_Response(response), buffer_size=2**20))
+            return buffered_reader(response.raw.read, response.close)  # closing frees the connection
 
         return self._call("read", key, open_)
 
@@ -285,27 +284,3 @@ class GCS(ObjectStore["Client", "Bucket"]):
                     raise
 
         self._call("delete", key, delete)
-
-
-class _Response(io.RawIOBase):
-    """A raw binary stream over a streamed ``requests`` response; closing it frees the connection."""
-
-    def __init__(self, response: Any) -> None:
-        super().__init__()
-        self._response = response
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self._response.raw.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._response.close()
-            finally:
-                super().close()

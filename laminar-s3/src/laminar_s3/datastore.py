@@ -11,14 +11,13 @@ Every call is bounded: short connect timeouts, few SDK retries, and Laminar's ow
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from laminar.errors import DatastoreError
-from laminar.storage.objectstore import BucketURL, ObjectStore
+from laminar.storage.objectstore import BucketURL, ObjectStore, buffered_reader
 from laminar.storage.retries import causes
 
 if TYPE_CHECKING:
@@ -120,7 +119,7 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
     - ``options``: more keyword arguments for :class:`s3fs.S3FileSystem`.
     """
 
-    schemes = ("s3",)
+    schemes = _URL.schemes
     transient_names = frozenset(_TRANSIENT_NAMES)
 
     def __init__(
@@ -271,8 +270,8 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
 
     def open_read(self, key: str) -> BinaryIO:
         def open_(fs: S3FileSystem) -> BinaryIO:
-            stream = _BodyStream(fs, self._get(fs, key))
-            return cast(BinaryIO, io.BufferedReader(stream, buffer_size=2**20))
+            body = self._get(fs, key)
+            return buffered_reader(lambda size: _sync(fs, body.read, size), lambda: _sync(fs, body.aclose))
 
         return self._call("read", key, open_)
 
@@ -326,28 +325,3 @@ def _sync(fs: S3FileSystem, function: Callable[..., Any], *args: Any) -> Any:
     from fsspec.asyn import sync  # type: ignore[import-untyped, unused-ignore]
 
     return sync(fs.loop, function, *args)
-
-
-class _BodyStream(io.RawIOBase):
-    """A raw binary stream over one ``GetObject`` body, read piece by piece as it is consumed."""
-
-    def __init__(self, fs: S3FileSystem, body: Any) -> None:
-        super().__init__()
-        self._fs = fs
-        self._body = body
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = _sync(self._fs, self._body.read, len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                _sync(self._fs, self._body.aclose)
-            finally:
-                super().close()

@@ -81,8 +81,7 @@ class Local(Datastore):
         if os.path.dirname(os.path.abspath(path)) == self.staging_directory():
             self._move(path, key)  # same filesystem: a rename moves the bytes zero times
         else:
-            with open(path, "rb") as file:
-                self.write_bytes(key, file.read())
+            super().write_file(key, path)
 
     def _move(self, temporary: str, key: str) -> None:
         destination = self._path(key)

@@ -10,17 +10,19 @@ implements a few hooks with its SDK (``_connect``, ``_check_bucket``, ``_bucket_
 optionally ``_open_bucket``, ``_classify``, ``_transient``, ``_endpoint``, ``_disconnect``) and the byte
 primitives, each a call of ``self._call(verb, key, operation)``.
 
-:class:`BucketURL` parses and validates the URLs, with messages that name the service.
+:class:`BucketURL` parses and validates the URLs, with messages that name the service;
+:func:`buffered_reader` is the ``open_read`` stream over an SDK's streamed download.
 """
 
 from __future__ import annotations
 
 import abc
+import io
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, BinaryIO, ClassVar, Generic, TypeVar, cast
 
 from laminar.errors import ConfigurationError, DatastoreError, LaminarError
 from laminar.storage.datastore import Datastore
@@ -84,6 +86,41 @@ class BucketURL:
         if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
             raise ConfigurationError(f"the prefix of {url!r} has an empty, '.' or '..' part")
         return prefix
+
+
+class RawReader(io.RawIOBase):
+    """A raw binary stream over a streamed download, read piece by piece as it is consumed.
+
+    ``read(n)`` returns at most ``n`` bytes (``b""`` at the end); ``close()``, if given, runs once when
+    the stream is closed and frees what the download holds (the body, the connection).
+    """
+
+    def __init__(self, read: Callable[[int], bytes], close: Callable[[], object] | None = None) -> None:
+        super().__init__()
+        self._read = read
+        self._release = close
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                if self._release is not None:
+                    self._release()
+            finally:
+                super().close()
+
+
+def buffered_reader(read: Callable[[int], bytes], close: Callable[[], object] | None = None) -> BinaryIO:
+    """A :class:`RawReader` over ``read`` and ``close`` behind a 1 MiB buffer: what ``open_read`` returns."""
+    return cast(BinaryIO, io.BufferedReader(RawReader(read, close), buffer_size=2**20))
 
 
 class ObjectStore(Datastore, Generic[ClientT, BucketT]):
