@@ -61,7 +61,7 @@ READER = textwrap.dedent(
 
     sys.path.insert(0, os.getcwd())
     from flow import Cloud, Numbers, Square, Total
-    from laminar.runtime.context import store_for
+    from laminar._runtime.context import store_for
 
     flow = Cloud()
     datastore = flow.configuration.datastore

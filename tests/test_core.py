@@ -21,9 +21,9 @@ from laminar.errors import (
     PluginNotFound,
     SerializationError,
 )
-from laminar.ids import new_execution_id
-from laminar.serialization import hashing
-from laminar.storage import artifacts, layout
+from laminar._ids import new_execution_id
+from laminar._serialization import hashing
+from laminar._storage import artifacts, layout
 
 # ---- model: registration and the DAG -----------------------------------------------------------
 
@@ -320,7 +320,7 @@ class Store(Layer):
 
 def stored_archive(flow: Flow, execution: Any, layer: str, name: str, index: int = 0) -> Any:
     """The archive of ``name`` in split ``index`` of ``layer``, as stored."""
-    from laminar.runtime.context import store_for
+    from laminar._runtime.context import store_for
 
     archive = store_for(flow.execution(execution.id)).archive(layer, index, name)
     assert archive is not None
@@ -547,7 +547,7 @@ def test_default_datastore_is_dot_laminar_and_default_executor_is_process(
 
 
 def test_builtins_register_through_the_plugin_hooks() -> None:
-    from laminar.plugins.manager import datastore_classes, executor_classes, plugin_manager
+    from laminar._plugins.manager import datastore_classes, executor_classes, plugin_manager
 
     assert plugin_manager().get_plugin("laminar.builtin") is not None
     assert (

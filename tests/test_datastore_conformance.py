@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from laminar.configurations import datastores
-from laminar.storage.datastore import Datastore
+from laminar._transport.datastore import Datastore
 from laminar.testing import DatastoreConformance
 
 
@@ -54,7 +54,7 @@ class TestSQLite(DatastoreConformance):
 
     @pytest.fixture
     def datastore(self, tmp_path: Path) -> Iterator[Datastore]:
-        from laminar.plugins.manager import resolve_datastore
+        from laminar._plugins.manager import resolve_datastore
 
         store = resolve_datastore(f"sqlite:///{tmp_path}/runs.sqlite")
         assert type(store).__module__ == "laminar_sqlite.datastore"

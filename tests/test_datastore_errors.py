@@ -342,7 +342,7 @@ def test_azure_malformed_urls(url: str, expected: str, monkeypatch: pytest.Monke
 
 
 def test_azure_account_in_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    from laminar.plugins.manager import resolve_datastore
+    from laminar._plugins.manager import resolve_datastore
     from laminar_azure import Azure
 
     monkeypatch.delenv("AZURE_STORAGE_KEY", raising=False)
@@ -400,7 +400,7 @@ def test_scheme_whose_distribution_is_missing_names_the_extra(scheme: str, modul
         import sys, warnings
         sys.modules[{module!r}] = None  # as if the distribution were not installed
         warnings.simplefilter("ignore")
-        from laminar.plugins.manager import resolve_datastore
+        from laminar._plugins.manager import resolve_datastore
         try:
             resolve_datastore("{scheme}://container-or-bucket/prefix")
         except Exception as error:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from laminar.configurations import executors
-from laminar.runtime.executor import Executor
+from laminar._runtime.executor import Executor
 from laminar.testing import ExecutorConformance
 from laminar_dask import Dask
 

@@ -18,7 +18,7 @@ from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import Catch, Container, ForEach, Parameter, Retry
 from laminar.errors import ConfigurationError, FlowDefinitionError
-from laminar.runtime.context import store_for
+from laminar._runtime.context import store_for
 from laminar.types import unwrap
 
 
@@ -969,8 +969,8 @@ class Gather(Layer):
 def test_scheduling_cost_is_linear_in_the_number_of_splits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from laminar.runtime import foreach
-    from laminar.storage import store as store_module
+    from laminar._runtime import foreach
+    from laminar._storage import store as store_module
 
     # Without the metadata cache every lookup is a read, so the reads count the work itself.
     monkeypatch.setattr(store_module._Cache, "get", lambda self, key: None)

@@ -1,4 +1,4 @@
-"""laminar.storage.objectstore on a minimal in-memory backend: the base class's own rules (URL checks,
+"""laminar._transport.objectstore on a minimal in-memory backend: the base class's own rules (URL checks,
 retries, error classes, pickling). The real backends run on their emulators in test_datastore_*.py."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from laminar.errors import ConfigurationError, DatastoreError
-from laminar.storage.objectstore import BucketURL, ObjectStore
+from laminar._transport.objectstore import BucketURL, ObjectStore
 
 URL = BucketURL(
     schemes=("fake",), service="Fake", title="a Fake", pattern=re.compile(r"^[a-z]{3,}$"), rule="use letters"

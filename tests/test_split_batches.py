@@ -11,12 +11,12 @@ from helpers import EXECUTORS, CountingLocal
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors
 from laminar.configurations.layers import ForEach, Parameter, Retry
-from laminar.runtime import commit
-from laminar.runtime.context import store_for
-from laminar.runtime.executor import Executor
-from laminar.runtime.task import SplitOutcome, SplitTask
-from laminar.storage import layout
-from laminar.storage.store import _Locator
+from laminar._runtime import commit
+from laminar._runtime.context import store_for
+from laminar._runtime.executor import Executor
+from laminar._runtime.task import SplitOutcome, SplitTask
+from laminar._storage import layout
+from laminar._storage.store import _Locator
 from laminar.types import unwrap
 
 
@@ -135,7 +135,7 @@ def test_an_executor_that_does_not_return_the_outcome_is_named_and_not_retried(t
         ExecutorContractError, match=r"executor Careless\(.*\) returned None for layer Once"
     ) as raised:
         flow(execution="careless")
-    assert "must return the SplitOutcome that laminar.runtime.split.run_split returned" in str(raised.value)
+    assert "must return the SplitOutcome that laminar._runtime.split.run_split returned" in str(raised.value)
     assert attempts == [0]  # a broken executor is a bug: retrying cannot help
     assert not flow.execution("careless").layer(Once).state.finished
 
@@ -205,8 +205,8 @@ class Script(Executor):
         import asyncio
         import sys
 
-        from laminar.runtime.environment import environment_for
-        from laminar.runtime.split import recorded_outcome
+        from laminar._runtime.environment import environment_for
+        from laminar._runtime.split import recorded_outcome
 
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -244,7 +244,7 @@ def test_an_executor_that_starts_a_process_per_split_through_the_environment(
     pids = set(execution.layer(module.Square).pid)
     assert len(pids) == 4 and os.getpid() not in pids  # each split ran in a process of its own
 
-    from laminar.runtime.split import recorded_outcome
+    from laminar._runtime.split import recorded_outcome
 
     never = SplitTask(flow=flow, execution="scripted", layer="Square", index=7, splits=8)
     with pytest.raises(RuntimeError, match=r"split 7 of 8, attempt 0.* exited without recording its result"):
@@ -254,7 +254,7 @@ def test_an_executor_that_starts_a_process_per_split_through_the_environment(
 def test_a_finished_layer_finds_each_split_in_one_batch_even_after_a_straggler() -> None:
     # A straggler's batch spans from its own index to the end; the record's exact runs keep every
     # other lookup to the one batch that holds the split.
-    from laminar.storage.records import Record
+    from laminar._storage.records import Record
 
     record = Record(
         "F",
@@ -288,7 +288,7 @@ def test_records_of_another_storage_layout_are_refused_with_a_message(tmp_path: 
 
 
 def test_the_metadata_cache_is_bounded_by_weight(monkeypatch: pytest.MonkeyPatch) -> None:
-    from laminar.storage import store
+    from laminar._storage import store
 
     monkeypatch.setattr(store, "_CACHE_WEIGHT", 10)
     cache = store._Cache()
@@ -363,7 +363,7 @@ def test_a_killed_scheduler_loses_only_unrecorded_splits_and_resume_finishes_the
     ran_before = {int(line) for line in runs.read_text().split()}
     assert n // 4 <= len(ran_before) < n, "the run was not killed half way; make the splits slower"
 
-    from laminar.storage.store import ExecutionStore
+    from laminar._storage.store import ExecutionStore
 
     store = ExecutionStore(datastores.Local(tmp_path / "store"), "Killable", "killed", defaults={})
     recorded = set(store.finished_splits("Slow"))

@@ -3,9 +3,9 @@
 ``from laminar import Flow, Layer, Parameters, Execution``
 """
 
-from laminar.model.execution import Execution
-from laminar.model.flow import Flow
-from laminar.model.layer import Layer, Parameters
+from laminar._model.execution import Execution
+from laminar._model.flow import Flow
+from laminar._model.layer import Layer, Parameters
 
 __all__ = ["Execution", "Flow", "Layer", "Parameters"]
 __version__ = "0.1.0"

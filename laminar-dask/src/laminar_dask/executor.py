@@ -9,10 +9,10 @@ How a split travels:
 
 * The flow is pickled once per execution and installed on every worker (and on workers that join
   later, e.g. one the nanny restarted) by a worker plugin; each Dask task then carries only the
-  small :class:`~laminar.runtime.task.SplitTask`. Workers unpickle the flow once and reuse it.
+  small :class:`~laminar._runtime.task.SplitTask`. Workers unpickle the flow once and reuse it.
 * Splits the scheduler hands over in one turn of the event loop (a layer's splits start together)
   go to Dask as one graph (``client.map``), not one graph update per split.
-* Each task runs :func:`laminar.runtime.split.run_split` and is submitted with ``retries=0``:
+* Each task runs :func:`laminar._runtime.split.run_split` and is submitted with ``retries=0``:
   Laminar's ``Retry`` decides retries. A worker that dies mid-task makes Dask raise
   :class:`distributed.KilledWorker`, which becomes :class:`laminar.errors.WorkerLost`.
 * ``Container(cpu, memory)`` becomes Dask worker ``resources`` only for the resource names the
@@ -33,12 +33,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import cloudpickle
 from laminar.errors import ConfigurationError, WorkerLost
-from laminar.runtime.executor import Executor
+from laminar._runtime.executor import Executor
 
 if TYPE_CHECKING:
     from distributed import Client
-    from laminar.model.flow import Flow
-    from laminar.runtime.task import SplitOutcome, SplitTask
+    from laminar._model.flow import Flow
+    from laminar._runtime.task import SplitOutcome, SplitTask
 
 # dask and distributed are imported when an execution starts, not when Laminar loads its plugins:
 # importing distributed takes about a second, and every Laminar process loads every plugin.

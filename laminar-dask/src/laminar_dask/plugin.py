@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from laminar.plugins.hookspecs import hookimpl
-from laminar.runtime.executor import Executor
+from laminar._plugins.hookspecs import hookimpl
+from laminar._runtime.executor import Executor
 
 from laminar_dask.executor import Dask
 

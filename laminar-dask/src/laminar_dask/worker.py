@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 from distributed import WorkerPlugin
 from laminar.errors import WorkerLost
-from laminar.runtime.split import run_split
+from laminar._runtime.split import run_split
 
 if TYPE_CHECKING:
-    from laminar.model.flow import Flow
-    from laminar.runtime.task import SplitOutcome, SplitTask
+    from laminar._model.flow import Flow
+    from laminar._runtime.task import SplitOutcome, SplitTask
 
 #: token -> pickled flow, installed by :class:`FlowPlugin` on each worker
 _PAYLOADS: dict[str, bytes] = {}

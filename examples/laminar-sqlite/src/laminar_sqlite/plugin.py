@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from laminar.plugins.hookspecs import hookimpl
-from laminar.storage.datastore import Datastore
+from laminar._plugins.hookspecs import hookimpl
+from laminar._transport.datastore import Datastore
 
 
 @hookimpl

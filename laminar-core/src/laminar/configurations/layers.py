@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from laminar.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from laminar.model.layer import Layer
+    from laminar._model.layer import Layer
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Parameter:
     index: int | None = 0
 
     def __post_init__(self) -> None:
-        from laminar.model.layer import Layer
+        from laminar._model.layer import Layer
 
         if not (isinstance(self.layer, type) and issubclass(self.layer, Layer)):
             raise ConfigurationError(f"Parameter(layer=...) must be a Layer class, got {self.layer!r}")

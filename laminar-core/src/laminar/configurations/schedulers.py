@@ -1,5 +1,5 @@
 """Schedulers: decide what runs when. ``Scheduler`` (asyncio) is the default."""
 
-from laminar.runtime.scheduler import Scheduler
+from laminar._runtime.scheduler import Scheduler
 
 __all__ = ["Scheduler"]

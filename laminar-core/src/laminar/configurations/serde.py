@@ -1,5 +1,5 @@
 """Serialization protocols, keyed by exact type: ``@datastore.protocol(list, dict) class Json(serde.Protocol)``."""
 
-from laminar.serialization.protocols import Pickle, Protocol
+from laminar._serialization.protocols import Pickle, Protocol
 
 __all__ = ["Pickle", "Protocol"]

@@ -28,9 +28,9 @@ import pytest
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import hooks
 from laminar.configurations.layers import Catch, ForEach, Parameter, Retry
-from laminar.runtime.executor import Executor
-from laminar.storage.datastore import Datastore
-from laminar.storage.local import Local
+from laminar._runtime.executor import Executor
+from laminar._transport.datastore import Datastore
+from laminar._transport.local import Local
 
 MakeExecutor = Callable[..., Executor]
 
@@ -163,7 +163,7 @@ class Wrapped(Layer):
 
 
 class ExecutorConformance:
-    """Reusable tests of the Executor contract (see :mod:`laminar.runtime.executor`)."""
+    """Reusable tests of the Executor contract (see :mod:`laminar._runtime.executor`)."""
 
     @pytest.fixture
     def make_executor(self) -> MakeExecutor:

@@ -1,0 +1,132 @@
+"""Layer: one unit of work. Its ``__call__`` does the work; what it assigns on ``self`` is stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from laminar.configurations.layers import Configuration
+    from laminar._model.execution import Execution
+    from laminar._model.flow import Flow
+    from laminar._runtime.context import LayerContext
+
+#: Attributes Laminar owns on a layer; everything else assigned on ``self`` is an artifact.
+RESERVED = frozenset(
+    {"flow", "execution", "index", "splits", "attempt", "configuration", "state", "name", "shard"}
+)
+
+
+class LayerState:
+    """What is known about a layer in one execution."""
+
+    def __init__(self, layer: Layer) -> None:
+        self._layer = layer
+
+    @property
+    def finished(self) -> bool:
+        """Whether the layer finished in this execution (its record exists)."""
+        context = self._layer._context
+        return context is not None and context.finished()
+
+    def __repr__(self) -> str:
+        return f"LayerState(finished={self.finished})"
+
+
+class Layer:
+    """Base class of a flow's units of work. Subclass it, define ``__call__``, register it to a flow.
+
+    ``__call__``'s parameters, annotated with other Layer classes, are its dependencies. Attributes
+    assigned on ``self`` inside ``__call__`` become artifacts (names starting with ``_`` stay private);
+    ``self.shard(name=iterable)`` stores each item as its own artifact.
+    """
+
+    _context: LayerContext | None = None
+
+    def __init__(self, **artifacts: Any) -> None:
+        for name, value in artifacts.items():
+            setattr(self, name, value)
+
+    # ---- artifacts -----------------------------------------------------------------------------
+    def shard(self, **iterables: Iterable[Any]) -> None:
+        """Store each item of each iterable as its own artifact; downstream reads an Accessor."""
+        shards: dict[str, list[Any]] = self.__dict__.setdefault("_shards", {})
+        for name, values in iterables.items():
+            if name in RESERVED or name.startswith("_"):
+                raise AttributeError(f"cannot shard {name!r}: the name is reserved by Laminar")
+            self.__dict__.pop(name, None)
+            shards[name] = list(values)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in RESERVED:
+            raise AttributeError(
+                f"{type(self).__name__}.{name} is set by Laminar and cannot be assigned; pick another name "
+                f"for the artifact (reserved: {', '.join(sorted(RESERVED))})"
+            )
+        shards = self.__dict__.get("_shards")
+        if shards and name in shards:
+            del shards[name]
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: read the artifact from the datastore.
+        context = self.__dict__.get("_context")
+        if name.startswith("_") or context is None:
+            raise AttributeError(
+                f"{type(self).__name__!r} has no attribute {name!r}"
+                + ("" if name.startswith("_") else " (this layer is not bound to an execution)")
+            )
+        return context.read(name)
+
+    def _artifacts(self) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+        """The values and the shards assigned on this layer instance."""
+        values = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return values, dict(self.__dict__.get("_shards", {}))
+
+    # ---- what Laminar tells the layer ----------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def flow(self) -> Flow | None:
+        return self._context.flow if self._context else None
+
+    @property
+    def execution(self) -> Execution | None:
+        return self._context.execution if self._context else None
+
+    @property
+    def index(self) -> int | None:
+        """This split's number in a foreach layer; ``None`` for an ordinary layer."""
+        return self._context.index if self._context else None
+
+    @property
+    def splits(self) -> int | None:
+        """How many splits this foreach layer has; ``None`` for an ordinary layer."""
+        return self._context.splits if self._context else None
+
+    @property
+    def attempt(self) -> int:
+        """0 on the first try, 1 on the first retry, ..."""
+        return self._context.attempt if self._context else 0
+
+    @property
+    def configuration(self) -> Configuration:
+        from laminar.configurations.layers import Configuration
+
+        return self._context.configuration if self._context else Configuration()
+
+    @property
+    def state(self) -> LayerState:
+        return LayerState(self)
+
+    def __repr__(self) -> str:
+        return f"{self.name}(execution={self.execution!r}, index={self.index}, splits={self.splits})"
+
+
+class Parameters(Layer):
+    """The layer every flow has: ``flow(foo=1)`` stores ``foo`` as an artifact of Parameters."""
+
+    def __call__(self) -> None:
+        """Parameters are stored by the scheduler; there is no work to do."""

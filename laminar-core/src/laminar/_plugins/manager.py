@@ -1,0 +1,139 @@
+"""The plugin manager: loads the ``laminar`` entry-point group and resolves datastores and executors."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from laminar.errors import ConfigurationError, PluginNotFound
+from laminar._plugins import builtin, hookspecs
+
+if TYPE_CHECKING:
+    from laminar._runtime.executor import Executor
+    from laminar._serialization.protocols import Protocol
+    from laminar._transport.datastore import Datastore
+
+#: Which distribution provides a scheme or executor Laminar knows of but that may not be installed.
+KNOWN_PROVIDERS = {
+    "s3": "laminar-s3 (pip install 'laminar[s3]')",
+    "gs": "laminar-gcs (pip install 'laminar[gcs]')",
+    "gcs": "laminar-gcs (pip install 'laminar[gcs]')",
+    "az": "laminar-azure (pip install 'laminar[azure]')",
+    "abfs": "laminar-azure (pip install 'laminar[azure]')",
+    "dask": "laminar-dask (pip install 'laminar[dask]')",
+}
+
+
+#: Entry points that failed to load: name -> why.
+BROKEN: dict[str, str] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide manager: built-ins first, then every installed ``laminar`` entry point."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    manager.register(builtin, name="laminar.builtin")
+    for entry_point in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
+        if manager.get_plugin(entry_point.name) is not None:
+            continue
+        try:
+            manager.register(entry_point.load(), name=entry_point.name)
+        except Exception as error:
+            BROKEN[entry_point.name] = f"{entry_point.value}: {type(error).__name__}: {error}"
+            warnings.warn(
+                f"laminar plugin {entry_point.name!r} failed to load: {BROKEN[entry_point.name]}",
+                stacklevel=2,
+            )
+    return manager
+
+
+def datastore_classes() -> dict[str, type[Datastore]]:
+    """URL scheme -> datastore class, from every plugin (later registrations do not override)."""
+    found: dict[str, type[Datastore]] = {}
+    for classes in reversed(plugin_manager().hook.laminar_datastores()):
+        for kind in classes:
+            for scheme in kind.schemes:
+                found.setdefault(scheme, kind)
+    return found
+
+
+def executor_classes() -> dict[str, type[Executor]]:
+    found: dict[str, type[Executor]] = {}
+    for classes in reversed(plugin_manager().hook.laminar_executors()):
+        for kind in classes:
+            for name in kind.names:
+                found.setdefault(name, kind)
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _default_protocols() -> dict[type, Protocol[Any]]:
+    protocols: dict[type, Protocol[Any]] = {}
+    for pairs in plugin_manager().hook.laminar_protocols():
+        for types, protocol in pairs:
+            for kind in types:
+                protocols.setdefault(kind, protocol)
+    return protocols
+
+
+def default_protocols() -> dict[type, Protocol[Any]]:
+    """Protocols plugins register for every datastore (a user's ``@datastore.protocol`` wins)."""
+    return _default_protocols()
+
+
+def _missing(kind: str, wanted: str, installed: list[str]) -> PluginNotFound:
+    provider = KNOWN_PROVIDERS.get(wanted)
+    hint = f" It is provided by {provider}." if provider else ""
+    broken = "".join(f" Plugin {name!r} failed to load ({why})." for name, why in BROKEN.items())
+    return PluginNotFound(
+        f"no installed plugin provides the {kind} {wanted!r}.{hint} Installed {kind}s: {', '.join(installed)}."
+        + broken
+    )
+
+
+def resolve_datastore(spec: Datastore | str | None) -> Datastore:
+    """A Datastore object as is; a URL through the plugin that registered its scheme; None: Local."""
+    from laminar._transport.datastore import Datastore
+    from laminar._transport.local import Local
+
+    if spec is None or spec == "":
+        return Local()
+    if isinstance(spec, Datastore):
+        return spec
+    if not isinstance(spec, str):
+        raise ConfigurationError(f"datastore must be a Datastore or a URL string, got {spec!r}")
+    scheme, separator, _ = spec.partition("://")
+    if not separator or not scheme:
+        raise ConfigurationError(
+            f"datastore URL {spec!r} has no scheme; write it as s3://bucket/prefix, gs://bucket/prefix, "
+            "az://container/prefix, file:///absolute/path or memory://"
+        )
+    classes = datastore_classes()
+    kind = classes.get(scheme.lower())
+    if kind is None:
+        raise _missing("datastore scheme", scheme.lower(), [f"{s}://" for s in sorted(classes)])
+    return kind.from_url(spec)
+
+
+def resolve_executor(spec: Executor | str | None) -> Executor:
+    """An Executor object as is; a name or URL (``thread``, ``dask://host:8786``); None: process."""
+    from laminar._runtime.executor import Executor
+    from laminar._runtime.process import Process
+
+    if spec is None or spec == "":
+        return Process()
+    if isinstance(spec, Executor):
+        return spec
+    if not isinstance(spec, str):
+        raise ConfigurationError(f"executor must be an Executor or a name such as 'thread', got {spec!r}")
+    name = spec.partition("://")[0].lower()
+    classes = executor_classes()
+    kind = classes.get(name)
+    if kind is None:
+        raise _missing("executor", name, sorted(classes))
+    return kind.from_url(spec)

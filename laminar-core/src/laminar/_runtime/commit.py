@@ -1,0 +1,88 @@
+"""Group commit: the records of a layer's splits that finish close together are written as one batch.
+
+Executors hand each split's record back to the scheduler instead of writing it (see
+``SplitOutcome``). The log below buffers them and writes a batch at most ``INTERVAL`` seconds after
+the first of it arrived, sooner when ``LIMIT`` records wait or the layer ends. A foreach of 100,000
+trivial splits so costs a few hundred writes instead of 100,000, and on an object store a few
+requests instead of one per split. A split's artifacts are stored before its record is handed back,
+so a batch never names anything missing; if the scheduler dies, at most the last ``INTERVAL`` of
+finished splits lose their records and run again on resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from laminar.errors import add_note
+from laminar._storage.records import Runs, SplitRecord, runs
+from laminar._storage.store import ExecutionStore
+
+INTERVAL = 0.05  # seconds a finished split's record may wait for others
+LIMIT = 4096  # records per batch, to keep each batch a modest read
+
+
+class SplitLog:
+    """Buffers finished splits of one layer and writes them in batches from a background task."""
+
+    def __init__(
+        self,
+        store: ExecutionStore,
+        layer: str,
+        *,
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        self.store = store
+        self.layer = layer
+        self._fail = fail
+        self.pending: dict[int, SplitRecord] = {}
+        #: the batches written so far (name: runs of split indices), and the artifact names stored
+        self.batches: dict[str, Runs] = {}
+        self.artifacts: set[str] = set()
+        self._arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self._closing = False
+        self._writer = asyncio.ensure_future(self._write_batches())
+
+    def add(self, index: int, record: SplitRecord) -> None:
+        """Queue a finished split's record for the next batch."""
+        self.pending[index] = record
+        self.artifacts.update(record.archives)
+        self._arrived.set()
+        if len(self.pending) >= LIMIT:
+            self._full.set()
+
+    async def close(self) -> dict[str, Runs]:
+        """Write what is queued and stop; returns every batch written, with its runs of split indices."""
+        self._closing = True
+        self._arrived.set()
+        self._full.set()
+        await self._writer
+        return self.batches
+
+    async def _write_batches(self) -> None:
+        try:
+            while True:
+                if not self._closing:
+                    await self._arrived.wait()
+                if not self._closing:  # let more splits finish, unless the batch fills or the layer ends
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), INTERVAL)
+                self._arrived.clear()
+                self._full.clear()
+                if self.pending:  # taken here, on the loop, where add() runs; written on a thread
+                    batch, self.pending = self.pending, {}
+                    name = await asyncio.to_thread(self.store.write_splits, self.layer, batch)
+                    self.batches[name] = runs(batch)
+                elif self._closing:
+                    return
+        except asyncio.CancelledError:  # the run is being torn down (Ctrl-C): keep what finished
+            if self.pending:
+                batch, self.pending = self.pending, {}
+                self.batches[self.store.write_splits(self.layer, batch)] = runs(batch)
+            raise
+        except Exception as error:  # the datastore failed: stop the run; these splits run again on resume
+            self.pending.clear()
+            add_note(error, f"while writing the records of finished splits of layer {self.layer}")
+            self._fail(error)

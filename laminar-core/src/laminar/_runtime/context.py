@@ -1,0 +1,172 @@
+"""LayerContext: binds a Layer instance to a flow, an execution and a split, and reads its artifacts.
+
+A *writer* context is the layer running its ``__call__``; a *reader* context is a dependency (or a
+results-API layer) whose attributes are read lazily from the datastore.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from laminar._model.accessor import Accessor
+from laminar._model.layer import Layer
+from laminar._runtime.task import Binding
+from laminar._storage.records import Archive, stored
+from laminar._storage.store import ExecutionStore
+
+if TYPE_CHECKING:
+    from laminar.configurations.layers import Configuration
+    from laminar._model.execution import Execution
+    from laminar._model.flow import Flow
+
+
+def store_for(execution: Execution) -> ExecutionStore:
+    from laminar._plugins.manager import default_protocols
+
+    datastore = execution.flow.configuration.datastore
+    return ExecutionStore(datastore, execution.flow.name, execution.id, default_protocols())
+
+
+class LayerContext:
+    """Everything Laminar knows about one Layer instance."""
+
+    def __init__(
+        self,
+        execution: Execution,
+        name: str,
+        *,
+        index: int | None = None,
+        splits: int | None = None,
+        attempt: int = 0,
+        configuration: Configuration | None = None,
+        bindings: dict[str, Binding] | None = None,
+        writer: bool = False,
+        store: ExecutionStore | None = None,
+    ) -> None:
+        definition = execution.flow.registry[name]
+        self.execution = execution
+        self.name = name
+        self.index = index
+        self.splits = splits
+        self.attempt = attempt
+        self._configuration = configuration
+        self._registered = definition.configuration
+        self.bindings = bindings or {}
+        self.writer = writer
+        self.store = store or store_for(execution)
+        self._class = definition.layer
+        self._layer: weakref.ref[Layer] | None = None
+
+    def bind(self) -> Layer:
+        """A new instance of the layer, bound to this context.
+
+        The layer owns its context; the context links back weakly, so no reference cycle keeps
+        large artifacts alive until the garbage collector happens to run.
+        """
+        layer: Layer = object.__new__(self._class)
+        object.__setattr__(layer, "_context", self)
+        self._layer = weakref.ref(layer)
+        return layer
+
+    @classmethod
+    def reader(
+        cls,
+        execution: Execution,
+        name: str,
+        *,
+        bindings: dict[str, Binding] | None = None,
+        store: ExecutionStore | None = None,
+    ) -> Layer:
+        """Layer ``name`` of ``execution``, reading its artifacts lazily from the datastore."""
+        return cls(execution, name, bindings=bindings, store=store).bind()
+
+    @property
+    def configuration(self) -> Configuration:
+        """This layer's configuration; a private copy, so changing it never alters the flow's registry."""
+        if self._configuration is None:
+            self._configuration = copy.deepcopy(self._registered)
+        return self._configuration
+
+    @property
+    def flow(self) -> Flow:
+        return self.execution.flow
+
+    def finished(self) -> bool:
+        return self.store.record(self.name) is not None
+
+    # ---- reading ------------------------------------------------------------------------------
+    def read(self, attribute: str) -> Any:
+        if self.writer:
+            raise AttributeError(
+                f"{self.name!r} has no attribute {attribute!r} (it has not been assigned yet)"
+            )
+        value = self._read(attribute)
+        layer = self._layer() if self._layer is not None else None
+        if layer is not None:
+            object.__setattr__(layer, attribute, value)  # read once per instance
+        return value
+
+    def _read(self, attribute: str) -> Any:
+        binding = self.bindings.get(attribute)
+        if binding is not None:
+            if binding.artifact is not None:
+                return self.store.load(binding.artifact)
+            assert binding.split is not None
+            return self._value(self._archive(binding.split, attribute))
+        if self._registered.foreach is None:
+            return self._value(self._archive(0, attribute))
+        record = self.store.record(self.name)
+        if record is None:
+            raise self._missing(attribute)
+        if record.splits and attribute not in record.artifacts:
+            raise self._missing(attribute)  # no split stored it: fail now, so hasattr() is truthful
+
+        def read_many(indices: range) -> list[Any]:
+            archives = self.store.archives(self.name, indices, attribute)
+            if any(archive is None for archive in archives):
+                missing = next(i for i, archive in zip(indices, archives, strict=True) if archive is None)
+                raise self._missing(attribute, missing)
+            if not any(archive.sharded for archive in archives if archive is not None):
+                return self.store.load_many(
+                    [archive.artifacts[0] for archive in archives if archive is not None]
+                )
+            return [self._value(archive) for archive in archives if archive is not None]
+
+        return Accessor(
+            record.splits,
+            lambda i: self._value(self._archive(i, attribute)),
+            read_many=read_many,
+            description=f"{self.name}.{attribute} over {record.splits} splits",
+        )
+
+    def _archive(self, index: int, attribute: str) -> Archive:
+        archive = self.store.archive(self.name, index, attribute)
+        if archive is None:
+            raise self._missing(attribute, index)
+        return archive
+
+    def _value(self, archive: Archive) -> Any:
+        if archive.sharded:
+            artifacts = archive.artifacts
+            return Accessor(
+                len(artifacts),
+                lambda i: self.store.load(artifacts[i]),
+                read_many=lambda indices: self.store.load_many([artifacts[i] for i in indices]),
+            )
+        return self.store.load(archive.artifacts[0])
+
+    def _missing(self, attribute: str, index: int = 0) -> AttributeError:
+        where = f"in execution {self.execution.id} of flow {self.flow.name}"
+        finished = self.store.record(self.name) is not None
+        split = self.store.split_record(self.name, index)
+        if not finished and split is None:
+            return AttributeError(
+                f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} has not finished "
+                "(it was skipped, failed, or has not run yet)"
+            )
+        return AttributeError(
+            f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} finished without assigning it "
+            f"(it stored: {stored(split)})"
+        )

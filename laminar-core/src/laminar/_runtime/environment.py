@@ -1,0 +1,77 @@
+"""The ``LAMINAR_*`` environment protocol: how an executor tells a process which split to run.
+
+A process started with these variables that evaluates ``if flow := MyFlow():`` runs that split and
+gets ``False``, so the script does no set-up twice. Laminar's own worker processes set
+``LAMINAR_WORKER`` instead: there the guard is simply false.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from laminar.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from laminar._model.flow import Flow
+    from laminar._runtime.task import SplitTask
+
+WORKER = "LAMINAR_WORKER"
+
+
+def in_worker() -> bool:
+    return os.environ.get(WORKER) == "1"
+
+
+def task_from_environment(flow: Flow) -> SplitTask | None:
+    """The split this process was started to run for ``flow``, or ``None``."""
+    if not os.environ.get("LAMINAR_LAYER_NAME") or os.environ.get("LAMINAR_FLOW_NAME") != flow.name:
+        return None
+    from laminar._runtime import foreach
+    from laminar._runtime.context import store_for
+    from laminar._runtime.task import SplitTask
+
+    try:
+        index = _optional_int("LAMINAR_LAYER_INDEX")
+        task = SplitTask(
+            flow=flow,
+            execution=os.environ["LAMINAR_EXECUTION_ID"],
+            layer=os.environ["LAMINAR_LAYER_NAME"],
+            index=index,
+            splits=_optional_int("LAMINAR_LAYER_SPLITS"),
+            attempt=int(os.environ.get("LAMINAR_LAYER_ATTEMPT") or 0),
+            retry=os.environ.get("LAMINAR_EXECUTION_RETRY") == "1",
+        )
+    except (KeyError, ValueError) as error:
+        raise ConfigurationError(f"incomplete or malformed LAMINAR_* environment: {error}") from error
+    if task.layer not in flow.registry:
+        raise ConfigurationError(f"LAMINAR_LAYER_NAME={task.layer!r} is not a layer of flow {flow.name}")
+    each = flow.registry[task.layer].configuration.foreach
+    if each is not None and index is not None:
+        from laminar._model.execution import Execution
+
+        store = store_for(Execution(flow=flow, id=task.execution))
+        task.bindings = foreach.grid(store, task.layer, each).bindings(index)
+    return task
+
+
+def environment_for(task: SplitTask) -> dict[str, str]:
+    """The variables that make a process running the flow's script run ``task`` (and nothing else).
+
+    For executors that start a process (or a container) per split; the process writes the split's
+    record itself, and :func:`laminar._runtime.split.recorded_outcome` reads it back.
+    """
+    return {
+        "LAMINAR_EXECUTION_ID": task.execution,
+        "LAMINAR_EXECUTION_RETRY": "1" if task.retry else "0",
+        "LAMINAR_FLOW_NAME": task.flow.name,
+        "LAMINAR_LAYER_NAME": task.layer,
+        "LAMINAR_LAYER_INDEX": "" if task.index is None else str(task.index),
+        "LAMINAR_LAYER_SPLITS": "" if task.splits is None else str(task.splits),
+        "LAMINAR_LAYER_ATTEMPT": str(task.attempt),
+    }
+
+
+def _optional_int(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    return int(value) if value else None

@@ -1,0 +1,56 @@
+"""The Executor contract: run one layer split somewhere and report how it ended.
+
+The scheduler decides *what* runs; an executor decides *where*. An executor receives a picklable
+:class:`~laminar._runtime.task.SplitTask`, runs :func:`laminar._runtime.split.run_split` on it in some
+process (this one, a local worker process, a Dask worker...) and returns the
+:class:`~laminar._runtime.task.SplitOutcome`, or raises the layer's exception.
+
+The scheduler enforces ``timeout`` by cancelling :meth:`Executor.run`; an executor that can stop the
+work on cancellation (kill a process, cancel a Dask future) should.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from typing import TYPE_CHECKING, ClassVar
+
+from laminar.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from laminar._runtime.task import SplitOutcome, SplitTask
+
+
+class Executor(abc.ABC):
+    """Runs layer splits. ``concurrency`` caps splits in flight; ``timeout`` caps one split's seconds."""
+
+    #: Names this executor is chosen by (``Flow(executor="process")``, ``LAMINAR_EXECUTOR=thread``).
+    names: ClassVar[tuple[str, ...]] = ()
+    #: Whether splits run in the scheduler's process (only such executors can use ``Memory``).
+    in_process: ClassVar[bool] = False
+
+    def __init__(self, *, concurrency: int | None = None, timeout: float | None = None) -> None:
+        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+            raise ConfigurationError(f"concurrency must be a whole number of at least 1, got {concurrency!r}")
+        if timeout is not None and not timeout > 0:
+            raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.concurrency = concurrency or max(os.cpu_count() or 1, 1)
+        self.timeout = timeout
+
+    @classmethod
+    def from_url(cls, url: str) -> Executor:
+        """Build from a name or URL (``"thread"``, ``"dask://host:8786"``). Plugins override."""
+        return cls()
+
+    async def start(self) -> None:
+        """Acquire resources (pools, clusters) before an execution's first split."""
+
+    @abc.abstractmethod
+    async def run(self, task: SplitTask) -> SplitOutcome:
+        """Run one split and return its outcome, or raise the exception the layer raised."""
+
+    async def stop(self) -> None:
+        """Release what :meth:`start` acquired. Called once the execution ends, even on failure."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(concurrency={self.concurrency}, timeout={self.timeout})"

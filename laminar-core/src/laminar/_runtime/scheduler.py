@@ -1,0 +1,284 @@
+"""The asyncio scheduler: decides what runs, in what order, and how failures end an execution.
+
+Each layer is a coroutine that waits for its dependencies, evaluates entry hooks, sizes its ForEach
+grid once, and feeds its splits to the executor through at most ``concurrency`` runners. Scheduling
+cost is linear in the number of splits. When a split fails for good, nothing new starts; splits in
+flight finish; then the first error is raised with the layer named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import threading
+from typing import TYPE_CHECKING, Any
+
+from laminar.errors import ExecutorContractError, FlowDefinitionError, SerializationError, add_note
+from laminar._model.flow import check_compatible
+from laminar._runtime import foreach, hooks
+from laminar._runtime.commit import SplitLog
+from laminar._runtime.context import LayerContext, store_for
+from laminar._runtime.task import SplitOutcome, SplitTask
+from laminar._storage.records import runs
+
+if TYPE_CHECKING:
+    from laminar._model.execution import Execution
+    from laminar._model.flow import Hook
+    from laminar._model.layer import Layer
+    from laminar._runtime.executor import Executor
+    from laminar._storage.store import ExecutionStore
+
+FINISHED, SKIPPED, FAILED, CANCELLED = "finished", "skipped", "failed", "not started"
+
+
+class Scheduler:
+    """Runs executions. ``Flow(scheduler=Scheduler())`` is the default."""
+
+    def run(self, execution: Execution, *, parameters: dict[str, Any], resume: bool = False) -> None:
+        """Run ``execution`` to the end; raise the first layer failure."""
+        flow = execution.flow
+        check_compatible(flow.configuration)
+        flow.plan  # noqa: B018 - validates the DAG before anything is written
+        run = _Run(execution, parameters=parameters, resume=resume)
+        try:
+            asyncio.get_running_loop()
+            inside_loop = True
+        except RuntimeError:
+            inside_loop = False
+        if not inside_loop:
+            asyncio.run(run.main())
+            return
+        # Called from inside an event loop (a notebook): run ours on a thread of its own.
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(run.main())
+            except BaseException as error:
+                errors.append(error)
+
+        thread = threading.Thread(target=target, name="laminar-scheduler")
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    def __repr__(self) -> str:
+        return "Scheduler()"
+
+
+class _Run:
+    """The state of one run of one execution."""
+
+    def __init__(self, execution: Execution, *, parameters: dict[str, Any], resume: bool) -> None:
+        from laminar._plugins.manager import plugin_manager
+
+        self.execution = execution
+        self.flow = execution.flow
+        self.plan = self.flow.plan
+        self.parameters = parameters
+        self.resume = resume
+        self.executor: Executor = self.flow.configuration.executor
+        self.store: ExecutionStore = store_for(execution)
+        self.hook = plugin_manager().hook
+        self.errors: list[BaseException] = []
+        self.states: dict[str, asyncio.Future[str]] = {}
+
+    async def main(self) -> None:
+        await asyncio.to_thread(self._begin)
+        self.hook.laminar_execution_started(execution=self.execution)
+        self.semaphore = asyncio.Semaphore(self.executor.concurrency)
+        loop = asyncio.get_running_loop()
+        self.states = {name: loop.create_future() for name in self.plan.order}
+        await self.executor.start()
+        try:
+            await asyncio.gather(*(self._layer(name) for name in self.plan.order if name != "Parameters"))
+        finally:
+            await self.executor.stop()
+            error = self.errors[0] if self.errors else None
+            self.hook.laminar_execution_finished(execution=self.execution, error=error)
+        if self.errors:
+            raise self.errors[0]
+
+    def _begin(self) -> None:
+        """Write the execution metadata and the Parameters layer, or check what resume continues."""
+        exists = self.store.metadata_exists()
+        if self.resume and not exists:
+            raise FlowDefinitionError(
+                f"cannot resume execution {self.execution.id} of flow {self.flow.name}: it does not exist in "
+                f"{self.flow.configuration.datastore.url}"
+            )
+        if not self.resume and exists:
+            raise FlowDefinitionError(
+                f"execution {self.execution.id} of flow {self.flow.name} already exists; resume it with "
+                f"flow.execution({self.execution.id!r}).resume(), or run with another id"
+            )
+        if not exists:
+            self.store.write_metadata(self.plan.order)
+        if not exists or self.store.record("Parameters") is None:
+
+            def unserializable(attribute: str, error: Exception) -> SerializationError:
+                return SerializationError(
+                    f"parameter {attribute!r} of flow {self.flow.name} cannot be serialized: "
+                    f"{type(error).__name__}: {error}"
+                )
+
+            record = self.store.stage_split(self.parameters, {}, on_error=unserializable)
+            batch = self.store.write_splits("Parameters", {0: record})
+            self.store.write_record("Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.archives)
+
+    # ---- layers -------------------------------------------------------------------------------
+    async def _layer(self, name: str) -> None:
+        future = self.states[name]
+        try:
+            state = await self._run_layer(name)
+        except BaseException as error:
+            self._fail(error, f"while scheduling layer {name} of flow {self.flow.name}")
+            state = FAILED
+        future.set_result(state)
+
+    async def _dependency_states(self, name: str) -> list[str]:
+        states = []
+        for dependency in sorted(self.plan.dependencies[name]):
+            states.append(FINISHED if dependency == "Parameters" else await self.states[dependency])
+        return states
+
+    async def _run_layer(self, name: str) -> str:
+        states = await self._dependency_states(name)
+        if self.errors or FAILED in states or CANCELLED in states:
+            return CANCELLED
+        if self.resume and self.store.record(name) is not None:
+            return FINISHED
+        entry = self.plan.hooks[(name, "entry")]
+        if entry:
+            if not await asyncio.to_thread(self._entry, name):
+                return SKIPPED
+        elif SKIPPED in states:
+            return SKIPPED
+
+        each = self.flow.registry[name].configuration.foreach
+        grid = await asyncio.to_thread(foreach.grid, self.store, name, each) if each is not None else None
+        count = grid.splits if grid is not None else 1
+        earlier = await asyncio.to_thread(self.store.finished_batches, name) if self.resume else {}
+        done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
+        pending = (i for i in range(count) if i not in done)
+        log = SplitLog(self.store, name, fail=self._fail)
+
+        async def runner() -> None:
+            for index in pending:
+                if self.errors:
+                    return
+                async with self.semaphore:
+                    try:
+                        outcome = await self._split(name, index, count, grid)
+                    except BaseException as error:
+                        self._fail(error)
+                    else:
+                        log.add(index, outcome.record)
+
+        try:
+            await asyncio.gather(*(runner() for _ in range(min(count, self.executor.concurrency))))
+        finally:
+            batches = await log.close()  # finished splits are kept even when others failed
+        if self.errors:
+            return FAILED
+        artifacts = log.artifacts.union(*(record.archives for record in done.values()))
+        await asyncio.to_thread(
+            functools.partial(
+                self.store.write_record,
+                name,
+                count,
+                batches={**{n: runs(batch.splits) for n, batch in earlier.items()}, **batches},
+                artifacts=artifacts,
+            )
+        )
+        self.hook.laminar_layer_finished(layer=self.execution.layer(name), splits=count)
+        return FINISHED
+
+    def _entry(self, name: str) -> bool:
+        layer = LayerContext(self.execution, name, store=self.store).bind()
+        return all(hooks.call(hook, layer, self._reader) for hook in self.plan.hooks[(name, "entry")])
+
+    def _reader(self, name: str) -> Layer:
+        return LayerContext.reader(self.execution, name, store=self.store)
+
+    # ---- splits -------------------------------------------------------------------------------
+    async def _split(self, name: str, index: int, count: int, grid: foreach.Grid | None) -> SplitOutcome:
+        configuration = self.flow.registry[name].configuration
+        task = SplitTask(
+            flow=self.flow,
+            execution=self.execution.id,
+            layer=name,
+            index=index if grid is not None else None,
+            splits=count if grid is not None else None,
+            retry=self.execution.retry,
+            bindings=grid.bindings(index) if grid is not None else {},
+        )
+        submission = self.plan.hooks[(name, "submission")]
+        retry_hooks = self.plan.hooks[(name, "retry")]
+        context: LayerContext | None = None
+        if submission or retry_hooks:
+            task.configuration = copy.deepcopy(configuration)  # changes apply to this split only
+            context = LayerContext(
+                self.execution,
+                name,
+                index=task.index,
+                splits=task.splits,
+                configuration=task.configuration,
+                store=self.store,
+            )
+        layer = context.bind() if context is not None else None
+
+        async def start(found: tuple[Hook, ...]) -> list[Any]:
+            if not found or layer is None:
+                return []
+            return await asyncio.to_thread(hooks.start, found, layer, self._reader)
+
+        while True:
+            running = await start(submission)
+            try:
+                outcome = await self._submit(task)
+            except Exception as error:
+                if running:
+                    await asyncio.to_thread(hooks.finish, running, error)
+                if (
+                    isinstance(error, ExecutorContractError)
+                    or task.attempt + 1 >= configuration.retry.attempts
+                ):
+                    add_note(error, f"raised by {task.describe()}")
+                    raise
+                task.attempt += 1
+                if context is not None:
+                    context.attempt = task.attempt
+                retrying = await start(retry_hooks)
+                await asyncio.sleep(configuration.retry.wait(task.attempt))
+                if retrying:
+                    await asyncio.to_thread(hooks.finish, retrying)
+                continue
+            if running:
+                await asyncio.to_thread(hooks.finish, running)
+            return outcome
+
+    async def _submit(self, task: SplitTask) -> SplitOutcome:
+        timeout = self.executor.timeout
+        if timeout is None:
+            outcome = await self.executor.run(task)
+        else:
+            try:
+                outcome = await asyncio.wait_for(self.executor.run(task), timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(
+                    f"{task.describe()} ran longer than the executor's timeout of {timeout} s and was stopped"
+                ) from None
+        if not isinstance(outcome, SplitOutcome):
+            raise ExecutorContractError(
+                f"executor {self.executor!r} returned {outcome!r} for {task.describe()}; an executor's run() "
+                "must return the SplitOutcome that laminar._runtime.split.run_split returned"
+            )
+        return outcome
+
+    def _fail(self, error: BaseException, note: str | None = None) -> None:
+        if note:
+            add_note(error, note)
+        self.errors.append(error)

@@ -1,0 +1,98 @@
+"""Run one layer split where the executor put it: resolve inputs, call, store what it assigned."""
+
+from __future__ import annotations
+
+import os
+
+from laminar.errors import SerializationError, add_note
+from laminar._model.execution import Execution
+from laminar._model.layer import Layer
+from laminar._runtime import hooks
+from laminar._runtime.context import LayerContext, store_for
+from laminar._runtime.task import SplitOutcome, SplitTask
+from laminar._storage import layout
+from laminar._storage.store import ExecutionStore
+
+
+def run_split(task: SplitTask) -> SplitOutcome:
+    """Run ``task`` in this process and store its artifacts; raise what the layer raised.
+
+    Artifacts are stored only for a split that returned (or whose error ``Catch`` absorbed); every
+    value is serialized before anything is written, so a failing split leaves nothing half-done.
+    The split's record comes back in the outcome for the scheduler to write (see ``SplitOutcome``);
+    :func:`run_and_record_split` writes it here instead.
+    """
+    flow = task.flow
+    execution = Execution(flow=flow, id=task.execution, retry=task.retry)
+    store = store_for(execution)
+    plan = flow.plan
+    context = LayerContext(
+        execution,
+        task.layer,
+        index=task.index,
+        splits=task.splits,
+        attempt=task.attempt,
+        configuration=task.configuration,
+        writer=True,
+        store=store,
+    )
+    layer = context.bind()
+    readers: dict[str, Layer] = {}
+
+    def dependency(name: str) -> Layer:
+        if name not in readers:
+            readers[name] = LayerContext.reader(
+                execution, name, bindings=task.bindings.get(name), store=store
+            )
+        return readers[name]
+
+    # Read the catch setting without context.configuration, which copies (layers may change theirs).
+    catch = (task.configuration or flow.registry[task.layer].configuration).catch
+    caught: str | None = None
+    try:
+        with hooks.around(plan.hooks[(task.layer, "execution")], layer, dependency):
+            arguments = {parameter: dependency(name) for parameter, name in plan.calls[task.layer].parameters}
+            layer(**arguments)  # type: ignore[operator]  # subclasses define __call__
+    except Exception as error:
+        if catch is None or not isinstance(error, catch.exceptions):
+            raise
+        caught = f"{type(error).__name__}: {error}"
+
+    def unserializable(attribute: str, error: Exception) -> SerializationError:
+        failure = SerializationError(
+            f"artifact {attribute!r} of layer {task.layer} cannot be serialized: {type(error).__name__}: {error}. "
+            "Nothing of this split was stored. Assign a picklable value, or register a serde.Protocol for "
+            "its type with @datastore.protocol(...)."
+        )
+        add_note(failure, task.describe())
+        return failure
+
+    values, shards = layer._artifacts()
+    record = store.stage_split(values, shards, caught=caught, on_error=unserializable)
+    return SplitOutcome(record, os.getpid())
+
+
+def run_and_record_split(task: SplitTask) -> SplitOutcome:
+    """Run ``task`` and write its record too: for a process started to run one split on its own."""
+    outcome = run_split(task)
+    _store(task).write_splits(task.layer, {task.index or 0: outcome.record})
+    return outcome
+
+
+def recorded_outcome(task: SplitTask) -> SplitOutcome:
+    """The outcome of ``task`` as a process of its own recorded it (see ``environment_for``).
+
+    An executor that starts a process or container per split returns this once that process exited
+    cleanly; it raises if the process recorded nothing.
+    """
+    store = _store(task)
+    index = task.index or 0
+    batch = store.read_batch(task.layer, layout.split_batch_name(index, index))
+    record = batch.splits.get(index) if batch is not None else None
+    if record is None:
+        raise RuntimeError(f"{task.describe()} exited without recording its result in {store.datastore.url}")
+    return SplitOutcome(record, pid=0)
+
+
+def _store(task: SplitTask) -> ExecutionStore:
+    return store_for(Execution(flow=task.flow, id=task.execution, retry=task.retry))

@@ -1,0 +1,60 @@
+"""What the scheduler sends an executor (SplitTask) and what comes back (SplitOutcome). Picklable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from laminar._storage.records import Artifact, SplitRecord
+
+if TYPE_CHECKING:
+    from laminar.configurations.layers import Configuration
+    from laminar._model.flow import Flow
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What one foreach split reads for one upstream attribute: one artifact, or one upstream split."""
+
+    artifact: Artifact | None = None
+    split: int | None = None
+
+
+#: upstream layer name -> attribute -> binding
+Bindings = dict[str, dict[str, Binding]]
+
+
+@dataclass
+class SplitTask:
+    """Run split ``index`` of ``splits`` of layer ``layer`` in execution ``execution`` of ``flow``.
+
+    ``index`` and ``splits`` are ``None`` for a layer without ForEach. ``configuration`` is set when
+    submission hooks changed it for this split. ``bindings`` say which item of each ForEach
+    parameter this split reads, computed once per layer by the scheduler.
+    """
+
+    flow: Flow
+    execution: str
+    layer: str
+    index: int | None = None
+    splits: int | None = None
+    attempt: int = 0
+    retry: bool = False
+    configuration: Configuration | None = None
+    bindings: Bindings = field(default_factory=dict)
+
+    def describe(self) -> str:
+        split = f", split {self.index} of {self.splits}" if self.index is not None else ""
+        return f"layer {self.layer} of flow {self.flow.name} (execution {self.execution}{split}, attempt {self.attempt})"
+
+
+@dataclass(frozen=True)
+class SplitOutcome:
+    """How a split ended: its record (archives, and the error ``Catch`` absorbed) and where it ran.
+
+    The split's large artifacts are stored by then; its record is not. The scheduler writes the
+    records of splits that finish close together as one batch, so an executor must hand this back.
+    """
+
+    record: SplitRecord
+    pid: int

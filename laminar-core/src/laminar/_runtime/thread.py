@@ -1,0 +1,116 @@
+"""``thread`` — run splits on threads of the scheduler's process."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import queue
+import threading
+from typing import Any
+
+from laminar._runtime.executor import Executor
+from laminar._runtime.split import run_split
+from laminar._runtime.task import SplitOutcome, SplitTask
+
+#: A finished split on its way back to the event loop: its future, and its outcome or error.
+_Finished = tuple["asyncio.Future[SplitOutcome]", SplitOutcome | None, BaseException | None]
+
+
+class _Pool:
+    """The threads of one execution, the queue feeding them, and the hand-back to its event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self.loop = loop
+        self.size = size
+        self.tasks: queue.SimpleQueue[tuple[asyncio.Future[SplitOutcome], SplitTask] | None] = (
+            queue.SimpleQueue()
+        )
+        self.threads: list[threading.Thread] = []
+        self.finished: collections.deque[_Finished] = collections.deque()
+        self.lock = threading.Lock()
+        self.wake_pending = False
+        self.stopping = False
+
+    def submit(self, task: SplitTask) -> asyncio.Future[SplitOutcome]:
+        if len(self.threads) < self.size:  # threads start on demand, up to concurrency
+            thread = threading.Thread(
+                target=self.work, name=f"laminar-layer_{len(self.threads)}", daemon=True
+            )
+            self.threads.append(thread)
+            thread.start()
+        future: asyncio.Future[SplitOutcome] = self.loop.create_future()
+        self.tasks.put((future, task))
+        return future
+
+    def work(self) -> None:
+        while True:
+            item = self.tasks.get()
+            if item is None or self.stopping:
+                return
+            future, task = item
+            if future.cancelled():  # abandoned before it started
+                continue
+            try:
+                finished: _Finished = (future, run_split(task), None)
+            except BaseException as error:
+                finished = (future, None, error)
+            with self.lock:
+                self.finished.append(finished)
+                wake, self.wake_pending = not self.wake_pending, True
+            if wake:
+                try:
+                    self.loop.call_soon_threadsafe(self.hand_back)
+                except RuntimeError:  # the loop closed (the run was abandoned): nobody is waiting
+                    return
+
+    def hand_back(self) -> None:
+        """On the event loop: settle every split that finished since the last wake-up."""
+        with self.lock:
+            finished = list(self.finished)
+            self.finished.clear()
+            self.wake_pending = False
+        for future, outcome, error in finished:
+            if future.done():  # cancelled: timed out, or the run ended
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                assert outcome is not None
+                future.set_result(outcome)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for _ in self.threads:
+            self.tasks.put(None)
+
+
+class Thread(Executor):
+    """Runs each split on a thread in this process: no start-up cost, works with ``Memory``.
+
+    Splits that finish while the event loop is busy are handed back in one wake-up, not one each:
+    with many small splits, waking the loop (and passing the GIL to it) once per split would cost
+    more than the splits themselves.
+
+    A split that passes ``timeout`` fails the flow, but its thread cannot be stopped and runs on
+    until it returns (Python threads cannot be killed); use the process executor to stop it.
+    """
+
+    names = ("thread",)
+    in_process = True
+    _pool: _Pool | None = None
+
+    async def start(self) -> None:
+        self._pool = _Pool(asyncio.get_running_loop(), self.concurrency)
+
+    async def run(self, task: SplitTask) -> SplitOutcome:
+        if self._pool is None:
+            raise RuntimeError("the thread executor is not started; it runs inside Flow.__call__")
+        return await self._pool.submit(task)
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}

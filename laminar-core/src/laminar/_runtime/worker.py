@@ -1,0 +1,69 @@
+"""The worker process of the process executor: runs splits it is sent, one at a time, until EOF.
+
+Started as ``python -m laminar._runtime.worker RESULT_FD``. Tasks arrive on stdin; outcomes go back on
+the inherited file descriptor ``RESULT_FD``, so the layer's own stdout and stderr stay the user's.
+The flow arrives pickled once per worker and is reused for every split after.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from laminar._runtime import wire
+
+
+def _send(out: Any, message: Any) -> None:
+    out.write(wire.encode(message))
+    out.flush()
+
+
+def _error_message(error: BaseException) -> tuple[str, Any, str]:
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    try:
+        payload = cloudpickle.dumps(error, protocol=5)
+        cloudpickle.loads(payload)
+    except Exception:
+        payload = None
+    return (
+        "error",
+        payload,
+        f"{type(error).__name__}: {error}\n\nTraceback in worker process {os.getpid()}:\n{text}",
+    )
+
+
+def main() -> None:
+    os.environ["LAMINAR_WORKER"] = "1"
+    stdin = sys.stdin.buffer
+    out = os.fdopen(int(sys.argv[1]), "wb")
+    path, cwd = wire.read_message(stdin)
+    sys.path[:] = path
+    os.chdir(cwd)
+    from laminar._runtime.split import run_split
+
+    flows: dict[int, Any] = {}
+    while True:
+        try:
+            token, flow_payload, task = wire.read_message(stdin)
+        except EOFError:
+            return
+        try:
+            if flow_payload is not None:
+                flows.clear()  # one flow at a time per worker
+                flows[token] = cloudpickle.loads(flow_payload)
+            task.flow = flows[token]
+            outcome = run_split(task)
+        except BaseException as error:
+            _send(out, _error_message(error))
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                return
+            continue
+        _send(out, ("ok", outcome, None))
+
+
+if __name__ == "__main__":
+    main()

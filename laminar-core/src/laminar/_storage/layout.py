@@ -1,0 +1,77 @@
+"""Where everything lives inside a datastore. Knows keys, not transports.
+
+::
+
+    artifacts/<hh>/<sha256>                                       one stored value, shared by all flows
+    flows/<Flow>/executions/<id>/execution.json                   execution metadata
+    flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished
+    flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>-<j>.json  a batch of finished splits' records
+                                                                  (their archives), lowest index i, highest j
+
+Every name is validated before it becomes part of a key (see :mod:`laminar._names`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from laminar._names import validate
+
+_HEX = re.compile(r"[0-9a-f]{8,128}")
+
+
+def artifact(hexdigest: str) -> str:
+    if not _HEX.fullmatch(hexdigest):
+        raise ValueError(f"not a hex digest: {hexdigest!r}")
+    return f"artifacts/{hexdigest[:2]}/{hexdigest}"
+
+
+def executions(flow: str) -> str:
+    return f"flows/{validate(flow, what='flow name')}/executions/"
+
+
+def execution(flow: str, execution_id: str) -> str:
+    return executions(flow) + validate(execution_id, what="execution id") + "/"
+
+
+def execution_metadata(flow: str, execution_id: str) -> str:
+    return execution(flow, execution_id) + "execution.json"
+
+
+def layers(flow: str, execution_id: str) -> str:
+    return execution(flow, execution_id) + "layers/"
+
+
+def layer(flow: str, execution_id: str, layer_name: str) -> str:
+    return layers(flow, execution_id) + validate(layer_name, what="layer name") + "/"
+
+
+def record(flow: str, execution_id: str, layer_name: str) -> str:
+    return layer(flow, execution_id, layer_name) + "record.json"
+
+
+def splits(flow: str, execution_id: str, layer_name: str) -> str:
+    return layer(flow, execution_id, layer_name) + "splits/"
+
+
+_BATCH = re.compile(r"(\d+)-(\d+)\.json")
+
+
+def split_batch_name(first: int, last: int) -> str:
+    """The name (within ``splits/``) of a batch whose split indices run from ``first`` to ``last``."""
+    return f"{int(first)}-{int(last)}.json"
+
+
+def split_batch(flow: str, execution_id: str, layer_name: str, name: str) -> str:
+    if parse_split_batch(name) is None:
+        raise ValueError(f"not a split batch name: {name!r}")
+    return splits(flow, execution_id, layer_name) + name
+
+
+def parse_split_batch(name: str) -> tuple[int, int] | None:
+    """``(first, last)`` from a batch name, or None for anything else in the directory."""
+    match = _BATCH.fullmatch(name)
+    if match is None:
+        return None
+    first, last = int(match[1]), int(match[2])
+    return (first, last) if first <= last else None

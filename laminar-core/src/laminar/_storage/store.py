@@ -1,0 +1,319 @@
+"""One execution's storage, in the order that keeps state truthful: artifacts, archives, records.
+
+A split is finished when a split batch holding its record exists; a layer when its record exists.
+Each is written only after everything it points to, so a reader that sees a record can read all it
+names. Batches and records never change once written, so this process caches what it reads of them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import itertools
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from laminar._names import validate
+from laminar._serialization.protocols import Protocol
+from laminar._storage import artifacts, layout
+from laminar._transport.datastore import Datastore
+from laminar._storage.records import (
+    Archive,
+    Artifact,
+    ExecutionMetadata,
+    Record,
+    Runs,
+    SplitBatch,
+    SplitRecord,
+)
+
+_CACHE_WEIGHT = 200_000  # about this many split records (a batch weighs its number of splits)
+
+
+class _Cache:
+    """A bounded LRU of immutable metadata, one per datastore object, bounded by total weight."""
+
+    def __init__(self) -> None:
+        self.items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self.weight = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        with self.lock:
+            found = self.items.get(key)
+            if found is None:
+                return None
+            self.items.move_to_end(key)
+            return found[0]
+
+    def put(self, key: str, value: Any, weight: int = 1) -> None:
+        with self.lock:
+            previous = self.items.pop(key, None)
+            if previous is not None:
+                self.weight -= previous[1]
+            self.items[key] = (value, weight)
+            self.weight += weight
+            while self.weight > _CACHE_WEIGHT and len(self.items) > 1:
+                _, (_, dropped) = self.items.popitem(last=False)
+                self.weight -= dropped
+
+
+_caches: weakref.WeakKeyDictionary[Datastore, _Cache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def _cache_for(datastore: Datastore) -> _Cache:
+    with _caches_lock:
+        cache = _caches.get(datastore)
+        if cache is None:
+            cache = _caches[datastore] = _Cache()
+        return cache
+
+
+class _Locator:
+    """Finds the batches that may hold split *i*: those with a run of indices covering it.
+
+    A finished layer's record gives each batch's exact runs, which never overlap, so a lookup is
+    one bisection. A running layer has only batch names (lowest and highest index), whose ranges
+    may overlap when splits finish out of order: ``reach[k]`` is the highest index any of the first
+    ``k + 1`` runs reaches, so a lookup walks back only over runs that may cover *i*.
+    """
+
+    def __init__(self, spans: Iterable[tuple[int, int, str]]) -> None:
+        ordered = sorted(spans)
+        self.firsts = [first for first, _, _ in ordered]
+        self.lasts = [last for _, last, _ in ordered]
+        self.names = [name for _, _, name in ordered]
+        self.reach = list(itertools.accumulate(self.lasts, max))
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> _Locator:
+        return cls(
+            (bounds[0], bounds[1], name) for name in names if (bounds := layout.parse_split_batch(name))
+        )
+
+    @classmethod
+    def from_record(cls, record: Record) -> _Locator:
+        return cls((first, last, name) for name, found in record.batches.items() for first, last in found)
+
+    def candidates(self, index: int) -> list[str]:
+        found = []
+        position = bisect.bisect_right(self.firsts, index) - 1
+        while position >= 0 and self.reach[position] >= index:
+            if self.lasts[position] >= index:
+                found.append(self.names[position])
+            position -= 1
+        return found
+
+
+class ExecutionStore:
+    """Reads and writes the records of one execution of one flow in one datastore."""
+
+    def __init__(
+        self, datastore: Datastore, flow: str, execution: str, defaults: dict[type, Protocol[Any]]
+    ) -> None:
+        self.datastore = datastore
+        self.flow = flow
+        self.execution = execution
+        self.defaults = defaults
+        self._cache = _cache_for(datastore)
+        layout.execution(flow, execution)  # validates both names before anything is written
+
+    # ---- execution ----------------------------------------------------------------------------
+    def write_metadata(self, layers: Iterable[str]) -> None:
+        metadata = ExecutionMetadata(self.flow, self.execution, time.time(), tuple(layers))
+        self.datastore.write_bytes(layout.execution_metadata(self.flow, self.execution), metadata.dumps())
+
+    def metadata_exists(self) -> bool:
+        return self.datastore.exists(layout.execution_metadata(self.flow, self.execution))
+
+    # ---- writing splits -----------------------------------------------------------------------
+    def stage_split(
+        self,
+        values: Mapping[str, Any],
+        shards: Mapping[str, list[Any]],
+        *,
+        caught: str | None = None,
+        on_error: Any = None,
+    ) -> SplitRecord:
+        """Store a split's artifacts and return its record, which is not written yet.
+
+        Every value is serialized before anything is written; ``on_error(name, error)`` turns a
+        serialization failure into the exception to raise (naming layer and attribute). Small values
+        stay inline in the record's archives; larger ones are written here, under their hash.
+        """
+        staged: list[artifacts.StagedArtifact] = []
+        archives: dict[str, Archive] = {}
+        try:
+            for name, items, sharded in [(n, [v], False) for n, v in values.items()] + [
+                (n, list(v), True) for n, v in shards.items()
+            ]:
+                validate(name, what="artifact name")
+                entries = []
+                for item in items:
+                    protocol = artifacts.protocol_for(self.datastore, item, self.defaults)
+                    try:
+                        entry = artifacts.stage(item, datastore=self.datastore, protocol=protocol)
+                    except Exception as error:
+                        if on_error is None:
+                            raise
+                        raise on_error(name, error) from error
+                    staged.append(entry)
+                    entries.append(entry.artifact)
+                archives[name] = Archive(tuple(entries), sharded=sharded)
+        except BaseException:
+            for entry in staged:
+                entry.discard()
+            raise
+        artifacts.commit(self.datastore, staged)
+        return SplitRecord(archives, caught)
+
+    def write_splits(self, layer: str, records: Mapping[int, SplitRecord]) -> str:
+        """Write finished splits' records as one batch; returns the batch's name."""
+        name = layout.split_batch_name(min(records), max(records))
+        batch = SplitBatch(dict(records))
+        key = layout.split_batch(self.flow, self.execution, layer, name)
+        self.datastore.write_bytes(key, batch.dumps())
+        self._cache.put(key, batch, weight=len(records))
+        return name
+
+    def write_record(
+        self, layer: str, splits: int, *, batches: Mapping[str, Runs], artifacts: Iterable[str] = ()
+    ) -> None:
+        """Mark ``layer`` finished: ``batches`` maps each batch name to the runs of split indices in it."""
+        record = Record(self.flow, layer, splits, dict(batches), tuple(sorted(set(artifacts))))
+        key = layout.record(self.flow, self.execution, layer)
+        self.datastore.write_bytes(key, record.dumps())
+        self._cache.put(key, record)
+
+    # ---- reading ------------------------------------------------------------------------------
+    def _cached(self, key: str, parse: Any) -> Any:
+        value = self._cache.get(key)
+        if value is None:
+            value = parse(self.datastore.read_bytes(key))  # FileNotFoundError passes through
+            self._cache.put(key, value)
+        return value
+
+    def record(self, layer: str) -> Record | None:
+        try:
+            result: Record = self._cached(layout.record(self.flow, self.execution, layer), Record.loads)
+        except FileNotFoundError:
+            return None
+        return result
+
+    def batch_names(self, layer: str) -> list[str]:
+        """The layer's split batches: from its record once finished, else from one listing."""
+        record = self.record(layer)
+        return list(record.batches) if record is not None else self._listed_batch_names(layer)
+
+    def _listed_batch_names(self, layer: str) -> list[str]:
+        listed = self.datastore.list_prefix(layout.splits(self.flow, self.execution, layer))
+        return [name for name in listed if layout.parse_split_batch(name) is not None]
+
+    def _locator(self, layer: str) -> _Locator:
+        record = self.record(layer)
+        if record is None:  # still running: batches may appear, so look again each time
+            return _Locator.from_names(self._listed_batch_names(layer))
+        key = layout.record(self.flow, self.execution, layer) + "#locator"
+        locator: _Locator | None = self._cache.get(key)
+        if locator is None:
+            locator = _Locator.from_record(record)
+            self._cache.put(key, locator, weight=1 + len(locator.names) // 64)
+        return locator
+
+    def _batches(self, layer: str, names: Iterable[str]) -> list[SplitBatch]:
+        """Read these batches of ``layer``, the uncached ones in parallel."""
+        keys = [layout.split_batch(self.flow, self.execution, layer, name) for name in names]
+        found: list[SplitBatch | None] = [self._cache.get(key) for key in keys]
+        unread = [key for key, batch in zip(keys, found, strict=True) if batch is None]
+        if unread:
+
+            def read(key: str) -> SplitBatch:
+                batch = SplitBatch.loads(self.datastore.read_bytes(key))
+                self._cache.put(key, batch, weight=len(batch.splits))
+                return batch
+
+            fetched = dict(zip(unread, self.datastore.map_parallel(read, unread), strict=True))
+            found = [
+                batch if batch is not None else fetched[key] for key, batch in zip(keys, found, strict=True)
+            ]
+        return [batch for batch in found if batch is not None]
+
+    def read_batch(self, layer: str, name: str) -> SplitBatch | None:
+        """One batch, read afresh (not from the cache), or None if it does not exist."""
+        try:
+            return SplitBatch.loads(
+                self.datastore.read_bytes(layout.split_batch(self.flow, self.execution, layer, name))
+            )
+        except FileNotFoundError:
+            return None
+
+    def split_records(self, layer: str, indices: Iterable[int]) -> list[SplitRecord | None]:
+        """The records of these splits (None for a split that has not finished), in that order."""
+        indices = list(indices)
+        locator = self._locator(layer)
+        candidates = [locator.candidates(index) for index in indices]
+        wanted = sorted({name for names in candidates for name in names})
+        batches = dict(zip(wanted, self._batches(layer, wanted), strict=True))
+        found: list[SplitRecord | None] = []
+        for index, names in zip(indices, candidates, strict=True):
+            record = None
+            for name in names:
+                record = batches[name].splits.get(index)
+                if record is not None:
+                    break
+            found.append(record)
+        return found
+
+    def split_record(self, layer: str, index: int) -> SplitRecord | None:
+        return self.split_records(layer, [index])[0]
+
+    def archive(self, layer: str, index: int, name: str) -> Archive | None:
+        record = self.split_record(layer, index)
+        return record.archives.get(name) if record is not None else None
+
+    def archives(self, layer: str, indices: range, name: str) -> list[Archive | None]:
+        """The archives of ``name`` in these splits, reading the batches that hold them at once."""
+        return [
+            record.archives.get(name) if record is not None else None
+            for record in self.split_records(layer, indices)
+        ]
+
+    def artifact_names(self, layer: str) -> list[str]:
+        """Names any split of ``layer`` stored: from its record, or from its batches while it runs."""
+        record = self.record(layer)
+        if record is not None:
+            return list(record.artifacts)
+        names: set[str] = set()
+        for batch in self._batches(layer, self._listed_batch_names(layer)):
+            for split in batch.splits.values():
+                names.update(split.archives)
+        return sorted(names)
+
+    def finished_batches(self, layer: str) -> dict[str, SplitBatch]:
+        """The layer's split batches by name, from its record or one listing."""
+        names = self.batch_names(layer)
+        return dict(zip(names, self._batches(layer, names), strict=True))
+
+    def finished_splits(self, layer: str) -> dict[int, SplitRecord]:
+        """The layer's finished splits and their records."""
+        found: dict[int, SplitRecord] = {}
+        for batch in self.finished_batches(layer).values():
+            found.update(batch.splits)
+        return found
+
+    @functools.cached_property
+    def _protocols_by_name(self) -> dict[str, Protocol[Any]]:
+        """The protocols an artifact may name, looked up once per store rather than once per artifact."""
+        return {p.name: p for p in (*self.datastore.protocols.values(), *self.defaults.values())}
+
+    def load(self, artifact: Artifact) -> Any:
+        return artifacts.load(self.datastore, artifact, protocols=self._protocols_by_name)
+
+    def load_many(self, items: list[Artifact]) -> list[Any]:
+        """Load several artifacts, in parallel where the datastore allows."""
+        return self.datastore.map_parallel(self.load, items)

@@ -1,0 +1,184 @@
+"""The Datastore contract: a few byte-level primitives a backend implements; everything else is shared.
+
+A backend (``laminar-s3``, a third party's ``laminar-foo``) subclasses :class:`Datastore`, sets
+``schemes`` and implements :meth:`read_bytes`, :meth:`write_bytes`, :meth:`exists`,
+:meth:`list_prefix` and :meth:`delete`. It may override :meth:`open_read` (streaming reads),
+:meth:`write_file` (streaming uploads) and the ``*_many`` batch calls; by default batches run the
+primitives on a thread pool, which is what object stores want.
+
+Keys are ``/``-separated relative paths built by :mod:`laminar._storage.layout`. Writes of one key must
+be atomic: a reader sees the old bytes, the new bytes, or nothing, never a part.
+Run ``laminar.testing.DatastoreConformance`` against a backend to check it keeps this contract.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, TypeVar
+
+from laminar._storage import layout
+
+if TYPE_CHECKING:
+    from laminar._model.execution import Execution
+    from laminar._model.flow import Flow
+    from laminar._model.layer import Layer
+    from laminar._serialization.protocols import Protocol
+
+P = TypeVar("P", bound="type[Protocol[Any]]")
+
+
+class Datastore(abc.ABC):
+    """Where a flow's artifacts, archives and records are stored.
+
+    Subclasses must stay picklable: executors ship the datastore to the processes that run layers.
+    Create clients lazily and drop them in ``__getstate__``.
+    """
+
+    #: URL schemes this datastore serves, e.g. ``("s3",)``; used by the plugin manager.
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: Whether processes other than the scheduler's can reach this datastore.
+    shared: ClassVar[bool] = True
+    #: Threads used by the default ``*_many`` batch calls.
+    max_workers: int = 16
+    #: Whether ``exists`` costs much less than a small write (a local ``stat``); object stores say no,
+    #: and small content-addressed artifacts are then written without asking first.
+    cheap_exists: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.protocols: dict[type, Protocol[Any]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    # ---- construction from a URL ---------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: str) -> Datastore:
+        """Build a datastore from a URL of one of ``schemes``. Backends override this."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a URL ({url})")
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """Where this datastore points, for messages (``s3://bucket/prefix``)."""
+
+    # ---- primitives ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def read_bytes(self, key: str) -> bytes:
+        """Return the bytes at ``key``; raise ``FileNotFoundError`` if there are none."""
+
+    @abc.abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` at ``key`` atomically, replacing what was there."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds bytes."""
+
+    @abc.abstractmethod
+    def list_prefix(self, prefix: str) -> list[str]:
+        """Names directly below ``prefix`` (which ends in ``/``), as a delimiter listing gives them.
+
+        Both keys and "directories" are returned, without the prefix and without a trailing ``/``,
+        sorted. An empty or missing prefix gives ``[]``.
+        """
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error."""
+
+    # ---- optional overrides --------------------------------------------------------------------
+    def open_read(self, key: str) -> BinaryIO:
+        """A readable binary stream over ``key``. Override to stream large values."""
+        return io.BytesIO(self.read_bytes(key))
+
+    def write_file(self, key: str, path: str) -> None:
+        """Store the local file ``path`` at ``key``; the file may be moved or deleted afterwards.
+
+        Override to stream the upload (object stores) or rename the file into place (local disks).
+        """
+        with open(path, "rb") as file:
+            self.write_bytes(key, file.read())
+
+    def staging_directory(self) -> str:
+        """A local directory for values too large to hold in memory while they are serialized."""
+        return tempfile.gettempdir()
+
+    def close(self) -> None:
+        """Release clients and threads. The datastore may be used again afterwards."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    # ---- batches -------------------------------------------------------------------------------
+    def map_parallel(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[function(item) for item in items]``, on up to ``max_workers`` threads (batch helpers use it)."""
+        if len(items) <= 1 or self.max_workers <= 1:
+            return [function(item) for item in items]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="laminar-io")
+            pool = self._pool
+        return list(pool.map(function, items))
+
+    def read_many(self, keys: Sequence[str]) -> list[bytes]:
+        return self.map_parallel(self.read_bytes, keys)
+
+    def write_many(self, items: Mapping[str, bytes]) -> None:
+        self.map_parallel(lambda item: self.write_bytes(*item), list(items.items()))
+
+    def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        return self.map_parallel(self.exists, keys)
+
+    # ---- serialization protocols ---------------------------------------------------------------
+    def protocol(self, *types: type) -> Callable[[P], P]:
+        """Class decorator: serialize values of exactly these types with the decorated Protocol."""
+        if not types:
+            raise TypeError("datastore.protocol() needs at least one type, e.g. @datastore.protocol(dict)")
+
+        def register(protocol: P) -> P:
+            instance = protocol()
+            for kind in types:
+                self.protocols[kind] = instance
+            return protocol
+
+        return register
+
+    # ---- results API ---------------------------------------------------------------------------
+    def list_executions(self, *, flow: Flow) -> list[Execution]:
+        """The flow's executions in this datastore, oldest first."""
+        ids = self.list_prefix(layout.executions(flow.name))
+        return [flow.execution(execution_id) for execution_id in sorted(ids)]
+
+    def list_layers(self, *, execution: Execution) -> list[Layer]:
+        """Layers that ran (or started running) in ``execution``, in the flow's order."""
+        names = set(self.list_prefix(layout.layers(execution.flow.name, execution.id)))
+        return [execution.layer(name) for name in execution.flow.layer_names() if name in names]
+
+    def list_artifacts(self, *, layer: Layer) -> list[str]:
+        """Names of the artifacts ``layer`` stored, across its splits, sorted."""
+        execution = layer.execution
+        if execution is None:
+            raise ValueError(f"{layer!r} is not bound to an execution; use flow.execution(id).layer(...)")
+        from laminar._storage.store import ExecutionStore
+
+        store = ExecutionStore(self, execution.flow.name, execution.id, defaults={})
+        return store.artifact_names(layer.name)  # from the layer's record once it finished
+
+    # ---- pickling ------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pool"] = None
+        state.pop("_pool_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pool_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self.url!r})"

@@ -1,0 +1,126 @@
+"""``file://`` — a directory on a local (or shared network) disk. The default datastore."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlparse
+
+from laminar._transport.datastore import Datastore
+
+_READ = 1 << 20
+_HOST = os.urandom(6).hex()  # with the pid and a counter: unique staging names, no syscall per write
+_counter = itertools.count()
+
+
+class Local(Datastore):
+    """Stores everything below ``root`` (default: ``.laminar`` in the working directory).
+
+    Writes go to a temporary file in ``root/.staging`` and are renamed into place, so a reader never
+    sees half a file, even if the writer is killed.
+    """
+
+    schemes = ("file",)
+    cheap_exists = True
+    max_workers = 1  # small local writes are faster in a row than handed to threads
+
+    def __init__(self, root: str | os.PathLike[str] = ".laminar") -> None:
+        super().__init__()
+        self.root = os.path.abspath(os.fspath(root))
+
+    @classmethod
+    def from_url(cls, url: str) -> Local:
+        parsed = urlparse(url)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"not a local file URL: {url!r}; write file:///absolute/path")
+        return cls(unquote(parsed.path) or "/")
+
+    @property
+    def url(self) -> str:
+        return Path(self.root).as_uri()
+
+    def _path(self, key: str) -> str:
+        # Keys are validated '/'-separated names (see laminar._names): no '..', no absolute parts.
+        return f"{self.root}{os.sep}{key.replace('/', os.sep) if os.sep != '/' else key}"
+
+    def read_bytes(self, key: str) -> bytes:
+        fd = os.open(self._path(key), os.O_RDONLY)  # raw calls: most keys are small metadata
+        try:
+            first = os.read(fd, _READ)
+            if len(first) < _READ:
+                return first  # a short read of a regular file is its end: no second call
+            chunks = [first]
+            while chunk := os.read(fd, _READ):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def open_read(self, key: str) -> BinaryIO:
+        return open(self._path(key), "rb")
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        temporary = f"{self.staging_directory()}{os.sep}{_HOST}.{os.getpid()}.{next(_counter)}"
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            self._move(temporary, key)
+        except BaseException:
+            _remove(temporary)
+            raise
+
+    def write_file(self, key: str, path: str) -> None:
+        if os.path.dirname(os.path.abspath(path)) == self.staging_directory():
+            self._move(path, key)  # same filesystem: a rename moves the bytes zero times
+        else:
+            super().write_file(key, path)
+
+    def _move(self, temporary: str, key: str) -> None:
+        destination = self._path(key)
+        try:
+            os.replace(temporary, destination)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            os.replace(temporary, destination)
+
+    def staging_directory(self) -> str:
+        staging: str | None = self.__dict__.get("_staging")
+        if staging is None:
+            staging = os.path.join(self.root, ".staging")
+            os.makedirs(staging, exist_ok=True)
+            self._staging = staging
+        return staging
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self._path(key))
+
+    def list_prefix(self, prefix: str) -> list[str]:
+        try:
+            return sorted(name for name in os.listdir(self._path(prefix.rstrip("/"))) if name != ".staging")
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        _remove(path)
+        # Like an object store, keep no empty "directories" behind (they would still be listed).
+        directory = os.path.dirname(path)
+        while directory != self.root and directory.startswith(self.root):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+            directory = os.path.dirname(directory)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)

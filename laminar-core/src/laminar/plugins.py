@@ -1,0 +1,49 @@
+"""The plugin author's API: everything a datastore or executor plugin needs, and nothing else.
+
+A distribution exposes a module under the ``laminar`` entry-point group and implements hooks in it::
+
+    [project.entry-points.laminar]
+    foo = "laminar_foo.plugin"
+
+    # laminar_foo/plugin.py
+    from laminar.plugins import Datastore, hookimpl
+
+    @hookimpl
+    def laminar_datastores() -> list[type[Datastore]]:
+        return [Foo]
+
+The hookspecs (what each hook is called with and returns) are in :mod:`laminar._plugins.hookspecs`
+and on the "Plugin API" docs page. Everything listed in ``__all__`` here is public and kept stable;
+every other ``laminar._*`` module is internal and may change between releases.
+"""
+
+from laminar._plugins.hookspecs import ENTRY_POINT_GROUP, hookimpl, hookspec
+from laminar._runtime.environment import environment_for
+from laminar._runtime.executor import Executor
+from laminar._runtime.split import recorded_outcome, run_split
+from laminar._runtime.task import Binding, SplitOutcome, SplitTask
+from laminar._serialization.protocols import Protocol
+from laminar._transport.datastore import Datastore
+from laminar._transport.objectstore import BucketURL, ObjectStore, buffered_reader
+from laminar._transport.retries import caused_by, causes, with_retries
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Binding",
+    "BucketURL",
+    "Datastore",
+    "Executor",
+    "ObjectStore",
+    "Protocol",
+    "SplitOutcome",
+    "SplitTask",
+    "buffered_reader",
+    "caused_by",
+    "causes",
+    "environment_for",
+    "hookimpl",
+    "hookspec",
+    "recorded_outcome",
+    "run_split",
+    "with_retries",
+]
