@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 from helpers import EXECUTORS, executions_in, files
 from laminar import Execution, Flow, Layer, Parameters
+from laminar._ids import new_execution_id
+from laminar._serialization import hashing
+from laminar._serialization.protocols import Pickle
+from laminar._storage import artifacts, layout
 from laminar.configurations import datastores, executors, serde
 from laminar.errors import (
     ConfigurationError,
@@ -21,9 +25,6 @@ from laminar.errors import (
     PluginNotFound,
     SerializationError,
 )
-from laminar._ids import new_execution_id
-from laminar._serialization import hashing
-from laminar._storage import artifacts, layout
 
 # ---- model: registration and the DAG -----------------------------------------------------------
 
@@ -363,9 +364,9 @@ def test_numbers_and_short_strings_take_a_shortcut_to_the_same_artifact(
     tmp_path: Path, value: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     datastore = datastores.Local(tmp_path)
-    quick = artifacts.stage(value, datastore=datastore, protocol=artifacts.DEFAULT_PROTOCOL)
+    quick = artifacts.stage(value, datastore=datastore, protocol=Pickle())
     monkeypatch.setattr(artifacts, "_stage_scalar", lambda value, protocol: None)
-    streamed = artifacts.stage(value, datastore=datastore, protocol=artifacts.DEFAULT_PROTOCOL)
+    streamed = artifacts.stage(value, datastore=datastore, protocol=Pickle())
     assert quick.artifact == streamed.artifact and quick.artifact.inline is not None
 
 

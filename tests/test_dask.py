@@ -125,7 +125,7 @@ def test_foreach_on_several_workers_with_s3_emulator(tmp_path: Path, address: st
 def installed_flows() -> tuple[int, int]:
     from laminar_dask import worker
 
-    return len(worker._PAYLOADS), len(worker._FLOWS)
+    return len(worker._FLOWS.installed()), len(worker._FLOWS.unpacked())
 
 
 def test_flow_is_installed_once_per_worker_and_removed_after(tmp_path: Path, address: str) -> None:
@@ -141,8 +141,8 @@ def test_flow_is_installed_once_per_worker_and_removed_after(tmp_path: Path, add
         def __call__(self, a: A) -> None:
             from laminar_dask import worker
 
-            self.tokens = sorted(worker._FLOWS)
-            self.flow_id = id(next(iter(worker._FLOWS.values())))
+            self.tokens = sorted(worker._FLOWS.unpacked())
+            self.flow_id = id(next(iter(worker._FLOWS.unpacked().values())))
             self.pid = os.getpid()
 
     execution = Installed(datastore=datastores.Local(tmp_path), executor=Dask(address))()

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from laminar.configurations import datastores
 from laminar._transport.datastore import Datastore
+from laminar.configurations import datastores
 from laminar.testing import DatastoreConformance
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from helpers import EXECUTORS, CountingLocal, executions_in
 from laminar import Flow, Layer, Parameters
+from laminar._runtime.context import store_for
 from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import Catch, Container, ForEach, Parameter, Retry
 from laminar.errors import ConfigurationError, FlowDefinitionError
-from laminar._runtime.context import store_for
 from laminar.types import unwrap
 
 
@@ -1019,8 +1019,8 @@ def test_a_flow_hook_taking_a_layer_skips_that_layer_and_its_ancestors(tmp_path:
 
     flow = Configured(datastore=datastores.Local(tmp_path), executor=executors.Thread())
     assert flow.plan.dependencies["Work"] == {"Settings"}
-    assert [h.function.__name__ for h in flow.plan.hooks[("Settings", "execution")]] == []
-    assert [h.function.__name__ for h in flow.plan.hooks[("Base", "execution")]] == []
+    assert [h.function.__name__ for h in flow.plan.layer_hooks[("Settings", "execution")]] == []
+    assert [h.function.__name__ for h in flow.plan.layer_hooks[("Base", "execution")]] == []
     assert flow().layer(Work).out == ">work"
 
 

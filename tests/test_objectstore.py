@@ -8,8 +8,8 @@ import re
 from typing import Any
 
 import pytest
-from laminar.errors import ConfigurationError, DatastoreError
 from laminar._transport.objectstore import BucketURL, ObjectStore
+from laminar.errors import ConfigurationError, DatastoreError
 
 URL = BucketURL(
     schemes=("fake",), service="Fake", title="a Fake", pattern=re.compile(r"^[a-z]{3,}$"), rule="use letters"

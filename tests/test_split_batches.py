@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 from helpers import EXECUTORS, CountingLocal
 from laminar import Flow, Layer, Parameters
-from laminar.configurations import datastores, executors
-from laminar.configurations.layers import ForEach, Parameter, Retry
 from laminar._runtime import commit
 from laminar._runtime.context import store_for
 from laminar._runtime.executor import Executor
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage import layout
 from laminar._storage.store import _Locator
+from laminar.configurations import datastores, executors
+from laminar.configurations.layers import ForEach, Parameter, Retry
 from laminar.types import unwrap
 
 
@@ -363,9 +363,10 @@ def test_a_killed_scheduler_loses_only_unrecorded_splits_and_resume_finishes_the
     ran_before = {int(line) for line in runs.read_text().split()}
     assert n // 4 <= len(ran_before) < n, "the run was not killed half way; make the splits slower"
 
+    from laminar._serialization.registry import Protocols
     from laminar._storage.store import ExecutionStore
 
-    store = ExecutionStore(datastores.Local(tmp_path / "store"), "Killable", "killed", defaults={})
+    store = ExecutionStore(datastores.Local(tmp_path / "store"), "Killable", "killed", Protocols())
     recorded = set(store.finished_splits("Slow"))
     assert recorded and recorded <= ran_before  # batches name only splits that really finished
     runs.unlink()

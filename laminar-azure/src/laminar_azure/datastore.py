@@ -14,7 +14,7 @@ Which account, and how to sign in, in this order:
    ``DefaultAzureCredential``).
 
 The SDK's own retries (which back off for tens of seconds) are switched off; every primitive runs under
-:func:`~laminar._transport.retries.with_retries` with short connect timeouts instead, so an unreachable
+:func:`~laminar.plugins.with_retries` with short connect timeouts instead, so an unreachable
 account gives a :class:`~laminar.errors.DatastoreError` naming the URL within seconds.
 """
 
@@ -26,7 +26,7 @@ import re
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from laminar.errors import ConfigurationError, DatastoreError
-from laminar._transport.objectstore import BucketURL, ObjectStore, buffered_reader
+from laminar.plugins import BucketURL, ObjectStore, buffered_reader
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContainerClient, StorageStreamDownloader

@@ -1,10 +1,13 @@
 """Laminar: workflows as plain Python classes, run anywhere, every value kept.
 
-``from laminar import Flow, Layer, Parameters, Execution``
+``from laminar import Flow, Layer, Parameters, Execution``. The public modules are this one,
+:mod:`laminar.configurations` (datastores, executors, hooks, layers, serde, schedulers),
+:mod:`laminar.types`, :mod:`laminar.errors`, :mod:`laminar.plugins` (for plugin authors) and
+:mod:`laminar.testing`; every ``laminar._*`` module is internal.
 """
 
-from laminar._model.execution import Execution
-from laminar._model.flow import Flow
+from laminar._app.execution import Execution
+from laminar._app.flow import Flow
 from laminar._model.layer import Layer, Parameters
 
 __all__ = ["Execution", "Flow", "Layer", "Parameters"]

@@ -17,9 +17,11 @@ and on the "Plugin API" docs page. Everything listed in ``__all__`` here is publ
 every other ``laminar._*`` module is internal and may change between releases.
 """
 
+from laminar._model.flow import FlowDefinition
 from laminar._plugins.hookspecs import ENTRY_POINT_GROUP, hookimpl, hookspec
-from laminar._runtime.environment import environment_for
+from laminar._runtime.environment import environment_for, mark_worker
 from laminar._runtime.executor import Executor
+from laminar._runtime.shipping import FlowPacker, FlowUnpacker, PackedFlow, without_flow
 from laminar._runtime.split import recorded_outcome, run_split
 from laminar._runtime.task import Binding, SplitOutcome, SplitTask
 from laminar._serialization.protocols import Protocol
@@ -33,7 +35,11 @@ __all__ = [
     "BucketURL",
     "Datastore",
     "Executor",
+    "FlowDefinition",
+    "FlowPacker",
+    "FlowUnpacker",
     "ObjectStore",
+    "PackedFlow",
     "Protocol",
     "SplitOutcome",
     "SplitTask",
@@ -43,7 +49,9 @@ __all__ = [
     "environment_for",
     "hookimpl",
     "hookspec",
+    "mark_worker",
     "recorded_outcome",
     "run_split",
     "with_retries",
+    "without_flow",
 ]

@@ -9,10 +9,10 @@ How a split travels:
 
 * The flow is pickled once per execution and installed on every worker (and on workers that join
   later, e.g. one the nanny restarted) by a worker plugin; each Dask task then carries only the
-  small :class:`~laminar._runtime.task.SplitTask`. Workers unpickle the flow once and reuse it.
+  small :class:`~laminar.plugins.SplitTask`. Workers unpickle the flow once and reuse it.
 * Splits the scheduler hands over in one turn of the event loop (a layer's splits start together)
   go to Dask as one graph (``client.map``), not one graph update per split.
-* Each task runs :func:`laminar._runtime.split.run_split` and is submitted with ``retries=0``:
+* Each task runs :func:`laminar.plugins.run_split` and is submitted with ``retries=0``:
   Laminar's ``Retry`` decides retries. A worker that dies mid-task makes Dask raise
   :class:`distributed.KilledWorker`, which becomes :class:`laminar.errors.WorkerLost`.
 * ``Container(cpu, memory)`` becomes Dask worker ``resources`` only for the resource names the
@@ -31,14 +31,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
-import cloudpickle
 from laminar.errors import ConfigurationError, WorkerLost
-from laminar._runtime.executor import Executor
+from laminar.plugins import Executor, FlowPacker, without_flow
 
 if TYPE_CHECKING:
     from distributed import Client
-    from laminar._model.flow import Flow
-    from laminar._runtime.task import SplitOutcome, SplitTask
+    from laminar.plugins import FlowDefinition
+    from laminar.plugins import SplitOutcome, SplitTask
 
 # dask and distributed are imported when an execution starts, not when Laminar loads its plugins:
 # importing distributed takes about a second, and every Laminar process loads every plugin.
@@ -102,7 +101,8 @@ class Dask(Executor):
         self._client: Any = None  # distributed.Client
         self._cluster: Any = None  # distributed.LocalCluster
         self._declared: dict[str, float] = {}
-        self._flows: dict[int, tuple[Flow, str, asyncio.Future[Any]]] = {}
+        self._packer = FlowPacker()
+        self._installed: dict[str, asyncio.Future[Any]] = {}  # flow token -> plugin registration
         self._pending: list[_Submission] = []
         self._fetching: list[tuple[Any, asyncio.Future[SplitOutcome | None]]] = []
         self._gathering: set[asyncio.Future[None]] = set()
@@ -176,11 +176,11 @@ class Dask(Executor):
             raise
 
     async def stop(self) -> None:
-        client, cluster, flows = self._client, self._cluster, self._flows
+        client, cluster, installed = self._client, self._cluster, self._installed
         self._reset()
         try:
             if client is not None and client.status == "running":
-                for _, token, registered in flows.values():
+                for token, registered in installed.items():
                     if registered.done() and registered.exception() is None:
                         with contextlib.suppress(Exception):  # best effort: the cluster may be gone
                             await client.unregister_worker_plugin(_plugin_name(token))
@@ -214,7 +214,7 @@ class Dask(Executor):
         submission = _Submission(
             key=f"laminar-{task.layer}{index}-attempt-{task.attempt}-{self._run}-{next(self._keys)}",
             token=token,
-            task=dataclasses.replace(task, flow=None),  # type: ignore[arg-type]  # the worker holds the flow
+            task=without_flow(task),  # the worker holds the flow
             resources=resources,
             future=asyncio.get_running_loop().create_future(),
         )
@@ -317,27 +317,26 @@ class Dask(Executor):
             for submission, future in zip(group, futures, strict=True):
                 submission.future.set_result(future)
 
-    async def _install(self, flow: Flow) -> str:
+    async def _install(self, flow: FlowDefinition) -> str:
         """Pickle ``flow`` once and install it on every worker; return its token."""
-        entry = self._flows.get(id(flow))
-        if entry is None or entry[0] is not flow:
+        packed = self._packer.pack(flow)
+        registered = self._installed.get(packed.token)
+        if registered is None:
             from laminar_dask.worker import FlowPlugin, origin
 
-            token = uuid.uuid4().hex
-            plugin = FlowPlugin(token, cloudpickle.dumps(flow, protocol=5), origin())
-            registered = asyncio.ensure_future(
-                self._running().register_plugin(plugin, name=_plugin_name(token))
+            plugin = FlowPlugin(packed.token, packed.payload, origin())
+            registered = self._installed[packed.token] = asyncio.ensure_future(
+                self._running().register_plugin(plugin, name=_plugin_name(packed.token))
             )
-            entry = self._flows[id(flow)] = (flow, token, registered)
         try:
-            await asyncio.shield(entry[2])
+            await asyncio.shield(registered)
         except Exception as error:
             raise ConfigurationError(
                 f"could not install flow {flow.name} on the Dask workers: {type(error).__name__}: {error}. "
                 "Every worker needs laminar-core, laminar-dask, the datastore's backend and the packages "
                 "the flow imports, in versions that match this process"
             ) from error
-        return entry[1]
+        return packed.token
 
     async def _refresh_resources(self) -> None:
         identity = await self._running().scheduler.identity(n_workers=-1)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from laminar._plugins.hookspecs import hookimpl
-from laminar._runtime.executor import Executor
+from laminar.plugins import Executor, hookimpl
 
 from laminar_dask.executor import Dask
 

@@ -6,7 +6,7 @@ Project and credentials come from Application Default Credentials (``GOOGLE_APPL
 anonymous credentials.
 
 The SDK's own retries (which may wait two minutes) are switched off; every primitive runs under
-:func:`~laminar._transport.retries.with_retries` with short connect timeouts instead, so an unreachable
+:func:`~laminar.plugins.with_retries` with short connect timeouts instead, so an unreachable
 endpoint gives a :class:`~laminar.errors.DatastoreError` naming the URL within seconds.
 """
 
@@ -17,7 +17,7 @@ import re
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from laminar.errors import ConfigurationError, DatastoreError
-from laminar._transport.objectstore import BucketURL, ObjectStore, buffered_reader
+from laminar.plugins import BucketURL, ObjectStore, buffered_reader
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials

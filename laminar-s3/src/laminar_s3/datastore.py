@@ -5,7 +5,7 @@ Credentials, region and endpoint come from the constructor or from the usual AWS
 ``~/.aws/config``, instance roles, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_REGION``).
 
 Every call is bounded: short connect timeouts, few SDK retries, and Laminar's own
-:func:`~laminar._transport.retries.with_retries` around each primitive, so an unreachable endpoint gives a
+:func:`~laminar.plugins.with_retries` around each primitive, so an unreachable endpoint gives a
 :class:`~laminar.errors.DatastoreError` naming the URL within seconds instead of hanging.
 """
 
@@ -17,8 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from laminar.errors import DatastoreError
-from laminar._transport.objectstore import BucketURL, ObjectStore, buffered_reader
-from laminar._transport.retries import causes
+from laminar.plugins import BucketURL, ObjectStore, buffered_reader, causes
 
 if TYPE_CHECKING:
     from s3fs import S3FileSystem

@@ -1,7 +1,7 @@
 """``sqlite:///path/to/db.sqlite`` — every key in one table of one SQLite file.
 
 A complete third-party datastore plugin in about a hundred lines: it implements the five primitives
-of :class:`laminar._transport.datastore.Datastore`, gives itself a URL scheme, stays picklable, and is
+of :class:`laminar.plugins.Datastore`, gives itself a URL scheme, stays picklable, and is
 registered through the ``laminar`` entry-point group (see ``plugin.py`` and ``pyproject.toml``).
 
 URLs follow SQLAlchemy's convention: ``sqlite:///relative/path.sqlite`` (three slashes) is relative to
@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from laminar.errors import ConfigurationError
-from laminar._transport.datastore import Datastore
+from laminar.plugins import Datastore
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS laminar_objects (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from laminar._plugins.hookspecs import hookimpl
-from laminar._transport.datastore import Datastore
+from laminar.plugins import Datastore, hookimpl
 
 
 @hookimpl

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from laminar._model.layer import Layer
 from laminar.errors import FlowDefinitionError
 
 
@@ -25,8 +26,6 @@ def signature(function: Callable[..., Any], *, owner: str, known: Mapping[str, t
     against the module first and against the flow's layer names second, so layers defined inside a
     function work too.
     """
-    from laminar._model.layer import Layer
-
     try:
         hints = typing.get_type_hints(function)
     except Exception:

@@ -1,59 +1,32 @@
-"""Execution: one run of a flow, identified by a sortable unique id."""
+"""Execution as a value: one run of a flow, identified by a sortable unique id.
+
+Running it and reading its results is the application's (:mod:`laminar._app.execution`); this is the
+part every layer below can hold without reaching up.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
-from laminar.errors import ConfigurationError, FlowDefinitionError
-from laminar._model.layer import Layer, Parameters
 from laminar._names import validate
 
 if TYPE_CHECKING:
-    from laminar._model.flow import Flow
+    from laminar._model.flow import FlowDefinition
+
+E = TypeVar("E", bound="Execution")
 
 
 class Execution:
-    """One run of ``flow``. Read its results with ``execution.layer(A).foo``."""
+    """One run of ``flow``: the flow, the id, and whether this is a resumed run (``retry``)."""
 
-    def __init__(self, *, flow: Flow, id: str, retry: bool = False) -> None:
+    def __init__(self, *, flow: FlowDefinition, id: str, retry: bool = False) -> None:
         self.flow = flow
         self.id = validate(id, what="execution id")
         self.retry = retry
 
-    def layer(self, layer: type[Layer] | str) -> Layer:
-        """Layer ``layer`` of this execution, reading its artifacts from the flow's datastore."""
-        from laminar._runtime.context import LayerContext
-
-        name = layer if isinstance(layer, str) else getattr(layer, "__name__", repr(layer))
-        if name not in self.flow.registry:
-            raise FlowDefinitionError(
-                f"flow {self.flow.name} has no layer {name!r}; its layers are {', '.join(sorted(self.flow.registry))}"
-            )
-        return LayerContext.reader(self, name)
-
-    def run(self, *, parameters: dict[str, Any] | None = None, resume: bool = False) -> Execution:
-        """Run (or resume) this execution with the flow's scheduler; raise the first layer failure."""
-        self.flow.configuration.scheduler.run(self, parameters=parameters or {}, resume=resume)
-        return self
-
-    def resume(self) -> Execution:
-        """Run this execution again, skipping layers and foreach splits that already finished."""
-        resumed = Execution(flow=self.flow, id=self.id, retry=True)
-        return resumed.run(resume=True)
-
-    def next(self, *, flow: Flow, linker: Callable[[Execution], Parameters]) -> Execution:
-        """Run ``flow`` with this execution's id and parameters ``linker(self)``; returns its Execution."""
-        parameters = linker(self)
-        if not isinstance(parameters, Parameters):
-            raise ConfigurationError(
-                f"the linker passed to next() must return Parameters(...), e.g. "
-                f"lambda e: Parameters(foo=e.layer(A).foo); it returned {parameters!r}"
-            )
-        values, shards = parameters._artifacts()
-        if shards:
-            raise ConfigurationError("Parameters returned by a linker cannot be sharded")
-        return flow(execution=self.id, **values)
+    def retried(self: E) -> E:
+        """This execution, as a resumed run."""
+        return type(self)(flow=self.flow, id=self.id, retry=True)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Execution) and (other.flow.name, other.id) == (self.flow.name, self.id)

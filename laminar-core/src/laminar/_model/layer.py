@@ -3,18 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from laminar._model.configuration import LAYER_MARKER, Configuration
 
 if TYPE_CHECKING:
-    from laminar.configurations.layers import Configuration
     from laminar._model.execution import Execution
-    from laminar._model.flow import Flow
-    from laminar._runtime.context import LayerContext
+    from laminar._model.flow import FlowDefinition
 
 #: Attributes Laminar owns on a layer; everything else assigned on ``self`` is an artifact.
 RESERVED = frozenset(
     {"flow", "execution", "index", "splits", "attempt", "configuration", "state", "name", "shard"}
 )
+
+
+class Context(Protocol):
+    """What binds a Layer instance to a flow, an execution and a split, and reads its artifacts.
+
+    The model only names what it needs; the runtime's ``LayerContext`` provides it.
+    """
+
+    @property
+    def flow(self) -> FlowDefinition: ...
+    @property
+    def execution(self) -> Execution: ...
+    @property
+    def index(self) -> int | None: ...
+    @property
+    def splits(self) -> int | None: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def configuration(self) -> Configuration: ...
+    def read(self, attribute: str) -> Any: ...
+    def finished(self) -> bool: ...
 
 
 class LayerState:
@@ -41,11 +63,14 @@ class Layer:
     ``self.shard(name=iterable)`` stores each item as its own artifact.
     """
 
-    _context: LayerContext | None = None
+    _context: Context | None = None
 
     def __init__(self, **artifacts: Any) -> None:
         for name, value in artifacts.items():
             setattr(self, name, value)
+
+    def __call__(self, *dependencies: Any, **named: Any) -> None:
+        """The layer's work. A layer without a ``__call__`` of its own (only hooks, say) does nothing."""
 
     # ---- artifacts -----------------------------------------------------------------------------
     def shard(self, **iterables: Iterable[Any]) -> None:
@@ -89,7 +114,7 @@ class Layer:
         return type(self).__name__
 
     @property
-    def flow(self) -> Flow | None:
+    def flow(self) -> FlowDefinition | None:
         return self._context.flow if self._context else None
 
     @property
@@ -113,8 +138,6 @@ class Layer:
 
     @property
     def configuration(self) -> Configuration:
-        from laminar.configurations.layers import Configuration
-
         return self._context.configuration if self._context else Configuration()
 
     @property
@@ -125,8 +148,11 @@ class Layer:
         return f"{self.name}(execution={self.execution!r}, index={self.index}, splits={self.splits})"
 
 
-class Parameters(Layer):
-    """The layer every flow has: ``flow(foo=1)`` stores ``foo`` as an artifact of Parameters."""
+setattr(Layer, LAYER_MARKER, True)
 
-    def __call__(self) -> None:
-        """Parameters are stored by the scheduler; there is no work to do."""
+
+class Parameters(Layer):
+    """The layer every flow has: ``flow(foo=1)`` stores ``foo`` as an artifact of Parameters.
+
+    Its artifacts are stored by the scheduler when the execution starts; it never runs.
+    """

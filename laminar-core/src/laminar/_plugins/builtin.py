@@ -1,16 +1,27 @@
-"""The built-in components, registered through the same hooks as any third-party plugin."""
+"""The built-in components, registered through the same hooks as any third-party plugin.
+
+Local and Memory datastores, Thread and Process executors, cloudpickle as the fallback protocol,
+and lifecycle events logged on the ``laminar`` logger (stdlib ``logging``).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Any
 
+from laminar._model.execution import Execution
+from laminar._model.layer import Layer
 from laminar._plugins.hookspecs import hookimpl
 from laminar._runtime.executor import Executor
 from laminar._runtime.process import Process
 from laminar._runtime.thread import Thread
+from laminar._serialization.protocols import Pickle, Protocol
 from laminar._transport.datastore import Datastore
 from laminar._transport.local import Local
 from laminar._transport.memory import Memory
+
+logger = logging.getLogger("laminar")
 
 
 @hookimpl
@@ -21,3 +32,39 @@ def laminar_datastores() -> Sequence[type[Datastore]]:
 @hookimpl
 def laminar_executors() -> Sequence[type[Executor]]:
     return [Thread, Process]
+
+
+@hookimpl
+def laminar_protocols() -> Sequence[tuple[tuple[type, ...], Protocol[Any]]]:
+    return [((object,), Pickle())]
+
+
+@hookimpl
+def laminar_execution_started(execution: Execution) -> None:
+    logger.info("execution %s of flow %s started", execution.id, execution.flow.name)
+
+
+@hookimpl
+def laminar_layer_finished(layer: Layer, splits: int) -> None:
+    execution = layer.execution
+    logger.info(
+        "layer %s finished (%d split%s) in execution %s",
+        layer.name,
+        splits,
+        "" if splits == 1 else "s",
+        execution.id if execution is not None else "?",
+    )
+
+
+@hookimpl
+def laminar_execution_finished(execution: Execution, error: BaseException | None) -> None:
+    if error is None:
+        logger.info("execution %s of flow %s succeeded", execution.id, execution.flow.name)
+    else:
+        logger.info(
+            "execution %s of flow %s failed: %s: %s",
+            execution.id,
+            execution.flow.name,
+            type(error).__name__,
+            error,
+        )

@@ -1,12 +1,13 @@
-"""The hooks a Laminar plugin may implement. This module is the plugin author's contract.
+"""The plugin hooks (pluggy hookspecs) a Laminar plugin may implement: the plugin author's contract.
 
 A distribution exposes a module (or object) under the ``laminar`` entry-point group::
 
     [project.entry-points.laminar]
     foo = "laminar_foo.plugin"
 
-and implements any of these hooks in it with ``@laminar._plugins.hookimpl``. The built-in datastores
-and executors register through the very same hooks (see :mod:`laminar._plugins.builtin`).
+and implements any of these hooks in it with ``@laminar.plugins.hookimpl``. The built-in datastores,
+executors and the default protocol register through the very same hooks
+(:mod:`laminar._plugins.builtin`). Not to be confused with *layer hooks* (``hooks.entry`` ...).
 """
 
 from __future__ import annotations
@@ -30,9 +31,14 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+# ---- components -------------------------------------------------------------------------------
 @hookspec
 def laminar_datastores() -> Sequence[type[Datastore]]:  # type: ignore[empty-body]
-    """Datastore classes this plugin provides; each lists its URL ``schemes`` and has ``from_url``."""
+    """Datastore classes this plugin provides; each lists its URL ``schemes`` and has ``from_url``.
+
+    When two plugins claim a scheme, the one registered first (the built-ins, then entry points in
+    the order Python lists them) keeps it.
+    """
 
 
 @hookspec
@@ -42,22 +48,25 @@ def laminar_executors() -> Sequence[type[Executor]]:  # type: ignore[empty-body]
 
 @hookspec
 def laminar_protocols() -> Sequence[tuple[tuple[type, ...], Protocol[Any]]]:  # type: ignore[empty-body]
-    """Serialization protocols every datastore uses by default, as ``((types...), protocol)`` pairs.
+    """Serialization protocols for every datastore, as ``((types...), protocol)`` pairs.
 
-    Protocols a user registers with ``@datastore.protocol`` take precedence.
+    Types are matched exactly; a protocol registered for ``object`` is the fallback (the built-in
+    plugin registers cloudpickle for it). A plugin registered later wins over an earlier one for the
+    same type, and a user's ``@datastore.protocol`` wins over every plugin.
     """
 
 
+# ---- lifecycle events (called in the scheduler's process) --------------------------------------
 @hookspec
 def laminar_execution_started(execution: Execution) -> None:
-    """Called in the scheduler when an execution starts (or resumes)."""
+    """An execution starts (or resumes): its metadata and Parameters are stored."""
 
 
 @hookspec
 def laminar_layer_finished(layer: Layer, splits: int) -> None:
-    """Called in the scheduler after a layer's record is written."""
+    """A layer finished: its record is written. ``layer`` reads its artifacts; ``splits`` its count."""
 
 
 @hookspec
 def laminar_execution_finished(execution: Execution, error: BaseException | None) -> None:
-    """Called in the scheduler when an execution ends, with the error that ended it, if any."""
+    """An execution ended, with the error that ended it (``None`` when it succeeded)."""

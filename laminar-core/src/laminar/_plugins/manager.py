@@ -1,21 +1,26 @@
-"""The plugin manager: loads the ``laminar`` entry-point group and resolves datastores and executors."""
+"""The plugin manager: loads the ``laminar`` entry-point group and resolves datastores, executors and
+protocols through the hooks. Defaults are resolved the same way: the ``file`` scheme and the
+``process`` executor name, which the built-in plugin provides like any other.
+"""
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata
 import warnings
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
 
 import pluggy
 
-from laminar.errors import ConfigurationError, PluginNotFound
 from laminar._plugins import builtin, hookspecs
+from laminar._runtime.executor import Executor
+from laminar._serialization.registry import ProtocolRegistry
+from laminar._transport.datastore import Datastore
+from laminar.errors import ConfigurationError, PluginNotFound
 
-if TYPE_CHECKING:
-    from laminar._runtime.executor import Executor
-    from laminar._serialization.protocols import Protocol
-    from laminar._transport.datastore import Datastore
+#: What a flow uses when neither its arguments nor the environment choose.
+DEFAULT_DATASTORE_DIRECTORY = ".laminar"  # in the working directory, through the ``file`` scheme
+DEFAULT_EXECUTOR = "process"
 
 #: Which distribution provides a scheme or executor Laminar knows of but that may not be installed.
 KNOWN_PROVIDERS = {
@@ -72,18 +77,16 @@ def executor_classes() -> dict[str, type[Executor]]:
 
 
 @functools.lru_cache(maxsize=1)
-def _default_protocols() -> dict[type, Protocol[Any]]:
-    protocols: dict[type, Protocol[Any]] = {}
+def plugin_protocols() -> ProtocolRegistry:
+    """The protocols plugins register for every datastore (a user's ``@datastore.protocol`` wins).
+
+    Hook results come newest plugin first, so a later plugin wins over an earlier one per type.
+    """
+    registry = ProtocolRegistry()
     for pairs in plugin_manager().hook.laminar_protocols():
         for types, protocol in pairs:
-            for kind in types:
-                protocols.setdefault(kind, protocol)
-    return protocols
-
-
-def default_protocols() -> dict[type, Protocol[Any]]:
-    """Protocols plugins register for every datastore (a user's ``@datastore.protocol`` wins)."""
-    return _default_protocols()
+            registry.add(types, protocol, replace=False)
+    return registry
 
 
 def _missing(kind: str, wanted: str, installed: list[str]) -> PluginNotFound:
@@ -97,12 +100,9 @@ def _missing(kind: str, wanted: str, installed: list[str]) -> PluginNotFound:
 
 
 def resolve_datastore(spec: Datastore | str | None) -> Datastore:
-    """A Datastore object as is; a URL through the plugin that registered its scheme; None: Local."""
-    from laminar._transport.datastore import Datastore
-    from laminar._transport.local import Local
-
+    """A Datastore object as is; a URL through the plugin that registered its scheme; None: the default."""
     if spec is None or spec == "":
-        return Local()
+        spec = Path(DEFAULT_DATASTORE_DIRECTORY).resolve().as_uri()
     if isinstance(spec, Datastore):
         return spec
     if not isinstance(spec, str):
@@ -121,12 +121,9 @@ def resolve_datastore(spec: Datastore | str | None) -> Datastore:
 
 
 def resolve_executor(spec: Executor | str | None) -> Executor:
-    """An Executor object as is; a name or URL (``thread``, ``dask://host:8786``); None: process."""
-    from laminar._runtime.executor import Executor
-    from laminar._runtime.process import Process
-
+    """An Executor object as is; a name or URL (``thread``, ``dask://host:8786``); None: the default."""
     if spec is None or spec == "":
-        return Process()
+        spec = DEFAULT_EXECUTOR
     if isinstance(spec, Executor):
         return spec
     if not isinstance(spec, str):

@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from laminar.errors import add_note
 from laminar._storage.records import Runs, SplitRecord, runs
 from laminar._storage.store import ExecutionStore
+from laminar.errors import add_note
 
 INTERVAL = 0.05  # seconds a finished split's record may wait for others
 LIMIT = 4096  # records per batch, to keep each batch a modest read

@@ -17,20 +17,18 @@ from laminar._storage.records import Archive, stored
 from laminar._storage.store import ExecutionStore
 
 if TYPE_CHECKING:
-    from laminar.configurations.layers import Configuration
+    from laminar._model.configuration import Configuration
     from laminar._model.execution import Execution
-    from laminar._model.flow import Flow
+    from laminar._model.flow import FlowDefinition
 
 
 def store_for(execution: Execution) -> ExecutionStore:
-    from laminar._plugins.manager import default_protocols
-
-    datastore = execution.flow.configuration.datastore
-    return ExecutionStore(datastore, execution.flow.name, execution.id, default_protocols())
+    """The store of ``execution``, from its flow's configuration."""
+    return execution.flow.configuration.store(execution.flow.name, execution.id)
 
 
 class LayerContext:
-    """Everything Laminar knows about one Layer instance."""
+    """Everything Laminar knows about one Layer instance (the model's ``layer.Context``)."""
 
     def __init__(
         self,
@@ -90,7 +88,7 @@ class LayerContext:
         return self._configuration
 
     @property
-    def flow(self) -> Flow:
+    def flow(self) -> FlowDefinition:
         return self.execution.flow
 
     def finished(self) -> bool:

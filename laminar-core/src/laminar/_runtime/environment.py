@@ -10,27 +10,32 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from laminar._runtime import foreach
+from laminar._runtime.task import SplitTask
 from laminar.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from laminar._model.flow import Flow
-    from laminar._runtime.task import SplitTask
+    from laminar._model.flow import FlowDefinition
 
+#: Set in every process Laminar starts to run splits (process workers, Dask workers).
 WORKER = "LAMINAR_WORKER"
+WORKER_ENVIRONMENT = {WORKER: "1"}
+
+
+def mark_worker() -> None:
+    """Mark this process as a worker: the execution guard is false in it from now on."""
+    os.environ.update(WORKER_ENVIRONMENT)
 
 
 def in_worker() -> bool:
+    """Whether this process is one Laminar started to run splits."""
     return os.environ.get(WORKER) == "1"
 
 
-def task_from_environment(flow: Flow) -> SplitTask | None:
+def task_from_environment(flow: FlowDefinition) -> SplitTask | None:
     """The split this process was started to run for ``flow``, or ``None``."""
     if not os.environ.get("LAMINAR_LAYER_NAME") or os.environ.get("LAMINAR_FLOW_NAME") != flow.name:
         return None
-    from laminar._runtime import foreach
-    from laminar._runtime.context import store_for
-    from laminar._runtime.task import SplitTask
-
     try:
         index = _optional_int("LAMINAR_LAYER_INDEX")
         task = SplitTask(
@@ -48,9 +53,7 @@ def task_from_environment(flow: Flow) -> SplitTask | None:
         raise ConfigurationError(f"LAMINAR_LAYER_NAME={task.layer!r} is not a layer of flow {flow.name}")
     each = flow.registry[task.layer].configuration.foreach
     if each is not None and index is not None:
-        from laminar._model.execution import Execution
-
-        store = store_for(Execution(flow=flow, id=task.execution))
+        store = flow.configuration.store(flow.name, task.execution)
         task.bindings = foreach.grid(store, task.layer, each).bindings(index)
     return task
 

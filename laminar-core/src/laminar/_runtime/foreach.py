@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from laminar.configurations.layers import ForEach
-from laminar.errors import ConfigurationError
+from laminar._model.configuration import ForEach
 from laminar._runtime.task import Binding, Bindings
 from laminar._storage.records import Artifact, stored
 from laminar._storage.store import ExecutionStore
+from laminar.errors import ConfigurationError
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,17 @@ the layer's ``Retry``) and is replaced.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import itertools
 import os
 import sys
 from typing import Any
 
 import cloudpickle
 
-from laminar.errors import LaminarError, WorkerLost, add_note
-from laminar._runtime import wire
+from laminar._runtime import environment, wire
 from laminar._runtime.executor import Executor
+from laminar._runtime.shipping import FlowPacker, PackedFlow, without_flow
 from laminar._runtime.task import SplitOutcome, SplitTask
-
-_tokens = itertools.count(1)
+from laminar.errors import LaminarError, WorkerLost, add_note
 
 
 class RemoteError(LaminarError, RuntimeError):
@@ -41,12 +38,12 @@ class _Worker:
         self.process = process
         self.results = results
         self.transport = transport
-        self.flow_token: int | None = None
+        self.flow_token: str | None = None
 
     @classmethod
     async def spawn(cls) -> _Worker:
         read_fd, write_fd = os.pipe()
-        env = {**os.environ, "LAMINAR_WORKER": "1"}
+        env = {**os.environ, **environment.WORKER_ENVIRONMENT}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "laminar._runtime.worker", str(write_fd),
             stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,), env=env,
@@ -65,10 +62,10 @@ class _Worker:
         assert self.process.stdin is not None
         self.process.stdin.write(wire.encode(message))
 
-    async def run(self, token: int, flow_payload: bytes, task: SplitTask) -> SplitOutcome:
-        first = self.flow_token != token
-        self.send((token, flow_payload if first else None, dataclasses.replace(task, flow=None)))  # type: ignore[arg-type]
-        self.flow_token = token
+    async def run(self, flow: PackedFlow, task: SplitTask) -> SplitOutcome:
+        first = self.flow_token != flow.token
+        self.send((flow.token, flow.payload if first else None, without_flow(task)))
+        self.flow_token = flow.token
         assert self.process.stdin is not None
         try:
             await self.process.stdin.drain()
@@ -118,7 +115,7 @@ class Process(Executor):
     def _reset(self) -> None:
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
-        self._flows: dict[int, tuple[Any, int, bytes]] = {}
+        self._packer = FlowPacker()
 
     async def start(self) -> None:
         self._reset()
@@ -132,18 +129,11 @@ class Process(Executor):
         self._all.append(worker)
         return worker
 
-    def _flow(self, task: SplitTask) -> tuple[int, bytes]:
-        key = id(task.flow)
-        cached = self._flows.get(key)
-        if cached is None or cached[0] is not task.flow:
-            cached = self._flows[key] = (task.flow, next(_tokens), cloudpickle.dumps(task.flow, protocol=5))
-        return cached[1], cached[2]
-
     async def run(self, task: SplitTask) -> SplitOutcome:
-        token, payload = self._flow(task)
+        flow = self._packer.pack(task.flow)
         worker = await self._acquire()
         try:
-            outcome = await worker.run(token, payload, task)
+            outcome = await worker.run(flow, task)
         except WorkerLost:
             raise  # the worker is gone; stop() reaps it
         except asyncio.CancelledError:  # timed out or the run was abandoned: stop the work

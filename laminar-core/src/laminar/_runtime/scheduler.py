@@ -14,18 +14,18 @@ import functools
 import threading
 from typing import TYPE_CHECKING, Any
 
-from laminar.errors import ExecutorContractError, FlowDefinitionError, SerializationError, add_note
-from laminar._model.flow import check_compatible
-from laminar._runtime import foreach, hooks
+from laminar._runtime import foreach, hook_calls
 from laminar._runtime.commit import SplitLog
+from laminar._runtime.configuration import check_compatible
 from laminar._runtime.context import LayerContext, store_for
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage.records import runs
+from laminar.errors import ExecutorContractError, FlowDefinitionError, SerializationError, add_note
 
 if TYPE_CHECKING:
     from laminar._model.execution import Execution
-    from laminar._model.flow import Hook
     from laminar._model.layer import Layer
+    from laminar._model.plan import LayerHook
     from laminar._runtime.executor import Executor
     from laminar._storage.store import ExecutionStore
 
@@ -72,8 +72,6 @@ class _Run:
     """The state of one run of one execution."""
 
     def __init__(self, execution: Execution, *, parameters: dict[str, Any], resume: bool) -> None:
-        from laminar._plugins.manager import plugin_manager
-
         self.execution = execution
         self.flow = execution.flow
         self.plan = self.flow.plan
@@ -81,7 +79,7 @@ class _Run:
         self.resume = resume
         self.executor: Executor = self.flow.configuration.executor
         self.store: ExecutionStore = store_for(execution)
-        self.hook = plugin_manager().hook
+        self.hook = self.flow.configuration.hook  # the plugin hook relay, handed down
         self.errors: list[BaseException] = []
         self.states: dict[str, asyncio.Future[str]] = {}
 
@@ -115,7 +113,7 @@ class _Run:
                 f"flow.execution({self.execution.id!r}).resume(), or run with another id"
             )
         if not exists:
-            self.store.write_metadata(self.plan.order)
+            self.store.write_metadata()
         if not exists or self.store.record("Parameters") is None:
 
             def unserializable(attribute: str, error: Exception) -> SerializationError:
@@ -150,7 +148,7 @@ class _Run:
             return CANCELLED
         if self.resume and self.store.record(name) is not None:
             return FINISHED
-        entry = self.plan.hooks[(name, "entry")]
+        entry = self.plan.layer_hooks[(name, "entry")]
         if entry:
             if not await asyncio.to_thread(self._entry, name):
                 return SKIPPED
@@ -193,12 +191,14 @@ class _Run:
                 artifacts=artifacts,
             )
         )
-        self.hook.laminar_layer_finished(layer=self.execution.layer(name), splits=count)
+        self.hook.laminar_layer_finished(layer=self._reader(name), splits=count)
         return FINISHED
 
     def _entry(self, name: str) -> bool:
         layer = LayerContext(self.execution, name, store=self.store).bind()
-        return all(hooks.call(hook, layer, self._reader) for hook in self.plan.hooks[(name, "entry")])
+        return all(
+            hook_calls.call(hook, layer, self._reader) for hook in self.plan.layer_hooks[(name, "entry")]
+        )
 
     def _reader(self, name: str) -> Layer:
         return LayerContext.reader(self.execution, name, store=self.store)
@@ -215,8 +215,8 @@ class _Run:
             retry=self.execution.retry,
             bindings=grid.bindings(index) if grid is not None else {},
         )
-        submission = self.plan.hooks[(name, "submission")]
-        retry_hooks = self.plan.hooks[(name, "retry")]
+        submission = self.plan.layer_hooks[(name, "submission")]
+        retry_hooks = self.plan.layer_hooks[(name, "retry")]
         context: LayerContext | None = None
         if submission or retry_hooks:
             task.configuration = copy.deepcopy(configuration)  # changes apply to this split only
@@ -230,10 +230,10 @@ class _Run:
             )
         layer = context.bind() if context is not None else None
 
-        async def start(found: tuple[Hook, ...]) -> list[Any]:
+        async def start(found: tuple[LayerHook, ...]) -> list[Any]:
             if not found or layer is None:
                 return []
-            return await asyncio.to_thread(hooks.start, found, layer, self._reader)
+            return await asyncio.to_thread(hook_calls.start, found, layer, self._reader)
 
         while True:
             running = await start(submission)
@@ -241,7 +241,7 @@ class _Run:
                 outcome = await self._submit(task)
             except Exception as error:
                 if running:
-                    await asyncio.to_thread(hooks.finish, running, error)
+                    await asyncio.to_thread(hook_calls.finish, running, error)
                 if (
                     isinstance(error, ExecutorContractError)
                     or task.attempt + 1 >= configuration.retry.attempts
@@ -254,10 +254,10 @@ class _Run:
                 retrying = await start(retry_hooks)
                 await asyncio.sleep(configuration.retry.wait(task.attempt))
                 if retrying:
-                    await asyncio.to_thread(hooks.finish, retrying)
+                    await asyncio.to_thread(hook_calls.finish, retrying)
                 continue
             if running:
-                await asyncio.to_thread(hooks.finish, running)
+                await asyncio.to_thread(hook_calls.finish, running)
             return outcome
 
     async def _submit(self, task: SplitTask) -> SplitOutcome:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
-from laminar.errors import SerializationError, add_note
-from laminar._model.execution import Execution
 from laminar._model.layer import Layer
-from laminar._runtime import hooks
-from laminar._runtime.context import LayerContext, store_for
+from laminar._runtime import hook_calls
+from laminar._runtime.context import LayerContext
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage import layout
 from laminar._storage.store import ExecutionStore
+from laminar.errors import SerializationError, add_note
 
 
 def run_split(task: SplitTask) -> SplitOutcome:
@@ -23,8 +20,10 @@ def run_split(task: SplitTask) -> SplitOutcome:
     :func:`run_and_record_split` writes it here instead.
     """
     flow = task.flow
-    execution = Execution(flow=flow, id=task.execution, retry=task.retry)
-    store = store_for(execution)
+    execution = flow.execution(task.execution)
+    if task.retry:
+        execution = execution.retried()
+    store = _store(task)
     plan = flow.plan
     context = LayerContext(
         execution,
@@ -50,9 +49,9 @@ def run_split(task: SplitTask) -> SplitOutcome:
     catch = (task.configuration or flow.registry[task.layer].configuration).catch
     caught: str | None = None
     try:
-        with hooks.around(plan.hooks[(task.layer, "execution")], layer, dependency):
+        with hook_calls.around(plan.layer_hooks[(task.layer, "execution")], layer, dependency):
             arguments = {parameter: dependency(name) for parameter, name in plan.calls[task.layer].parameters}
-            layer(**arguments)  # type: ignore[operator]  # subclasses define __call__
+            layer(**arguments)
     except Exception as error:
         if catch is None or not isinstance(error, catch.exceptions):
             raise
@@ -69,7 +68,7 @@ def run_split(task: SplitTask) -> SplitOutcome:
 
     values, shards = layer._artifacts()
     record = store.stage_split(values, shards, caught=caught, on_error=unserializable)
-    return SplitOutcome(record, os.getpid())
+    return SplitOutcome(record)
 
 
 def run_and_record_split(task: SplitTask) -> SplitOutcome:
@@ -91,8 +90,8 @@ def recorded_outcome(task: SplitTask) -> SplitOutcome:
     record = batch.splits.get(index) if batch is not None else None
     if record is None:
         raise RuntimeError(f"{task.describe()} exited without recording its result in {store.datastore.url}")
-    return SplitOutcome(record, pid=0)
+    return SplitOutcome(record)
 
 
 def _store(task: SplitTask) -> ExecutionStore:
-    return store_for(Execution(flow=task.flow, id=task.execution, retry=task.retry))
+    return task.flow.configuration.store(task.flow.name, task.execution)

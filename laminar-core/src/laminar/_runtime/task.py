@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from laminar._storage.records import Artifact, SplitRecord
 
 if TYPE_CHECKING:
-    from laminar.configurations.layers import Configuration
-    from laminar._model.flow import Flow
+    from laminar._model.configuration import Configuration
+    from laminar._model.flow import FlowDefinition
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class SplitTask:
     parameter this split reads, computed once per layer by the scheduler.
     """
 
-    flow: Flow
+    flow: FlowDefinition
     execution: str
     layer: str
     index: int | None = None
@@ -50,11 +50,10 @@ class SplitTask:
 
 @dataclass(frozen=True)
 class SplitOutcome:
-    """How a split ended: its record (archives, and the error ``Catch`` absorbed) and where it ran.
+    """How a split ended: its record (archives, and the error ``Catch`` absorbed).
 
     The split's large artifacts are stored by then; its record is not. The scheduler writes the
     records of splits that finish close together as one batch, so an executor must hand this back.
     """
 
     record: SplitRecord
-    pid: int

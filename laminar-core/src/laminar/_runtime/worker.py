@@ -14,7 +14,8 @@ from typing import Any
 
 import cloudpickle
 
-from laminar._runtime import wire
+from laminar._runtime import environment, wire
+from laminar._runtime.shipping import FlowUnpacker
 
 
 def _send(out: Any, message: Any) -> None:
@@ -37,7 +38,7 @@ def _error_message(error: BaseException) -> tuple[str, Any, str]:
 
 
 def main() -> None:
-    os.environ["LAMINAR_WORKER"] = "1"
+    environment.mark_worker()
     stdin = sys.stdin.buffer
     out = os.fdopen(int(sys.argv[1]), "wb")
     path, cwd = wire.read_message(stdin)
@@ -45,7 +46,7 @@ def main() -> None:
     os.chdir(cwd)
     from laminar._runtime.split import run_split
 
-    flows: dict[int, Any] = {}
+    flows = FlowUnpacker()
     while True:
         try:
             token, flow_payload, task = wire.read_message(stdin)
@@ -54,9 +55,8 @@ def main() -> None:
         try:
             if flow_payload is not None:
                 flows.clear()  # one flow at a time per worker
-                flows[token] = cloudpickle.loads(flow_payload)
-            task.flow = flows[token]
-            outcome = run_split(task)
+                flows.install(token, flow_payload)
+            outcome = run_split(flows.attach(token, task))
         except BaseException as error:
             _send(out, _error_message(error))
             if isinstance(error, (KeyboardInterrupt, SystemExit)):

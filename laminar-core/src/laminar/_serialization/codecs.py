@@ -19,6 +19,21 @@ SMALL = 1024  # values smaller than this are stored uncompressed
 CODECS = ("none", "zlib")
 
 
+def _decompressor(codec: str) -> Any:
+    """A fresh decompressor object for ``codec`` (``None`` for ``none``); the one place codecs decode."""
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; this Laminar reads {', '.join(CODECS)}")
+    return zlib.decompressobj() if codec == "zlib" else None
+
+
+def decode(data: bytes, codec: str) -> bytes:
+    """The stored bytes ``data`` decompressed with ``codec``, for values read whole."""
+    decompressor = _decompressor(codec)
+    if decompressor is None:
+        return data
+    return bytes(decompressor.decompress(data) + decompressor.flush())
+
+
 class EncodingWriter(io.RawIOBase):
     """A write-only stream: hashes what is written, then compresses it (or not) into ``sink``.
 
@@ -104,11 +119,9 @@ class DecodingReader(io.RawIOBase):
 
     def __init__(self, source: BinaryIO, codec: str) -> None:
         super().__init__()
-        if codec not in CODECS:
-            raise ValueError(f"unknown codec {codec!r}; this Laminar reads {', '.join(CODECS)}")
+        self._decompressor = _decompressor(codec)
         self.source = source
         self.hash = ChunkedHash()
-        self._decompressor = zlib.decompressobj() if codec == "zlib" else None
         self._buffer = bytearray()
 
     def readable(self) -> bool:

@@ -15,22 +15,21 @@ import contextlib
 import io
 import os
 import tempfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from laminar.errors import DatastoreError
-from laminar._serialization import hashing
+from laminar._serialization import codecs, hashing
 from laminar._serialization.codecs import SMALL, DecodingReader, EncodingWriter
 from laminar._serialization.protocols import Pickle, Protocol
+from laminar._serialization.registry import Protocols
 from laminar._storage import layout
-from laminar._transport.datastore import Datastore
 from laminar._storage.records import Artifact
+from laminar._transport.datastore import Datastore
+from laminar.errors import DatastoreError
 
 IN_MEMORY_LIMIT = 8 * 1024 * 1024  # staged values larger than this spill to a file
 INLINE_LIMIT = 1024  # stored values up to this many bytes are kept inside their archive
-DEFAULT_PROTOCOL: Protocol[Any] = Pickle()
 
 
 class _SpillBuffer(io.RawIOBase):
@@ -75,12 +74,6 @@ class StagedArtifact:
         if self.path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path)
-
-
-def protocol_for(datastore: Datastore, value: Any, defaults: dict[type, Protocol[Any]]) -> Protocol[Any]:
-    """The user's protocol for the value's exact type, else a plugin default, else cloudpickle."""
-    kind = type(value)
-    return datastore.protocols.get(kind) or defaults.get(kind) or DEFAULT_PROTOCOL
 
 
 #: Types whose pickle is a few bytes, staged without the streaming machinery (see ``_stage_scalar``).
@@ -165,11 +158,11 @@ def load(
     datastore: Datastore,
     artifact: Artifact,
     *,
-    protocols: dict[str, Protocol[Any]],
+    protocols: Protocols,
     verify: bool = True,
 ) -> Any:
     """Read one artifact back into a value, checking its content hash unless ``verify`` is false."""
-    protocol = protocols.get(artifact.protocol, DEFAULT_PROTOCOL)
+    protocol = protocols.by_name(artifact.protocol)
     if artifact.inline is not None:
         return _decode(artifact.inline, datastore, None, artifact, protocol, verify)
     key = layout.artifact(artifact.hexdigest)
@@ -197,10 +190,10 @@ def _decode(
     verify: bool,
 ) -> Any:
     """Most artifacts are small: bytes in hand, one hash, no stream wrappers. ``key`` None: inline."""
-    if artifact.codec == "zlib":
-        data = zlib.decompress(data)
-    elif artifact.codec != "none":
-        raise ValueError(f"unknown codec {artifact.codec!r} for artifact {_where(datastore, key, artifact)}")
+    try:
+        data = codecs.decode(data, artifact.codec)
+    except ValueError as error:
+        raise ValueError(f"{error} (artifact {_where(datastore, key, artifact)})") from None
     value = protocol.read(io.BytesIO(data))
     if verify and protocol.hexdigest(value) is None:
         _check(datastore, key, hashing.hexdigest(data), artifact)

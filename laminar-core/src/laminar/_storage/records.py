@@ -192,7 +192,6 @@ class ExecutionMetadata:
     flow: str
     id: str
     created: float
-    layers: tuple[str, ...] = field(default_factory=tuple)
 
     def dumps(self) -> bytes:
         return json.dumps(
@@ -201,7 +200,6 @@ class ExecutionMetadata:
                 "flow": self.flow,
                 "id": self.id,
                 "created": self.created,
-                "layers": list(self.layers),
             }
         ).encode()
 
@@ -209,4 +207,4 @@ class ExecutionMetadata:
     def loads(cls, data: bytes) -> ExecutionMetadata:
         payload = json.loads(data)
         _check_layout(payload, f"execution {payload.get('id')}")
-        return cls(payload["flow"], payload["id"], float(payload["created"]), tuple(payload["layers"]))
+        return cls(payload["flow"], payload["id"], float(payload["created"]))

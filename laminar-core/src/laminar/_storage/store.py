@@ -8,7 +8,6 @@ names. Batches and records never change once written, so this process caches wha
 from __future__ import annotations
 
 import bisect
-import functools
 import itertools
 import threading
 import time
@@ -18,9 +17,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from laminar._names import validate
-from laminar._serialization.protocols import Protocol
+from laminar._serialization.registry import Protocols
 from laminar._storage import artifacts, layout
-from laminar._transport.datastore import Datastore
 from laminar._storage.records import (
     Archive,
     Artifact,
@@ -30,6 +28,7 @@ from laminar._storage.records import (
     SplitBatch,
     SplitRecord,
 )
+from laminar._transport.datastore import Datastore
 
 _CACHE_WEIGHT = 200_000  # about this many split records (a batch weighs its number of splits)
 
@@ -111,22 +110,33 @@ class _Locator:
 
 
 class ExecutionStore:
-    """Reads and writes the records of one execution of one flow in one datastore."""
+    """Reads and writes the records of one execution of one flow in one datastore.
 
-    def __init__(
-        self, datastore: Datastore, flow: str, execution: str, defaults: dict[type, Protocol[Any]]
-    ) -> None:
+    ``protocols`` serialize and read its values: the datastore's own registry first, then the
+    plugins'. Built by ``FlowConfiguration.store``, the one place that knows both.
+    """
+
+    def __init__(self, datastore: Datastore, flow: str, execution: str, protocols: Protocols) -> None:
         self.datastore = datastore
         self.flow = flow
         self.execution = execution
-        self.defaults = defaults
+        self.protocols = protocols
         self._cache = _cache_for(datastore)
         layout.execution(flow, execution)  # validates both names before anything is written
 
     # ---- execution ----------------------------------------------------------------------------
-    def write_metadata(self, layers: Iterable[str]) -> None:
-        metadata = ExecutionMetadata(self.flow, self.execution, time.time(), tuple(layers))
+    def write_metadata(self) -> None:
+        metadata = ExecutionMetadata(self.flow, self.execution, time.time())
         self.datastore.write_bytes(layout.execution_metadata(self.flow, self.execution), metadata.dumps())
+
+    def metadata(self) -> ExecutionMetadata | None:
+        """The execution's metadata (when it was created), or None if it does not exist."""
+        try:
+            return ExecutionMetadata.loads(
+                self.datastore.read_bytes(layout.execution_metadata(self.flow, self.execution))
+            )
+        except FileNotFoundError:
+            return None
 
     def metadata_exists(self) -> bool:
         return self.datastore.exists(layout.execution_metadata(self.flow, self.execution))
@@ -155,7 +165,7 @@ class ExecutionStore:
                 validate(name, what="artifact name")
                 entries = []
                 for item in items:
-                    protocol = artifacts.protocol_for(self.datastore, item, self.defaults)
+                    protocol = self.protocols.for_value(item)
                     try:
                         entry = artifacts.stage(item, datastore=self.datastore, protocol=protocol)
                     except Exception as error:
@@ -306,13 +316,8 @@ class ExecutionStore:
             found.update(batch.splits)
         return found
 
-    @functools.cached_property
-    def _protocols_by_name(self) -> dict[str, Protocol[Any]]:
-        """The protocols an artifact may name, looked up once per store rather than once per artifact."""
-        return {p.name: p for p in (*self.datastore.protocols.values(), *self.defaults.values())}
-
     def load(self, artifact: Artifact) -> Any:
-        return artifacts.load(self.datastore, artifact, protocols=self._protocols_by_name)
+        return artifacts.load(self.datastore, artifact, protocols=self.protocols)
 
     def load_many(self, items: list[Artifact]) -> list[Any]:
         """Load several artifacts, in parallel where the datastore allows."""

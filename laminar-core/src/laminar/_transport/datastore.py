@@ -6,7 +6,7 @@ A backend (``laminar-s3``, a third party's ``laminar-foo``) subclasses :class:`D
 :meth:`write_file` (streaming uploads) and the ``*_many`` batch calls; by default batches run the
 primitives on a thread pool, which is what object stores want.
 
-Keys are ``/``-separated relative paths built by :mod:`laminar._storage.layout`. Writes of one key must
+Keys are ``/``-separated relative paths (the storage layer, :mod:`laminar._storage.layout`, builds them). Writes of one key must
 be atomic: a reader sees the old bytes, the new bytes, or nothing, never a part.
 Run ``laminar.testing.DatastoreConformance`` against a backend to check it keeps this contract.
 """
@@ -21,11 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, TypeVar
 
-from laminar._storage import layout
+from laminar._serialization.registry import ProtocolRegistry
 
 if TYPE_CHECKING:
-    from laminar._model.execution import Execution
-    from laminar._model.flow import Flow
+    from laminar._app.execution import Execution
+    from laminar._app.flow import Flow
     from laminar._model.layer import Layer
     from laminar._serialization.protocols import Protocol
 
@@ -50,7 +50,8 @@ class Datastore(abc.ABC):
     cheap_exists: ClassVar[bool] = False
 
     def __init__(self) -> None:
-        self.protocols: dict[type, Protocol[Any]] = {}
+        #: The user's ``@datastore.protocol`` registrations (see :meth:`protocol`).
+        self.protocols = ProtocolRegistry()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -134,40 +135,25 @@ class Datastore(abc.ABC):
     def exists_many(self, keys: Sequence[str]) -> list[bool]:
         return self.map_parallel(self.exists, keys)
 
-    # ---- serialization protocols ---------------------------------------------------------------
+    # ---- the user's API on the datastore object (SPEC's seed), implemented in the layers above ----
     def protocol(self, *types: type) -> Callable[[P], P]:
         """Class decorator: serialize values of exactly these types with the decorated Protocol."""
-        if not types:
-            raise TypeError("datastore.protocol() needs at least one type, e.g. @datastore.protocol(dict)")
+        return self.protocols.register(*types)
 
-        def register(protocol: P) -> P:
-            instance = protocol()
-            for kind in types:
-                self.protocols[kind] = instance
-            return protocol
-
-        return register
-
-    # ---- results API ---------------------------------------------------------------------------
     def list_executions(self, *, flow: Flow) -> list[Execution]:
         """The flow's executions in this datastore, oldest first."""
-        ids = self.list_prefix(layout.executions(flow.name))
-        return [flow.execution(execution_id) for execution_id in sorted(ids)]
+        return flow._results(self).executions()
 
     def list_layers(self, *, execution: Execution) -> list[Layer]:
-        """Layers that ran (or started running) in ``execution``, in the flow's order."""
-        names = set(self.list_prefix(layout.layers(execution.flow.name, execution.id)))
-        return [execution.layer(name) for name in execution.flow.layer_names() if name in names]
+        """The layers that stored artifacts in ``execution``, in the flow's order."""
+        return execution.flow._results(self).layers(execution)
 
     def list_artifacts(self, *, layer: Layer) -> list[str]:
         """Names of the artifacts ``layer`` stored, across its splits, sorted."""
         execution = layer.execution
         if execution is None:
             raise ValueError(f"{layer!r} is not bound to an execution; use flow.execution(id).layer(...)")
-        from laminar._storage.store import ExecutionStore
-
-        store = ExecutionStore(self, execution.flow.name, execution.id, defaults={})
-        return store.artifact_names(layer.name)  # from the layer's record once it finished
+        return execution.flow._results(self).artifacts(layer)  # type: ignore[attr-defined, no-any-return]
 
     # ---- pickling ------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

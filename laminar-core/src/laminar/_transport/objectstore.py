@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar, Generic, TypeVar, cast
 
-from laminar.errors import ConfigurationError, DatastoreError, LaminarError
 from laminar._transport.datastore import Datastore
 from laminar._transport.retries import caused_by, with_retries
+from laminar.errors import ConfigurationError, DatastoreError, LaminarError
 
 T = TypeVar("T")
 ClientT = TypeVar("ClientT")

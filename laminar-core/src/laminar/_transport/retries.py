@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Collection
 from typing import TypeVar
 
+from laminar._model.configuration import Retry
 from laminar.errors import DatastoreError
 
 T = TypeVar("T")
@@ -45,6 +45,7 @@ def with_retries(
     other error, or a transient one that outlived its retries, becomes :class:`DatastoreError` whose
     message starts with ``describe`` (say ``"write s3://bucket/key"``) and names the cause.
     """
+    policy = Retry(attempts=attempts, delay=delay, backoff=backoff, jitter=0.1)
     for attempt in range(1, attempts + 1):
         try:
             return operation()
@@ -52,7 +53,7 @@ def with_retries(
             raise
         except Exception as error:
             if attempt < attempts and transient(error):
-                time.sleep(delay * backoff ** (attempt - 1) * (1 + random.random() * 0.1))
+                time.sleep(policy.wait(attempt))
                 continue
             tried = f" after {attempt} attempts" if attempt > 1 else ""
             raise DatastoreError(f"{describe} failed{tried}: {type(error).__name__}: {error}") from error

@@ -1,9 +1,9 @@
 """Datastores: where artifacts, archives and records live. Cloud backends ship as their own distributions."""
 
 from laminar._model.accessor import Accessor
+from laminar._storage.records import Archive, Artifact, Record
 from laminar._transport.datastore import Datastore
 from laminar._transport.local import Local
 from laminar._transport.memory import Memory
-from laminar._storage.records import Archive, Artifact, Record
 
 __all__ = ["Accessor", "Archive", "Artifact", "Datastore", "Local", "Memory", "Record"]

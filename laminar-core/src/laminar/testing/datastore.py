@@ -38,7 +38,7 @@ from laminar import Flow, Layer, Parameters
 from laminar.configurations import executors
 from laminar.configurations.layers import ForEach, Parameter
 from laminar.errors import ConfigurationError
-from laminar._transport.datastore import Datastore
+from laminar.plugins import Datastore
 
 # ---- a small flow that exercises parameters, shard, foreach (a grid and a chain) and a join ------
 

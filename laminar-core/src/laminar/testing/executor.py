@@ -27,10 +27,9 @@ import pytest
 
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import hooks
+from laminar.configurations.datastores import Local
 from laminar.configurations.layers import Catch, ForEach, Parameter, Retry
-from laminar._runtime.executor import Executor
-from laminar._transport.datastore import Datastore
-from laminar._transport.local import Local
+from laminar.plugins import Datastore, Executor
 
 MakeExecutor = Callable[..., Executor]
 
@@ -163,7 +162,7 @@ class Wrapped(Layer):
 
 
 class ExecutorConformance:
-    """Reusable tests of the Executor contract (see :mod:`laminar._runtime.executor`)."""
+    """Reusable tests of the Executor contract (see :class:`laminar.plugins.Executor`)."""
 
     @pytest.fixture
     def make_executor(self) -> MakeExecutor:

@@ -1,4 +1,4 @@
-"""Running hooks: plain functions before an event, generators around it."""
+"""Calling layer hooks (``hooks.entry`` ...): plain functions before an event, generators around it."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from laminar._model.flow import Hook
     from laminar._model.layer import Layer
+    from laminar._model.plan import LayerHook
 
 Dependency = Callable[[str], "Layer"]
 
 
-def call(hook: Hook, layer: Layer, dependency: Dependency) -> Any:
+def call(hook: LayerHook, layer: Layer, dependency: Dependency) -> Any:
     """Call one hook with ``layer`` as ``self`` and its layer parameters resolved."""
     return hook.function(layer, **{p: dependency(name) for p, name in hook.signature.parameters})
 
 
-def start(hooks: Sequence[Hook], layer: Layer, dependency: Dependency) -> list[Any]:
+def start(hooks: Sequence[LayerHook], layer: Layer, dependency: Dependency) -> list[Any]:
     """Run every hook up to its ``yield`` (or completely, if it is a plain function), in order."""
     running = []
     for hook in hooks:
@@ -41,7 +41,7 @@ def finish(running: list[Any], error: BaseException | None = None) -> None:
 
 
 @contextlib.contextmanager
-def around(hooks: Sequence[Hook], layer: Layer, dependency: Dependency) -> Iterator[None]:
+def around(hooks: Sequence[LayerHook], layer: Layer, dependency: Dependency) -> Iterator[None]:
     """Run ``hooks`` around the body of the ``with``."""
     running = start(hooks, layer, dependency)
     try:

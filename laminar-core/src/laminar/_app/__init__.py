@@ -1,0 +1,1 @@
+"""The application: the wiring on top. Running flows, reading results, resolving plugins."""

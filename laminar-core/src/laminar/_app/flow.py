@@ -1,0 +1,105 @@
+"""``Flow``: the class users subclass. The model's definition plus the wiring that runs it.
+
+``MyFlow(datastore=..., executor=...)`` resolves plugins into the flow's configuration, which the
+runtime is handed; ``flow(...)`` runs an execution; ``if flow := MyFlow():`` is the execution guard.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from laminar._app.execution import Execution
+from laminar._app.results import Results
+from laminar._ids import new_execution_id
+from laminar._model.flow import FlowDefinition, is_framework_base
+from laminar._model.layer import RESERVED
+from laminar._plugins.manager import plugin_manager, plugin_protocols, resolve_datastore, resolve_executor
+from laminar._runtime import environment
+from laminar._runtime.configuration import FlowConfiguration
+from laminar._runtime.scheduler import Scheduler
+from laminar._runtime.split import run_and_record_split
+from laminar.errors import ConfigurationError, FlowDefinitionError
+
+if TYPE_CHECKING:
+    from laminar._runtime.executor import Executor
+    from laminar._transport.datastore import Datastore
+
+
+class Flow(FlowDefinition):
+    """A workflow. ``class MyFlow(Flow): ...``, then ``@MyFlow.register`` its layers.
+
+    ``MyFlow(datastore=..., executor=...)`` takes objects or URLs/names; without them the
+    ``LAMINAR_DATASTORE`` / ``LAMINAR_EXECUTOR`` environment variables, else a local ``.laminar``
+    directory and the local process executor.
+    """
+
+    _framework_base: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        datastore: Datastore | str | None = None,
+        executor: Executor | str | None = None,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        if is_framework_base(type(self)):
+            raise FlowDefinitionError("declare a flow by subclassing: class MyFlow(Flow): ...")
+        self.configuration = FlowConfiguration(
+            datastore=resolve_datastore(
+                datastore if datastore is not None else os.environ.get("LAMINAR_DATASTORE")
+            ),
+            executor=resolve_executor(
+                executor if executor is not None else os.environ.get("LAMINAR_EXECUTOR")
+            ),
+            scheduler=scheduler or Scheduler(),
+            protocols=plugin_protocols(),
+            hook=plugin_manager().hook,
+        )
+
+    def execution(self, id: str) -> Execution:
+        """The execution ``id`` of this flow, bound to the flow's datastore, ready to read results."""
+        return Execution(flow=self, id=id)
+
+    def __call__(self, *, execution: str | None = None, **parameters: Any) -> Execution:
+        """Run the flow with these parameters and return the finished Execution."""
+        reserved = sorted(set(parameters) & RESERVED)
+        if reserved:
+            raise ConfigurationError(
+                f"parameter names {', '.join(map(repr, reserved))} are reserved on layers (layer.{reserved[0]} is "
+                "set by Laminar) and could not be read back; choose other names"
+            )
+        run = self.execution(execution if execution is not None else new_execution_id())
+        return run.run(parameters=parameters)
+
+    def __bool__(self) -> bool:
+        """The execution guard: ``if flow := MyFlow(): flow()``.
+
+        In a process an executor started to run one layer (``LAMINAR_*`` variables set) it runs that
+        layer and is false. Otherwise it is true only in the script being run, so importing the
+        script (to read results, or in a worker process) never starts a run.
+        """
+        task = environment.task_from_environment(self)
+        if task is not None:
+            run_and_record_split(task)
+            return False
+        if environment.in_worker():
+            return False
+        caller = sys._getframe(1).f_globals.get("__name__")
+        return caller == "__main__"
+
+    def _results(self, datastore: Datastore | None = None) -> Results:
+        """What this flow stored in ``datastore`` (its own by default): the results API's listings."""
+        return Results(self, datastore if datastore is not None else self.configuration.datastore)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_flow, (type(self), self.configuration))
+
+
+def _rebuild_flow(kind: type[Flow], configuration: FlowConfiguration) -> Flow:
+    """A flow unpickled in a worker: the hook relay does not travel, so it is attached here."""
+    flow = kind.__new__(kind)
+    configuration.hook = plugin_manager().hook
+    flow.configuration = configuration
+    return flow

@@ -1,0 +1,45 @@
+"""The results API's listings: what one flow stored in one datastore.
+
+``datastore.list_executions(flow=...)``, ``list_layers`` and ``list_artifacts`` (the seed's API, on
+the datastore object) are implemented here; the datastore only forwards to them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from laminar._storage import layout
+
+if TYPE_CHECKING:
+    from laminar._app.execution import Execution
+    from laminar._app.flow import Flow
+    from laminar._model.layer import Layer
+    from laminar._storage.store import ExecutionStore
+    from laminar._transport.datastore import Datastore
+
+
+class Results:
+    """Reads the executions, layers and artifact names ``flow`` stored in ``datastore``."""
+
+    def __init__(self, flow: Flow, datastore: Datastore) -> None:
+        self.flow = flow
+        self.datastore = datastore
+
+    def _store(self, execution: Execution) -> ExecutionStore:
+        return self.flow.configuration.store(self.flow.name, execution.id, datastore=self.datastore)
+
+    def executions(self) -> list[Execution]:
+        """The flow's executions, oldest first (ids sort by creation time)."""
+        ids = self.datastore.list_prefix(layout.executions(self.flow.name))
+        return [self.flow.execution(execution_id) for execution_id in sorted(ids)]
+
+    def layers(self, execution: Execution) -> list[Layer]:
+        """Layers that ran (or started running) in ``execution``, in the flow's order."""
+        names = set(self.datastore.list_prefix(layout.layers(self.flow.name, execution.id)))
+        return [execution.layer(name) for name in self.flow.layer_names() if name in names]
+
+    def artifacts(self, layer: Layer) -> list[str]:
+        """Names of the artifacts ``layer`` stored, across its splits, sorted."""
+        execution = layer.execution
+        assert execution is not None  # the datastore checked
+        return self._store(execution).artifact_names(layer.name)  # type: ignore[arg-type]  # an app Execution

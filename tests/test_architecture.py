@@ -1,0 +1,192 @@
+"""The core's layers import one way, and no module of laminar-core takes part in an import cycle.
+
+Imports are read from the source with ``ast``, including those made inside functions; only imports
+under ``if TYPE_CHECKING:`` are left out (they never run). See docs/architecture.md for the picture.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[1] / "laminar-core" / "src"
+
+#: Bottom up. A module may import modules of its own layer and of the layers below, never above.
+#: Layers of one rank do not import each other: the model and serialization are both pure and
+#: independent (rank 2), and so are the small helpers of rank 1.
+LAYERS: list[tuple[str, int]] = [
+    ("laminar.errors", 0),
+    ("laminar._names", 1),
+    ("laminar._ids", 1),
+    ("laminar.types", 1),
+    ("laminar._model", 2),
+    ("laminar._serialization", 2),
+    ("laminar._transport", 3),
+    ("laminar._storage", 4),
+    ("laminar._runtime", 5),
+    ("laminar._plugins", 6),
+    ("laminar._app", 7),
+    # the public faces, on top: they re-export
+    ("laminar.configurations", 8),
+    ("laminar.plugins", 8),
+    ("laminar.testing", 8),
+    ("laminar", 8),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SOURCE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _type_checking_only(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The laminar modules ``path`` imports at run time (``from a import b`` counts ``a.b`` if a module)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _type_checking_only(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    return {name for name in found if name in modules}
+
+
+def graph() -> dict[str, set[str]]:
+    paths = sorted((SOURCE / "laminar").rglob("*.py"))
+    modules = {module_name(path) for path in paths}
+    return {module_name(path): imports_of(path, modules) - {module_name(path)} for path in paths}
+
+
+def rank(module: str) -> tuple[str, int]:
+    for prefix, level in LAYERS:
+        if module == prefix or module.startswith(prefix + "."):
+            return prefix, level
+    raise AssertionError(f"{module} is in no layer of LAYERS; add it to tests/test_architecture.py")
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, imported in sorted(edges.items()):
+        layer, level = rank(module)
+        for target in sorted(imported):
+            target_layer, target_level = rank(target)
+            if target_level > level or (target_level == level and target_layer != layer and level < 8):
+                found.append(
+                    f"{module} imports {target} ({layer} is layer {level}, {target_layer} {target_level})"
+                )
+    return found
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(edges.get(node, ())):
+            if target not in index:
+                connect(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            connect(node)
+    return found
+
+
+def test_no_module_of_laminar_core_is_in_an_import_cycle() -> None:
+    assert cycles(graph()) == []
+
+
+def test_every_layer_imports_only_from_the_layers_below_it() -> None:
+    assert upward_imports(graph()) == []
+
+
+def test_the_model_imports_nothing_from_runtime_storage_or_plugins() -> None:
+    edges = graph()
+    model = {m: targets for m, targets in edges.items() if m.startswith("laminar._model")}
+    assert model, "no model modules found"
+    assert {t for targets in model.values() for t in targets if not t.startswith("laminar._model")} <= {
+        "laminar.errors",
+        "laminar._names",
+    }
+
+
+def test_every_module_of_laminar_core_is_placed_in_a_layer() -> None:
+    for module in graph():
+        rank(module)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from laminar._runtime import scheduler\n", "upward"),
+        ("def f():\n    from laminar._storage.store import ExecutionStore\n", "upward"),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from laminar._app.flow import Flow\n",
+            None,
+        ),
+    ],
+)
+def test_the_checks_see_imports_inside_functions_and_ignore_type_checking_ones(
+    tmp_path: Path, source: str, expected: str | None
+) -> None:
+    """The checks themselves: a model module that reached up would be caught, even lazily."""
+    path = SOURCE / "laminar" / "_model" / "flow.py"
+    edges = graph()
+    planted = imports_of(_planted(tmp_path, source), set(edges))
+    edges["laminar._model.flow"] = edges["laminar._model.flow"] | planted
+    assert bool(upward_imports(edges)) == (expected == "upward")
+    assert path.exists()
+
+
+def test_a_cycle_is_found_when_one_is_planted() -> None:
+    edges = graph()
+    edges["laminar._model.layer"] = edges["laminar._model.layer"] | {"laminar._model.flow"}
+    assert ["laminar._model.flow", "laminar._model.layer"] in [c[:2] for c in cycles(edges)] or any(
+        {"laminar._model.flow", "laminar._model.layer"} <= set(c) for c in cycles(edges)
+    )
+
+
+def _planted(tmp_path: Path, source: str) -> Path:
+    path = tmp_path / "planted.py"
+    path.write_text(source)
+    return path
