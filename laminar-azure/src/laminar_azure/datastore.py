@@ -109,7 +109,7 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
     ``max_concurrency`` is the number of parallel block transfers of one large value.
     """
 
-    schemes = ("az", "abfs", "abfss")
+    schemes = _URL.schemes
     transient_names = frozenset(_TRANSIENT_NAMES)
 
     def __init__(

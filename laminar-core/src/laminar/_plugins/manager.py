@@ -28,7 +28,9 @@ KNOWN_PROVIDERS = {
     "gs": "laminar-gcs (pip install 'laminar[gcs]')",
     "gcs": "laminar-gcs (pip install 'laminar[gcs]')",
     "az": "laminar-azure (pip install 'laminar[azure]')",
+    "azure": "laminar-azure (pip install 'laminar[azure]')",
     "abfs": "laminar-azure (pip install 'laminar[azure]')",
+    "abfss": "laminar-azure (pip install 'laminar[azure]')",
     "dask": "laminar-dask (pip install 'laminar[dask]')",
 }
 
