@@ -19,7 +19,9 @@ from laminar.plugins import hookimpl
 
 CORE = Path(__file__).resolve().parents[1] / "laminar-core" / "src" / "laminar"
 HOOKSPECS = sorted(
-    name for name, value in vars(hookspecs).items() if name.startswith("laminar_") and inspect.isfunction(value)
+    name
+    for name, value in vars(hookspecs).items()
+    if name.startswith("laminar_") and inspect.isfunction(value)
 )
 
 
@@ -41,15 +43,18 @@ def plugin() -> Iterator[Any]:
 
 
 def test_every_hookspec_has_a_built_in_implementation() -> None:
-    assert HOOKSPECS == sorted(
-        [
-            "laminar_datastores",
-            "laminar_executors",
-            "laminar_protocols",
-            "laminar_execution_started",
-            "laminar_layer_finished",
-            "laminar_execution_finished",
-        ]
+    assert (
+        sorted(
+            [
+                "laminar_datastores",
+                "laminar_executors",
+                "laminar_protocols",
+                "laminar_execution_started",
+                "laminar_layer_finished",
+                "laminar_execution_finished",
+            ]
+        )
+        == HOOKSPECS
     )
     for name in HOOKSPECS:
         implementations = getattr(plugin_manager().hook, name).get_hookimpls()
