@@ -30,8 +30,8 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _H
 
 from laminar import Flow, Layer, Parameters  # noqa: E402
 from laminar.configurations import datastores, executors  # noqa: E402
+from laminar.configurations.executors import Executor  # noqa: E402
 from laminar.configurations.layers import ForEach, Parameter  # noqa: E402
-from laminar._runtime.executor import Executor  # noqa: E402
 
 
 class Trivial(Flow): ...

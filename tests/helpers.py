@@ -1,13 +1,17 @@
-"""Small helpers several test modules share."""
+"""Flows and helpers several test modules share."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors
+from laminar.configurations.layers import ForEach, Parameter
 
 #: The two executors every flow-level behaviour is checked on.
 EXECUTORS = [pytest.param(executors.Thread, id="thread"), pytest.param(executors.Process, id="process")]
@@ -20,6 +24,48 @@ def files(root: Path) -> list[str]:
 
 def executions_in(root: Path) -> list[str]:
     return sorted(p.name for p in root.glob("flows/*/executions/*"))
+
+
+def batch_files(root: Path, execution: str, layer: str) -> list[str]:
+    """The split-record batches of ``layer`` of Batched ``execution`` stored under ``root`` (the stored
+    key layout is internal: ``laminar._storage.layout``)."""
+    from laminar._storage import layout
+
+    directory = root / layout.splits("Batched", execution, layer)
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+def run_script(directory: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``python *args`` in ``directory`` (importable from there) and return its standard output."""
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(directory), **(env or {})},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def append(path: str | Path, line: str) -> None:
+    """Append one line; O_APPEND keeps lines whole across processes."""
+    with open(path, "a") as file:
+        file.write(line + "\n")
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+class _Resolver(Flow):
+    """A flow with no layers, only built to resolve a datastore URL the way a user's flow does."""
+
+
+def datastore_at(url: str) -> datastores.Datastore:
+    """The datastore ``Flow(datastore=url)`` resolves ``url`` to."""
+    return _Resolver(datastore=url, executor="thread").configuration.datastore
 
 
 class CountingLocal(datastores.Local):
@@ -47,3 +93,63 @@ class CountingLocal(datastores.Local):
     def list_prefix(self, prefix: str) -> list[str]:
         self.listings.append(prefix)
         return super().list_prefix(prefix)
+
+
+# ---- Diamond: Start -> (Left, Right) -> Join, each recording the process it ran in ---------------
+
+
+class Diamond(Flow): ...
+
+
+@Diamond.register
+class Start(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.value = parameters.seed
+        self.pid = os.getpid()
+
+
+@Diamond.register
+class Left(Layer):
+    def __call__(self, start: Start) -> None:
+        self.value = start.value + 1
+        self.pid = os.getpid()
+
+
+@Diamond.register
+class Right(Layer):
+    def __call__(self, start: Start) -> None:
+        self.value = start.value * 10
+        self.pid = os.getpid()
+
+
+@Diamond.register
+class Join(Layer):
+    def __call__(self, left: Left, right: Right) -> None:
+        self.value = left.value + right.value
+        self.pid = os.getpid()
+
+
+# ---- Batched: a foreach of ``n`` splits and a join, for the split records' batches ---------------
+
+
+class Batched(Flow): ...
+
+
+@Batched.register
+class Items(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(item=range(parameters.n))
+
+
+@Batched.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="item")]))
+class Double(Layer):
+    def __call__(self, items: Items) -> None:
+        self.value = items.item * 2
+        if items.item % 100 == 0:
+            self.marker = items.item
+
+
+@Batched.register
+class Sum(Layer):
+    def __call__(self, double: Double) -> None:
+        self.total = sum(double.value)

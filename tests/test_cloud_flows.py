@@ -1,5 +1,5 @@
-"""Issue 4, must show: one flow file, run against Local, S3, GCS and Azure by changing only
-LAMINAR_DATASTORE, gives identical results and identical artifact hashes, readable from a second process.
+"""One flow file, run against Local, S3, GCS and Azure by changing only LAMINAR_DATASTORE, gives
+identical results and identical artifact hashes, readable from a second process.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ READER = textwrap.dedent(
 
     sys.path.insert(0, os.getcwd())
     from flow import Cloud, Numbers, Square, Total
-    from laminar._runtime.context import store_for
+    from laminar._runtime.context import store_for  # internal on purpose: the stored artifact hashes
 
     flow = Cloud()
     datastore = flow.configuration.datastore
@@ -141,7 +141,7 @@ def test_same_flow_file_on_every_backend(
     assert local["total"] == 1 + 4 + 9 + 16 + 25
     assert local["squares"] == {"same everywhere": [1, 4, 9, 16, 25]}
     assert local["where"] == [[i, 5] for i in range(5)]
-    assert local["layers"] == ["Parameters", "Numbers", "Square", "Total"]
+    assert local["layers"] == ["Numbers", "Parameters", "Square", "Total"]
     assert local["executions"] == ["same-flow-everywhere"]
     assert len(local["artifacts"]) == 1, "the large value is stored under artifacts/, the small ones inline"
     hashes = local["hashes"]

@@ -1,4 +1,6 @@
-"""Issue 3: composition (SPEC "Composition"): ``Execution.next`` chains and flow inheritance."""
+"""Composing flows: ``Execution.next`` runs another flow with the same execution id and parameters
+its linker derives; a flow that subclasses several flows merges their layers and hooks, and refuses
+two different layers (or one layer registered differently) under one name."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import pytest
 from helpers import EXECUTORS
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors, hooks
+from laminar.configurations.layers import Retry
 from laminar.errors import ConfigurationError, FlowDefinitionError
 
 
@@ -188,3 +191,18 @@ def test_hooks_of_base_flows_apply_to_the_merged_flow(
     execution = flow(run=["P"])
     assert [execution.layer(name).state.finished for name in ("G", "P")] == [False, True]
     assert Plain(datastore=datastores.Local(tmp_path), executor=executor())(run=[]).layer(P).ok
+
+
+def test_merging_one_layer_registered_differently_is_an_error() -> None:
+    class First(Flow): ...
+
+    class Second(Flow): ...
+
+    @First.register(retry=Retry(attempts=2))
+    @Second.register(retry=Retry(attempts=3))
+    class Shared(Layer):
+        def __call__(self) -> None: ...
+
+    with pytest.raises(FlowDefinitionError, match="registered with different configurations in First"):
+
+        class Both(First, Second): ...

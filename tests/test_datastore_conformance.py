@@ -1,4 +1,5 @@
-"""Issue 4: every datastore — built-in, cloud, and the out-of-tree example — passes laminar.testing."""
+"""Every datastore (built-in, cloud, and the out-of-tree example) passes laminar.testing's
+DatastoreConformance."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from laminar._transport.datastore import Datastore
+from helpers import datastore_at
 from laminar.configurations import datastores
+from laminar.plugins import Datastore
 from laminar.testing import DatastoreConformance
 
 
@@ -54,9 +56,7 @@ class TestSQLite(DatastoreConformance):
 
     @pytest.fixture
     def datastore(self, tmp_path: Path) -> Iterator[Datastore]:
-        from laminar._plugins.manager import resolve_datastore
-
-        store = resolve_datastore(f"sqlite:///{tmp_path}/runs.sqlite")
+        store = datastore_at(f"sqlite:///{tmp_path}/runs.sqlite")
         assert type(store).__module__ == "laminar_sqlite.datastore"
         yield store
         store.close()

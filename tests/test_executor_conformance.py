@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from laminar._runtime.executor import Executor
 from laminar.configurations import executors
+from laminar.plugins import Executor
 from laminar.testing import ExecutorConformance
 from laminar_dask import Dask
 

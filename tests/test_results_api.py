@@ -1,12 +1,20 @@
-"""The seed's results API, from the process that ran the flow and from another one."""
+"""Reading results: executions (their ids, listing, reprs), their layers and artifacts, from the
+process that ran the flow and from another one that imports the flow's script."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
+
+import pytest
+from helpers import Diamond, Join, Left, files, run_script
+from laminar import Parameters
+
+# Internal on purpose: ids are made by one generator; checking 2,000 of them through flow runs would
+# only be slower.
+from laminar._ids import new_execution_id
+from laminar.configurations import datastores, executors
+from laminar.errors import FlowDefinitionError
 
 SEED = textwrap.dedent(
     """
@@ -41,81 +49,63 @@ READER = textwrap.dedent(
 )
 
 
-def run(directory: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [sys.executable, *args],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(directory), **(env or {})},
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def test_seed_example_runs_as_a_script_and_reads_back_from_another_process(tmp_path: Path) -> None:
     (tmp_path / "main.py").write_text(SEED)
     (tmp_path / "reader.py").write_text(READER)
-    ran = run(tmp_path, "main.py").split()
+    ran = run_script(tmp_path, "main.py").split()
     assert ran[0] == "RAN"
     execution_id = ran[1]
     assert (tmp_path / ".laminar").is_dir()  # the default datastore
 
-    lines = run(tmp_path, "reader.py", execution_id).splitlines()
+    lines = run_script(tmp_path, "reader.py", execution_id).splitlines()
     assert lines[0] == "bar"
     assert lines[1] == f'[Execution(flow=ResultFlow(), id="{execution_id}", retry=False)]'
-    assert lines[2] == "['Parameters', 'A']"
+    assert lines[2] == "['A']"  # the layers that stored artifacts (no parameters were given)
     assert lines[3] == "['foo']"
     # Importing the script to read results did not start another run.
     assert len(list((tmp_path / ".laminar/flows/ResultFlow/executions").iterdir())) == 1
 
 
-def test_environment_protocol_runs_one_layer_and_the_guard_is_false(tmp_path: Path) -> None:
-    """What an executor that starts the script in a container does: LAMINAR_* say which split."""
-    script = textwrap.dedent(
-        """
-        import os
-        from laminar import Flow, Layer
-
-        class ResultFlow(Flow): ...
-
-        @ResultFlow.register
-        class A(Layer):
-            def __call__(self) -> None:
-                self.foo = "bar"
-
-        @ResultFlow.register
-        class B(Layer):
-            def __call__(self, a: A) -> None:
-                self.foo = a.foo + "!"
-                self.attempt_seen = self.attempt
-
-        if flow := ResultFlow():
-            print("RAN", flow().id)
-        elif os.environ.get("LAMINAR_LAYER_NAME"):
-            print("GUARD FALSE")
-        """
+def test_results_api_listing_and_reprs(tmp_path: Path) -> None:
+    flow = Diamond(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    first = flow(seed=1)
+    second = flow(seed=2)
+    datastore = flow.configuration.datastore
+    assert datastore.list_executions(flow=flow) == [first, second]
+    assert repr(first) == f'Execution(flow=Diamond(), id="{first.id}", retry=False)'
+    layers = datastore.list_layers(execution=flow.execution(first.id))
+    assert [layer.name for layer in layers] == sorted(flow.layer_names())  # stored artifacts, by name
+    assert repr(layers[0]).endswith(
+        f'(execution=Execution(flow=Diamond(), id="{first.id}", retry=False), index=None, splits=None)'
     )
-    (tmp_path / "main.py").write_text(script)
-    execution_id = run(tmp_path, "main.py").split()[1]
-    # Re-run layer B of that execution as a fresh process, as a container executor would.
-    environment = {
-        "LAMINAR_EXECUTION_ID": execution_id,
-        "LAMINAR_EXECUTION_RETRY": "0",
-        "LAMINAR_FLOW_NAME": "ResultFlow",
-        "LAMINAR_LAYER_NAME": "B",
-        "LAMINAR_LAYER_INDEX": "",
-        "LAMINAR_LAYER_SPLITS": "",
-        "LAMINAR_LAYER_ATTEMPT": "1",
-    }
-    output = run(tmp_path, "main.py", env=environment)
-    assert "GUARD FALSE" in output and "RAN" not in output
-    (tmp_path / "read.py").write_text(
-        "import sys\nfrom main import B, flow\nprint(flow.execution(sys.argv[1]).layer(B).foo)\n"
-    )
-    assert run(tmp_path, "read.py", execution_id).strip() == "bar!"
-    (tmp_path / "attempt.py").write_text(
-        "import sys\nfrom main import B, flow\nprint(flow.execution(sys.argv[1]).layer(B).attempt_seen)\n"
-    )
-    assert run(tmp_path, "attempt.py", execution_id).strip() == "1"
+    assert datastore.list_artifacts(layer=flow.execution(first.id).layer(Join)) == ["pid", "value"]
+    assert flow.execution(second.id).layer(Join).value == 3 + 20
+
+
+def test_missing_artifact_says_whether_the_layer_finished(tmp_path: Path) -> None:
+    execution = Diamond(datastore=datastores.Local(tmp_path), executor=executors.Thread())(seed=2)
+    with pytest.raises(AttributeError, match=r"finished without assigning it \(it stored: pid, value\)"):
+        execution.layer(Left).nope  # noqa: B018
+    flow = Diamond(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    with pytest.raises(AttributeError, match="has not finished"):
+        flow.execution("never-ran").layer(Left).value  # noqa: B018
+
+
+# ---- execution ids -----------------------------------------------------------------------------------
+
+
+def test_chosen_execution_id_and_unique_sorted_ids(tmp_path: Path) -> None:
+    flow = Diamond(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    assert flow(execution="my-run", seed=0).id == "my-run"
+    ids = [new_execution_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids) and ids == sorted(ids) and {len(i) for i in ids} == {27}
+
+
+def test_running_an_existing_execution_id_again_is_refused(tmp_path: Path) -> None:
+    flow = Diamond(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    flow(execution="once", seed=1)
+    before = files(tmp_path)
+    with pytest.raises(FlowDefinitionError, match=r"already exists; resume it with"):
+        flow(execution="once", seed=2)
+    assert files(tmp_path) == before
+    assert flow.execution("once").layer(Parameters).seed == 1

@@ -23,6 +23,11 @@ def validate(name: str, *, what: str) -> str:
     )
 
 
+def is_valid(name: str) -> bool:
+    """Whether ``name`` would pass :func:`validate` (for skipping entries that are not Laminar's)."""
+    return isinstance(name, str) and _is_safe(name)
+
+
 @functools.lru_cache(maxsize=4096)
 def _is_safe(name: str) -> bool:
     return _SAFE.fullmatch(name) is not None

@@ -7,8 +7,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def unwrap(value: T | None, message: str = "expected a value, got None") -> T:
-    """Return ``value``, raising ``ValueError`` if it is ``None`` (narrows ``Optional`` for type checkers)."""
-    if value is None:
-        raise ValueError(message)
-    return value
+def unwrap(value: T | None, default: T | None = None) -> T:
+    """``value`` if it is not ``None``, else ``default``; ``ValueError`` if both are ``None``.
+
+    Narrows ``Optional`` for type checkers: ``unwrap(self.index)``, ``unwrap(self.index, 0)``.
+    """
+    if value is not None:
+        return value
+    if default is not None:
+        return default
+    raise ValueError("unwrap() got None and no default; pass one as unwrap(value, default)")

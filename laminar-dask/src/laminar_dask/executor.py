@@ -36,8 +36,7 @@ from laminar.plugins import Executor, FlowPacker, without_flow
 
 if TYPE_CHECKING:
     from distributed import Client
-    from laminar.plugins import FlowDefinition
-    from laminar.plugins import SplitOutcome, SplitTask
+    from laminar.plugins import FlowDefinition, SplitOutcome, SplitTask
 
 # dask and distributed are imported when an execution starts, not when Laminar loads its plugins:
 # importing distributed takes about a second, and every Laminar process loads every plugin.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from laminar._names import is_valid
 from laminar._storage import layout
 
 if TYPE_CHECKING:
@@ -31,12 +32,18 @@ class Results:
     def executions(self) -> list[Execution]:
         """The flow's executions, oldest first (ids sort by creation time)."""
         ids = self.datastore.list_prefix(layout.executions(self.flow.name))
-        return [self.flow.execution(execution_id) for execution_id in sorted(ids)]
+        # Entries that cannot be execution ids (``.DS_Store``, ``notes.txt~``) are not Laminar's.
+        return [self.flow.execution(execution_id) for execution_id in sorted(ids) if is_valid(execution_id)]
 
     def layers(self, execution: Execution) -> list[Layer]:
-        """Layers that ran (or started running) in ``execution``, in the flow's order."""
-        names = set(self.datastore.list_prefix(layout.layers(self.flow.name, execution.id)))
-        return [execution.layer(name) for name in self.flow.layer_names() if name in names]
+        """The layers that stored artifacts in ``execution``, sorted by name (as the earlier laminar did)."""
+        store = self._store(execution)
+        listed = self.datastore.list_prefix(layout.layers(self.flow.name, execution.id))
+        return [
+            execution.layer(name)
+            for name in sorted(listed)
+            if name in self.flow.registry and store.artifact_names(name)
+        ]
 
     def artifacts(self, layer: Layer) -> list[str]:
         """Names of the artifacts ``layer`` stored, across its splits, sorted."""

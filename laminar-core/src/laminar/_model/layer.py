@@ -144,6 +144,22 @@ class Layer:
     def state(self) -> LayerState:
         return LayerState(self)
 
+    # ---- a layer equals its name, as in the earlier laminar (``"A" in datastore.list_layers(...)``) ----
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return self.name == other
+        if isinstance(other, Layer):
+            return type(self) is type(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __lt__(self, other: object) -> bool:
+        if isinstance(other, (str, Layer)):
+            return self.name < (other if isinstance(other, str) else other.name)
+        return NotImplemented
+
     def __repr__(self) -> str:
         return f"{self.name}(execution={self.execution!r}, index={self.index}, splits={self.splits})"
 

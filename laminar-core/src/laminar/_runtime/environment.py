@@ -17,6 +17,14 @@ from laminar.errors import ConfigurationError
 if TYPE_CHECKING:
     from laminar._model.flow import FlowDefinition
 
+#: The variables that tell a process which split to run (SPEC: the execution guard).
+EXECUTION_ID = "LAMINAR_EXECUTION_ID"
+EXECUTION_RETRY = "LAMINAR_EXECUTION_RETRY"
+FLOW_NAME = "LAMINAR_FLOW_NAME"
+LAYER_NAME = "LAMINAR_LAYER_NAME"
+LAYER_INDEX = "LAMINAR_LAYER_INDEX"
+LAYER_SPLITS = "LAMINAR_LAYER_SPLITS"
+LAYER_ATTEMPT = "LAMINAR_LAYER_ATTEMPT"
 #: Set in every process Laminar starts to run splits (process workers, Dask workers).
 WORKER = "LAMINAR_WORKER"
 WORKER_ENVIRONMENT = {WORKER: "1"}
@@ -34,18 +42,18 @@ def in_worker() -> bool:
 
 def task_from_environment(flow: FlowDefinition) -> SplitTask | None:
     """The split this process was started to run for ``flow``, or ``None``."""
-    if not os.environ.get("LAMINAR_LAYER_NAME") or os.environ.get("LAMINAR_FLOW_NAME") != flow.name:
+    if not os.environ.get(LAYER_NAME) or os.environ.get(FLOW_NAME) != flow.name:
         return None
     try:
-        index = _optional_int("LAMINAR_LAYER_INDEX")
+        index = _optional_int(LAYER_INDEX)
         task = SplitTask(
             flow=flow,
-            execution=os.environ["LAMINAR_EXECUTION_ID"],
-            layer=os.environ["LAMINAR_LAYER_NAME"],
+            execution=os.environ[EXECUTION_ID],
+            layer=os.environ[LAYER_NAME],
             index=index,
-            splits=_optional_int("LAMINAR_LAYER_SPLITS"),
-            attempt=int(os.environ.get("LAMINAR_LAYER_ATTEMPT") or 0),
-            retry=os.environ.get("LAMINAR_EXECUTION_RETRY") == "1",
+            splits=_optional_int(LAYER_SPLITS),
+            attempt=int(os.environ.get(LAYER_ATTEMPT) or 0),
+            retry=os.environ.get(EXECUTION_RETRY) == "1",
         )
     except (KeyError, ValueError) as error:
         raise ConfigurationError(f"incomplete or malformed LAMINAR_* environment: {error}") from error
@@ -65,13 +73,13 @@ def environment_for(task: SplitTask) -> dict[str, str]:
     record itself, and :func:`laminar._runtime.split.recorded_outcome` reads it back.
     """
     return {
-        "LAMINAR_EXECUTION_ID": task.execution,
-        "LAMINAR_EXECUTION_RETRY": "1" if task.retry else "0",
-        "LAMINAR_FLOW_NAME": task.flow.name,
-        "LAMINAR_LAYER_NAME": task.layer,
-        "LAMINAR_LAYER_INDEX": "" if task.index is None else str(task.index),
-        "LAMINAR_LAYER_SPLITS": "" if task.splits is None else str(task.splits),
-        "LAMINAR_LAYER_ATTEMPT": str(task.attempt),
+        EXECUTION_ID: task.execution,
+        EXECUTION_RETRY: "1" if task.retry else "0",
+        FLOW_NAME: task.flow.name,
+        LAYER_NAME: task.layer,
+        LAYER_INDEX: "" if task.index is None else str(task.index),
+        LAYER_SPLITS: "" if task.splits is None else str(task.splits),
+        LAYER_ATTEMPT: str(task.attempt),
     }
 
 

@@ -20,9 +20,10 @@ from laminar._runtime.executor import Executor
 from laminar._runtime.shipping import FlowPacker, PackedFlow, without_flow
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar.errors import LaminarError, WorkerLost, add_note
+from laminar.exceptions import LayerError
 
 
-class RemoteError(LaminarError, RuntimeError):
+class RemoteError(LaminarError, LayerError, RuntimeError):
     """A layer raised an exception that could not be sent back from its worker; this describes it."""
 
 

@@ -4,15 +4,58 @@ Override ``dumps``/``loads`` for bytes, or ``dump``/``load`` to stream through a
 ``write``/``read`` to take over the stored form entirely (compression included), e.g. for values that
 are already compressed. ``hexdigest`` may return a content address of its own; by default the hash of
 the serialized bytes is used.
+
+The earlier laminar's form is kept too: ``write(self, value, uri)`` and ``read(self, uri)`` (the
+second parameter named ``uri``) are handed a path to write the value to, or read it from, with any
+library that takes one (``df.to_parquet(uri)``); Laminar then hashes and stores that file.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, BinaryIO, Generic, TypeVar
 
 import cloudpickle
 
 T = TypeVar("T")
+
+
+def dtype(kind: type) -> str:
+    """The name the earlier laminar recorded for a type: ``"module.Name"``."""
+    return f"{kind.__module__}.{kind.__name__}"
+
+
+def takes_uri(protocol: Protocol[Any]) -> bool:
+    """Whether ``protocol`` overrides ``write``/``read`` in the earlier form, taking a ``uri``."""
+    kind = type(protocol)
+    found = _TAKES_URI.get(kind)
+    if found is None:
+        found = _TAKES_URI[kind] = any(
+            getattr(kind, name) is not getattr(Protocol, name)
+            and list(inspect.signature(getattr(kind, name)).parameters)[position : position + 1] == ["uri"]
+            for name, position in (("write", 2), ("read", 1))
+        )
+    return found
+
+
+_TAKES_URI: dict[type, bool] = {}  # per protocol class, so signatures are inspected once
+
+
+def write_to_path(protocol: Protocol[Any], value: Any, path: str) -> None:
+    """Store ``value`` at the local ``path`` the way a URI-taking protocol wants it (see ``takes_uri``)."""
+    if type(protocol).write is not Protocol.write:
+        protocol.write(value, path)  # type: ignore[arg-type]  # the earlier form: write(value, uri)
+    else:
+        with open(path, "wb") as file:
+            protocol.dump(value, file)
+
+
+def read_from_path(protocol: Protocol[Any], path: str) -> Any:
+    """Read a value a URI-taking protocol stored at the local ``path``."""
+    if type(protocol).read is not Protocol.read:
+        return protocol.read(path)  # type: ignore[arg-type]  # the earlier form: read(uri)
+    with open(path, "rb") as file:
+        return protocol.load(file)
 
 
 class Protocol(Generic[T]):

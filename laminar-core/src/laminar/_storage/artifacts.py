@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from laminar._serialization import codecs, hashing
 from laminar._serialization.codecs import SMALL, DecodingReader, EncodingWriter
-from laminar._serialization.protocols import Pickle, Protocol
+from laminar._serialization.protocols import Pickle, Protocol, read_from_path, takes_uri, write_to_path
 from laminar._serialization.registry import Protocols
 from laminar._storage import layout
 from laminar._storage.records import Artifact
@@ -94,11 +94,36 @@ def _stage_scalar(value: Any, protocol: Protocol[Any]) -> StagedArtifact | None:
     return StagedArtifact(artifact, data=data)
 
 
+def _stage_through_path(value: Any, directory: str, protocol: Protocol[Any]) -> StagedArtifact:
+    """A protocol that writes to a URI (the earlier laminar's form) writes a staging file, hashed after."""
+    fd, path = tempfile.mkstemp(dir=directory, suffix=".staged")
+    os.close(fd)
+    try:
+        write_to_path(protocol, value, path)
+        digest, size = hashing.ChunkedHash(), 0
+        with open(path, "rb") as file:
+            while chunk := file.read(hashing.CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except BaseException:
+        os.remove(path)
+        raise
+    hexdigest = protocol.hexdigest(value) or digest.hexdigest()
+    if size <= INLINE_LIMIT:
+        with open(path, "rb") as file:
+            data = file.read()
+        os.remove(path)
+        return StagedArtifact(Artifact(hexdigest, "none", protocol.name, size, inline=data), data=data)
+    return StagedArtifact(Artifact(hexdigest, "none", protocol.name, size), path=path)
+
+
 def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> StagedArtifact:
     """Serialize ``value`` into a staging buffer, hashing as it goes. Raises whatever serializing raises."""
     scalar = _stage_scalar(value, protocol)
     if scalar is not None:
         return scalar
+    if takes_uri(protocol):
+        return _stage_through_path(value, datastore.staging_directory(), protocol)
     buffer = _SpillBuffer(datastore.staging_directory())
     writer = EncodingWriter(buffer, compress=protocol.compress)  # type: ignore[arg-type]
     try:
@@ -163,6 +188,8 @@ def load(
 ) -> Any:
     """Read one artifact back into a value, checking its content hash unless ``verify`` is false."""
     protocol = protocols.by_name(artifact.protocol)
+    if takes_uri(protocol):
+        return _load_through_path(datastore, artifact, protocol, verify)
     if artifact.inline is not None:
         return _decode(artifact.inline, datastore, None, artifact, protocol, verify)
     key = layout.artifact(artifact.hexdigest)
@@ -198,6 +225,29 @@ def _decode(
     if verify and protocol.hexdigest(value) is None:
         _check(datastore, key, hashing.hexdigest(data), artifact)
     return value
+
+
+def _load_through_path(
+    datastore: Datastore, artifact: Artifact, protocol: Protocol[Any], verify: bool
+) -> Any:
+    """Hand a URI-taking protocol a local file holding the stored bytes, checked against their hash."""
+    inline = artifact.inline
+    key = None if inline is not None else layout.artifact(artifact.hexdigest)
+    fd, path = tempfile.mkstemp(dir=datastore.staging_directory(), suffix=".reading")
+    try:
+        digest = hashing.ChunkedHash()
+        with os.fdopen(fd, "wb") as file:
+            source: BinaryIO = io.BytesIO(inline) if inline is not None else datastore.open_read(key or "")
+            with source:
+                while chunk := source.read(hashing.CHUNK):
+                    digest.update(chunk)
+                    file.write(chunk)
+        if verify and type(protocol).hexdigest is Protocol.hexdigest:  # a protocol's own address: not bytes
+            _check(datastore, key, digest.hexdigest(), artifact)
+        return read_from_path(protocol, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def _where(datastore: Datastore, key: str | None, artifact: Artifact) -> str:

@@ -1,8 +1,8 @@
 """The Datastore contract: a few byte-level primitives a backend implements; everything else is shared.
 
 A backend (``laminar-s3``, a third party's ``laminar-foo``) subclasses :class:`Datastore`, sets
-``schemes`` and implements :meth:`read_bytes`, :meth:`write_bytes`, :meth:`exists`,
-:meth:`list_prefix` and :meth:`delete`. It may override :meth:`open_read` (streaming reads),
+``schemes`` and implements :meth:`read_bytes`, :meth:`write_bytes`, :meth:`exists` and
+:meth:`list_prefix`, and :meth:`delete` to be cleaned up. It may override :meth:`open_read` (streaming reads),
 :meth:`write_file` (streaming uploads) and the ``*_many`` batch calls; by default batches run the
 primitives on a thread pool, which is what object stores want.
 
@@ -87,11 +87,15 @@ class Datastore(abc.ABC):
         sorted. An empty or missing prefix gives ``[]``.
         """
 
-    @abc.abstractmethod
-    def delete(self, key: str) -> None:
-        """Remove ``key``; removing a missing key is not an error."""
-
     # ---- optional overrides --------------------------------------------------------------------
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error.
+
+        Optional: only deleting old executions (``laminar gc``) and releasing run leases need it,
+        and ``laminar.testing.DatastoreConformance`` checks it where it is implemented.
+        """
+        raise NotImplementedError(f"the {type(self).__name__} datastore cannot delete keys")
+
     def open_read(self, key: str) -> BinaryIO:
         """A readable binary stream over ``key``. Override to stream large values."""
         return io.BytesIO(self.read_bytes(key))

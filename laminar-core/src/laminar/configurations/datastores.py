@@ -6,4 +6,7 @@ from laminar._transport.datastore import Datastore
 from laminar._transport.local import Local
 from laminar._transport.memory import Memory
 
-__all__ = ["Accessor", "Archive", "Artifact", "Datastore", "Local", "Memory", "Record"]
+#: The earlier laminar's name for the Datastore base class.
+DataStore = Datastore
+
+__all__ = ["Accessor", "Archive", "Artifact", "DataStore", "Datastore", "Local", "Memory", "Record"]

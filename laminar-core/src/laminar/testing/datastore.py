@@ -16,7 +16,8 @@ empty storage (a new bucket, directory, database) for each test::
 
 pytest then runs every ``test_*`` method below against it: the primitives, atomic overwrite,
 delimiter listing, ``FileNotFoundError`` for missing keys, the batch calls, streaming reads and
-uploads, large values, pickling, and whole flows (shard, foreach, a join) whose results are read back.
+uploads, large values, pickling, whole flows (shard, foreach, a join) whose results are read back, and
+content addressing (one blob under ``artifacts/`` per distinct value too large to be kept inline).
 
 Knobs a subclass may override: ``large_value_size`` (bytes; default 20 MiB), ``listing_size`` (keys
 written to check paginated listings; default 1,050, past S3's page of 1,000), and :meth:`reopen` (how
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import threading
 import uuid
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ from typing import Any
 import pytest
 
 from laminar import Flow, Layer, Parameters
+from laminar._storage.artifacts import INLINE_LIMIT
 from laminar.configurations import executors
 from laminar.configurations.layers import ForEach, Parameter
 from laminar.errors import ConfigurationError
@@ -87,6 +90,37 @@ def _expected(count: int, label: str) -> dict[str, Any]:
         "shifted": [s + 1 for s in squares],
         "summary": {"label": label, "count": count, "blob": 256 * 64},
     }
+
+
+# ---- a flow whose values are too large to be kept inline, some of them equal ----------------------
+
+
+def large_value(seed: int) -> bytes:
+    """Incompressible bytes, four times the inline limit: stored as a blob under ``artifacts/``."""
+    return random.Random(seed).randbytes(4 * INLINE_LIMIT)
+
+
+class StoredOnceFlow(Flow):
+    """Large values under several names and layers; ``seed`` picks them, and equal seeds equal values."""
+
+
+@StoredOnceFlow.register
+class Large(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.first = large_value(parameters.seed)
+        self.again = large_value(parameters.seed)  # equal to ``first``
+        self.other = large_value(parameters.seed + 1)
+        self.shard(items=[large_value(parameters.seed + 2 + i) for i in range(3)])
+
+
+@StoredOnceFlow.register
+class Equal(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.same = large_value(parameters.seed)  # equal to ``Large.first``, in another layer
+
+
+#: Distinct large values one execution of StoredOnceFlow stores: first (= again = same), other, 3 items.
+STORED_ONCE_BLOBS = 5
 
 
 class DatastoreConformance:
@@ -397,13 +431,22 @@ class DatastoreConformance:
         self._check_results(flow, execution.id, _expected(3, "process"))
 
     def test_flow_artifacts_are_stored_once(self, datastore: Datastore) -> None:
-        flow = ConformanceFlow(datastore=datastore, executor=executors.Thread())
-        flow(execution="conformance-first", count=3, label="same")
+        flow = StoredOnceFlow(datastore=datastore, executor=executors.Thread())
+        flow(execution="conformance-first", seed=1)
         first = self._artifact_keys(datastore)
-        flow(execution="conformance-second", count=3, label="same")
+        expected = STORED_ONCE_BLOBS
+        assert len(first) == expected, f"expected {expected} blobs under artifacts/, found {sorted(first)}"
+        assert all(key.split("/")[1].startswith(key.split("/")[0]) for key in first), sorted(first)
+        execution = flow(execution="conformance-second", seed=1)  # the same values again: nothing new
         assert self._artifact_keys(datastore) == first
+        flow(execution="conformance-third", seed=2)  # shares 4 values with seed 1, adds one
+        assert len(self._artifact_keys(datastore) - first) == 1
         executions = datastore.list_executions(flow=flow)
-        assert [execution.id for execution in executions] == ["conformance-first", "conformance-second"]
+        assert [e.id for e in executions] == ["conformance-first", "conformance-second", "conformance-third"]
+        large = execution.layer(Large)
+        assert (large.first, large.again, large.other) == (large_value(1), large_value(1), large_value(2))
+        assert list(large.items) == [large_value(3), large_value(4), large_value(5)]
+        assert execution.layer(Equal).same == large_value(1)
 
     @staticmethod
     def _artifact_keys(datastore: Datastore) -> set[str]:
@@ -419,7 +462,7 @@ class DatastoreConformance:
         execution = flow.execution(execution_id)
         assert execution_id in [e.id for e in datastore.list_executions(flow=flow)]
         ran = [layer.name for layer in datastore.list_layers(execution=execution)]
-        assert ran == ["Parameters", "Numbers", "Square", "Shifted", "Total"]
+        assert ran == ["Numbers", "Parameters", "Shifted", "Square", "Total"]  # stored artifacts, by name
         total = execution.layer(Total)
         assert total.state.finished
         assert total.squares == expected["squares"]

@@ -1,19 +1,31 @@
-"""Plugin hooks: every hookspec is implemented by the built-in plugin and used by core, and the
-defaults (cloudpickle, the local datastore, the process executor) come through the same hooks."""
+"""Plugins: the built-ins register through the same pluggy hooks as any distribution, every hookspec
+is implemented by the built-in plugin and called by core, the defaults (cloudpickle, the local
+datastore, the process executor) come through the hooks, a plugin's serialization protocols and
+lifecycle hooks take effect, and each ``laminar[...]`` extra installs only the backend it names.
+
+Plugins are registered here in-process through the plugin manager (``laminar._plugins.manager``), as
+an entry point would register them at start-up; no public API registers a plugin object.
+"""
 
 from __future__ import annotations
 
 import inspect
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import datastore_at
 from laminar import Execution, Flow, Layer
 from laminar._plugins import builtin, hookspecs
-from laminar._plugins.manager import plugin_manager, plugin_protocols, resolve_datastore
+from laminar._plugins.manager import datastore_classes, executor_classes, plugin_manager, plugin_protocols
 from laminar.configurations import datastores, executors, serde
 from laminar.plugins import hookimpl
 
@@ -40,6 +52,20 @@ def plugin() -> Iterator[Any]:
     for obj in registered:
         plugin_manager().unregister(obj)
     plugin_protocols.cache_clear()
+
+
+# ---- the built-in plugin and the hookspecs -------------------------------------------------------
+
+
+def test_builtins_register_through_the_plugin_hooks() -> None:
+    assert plugin_manager().get_plugin("laminar.builtin") is not None
+    assert (
+        datastore_classes()["file"] is datastores.Local and datastore_classes()["memory"] is datastores.Memory
+    )
+    assert (
+        executor_classes()["thread"] is executors.Thread
+        and executor_classes()["process"] is executors.Process
+    )
 
 
 def test_every_hookspec_has_a_built_in_implementation() -> None:
@@ -81,6 +107,9 @@ def test_the_defaults_come_through_the_hooks(tmp_path: Path, monkeypatch: pytest
     assert type(flow.configuration.executor) is executors.Process
     fallback = flow.configuration.protocols.get(object)
     assert isinstance(fallback, serde.Pickle)  # cloudpickle, registered by the built-in plugin for object
+
+
+# ---- serialization protocols from plugins --------------------------------------------------------
 
 
 class Json(serde.Protocol[Any]):
@@ -153,6 +182,9 @@ def test_a_users_protocol_wins_over_the_plugins(tmp_path: Path, plugin: Any) -> 
     assert stored_protocols(tmp_path) == {"cloudpickle", f"{__name__}.{Mine.__qualname__}"}
 
 
+# ---- lifecycle hooks -----------------------------------------------------------------------------
+
+
 class Recorder:
     """A third-party plugin on the lifecycle hooks, as a notifier would be."""
 
@@ -216,10 +248,138 @@ def test_the_hook_relay_is_handed_down_not_fetched(tmp_path: Path, plugin: Any) 
     assert recorder.events == []
 
 
+# ---- URL schemes a plugin registers --------------------------------------------------------------
+
+
 def test_every_azure_scheme_it_parses_resolves_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from laminar_azure import Azure
 
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_URL", "http://127.0.0.1:1/devstoreaccount1")
     for scheme in ("az", "azure", "abfs", "abfss"):
-        datastore = resolve_datastore(f"{scheme}://container/prefix")
+        datastore = datastore_at(f"{scheme}://container/prefix")
         assert type(datastore) is Azure and (datastore.container, datastore.prefix) == ("container", "prefix")
+
+
+# ---- each extra installs only its backend --------------------------------------------------------
+# Wheels of every distribution are built from this checkout; ``laminar[gcs]`` (then ``[s3]``,
+# ``[azure]``) is installed from them into a fresh virtual environment, which must not contain the
+# other backends' SDKs, and a flow on that backend's emulator runs in it.
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FORBIDDEN = {
+    "s3": ("s3fs", "boto", "aiobotocore"),
+    "gcs": ("google-cloud-storage", "google-api-core", "google-auth"),
+    "azure": ("azure-storage-blob", "azure-core", "azure-identity"),
+    "dask": ("dask", "distributed", "laminar-dask"),
+}
+BACKEND = {"s3": "laminar-s3", "gcs": "laminar-gcs", "azure": "laminar-azure"}
+
+FLOW = textwrap.dedent(
+    """
+    from laminar import Flow, Layer, Parameters
+    from laminar.configurations.layers import ForEach, Parameter
+
+
+    class Extra(Flow): ...
+
+
+    @Extra.register
+    class Numbers(Layer):
+        def __call__(self, parameters: Parameters) -> None:
+            self.shard(values=list(range(parameters.count)))
+
+
+    @Extra.register(foreach=ForEach(parameters=[Parameter(layer=Numbers, attribute="values")]))
+    class Double(Layer):
+        def __call__(self, numbers: Numbers) -> None:
+            self.value = numbers.values * 2
+
+
+    if flow := Extra():
+        execution = flow(count=4)
+        print("doubled:", list(execution.layer(Double).value), flow.configuration.datastore.url)
+    """
+)
+
+
+def uv() -> str:
+    found = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+    if not Path(found).exists():
+        pytest.fail(
+            "uv is needed to build and install the wheels: run ./run test (it installs uv into .tools/)"
+        )
+    return found
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheels")
+    subprocess.run(
+        [uv(), "build", "--all-packages", "--wheel", "--quiet", "--out-dir", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def installed(python: Path) -> set[str]:
+    listing = subprocess.run(
+        [
+            python,
+            "-c",
+            "import importlib.metadata as m; print('\\n'.join(d.metadata['Name'] for d in m.distributions()))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {name.strip().lower().replace("_", "-") for name in listing.splitlines() if name.strip()}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param("gcs", marks=pytest.mark.gcs),
+        pytest.param("s3", marks=pytest.mark.s3),
+        pytest.param("azure", marks=pytest.mark.azure),
+    ],
+)
+@pytest.mark.timeout(600)
+def test_extra_installs_only_its_backend(
+    extra: str, wheels: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    venv = tmp_path / "venv"
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
+    subprocess.run([uv(), "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, env=env)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [uv(), "pip", "install", "--quiet", "--python", str(python), "--find-links", str(wheels),
+         f"laminar[{extra}]==0.1.0"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )  # fmt: skip
+    names = installed(python)
+    assert {"laminar", "laminar-core", BACKEND[extra]} <= names
+    for other, packages in FORBIDDEN.items():
+        if other == extra:
+            continue
+        present = sorted(name for name in names if any(name.startswith(p) for p in packages))
+        assert not present, f"laminar[{extra}] pulled in {present}"
+    assert not {"laminar-sqlite", *(b for e, b in BACKEND.items() if e != extra)} & names
+
+    location = request.getfixturevalue(f"{extra}_location")  # the emulator, with its environment
+    script = tmp_path / "flow.py"
+    script.write_text(FLOW)
+    result = subprocess.run(
+        [python, str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "LAMINAR_DATASTORE": location},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"doubled: [0, 2, 4, 6] {location}" in result.stdout

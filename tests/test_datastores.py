@@ -1,8 +1,17 @@
-"""Issue 4, bad input: each mistake gets a clear error naming what is wrong, and loses nothing."""
+"""Datastores: choosing one (object, URL, ``LAMINAR_DATASTORE``, the default), names that would escape
+it, the Memory datastore's limits, the object-store base class's own rules (URL checks, retries, error
+classes, pickling) on a minimal in-memory backend, and each backend's errors for a wrong bucket,
+credentials, endpoint or URL: a clear message naming what is wrong, and nothing lost.
+
+The contract every datastore passes is in test_datastore_conformance.py; one flow file on every
+backend is in test_cloud_flows.py.
+"""
 
 from __future__ import annotations
 
 import json
+import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -19,8 +28,10 @@ from emulators.fixtures import (
     closed_endpoint,
     unique_name,
 )
-from laminar.configurations import executors
-from laminar.errors import ConfigurationError, DatastoreError, LaminarError, PluginNotFound
+from helpers import Diamond, Join, datastore_at, executions_in, files
+from laminar.configurations import datastores, executors
+from laminar.errors import ConfigurationError, DatastoreError, InvalidName, LaminarError, PluginNotFound
+from laminar.plugins import BucketURL, ObjectStore
 from laminar.testing.datastore import ConformanceFlow, Total
 
 
@@ -41,6 +52,211 @@ def _chain(error: BaseException) -> list[BaseException]:
 def full_message(error: BaseException) -> str:
     """The error's message and those of its causes: a wrapper may add context around ours."""
     return "\n".join(map(str, _chain(error)))
+
+
+# ---- choosing a datastore ----------------------------------------------------------------------
+
+
+def test_unknown_datastore_scheme_lists_what_is_installed(tmp_path: Path) -> None:
+    with pytest.raises(PluginNotFound) as error:
+        Diamond(datastore="nosuch://bucket", executor="thread")
+    message = str(error.value)
+    assert "'nosuch'" in message and "file://" in message and "memory://" in message
+
+
+def test_malformed_datastore_url() -> None:
+    with pytest.raises(ConfigurationError, match="has no scheme"):
+        Diamond(datastore="just-a-path", executor="thread")
+
+
+def test_memory_datastore_needs_the_thread_executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError, match=r"only an executor that runs layers in that process"):
+        Diamond(datastore=datastores.Memory(), executor=executors.Process())
+    assert list(tmp_path.iterdir()) == []
+    execution = Diamond(datastore="memory://", executor="thread")(seed=3)
+    assert execution.layer(Join).value == 4 + 30
+
+
+def test_environment_selects_datastore_and_executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAMINAR_DATASTORE", (tmp_path / "env-store").as_uri())
+    monkeypatch.setenv("LAMINAR_EXECUTOR", "thread")
+    flow = Diamond()
+    assert isinstance(flow.configuration.datastore, datastores.Local)
+    assert flow.configuration.datastore.root == str(tmp_path / "env-store")
+    assert isinstance(flow.configuration.executor, executors.Thread)
+    flow(seed=1)
+    assert executions_in(tmp_path / "env-store")
+
+
+def test_default_datastore_is_dot_laminar_and_default_executor_is_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LAMINAR_DATASTORE", raising=False)
+    monkeypatch.delenv("LAMINAR_EXECUTOR", raising=False)
+    flow = Diamond()
+    assert isinstance(flow.configuration.executor, executors.Process)
+    assert flow.configuration.datastore.root == str(tmp_path / ".laminar")  # type: ignore[attr-defined]
+
+
+# ---- names -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["../x", "/abs", "a\x00b", "", ".hidden", "a/b", ".."])
+def test_names_that_would_escape_the_datastore_are_refused(tmp_path: Path, bad: str) -> None:
+    flow = Diamond(datastore=datastores.Local(tmp_path / "store"), executor=executors.Thread())
+    with pytest.raises(InvalidName, match="cannot be used as a storage name"):
+        flow(execution=bad, seed=1)
+    with pytest.raises(InvalidName):
+        flow.execution(bad)
+    assert not (tmp_path / "store").exists() or files(tmp_path / "store") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["store"])
+
+
+# ---- the object-store base class, on a minimal in-memory backend --------------------------------
+
+
+URL = BucketURL(
+    schemes=("fake",), service="Fake", title="a Fake", pattern=re.compile(r"^[a-z]{3,}$"), rule="use letters"
+)
+
+
+class Gone(DatastoreError):
+    pass
+
+
+class Flaky(Exception):
+    pass
+
+
+class Client:
+    """An in-memory client: buckets of objects, and errors to raise on the next calls."""
+
+    def __init__(self, buckets: dict[str, dict[str, bytes]], failures: list[Exception]) -> None:
+        self.buckets = buckets
+        self.failures = failures
+        self.closed = False
+
+    def bucket(self, name: str) -> dict[str, bytes]:
+        if self.failures:
+            raise self.failures.pop(0)
+        if name not in self.buckets:
+            raise LookupError(name)
+        return self.buckets[name]
+
+
+class Fake(ObjectStore[Client, dict[str, bytes]]):
+    schemes = ("fake",)
+    transient_names = frozenset({"Flaky"})
+    connects = 0
+
+    def __init__(self, url: str, buckets: dict[str, dict[str, bytes]], failures: list[Exception]) -> None:
+        super().__init__(*URL.parse(url), attempts=3)
+        self.buckets, self.failures = buckets, failures
+
+    def _connect(self) -> Client:
+        type(self).connects += 1
+        return Client(self.buckets, self.failures)
+
+    def _open_bucket(self, client: Client) -> dict[str, bytes]:
+        return client.buckets.get(self.bucket_name, {})
+
+    def _check_bucket(self, bucket: dict[str, bytes]) -> None:
+        assert self._client is not None
+        try:
+            self._client.bucket(self.bucket_name)
+        except LookupError:
+            raise self._bucket_not_found() from None
+
+    def _bucket_not_found(self) -> DatastoreError:
+        return Gone(f"no bucket {self.bucket_name!r} ({self.url})")
+
+    def _classify(self, error: Exception) -> DatastoreError | None:
+        return self._bucket_not_found() if isinstance(error, LookupError) else None
+
+    def _disconnect(self, client: Client) -> None:
+        client.closed = True
+
+    def _list(self, bucket: dict[str, bytes], path: str) -> list[str]:
+        return [path + name[len(path) :].partition("/")[0] for name in bucket if name.startswith(path)]
+
+    def _run(self, bucket: dict[str, bytes], key: str) -> bytes:
+        if self.failures:
+            raise self.failures.pop(0)
+        if self._object(key) not in bucket:
+            raise self._missing(key)
+        return bucket[self._object(key)]
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._call("read", key, lambda bucket: self._run(bucket, key))
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._call("write", key, lambda bucket: bucket.__setitem__(self._object(key), data))
+
+    def exists(self, key: str) -> bool:
+        return self._call("check", key, lambda bucket: self._object(key) in bucket)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, lambda bucket: bucket.pop(self._object(key), None))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("other://abc/x", "not a Fake URL: 'other://abc/x'; write fake://bucket/prefix"),
+        ("fake:///x", "the Fake URL 'fake:///x' names no bucket"),
+        ("fake://AB/x", "'AB' in 'fake://AB/x' is not a valid Fake bucket name: use letters"),
+        ("fake://abc/x?y", "has a query or fragment"),
+        ("fake://abc/a/../b", "has an empty, '.' or '..' part"),
+    ],
+)
+def test_bucket_urls(url: str, expected: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(expected)):
+        URL.parse(url)
+    assert URL.parse("fake://abc//runs/a/") == ("abc", "runs/a")
+
+
+def test_calls_are_prefixed_retried_classified_and_named() -> None:
+    failures: list[Exception] = []
+    store = Fake("fake://abc/runs", {"abc": {}}, failures)
+    store.write_bytes("a/b", b"1")
+    store.write_bytes("c", b"2")
+    assert store.buckets["abc"] == {"runs/a/b": b"1", "runs/c": b"2"}
+    assert (store.url, store.list_prefix(""), store.list_prefix("a/")) == (
+        "fake://abc/runs",
+        ["a", "c"],
+        ["b"],
+    )
+    failures += [Flaky("once"), Flaky("twice")]
+    assert store.read_bytes("c") == b"2"  # two transient errors, then the answer
+    with pytest.raises(FileNotFoundError, match="no key 'nope' in fake://abc/runs"):
+        store.read_bytes("nope")
+    failures += [Flaky("again")] * 3
+    with pytest.raises(
+        DatastoreError, match=r"^read fake://abc/runs/c failed after 3 attempts: Flaky: again"
+    ):
+        store.read_bytes("c")
+    failures.append(LookupError("abc"))
+    with pytest.raises(Gone, match="no bucket 'abc'"):  # classified, raised as it is
+        store.read_bytes("c")
+    failures.append(ValueError("bad"))
+    with pytest.raises(DatastoreError, match=r"^read fake://abc/runs/c failed: ValueError: bad"):
+        store.read_bytes("c")
+
+
+def test_client_is_made_once_checked_once_and_dropped_on_pickling_and_close() -> None:
+    Fake.connects = 0
+    with pytest.raises(Gone, match=r"no bucket 'xyz' \(fake://xyz\)"):
+        Fake("fake://xyz", {}, []).exists("k")
+    store = Fake("fake://abc", {"abc": {}}, [Flaky("first check")])
+    assert not store.exists("k") and not store.exists("k")
+    assert Fake.connects == 2 and store._checked
+    client = store._client
+    copy: Any = pickle.loads(pickle.dumps(store))
+    assert (copy._client, copy._bucket, copy._checked, copy.url) == (None, None, False, "fake://abc")
+    store.close()
+    assert client is not None and client.closed and store._client is None and not store._checked
 
 
 # ---- S3 ----------------------------------------------------------------------------------------
@@ -342,7 +558,6 @@ def test_azure_malformed_urls(url: str, expected: str, monkeypatch: pytest.Monke
 
 
 def test_azure_account_in_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    from laminar._plugins.manager import resolve_datastore
     from laminar_azure import Azure
 
     monkeypatch.delenv("AZURE_STORAGE_KEY", raising=False)
@@ -353,7 +568,7 @@ def test_azure_account_in_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert store.connection_string is None
     again = Azure.from_url(store.url)
     assert (again.url, again.account_url) == (store.url, store.account_url)
-    spark = resolve_datastore("abfss://runs@myaccount.dfs.core.windows.net/team/a")
+    spark = datastore_at("abfss://runs@myaccount.dfs.core.windows.net/team/a")
     assert isinstance(spark, Azure) and spark.account_url == store.account_url and spark.prefix == "team/a"
 
 
@@ -400,9 +615,12 @@ def test_scheme_whose_distribution_is_missing_names_the_extra(scheme: str, modul
         import sys, warnings
         sys.modules[{module!r}] = None  # as if the distribution were not installed
         warnings.simplefilter("ignore")
-        from laminar._plugins.manager import resolve_datastore
+        from laminar import Flow
+
+        class Probe(Flow): ...
+
         try:
-            resolve_datastore("{scheme}://container-or-bucket/prefix")
+            Probe(datastore="{scheme}://container-or-bucket/prefix", executor="thread")
         except Exception as error:
             print(type(error).__name__)
             print(error)

@@ -1,4 +1,5 @@
-"""Issue 5: laminar-dask on a real ``distributed.LocalCluster`` with several worker processes.
+"""The Dask executor (laminar-dask) on a real ``distributed.LocalCluster`` with several worker processes:
+where splits run, worker loss, timeouts, resources from ``Container``, configuration from URLs.
 
 No mocks: every test runs splits as Dask tasks on worker processes. Flows are defined inside the
 test functions, so cloudpickle ships them to the workers by value.
@@ -123,6 +124,7 @@ def test_foreach_on_several_workers_with_s3_emulator(tmp_path: Path, address: st
 
 
 def installed_flows() -> tuple[int, int]:
+    # laminar_dask's worker-side registry of shipped flows: internal, and what the next test checks.
     from laminar_dask import worker
 
     return len(worker._FLOWS.installed()), len(worker._FLOWS.unpacked())

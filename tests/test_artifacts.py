@@ -1,0 +1,214 @@
+"""Artifacts and their serialization: content addressing (one stored blob per distinct value), small
+values kept inline in their archive, the codec chosen per value, user protocols for exact types,
+values that cannot be stored or named, and corruption (or another storage layout) detected on read.
+
+Some tests look at the stored form itself (the archive of an artifact, the key of its blob); those
+reach into ``laminar._storage`` and say so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Batched, Sum, files
+from laminar import Flow, Layer, Parameters
+
+# Internal on purpose: these tests check the stored form (where a blob lives, how it is named, what an
+# archive records), which no public API shows.
+from laminar._runtime.context import store_for
+from laminar._serialization import hashing
+from laminar._storage import artifacts, layout
+from laminar.configurations import datastores, executors, serde
+from laminar.errors import DatastoreError, InvalidName, SerializationError
+
+
+class Values(Flow): ...
+
+
+@Values.register
+class Store(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.first = parameters.value
+        self.second = parameters.value  # the same value again: stored once
+        self.text = "abc" * 100_000
+        self.noise = os.urandom(getattr(type(self), "noise_size", 1 << 20))
+
+
+def stored_archive(flow: Flow, execution: Any, layer: str, name: str, index: int = 0) -> Any:
+    """The archive of ``name`` in split ``index`` of ``layer``, as stored."""
+    archive = store_for(flow.execution(execution.id)).archive(layer, index, name)
+    assert archive is not None
+    return archive
+
+
+# ---- content addressing, inline values, codecs -----------------------------------------------------
+
+
+def test_artifacts_are_content_addressed_and_record_their_codec(tmp_path: Path) -> None:
+    flow = Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    execution = flow(value={"a": list(range(5000))})
+    parsed = {
+        name: stored_archive(flow, execution, "Store", name).artifacts[0]
+        for name in ("first", "second", "text", "noise")
+    }
+    assert parsed["first"].hexdigest == parsed["second"].hexdigest
+    # Parameters.value and Store.first/second are one stored artifact.
+    stored = [f for f in files(tmp_path) if f.startswith("artifacts/")]
+    assert stored.count(f"artifacts/{parsed['first'].hexdigest[:2]}/{parsed['first'].hexdigest}") == 1
+    assert parsed["text"].codec == "zlib" and parsed["noise"].codec == "none"
+    assert os.path.getsize(tmp_path / layout.artifact(parsed["text"].hexdigest)) < 300_000 // 10
+    assert execution.layer(Store).text == "abc" * 100_000
+    assert execution.layer(Store).first == {"a": list(range(5000))}
+
+
+def test_small_values_are_kept_inside_their_archive(tmp_path: Path) -> None:
+    flow = Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    execution = flow(value=[1, 2, 3])
+    small = stored_archive(flow, execution, "Store", "first").artifacts[0]
+    large = stored_archive(flow, execution, "Store", "noise").artifacts[0]
+    assert small.inline is not None and len(small.inline) == small.size <= artifacts.INLINE_LIMIT
+    assert small.hexdigest == hashing.hexdigest(small.inline)  # named by its content all the same
+    assert not (tmp_path / layout.artifact(small.hexdigest)).exists()
+    assert large.inline is None and (tmp_path / layout.artifact(large.hexdigest)).exists()
+    assert flow.execution(execution.id).layer(Store).first == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "value", [0, -1, 2**70, 10**300, 3.5, float("inf"), True, None, 1j, "", "abc", "é" * 100, b"x" * 256]
+)
+def test_numbers_and_short_strings_take_a_shortcut_to_the_same_artifact(
+    tmp_path: Path, value: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shortcut is internal (artifacts._stage_scalar): staged with and without it, a value must
+    # become the same artifact.
+    datastore = datastores.Local(tmp_path)
+    quick = artifacts.stage(value, datastore=datastore, protocol=serde.Pickle())
+    monkeypatch.setattr(artifacts, "_stage_scalar", lambda value, protocol: None)
+    streamed = artifacts.stage(value, datastore=datastore, protocol=serde.Pickle())
+    assert quick.artifact == streamed.artifact and quick.artifact.inline is not None
+
+
+# ---- protocols -----------------------------------------------------------------------------------
+
+
+def test_user_protocol_for_exact_types(tmp_path: Path) -> None:
+    datastore = datastores.Local(tmp_path)
+
+    @datastore.protocol(list, dict)
+    class Json(serde.Protocol[Any]):
+        def dumps(self, value: Any) -> bytes:
+            return json.dumps(value).encode()
+
+        def loads(self, data: bytes) -> Any:
+            return json.loads(data)
+
+    class Serde(Flow): ...
+
+    class Sub(list):  # type: ignore[type-arg]
+        pass
+
+    @Serde.register
+    class S(Layer):
+        def __call__(self) -> None:
+            self.listed = [1, 2]
+            self.mapped = {"k": "v"}
+            self.sub = Sub([3])  # a subclass is not an exact match: cloudpickle
+
+    execution = Serde(datastore=datastore, executor=executors.Thread())()
+
+    def artifact(name: str) -> Any:
+        return stored_archive(execution.flow, execution, "S", name).artifacts[0]
+
+    assert artifact("listed").protocol.endswith("Json") and artifact("mapped").protocol.endswith("Json")
+    assert artifact("sub").protocol == "cloudpickle"
+    assert artifact("listed").inline == b"[1, 2]"  # small enough to be kept in the archive
+    layer = execution.layer(S)
+    assert (layer.listed, layer.mapped, list(layer.sub)) == ([1, 2], {"k": "v"}, [3])
+
+
+# ---- values that cannot be stored --------------------------------------------------------------------
+
+
+def test_unserializable_artifact_names_layer_and_attribute_and_writes_nothing(tmp_path: Path) -> None:
+    class Unpicklable(Flow): ...
+
+    @Unpicklable.register
+    class U(Layer):
+        def __call__(self) -> None:
+            self.fine = "a value that alone would be stored"
+            self.lock = threading.Lock()
+
+    flow = Unpicklable(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    with pytest.raises(SerializationError, match=r"artifact 'lock' of layer U cannot be serialized"):
+        flow(execution="x")
+    assert not [f for f in files(tmp_path) if "/U/" in f]
+    assert not flow.execution("x").layer(U).state.finished
+    with pytest.raises(AttributeError, match="has not finished"):
+        flow.execution("x").layer(U).fine  # noqa: B018
+
+
+def test_bad_artifact_name_is_refused(tmp_path: Path) -> None:
+    class Names(Flow): ...
+
+    @Names.register
+    class N(Layer):
+        def __call__(self) -> None:
+            setattr(self, "bad/name", 1)
+
+    with pytest.raises(InvalidName):
+        Names(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
+    assert not [f for f in files(tmp_path) if "/N/" in f]
+
+
+# ---- what is read back is checked --------------------------------------------------------------------
+
+
+def test_a_corrupt_inline_value_is_detected_on_read(tmp_path: Path) -> None:
+    flow = Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    execution = flow(value="tiny")
+    batches = [f for f in files(tmp_path) if "/layers/Store/splits/" in f]
+    assert len(batches) == 1
+    path = tmp_path / batches[0]
+    payload = json.loads(path.read_text())
+    inline = payload["splits"]["0"]["archives"]["first"]["artifacts"][0]
+    inline["inline"] = base64.b64encode(pickle.dumps("tamp")).decode()
+    path.write_text(json.dumps(payload))
+
+    with pytest.raises(DatastoreError, match="is corrupt"):
+        Values(datastore=datastores.Local(tmp_path)).execution(execution.id).layer(Store).first  # noqa: B018
+
+
+@pytest.mark.parametrize("size", [1 << 20, 9 << 20], ids=["small", "streamed"])
+def test_a_corrupt_artifact_is_detected_on_read(
+    tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Store, "noise_size", size, raising=False)
+    flow = Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    execution = flow(value=[1, 2, 3])
+
+    artifact = stored_archive(flow, execution, "Store", "noise").artifacts[0]
+    path = tmp_path / layout.artifact(artifact.hexdigest)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(DatastoreError, match="is corrupt"):
+        flow.execution(execution.id).layer(Store).noise  # noqa: B018
+
+
+def test_records_of_another_storage_layout_are_refused_with_a_message(tmp_path: Path) -> None:
+    flow = Batched(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    flow(execution="old", n=3)
+    record = tmp_path / layout.record("Batched", "old", "Sum")
+    record.write_text('{"flow": "Batched", "layer": "Sum", "splits": 1}')  # as layout 1 wrote it
+    with pytest.raises(
+        DatastoreError, match="written in Laminar storage layout 1, and this Laminar reads layout 2"
+    ):
+        Batched(datastore=datastores.Local(tmp_path)).execution("old").layer(Sum).total  # noqa: B018

@@ -1,0 +1,356 @@
+"""The Thread and Process executors: where layers run, concurrency, timeouts (a timed-out process
+split is killed), worker processes that die, the execution guard in a process started to run one
+layer, and executors written against the plugin API (one process per split, a broken contract).
+The contract every executor owes is in test_executor_conformance.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import EXECUTORS, Diamond, Join, run_script
+from laminar import Flow, Layer, Parameters
+from laminar.configurations import datastores, executors
+from laminar.configurations.layers import Retry
+from laminar.errors import ConfigurationError, ExecutorContractError, PluginNotFound, WorkerLost
+from laminar.plugins import Executor, SplitOutcome, SplitTask, environment_for, recorded_outcome
+
+# ---- where layers run ----------------------------------------------------------------------------
+
+
+def test_process_executor_runs_every_layer_outside_the_scheduler(tmp_path: Path) -> None:
+    execution = Diamond(datastore=datastores.Local(tmp_path), executor=executors.Process())(seed=1)
+    pids = {name: execution.layer(name).pid for name in ("Start", "Left", "Right", "Join")}
+    assert os.getpid() not in pids.values()
+
+
+def test_thread_executor_runs_in_this_process(tmp_path: Path) -> None:
+    execution = Diamond(datastore=datastores.Local(tmp_path), executor=executors.Thread())(seed=1)
+    assert execution.layer(Join).pid == os.getpid()
+
+
+# ---- concurrency ---------------------------------------------------------------------------------
+
+
+def test_independent_layers_run_concurrently(tmp_path: Path) -> None:
+    barrier = threading.Barrier(2, timeout=30)
+
+    class Together(Flow): ...
+
+    @Together.register
+    class P(Layer):
+        def __call__(self) -> None:
+            barrier.wait()  # breaks (and fails the flow) unless Q runs at the same time
+            self.ok = True
+
+    @Together.register
+    class Q(Layer):
+        def __call__(self) -> None:
+            barrier.wait()
+            self.ok = True
+
+    execution = Together(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
+    assert execution.layer(P).ok and execution.layer(Q).ok
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_concurrency_limit_is_honoured(tmp_path: Path, executor: type[executors.Executor]) -> None:
+    class Wide(Flow): ...
+
+    marker = tmp_path / "running"
+    marker.mkdir()
+
+    def body(self: Layer) -> None:
+        import time
+
+        path = marker / self.name
+        path.touch()
+        self.seen = len(list(marker.iterdir()))
+        time.sleep(0.2)
+        path.unlink()
+
+    layers = [type(f"W{i}", (Layer,), {"__call__": body}) for i in range(4)]
+    for layer in layers:
+        Wide.register(layer)
+    execution = Wide(datastore=datastores.Local(tmp_path / "store"), executor=executor(concurrency=1))()
+    assert [execution.layer(layer).seen for layer in layers] == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_executor_concurrency_must_be_a_positive_whole_number(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="concurrency must be a whole number of at least 1"):
+        executors.Thread(concurrency=bad)
+    with pytest.raises(ConfigurationError, match="timeout must be a positive number"):
+        executors.Process(timeout=0)
+
+
+def test_unknown_executor_lists_what_is_installed() -> None:
+    with pytest.raises(PluginNotFound) as error:
+        Diamond(datastore="memory://", executor="warp-drive")
+    assert (
+        "'warp-drive'" in str(error.value) and "thread" in str(error.value) and "process" in str(error.value)
+    )
+
+
+# ---- timeouts ------------------------------------------------------------------------------------
+
+
+class Slow(Flow): ...
+
+
+@Slow.register
+class Sleeper(Layer):
+    """Records its pid, sleeps, then leaves a marker file: the marker appears only if it is not stopped."""
+
+    def __call__(self, parameters: Parameters) -> None:
+        Path(parameters.root, "pid").write_text(str(os.getpid()))
+        time.sleep(parameters.sleep)
+        Path(parameters.root, "finished").touch()
+
+
+def test_process_executor_timeout_kills_the_split(tmp_path: Path) -> None:
+    sleep = 4.0  # twice the timeout: the worker has time to start, and the layer to begin its sleep
+    flow = Slow(datastore=datastores.Local(tmp_path / "store"), executor=executors.Process(timeout=2))
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="ran longer than the executor's timeout of 2 s"):
+        flow(root=str(tmp_path), sleep=sleep)
+    assert (tmp_path / "pid").exists(), "the layer never started; the check below would prove nothing"
+    # Wait past the moment the layer would have finished had its worker been left running.
+    time.sleep(max(0.0, started + sleep + 1.5 - time.monotonic()))
+    assert not (tmp_path / "finished").exists(), "the timed-out split went on running in its worker"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((tmp_path / "pid").read_text()), 0)  # and its worker process is gone
+
+
+def test_thread_executor_timeout_fails_the_flow(tmp_path: Path) -> None:
+    class SlowThread(Flow): ...
+
+    @SlowThread.register
+    class Sleeper(Layer):
+        def __call__(self) -> None:
+            import time
+
+            time.sleep(2)
+            self.done = True
+
+    flow = SlowThread(datastore=datastores.Local(tmp_path), executor=executors.Thread(timeout=0.2))
+    with pytest.raises(TimeoutError, match=r"ran longer than the executor's timeout of 0\.2 s"):
+        flow(execution="slow")
+    assert not flow.execution("slow").layer(Sleeper).state.finished
+
+
+# ---- worker loss ---------------------------------------------------------------------------------
+
+
+class Dying(Flow): ...
+
+
+class DyingOnce(Flow): ...
+
+
+@Dying.register(retry=Retry(attempts=2, delay=0))
+@DyingOnce.register
+class Dies(Layer):
+    """Its worker process dies on the first attempt."""
+
+    def __call__(self, parameters: Parameters) -> None:
+        if self.attempt == 0:
+            Path(parameters.root, "killed").write_text(str(os.getpid()))
+            os.kill(os.getpid(), 9)
+        self.pid = os.getpid()
+        self.attempt_seen = self.attempt
+
+
+def test_a_worker_that_dies_mid_split_is_replaced_and_the_split_retried(tmp_path: Path) -> None:
+    flow = Dying(datastore=datastores.Local(tmp_path / "store"), executor=executors.Process())
+    execution = flow(root=str(tmp_path))
+    killed = int((tmp_path / "killed").read_text())
+    assert execution.layer(Dies).attempt_seen == 1 and execution.layer(Dies).pid != killed
+
+
+def test_a_worker_that_dies_without_a_retry_fails_with_worker_lost(tmp_path: Path) -> None:
+    flow = DyingOnce(datastore=datastores.Local(tmp_path / "store"), executor=executors.Process())
+    with pytest.raises(WorkerLost) as raised:
+        flow(execution="lost", root=str(tmp_path))
+    killed = int((tmp_path / "killed").read_text())
+    assert f"the worker process (pid {killed}) running layer Dies" in str(raised.value)
+    assert "exited with code -9 before it finished" in str(raised.value)
+    assert not flow.execution("lost").layer(Dies).state.finished
+
+
+# ---- the execution guard in a process that runs one layer --------------------------------------------
+
+
+def test_environment_protocol_runs_one_layer_and_the_guard_is_false(tmp_path: Path) -> None:
+    """What an executor that starts the script in a container does: LAMINAR_* say which split."""
+    script = textwrap.dedent(
+        """
+        import os
+        from laminar import Flow, Layer
+
+        class ResultFlow(Flow): ...
+
+        @ResultFlow.register
+        class A(Layer):
+            def __call__(self) -> None:
+                self.foo = "bar"
+
+        @ResultFlow.register
+        class B(Layer):
+            def __call__(self, a: A) -> None:
+                self.foo = a.foo + "!"
+                self.attempt_seen = self.attempt
+
+        if flow := ResultFlow():
+            print("RAN", flow().id)
+        elif os.environ.get("LAMINAR_LAYER_NAME"):
+            print("GUARD FALSE")
+        """
+    )
+    (tmp_path / "main.py").write_text(script)
+    execution_id = run_script(tmp_path, "main.py").split()[1]
+    # Re-run layer B of that execution as a fresh process, as a container executor would.
+    environment = {
+        "LAMINAR_EXECUTION_ID": execution_id,
+        "LAMINAR_EXECUTION_RETRY": "0",
+        "LAMINAR_FLOW_NAME": "ResultFlow",
+        "LAMINAR_LAYER_NAME": "B",
+        "LAMINAR_LAYER_INDEX": "",
+        "LAMINAR_LAYER_SPLITS": "",
+        "LAMINAR_LAYER_ATTEMPT": "1",
+    }
+    output = run_script(tmp_path, "main.py", env=environment)
+    assert "GUARD FALSE" in output and "RAN" not in output
+    (tmp_path / "read.py").write_text(
+        "import sys\nfrom main import B, flow\nprint(flow.execution(sys.argv[1]).layer(B).foo)\n"
+    )
+    assert run_script(tmp_path, "read.py", execution_id).strip() == "bar!"
+    (tmp_path / "attempt.py").write_text(
+        "import sys\nfrom main import B, flow\nprint(flow.execution(sys.argv[1]).layer(B).attempt_seen)\n"
+    )
+    assert run_script(tmp_path, "attempt.py", execution_id).strip() == "1"
+
+
+# ---- executors written against the plugin API ----------------------------------------------------------
+
+
+class Careless(executors.Thread):
+    """An executor that forgets to hand back the split's outcome."""
+
+    names = ("careless",)
+
+    async def run(self, task: SplitTask) -> SplitOutcome:
+        await super().run(task)
+        return None  # type: ignore[return-value]
+
+
+def test_an_executor_that_does_not_return_the_outcome_is_named_and_not_retried(tmp_path: Path) -> None:
+    class Retried(Flow): ...
+
+    attempts = []
+
+    @Retried.register(retry=Retry(attempts=3))
+    class Once(Layer):
+        def __call__(self) -> None:
+            attempts.append(self.attempt)
+
+    flow = Retried(datastore=datastores.Local(tmp_path), executor=Careless())
+    with pytest.raises(
+        ExecutorContractError, match=r"executor Careless\(.*\) returned None for layer Once"
+    ) as raised:
+        flow(execution="careless")
+    assert "must return the SplitOutcome that laminar._runtime.split.run_split returned" in str(raised.value)
+    assert attempts == [0]  # a broken executor is a bug: retrying cannot help
+    assert not flow.execution("careless").layer(Once).state.finished
+
+
+SCRIPT = """
+from laminar import Flow, Layer, Parameters
+from laminar.configurations.layers import ForEach, Parameter, Retry
+
+
+class Scripted(Flow): ...
+
+
+@Scripted.register
+class Numbers(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(n=range(parameters.count))
+
+
+@Scripted.register(foreach=ForEach(parameters=[Parameter(layer=Numbers, attribute="n")]))
+class Square(Layer):
+    def __call__(self, numbers: Numbers) -> None:
+        import os
+
+        self.value = numbers.n**2
+        self.pid = os.getpid()
+
+
+@Scripted.register
+class Total(Layer):
+    def __call__(self, square: Square) -> None:
+        self.total = sum(square.value)
+
+
+if flow := Scripted():
+    flow()
+"""
+
+
+class Script(Executor):
+    """Runs every split as ``python script.py`` with the LAMINAR_* variables, as a container executor would."""
+
+    names = ("script",)
+
+    def __init__(self, script: Path, **options: Any) -> None:
+        super().__init__(**options)
+        self.script = script
+
+    async def run(self, task: SplitTask) -> SplitOutcome:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(self.script),
+            cwd=self.script.parent,
+            env={**os.environ, **environment_for(task)},
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            _, stderr = await process.communicate()
+        except asyncio.CancelledError:
+            process.kill()
+            raise
+        if process.returncode != 0:
+            raise RuntimeError(f"{task.describe()} failed:\n{stderr.decode()}")
+        return await asyncio.to_thread(recorded_outcome, task)
+
+
+def test_an_executor_that_starts_a_process_per_split_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    script = tmp_path / "scripted.py"
+    script.write_text(SCRIPT)
+    store = tmp_path / "store"
+    monkeypatch.setenv("LAMINAR_DATASTORE", store.as_uri())
+    spec = importlib.util.spec_from_file_location("scripted", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # not __main__: the guard is false, nothing runs
+    flow = module.Scripted(executor=Script(script, concurrency=2))
+    execution = flow(execution="scripted", count=4)
+    assert execution.layer(module.Total).total == 0 + 1 + 4 + 9
+    pids = set(execution.layer(module.Square).pid)
+    assert len(pids) == 4 and os.getpid() not in pids  # each split ran in a process of its own
+
+    never = SplitTask(flow=flow, execution="scripted", layer="Square", index=7, splits=8)
+    with pytest.raises(RuntimeError, match=r"split 7 of 8, attempt 0.* exited without recording its result"):
+        recorded_outcome(never)
