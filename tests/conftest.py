@@ -1,1 +1,1 @@
-pytest_plugins = ["emulators.fixtures", "dask_cluster"]
+pytest_plugins = ["emulators.fixtures", "dask_cluster", "emulators.sftp"]

@@ -272,8 +272,9 @@ FORBIDDEN = {
     "gcs": ("google-cloud-storage", "google-api-core", "google-auth"),
     "azure": ("azure-storage-blob", "azure-core", "azure-identity"),
     "dask": ("dask", "distributed", "laminar-dask"),
+    "fsspec": ("paramiko", "asyncssh"),
 }
-BACKEND = {"s3": "laminar-s3", "gcs": "laminar-gcs", "azure": "laminar-azure"}
+BACKEND = {"s3": "laminar-s3", "gcs": "laminar-gcs", "azure": "laminar-azure", "fsspec": "laminar-fsspec"}
 
 FLOW = textwrap.dedent(
     """
@@ -338,12 +339,19 @@ def installed(python: Path) -> set[str]:
     return {name.strip().lower().replace("_", "-") for name in listing.splitlines() if name.strip()}
 
 
+@pytest.fixture
+def fsspec_location(tmp_path: Path) -> str:
+    """Any fsspec filesystem through laminar-fsspec; the local one needs no server."""
+    return f"fsspec+file://{tmp_path}/runs"
+
+
 @pytest.mark.parametrize(
     "extra",
     [
         pytest.param("gcs", marks=pytest.mark.gcs),
         pytest.param("s3", marks=pytest.mark.s3),
         pytest.param("azure", marks=pytest.mark.azure),
+        pytest.param("fsspec"),
     ],
 )
 @pytest.mark.timeout(600)

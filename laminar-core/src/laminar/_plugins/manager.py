@@ -32,6 +32,7 @@ KNOWN_PROVIDERS = {
     "abfs": "laminar-azure (pip install 'laminar[azure]')",
     "abfss": "laminar-azure (pip install 'laminar[azure]')",
     "dask": "laminar-dask (pip install 'laminar[dask]')",
+    "sftp": "laminar-fsspec (pip install 'laminar[fsspec]')",
 }
 
 
@@ -93,6 +94,9 @@ def plugin_protocols() -> ProtocolRegistry:
 
 def _missing(kind: str, wanted: str, installed: list[str]) -> PluginNotFound:
     provider = KNOWN_PROVIDERS.get(wanted)
+    bridged = [name for name in installed if name.startswith("fsspec+")]
+    if len(bridged) > 3:  # laminar-fsspec serves every protocol fsspec knows: name them once
+        installed = [name for name in installed if not name.startswith("fsspec+")] + ["fsspec+<protocol>://"]
     hint = f" It is provided by {provider}." if provider else ""
     broken = "".join(f" Plugin {name!r} failed to load ({why})." for name, why in BROKEN.items())
     return PluginNotFound(
