@@ -473,3 +473,28 @@ def azure_datastore(azure_location: str) -> Iterator[Any]:
     from laminar_azure import Azure
 
     yield from _opened(Azure.from_url(azure_location))
+
+
+# ---- fault-injecting proxies (test_storage_faults.py, test_secrets.py) ---------------------------
+# Added for issue 10 (bounded storage faults, no secret leaks); the fixtures above are unchanged.
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Any]:
+    """``fault_proxy(endpoint, seed=..., faults=Faults(...), plan=[...])``: a started
+    :class:`~emulators.faultproxy.FaultProxy` in front of ``endpoint`` (``http://127.0.0.1:PORT``);
+    every proxy made is stopped after the test."""
+    from emulators.faultproxy import FaultProxy
+
+    proxies: list[FaultProxy] = []
+
+    def make(endpoint: str, **options: Any) -> FaultProxy:
+        host, _, port = endpoint.removeprefix("http://").partition("/")[0].partition(":")
+        assert host == "127.0.0.1", f"the fault proxy only forwards to 127.0.0.1, not {endpoint}"
+        proxy = FaultProxy(int(port), **options).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()

@@ -14,8 +14,11 @@ Which account, and how to sign in, in this order:
    ``DefaultAzureCredential``).
 
 The SDK's own retries (which back off for tens of seconds) are switched off; every primitive runs under
-:func:`~laminar.plugins.with_retries` with short connect timeouts instead, so an unreachable
-account gives a :class:`~laminar.errors.DatastoreError` naming the URL within seconds.
+Laminar's retry loop instead (the one policy of every object store: jittered back-off, at most
+``attempts`` tries inside one ``deadline`` per call, each retry logged on ``laminar.storage``), with
+every request's time-outs capped by what is left of the deadline, so an unreachable or silent account
+gives a :class:`~laminar.errors.DatastoreError` naming the URL within the deadline. Account keys and
+SAS tokens (in the connection string, the account URL or ``credential=``) are never shown.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ _TRANSIENT_NAMES = {
     "ConnectionResetError",
     "ConnectionRefusedError",
     "TimeoutError",
+    "RemoteDisconnected",
+    "ProtocolError",
 }
-_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class ContainerNotFound(DatastoreError):
@@ -105,7 +109,8 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
     """Stores keys as block blobs below ``az://container/prefix``.
 
     Options: ``connection_string``, ``account_url``, ``credential`` (see the module docs);
-    ``connect_timeout`` / ``read_timeout`` (seconds) and ``attempts`` bound every call;
+    ``deadline`` (seconds, default ``LAMINAR_STORAGE_DEADLINE``, else 60) bounds every call, retries
+    included, ``attempts`` (default 8) its tries, ``connect_timeout`` / ``read_timeout`` one request;
     ``max_concurrency`` is the number of parallel block transfers of one large value.
     """
 
@@ -120,10 +125,11 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
         account_url: str | None = None,
         credential: Any = None,
         connect_timeout: float = 3.0,
-        read_timeout: float = 60.0,
-        attempts: int = 3,
+        read_timeout: float = 20.0,
+        attempts: int | None = None,
         max_concurrency: int = 4,
         max_workers: int | None = None,
+        deadline: float | None = None,
     ) -> None:
         container, prefix, url_account = parse_url(url)
         super().__init__(
@@ -133,6 +139,7 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
             read_timeout=read_timeout,
             attempts=attempts,
             max_workers=max_workers,
+            deadline=deadline,
         )
         #: The account named in the URL (az://container@account/...), kept so ``url`` round-trips.
         self.url_account = url_account
@@ -196,6 +203,28 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
     def _endpoint(self) -> str | None:
         return self.endpoint
 
+    @property
+    def _shown_endpoint(self) -> str:
+        return self.redact(self.endpoint)
+
+    def _secrets(self) -> tuple[str | None, ...]:
+        fields = _parse_connection_string(self.connection_string or "")
+        credential = self.credential
+        found: list[str | None] = [fields.get("AccountKey"), fields.get("SharedAccessSignature")]
+        if isinstance(credential, str):
+            found.append(credential)
+        elif isinstance(credential, dict):
+            found.extend(value for value in credential.values() if isinstance(value, str))
+        else:
+            found.append(getattr(credential, "signature", None))  # AzureSasCredential
+            found.append(getattr(credential, "account_key", None))  # AzureNamedKeyCredential
+        return tuple(found)
+
+    def _request(self) -> dict[str, Any]:
+        """Per-request time-outs of the next SDK call: at most what is left of the call's deadline."""
+        connect, read = self._timeouts()
+        return {"connection_timeout": connect, "read_timeout": read}
+
     def _connect(self) -> BlobServiceClient:
         try:
             import requests
@@ -229,7 +258,9 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
             credential = self.credential if self.credential is not None else _default_credential(self.url)
             return BlobServiceClient(self.account_url, credential=credential, **options)
         except (ValueError, TypeError) as error:
-            raise ConfigurationError(f"cannot set up the Azure client for {self.url}: {error}") from error
+            raise ConfigurationError(
+                self.redact(f"cannot set up the Azure client for {self.url}: {error}")
+            ) from None  # the SDK's message may quote the connection string
 
     def _open_bucket(self, service: BlobServiceClient) -> ContainerClient:
         return service.get_container_client(self.container)
@@ -239,7 +270,7 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
 
     def _check_bucket(self, container: ContainerClient) -> None:
         try:
-            container.get_container_properties()
+            container.get_container_properties(**self._request())
         except Exception as error:
             if _not_found(error):
                 raise self._bucket_not_found() from error
@@ -249,7 +280,7 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
             raise
 
     def _transient(self, error: BaseException) -> bool:
-        return getattr(error, "status_code", None) in _TRANSIENT_STATUS or super()._transient(error)
+        return getattr(error, "status_code", None) in self.transient_status or super()._transient(error)
 
     def _classify(self, error: Exception) -> DatastoreError | None:
         if _code(error) == "ContainerNotFound":
@@ -262,26 +293,30 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
         code = _code(error)
         if code == "AuthenticationFailed" or (status == 403 and code in (None, "AuthorizationFailure")):
             return CredentialsRejected(
-                f"the Azure account at {self.endpoint} rejected the credentials for {self.url} "
+                f"the Azure account at {self._shown_endpoint} rejected the credentials for {self.url} "
                 f"({code or status}); check the account key, SAS token or connection string "
                 "(AZURE_STORAGE_CONNECTION_STRING), or the role assignment of the signed-in identity"
             )
         if type(error).__name__ == "ClientAuthenticationError" and status is None:
             return CredentialsRejected(
-                f"could not sign in to the Azure account at {self.endpoint} for {self.url}: {error}"
+                self.redact(
+                    f"could not sign in to the Azure account at {self.endpoint} for {self.url}: {error}"
+                )
             )
         return None
 
     def _bucket_not_found(self) -> ContainerNotFound:
         return ContainerNotFound(
-            f"Azure container {self.container!r} does not exist at {self.endpoint} (datastore {self.url}); "
+            f"Azure container {self.container!r} does not exist at {self._shown_endpoint} (datastore {self.url}); "
             f"create it first (az storage container create --name {self.container}) or fix the URL"
         )
 
     # ---- primitives ----------------------------------------------------------------------------
     def _download(self, container: ContainerClient, key: str) -> StorageStreamDownloader[bytes]:
         try:
-            return container.download_blob(self._object(key), max_concurrency=self.max_concurrency)
+            return container.download_blob(
+                self._object(key), max_concurrency=self.max_concurrency, **self._request()
+            )
         except Exception as error:
             if _not_found(error) and _code(error) != "ContainerNotFound":
                 raise self._missing(key) from error
@@ -301,7 +336,11 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
             "write",
             key,
             lambda container: container.upload_blob(
-                self._object(key), bytes(data), overwrite=True, max_concurrency=self.max_concurrency
+                self._object(key),
+                bytes(data),
+                overwrite=True,
+                max_concurrency=self.max_concurrency,
+                **self._request(),
             ),
         )
 
@@ -318,24 +357,28 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
 
     def exists(self, key: str) -> bool:
         return self._call(
-            "check", key, lambda container: bool(container.get_blob_client(self._object(key)).exists())
+            "check",
+            key,
+            lambda container: bool(container.get_blob_client(self._object(key)).exists(**self._request())),
         )
 
     def _list(self, container: ContainerClient, path: str) -> list[str]:
-        return [item.name for item in container.walk_blobs(name_starts_with=path, delimiter="/")]
+        return [
+            item.name
+            for item in container.walk_blobs(name_starts_with=path, delimiter="/", **self._request())
+        ]
 
     def delete(self, key: str) -> None:
         def delete(container: ContainerClient) -> None:
             try:
-                container.delete_blob(self._object(key))
+                container.delete_blob(self._object(key), **self._request())
             except Exception as error:
                 if not _not_found(error) or _code(error) == "ContainerNotFound":
                     raise
 
         self._call("delete", key, delete)
 
-    def __repr__(self) -> str:
-        return f"Azure(url={self.url!r})"  # never the connection string: it holds the key
+    # ObjectStore.__repr__ shows the URL only, redacted: never the connection string (it holds the key).
 
 
 def _parse_connection_string(value: str) -> dict[str, str]:

@@ -8,17 +8,32 @@ import re
 from laminar.errors import InvalidName
 
 _SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}")
+#: Device names Windows reserves in every directory, with or without an extension (a store may live
+#: on an SMB share): ``CON``, ``nul.txt``, ``COM1`` ...
+_RESERVED = re.compile(r"(?i)(CON|PRN|AUX|NUL|COM[1-9\u00b9\u00b2\u00b3]|LPT[1-9\u00b9\u00b2\u00b3])(\..*)?")
+_SHOWN = 100  # characters of a rejected name quoted in the message
 
 
 def validate(name: str, *, what: str) -> str:
     """Return ``name`` if it is a safe single path component, else raise :class:`InvalidName`.
 
-    Safe: 1-200 characters of letters, digits, ``_``, ``.`` and ``-``, not starting with ``.`` or ``-``.
+    Safe: 1-200 characters of letters, digits, ``_``, ``.`` and ``-``, not starting with ``.`` or ``-``,
+    and not a Windows device name.
     """
     if isinstance(name, str) and _is_safe(name):
         return name
+    if isinstance(name, str) and _SAFE.fullmatch(name):
+        raise InvalidName(
+            f"{what} {name!r} cannot be used as a storage name: Windows reserves it for a device "
+            "(CON, PRN, AUX, NUL, COM1-9, LPT1-9, with any extension); choose another name"
+        )
+    shown = (
+        name
+        if not isinstance(name, str) or len(name) <= _SHOWN
+        else f"{name[:_SHOWN]}... ({len(name)} characters)"
+    )
     raise InvalidName(
-        f"{what} {name!r} cannot be used as a storage name: use 1-200 letters, digits, '_', '.' or '-',"
+        f"{what} {shown!r} cannot be used as a storage name: use 1-200 letters, digits, '_', '.' or '-',"
         " starting with a letter, digit or '_' (no '/', '..', NUL or absolute paths)."
     )
 
@@ -30,4 +45,4 @@ def is_valid(name: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _is_safe(name: str) -> bool:
-    return _SAFE.fullmatch(name) is not None
+    return _SAFE.fullmatch(name) is not None and _RESERVED.fullmatch(name) is None

@@ -54,3 +54,37 @@ def add_note(error: BaseException, note: str) -> None:
         notes = list(getattr(error, "__notes__", []))
         notes.append(note)
         error.__notes__ = notes  # type: ignore[attr-defined]
+
+
+class LeaseHeld(LaminarError, ExecutionError):
+    """Another live scheduler runs this execution; the message names it (host, pid, since)."""
+
+
+class LeaseLost(LaminarError, ExecutionError):
+    """This scheduler's lease on its execution was taken over (it was thought dead); it stops."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by SIGINT or SIGTERM after flushing finished splits; the message says how
+    to resume. A ``KeyboardInterrupt``, so ``except Exception`` does not swallow it."""
+
+
+class MissingParameters(LaminarError, ExecutionError):
+    """An execution to resume has no stored parameters; resuming would run it with others."""
+
+
+class IntegrityError(DatastoreError):
+    """Stored bytes are damaged: an artifact, split batch, layer record or execution metadata fails its
+    checksum, or is not what Laminar wrote. The message names what it belongs to and its storage URL
+    (also ``url``); nothing was decompressed or unpickled from the damaged bytes."""
+
+    url: str | None = None
+
+
+class UntrustedArtifact(DatastoreError):
+    """An artifact would run code when read (a pickle, or any protocol not marked safe), and the
+    datastore is opened untrusted (``trust="none"`` or ``LAMINAR_TRUST=none``); nothing was read."""
+
+
+class UnknownProtocol(DatastoreError, LookupError):
+    """An artifact names a serialization protocol this process has not registered."""

@@ -27,7 +27,15 @@ from laminar._runtime.task import Binding, SplitOutcome, SplitTask
 from laminar._serialization.protocols import Protocol
 from laminar._transport.datastore import Datastore
 from laminar._transport.objectstore import BucketURL, ObjectStore, buffered_reader
-from laminar._transport.retries import caused_by, causes, with_retries
+from laminar._transport.retries import (
+    StoragePolicy,
+    caused_by,
+    causes,
+    redact,
+    remaining,
+    scrub,
+    with_retries,
+)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -43,6 +51,7 @@ __all__ = [
     "Protocol",
     "SplitOutcome",
     "SplitTask",
+    "StoragePolicy",
     "buffered_reader",
     "caused_by",
     "causes",
@@ -51,7 +60,10 @@ __all__ = [
     "hookspec",
     "mark_worker",
     "recorded_outcome",
+    "redact",
+    "remaining",
     "run_split",
+    "scrub",
     "with_retries",
     "without_flow",
 ]

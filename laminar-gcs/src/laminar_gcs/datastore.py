@@ -6,8 +6,10 @@ Project and credentials come from Application Default Credentials (``GOOGLE_APPL
 anonymous credentials.
 
 The SDK's own retries (which may wait two minutes) are switched off; every primitive runs under
-:func:`~laminar.plugins.with_retries` with short connect timeouts instead, so an unreachable
-endpoint gives a :class:`~laminar.errors.DatastoreError` naming the URL within seconds.
+Laminar's retry loop instead (the one policy of every object store: jittered back-off, at most
+``attempts`` tries inside one ``deadline`` per call, each retry logged on ``laminar.storage``), with
+every request's time-outs capped by what is left of the deadline, so an unreachable or silent endpoint
+gives a :class:`~laminar.errors.DatastoreError` naming the URL within the deadline.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from laminar.errors import ConfigurationError, DatastoreError
-from laminar.plugins import BucketURL, ObjectStore, buffered_reader
+from laminar.plugins import BucketURL, ObjectStore, buffered_reader, causes
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
@@ -52,6 +54,12 @@ _TRANSIENT_NAMES = {
     "ConnectionResetError",
     "ConnectionRefusedError",
     "TimeoutError",
+    "RemoteDisconnected",
+    "IncompleteRead",
+    "ReadTimeoutError",
+    # google.resumable_media: a cut or damaged transfer of an upload or download
+    "InvalidResponse",
+    "DataCorruption",
 }
 
 
@@ -78,7 +86,8 @@ class GCS(ObjectStore["Client", "Bucket"]):
       (default: Application Default Credentials);
     - ``endpoint``: an emulator or private endpoint (default: ``STORAGE_EMULATOR_HOST``); with an
       emulator and no credentials the client is anonymous;
-    - ``connect_timeout`` / ``read_timeout`` (seconds) and ``attempts`` bound every call;
+    - ``deadline`` (seconds, default ``LAMINAR_STORAGE_DEADLINE``, else 60) bounds every call, retries
+      included; ``attempts`` (default 8) its tries; ``connect_timeout`` / ``read_timeout`` one request;
     - ``chunk_size``: bytes per request of resumable uploads and streaming reads.
     """
 
@@ -93,10 +102,11 @@ class GCS(ObjectStore["Client", "Bucket"]):
         credentials: Credentials | str | os.PathLike[str] | None = None,
         endpoint: str | None = None,
         connect_timeout: float = 3.0,
-        read_timeout: float = 60.0,
-        attempts: int = 3,
+        read_timeout: float = 20.0,
+        attempts: int | None = None,
         chunk_size: int | None = None,
         max_workers: int | None = None,
+        deadline: float | None = None,
     ) -> None:
         super().__init__(
             *parse_url(url),
@@ -104,6 +114,7 @@ class GCS(ObjectStore["Client", "Bucket"]):
             read_timeout=read_timeout,
             attempts=attempts,
             max_workers=max_workers,
+            deadline=deadline,
         )
         self.project = project
         if isinstance(credentials, (str, os.PathLike)):
@@ -124,7 +135,19 @@ class GCS(ObjectStore["Client", "Bucket"]):
 
     @property
     def _timeout(self) -> tuple[float, float]:
-        return (self.connect_timeout, self.read_timeout)
+        """(connect, read) time-outs of the next request: at most what is left of the call's deadline."""
+        return self._timeouts()
+
+    def _secrets(self) -> tuple[str | None, ...]:
+        token = getattr(self.credentials, "token", None)
+        return (token if isinstance(token, str) else None,)
+
+    def _transient(self, error: BaseException) -> bool:
+        return super()._transient(error) or any(
+            getattr(item, "code", None) in self.transient_status
+            or getattr(getattr(item, "response", None), "status_code", None) in self.transient_status
+            for item in causes(error)
+        )
 
     # ---- the client ----------------------------------------------------------------------------
     def _endpoint(self) -> str | None:
@@ -148,8 +171,8 @@ class GCS(ObjectStore["Client", "Bucket"]):
                 )
             except (ValueError, KeyError) as error:
                 raise ConfigurationError(
-                    f"{self.credentials!r} is not a service-account JSON key: {error}"
-                ) from error
+                    self.redact(f"{self.credentials!r} is not a service-account JSON key: {error}")
+                ) from None  # the parser's error may quote the key
         kwargs: dict[str, Any] = {}
         project: str | None
         if self.endpoint:
@@ -167,8 +190,10 @@ class GCS(ObjectStore["Client", "Bucket"]):
             client = storage.Client(project=project, credentials=credentials, **kwargs)
         except Exception as error:
             raise DatastoreError(
-                f"cannot create a Google Cloud Storage client for {self.url}: {type(error).__name__}: {error}. "
-                "Set up Application Default Credentials (gcloud auth application-default login, or "
+                self.redact(
+                    f"cannot create a Google Cloud Storage client for {self.url}: {type(error).__name__}: {error}. "
+                )
+                + "Set up Application Default Credentials (gcloud auth application-default login, or "
                 "GOOGLE_APPLICATION_CREDENTIALS=/path/key.json), or pass credentials= and project="
             ) from error
         # One pooled connection per batch thread instead of requests' default of ten.

@@ -4,9 +4,12 @@ Credentials, region and endpoint come from the constructor or from the usual AWS
 (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
 ``~/.aws/config``, instance roles, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_REGION``).
 
-Every call is bounded: short connect timeouts, few SDK retries, and Laminar's own
-:func:`~laminar.plugins.with_retries` around each primitive, so an unreachable endpoint gives a
-:class:`~laminar.errors.DatastoreError` naming the URL within seconds instead of hanging.
+Every call is bounded: botocore does not retry; Laminar's own retry loop (the one policy of every
+object store: jittered back-off, at most ``attempts`` tries inside one ``deadline`` per call, each retry
+logged on ``laminar.storage``) runs around each primitive, and each request is cut at what is left of
+the deadline, so an unreachable or silent endpoint gives a :class:`~laminar.errors.DatastoreError`
+naming the URL within the deadline instead of hanging. Messages never show the secret key, the token,
+or a password in ``endpoint_url``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from laminar.errors import DatastoreError
+from laminar.errors import ConfigurationError, DatastoreError
 from laminar.plugins import BucketURL, ObjectStore, buffered_reader, causes
 
 if TYPE_CHECKING:
@@ -39,6 +42,8 @@ _TRANSIENT_NAMES = {
     "TimeoutError",
     "ConnectionResetError",
     "ConnectionRefusedError",
+    "FSTimeoutError",
+    "ServerTimeoutError",
 }
 
 _URL = BucketURL(
@@ -58,6 +63,8 @@ _TRANSIENT_CODES = {
     "RequestTimeTooSkewed",
     "Throttling",
     "ThrottlingException",
+    "408",
+    "429",
     "500",
     "502",
     "503",
@@ -114,7 +121,8 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
       ``AWS_ENDPOINT_URL``, else AWS itself);
     - ``region``, ``profile``; ``key`` / ``secret`` / ``token`` for explicit credentials,
       ``anon=True`` for public buckets;
-    - ``connect_timeout`` / ``read_timeout`` (seconds) and ``attempts`` bound every call;
+    - ``deadline`` (seconds, default ``LAMINAR_STORAGE_DEADLINE``, else 60) bounds every call, retries
+      included; ``attempts`` (default 8) its tries; ``connect_timeout`` / ``read_timeout`` one request;
     - ``options``: more keyword arguments for :class:`s3fs.S3FileSystem`.
     """
 
@@ -133,10 +141,11 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
         token: str | None = None,
         anon: bool = False,
         connect_timeout: float = 3.0,
-        read_timeout: float = 60.0,
-        attempts: int = 3,
+        read_timeout: float = 20.0,
+        attempts: int | None = None,
         max_workers: int | None = None,
         options: dict[str, Any] | None = None,
+        deadline: float | None = None,
     ) -> None:
         super().__init__(
             *parse_url(url),
@@ -144,6 +153,7 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
             read_timeout=read_timeout,
             attempts=attempts,
             max_workers=max_workers,
+            deadline=deadline,
         )
         self.endpoint_url = (
             endpoint_url
@@ -158,6 +168,14 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
         self.token = token
         self.anon = anon
         self.options = dict(options or {})
+        if self.endpoint_url and "@" in self.endpoint_url.partition("://")[2].partition("/")[0]:
+            raise ConfigurationError(
+                self.redact(
+                    f"the S3 endpoint {self.endpoint_url} has a user name or password in it; S3 signs each "
+                    "request with an access key instead: write the endpoint without them and pass key= and "
+                    "secret= (or set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+                )
+            )
 
     @classmethod
     def from_url(cls, url: str) -> S3:
@@ -179,8 +197,8 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
         config_kwargs: dict[str, Any] = {
             "connect_timeout": self.connect_timeout,
             "read_timeout": self.read_timeout,
-            # botocore retries a little (throttling, dropped connections); we retry the rest.
-            "retries": {"total_max_attempts": 2, "mode": "standard"},
+            # botocore does not retry: ours is the one loop, bounded by the deadline and logged.
+            "retries": {"total_max_attempts": 1, "mode": "standard"},
             "max_pool_connections": max(10, self.max_workers),
         }
         kwargs: dict[str, Any] = {
@@ -204,10 +222,14 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
     def _endpoint(self) -> str | None:
         return self.endpoint_url
 
+    def _secrets(self) -> tuple[str | None, ...]:
+        options = [value for name, value in self.options.items() if name in ("secret", "token", "key")]
+        return (self.key, self.secret, self.token, os.environ.get("AWS_ACCESS_KEY_ID"), *options)
+
     def _check_bucket(self, fs: S3FileSystem) -> None:
         """Fail early, and clearly, when the bucket is missing or the endpoint unreachable."""
         try:
-            fs.call_s3("head_bucket", Bucket=self.bucket)
+            fs.call_s3("head_bucket", Bucket=self.bucket, timeout=self._remaining())
         except Exception as error:
             code = _error_code(error)
             if code in ("404", "NoSuchBucket") or (code is None and isinstance(error, FileNotFoundError)):
@@ -223,6 +245,8 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
         )
 
     def _transient(self, error: BaseException) -> bool:
+        if any(type(item) in (ValueError, TypeError) for item in causes(error)):
+            return False  # botocore's HTTPClientError wraps the client's refusal of a bad request too
         return super()._transient(error) or _error_code(error) in _TRANSIENT_CODES
 
     def _classify(self, error: Exception) -> DatastoreError | None:
@@ -250,7 +274,9 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
     def _get(self, fs: S3FileSystem, key: str) -> Any:
         """One ``GetObject`` (s3fs's ``cat_file`` adds a ``HeadObject`` first); returns its body."""
         try:
-            response = fs.call_s3("get_object", Bucket=self.bucket, Key=self._object(key))
+            response = fs.call_s3(
+                "get_object", Bucket=self.bucket, Key=self._object(key), timeout=self._remaining()
+            )
         except FileNotFoundError as error:
             if _error_code(error) == "NoSuchBucket":
                 raise
@@ -261,7 +287,7 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
         def read(fs: S3FileSystem) -> bytes:
             body = self._get(fs, key)
             try:
-                return cast(bytes, _sync(fs, body.read))
+                return cast(bytes, _sync(fs, body.read, timeout=self._remaining()))
             finally:
                 _sync(fs, body.aclose)
 
@@ -275,7 +301,9 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
         return self._call("read", key, open_)
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        self._call("write", key, lambda fs: fs.pipe_file(self._path(key), bytes(data)))
+        self._call(
+            "write", key, lambda fs: fs.pipe_file(self._path(key), bytes(data), timeout=self._remaining())
+        )
 
     def write_file(self, key: str, path: str) -> None:
         # A multipart upload of 16 MiB parts, four in flight, read from the file as they go: at most
@@ -291,7 +319,9 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
     def exists(self, key: str) -> bool:
         def head(fs: S3FileSystem) -> bool:
             try:
-                fs.call_s3("head_object", Bucket=self.bucket, Key=self._object(key))
+                fs.call_s3(
+                    "head_object", Bucket=self.bucket, Key=self._object(key), timeout=self._remaining()
+                )
             except FileNotFoundError:
                 return False
             return True
@@ -303,7 +333,7 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": path, "Delimiter": "/"}
         try:
             while True:
-                page = fs.call_s3("list_objects_v2", **kwargs)
+                page = fs.call_s3("list_objects_v2", **kwargs, timeout=self._remaining())
                 names.extend(item["Prefix"] for item in page.get("CommonPrefixes", []))
                 names.extend(item["Key"] for item in page.get("Contents", []))
                 token = page.get("NextContinuationToken")
@@ -314,13 +344,14 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
             raise self._bucket_not_found() from error
 
     def delete(self, key: str) -> None:
-        self._call(
-            "delete", key, lambda fs: fs.call_s3("delete_object", Bucket=self.bucket, Key=self._object(key))
-        )
+        def delete(fs: S3FileSystem) -> None:
+            fs.call_s3("delete_object", Bucket=self.bucket, Key=self._object(key), timeout=self._remaining())
+
+        self._call("delete", key, delete)
 
 
-def _sync(fs: S3FileSystem, function: Callable[..., Any], *args: Any) -> Any:
-    """Run a coroutine function of aiobotocore on s3fs's event loop and wait for it."""
+def _sync(fs: S3FileSystem, function: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+    """Run a coroutine function of aiobotocore on s3fs's event loop and wait for it (cut at ``timeout``)."""
     from fsspec.asyn import sync  # type: ignore[import-untyped, unused-ignore]
 
-    return sync(fs.loop, function, *args)
+    return sync(fs.loop, function, *args, timeout=timeout)

@@ -64,6 +64,12 @@ class Flow(FlowDefinition):
 
     def __call__(self, *, execution: str | None = None, **parameters: Any) -> Execution:
         """Run the flow with these parameters and return the finished Execution."""
+        if environment.runs_a_split():
+            raise FlowDefinitionError(
+                f"{self.name}() was called in a process that runs layer splits (a worker importing the flow's "
+                f"module), which would start a new execution in every worker; call it only under the "
+                f"execution guard, at the bottom of the script: `if flow := {self.name}(): flow()`"
+            )
         reserved = sorted(set(parameters) & RESERVED)
         if reserved:
             raise ConfigurationError(

@@ -157,13 +157,13 @@ class LayerContext:
 
     def _missing(self, attribute: str, index: int = 0) -> AttributeError:
         where = f"in execution {self.execution.id} of flow {self.flow.name}"
-        finished = self.store.record(self.name) is not None
-        split = self.store.split_record(self.name, index)
-        if not finished and split is None:
+        if self.store.record(self.name) is None:  # no record, whatever batches exist: not finished
+            record = self.store.url(self.store.record_key(self.name))
             return AttributeError(
                 f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} has not finished "
-                "(it was skipped, failed, or has not run yet)"
+                f"(it was skipped, failed, or has not run yet; there is no record at {record})"
             )
+        split = self.store.split_record(self.name, index)
         return AttributeError(
             f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} finished without assigning it "
             f"(it stored: {stored(split)})"

@@ -40,6 +40,11 @@ def in_worker() -> bool:
     return os.environ.get(WORKER) == "1"
 
 
+def runs_a_split() -> bool:
+    """Whether this process runs splits: a Laminar worker, or one started with ``LAMINAR_*`` variables."""
+    return in_worker() or bool(os.environ.get(LAYER_NAME))
+
+
 def task_from_environment(flow: FlowDefinition) -> SplitTask | None:
     """The split this process was started to run for ``flow``, or ``None``."""
     if not os.environ.get(LAYER_NAME) or os.environ.get(FLOW_NAME) != flow.name:

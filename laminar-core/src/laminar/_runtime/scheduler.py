@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import logging
+import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +21,18 @@ from laminar._runtime.commit import SplitLog
 from laminar._runtime.configuration import check_compatible
 from laminar._runtime.context import LayerContext, store_for
 from laminar._runtime.task import SplitOutcome, SplitTask
+from laminar._storage.lease import Lease
 from laminar._storage.records import runs
-from laminar.errors import ExecutorContractError, FlowDefinitionError, SerializationError, add_note
+from laminar.errors import (
+    ExecutorContractError,
+    FlowDefinitionError,
+    IntegrityError,
+    Interrupted,
+    LeaseLost,
+    MissingParameters,
+    SerializationError,
+    add_note,
+)
 
 if TYPE_CHECKING:
     from laminar._model.execution import Execution
@@ -30,6 +42,7 @@ if TYPE_CHECKING:
     from laminar._storage.store import ExecutionStore
 
 FINISHED, SKIPPED, FAILED, CANCELLED = "finished", "skipped", "failed", "not started"
+logger = logging.getLogger("laminar")
 
 
 class Scheduler:
@@ -47,7 +60,12 @@ class Scheduler:
         except RuntimeError:
             inside_loop = False
         if not inside_loop:
-            asyncio.run(run.main())
+            try:
+                asyncio.run(run.main())
+            except asyncio.CancelledError:  # a second Ctrl-C stopped the running splits too
+                if run.interrupted is None:
+                    raise
+                raise run.interruption() from None
             return
         # Called from inside an event loop (a notebook): run ours on a thread of its own.
         errors: list[BaseException] = []
@@ -80,27 +98,103 @@ class _Run:
         self.executor: Executor = self.flow.configuration.executor
         self.store: ExecutionStore = store_for(execution)
         self.hook = self.flow.configuration.hook  # the plugin hook relay, handed down
+        self.lease = Lease(self.flow.configuration.datastore, self.flow.name, execution.id)
         self.errors: list[BaseException] = []
         self.states: dict[str, asyncio.Future[str]] = {}
+        self.interrupted: str | None = None  # the signal that stopped the run
 
     async def main(self) -> None:
-        await asyncio.to_thread(self._begin)
-        self.hook.laminar_execution_started(execution=self.execution)
-        self.semaphore = asyncio.Semaphore(self.executor.concurrency)
-        loop = asyncio.get_running_loop()
-        self.states = {name: loop.create_future() for name in self.plan.order}
-        await self.executor.start()
+        installed = self._handle_signals(asyncio.current_task())
         try:
-            await asyncio.gather(*(self._layer(name) for name in self.plan.order if name != "Parameters"))
+            await self._main()
         finally:
-            await self.executor.stop()
-            error = self.errors[0] if self.errors else None
-            self.hook.laminar_execution_finished(execution=self.execution, error=error)
+            for number in installed:
+                asyncio.get_running_loop().remove_signal_handler(number)
+
+    def _handle_signals(self, task: asyncio.Task[Any] | None) -> list[int]:
+        """SIGINT and SIGTERM stop new work; running splits finish and finished ones are kept.
+
+        A second signal cancels the running splits too. Only the main thread can take signals (a
+        run inside a notebook's loop runs on a thread of its own and is stopped as before).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        loop = asyncio.get_running_loop()
+
+        def interrupt(number: int) -> None:
+            if self.interrupted is not None:
+                logger.warning("stopping execution %s now: cancelling the running splits", self.execution.id)
+                if task is not None:
+                    task.cancel()
+                return
+            self.interrupted = signal.Signals(number).name
+            self.errors.insert(0, self.interruption())
+            logger.warning(
+                "%s: execution %s starts nothing new; running splits finish (again to stop them now)",
+                self.interrupted,
+                self.execution.id,
+            )
+
+        installed: list[int] = []
+        for number in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(number, interrupt, number)
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - not on this platform
+                continue
+            installed.append(number)
+        return installed
+
+    def interruption(self) -> Interrupted:
+        return Interrupted(
+            f"execution {self.execution.id} of flow {self.flow.name} was stopped by {self.interrupted}; what "
+            f"finished is kept. Resume it with flow.execution({self.execution.id!r}).resume()"
+        )
+
+    async def _main(self) -> None:
+        await asyncio.to_thread(self._begin)
+        heartbeat = asyncio.ensure_future(self._heartbeat())
+        try:
+            self.hook.laminar_execution_started(execution=self.execution)
+            self.semaphore = asyncio.Semaphore(self.executor.concurrency)
+            loop = asyncio.get_running_loop()
+            self.states = {name: loop.create_future() for name in self.plan.order}
+            await self.executor.start()
+            try:
+                await asyncio.gather(*(self._layer(name) for name in self.plan.order if name != "Parameters"))
+            finally:
+                await self.executor.stop()
+                error = self.errors[0] if self.errors else None
+                self.hook.laminar_execution_finished(execution=self.execution, error=error)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            try:
+                await asyncio.to_thread(self.lease.release)
+            except Exception as error:  # the run's own outcome matters more; the lease goes stale
+                logger.warning("could not release the lease on execution %s: %s", self.execution.id, error)
         if self.errors:
             raise self.errors[0]
 
+    async def _heartbeat(self) -> None:
+        """Keep the lease fresh; a lease taken over (this scheduler was thought dead) stops the run."""
+        while True:
+            await asyncio.sleep(self.lease.ttl / 3)
+            try:
+                await asyncio.to_thread(self.lease.refresh)
+            except LeaseLost as error:
+                self.lease.forget()  # not ours to release any more
+                self._fail(error)
+                return
+            except Exception:  # a storage hiccup: the next beat tries again, well within the time to live
+                continue
+
     def _begin(self) -> None:
-        """Write the execution metadata and the Parameters layer, or check what resume continues."""
+        """Check what this run may do, take the lease, and store the Parameters layer, then the metadata.
+
+        The execution exists once its metadata does, and the metadata is written last: a run killed
+        before it left nothing to resume (running it again starts afresh), and a resume always finds
+        the parameters the execution was started with, which it never writes again.
+        """
         exists = self.store.metadata_exists()
         if self.resume and not exists:
             raise FlowDefinitionError(
@@ -112,9 +206,8 @@ class _Run:
                 f"execution {self.execution.id} of flow {self.flow.name} already exists; resume it with "
                 f"flow.execution({self.execution.id!r}).resume(), or run with another id"
             )
-        if not exists:
-            self.store.write_metadata()
-        if not exists or self.store.record("Parameters") is None:
+        record = None
+        if not exists:  # serialize (and store the blobs of) the parameters before anything else
 
             def unserializable(attribute: str, error: Exception) -> SerializationError:
                 return SerializationError(
@@ -123,18 +216,38 @@ class _Run:
                 )
 
             record = self.store.stage_split(self.parameters, {}, on_error=unserializable)
-            batch = self.store.write_splits("Parameters", {0: record})
-            self.store.write_record("Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.archives)
+        self.lease.acquire()
+        try:
+            if record is not None:
+                batch = self.store.write_splits("Parameters", {0: record})
+                self.store.write_record(
+                    "Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.archives
+                )
+                self.store.write_metadata()
+            elif self.store.record("Parameters") is None:
+                raise MissingParameters(
+                    f"execution {self.execution.id} of flow {self.flow.name} has no stored parameters (the record "
+                    f"of its Parameters layer is missing or unreadable), so it cannot be resumed as it was "
+                    "started; run the flow again"
+                )
+        except BaseException:
+            self.lease.release()
+            raise
 
     # ---- layers -------------------------------------------------------------------------------
     async def _layer(self, name: str) -> None:
         future = self.states[name]
         try:
             state = await self._run_layer(name)
+        except asyncio.CancelledError:
+            if not future.done():
+                future.set_result(CANCELLED)
+            raise
         except BaseException as error:
             self._fail(error, f"while scheduling layer {name} of flow {self.flow.name}")
             state = FAILED
-        future.set_result(state)
+        if not future.done():
+            future.set_result(state)
 
     async def _dependency_states(self, name: str) -> list[str]:
         states = []
@@ -146,7 +259,7 @@ class _Run:
         states = await self._dependency_states(name)
         if self.errors or FAILED in states or CANCELLED in states:
             return CANCELLED
-        if self.resume and self.store.record(name) is not None:
+        if self.resume and await asyncio.to_thread(self._recorded, name):
             return FINISHED
         entry = self.plan.layer_hooks[(name, "entry")]
         if entry:
@@ -158,7 +271,7 @@ class _Run:
         each = self.flow.registry[name].configuration.foreach
         grid = await asyncio.to_thread(foreach.grid, self.store, name, each) if each is not None else None
         count = grid.splits if grid is not None else 1
-        earlier = await asyncio.to_thread(self.store.finished_batches, name) if self.resume else {}
+        earlier = await asyncio.to_thread(self._earlier_batches, name) if self.resume else {}
         done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
         pending = (i for i in range(count) if i not in done)
         log = SplitLog(self.store, name, fail=self._fail)
@@ -193,6 +306,31 @@ class _Run:
         )
         self.hook.laminar_layer_finished(layer=self._reader(name), splits=count)
         return FINISHED
+
+    def _recorded(self, name: str) -> bool:
+        """Whether resume may skip ``name``: its record and split batches exist and read back whole.
+
+        Downstream layers read those batches anyway (and they stay cached), so checking them costs
+        nothing extra; a damaged one makes the layer run again rather than fail its readers later.
+        """
+        try:
+            if self.store.record(name) is None:
+                return False
+            self.store.finished_batches(name)
+            return True
+        except IntegrityError as error:
+            logger.warning("layer %s of execution %s runs again: %s", name, self.execution.id, error)
+            return False
+
+    def _earlier_batches(self, name: str) -> dict[str, Any]:
+        """The split batches a resume keeps; a damaged one makes the layer's splits all run again."""
+        try:
+            return self.store.finished_batches(name)
+        except IntegrityError as error:
+            logger.warning(
+                "the splits of layer %s of execution %s run again: %s", name, self.execution.id, error
+            )
+            return {}
 
     def _entry(self, name: str) -> bool:
         layer = LayerContext(self.execution, name, store=self.store).bind()

@@ -26,19 +26,45 @@ def _decompressor(codec: str) -> Any:
     return zlib.decompressobj() if codec == "zlib" else None
 
 
-def decode(data: bytes, codec: str) -> bytes:
-    """The stored bytes ``data`` decompressed with ``codec``, for values read whole."""
+class DecodeError(ValueError):
+    """Stored bytes do not decompress with their codec, or to more or fewer bytes than recorded."""
+
+
+def decode(data: bytes, codec: str, size: int) -> bytes:
+    """The stored bytes ``data`` decompressed with ``codec``, for values read whole.
+
+    ``size`` is the recorded decompressed length: no more than that is ever produced, so a damaged
+    or hostile blob cannot make decompression allocate more than the value it claims to be.
+    """
     decompressor = _decompressor(codec)
     if decompressor is None:
         return data
-    return bytes(decompressor.decompress(data) + decompressor.flush())
+    try:
+        out = decompressor.decompress(data, size + 1)
+        if len(out) <= size and not decompressor.unconsumed_tail:
+            out += decompressor.flush()
+    except zlib.error as error:
+        raise DecodeError(f"its {codec} stream is damaged ({error})") from None
+    _check_length(len(out), size, decompressor.eof, codec)
+    return bytes(out)
+
+
+def _check_length(produced: int, size: int, ended: bool, codec: str) -> None:
+    if produced > size:
+        raise DecodeError(f"it decompresses to more than the {size} bytes recorded")
+    if not ended:
+        raise DecodeError(f"its {codec} stream ends early")
+    if produced != size:
+        raise DecodeError(f"it decompresses to {produced} bytes, not the {size} recorded")
 
 
 class EncodingWriter(io.RawIOBase):
     """A write-only stream: hashes what is written, then compresses it (or not) into ``sink``.
 
-    The codec is decided after the first ``SAMPLE`` bytes (or at ``close``); ``codec`` and
-    ``hexdigest`` are final after :meth:`finish`.
+    The codec is decided after the first ``SAMPLE`` bytes (or at ``close``); ``codec``,
+    ``hexdigest`` and ``stored_hexdigest`` are final after :meth:`finish`. When the bytes are stored
+    as they are, ``stored_hexdigest`` is ``hexdigest``; compressed bytes are hashed as they leave, so
+    a reader can check what it fetched before decompressing it.
     """
 
     def __init__(self, sink: BinaryIO, *, compress: bool = True) -> None:
@@ -50,6 +76,7 @@ class EncodingWriter(io.RawIOBase):
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._compressor: Any = None
+        self._stored_hash: ChunkedHash | None = None
 
     def writable(self) -> bool:
         return True
@@ -89,40 +116,58 @@ class EncodingWriter(io.RawIOBase):
             self.codec = "zlib" if len(compressed) <= WORTH_IT * min(len(sample), SAMPLE) else "none"
         if self.codec == "zlib":
             self._compressor = zlib.compressobj(1)
+            self._stored_hash = ChunkedHash()
         self._emit(memoryview(sample))
 
     def _emit(self, view: memoryview) -> None:
         if self._compressor is not None:
-            self.sink.write(self._compressor.compress(view))
+            self._store(self._compressor.compress(view))
         else:
             self.sink.write(view)
+
+    def _store(self, compressed: bytes) -> None:
+        if compressed:
+            assert self._stored_hash is not None
+            self._stored_hash.update(compressed)
+            self.sink.write(compressed)
 
     def finish(self) -> None:
         """Flush everything into ``sink``; call once, after the last write."""
         if self.codec is None:
             self._decide()
         if self._compressor is not None:
-            self.sink.write(self._compressor.flush())
+            self._store(self._compressor.flush())
             self._compressor = None
 
     @property
     def hexdigest(self) -> str:
         return self.hash.hexdigest()
 
+    @property
+    def stored_hexdigest(self) -> str:
+        """The content address of the bytes as stored (compressed or not)."""
+        return self._stored_hash.hexdigest() if self._stored_hash is not None else self.hexdigest
+
 
 class DecodingReader(io.RawIOBase):
-    """A read-only stream that decompresses ``source`` with ``codec`` and hashes what it returns.
+    """A read-only stream that decompresses ``source`` with ``codec``, hashing what it returns if asked.
 
     ``readinto`` reads straight into the caller's buffer when nothing is compressed, so unpickling a
-    large array fills the array's own memory with no intermediate copy.
+    large array fills the array's own memory with no intermediate copy. At most ``size`` bytes (the
+    recorded decompressed length) are ever produced; a stream that would give more, or ends short,
+    raises :class:`DecodeError`. ``hash`` is ``None`` when the caller verified the stored bytes already.
     """
 
-    def __init__(self, source: BinaryIO, codec: str) -> None:
+    def __init__(self, source: BinaryIO, codec: str, size: int, *, hash: bool = True) -> None:
         super().__init__()
         self._decompressor = _decompressor(codec)
+        self.codec = codec
         self.source = source
-        self.hash = ChunkedHash()
+        self.size = size
+        self.produced = 0
+        self.hash: ChunkedHash | None = ChunkedHash() if hash else None
         self._buffer = bytearray()
+        self._tail = b""
 
     def readable(self) -> bool:
         return True
@@ -136,22 +181,35 @@ class DecodingReader(io.RawIOBase):
                 got = self.source.readinto(view[count : count + READ_STEP])  # type: ignore[attr-defined]
                 if not got:
                     break
-                pending.append(self.hash.submit(view[count : count + got]))  # hash while reading on
+                if self.hash is not None:
+                    pending.append(self.hash.submit(view[count : count + got]))  # hash while reading on
                 count += got
             for hashing in pending:
                 hashing.wait()
+            self.produced += count
             return count
-        while len(self._buffer) < view.nbytes:
-            chunk = self.source.read(1 << 20)
-            if not chunk:
-                self._buffer += self._decompressor.flush()
-                break
-            self._buffer += self._decompressor.decompress(chunk)
+        while len(self._buffer) < view.nbytes and not self._decompressor.eof:
+            self._inflate()
         count = min(len(self._buffer), view.nbytes)
         view[:count] = self._buffer[:count]
-        self.hash.update(view[:count])
+        if self.hash is not None:
+            self.hash.update(view[:count])
         del self._buffer[:count]
         return count
+
+    def _inflate(self) -> None:
+        decompressor = self._decompressor
+        chunk = self._tail or self.source.read(1 << 20)
+        room = self.size - self.produced + 1  # one byte more than recorded is enough to tell
+        try:
+            out = decompressor.decompress(chunk, room) if chunk else decompressor.flush()
+        except zlib.error as error:
+            raise DecodeError(f"its {self.codec} stream is damaged ({error})") from None
+        self._tail = decompressor.unconsumed_tail
+        self.produced += len(out)
+        if self.produced > self.size or decompressor.eof or not chunk:
+            _check_length(self.produced, self.size, decompressor.eof, self.codec)
+        self._buffer += out
 
     def close(self) -> None:
         self.source.close()

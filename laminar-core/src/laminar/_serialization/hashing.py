@@ -88,3 +88,27 @@ def hexdigest(data: Any) -> str:
     chunked = ChunkedHash()
     chunked.update(data)
     return chunked.hexdigest()
+
+
+def hash_stream(source: Any, sink: Any = None) -> tuple[str, int]:
+    """The content address and length of everything ``source`` (a binary stream) holds.
+
+    Chunks hash on other threads while the next is read; at most a few chunks are held at once. If
+    ``sink`` is given, every byte is written to it too (a verified copy, for streams read only once).
+    """
+    chunked = ChunkedHash()
+    size = 0
+    window: list[Pending] = []
+    while True:
+        chunk = source.read(CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        window.append(chunked.submit(chunk))  # the future holds the chunk until it is hashed
+        if sink is not None:
+            sink.write(chunk)
+        if len(window) > 1:
+            window.pop(0).wait()
+    for pending in window:
+        pending.wait()
+    return chunked.hexdigest(), size

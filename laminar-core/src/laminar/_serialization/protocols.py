@@ -13,6 +13,8 @@ library that takes one (``df.to_parquet(uri)``); Laminar then hashes and stores 
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from typing import Any, BinaryIO, Generic, TypeVar
 
 import cloudpickle
@@ -58,16 +60,50 @@ def read_from_path(protocol: Protocol[Any], path: str) -> Any:
         return protocol.load(file)
 
 
+def main_module_name() -> str | None:
+    """The name under which another process imports the script running as ``__main__``, if any.
+
+    ``python -m pkg.tool`` gives ``pkg.tool``; ``python tool.py`` gives ``tool`` (another program
+    imports it as ``import tool``). An interactive session or ``python -c`` has none.
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name)
+    path = getattr(main, "__file__", None)
+    if not path:
+        return None
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem if stem.isidentifier() else None
+
+
 class Protocol(Generic[T]):
     """Base class for serialization protocols. Register with ``@datastore.protocol(type, ...)``."""
 
     #: Whether the stored bytes may be compressed by Laminar's codecs.
     compress: bool = True
+    #: Whether reading runs no code that the stored bytes choose. Only protocols marked safe are read
+    #: from a datastore opened untrusted (``trust="none"``); pickle-based ones must never be.
+    safe: bool = False
 
     @property
     def name(self) -> str:
-        """Recorded with each artifact so readers pick the same protocol."""
-        return f"{type(self).__module__}.{type(self).__qualname__}"
+        """Recorded with each artifact so readers pick the same protocol.
+
+        A protocol class defined in the script being run (module ``__main__``) is recorded under the
+        name other processes import that script by (see :func:`main_module_name`), fixed when it is
+        registered, so worker processes and later readers resolve the same name.
+        """
+        kind = type(self)
+        module = getattr(self, "__dict__", {}).get("_laminar_module") or kind.__module__
+        return f"{module}.{kind.__qualname__}"
+
+    def record_main_module(self) -> None:
+        """Fix the module name recorded for a protocol class defined in ``__main__`` (see ``name``)."""
+        if type(self).__module__ == "__main__" and "_laminar_module" not in getattr(self, "__dict__", {}):
+            found = main_module_name()
+            if found is not None:
+                self.__dict__["_laminar_module"] = found
 
     def dumps(self, value: T) -> bytes:
         raise NotImplementedError(f"{type(self).__name__} must override dumps() or dump()")
@@ -95,7 +131,10 @@ class Protocol(Generic[T]):
 
 
 class Pickle(Protocol[Any]):
-    """The default: cloudpickle with pickle protocol 5, streamed (large buffers are not copied)."""
+    """The default: cloudpickle with pickle protocol 5, streamed (large buffers are not copied).
+
+    Unpickling runs whatever code the stored bytes name: never read it from a store you do not trust.
+    """
 
     @property
     def name(self) -> str:

@@ -3,6 +3,9 @@
 Protocols are keyed by the value's exact type; ``object`` keys the fallback (cloudpickle, which the
 built-in plugin registers like any other). A user's ``@datastore.protocol(...)`` registry comes
 first, then the protocols plugins register through the ``laminar_protocols`` hook.
+
+Reading resolves the protocol a stored artifact names; the safe protocols (:mod:`.safe`) resolve
+whether registered or not, and a name nothing resolves is an error, never a guess.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from typing import Any, TypeVar
 
+from laminar._serialization import safe
 from laminar._serialization.protocols import Protocol
 
 P = TypeVar("P", bound="type[Protocol[Any]]")
@@ -34,6 +38,7 @@ class ProtocolRegistry:
         return register
 
     def add(self, types: Iterable[type], protocol: Protocol[Any], *, replace: bool = True) -> None:
+        protocol.record_main_module()
         for kind in types:
             if replace or kind not in self._by_type:
                 self._by_type[kind] = protocol
@@ -87,5 +92,12 @@ class Protocols:
         return found
 
     def by_name(self, name: str) -> Protocol[Any]:
-        """The protocol a stored artifact names; the fallback for a name no registry knows."""
-        return self._by_name.get(name) or self.fallback
+        """The protocol a stored artifact names; ``LookupError`` (saying how to register one) if none is."""
+        found = self._by_name.get(name) or safe.BUILTIN.get(name)
+        if found is None:
+            raise LookupError(
+                f"no serialization protocol named {name!r} is registered in this process; register the "
+                "protocol that wrote it before reading, with @datastore.protocol(type, ...) on its class "
+                "(importing the module that registers it), or install the plugin that provides it"
+            )
+        return found

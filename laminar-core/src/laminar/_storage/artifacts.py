@@ -7,6 +7,11 @@ that cannot be serialized leaves nothing behind. Artifacts already stored are no
 
 Values whose stored bytes are at most ``INLINE_LIMIT`` travel inside their archive instead (the
 ``Artifact.inline`` field): hashed the same way, but costing no request of their own.
+
+Reading checks the stored bytes before anything decodes them: against ``Artifact.stored`` when the
+stored bytes differ from the serialized ones (compressed), else against the content address itself.
+Only bytes that verified are decompressed, and only then handed to the protocol. A datastore opened
+untrusted refuses, before reading a byte, every artifact whose protocol is not marked safe.
 """
 
 from __future__ import annotations
@@ -19,14 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from laminar._serialization import codecs, hashing
-from laminar._serialization.codecs import SMALL, DecodingReader, EncodingWriter
+from laminar._serialization import codecs, hashing, safe
+from laminar._serialization.codecs import SMALL, DecodeError, DecodingReader, EncodingWriter
 from laminar._serialization.protocols import Pickle, Protocol, read_from_path, takes_uri, write_to_path
 from laminar._serialization.registry import Protocols
 from laminar._storage import layout
-from laminar._storage.records import Artifact
+from laminar._storage.records import Artifact, describe
 from laminar._transport.datastore import Datastore
-from laminar.errors import DatastoreError
+from laminar.errors import IntegrityError, UnknownProtocol, UntrustedArtifact
 
 IN_MEMORY_LIMIT = 8 * 1024 * 1024  # staged values larger than this spill to a file
 INLINE_LIMIT = 1024  # stored values up to this many bytes are kept inside their archive
@@ -81,10 +86,29 @@ _SCALARS = frozenset({int, float, bool, complex, type(None)})
 _SHORT = frozenset({str, bytes})
 
 
+#: The safe protocols whose ``dumps`` is their whole stored form (not numpy's streamed ``.npy``).
+_WHOLE = frozenset(type(safe.BUILTIN[name]) for name in ("laminar.json", "laminar.str", "laminar.bytes"))
+
+
+def _own_address(protocol: Protocol[Any]) -> bool:
+    """Whether ``protocol`` may give a content address of its own (not the hash of its bytes)."""
+    return type(protocol).hexdigest is not Protocol.hexdigest
+
+
 def _stage_scalar(value: Any, protocol: Protocol[Any]) -> StagedArtifact | None:
-    """A number or short string, pickled in one call: the same bytes, hash and codec as ``stage``
-    would give (values under ``codecs.SMALL`` bytes are never compressed), a fraction of the cost."""
+    """A number or short string, serialized in one call: the same bytes, hash and codec as ``stage``
+    would give (values under ``codecs.SMALL`` bytes are never compressed), a fraction of the cost.
+
+    The JSON, str and bytes protocols produce their whole stored form in one call and are never
+    compressed, so every value of theirs is staged here, whatever its size.
+    """
     kind = type(value)
+    if type(protocol) in _WHOLE:
+        data = protocol.dumps(value)
+        inline = data if len(data) <= INLINE_LIMIT else None
+        return StagedArtifact(
+            Artifact(hashing.hexdigest(data), "none", protocol.name, len(data), inline=inline), data=data
+        )
     if type(protocol) is not Pickle or not (kind in _SCALARS or (kind in _SHORT and len(value) <= 256)):
         return None
     data = protocol.dumps(value)
@@ -108,13 +132,26 @@ def _stage_through_path(value: Any, directory: str, protocol: Protocol[Any]) -> 
     except BaseException:
         os.remove(path)
         raise
-    hexdigest = protocol.hexdigest(value) or digest.hexdigest()
+    stored = digest.hexdigest()
+    hexdigest = protocol.hexdigest(value) or stored
+    recorded = stored if stored != hexdigest or _own_address(protocol) else None
     if size <= INLINE_LIMIT:
         with open(path, "rb") as file:
             data = file.read()
         os.remove(path)
-        return StagedArtifact(Artifact(hexdigest, "none", protocol.name, size, inline=data), data=data)
-    return StagedArtifact(Artifact(hexdigest, "none", protocol.name, size), path=path)
+        artifact = Artifact(hexdigest, "none", protocol.name, size, inline=data, stored=recorded)
+        return StagedArtifact(artifact, data=data)
+    return StagedArtifact(Artifact(hexdigest, "none", protocol.name, size, stored=recorded), path=path)
+
+
+def _check_importable(protocol: Protocol[Any]) -> None:
+    name = protocol.name
+    if name.startswith("__main__."):
+        raise TypeError(
+            f"protocol {type(protocol).__qualname__} is defined in __main__ with no importable name (an "
+            "interactive session or python -c), so no other process could read what it stores; move it "
+            "into an importable module (a .py file) and register it from there"
+        )
 
 
 def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> StagedArtifact:
@@ -122,6 +159,7 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
     scalar = _stage_scalar(value, protocol)
     if scalar is not None:
         return scalar
+    _check_importable(protocol)
     if takes_uri(protocol):
         return _stage_through_path(value, datastore.staging_directory(), protocol)
     buffer = _SpillBuffer(datastore.staging_directory())
@@ -137,10 +175,16 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
     buffer.close()
     hexdigest = protocol.hexdigest(value) or writer.hexdigest
     assert writer.codec is not None
+    stored = writer.stored_hexdigest
     data = buffer.memory.getvalue() if buffer.memory is not None else None
     inline = data if data is not None and len(data) <= INLINE_LIMIT else None
     artifact = Artifact(
-        hexdigest=hexdigest, codec=writer.codec, protocol=protocol.name, size=writer.size, inline=inline
+        hexdigest=hexdigest,
+        codec=writer.codec,
+        protocol=protocol.name,
+        size=writer.size,
+        inline=inline,
+        stored=stored if stored != hexdigest or _own_address(protocol) else None,
     )
     return StagedArtifact(artifact, data=data, path=buffer.path)
 
@@ -158,9 +202,13 @@ def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
     keys = [layout.artifact(item.artifact.hexdigest) for item in unique]
     try:
         # Ask before writing when asking is cheap or the value is large; otherwise writing the same
-        # bytes again under the same key costs no more than asking, and is just as idempotent.
+        # bytes again under the same key costs no more than asking, and is just as idempotent. Bytes
+        # that are not the serialized value itself (compressed) are never replaced: another zlib
+        # could compress the same value to other bytes, and records already point at the first.
         asked = [
-            k for k, item in zip(keys, unique, strict=True) if datastore.cheap_exists or item.path is not None
+            k
+            for k, item in zip(keys, unique, strict=True)
+            if datastore.cheap_exists or item.path is not None or item.artifact.stored is not None
         ]
         present = set(k for k, there in zip(asked, datastore.exists_many(asked), strict=True) if there)
         missing = [(key, item) for key, item in zip(keys, unique, strict=True) if key not in present]
@@ -186,26 +234,46 @@ def load(
     protocols: Protocols,
     verify: bool = True,
 ) -> Any:
-    """Read one artifact back into a value, checking its content hash unless ``verify`` is false."""
-    protocol = protocols.by_name(artifact.protocol)
+    """Read one artifact back into a value, checking its stored bytes first unless ``verify`` is false.
+
+    Raises ``IntegrityError`` for damaged or missing bytes, ``UntrustedArtifact`` when ``datastore``
+    is untrusted and the protocol is not safe, ``UnknownProtocol`` for a protocol nothing registered.
+    """
+    protocol = _protocol(datastore, artifact, protocols)
     if takes_uri(protocol):
         return _load_through_path(datastore, artifact, protocol, verify)
     if artifact.inline is not None:
         return _decode(artifact.inline, datastore, None, artifact, protocol, verify)
     key = layout.artifact(artifact.hexdigest)
     if artifact.size <= IN_MEMORY_LIMIT:
-        return _decode(datastore.read_bytes(key), datastore, key, artifact, protocol, verify)
-    raw = DecodingReader(datastore.open_read(key), artifact.codec)
-    stream = io.BufferedReader(raw, buffer_size=1 << 16)
+        try:
+            data = datastore.read_bytes(key)
+        except FileNotFoundError:
+            raise _corrupt(datastore, key, artifact, "its stored bytes are missing") from None
+        return _decode(data, datastore, key, artifact, protocol, verify)
+    return _load_streamed(datastore, key, artifact, protocol, verify)
+
+
+def _protocol(datastore: Datastore, artifact: Artifact, protocols: Protocols) -> Protocol[Any]:
+    """The protocol that reads ``artifact``, if this datastore may use it."""
     try:
-        value = protocol.read(stream)
-        if verify and protocol.hexdigest(value) is None:
-            while stream.read(1 << 16):  # account for any bytes the protocol did not read
-                pass
-            _check(datastore, key, raw.hash.hexdigest(), artifact)
-    finally:
-        stream.close()
-    return value
+        protocol = protocols.by_name(artifact.protocol)
+    except LookupError as error:
+        raise UnknownProtocol(f"cannot read {_name(datastore, artifact)}: {error}") from None
+    if not protocol.safe and not datastore.trusted:
+        raise UntrustedArtifact(
+            f"refusing to read {_name(datastore, artifact)}: it is stored with protocol "
+            f"{artifact.protocol!r}, which is not marked safe and can run code when read (a pickle), and "
+            f"datastore {datastore.url} is opened untrusted ({datastore.trust_source}); read it from a "
+            "store you trust, or store such values with safe protocols (datastore.use_safe_protocols())"
+        )
+    return protocol
+
+
+def _legacy_own_address(artifact: Artifact, protocol: Protocol[Any]) -> bool:
+    """An artifact written before stored digests, by a protocol that may give its own address: its
+    bytes can only be checked (as then) once decoded, and only if the protocol gave no address."""
+    return artifact.stored is None and _own_address(protocol)
 
 
 def _decode(
@@ -217,14 +285,142 @@ def _decode(
     verify: bool,
 ) -> Any:
     """Most artifacts are small: bytes in hand, one hash, no stream wrappers. ``key`` None: inline."""
-    try:
-        data = codecs.decode(data, artifact.codec)
-    except ValueError as error:
-        raise ValueError(f"{error} (artifact {_where(datastore, key, artifact)})") from None
-    value = protocol.read(io.BytesIO(data))
-    if verify and protocol.hexdigest(value) is None:
-        _check(datastore, key, hashing.hexdigest(data), artifact)
+    legacy = verify and _legacy_own_address(artifact, protocol)
+    expected = artifact.stored_hexdigest
+    if verify and not legacy and expected is not None:
+        _check(datastore, key, artifact, hashing.hexdigest(data), expected)
+    if artifact.codec != "none":
+        try:
+            data = codecs.decode(data, artifact.codec, artifact.size)
+        except (DecodeError, ValueError) as error:
+            raise _corrupt(datastore, key, artifact, str(error)) from None
+        if verify and not legacy and expected is None:  # written before stored digests: check decoded
+            _check(datastore, key, artifact, hashing.hexdigest(data), artifact.hexdigest)
+    value = _read(protocol, io.BytesIO(data), datastore, key, artifact)
+    if legacy and protocol.hexdigest(value) is None:
+        _check(datastore, key, artifact, hashing.hexdigest(data), artifact.hexdigest)
     return value
+
+
+def _read(
+    protocol: Protocol[Any], stream: BinaryIO, datastore: Datastore, key: str | None, artifact: Artifact
+) -> Any:
+    """``protocol.read(stream)``; a safe protocol that cannot parse verified bytes names the artifact."""
+    if not protocol.safe:
+        return protocol.read(stream)
+    try:
+        return protocol.read(stream)
+    except DecodeError as error:
+        raise _corrupt(datastore, key, artifact, str(error)) from None
+    except Exception as error:
+        raise _corrupt(
+            datastore,
+            key,
+            artifact,
+            f"protocol {protocol.name} cannot read it ({type(error).__name__}: {error})",
+        ) from None
+
+
+def _open(datastore: Datastore, key: str, artifact: Artifact) -> BinaryIO:
+    try:
+        return datastore.open_read(key)
+    except FileNotFoundError:
+        raise _corrupt(datastore, key, artifact, "its stored bytes are missing") from None
+
+
+def _is_local_file(stream: BinaryIO) -> bool:
+    return isinstance(stream, io.BufferedReader) and isinstance(stream.raw, io.FileIO) and stream.seekable()
+
+
+def _load_streamed(
+    datastore: Datastore, key: str, artifact: Artifact, protocol: Protocol[Any], verify: bool
+) -> Any:
+    """A large value: its stored bytes verified as they arrive, before the protocol sees any of them.
+
+    A local file is hashed, then read again from its start (the page cache serves the second pass);
+    any other stream is copied to a staging file as it is hashed, and the verified copy is read.
+    Either way memory holds a few chunks besides the value, and the value is filled in place.
+    """
+    legacy = verify and _legacy_own_address(artifact, protocol)
+    expected = artifact.stored_hexdigest
+    source = _open(datastore, key, artifact)
+    copy: str | None = None
+    try:
+        if verify and not legacy:
+            if expected is None:  # compressed, written before stored digests: check the decoded copy
+                source, copy = _decoded_copy(datastore, key, artifact, source)
+            elif _is_local_file(source):
+                actual, _ = hashing.hash_stream(source)
+                _check(datastore, key, artifact, actual, expected)
+                source.seek(0)
+            else:
+                source, copy = _verified_copy(datastore, key, artifact, source, expected)
+        codec = "none" if copy is not None and expected is None else artifact.codec
+        raw = DecodingReader(source, codec, artifact.size, hash=legacy)
+        stream = io.BufferedReader(raw, buffer_size=1 << 16)
+        try:
+            try:
+                value = _read(protocol, stream, datastore, key, artifact)
+            except DecodeError as error:
+                raise _corrupt(datastore, key, artifact, str(error)) from None
+            if legacy and protocol.hexdigest(value) is None:
+                while stream.read(1 << 16):  # account for any bytes the protocol did not read
+                    pass
+                assert raw.hash is not None
+                _check(datastore, key, artifact, raw.hash.hexdigest(), artifact.hexdigest)
+        finally:
+            stream.close()
+    finally:
+        source.close()
+        if copy is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(copy)
+    return value
+
+
+def _staging_file(datastore: Datastore) -> tuple[str, BinaryIO]:
+    fd, path = tempfile.mkstemp(dir=datastore.staging_directory(), suffix=".reading")
+    return path, os.fdopen(fd, "w+b")
+
+
+def _verified_copy(
+    datastore: Datastore, key: str, artifact: Artifact, source: BinaryIO, expected: str
+) -> tuple[BinaryIO, str]:
+    """Copy ``source`` to a staging file while hashing it; the copy, from its start, once it verified."""
+    path, file = _staging_file(datastore)
+    try:
+        with source:
+            actual, _ = hashing.hash_stream(source, file)
+        _check(datastore, key, artifact, actual, expected)
+        file.seek(0)
+    except BaseException:
+        file.close()
+        os.remove(path)
+        raise
+    return file, path
+
+
+def _decoded_copy(
+    datastore: Datastore, key: str, artifact: Artifact, source: BinaryIO
+) -> tuple[BinaryIO, str]:
+    """Decompress (at most ``size`` bytes) into a staging file and check the content address there."""
+    path, file = _staging_file(datastore)
+    try:
+        raw = DecodingReader(source, artifact.codec, artifact.size)
+        try:
+            with raw:
+                while chunk := raw.read(hashing.CHUNK):
+                    file.write(chunk)
+        except DecodeError as error:
+            raise _corrupt(datastore, key, artifact, str(error)) from None
+        assert raw.hash is not None
+        _check(datastore, key, artifact, raw.hash.hexdigest(), artifact.hexdigest)
+        file.seek(0)
+    except BaseException:
+        file.close()
+        os.remove(path)
+        raise
+    return file, path
 
 
 def _load_through_path(
@@ -235,29 +431,44 @@ def _load_through_path(
     key = None if inline is not None else layout.artifact(artifact.hexdigest)
     fd, path = tempfile.mkstemp(dir=datastore.staging_directory(), suffix=".reading")
     try:
-        digest = hashing.ChunkedHash()
         with os.fdopen(fd, "wb") as file:
-            source: BinaryIO = io.BytesIO(inline) if inline is not None else datastore.open_read(key or "")
+            source: BinaryIO = (
+                io.BytesIO(inline) if inline is not None else _open(datastore, key or "", artifact)
+            )
             with source:
-                while chunk := source.read(hashing.CHUNK):
-                    digest.update(chunk)
-                    file.write(chunk)
-        if verify and type(protocol).hexdigest is Protocol.hexdigest:  # a protocol's own address: not bytes
-            _check(datastore, key, digest.hexdigest(), artifact)
+                actual, _ = hashing.hash_stream(source, file)
+        expected = artifact.stored_hexdigest
+        if verify and expected is not None and not _legacy_own_address(artifact, protocol):
+            _check(datastore, key, artifact, actual, expected)
         return read_from_path(protocol, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
 
 
-def _where(datastore: Datastore, key: str | None, artifact: Artifact) -> str:
-    if key is None:
-        return f"{artifact.hexdigest} (kept inline in a split record in {datastore.url})"
-    return f"{datastore.url}/{key}"
+def _name(datastore: Datastore, artifact: Artifact) -> str:
+    """The artifact for messages: what it is, its content address, and where its bytes are."""
+    return f"{describe(artifact.origin)} (sha256 {artifact.hexdigest}, at {_url(datastore, None, artifact)})"
 
 
-def _check(datastore: Datastore, key: str | None, actual: str, artifact: Artifact) -> None:
-    if actual != artifact.hexdigest:
-        raise DatastoreError(
-            f"artifact {_where(datastore, key, artifact)} is corrupt: its bytes hash to {actual}"
-        )
+def _url(datastore: Datastore, key: str | None, artifact: Artifact) -> str:
+    if artifact.inline is None:
+        return f"{datastore.url}/{key or layout.artifact(artifact.hexdigest)}"
+    if artifact.origin is not None:
+        return f"{datastore.url}/{artifact.origin[0].batch} (kept inline)"
+    return f"a split batch in {datastore.url} (kept inline)"
+
+
+def _corrupt(datastore: Datastore, key: str | None, artifact: Artifact, reason: str) -> IntegrityError:
+    url = _url(datastore, key, artifact)
+    error = IntegrityError(
+        f"{describe(artifact.origin)} (sha256 {artifact.hexdigest}) at {url} is corrupt: {reason}; "
+        "no value was deserialized from it"
+    )
+    error.url = url
+    return error
+
+
+def _check(datastore: Datastore, key: str | None, artifact: Artifact, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise _corrupt(datastore, key, artifact, f"its bytes hash to {actual}, not the {expected} recorded")

@@ -3,7 +3,10 @@
 ::
 
     artifacts/<hh>/<sha256>                                       one stored value, shared by all flows
-    flows/<Flow>/executions/<id>/execution.json                   execution metadata
+    flows/<Flow>/executions/<id>/execution.json                   execution metadata, written once the
+                                                                  Parameters layer is stored
+    flows/<Flow>/executions/<id>/leases/<generation>.json         who runs the execution (one file per
+                                                                  run or resume, created exclusively)
     flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished
     flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>-<j>.json  a batch of finished splits' records
                                                                   (their archives), lowest index i, highest j
@@ -36,6 +39,23 @@ def execution(flow: str, execution_id: str) -> str:
 
 def execution_metadata(flow: str, execution_id: str) -> str:
     return execution(flow, execution_id) + "execution.json"
+
+
+def leases(flow: str, execution_id: str) -> str:
+    return execution(flow, execution_id) + "leases/"
+
+
+_LEASE = re.compile(r"(\d{10})\.json")
+
+
+def lease(flow: str, execution_id: str, generation: int) -> str:
+    return leases(flow, execution_id) + f"{int(generation):010d}.json"
+
+
+def parse_lease(name: str) -> int | None:
+    """The generation of a lease file name, or None for anything else in the directory."""
+    match = _LEASE.fullmatch(name)
+    return int(match[1]) if match else None
 
 
 def layers(flow: str, execution_id: str) -> str:

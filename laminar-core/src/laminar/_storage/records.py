@@ -1,21 +1,108 @@
-"""The metadata Laminar stores: Artifact, Archive, SplitRecord, SplitBatch, Record. Immutable, JSON."""
+"""The metadata Laminar stores: Artifact, Archive, SplitRecord, SplitBatch, Record. Immutable, JSON.
+
+Each stored record is one JSON object whose first member is a checksum of the rest of it::
+
+    {"sha256":"<64 hex>","layout":2,...}
+
+The digest is the SHA-256 of the bytes after ``{"sha256":"<64 hex>",``, so a reader checks a record
+with one hash before parsing it, and a JSON reader that knows nothing of it reads it as plain JSON
+with one more member. Records written before the checksum existed (same layout, no ``sha256``) are
+still read: they are parsed and their shape is checked. Either way garbage, a truncation or a wrong
+shape raises :class:`Malformed`, which the store turns into an ``IntegrityError`` naming the record.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from laminar._serialization.codecs import CODECS
 from laminar.errors import DatastoreError
 
 #: The storage layout these records belong to. Records of another layout are refused on read,
-#: with a message, rather than misread (layout 1 kept one file per split and archive).
+#: with a message, rather than misread (layout 1 kept one file per split and archive). Adding the
+#: record checksum and the artifacts' ``stored`` digest kept layout 2: both are members a reader of
+#: the earlier layout-2 code ignores, and this code reads records without them.
 LAYOUT = 2
 
 #: Split indices as inclusive ``(first, last)`` runs, e.g. ``((0, 150), (152, 156))``.
 Runs = tuple[tuple[int, int], ...]
+
+_SEAL = b'{"sha256":"'
+_SEALED_AT = len(_SEAL) + 64 + 2  # where the checksummed body starts, after '<hex>",'
+_HEX = re.compile(r"[0-9a-f]{8,128}")
+
+
+class Malformed(ValueError):
+    """Stored metadata is damaged or not what Laminar writes; the message says how."""
+
+
+def seal(payload: dict[str, Any]) -> bytes:
+    """``payload`` as JSON, with the checksum of the rest of it as its first member."""
+    body = json.dumps(payload, separators=(",", ":")).encode()[1:]
+    return b"".join((_SEAL, hashlib.sha256(body).hexdigest().encode(), b'",', body))
+
+
+def unseal(data: bytes) -> dict[str, Any]:
+    """The JSON object in ``data``, its checksum verified first when it has one. Raises ``Malformed``."""
+    if data.startswith(_SEAL):
+        expected = data[len(_SEAL) : _SEALED_AT - 2]
+        if data[_SEALED_AT - 2 : _SEALED_AT] != b'",':
+            raise Malformed("it is truncated or damaged (its checksum member is cut short)")
+        actual = hashlib.sha256(memoryview(data)[_SEALED_AT:]).hexdigest().encode()
+        if actual != expected:
+            raise Malformed(
+                f"its bytes do not match its checksum (sha256 {actual.decode()}, recorded "
+                f"{expected.decode(errors='replace')}): it is truncated or damaged"
+            )
+    try:
+        payload = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise Malformed(
+            f"it is not JSON ({type(error).__name__}: {error}): it is truncated or damaged"
+        ) from None
+    except RecursionError:
+        raise Malformed("it is not a record Laminar writes (nested too deeply)") from None
+    if not isinstance(payload, dict):
+        raise Malformed(f"it holds a JSON {type(payload).__name__}, not a record")
+    return payload
+
+
+def _check_layout(payload: dict[str, Any], what: str) -> None:
+    found = payload.get("layout")
+    if found is None and "flow" not in payload:
+        raise Malformed("it has no storage layout version: it is not a record Laminar writes")
+    found = 1 if found is None else found  # layout 1 records had no version, and a "flow" member
+    if found != LAYOUT:
+        if type(found) is not int:
+            raise Malformed(f"its storage layout version is {found!r}, not a number")
+        raise DatastoreError(
+            f"this {what} was written in Laminar storage layout {found}, and this Laminar reads layout "
+            f"{LAYOUT}; read it with the Laminar release that wrote it"
+        )
+
+
+def _shape(error: Exception) -> Malformed:
+    detail = f"missing member {error}" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
+    return Malformed(f"it does not have the shape Laminar writes ({detail})")
+
+
+def _string(value: Any, what: str) -> str:
+    if type(value) is not str:
+        raise TypeError(f"{what} is {type(value).__name__}, not str")
+    return value
+
+
+def _integer(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise TypeError(f"{what} is {value!r}, not a count")
+    return value
 
 
 def runs(indices: Iterable[int]) -> Runs:
@@ -29,21 +116,42 @@ def runs(indices: Iterable[int]) -> Runs:
     return tuple(found)
 
 
-def _check_layout(payload: dict[str, Any], what: str) -> None:
-    found = payload.get("layout", 1)
-    if found != LAYOUT:
-        raise DatastoreError(
-            f"this {what} was written in Laminar storage layout {found}, and this Laminar reads layout "
-            f"{LAYOUT}; read it with the Laminar release that wrote it"
-        )
+class Origin(NamedTuple):
+    """The split batch artifacts were read from: flow, execution, layer, and the batch's key."""
+
+    flow: str
+    execution: str
+    layer: str
+    batch: str
+
+
+#: Where one artifact was named: its batch, split index and artifact name (built per artifact, cheaply).
+Named = tuple[Origin, int, str]
+
+
+def describe(named: Named | None) -> str:
+    """``artifact 'x' of layer L (split 0) in execution E of flow F``, or ``an artifact`` if unknown."""
+    if named is None:
+        return "an artifact"
+    origin, index, name = named
+    return (
+        f"artifact {name!r} of layer {origin.layer} (split {index}) in execution {origin.execution} "
+        f"of flow {origin.flow}"
+    )
 
 
 @dataclass(frozen=True)
 class Artifact:
     """One stored value: its content hash, the codec its bytes use, and the protocol that reads it.
 
+    ``hexdigest`` is the content address: the chunked SHA-256 of the serialized bytes (or a
+    protocol's own). ``stored`` is the chunked SHA-256 of the bytes as stored, recorded only when it
+    differs (compressed bytes, a protocol's own address), so a reader checks what it fetched before
+    decompressing or deserializing it; for uncompressed bytes ``hexdigest`` is that digest.
+
     ``inline`` holds the stored bytes of a small value (see ``artifacts.INLINE_LIMIT``), kept in its
     archive instead of under ``artifacts/``: a request per tiny value would cost more than the value.
+    ``origin`` (not stored) says where it was read from, for messages.
     """
 
     hexdigest: str
@@ -51,6 +159,15 @@ class Artifact:
     protocol: str = "cloudpickle"
     size: int = 0
     inline: bytes | None = field(default=None, repr=False)
+    stored: str | None = field(default=None, repr=False)
+    origin: Named | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def stored_hexdigest(self) -> str | None:
+        """What the stored bytes must hash to, or ``None`` if only the decoded bytes say (older records)."""
+        if self.stored is not None:
+            return self.stored
+        return self.hexdigest if self.codec == "none" else None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -59,19 +176,32 @@ class Artifact:
             "protocol": self.protocol,
             "size": self.size,
         }
+        if self.stored is not None:
+            data["stored"] = self.stored
         if self.inline is not None:
             data["inline"] = base64.b64encode(self.inline).decode("ascii")
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Artifact:
+    def from_json(cls, data: dict[str, Any], origin: Named | None = None) -> Artifact:
+        hexdigest = data["hexdigest"]
+        if type(hexdigest) is not str or not _HEX.fullmatch(hexdigest):
+            raise ValueError(f"hexdigest {hexdigest!r} is not a hex digest")
+        codec = data["codec"]
+        if codec not in CODECS:
+            raise ValueError(f"codec {codec!r} is not one of {', '.join(CODECS)}")
+        stored = data.get("stored")
+        if stored is not None and (type(stored) is not str or not _HEX.fullmatch(stored)):
+            raise ValueError(f"stored digest {stored!r} is not a hex digest")
         inline = data.get("inline")
         return cls(
-            data["hexdigest"],
-            data["codec"],
-            data["protocol"],
-            int(data.get("size", 0)),
-            base64.b64decode(inline) if inline is not None else None,
+            hexdigest,
+            codec,
+            _string(data["protocol"], "protocol"),
+            _integer(data.get("size", 0), "size"),
+            base64.b64decode(_string(inline, "inline")) if inline is not None else None,
+            stored,
+            origin,
         )
 
 
@@ -89,8 +219,10 @@ class Archive:
         return {"artifacts": [a.to_json() for a in self.artifacts], "sharded": self.sharded}
 
     @classmethod
-    def from_json(cls, payload: dict[str, Any]) -> Archive:
-        return cls(tuple(Artifact.from_json(a) for a in payload["artifacts"]), bool(payload["sharded"]))
+    def from_json(cls, payload: dict[str, Any], origin: Named | None = None) -> Archive:
+        return cls(
+            tuple(Artifact.from_json(a, origin) for a in payload["artifacts"]), bool(payload["sharded"])
+        )
 
 
 @dataclass(frozen=True)
@@ -109,9 +241,15 @@ class SplitRecord:
         return {"archives": {n: a.to_json() for n, a in self.archives.items()}, "caught": self.caught}
 
     @classmethod
-    def from_json(cls, payload: dict[str, Any]) -> SplitRecord:
-        archives = {name: Archive.from_json(a) for name, a in payload["archives"].items()}
-        return cls(archives, payload.get("caught"))
+    def from_json(cls, payload: dict[str, Any], origin: Origin | None = None, index: int = 0) -> SplitRecord:
+        archives = {
+            _string(name, "artifact name"): Archive.from_json(
+                archive, (origin, index, name) if origin is not None else None
+            )
+            for name, archive in payload["archives"].items()
+        }
+        caught = payload.get("caught")
+        return cls(archives, _string(caught, "caught") if caught is not None else None)
 
 
 def stored(record: SplitRecord | None) -> str:
@@ -132,14 +270,21 @@ class SplitBatch:
 
     def dumps(self) -> bytes:
         payload = {str(index): record.to_json() for index, record in sorted(self.splits.items())}
-        return json.dumps({"layout": LAYOUT, "splits": payload}, separators=(",", ":")).encode()
+        return seal({"layout": LAYOUT, "splits": payload})
 
     @classmethod
-    def loads(cls, data: bytes) -> SplitBatch:
-        document = json.loads(data)
+    def loads(cls, data: bytes, origin: Origin | None = None) -> SplitBatch:
+        """Parse a batch; ``origin`` (flow, execution, layer, batch key) names what it holds in messages."""
+        document = unseal(data)
         _check_layout(document, "split batch")
-        payload = document["splits"]
-        return cls({int(index): SplitRecord.from_json(record) for index, record in payload.items()})
+        try:
+            splits: dict[int, SplitRecord] = {}
+            for index, record in document["splits"].items():
+                number = int(index)
+                splits[number] = SplitRecord.from_json(record, origin, number)
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as error:
+            raise _shape(error) from None
+        return cls(splits)
 
 
 @dataclass(frozen=True)
@@ -158,7 +303,7 @@ class Record:
     artifacts: tuple[str, ...] = ()
 
     def dumps(self) -> bytes:
-        return json.dumps(
+        return seal(
             {
                 "layout": LAYOUT,
                 "flow": self.flow,
@@ -168,21 +313,28 @@ class Record:
                     name: [list(run) for run in found] for name, found in sorted(self.batches.items())
                 },
                 "artifacts": list(self.artifacts),
-            },
-            separators=(",", ":"),
-        ).encode()
+            }
+        )
 
     @classmethod
     def loads(cls, data: bytes) -> Record:
-        payload = json.loads(data)
+        payload = unseal(data)
         _check_layout(payload, f"record of layer {payload.get('layer')}")
-        return cls(
-            payload["flow"],
-            payload["layer"],
-            int(payload["splits"]),
-            {name: tuple((int(a), int(b)) for a, b in found) for name, found in payload["batches"].items()},
-            tuple(payload["artifacts"]),
-        )
+        try:
+            return cls(
+                _string(payload["flow"], "flow"),
+                _string(payload["layer"], "layer"),
+                _integer(payload["splits"], "splits"),
+                {
+                    _string(name, "batch name"): tuple(
+                        (_integer(a, "run"), _integer(b, "run")) for a, b in found
+                    )
+                    for name, found in payload["batches"].items()
+                },
+                tuple(_string(name, "artifact name") for name in payload["artifacts"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise _shape(error) from None
 
 
 @dataclass(frozen=True)
@@ -194,17 +346,16 @@ class ExecutionMetadata:
     created: float
 
     def dumps(self) -> bytes:
-        return json.dumps(
-            {
-                "layout": LAYOUT,
-                "flow": self.flow,
-                "id": self.id,
-                "created": self.created,
-            }
-        ).encode()
+        return seal({"layout": LAYOUT, "flow": self.flow, "id": self.id, "created": self.created})
 
     @classmethod
     def loads(cls, data: bytes) -> ExecutionMetadata:
-        payload = json.loads(data)
+        payload = unseal(data)
         _check_layout(payload, f"execution {payload.get('id')}")
-        return cls(payload["flow"], payload["id"], float(payload["created"]))
+        try:
+            created = payload["created"]
+            if type(created) not in (int, float):
+                raise TypeError(f"created is {created!r}, not a time")
+            return cls(_string(payload["flow"], "flow"), _string(payload["id"], "id"), float(created))
+        except (KeyError, TypeError, ValueError) as error:
+            raise _shape(error) from None

@@ -3,6 +3,10 @@
 A split is finished when a split batch holding its record exists; a layer when its record exists.
 Each is written only after everything it points to, so a reader that sees a record can read all it
 names. Batches and records never change once written, so this process caches what it reads of them.
+
+Every record, batch and metadata file read is checked (its checksum, its shape, that it belongs
+where it was found) before it is used; a damaged one raises ``IntegrityError`` naming flow,
+execution, layer and the file's URL. A missing record is not an error: the layer has not finished.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from laminar._storage.records import (
     Archive,
     Artifact,
     ExecutionMetadata,
+    Malformed,
+    Origin,
     Record,
     Runs,
     SplitBatch,
     SplitRecord,
 )
 from laminar._transport.datastore import Datastore
+from laminar.errors import IntegrityError
 
 _CACHE_WEIGHT = 200_000  # about this many split records (a batch weighs its number of splits)
 
@@ -131,12 +138,56 @@ class ExecutionStore:
 
     def metadata(self) -> ExecutionMetadata | None:
         """The execution's metadata (when it was created), or None if it does not exist."""
+        key = layout.execution_metadata(self.flow, self.execution)
         try:
-            return ExecutionMetadata.loads(
-                self.datastore.read_bytes(layout.execution_metadata(self.flow, self.execution))
-            )
+            data = self.datastore.read_bytes(key)
         except FileNotFoundError:
             return None
+        metadata: ExecutionMetadata = self._parse(key, data, ExecutionMetadata.loads, "the metadata")
+        if (metadata.flow, metadata.id) != (self.flow, self.execution):
+            raise self._damaged(
+                key, "the metadata", f"it is the metadata of execution {metadata.id} of flow {metadata.flow}"
+            )
+        return metadata
+
+    # ---- checking what is read ----------------------------------------------------------------
+    def url(self, key: str) -> str:
+        """The full URL of ``key`` in this store's datastore, for messages."""
+        return f"{self.datastore.url}/{key}"
+
+    def _damaged(self, key: str, what: str, reason: str) -> IntegrityError:
+        url = self.url(key)
+        error = IntegrityError(
+            f"{what} of execution {self.execution} of flow {self.flow} at {url} is corrupt: {reason}"
+        )
+        error.url = url
+        return error
+
+    def _parse(self, key: str, data: bytes, parse: Any, what: str) -> Any:
+        """``parse(data)``, a damaged or malformed file raising ``IntegrityError`` naming it."""
+        try:
+            return parse(data)
+        except Malformed as error:
+            raise self._damaged(key, what, str(error)) from None
+
+    def _parse_record(self, layer: str, key: str, data: bytes) -> Record:
+        record: Record = self._parse(key, data, Record.loads, f"the record of layer {layer}")
+        if (record.flow, record.layer) != (self.flow, layer):
+            raise self._damaged(
+                key,
+                f"the record of layer {layer}",
+                f"it is the record of layer {record.layer} of flow {record.flow}",
+            )
+        return record
+
+    def _parse_batch(self, layer: str, key: str, data: bytes) -> SplitBatch:
+        bounds = layout.parse_split_batch(key.rsplit("/", 1)[-1])
+        origin = Origin(self.flow, self.execution, layer, key)
+        what = f"split batch {key.rsplit('/', 1)[-1]} of layer {layer}"
+        batch: SplitBatch = self._parse(key, data, lambda d: SplitBatch.loads(d, origin), what)
+        if bounds is not None and any(not bounds[0] <= index <= bounds[1] for index in batch.splits):
+            raise self._damaged(key, what, f"it holds splits {sorted(batch.splits)} outside its name's range")
+        return batch
 
     def metadata_exists(self) -> bool:
         return self.datastore.exists(layout.execution_metadata(self.flow, self.execution))
@@ -204,16 +255,23 @@ class ExecutionStore:
     def _cached(self, key: str, parse: Any) -> Any:
         value = self._cache.get(key)
         if value is None:
-            value = parse(self.datastore.read_bytes(key))  # FileNotFoundError passes through
+            value = parse(key, self.datastore.read_bytes(key))  # FileNotFoundError passes through
             self._cache.put(key, value)
         return value
 
     def record(self, layer: str) -> Record | None:
+        """The layer's record; None if it has none (not finished); ``IntegrityError`` if it is damaged."""
         try:
-            result: Record = self._cached(layout.record(self.flow, self.execution, layer), Record.loads)
+            result: Record = self._cached(
+                self.record_key(layer), lambda key, data: self._parse_record(layer, key, data)
+            )
         except FileNotFoundError:
             return None
         return result
+
+    def record_key(self, layer: str) -> str:
+        """Where the record of ``layer`` is (or would be) stored."""
+        return layout.record(self.flow, self.execution, layer)
 
     def batch_names(self, layer: str) -> list[str]:
         """The layer's split batches: from its record once finished, else from one listing."""
@@ -243,7 +301,13 @@ class ExecutionStore:
         if unread:
 
             def read(key: str) -> SplitBatch:
-                batch = SplitBatch.loads(self.datastore.read_bytes(key))
+                try:
+                    data = self.datastore.read_bytes(key)
+                except FileNotFoundError:
+                    raise self._damaged(
+                        key, f"split batch {key.rsplit('/', 1)[-1]} of layer {layer}", "it is missing"
+                    ) from None
+                batch = self._parse_batch(layer, key, data)
                 self._cache.put(key, batch, weight=len(batch.splits))
                 return batch
 
@@ -255,12 +319,12 @@ class ExecutionStore:
 
     def read_batch(self, layer: str, name: str) -> SplitBatch | None:
         """One batch, read afresh (not from the cache), or None if it does not exist."""
+        key = layout.split_batch(self.flow, self.execution, layer, name)
         try:
-            return SplitBatch.loads(
-                self.datastore.read_bytes(layout.split_batch(self.flow, self.execution, layer, name))
-            )
+            data = self.datastore.read_bytes(key)
         except FileNotFoundError:
             return None
+        return self._parse_batch(layer, key, data)
 
     def split_records(self, layer: str, indices: Iterable[int]) -> list[SplitRecord | None]:
         """The records of these splits (None for a split that has not finished), in that order."""

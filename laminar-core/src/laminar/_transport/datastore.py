@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import io
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, TypeVar
 
 from laminar._serialization.registry import ProtocolRegistry
+from laminar.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from laminar._app.execution import Execution
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
     from laminar._serialization.protocols import Protocol
 
 P = TypeVar("P", bound="type[Protocol[Any]]")
+
+#: ``LAMINAR_TRUST=none`` opens every datastore of the process (and of the workers it starts) untrusted.
+TRUST_VARIABLE = "LAMINAR_TRUST"
+TRUST_LEVELS = ("all", "none")
 
 
 class Datastore(abc.ABC):
@@ -54,6 +60,53 @@ class Datastore(abc.ABC):
         self.protocols = ProtocolRegistry()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    # ---- trust ----------------------------------------------------------------------------------
+    @property
+    def trust(self) -> str:
+        """``"all"`` (the default) reads every artifact; ``"none"`` unpickles nothing: only artifacts of
+        protocols marked safe are read (see ``docs/trust.md``). Set it on any datastore object, before
+        the flow ships it to workers: ``datastore.trust = "none"``. ``LAMINAR_TRUST=none`` in the
+        environment makes every datastore untrusted, whatever this says."""
+        return "none" if not self.trusted else str(self.__dict__.get("_trust", "all"))
+
+    @trust.setter
+    def trust(self, level: str) -> None:
+        if level not in TRUST_LEVELS:
+            raise ValueError(f"trust must be one of {', '.join(map(repr, TRUST_LEVELS))}, not {level!r}")
+        self.__dict__["_trust"] = level
+
+    @property
+    def trusted(self) -> bool:
+        """Whether artifacts of any protocol (pickles included) may be read from this datastore."""
+        if self.__dict__.get("_trust") == "none":
+            return False
+        found = os.environ.get(TRUST_VARIABLE)
+        if found is None or found == "all":
+            return True
+        if found.lower() in TRUST_LEVELS:
+            return found.lower() != "none"
+        raise ConfigurationError(f"{TRUST_VARIABLE} must be one of {', '.join(TRUST_LEVELS)}, not {found!r}")
+
+    def untrusted(self) -> Datastore:
+        """Open this datastore untrusted (``trust = "none"``) and return it: ``Local(root).untrusted()``."""
+        self.trust = "none"
+        return self
+
+    @property
+    def trust_source(self) -> str:
+        """What made this datastore untrusted, for messages."""
+        if self.__dict__.get("_trust") == "none":
+            return 'trust="none"'
+        return f"{TRUST_VARIABLE}={os.environ.get(TRUST_VARIABLE)}"
+
+    def use_safe_protocols(self, *, numpy: bool = True) -> Datastore:
+        """Store plain data as JSON, ``bytes`` and ``str`` as they are, and numpy arrays as ``.npy``
+        (numpy arrays only if ``numpy`` and it is importable): all readable untrusted. Returns ``self``."""
+        from laminar._serialization import safe
+
+        safe.register(self.protocols, numpy=numpy)
+        return self
 
     # ---- construction from a URL ---------------------------------------------------------------
     @classmethod
@@ -95,6 +148,18 @@ class Datastore(abc.ABC):
         and ``laminar.testing.DatastoreConformance`` checks it where it is implemented.
         """
         raise NotImplementedError(f"the {type(self).__name__} datastore cannot delete keys")
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Store ``data`` at ``key`` only if nothing is there; ``True`` if this call created it.
+
+        Run leases (one scheduler per execution) are taken with it. Override with the store's own
+        atomic create (exclusive create on a disk, a conditional write on an object store): this
+        default asks, then writes, so two processes racing for the same key can both succeed.
+        """
+        if self.exists(key):
+            return False
+        self.write_bytes(key, data)
+        return True
 
     def open_read(self, key: str) -> BinaryIO:
         """A readable binary stream over ``key``. Override to stream large values."""

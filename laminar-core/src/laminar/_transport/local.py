@@ -77,6 +77,25 @@ class Local(Datastore):
             _remove(temporary)
             raise
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Atomic: the bytes are written to a staging file, then hard-linked into place, which fails
+        if the key exists; a reader never sees a part, and of two racing creators exactly one wins."""
+        temporary = f"{self.staging_directory()}{os.sep}{_HOST}.{os.getpid()}.{next(_counter)}"
+        try:
+            with open(temporary, "wb") as file:
+                file.write(data)
+            destination = self._path(key)
+            try:
+                os.link(temporary, destination)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(destination), exist_ok=True)
+                os.link(temporary, destination)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            _remove(temporary)
+
     def write_file(self, key: str, path: str) -> None:
         if os.path.dirname(os.path.abspath(path)) == self.staging_directory():
             self._move(path, key)  # same filesystem: a rename moves the bytes zero times

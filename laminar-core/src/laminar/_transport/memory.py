@@ -39,6 +39,13 @@ class Memory(Datastore):
         with self._lock:
             self._data[key] = bytes(data)
 
+    def create(self, key: str, data: bytes) -> bool:
+        with self._lock:
+            if key in self._data:
+                return False
+            self._data[key] = bytes(data)
+            return True
+
     def exists(self, key: str) -> bool:
         return key in self._data
 

@@ -12,6 +12,12 @@ primitives, each a call of ``self._call(verb, key, operation)``.
 
 :class:`BucketURL` parses and validates the URLs, with messages that name the service;
 :func:`buffered_reader` is the ``open_read`` stream over an SDK's streamed download.
+
+Every call is bounded the same way on every backend (:class:`~laminar._transport.retries.StoragePolicy`):
+transient errors are retried with jittered back-off inside one ``deadline`` per call (the ``deadline=``
+option, else ``LAMINAR_STORAGE_DEADLINE``, else 60 s), the SDKs' time-outs capped by what is left of it
+(:meth:`ObjectStore._timeouts`), each retry logged on ``laminar.storage``. Whatever is shown (messages,
+log lines, ``repr``) goes through :meth:`ObjectStore.redact` first: no credential is ever printed.
 """
 
 from __future__ import annotations
@@ -25,7 +31,17 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar, Generic, TypeVar, cast
 
 from laminar._transport.datastore import Datastore
-from laminar._transport.retries import caused_by, with_retries
+from laminar._transport.retries import (
+    TRANSIENT_STATUS,
+    StoragePolicy,
+    caused_by,
+    deadline_of,
+    redact,
+    remaining,
+    resolve_deadline,
+    scrub,
+    with_retries,
+)
 from laminar.errors import ConfigurationError, DatastoreError, LaminarError
 
 T = TypeVar("T")
@@ -64,12 +80,13 @@ class BucketURL:
         if "://" in url:
             scheme, _, rest = url.partition("://")
             if scheme not in self.schemes:
-                raise ConfigurationError(f"not {self.title} URL: {url!r}; write {self.example}")
+                raise ConfigurationError(f"not {self.title} URL: {_shown(url)!r}; write {self.example}")
         bucket, _, prefix = rest.partition("/")
         return bucket, prefix
 
     def check(self, url: str, bucket: str, prefix: str) -> str:
         """Validate the bucket name and the prefix of ``url``; the prefix without outer ``/``."""
+        url, bucket = _shown(url), _shown(bucket)  # as messages show them: no password
         if not bucket:
             raise ConfigurationError(
                 f"the {self.service} URL {url!r} names no {self.bucket}; write {self.example}"
@@ -86,6 +103,14 @@ class BucketURL:
         if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
             raise ConfigurationError(f"the prefix of {url!r} has an empty, '.' or '..' part")
         return prefix
+
+
+_BUCKET_USERINFO = re.compile(r"^([^:@/]*):[^@/]*@")
+
+
+def _shown(text: str) -> str:
+    """``text`` as messages show it: credentials masked (``user:pw@bucket`` too, without a scheme)."""
+    return redact(_BUCKET_USERINFO.sub(r"\1:***@", text))
 
 
 class RawReader(io.RawIOBase):
@@ -130,11 +155,17 @@ class ObjectStore(Datastore, Generic[ClientT, BucketT]):
     bucket or container object, or the client itself). Subclasses parse their URL, call
     ``super().__init__(bucket, prefix, ...)``, implement the hooks and the primitives, and drop
     nothing else on pickling: the client, the bucket and the first-use check are dropped here.
+
+    ``deadline`` (seconds; default ``LAMINAR_STORAGE_DEADLINE``, else 60) bounds each call, retries
+    included; ``attempts`` (default 8) bounds its tries; ``connect_timeout`` / ``read_timeout`` bound
+    one request, and are capped by the deadline.
     """
 
     max_workers = 32
     #: Exception class names (the SDK's, its transport's) that mean "try again"; see :meth:`_transient`.
     transient_names: ClassVar[frozenset[str]] = frozenset()
+    #: HTTP statuses that mean "try again", on every backend (time-out, throttling, server errors).
+    transient_status: ClassVar[frozenset[int]] = TRANSIENT_STATUS
 
     def __init__(
         self,
@@ -142,17 +173,20 @@ class ObjectStore(Datastore, Generic[ClientT, BucketT]):
         prefix: str,
         *,
         connect_timeout: float = 3.0,
-        read_timeout: float = 60.0,
-        attempts: int = 3,
+        read_timeout: float = 20.0,
+        attempts: int | None = None,
         max_workers: int | None = None,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
         #: The bucket (Azure: container) and the prefix below it, without outer ``/``.
         self.bucket_name = bucket
         self.prefix = prefix
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.attempts = max(1, attempts)
+        #: Seconds one storage call may take, retries included.
+        self.deadline = resolve_deadline(deadline)
+        self.connect_timeout = min(connect_timeout, self.deadline)
+        self.read_timeout = min(read_timeout, self.deadline)
+        self.attempts = max(1, attempts) if attempts is not None else StoragePolicy.attempts
         if max_workers is not None:
             self.max_workers = max_workers
         self._client: ClientT | None = None
@@ -164,6 +198,26 @@ class ObjectStore(Datastore, Generic[ClientT, BucketT]):
     def url(self) -> str:
         where = f"{self.schemes[0]}://{self.bucket_name}"
         return f"{where}/{self.prefix}" if self.prefix else where
+
+    @property
+    def policy(self) -> StoragePolicy:
+        """How each call is retried: the one policy of every backend, with this store's limits."""
+        return StoragePolicy(attempts=self.attempts, deadline=self.deadline)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every credential masked: what messages, log lines and reprs show."""
+        return redact(text, self._secrets())
+
+    def _timeouts(self) -> tuple[float, float]:
+        """(connect, read) time-outs for one request now: at most what is left of the call's deadline."""
+        return (remaining(self.connect_timeout), remaining(self.read_timeout))
+
+    def _remaining(self) -> float:
+        """Seconds left of the current call's deadline (the whole deadline outside a call)."""
+        return remaining(self.deadline)
+
+    def __repr__(self) -> str:
+        return self.redact(f"{type(self).__name__}(url={self.url!r})")
 
     # ---- hooks ---------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -198,8 +252,12 @@ class ObjectStore(Datastore, Generic[ClientT, BucketT]):
         return caused_by(error, self.transient_names)
 
     def _endpoint(self) -> str | None:
-        """The endpoint that messages name (`` at http://...``), if any."""
+        """The endpoint that messages name (`` at http://...``), if any; it is shown redacted."""
         return None
+
+    def _secrets(self) -> tuple[str | None, ...]:
+        """Literal secrets this store holds (keys, tokens), masked wherever they would be shown."""
+        return ()
 
     def _disconnect(self, client: ClientT) -> None:
         """Release the client on :meth:`close`; by default nothing."""
@@ -207,7 +265,7 @@ class ObjectStore(Datastore, Generic[ClientT, BucketT]):
     # ---- derived -------------------------------------------------------------------------------
     def _where(self) -> str:
         endpoint = self._endpoint()
-        return f" at {endpoint}" if endpoint else ""
+        return f" at {self.redact(endpoint)}" if endpoint else ""
 
     def _object(self, key: str) -> str:
         """The object name of ``key``: below the prefix."""
@@ -223,8 +281,12 @@ class ObjectStore(Datastore, Generic[ClientT, BucketT]):
             return bucket
         with self._client_lock:
             if self._bucket is None:
-                self._client = self._connect()
-                self._bucket = self._open_bucket(self._client)
+                try:
+                    self._client = self._connect()
+                    self._bucket = self._open_bucket(self._client)
+                except LaminarError as error:
+                    self._masked(error)
+                    raise
             if not self._checked:
                 checked = self._bucket
                 self._retrying(lambda: self._check_bucket(checked), f"open {self.url}{self._where()}")
@@ -235,27 +297,44 @@ class ObjectStore(Datastore, Generic[ClientT, BucketT]):
         """``operation(bucket)`` under retries; errors become ones naming ``verb`` and the object's URL.
 
         ``FileNotFoundError`` passes through; :meth:`_classify` turns permanent errors into their own.
+        The first-use check and the call share one deadline.
         """
-        bucket = self._open()
+        with deadline_of(self.deadline):
+            bucket = self._open()
 
-        def attempt() -> T:
-            try:
-                return operation(bucket)
-            except Exception as error:
-                problem = self._classify(error)
-                if problem is None:
-                    raise
-                raise problem from error
+            def attempt() -> T:
+                try:
+                    return operation(bucket)
+                except Exception as error:
+                    problem = self._classify(error)
+                    if problem is None:
+                        raise
+                    raise problem from error
 
-        where = f"{self.schemes[0]}://{self.bucket_name}/{self._object(key)}{self._where()}"
-        return self._retrying(attempt, f"{verb} {where}")
+            where = f"{self.schemes[0]}://{self.bucket_name}/{self._object(key)}{self._where()}"
+            return self._retrying(attempt, f"{verb} {where}")
+
+    def _masked(self, error: LaminarError) -> LaminarError:
+        """``error`` (one of ours) with credentials masked in its message and its causes cut if they show any."""
+        secrets = self._secrets()
+        error.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in error.args)
+        scrub(error, secrets)
+        return error
 
     def _retrying(self, operation: Callable[[], T], describe: str) -> T:
         try:
-            return with_retries(operation, transient=self._retry, describe=describe, attempts=self.attempts)
+            return with_retries(
+                operation,
+                transient=self._retry,
+                describe=describe,
+                policy=self.policy,
+                secrets=self._secrets(),
+            )
         except DatastoreError as error:
-            if isinstance(error.__cause__, LaminarError):
-                raise error.__cause__ from None  # ours, raised on purpose: it names the URL already
+            cause = error.__cause__
+            if isinstance(cause, LaminarError):
+                # Ours, raised on purpose: it names the URL already. Shown with credentials masked.
+                raise self._masked(cause) from None
             raise
 
     def _retry(self, error: BaseException) -> bool:

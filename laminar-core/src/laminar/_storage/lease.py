@@ -1,0 +1,193 @@
+"""Run leases: one scheduler per execution, and a dead one visible as such.
+
+A run or resume takes the next *generation* of the execution's lease by creating
+``leases/<generation>.json`` with the datastore's atomic create, so of two schedulers racing exactly
+one succeeds. The holder rewrites its own file as a heartbeat; nobody else ever writes it. A lease is
+free when it was released, when its heartbeat is older than its time to live, or when its holder
+ran on this host and its process is gone (so a killed scheduler is taken over at once on the same
+machine, and after the time to live from any other). A holder that finds a newer generation than
+its own has been taken over and stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from laminar._storage import layout
+from laminar._storage.records import LAYOUT
+from laminar._transport.datastore import Datastore
+from laminar.errors import LeaseHeld, LeaseLost
+
+#: Seconds a lease lives without a heartbeat; the holder beats every third of it.
+DEFAULT_TTL = 30.0
+TTL_VARIABLE = "LAMINAR_LEASE_TTL"
+
+
+#: The tokens of the leases schedulers in this process hold now: a lease of this process whose token
+#: is not here belongs to a scheduler that stopped (say, its storage failed as it released).
+_HELD_HERE: set[str] = set()
+
+
+def ttl_from_environment() -> float:
+    value = os.environ.get(TTL_VARIABLE)
+    return float(value) if value else DEFAULT_TTL
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds (or held) a lease, and until when it counts."""
+
+    generation: int
+    host: str
+    pid: int
+    since: float
+    heartbeat: float
+    ttl: float
+    released: bool = False
+    token: str = ""
+
+    def live(self, now: float | None = None) -> bool:
+        """Whether this holder may still be running the execution."""
+        if self.released:
+            return False
+        if self.host == socket.gethostname():
+            if not _alive(self.pid):
+                return False
+            if self.pid == os.getpid() and self.token not in _HELD_HERE:
+                return False  # a scheduler of this very process that has stopped
+        return (now if now is not None else time.time()) - self.heartbeat <= self.ttl
+
+    def describe(self) -> str:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+        return f"pid {self.pid} on {self.host}, since {started}"
+
+    def dumps(self) -> bytes:
+        return json.dumps({"layout": LAYOUT, **asdict(self)}, separators=(",", ":")).encode()
+
+    @classmethod
+    def loads(cls, data: bytes) -> Holder:
+        payload = json.loads(data)
+        return cls(
+            int(payload["generation"]),
+            str(payload["host"]),
+            int(payload["pid"]),
+            float(payload["since"]),
+            float(payload["heartbeat"]),
+            float(payload["ttl"]),
+            bool(payload.get("released", False)),
+            str(payload.get("token", "")),
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lease:
+    """The lease of one execution, as this process sees and holds it."""
+
+    def __init__(self, datastore: Datastore, flow: str, execution: str, *, ttl: float | None = None) -> None:
+        self.datastore = datastore
+        self.flow = flow
+        self.execution = execution
+        self.ttl = ttl if ttl is not None else ttl_from_environment()
+        self.held: Holder | None = None
+
+    def _generations(self) -> list[int]:
+        names = self.datastore.list_prefix(layout.leases(self.flow, self.execution))
+        return sorted(g for g in (layout.parse_lease(name) for name in names) if g is not None)
+
+    def _read(self, generation: int) -> Holder | None:
+        try:
+            return Holder.loads(
+                self.datastore.read_bytes(layout.lease(self.flow, self.execution, generation))
+            )
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            return None  # a damaged lease holds nothing: its holder could not have written it whole
+
+    def current(self) -> Holder | None:
+        """The newest holder of this execution's lease, live or not; None if it never had one."""
+        generations = self._generations()
+        return self._read(generations[-1]) if generations else None
+
+    def acquire(self) -> Holder:
+        """Take the lease, or raise :class:`LeaseHeld` naming the live holder."""
+        generations = self._generations()
+        latest = generations[-1] if generations else 0
+        if latest:
+            holder = self._read(latest)
+            if holder is not None and holder.live():
+                raise self._held(holder)
+        now = time.time()
+        mine = Holder(
+            latest + 1, socket.gethostname(), os.getpid(), now, now, self.ttl, token=uuid.uuid4().hex
+        )
+        _HELD_HERE.add(mine.token)
+        try:
+            created = self.datastore.create(
+                layout.lease(self.flow, self.execution, mine.generation), mine.dumps()
+            )
+        except BaseException:
+            _HELD_HERE.discard(mine.token)
+            raise
+        if not created:
+            _HELD_HERE.discard(mine.token)
+            winner = self._read(mine.generation)
+            raise self._held(winner if winner is not None else mine)
+        self.held = mine
+        return mine
+
+    def refresh(self) -> None:
+        """Beat: rewrite this holder's heartbeat; :class:`LeaseLost` if a newer generation exists."""
+        if self.held is None:
+            return
+        newer = [g for g in self._generations() if g > self.held.generation]
+        if newer:
+            taker = self._read(newer[-1])
+            raise LeaseLost(
+                f"the lease on execution {self.execution} of flow {self.flow} was taken over by "
+                f"{taker.describe() if taker else 'another scheduler'}, which found this one "
+                f"({self.held.describe()}) silent for longer than {self.ttl:g} s; this run stops"
+            )
+        self._write(heartbeat=time.time())
+
+    def release(self) -> None:
+        if self.held is not None:
+            _HELD_HERE.discard(self.held.token)  # stopped, even if the write below fails
+            try:
+                self._write(heartbeat=time.time(), released=True)
+            finally:
+                self.held = None
+
+    def forget(self) -> None:
+        """Stop holding without writing: the lease was taken over."""
+        if self.held is not None:
+            _HELD_HERE.discard(self.held.token)
+            self.held = None
+
+    def _write(self, *, heartbeat: float, released: bool = False) -> None:
+        assert self.held is not None
+        self.held = Holder(**{**asdict(self.held), "heartbeat": heartbeat, "released": released})
+        self.datastore.write_bytes(
+            layout.lease(self.flow, self.execution, self.held.generation), self.held.dumps()
+        )
+
+    def _held(self, holder: Holder) -> LeaseHeld:
+        return LeaseHeld(
+            f"execution {self.execution} of flow {self.flow} is being run by another scheduler "
+            f"({holder.describe()}); wait for it to finish, or stop it — its lease is taken over once "
+            f"it has been silent for {holder.ttl:g} s"
+        )
