@@ -194,7 +194,8 @@ RACE = textwrap.dedent(
 
 
     if __name__ == "__main__":
-        flow = Raced(datastore=datastores.Local(sys.argv[2]), executor=executors.Thread())
+        where = sys.argv[2] if "://" in sys.argv[2] else datastores.Local(sys.argv[2])
+        flow = Raced(datastore=where, executor=executors.Thread())
         if sys.argv[1] == "run":
             flow(execution="raced")
         else:
@@ -204,12 +205,12 @@ RACE = textwrap.dedent(
 )
 
 
-def race_script(tmp_path: Path, action: str, **env: str) -> subprocess.Popen[str]:
+def race_script(tmp_path: Path, action: str, store: str | None = None, **env: str) -> subprocess.Popen[str]:
     script = tmp_path / "raced.py"
     if not script.exists():
         script.write_text(RACE)
     return subprocess.Popen(
-        [sys.executable, str(script), action, str(tmp_path / "store")],
+        [sys.executable, str(script), action, store or str(tmp_path / "store")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -217,10 +218,22 @@ def race_script(tmp_path: Path, action: str, **env: str) -> subprocess.Popen[str
     )
 
 
-def test_two_resumes_racing_run_the_execution_once(tmp_path: Path) -> None:
-    failed = race_script(tmp_path, "run", FAIL_FIRST=str(tmp_path / "failed-once"))
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("local"),
+        pytest.param("s3", marks=pytest.mark.s3),
+        pytest.param("azure", marks=pytest.mark.azure),
+    ],
+)
+def test_two_resumes_racing_run_the_execution_once(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """On every store whose create is atomic (gcp-storage-emulator ignores preconditions: not GCS)."""
+    store = None if backend == "local" else request.getfixturevalue(f"{backend}_location")
+    failed = race_script(tmp_path, "run", store, FAIL_FIRST=str(tmp_path / "failed-once"))
     assert failed.wait(60) != 0
-    racers = [race_script(tmp_path, "resume") for _ in range(2)]
+    racers = [race_script(tmp_path, "resume", store) for _ in range(2)]
     outcomes = [(racer.wait(60), *racer.communicate()) for racer in racers]
     codes = sorted(code for code, _, _ in outcomes)
     assert codes[0] == 0 and codes[1] != 0, outcomes

@@ -344,6 +344,22 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
             ),
         )
 
+    atomic_create = True
+
+    def create(self, key: str, data: bytes) -> bool:
+        """An upload that refuses to overwrite: of two racing creators exactly one succeeds."""
+
+        def create(container: ContainerClient) -> bool:
+            try:
+                container.upload_blob(self._object(key), bytes(data), overwrite=False, **self._request())
+            except Exception as error:
+                if type(error).__name__ == "ResourceExistsError":
+                    return False
+                raise
+            return True
+
+        return self._call("create", key, create)
+
     def write_file(self, key: str, path: str) -> None:
         def upload(container: ContainerClient) -> None:
             # Blocks are read from the file one at a time and committed together: atomic, streamed.

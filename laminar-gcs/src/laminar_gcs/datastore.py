@@ -270,6 +270,31 @@ class GCS(ObjectStore["Client", "Bucket"]):
 
         self._call("write", key, write)
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Asks first, then uploads with ``if_generation_match=0``, which real GCS refuses when the
+        object appeared meanwhile (gcp-storage-emulator ignores preconditions, so ``atomic_create``
+        stays false: it is not shown here)."""
+
+        def create(bucket: Bucket) -> bool:
+            blob = bucket.blob(self._object(key), chunk_size=self.chunk_size)
+            if blob.exists(timeout=self._timeout, retry=None):
+                return False
+            try:
+                blob.upload_from_string(
+                    bytes(data),
+                    content_type="application/octet-stream",
+                    if_generation_match=0,
+                    retry=None,
+                    timeout=self._timeout,
+                )
+            except Exception as error:
+                if type(error).__name__ == "PreconditionFailed":
+                    return False
+                raise
+            return True
+
+        return self._call("create", key, create)
+
     def write_file(self, key: str, path: str) -> None:
         def write(bucket: Bucket) -> None:
             # Resumable upload read from the file chunk by chunk: never the whole value in memory.

@@ -305,6 +305,20 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
             "write", key, lambda fs: fs.pipe_file(self._path(key), bytes(data), timeout=self._remaining())
         )
 
+    atomic_create = True
+
+    def create(self, key: str, data: bytes) -> bool:
+        """A conditional write (``If-None-Match: *``): of two racing creators exactly one succeeds."""
+
+        def create(fs: S3FileSystem) -> bool:
+            try:
+                fs.pipe_file(self._path(key), bytes(data), mode="create", timeout=self._remaining())
+            except FileExistsError:
+                return False
+            return True
+
+        return self._call("create", key, create)
+
     def write_file(self, key: str, path: str) -> None:
         # A multipart upload of 16 MiB parts, four in flight, read from the file as they go: at most
         # 64 MiB of the value in memory (s3fs's defaults, 50 MiB x 10, would hold a 256 MiB value whole).

@@ -54,6 +54,9 @@ class Datastore(abc.ABC):
     #: Whether ``exists`` costs much less than a small write (a local ``stat``); object stores say no,
     #: and small content-addressed artifacts are then written without asking first.
     cheap_exists: ClassVar[bool] = False
+    #: Whether :meth:`create` is atomic (the store's own exclusive create), so run leases exclude a
+    #: scheduler racing another; the default ask-then-write is not.
+    atomic_create: ClassVar[bool] = False
 
     def __init__(self) -> None:
         #: The user's ``@datastore.protocol`` registrations (see :meth:`protocol`).

@@ -25,6 +25,7 @@ class Local(Datastore):
 
     schemes = ("file",)
     cheap_exists = True
+    atomic_create = True
     max_workers = 1  # small local writes are faster in a row than handed to threads
 
     def __init__(self, root: str | os.PathLike[str] = ".laminar") -> None:

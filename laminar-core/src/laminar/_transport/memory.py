@@ -13,6 +13,7 @@ class Memory(Datastore):
 
     schemes = ("memory",)
     cheap_exists = True
+    atomic_create = True
     shared = False
     max_workers = 1
 

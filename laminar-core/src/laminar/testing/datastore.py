@@ -214,6 +214,34 @@ class DatastoreConformance:
         assert datastore.exists("conformance/key")
         assert not datastore.exists("conformance/ke")
 
+    def test_create_makes_a_key_only_once(self, datastore: Datastore) -> None:
+        assert datastore.create("conformance/created", b"first") is True
+        assert datastore.create("conformance/created", b"second") is False
+        assert datastore.read_bytes("conformance/created") == b"first"
+        datastore.write_bytes("conformance/written", b"x")
+        assert datastore.create("conformance/written", b"y") is False
+
+    def test_racing_creates_have_one_winner_where_create_is_atomic(self, datastore: Datastore) -> None:
+        import threading
+
+        barrier = threading.Barrier(8)
+        won: list[bytes] = []
+
+        def race(number: int) -> None:
+            barrier.wait()
+            if datastore.create("conformance/raced", f"racer {number}".encode()):
+                won.append(f"racer {number}".encode())
+
+        threads = [threading.Thread(target=race, args=(number,)) for number in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if type(datastore).atomic_create:
+            assert len(won) == 1 and datastore.read_bytes("conformance/raced") == won[0]
+        else:  # ask-then-write: someone wins, and what is stored is one racer's bytes
+            assert won and datastore.read_bytes("conformance/raced") in won
+
     def test_delete(self, datastore: Datastore) -> None:
         datastore.write_bytes("conformance/key", b"x")
         datastore.write_bytes("conformance/other", b"y")
