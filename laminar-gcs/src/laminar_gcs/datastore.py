@@ -270,10 +270,15 @@ class GCS(ObjectStore["Client", "Bucket"]):
 
         self._call("write", key, write)
 
+    @property
+    def atomic_create(self) -> bool:  # type: ignore[override]
+        """Real GCS honours ``if_generation_match``; gcp-storage-emulator (``STORAGE_EMULATOR_HOST``)
+        ignores it, so there the lease falls back to waiting and reading back what it wrote."""
+        return not os.environ.get("STORAGE_EMULATOR_HOST")
+
     def create(self, key: str, data: bytes) -> bool:
-        """Asks first, then uploads with ``if_generation_match=0``, which real GCS refuses when the
-        object appeared meanwhile (gcp-storage-emulator ignores preconditions, so ``atomic_create``
-        stays false: it is not shown here)."""
+        """Asks first, then uploads with ``if_generation_match=0``, which GCS refuses when the object
+        appeared meanwhile."""
 
         def create(bucket: Bucket) -> bool:
             blob = bucket.blob(self._object(key), chunk_size=self.chunk_size)

@@ -25,6 +25,9 @@ from laminar.errors import LeaseHeld, LeaseLost
 
 #: Seconds a lease lives without a heartbeat; the holder beats every third of it.
 DEFAULT_TTL = 30.0
+#: On a store whose create is not atomic (it asks, then writes), racing creators may all "succeed";
+#: the last write wins, so each waits this long and reads its lease back before it counts as held.
+SETTLE = 0.5
 TTL_VARIABLE = "LAMINAR_LEASE_TTL"
 
 

@@ -237,7 +237,7 @@ class DatastoreConformance:
             thread.start()
         for thread in threads:
             thread.join()
-        if type(datastore).atomic_create:
+        if datastore.atomic_create:
             assert len(won) == 1 and datastore.read_bytes("conformance/raced") == won[0]
         else:  # ask-then-write: someone wins, and what is stored is one racer's bytes
             assert won and datastore.read_bytes("conformance/raced") in won
