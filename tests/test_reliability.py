@@ -519,3 +519,41 @@ def test_a_stopped_scheduler_of_this_process_does_not_hold_its_lease(tmp_path: P
     leases = sorted((tmp_path / "flows/Released/executions/unreleased/leases").glob("*.json"))
     assert json.loads(leases[-1].read_text())["released"] is False  # the release really failed
     assert flow.execution("unreleased").resume().layer(A).x == 1  # not "being run by another scheduler"
+
+
+def test_racing_leases_on_a_store_without_an_atomic_create_have_one_holder(tmp_path: Path) -> None:
+    """Ask-then-write lets both racers "create" the lease; reading it back after a pause keeps one."""
+    import threading
+
+    from laminar._storage.lease import Lease  # internal: the lease itself, without a flow around it
+    from laminar.errors import LeaseHeld
+
+    barrier = threading.Barrier(2)
+
+    class AskThenWrite(datastores.Local):
+        atomic_create = False
+
+        def create(self, key: str, data: bytes) -> bool:
+            there = self.exists(key)
+            barrier.wait()  # both have asked before either writes
+            if there:
+                return False
+            self.write_bytes(key, data)
+            return True
+
+    store = AskThenWrite(tmp_path)
+    outcomes: list[str] = []
+
+    def take() -> None:
+        try:
+            Lease(store, "Raced", "raced").acquire()
+            outcomes.append("held")
+        except LeaseHeld as error:
+            outcomes.append("refused" if "is being run by another scheduler" in str(error) else str(error))
+
+    threads = [threading.Thread(target=take) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["held", "refused"]

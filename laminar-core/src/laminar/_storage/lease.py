@@ -143,6 +143,10 @@ class Lease:
             created = self.datastore.create(
                 layout.lease(self.flow, self.execution, mine.generation), mine.dumps()
             )
+            if created and not self.datastore.atomic_create:
+                time.sleep(SETTLE)  # racing ask-then-write creators: the last write is the one kept
+                stored = self._read(mine.generation)
+                created = stored is not None and stored.token == mine.token
         except BaseException:
             _HELD_HERE.discard(mine.token)
             raise
