@@ -76,6 +76,9 @@ def test_every_hookspec_has_a_built_in_implementation() -> None:
                 "laminar_executors",
                 "laminar_protocols",
                 "laminar_execution_started",
+                "laminar_layer_started",
+                "laminar_layer_skipped",
+                "laminar_split_retried",
                 "laminar_layer_finished",
                 "laminar_execution_finished",
             ]

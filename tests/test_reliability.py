@@ -364,11 +364,14 @@ def test_a_signal_stops_new_work_keeps_what_finished_and_resume_completes(
 
 
 # ---- workers never start runs ------------------------------------------------------------------------
-def test_a_flow_called_outside_the_guard_never_runs_again_in_a_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["process", pytest.param("dask", marks=pytest.mark.dask)])
+def test_a_flow_called_outside_the_guard_never_runs_again_in_a_worker(tmp_path: Path, executor: str) -> None:
+    """The module calls ``flow()`` at import; the workers import it to run its layers."""
+    chosen = "executors.Process()" if executor == "process" else "os.environ.get('DASK_ADDRESS', 'thread')"
     (tmp_path / "pipeline.py").write_text(
         textwrap.dedent(
-            """
-            import sys
+            f"""
+            import os, sys
 
             from laminar import Flow, Layer
             from laminar.configurations import datastores, executors
@@ -383,18 +386,37 @@ def test_a_flow_called_outside_the_guard_never_runs_again_in_a_worker(tmp_path: 
                     self.x = 1
 
 
-            flow = Unguarded(datastore=datastores.Local(sys.argv[1]), executor=executors.Process())
+            flow = Unguarded(datastore=datastores.Local(sys.argv[1]), executor={chosen})
             flow()  # outside `if flow := Unguarded():`
             """
         )
     )
-    (tmp_path / "main.py").write_text("import pipeline\n")
+    if executor == "process":
+        (tmp_path / "main.py").write_text("import pipeline\n")
+    else:  # a cluster whose worker processes can import the module, as a deployed one would
+        (tmp_path / "main.py").write_text(
+            textwrap.dedent(
+                """
+                import os
+
+                if __name__ == "__main__":
+                    from distributed import LocalCluster
+
+                    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")
+                    os.environ["DASK_ADDRESS"] = "dask://" + cluster.scheduler_address.removeprefix("tcp://")
+                    try:
+                        import pipeline  # noqa: F401
+                    finally:
+                        cluster.close()
+                """
+            )
+        )
     result = subprocess.run(
         [sys.executable, "main.py", str(tmp_path / "store")],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
     )
     assert result.returncode != 0

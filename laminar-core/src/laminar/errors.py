@@ -88,3 +88,7 @@ class UntrustedArtifact(DatastoreError):
 
 class UnknownProtocol(DatastoreError, LookupError):
     """An artifact names a serialization protocol this process has not registered."""
+
+
+class ExecutionNotFound(LaminarError, ExecutionError, LookupError):
+    """An execution asked for by id does not exist in the flow's datastore."""

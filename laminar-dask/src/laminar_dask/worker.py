@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from distributed import WorkerPlugin
 from laminar.errors import WorkerLost
-from laminar.plugins import FlowUnpacker, mark_worker, run_split
+from laminar.plugins import FlowNotInstalled, FlowUnpacker, mark_worker, run_split
 
 if TYPE_CHECKING:
     from laminar.plugins import SplitOutcome, SplitTask
@@ -47,7 +47,7 @@ def run_task(token: str, task: SplitTask) -> SplitOutcome:
     """What one Dask task runs: the split, with the flow this worker already holds."""
     try:
         task = _FLOWS.attach(token, task)
-    except KeyError:
+    except FlowNotInstalled:
         raise WorkerLost(
             f"the flow of this execution is not installed on Dask worker pid {os.getpid()} "
             "(the worker joined while the plugin was being registered, or it was unregistered)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from laminar._app.status import Status, read_status
 from laminar._model import execution as model
 from laminar._model.layer import Layer, Parameters
 from laminar._runtime.context import LayerContext
@@ -27,6 +28,14 @@ class Execution(model.Execution):
                 f"flow {self.flow.name} has no layer {name!r}; its layers are {', '.join(sorted(self.flow.registry))}"
             )
         return LayerContext.reader(self, name)
+
+    @property
+    def status(self) -> Status:
+        """How the latest run went: running, succeeded, failed or cancelled, with times and error.
+
+        Raises ``ExecutionNotFound`` if this execution does not exist in the flow's datastore.
+        """
+        return read_status(self)
 
     def run(self, *, parameters: dict[str, Any] | None = None, resume: bool = False) -> Execution:
         """Run (or resume) this execution with the flow's scheduler; raise the first layer failure."""

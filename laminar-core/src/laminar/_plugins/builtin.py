@@ -45,6 +45,29 @@ def laminar_execution_started(execution: Execution) -> None:
 
 
 @hookimpl
+def laminar_layer_started(layer: Layer) -> None:
+    logger.debug("layer %s started", layer.name)
+
+
+@hookimpl
+def laminar_layer_skipped(layer: Layer, reason: str) -> None:
+    logger.info("layer %s skipped: %s", layer.name, reason)
+
+
+@hookimpl
+def laminar_split_retried(layer: Layer, index: int | None, attempt: int, error: BaseException) -> None:
+    split = "" if index is None else f" split {index}"
+    logger.warning(
+        "layer %s%s failed (%s: %s); retrying as attempt %d",
+        layer.name,
+        split,
+        type(error).__name__,
+        error,
+        attempt,
+    )
+
+
+@hookimpl
 def laminar_layer_finished(layer: Layer, splits: int) -> None:
     execution = layer.execution
     logger.info(

@@ -56,10 +56,25 @@ def laminar_protocols() -> Sequence[tuple[tuple[type, ...], Protocol[Any]]]:  # 
     """
 
 
-# ---- lifecycle events (called in the scheduler's process) --------------------------------------
+# ---- lifecycle events (called in the scheduler's process, on its event loop: keep them quick) ----
 @hookspec
 def laminar_execution_started(execution: Execution) -> None:
     """An execution starts (or resumes): its metadata and Parameters are stored."""
+
+
+@hookspec
+def laminar_layer_started(layer: Layer) -> None:
+    """A layer's dependencies are done and its entry hooks said yes: its splits are about to run."""
+
+
+@hookspec
+def laminar_layer_skipped(layer: Layer, reason: str) -> None:
+    """A layer will not run: ``reason`` says why (an entry hook, or a skipped dependency)."""
+
+
+@hookspec
+def laminar_split_retried(layer: Layer, index: int | None, attempt: int, error: BaseException) -> None:
+    """A split failed with ``error`` and runs again as attempt ``attempt`` (``index`` None: no ForEach)."""
 
 
 @hookspec

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pluggy
 
-from laminar._plugins import builtin, hookspecs
+from laminar._plugins import builtin, hookspecs, status
 from laminar._runtime.executor import Executor
 from laminar._serialization.registry import ProtocolRegistry
 from laminar._transport.datastore import Datastore
@@ -46,6 +46,7 @@ def plugin_manager() -> pluggy.PluginManager:
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     manager.register(builtin, name="laminar.builtin")
+    manager.register(status, name="laminar.status")
     for entry_point in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
         if manager.get_plugin(entry_point.name) is not None:
             continue

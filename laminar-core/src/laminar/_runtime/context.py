@@ -157,6 +157,12 @@ class LayerContext:
 
     def _missing(self, attribute: str, index: int = 0) -> AttributeError:
         where = f"in execution {self.execution.id} of flow {self.flow.name}"
+        if not self.writer and not self.store.metadata_exists():
+            return AttributeError(
+                f"{self.name} has no artifact {attribute!r}: execution {self.execution.id} of flow {self.flow.name} "
+                f"does not exist in {self.store.datastore.url} (list them with "
+                "flow.configuration.datastore.list_executions(flow=flow))"
+            )
         if self.store.record(self.name) is None:  # no record, whatever batches exist: not finished
             record = self.store.url(self.store.record_key(self.name))
             return AttributeError(

@@ -8,6 +8,7 @@ gets ``False``, so the script does no set-up twice. Laminar's own worker process
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING
 
 from laminar._runtime import foreach
@@ -41,8 +42,11 @@ def in_worker() -> bool:
 
 
 def runs_a_split() -> bool:
-    """Whether this process runs splits: a Laminar worker, or one started with ``LAMINAR_*`` variables."""
-    return in_worker() or bool(os.environ.get(LAYER_NAME))
+    """Whether this process runs splits, or is being set up to: a Laminar worker, one started with
+    ``LAMINAR_*`` variables, or a child that ``multiprocessing`` spawned (as Dask starts its workers),
+    which imports the parent's script again as ``__mp_main__`` before anyone can mark it a worker."""
+    main = sys.modules.get("__main__")
+    return in_worker() or bool(os.environ.get(LAYER_NAME)) or getattr(main, "__name__", None) == "__mp_main__"
 
 
 def task_from_environment(flow: FlowDefinition) -> SplitTask | None:

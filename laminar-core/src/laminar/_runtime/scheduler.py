@@ -24,6 +24,7 @@ from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage.lease import Lease
 from laminar._storage.records import runs
 from laminar.errors import (
+    DatastoreError,
     ExecutorContractError,
     FlowDefinitionError,
     IntegrityError,
@@ -168,10 +169,15 @@ class _Run:
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-            try:
-                await asyncio.to_thread(self.lease.release)
-            except Exception as error:  # the run's own outcome matters more; the lease goes stale
-                logger.warning("could not release the lease on execution %s: %s", self.execution.id, error)
+            if self.errors and isinstance(self.errors[0], DatastoreError):
+                self.lease.forget()  # the store failed: it goes stale instead of costing another deadline
+            else:
+                try:
+                    await asyncio.to_thread(self.lease.release)
+                except Exception as error:  # the run's own outcome matters more; the lease goes stale
+                    logger.warning(
+                        "could not release the lease on execution %s: %s", self.execution.id, error
+                    )
         if self.errors:
             raise self.errors[0]
 
@@ -264,9 +270,15 @@ class _Run:
         entry = self.plan.layer_hooks[(name, "entry")]
         if entry:
             if not await asyncio.to_thread(self._entry, name):
-                return SKIPPED
+                return self._skipped(name, "an entry hook returned a falsy value")
         elif SKIPPED in states:
-            return SKIPPED
+            skipped = sorted(
+                d
+                for d in self.plan.dependencies[name]
+                if d != "Parameters" and self.states[d].result() == SKIPPED
+            )
+            return self._skipped(name, f"layer {', '.join(skipped)} it depends on was skipped")
+        self.hook.laminar_layer_started(layer=self._reader(name))
 
         each = self.flow.registry[name].configuration.foreach
         grid = await asyncio.to_thread(foreach.grid, self.store, name, each) if each is not None else None
@@ -306,6 +318,10 @@ class _Run:
         )
         self.hook.laminar_layer_finished(layer=self._reader(name), splits=count)
         return FINISHED
+
+    def _skipped(self, name: str, reason: str) -> str:
+        self.hook.laminar_layer_skipped(layer=self._reader(name), reason=reason)
+        return SKIPPED
 
     def _recorded(self, name: str) -> bool:
         """Whether resume may skip ``name``: its record and split batches exist and read back whole.
@@ -389,6 +405,9 @@ class _Run:
                 task.attempt += 1
                 if context is not None:
                     context.attempt = task.attempt
+                self.hook.laminar_split_retried(
+                    layer=self._reader(name), index=task.index, attempt=task.attempt, error=error
+                )
                 retrying = await start(retry_hooks)
                 await asyncio.sleep(configuration.retry.wait(task.attempt))
                 if retrying:

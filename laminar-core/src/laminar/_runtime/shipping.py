@@ -43,6 +43,10 @@ def without_flow(task: SplitTask) -> SplitTask:
     return dataclasses.replace(task, flow=None)  # type: ignore[arg-type]
 
 
+class FlowNotInstalled(LookupError):
+    """No flow is installed under that token in this worker."""
+
+
 class FlowUnpacker:
     """The worker side: the flows installed by token, each unpickled on its first use."""
 
@@ -74,14 +78,20 @@ class FlowUnpacker:
         return dict(self._flows)
 
     def flow(self, token: str) -> FlowDefinition:
-        """The flow installed as ``token``; ``KeyError`` if none is."""
+        """The flow installed as ``token``; :class:`FlowNotInstalled` if none is.
+
+        Whatever unpickling raises (importing the flow's module, say) passes through as it is.
+        """
         flow = self._flows.get(token)
         if flow is not None:
             return flow
         with self._lock:
             flow = self._flows.get(token)
             if flow is None:
-                flow = self._flows[token] = cloudpickle.loads(self._payloads[token])
+                payload = self._payloads.get(token)
+                if payload is None:
+                    raise FlowNotInstalled(token)
+                flow = self._flows[token] = cloudpickle.loads(payload)
         return flow
 
     def attach(self, token: str, task: SplitTask) -> SplitTask:

@@ -5,6 +5,8 @@
     artifacts/<hh>/<sha256>                                       one stored value, shared by all flows
     flows/<Flow>/executions/<id>/execution.json                   execution metadata, written once the
                                                                   Parameters layer is stored
+    flows/<Flow>/executions/<id>/status.json                      how its latest run went (running,
+                                                                  succeeded, failed, cancelled)
     flows/<Flow>/executions/<id>/leases/<generation>.json         who runs the execution (one file per
                                                                   run or resume, created exclusively)
     flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished
@@ -39,6 +41,10 @@ def execution(flow: str, execution_id: str) -> str:
 
 def execution_metadata(flow: str, execution_id: str) -> str:
     return execution(flow, execution_id) + "execution.json"
+
+
+def execution_status(flow: str, execution_id: str) -> str:
+    return execution(flow, execution_id) + "status.json"
 
 
 def leases(flow: str, execution_id: str) -> str:

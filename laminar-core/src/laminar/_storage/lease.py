@@ -151,9 +151,11 @@ class Lease:
             _HELD_HERE.discard(mine.token)
             raise
         if not created:
-            _HELD_HERE.discard(mine.token)
             winner = self._read(mine.generation)
-            raise self._held(winner if winner is not None else mine)
+            if winner is None or winner.token != mine.token:
+                _HELD_HERE.discard(mine.token)
+                raise self._held(winner if winner is not None else mine)
+            # ours after all: a create retried after a lost answer finds what its first try wrote
         self.held = mine
         return mine
 

@@ -359,3 +359,60 @@ class ExecutionMetadata:
             return cls(_string(payload["flow"], "flow"), _string(payload["id"], "id"), float(created))
         except (KeyError, TypeError, ValueError) as error:
             raise _shape(error) from None
+
+
+#: An execution's statuses, as stored. A "running" record whose scheduler's lease is no longer live
+#: reads as failed (the results API decides that, from the lease).
+STATUSES = ("running", "succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class ExecutionStatus:
+    """How the latest run (or resume) of an execution went: written when it starts and when it ends.
+
+    ``error`` holds the type, message and traceback text of what ended a failed run.
+    """
+
+    flow: str
+    id: str
+    status: str
+    started: float
+    ended: float | None = None
+    error: Mapping[str, str] | None = None
+
+    def dumps(self) -> bytes:
+        return seal(
+            {
+                "layout": LAYOUT,
+                "flow": self.flow,
+                "id": self.id,
+                "status": self.status,
+                "started": self.started,
+                "ended": self.ended,
+                "error": dict(self.error) if self.error is not None else None,
+            }
+        )
+
+    @classmethod
+    def loads(cls, data: bytes) -> ExecutionStatus:
+        payload = unseal(data)
+        _check_layout(payload, f"status of execution {payload.get('id')}")
+        try:
+            status = _string(payload["status"], "status")
+            if status not in STATUSES:
+                raise ValueError(f"status is {status!r}, not one of {', '.join(STATUSES)}")
+            ended, error = payload.get("ended"), payload.get("error")
+            if error is not None and not (
+                isinstance(error, dict) and all(isinstance(v, str) for v in error.values())
+            ):
+                raise TypeError(f"error is {error!r}, not a mapping of strings")
+            return cls(
+                _string(payload["flow"], "flow"),
+                _string(payload["id"], "id"),
+                status,
+                float(payload["started"]),
+                float(ended) if ended is not None else None,
+                error,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise _shape(error) from None

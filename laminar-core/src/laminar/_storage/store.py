@@ -27,6 +27,7 @@ from laminar._storage.records import (
     Archive,
     Artifact,
     ExecutionMetadata,
+    ExecutionStatus,
     Malformed,
     Origin,
     Record,
@@ -135,6 +136,19 @@ class ExecutionStore:
     def write_metadata(self) -> None:
         metadata = ExecutionMetadata(self.flow, self.execution, time.time())
         self.datastore.write_bytes(layout.execution_metadata(self.flow, self.execution), metadata.dumps())
+
+    def write_status(self, status: ExecutionStatus) -> None:
+        self.datastore.write_bytes(layout.execution_status(self.flow, self.execution), status.dumps())
+
+    def status(self) -> ExecutionStatus | None:
+        """How the execution's latest run went, or None if none recorded it."""
+        key = layout.execution_status(self.flow, self.execution)
+        try:
+            data = self.datastore.read_bytes(key)
+        except FileNotFoundError:
+            return None
+        found: ExecutionStatus = self._parse(key, data, ExecutionStatus.loads, "the status")
+        return found
 
     def metadata(self) -> ExecutionMetadata | None:
         """The execution's metadata (when it was created), or None if it does not exist."""
