@@ -266,7 +266,8 @@ def test_a_record_whose_hash_field_is_damaged_unpickles_nothing(root: Path, tmp_
     def plant(payload: dict[str, Any]) -> None:
         entry = payload["splits"]["0"]["archives"]["tiny"]["artifacts"][0]
         entry["inline"] = base64.b64encode(planted).decode()
-        entry["hexdigest"] = records_digest(planted)[:-1] + "0"  # one hex digit off
+        digest = records_digest(planted)
+        entry["hexdigest"] = digest[:-1] + ("1" if digest[-1] == "0" else "0")  # one hex digit off
         entry["size"] = len(planted)
 
     rewrite_batch(root, plant)
