@@ -44,10 +44,8 @@ class Status:
     @property
     def parameters(self) -> dict[str, Any]:
         """The parameters the execution was started with (read from its Parameters layer)."""
-        names = self.execution.flow.configuration.datastore.list_artifacts(
-            layer=self.execution.layer("Parameters")
-        )
         layer = self.execution.layer("Parameters")
+        names = self.execution.flow.configuration.datastore.list_artifacts(layer=layer)
         return {name: getattr(layer, name) for name in names}
 
     def __eq__(self, other: object) -> bool:
@@ -79,10 +77,10 @@ def read_status(execution: Execution) -> Status:
             "the executions there with flow.configuration.datastore.list_executions(flow=flow)"
         )
     recorded = store.status()
-    holder = Lease(store.datastore, flow.name, execution.id).current()
-    live = holder is not None and holder.live()
     status, error = (recorded.status, recorded.error) if recorded is not None else ("running", None)
-    if status == "running" and not live:
+    # Only a record that says "running" needs its lease read: is its scheduler still alive?
+    holder = Lease(store.datastore, flow.name, execution.id).current() if status == "running" else None
+    if status == "running" and not (holder is not None and holder.live()):
         who = f" ({holder.describe()})" if holder is not None else ""
         status, error = (
             "failed",

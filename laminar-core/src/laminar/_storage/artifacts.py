@@ -384,14 +384,16 @@ def _staging_file(datastore: Datastore) -> tuple[str, BinaryIO]:
 
 
 def _verified_copy(
-    datastore: Datastore, key: str, artifact: Artifact, source: BinaryIO, expected: str
+    datastore: Datastore, key: str | None, artifact: Artifact, source: BinaryIO, expected: str | None
 ) -> tuple[BinaryIO, str]:
-    """Copy ``source`` to a staging file while hashing it; the copy, from its start, once it verified."""
+    """Copy ``source`` to a staging file while hashing it; the copy, from its start, once it verified
+    against ``expected`` (``None``: nothing to check it against)."""
     path, file = _staging_file(datastore)
     try:
         with source:
             actual, _ = hashing.hash_stream(source, file)
-        _check(datastore, key, artifact, actual, expected)
+        if expected is not None:
+            _check(datastore, key, artifact, actual, expected)
         file.seek(0)
     except BaseException:
         file.close()
@@ -429,17 +431,13 @@ def _load_through_path(
     """Hand a URI-taking protocol a local file holding the stored bytes, checked against their hash."""
     inline = artifact.inline
     key = None if inline is not None else layout.artifact(artifact.hexdigest)
-    fd, path = tempfile.mkstemp(dir=datastore.staging_directory(), suffix=".reading")
+    source: BinaryIO = io.BytesIO(inline) if inline is not None else _open(datastore, key or "", artifact)
+    checked = verify and not _legacy_own_address(artifact, protocol)
+    file, path = _verified_copy(
+        datastore, key, artifact, source, artifact.stored_hexdigest if checked else None
+    )
     try:
-        with os.fdopen(fd, "wb") as file:
-            source: BinaryIO = (
-                io.BytesIO(inline) if inline is not None else _open(datastore, key or "", artifact)
-            )
-            with source:
-                actual, _ = hashing.hash_stream(source, file)
-        expected = artifact.stored_hexdigest
-        if verify and expected is not None and not _legacy_own_address(artifact, protocol):
-            _check(datastore, key, artifact, actual, expected)
+        file.close()
         return read_from_path(protocol, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
