@@ -14,6 +14,12 @@ machine's speed drifts from minute to minute; every run is printed.
 
     .venv/bin/python benchmarks/foreach_scale.py            # the full set (100k takes a while)
     .venv/bin/python benchmarks/foreach_scale.py --quick    # N = 100, 1,000, 5,000; Process 1,000
+    .venv/bin/python benchmarks/foreach_scale.py --records  # only the run records' cost
+    .venv/bin/python benchmarks/foreach_scale.py --million  # N = 100,000 and 1,000,000 (issue 14)
+
+The run records' cost (issue 11): N = 10,000 on Thread with the status records and the log capture
+on, and with both off (``laminar.plugins.disabled``), in interleaved pairs (on/off, then off/on, ...);
+the median of the pairs' ratios counts, target <= 1.15. The progress display is off in both.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ import time
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors
 from laminar.configurations.layers import ForEach, Parameter
+from laminar.plugins import disabled
+
+RECORDERS = ("laminar.status", "laminar.logs")
 
 
 class Scale(Flow): ...
@@ -80,12 +89,92 @@ def report(label: str, n: int, seconds: float, cpu: float, target: float | None)
     )
 
 
+def records_cost(n: int, pairs: int) -> bool:
+    """Time N splits with the run records on and off, interleaved; print each pair and the median."""
+    os.environ["LAMINAR_PROGRESS"] = "0"
+    measure(min(n, 1_000), executors.Thread())  # warm up imports and caches
+    ratios = []
+    for pair in range(pairs):
+        timed: dict[str, float] = {}
+        for mode in ("on", "off") if pair % 2 == 0 else ("off", "on"):
+            if mode == "on":
+                timed[mode], _ = measure(n, executors.Thread())
+            else:
+                with disabled(*RECORDERS):
+                    timed[mode], _ = measure(n, executors.Thread())
+        ratios.append(timed["on"] / timed["off"])
+        print(
+            f"records  N={n:>7,}  on {timed['on']:6.2f} s  off {timed['off']:6.2f} s  ratio {ratios[-1]:.3f}",
+            flush=True,
+        )
+    median = sorted(ratios)[len(ratios) // 2]
+    ok = median <= 1.15
+    print(
+        f"records  median ratio on/off over {pairs} pairs = {median:.3f}"
+        + ("  ok" if ok else "  MISSED (target 1.15)")
+    )
+    return ok
+
+
+def plain_writes(n: int) -> float:
+    """The same number of small file writes done by a plain loop: one file per split, then a sum."""
+    with tempfile.TemporaryDirectory(prefix="laminar-plain-") as root:
+        start = time.perf_counter()
+        for i in range(n):
+            directory = os.path.join(root, str(i // 1000))
+            if i % 1000 == 0:
+                os.mkdir(directory)
+            with open(os.path.join(directory, str(i)), "w") as file:
+                file.write(str(i * 2))
+        total = 0
+        for i in range(n):
+            with open(os.path.join(root, str(i // 1000), str(i))) as file:
+                total += int(file.read())
+        assert total == n * (n - 1)
+        return time.perf_counter() - start
+
+
+def million() -> bool:
+    """Issue 14: 100,000 splits within 10 s, 1,000,000 within 150 s, ratio <= 11, peak RSS <= 1.5 GiB."""
+    os.environ.setdefault("LAMINAR_PROGRESS", "0")
+    ok = True
+    timed: dict[int, float] = {}
+    for n, target in ((100_000, 10.0), (1_000_000, 150.0)):
+        plain = plain_writes(n)
+        seconds, cpu = measure(n, executors.Thread())
+        timed[n] = seconds
+        ok &= seconds <= target
+        report("thread", n, seconds, cpu, target)
+        print(
+            f"plain    N={n:>7,}  {plain:8.2f} s  {plain / n * 1e6:8.1f} us/file (a loop writing and reading one "
+            f"small file per split); laminar/plain = {seconds / plain:.2f}",
+            flush=True,
+        )
+    ratio = timed[1_000_000] / timed[100_000]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    ok &= ratio <= 11 and peak <= 1.5 * 1024
+    print(
+        f"ratio    time(1,000,000) / time(100,000) = {ratio:.2f}"
+        + ("  ok" if ratio <= 11 else "  MISSED (target 11)")
+    )
+    print(
+        f"peak RSS {peak:,.0f} MiB" + ("  ok" if peak <= 1536 else "  MISSED (target 1,536 MiB)"), flush=True
+    )
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller N, for a smoke test")
+    parser.add_argument("--records", action="store_true", help="only the run records' cost at N = 10,000")
+    parser.add_argument("--million", action="store_true", help="only N = 100,000 and 1,000,000 (about 3 min)")
     arguments = parser.parse_args()
+    if arguments.records:
+        return 0 if records_cost(10_000, 5) else 1
+    if arguments.million:
+        return 0 if million() else 1
 
     if arguments.quick:
         thread_ns, process_n, small, large = [100, 1_000, 5_000], 1_000, 1_000, 5_000
@@ -130,6 +219,7 @@ def main() -> int:
         + f"   (cpu time ratio {cpus[large] / cpus[small]:.2f})",
         flush=True,
     )
+    missed |= not records_cost(1_000 if arguments.quick else 10_000, 3 if arguments.quick else 5)
     return 1 if missed else 0
 
 

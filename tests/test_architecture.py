@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, int]] = [
     ("laminar.configurations", 9),
     ("laminar.plugins", 9),
     ("laminar.testing", 9),
+    ("laminar._cli", 9),  # the `laminar` command and the HTML report
     ("laminar", 9),
 ]
 

@@ -533,7 +533,7 @@ def test_azure_account_url_without_azure_identity_says_what_to_install(
     datastore = Azure("az://container/runs", account_url="https://account.blob.core.windows.net")
     with pytest.raises(ConfigurationError) as error:
         datastore.read_bytes("k")
-    assert "pip install 'laminar-azure[identity]'" in str(error.value)
+    assert "pip install 'laminar-azure[identity]' --find-links dist/" in str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -630,3 +630,5 @@ def test_scheme_whose_distribution_is_missing_names_the_extra(scheme: str, modul
     name, _, message = result.stdout.partition("\n")
     assert name == PluginNotFound.__name__, result.stdout + result.stderr
     assert extra in message and f"{scheme!r}" in message
+    # Laminar is not on PyPI: the hint says how to install from this repository's wheels.
+    assert "./run build" in message and "--find-links dist/" in message, message

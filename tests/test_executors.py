@@ -354,3 +354,58 @@ def test_an_executor_that_starts_a_process_per_split_through_the_environment(
     never = SplitTask(flow=flow, execution="scripted", layer="Square", index=7, splits=8)
     with pytest.raises(RuntimeError, match=r"split 7 of 8, attempt 0.* exited without recording its result"):
         recorded_outcome(never)
+
+
+def test_executions_running_at_once_on_one_thread_executor_each_get_their_own_pool(tmp_path: Path) -> None:
+    """Threads of a notebook running one flow object, and a layer that runs another execution of it."""
+
+    class Shared(Flow): ...
+
+    @Shared.register
+    class Work(Layer):
+        def __call__(self, parameters: Parameters) -> None:
+            time.sleep(0.01)
+            self.value = parameters.n * 2
+            if parameters.nest:  # an execution run from inside a layer, on the same executor object
+                self.nested = flow(n=parameters.n + 100, nest=False).layer(Work).value
+
+    flow = Shared(datastore=datastores.Local(tmp_path), executor=executors.Thread(concurrency=2))
+    found: dict[int, tuple[int, int]] = {}
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            execution = flow(n=n, nest=True)
+            found[n] = (execution.layer(Work).value, execution.layer(Work).nested)
+        except BaseException as error:
+            errors.append(error)
+
+    for _ in range(5):
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads), "an execution hung"
+    assert not errors, errors
+    assert found == {n: (n * 2, (n + 100) * 2) for n in range(4)}
+
+
+class FailsToStart(executors.Thread):
+    async def start(self) -> None:
+        raise OSError("no workers today")
+
+
+def test_an_executor_that_fails_to_start_ends_the_run_as_failed(tmp_path: Path) -> None:
+    class Unstarted(Flow): ...
+
+    @Unstarted.register
+    class Never(Layer):
+        def __call__(self) -> None:
+            self.x = 1
+
+    flow = Unstarted(datastore=datastores.Local(tmp_path), executor=FailsToStart())
+    with pytest.raises(OSError, match="no workers today"):
+        flow(execution="unstarted")
+    status = flow.execution("unstarted").status
+    assert status == "failed" and status.error is not None and status.error["message"] == "no workers today"

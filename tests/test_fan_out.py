@@ -370,7 +370,11 @@ def test_parameter_on_an_attribute_the_layer_does_not_have(
     )
     assert "Parameter(layer=Upstream, attribute='nope')" in str(error.value)
     layers = tmp_path / "flows" / "NoAttribute" / "executions" / "bad" / "layers"
-    assert sorted(p.name for p in layers.iterdir()) == ["Parameters", "Upstream"]  # nothing of Down
+    assert sorted(p.name for p in layers.iterdir()) == ["Down", "Parameters", "Upstream"]
+    assert [p.name for p in (layers / "Down").iterdir()] == [
+        "status.json"
+    ]  # nothing of Down but its run record
+    assert flow.execution("bad").status.layers["Down"] == "failed"
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
@@ -417,7 +421,9 @@ def test_a_wide_foreach_costs_a_few_writes_not_one_per_split(
     assert batch_files(tmp_path, "wide", "Double") == ["0-999.json"]
     # Small values are inline: nothing was written under artifacts/, and a handful of writes in all.
     assert [key for key in store.writes if key.startswith("artifacts/")] == []
-    assert len(store.writes) < 15, store.writes
+    records = [key for key in store.writes if key.endswith("status.json")]
+    assert len(records) == 2 + 2 * 3  # the run records: the execution's and each layer's, at start and end
+    assert len(store.writes) - len(records) < 15, store.writes
     record = store_for(execution).record("Double")
     assert record is not None and record.splits == n
     assert record.batches == {"0-999.json": ((0, n - 1),)} and record.artifacts == ("marker", "value")

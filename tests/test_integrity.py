@@ -31,6 +31,8 @@ from laminar.errors import DatastoreError, IntegrityError
 
 DATA = Path(__file__).parent / "data" / "layout2-store"
 BIG = 9 << 20  # above artifacts.IN_MEMORY_LIMIT: read as a stream
+#: Compressible, but not to the inline limit (zstd would keep ``b"laminar " * n`` in a few hundred bytes).
+REPEATED = " ".join(str(i) for i in range(1_300_000)).encode()
 
 
 class Damage(Flow): ...
@@ -40,9 +42,9 @@ class Damage(Flow): ...
 class Store(Layer):
     def __call__(self, parameters: Parameters) -> None:
         self.tiny = "a tiny value"  # inline in the split batch, uncompressed
-        self.text = " ".join(str(i) for i in range(4000))  # stored under artifacts/, zlib
+        self.text = " ".join(str(i) for i in range(4000))  # stored under artifacts/, zstd
         self.noise = random.Random(1).randbytes(BIG)  # stored, uncompressed, streamed
-        self.repeated = b"laminar " * (BIG // 8)  # stored, zlib, streamed
+        self.repeated = REPEATED  # stored, zstd, streamed
         self.shard(item=[1, 2, 3])
 
 
@@ -141,12 +143,12 @@ def test_an_intact_store_reads_back_and_records_what_it_checks(root: Path, decom
     assert store.tiny == "a tiny value"
     assert store.text == " ".join(str(i) for i in range(4000))
     assert store.noise == random.Random(1).randbytes(BIG)
-    assert store.repeated == b"laminar " * (BIG // 8)
+    assert store.repeated == REPEATED
     assert list(execution.layer(Double).doubled) == [2, 4, 6]
-    assert decompressions == ["zlib", "zlib"]  # text and repeated, each decompressed once
+    assert decompressions == ["zstd", "zstd"]  # text and repeated, each decompressed once
     # compressed artifacts record their stored bytes' digest; uncompressed ones need none
     text, noise = archive(root, "text"), archive(root, "noise")
-    assert text["codec"] == "zlib" and text["stored"] == records_digest(blob_path(root, "text").read_bytes())
+    assert text["codec"] == "zstd" and text["stored"] == records_digest(blob_path(root, "text").read_bytes())
     assert noise["codec"] == "none" and "stored" not in noise
     assert batch_path(root).read_bytes().startswith(b'{"sha256":"')
 
@@ -174,7 +176,7 @@ def test_a_damaged_stored_artifact_is_named_and_never_decoded(
     assert f"artifact {name!r} of layer Store (split 0) in execution x of flow Damage" in message
     assert url(root, key) in message and caught.value.url == url(root, key)
     assert ("its stored bytes are missing" if how == "delete" else "is corrupt: its bytes hash to") in message
-    assert decompressions == []  # a damaged compressed blob never reaches zlib
+    assert decompressions == []  # a damaged compressed blob never reaches zstd
 
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "garbage", "delete"])
@@ -216,7 +218,13 @@ def test_a_bomb_in_a_record_without_stored_digests_decompresses_no_more_than_rec
     zero = bytes(1 << 20)
     bomb = b"".join(compressor.compress(zero) for _ in range(1024)) + compressor.flush()
     blob_path(root, "text").write_bytes(bomb)
-    rewrite_batch(root, lambda p: p["splits"]["0"]["archives"]["text"]["artifacts"][0].pop("stored"))
+
+    def older(payload: dict[str, Any]) -> None:  # such records were written with zlib
+        entry = payload["splits"]["0"]["archives"]["text"]["artifacts"][0]
+        del entry["stored"]
+        entry["codec"] = "zlib"
+
+    rewrite_batch(root, older)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(IntegrityError, match=r"decompresses to more than the \d+ bytes recorded"):
         reader(root).layer(Store).text  # noqa: B018
@@ -472,5 +480,5 @@ def test_streamed_reads_verify_before_the_protocol_reads(root: Path, monkeypatch
     with pytest.raises(IntegrityError, match=r"artifact 'noise' .* is corrupt"):
         reader(root).layer(Store).noise  # noqa: B018
     assert handed == []
-    assert reader(root).layer(Store).repeated == b"laminar " * (BIG // 8)
+    assert reader(root).layer(Store).repeated == REPEATED
     assert handed == [1]

@@ -43,7 +43,7 @@ class Stored(Flow): ...
 class Values(Layer):
     def __call__(self) -> None:
         self.noise = random.Random(1).randbytes(200_000)  # incompressible: stored as is
-        self.text = "laminar " * 40_000  # compressible: stored with zlib
+        self.text = " ".join(str(i) for i in range(40_000))  # compressible: stored with zstd
         self.marker = Marker()
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from emulators.faultproxy import FaultProxy
 from emulators.fixtures import AZURITE_ACCOUNT, AZURITE_KEY, azurite_connection_string, closed_endpoint
 from laminar.configurations import executors
@@ -38,7 +39,7 @@ def shown(error: BaseException) -> str:
 
 
 def stored(datastore: Datastore, prefix: str = "") -> Iterator[tuple[str, bytes]]:
-    """Every key below ``prefix`` and its bytes (decompressed where they are zlib streams)."""
+    """Every key below ``prefix`` and its bytes (decompressed where they are zlib or zstd streams)."""
     for name in datastore.list_prefix(prefix):
         key = f"{prefix}{name}"
         children = datastore.list_prefix(key + "/")
@@ -49,6 +50,8 @@ def stored(datastore: Datastore, prefix: str = "") -> Iterator[tuple[str, bytes]
             yield key, data
             with contextlib.suppress(zlib.error):
                 yield key, zlib.decompressobj().decompress(data)
+            with contextlib.suppress(zstandard.ZstdError):
+                yield key, zstandard.ZstdDecompressor().decompressobj().decompress(data)
 
 
 def assert_hidden(secret: str, *texts: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +62,20 @@ SCRIPT = textwrap.dedent(
                 "status": str(status), "error": status.error, "parameters": status.parameters,
                 "duration": status.duration, "started": status.started.isoformat() if status.started else None,
                 "ended": status.ended.isoformat() if status.ended else None,
+                "layers": {
+                    name: {
+                        "status": str(layer), "reason": layer.reason, "splits": layer.splits,
+                        "duration": layer.duration, "error": layer.error,
+                        "attempts": {
+                            str(index): [
+                                {"attempt": a.attempt, "duration": a.duration, "error": a.error}
+                                for a in attempts
+                            ]
+                            for index, attempts in layer.attempts.items()
+                        },
+                    }
+                    for name, layer in status.layers.items()
+                },
             }))
     """
 )
@@ -93,6 +108,15 @@ def test_a_succeeded_run_reads_back_with_its_times_and_parameters_from_another_p
     assert status["status"] == "succeeded" and status["error"] is None
     assert status["parameters"] == {"n": 4}
     assert status["started"] <= status["ended"] and status["duration"] >= 0
+    layers = status["layers"]
+    assert list(layers) == ["Items", "Work"]
+    assert [layers[name]["status"] for name in layers] == ["finished", "finished"]
+    work = layers["Work"]
+    assert work["splits"] == 4 and work["duration"] >= 0 and work["error"] is None
+    assert sorted(work["attempts"]) == ["0", "1", "2", "3"]
+    for attempts in work["attempts"].values():
+        assert [a["attempt"] for a in attempts] == [0] and attempts[0]["duration"] >= 0
+        assert attempts[0]["error"] is None
 
 
 def test_a_split_that_fails_after_its_retries_reads_as_failed_with_its_error(tmp_path: Path) -> None:
@@ -102,8 +126,25 @@ def test_a_split_that_fails_after_its_retries_reads_as_failed_with_its_error(tmp
     error = status["error"]
     assert error["type"] == "ValueError" and error["message"] == "item 2 is broken"
     assert "ValueError: item 2 is broken" in error["traceback"]
-    assert "Traceback in worker process" in error["traceback"]  # the layer's own frames, from its worker
+    # the layer's own file and line, from its worker process; none of Laminar's or asyncio's frames
+    assert f'File "{tmp_path / "told.py"}", line' in error["traceback"]
+    assert 'raise ValueError(f"item {items.item} is broken")' in error["traceback"]
+    assert "<dynamic-code>" not in error["traceback"] and "laminar/_" not in error["traceback"]
+    assert "asyncio" not in error["traceback"]
     assert lines(tmp_path / "runs").count("2") == 2  # both attempts ran
+    layers = status["layers"]
+    assert layers["Items"]["status"] == "finished"
+    work = layers["Work"]
+    assert work["status"] == "failed" and work["error"]["message"] == "item 2 is broken"
+    failing = work["attempts"]["2"]
+    assert [a["attempt"] for a in failing] == [0, 1]  # every attempt, each with its error and traceback
+    for attempt in failing:
+        assert attempt["error"]["type"] == "ValueError"
+        assert attempt["error"]["message"] == "item 2 is broken"
+        assert f'File "{tmp_path / "told.py"}", line' in attempt["error"]["traceback"]
+        assert attempt["duration"] >= 0
+    for index in ("0", "1", "3"):  # the others succeeded (or were stopped before they started)
+        assert all(a["error"] is None for a in work["attempts"].get(index, []))
 
 
 def test_a_killed_scheduler_reads_as_failed_not_running(tmp_path: Path) -> None:
@@ -122,6 +163,9 @@ def test_a_killed_scheduler_reads_as_failed_not_running(tmp_path: Path) -> None:
     assert status["error"]["type"] == "SchedulerLost"
     assert "stopped without finishing" in status["error"]["message"]
     assert "flow.execution('told').resume()" in status["error"]["message"]
+    # the layer it was running reads as failed too, not as running
+    assert status["layers"]["Work"]["status"] == "failed"
+    assert "while the layer ran" in status["layers"]["Work"]["reason"]
 
 
 def test_an_interrupted_run_reads_as_cancelled(tmp_path: Path) -> None:
@@ -160,8 +204,25 @@ class Events:
         self.seen: list[tuple[Any, ...]] = []
 
     @hookimpl
-    def laminar_layer_started(self, layer: Layer) -> None:
+    def laminar_layer_started(self, layer: Layer, splits: int) -> None:
         self.seen.append(("started", layer.name))
+        self.seen.append(("splits", layer.name, splits))
+
+    @hookimpl
+    def laminar_layer_finished(self, layer: Layer, splits: int, error: BaseException | None) -> None:
+        self.seen.append(("finished", layer.name, splits, None if error is None else str(error)))
+
+    @hookimpl
+    def laminar_split_started(self, layer: Layer, index: int | None, attempt: int) -> None:
+        self.seen.append(("split started", layer.name, index, attempt))
+
+    @hookimpl
+    def laminar_split_finished(
+        self, layer: Layer, index: int | None, attempt: int, error: BaseException | None
+    ) -> None:
+        self.seen.append(
+            ("split finished", layer.name, index, attempt, None if error is None else str(error))
+        )
 
     @hookimpl
     def laminar_layer_skipped(self, layer: Layer, reason: str) -> None:
@@ -219,3 +280,145 @@ def test_lifecycle_events_reach_a_plugin(tmp_path: Path, events: Events) -> None
     assert ("skipped", "Gate", "an entry hook returned a falsy value") in events.seen
     assert ("skipped", "After", "layer Gate it depends on was skipped") in events.seen
     assert ("started", "Gate") not in events.seen
+    assert ("splits", "Flaky", 2) in events.seen and ("splits", "Items", 1) in events.seen
+    flaky = [event for event in events.seen if event[0].startswith("split ") and event[1] == "Flaky"]
+    # each attempt starts, then is retried or finishes; split 1 failed once and then succeeded
+    assert sorted(flaky) == sorted(
+        [
+            ("split started", "Flaky", 0, 0),
+            ("split finished", "Flaky", 0, 0, None),
+            ("split started", "Flaky", 1, 0),
+            ("split started", "Flaky", 1, 1),
+            ("split finished", "Flaky", 1, 1, None),
+        ]
+    )
+    assert ("split started", "Items", None, 0) in events.seen  # no ForEach: index None
+    assert ("finished", "Flaky", 2, None) in events.seen
+    assert events.seen.index(("retried", "Flaky", 1, 1, "transient")) < events.seen.index(
+        ("split started", "Flaky", 1, 1)
+    )
+
+
+def test_a_failing_layer_ends_with_an_error_event_and_its_dependents_never_start(
+    tmp_path: Path, events: Events
+) -> None:
+    class Failing(Flow): ...
+
+    @Failing.register
+    class Breaks(Layer):
+        def __call__(self) -> None:
+            raise KeyError("gone")
+
+    @Failing.register
+    class Later(Layer):
+        def __call__(self, breaks: Breaks) -> None:
+            self.x = 1
+
+    flow = Failing(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    with pytest.raises(KeyError):
+        flow(execution="failing")
+    assert ("split finished", "Breaks", None, 0, "'gone'") in events.seen
+    assert ("finished", "Breaks", 1, "'gone'") in events.seen
+    assert not any(event[1] == "Later" for event in events.seen)
+    layers = flow.execution("failing").status.layers
+    assert layers["Breaks"] == "failed" and layers["Breaks"].error["type"] == "KeyError"
+    assert layers["Later"] == "not started"
+    assert layers["Breaks"].attempts[0][0].error["message"] == "'gone'"
+
+
+def test_skipped_layers_read_as_skipped_with_their_reason(tmp_path: Path) -> None:
+    class Skips(Flow): ...
+
+    @Skips.register
+    class Gate(Layer):
+        @hooks.entry
+        def never(self) -> bool:
+            return False
+
+    @Skips.register
+    class After(Layer):
+        def __call__(self, gate: Gate) -> None:
+            self.never = True
+
+    layers = Skips(datastore=datastores.Local(tmp_path), executor=executors.Thread())().status.layers
+    assert layers["Gate"] == "skipped" and layers["Gate"].reason == "an entry hook returned a falsy value"
+    assert layers["After"] == "skipped" and layers["After"].reason == "layer Gate it depends on was skipped"
+
+
+def test_list_executions_carries_each_status_reading_one_record_per_execution(tmp_path: Path) -> None:
+    from helpers import CountingLocal
+
+    class Listed(Flow): ...
+
+    @Listed.register
+    class Maybe(Layer):
+        def __call__(self, parameters: Parameters) -> None:
+            if parameters.fail:
+                raise ValueError("asked to fail")
+
+    flow = Listed(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    flow(execution="a1", fail=False)
+    with pytest.raises(ValueError):
+        flow(execution="a2", fail=True)
+    flow(execution="a3", fail=False)
+    counting = CountingLocal(tmp_path)
+    listed = counting.list_executions(flow=flow)
+    assert [(e.id, str(e.status)) for e in listed] == [
+        ("a1", "succeeded"),
+        ("a2", "failed"),
+        ("a3", "succeeded"),
+    ]
+    assert listed[1].status.error["message"] == "asked to fail"
+    assert listed[0].status.created <= listed[2].status.created
+    assert sorted(counting.reads) == sorted(
+        f"flows/Listed/executions/{id}/status.json" for id in ("a1", "a2", "a3")
+    ), counting.reads
+
+
+def test_a_failing_layer_shows_the_users_file_and_line_and_how_to_resume(tmp_path: Path) -> None:
+    """On the Thread and the process executor: the layer's own frames, not Laminar's or asyncio's."""
+    script = tmp_path / "failing.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            from laminar import Flow, Layer
+            from laminar.configurations import datastores, executors
+
+            class Broken(Flow): ...
+
+            @Broken.register
+            class Layer1(Layer):
+                def __call__(self) -> None:
+                    helper()
+
+            def helper():
+                raise ValueError("the layer's own error")
+
+            if __name__ == "__main__":
+                Broken(datastore=datastores.Local({str(tmp_path / "store")!r}), executor=sys.argv[1])(execution="broken")
+            """
+        )
+    )
+    for executor in ("thread", "process"):
+        result = subprocess.run(
+            [sys.executable, str(script), executor], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 1
+        err = result.stderr
+        assert f'File "{script}", line 11, in __call__\n    helper()' in err, err
+        assert f'File "{script}", line 14, in helper\n    raise ValueError' in err, err
+        assert "<dynamic-code>" not in err and "asyncio" not in err, err
+        assert "_runtime" not in err and "scheduler.py" not in err, err
+        assert "ValueError: the layer's own error" in err
+        assert "resume execution broken with flow.execution('broken').resume()" in err
+        shutil.rmtree(tmp_path / "store")
+        full = subprocess.run(
+            [sys.executable, str(script), executor],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "LAMINAR_DEBUG": "1"},
+        )
+        assert "scheduler.py" in full.stderr  # every frame, when asked for
+        shutil.rmtree(tmp_path / "store")

@@ -8,7 +8,8 @@ Which account, and how to sign in, in this order:
 1. ``connection_string=`` (an account key, SAS or emulator connection string);
 2. ``account_url=`` (``https://ACCOUNT.blob.core.windows.net``) with ``credential=`` (account key,
    SAS token, or a token credential), or without it ``DefaultAzureCredential`` from azure-identity
-   (``pip install 'laminar-azure[identity]'``);
+   (the ``identity`` extra: ``pip install 'laminar-azure[identity]' --find-links dist/`` after
+   ``./run build``);
 3. the environment: ``AZURE_STORAGE_CONNECTION_STRING``; else ``AZURE_STORAGE_ACCOUNT_URL`` or
    ``AZURE_STORAGE_ACCOUNT_NAME`` (with ``AZURE_STORAGE_KEY`` / ``AZURE_STORAGE_SAS_TOKEN`` or
    ``DefaultAzureCredential``).
@@ -233,7 +234,7 @@ class Azure(ObjectStore["BlobServiceClient", "ContainerClient"]):
             from azure.storage.blob import BlobServiceClient
         except ImportError as error:  # pragma: no cover - a dependency
             raise DatastoreError(
-                "the Azure datastore needs azure-storage-blob: pip install 'laminar[azure]'"
+                "the Azure datastore needs azure-storage-blob: build the wheels with ./run build in the Laminar repository, then pip install 'laminar[azure]' --find-links dist/"
             ) from error
         session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(
@@ -415,7 +416,7 @@ def _default_credential(url: str) -> Any:
     except ImportError as error:
         raise ConfigurationError(
             f"{url} has an account URL but no credential, so it signs in with DefaultAzureCredential, "
-            "which needs azure-identity: pip install 'laminar-azure[identity]' (or pass credential=, "
+            "which needs azure-identity: pip install 'laminar-azure[identity]' --find-links dist/ after ./run build in the Laminar repository (or pass credential=, "
             "connection_string=, or set AZURE_STORAGE_CONNECTION_STRING)"
         ) from error
     return DefaultAzureCredential()

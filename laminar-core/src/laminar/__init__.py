@@ -6,9 +6,14 @@
 :mod:`laminar.testing`; every ``laminar._*`` module is internal.
 """
 
+import importlib.metadata
+
 from laminar._app.execution import Execution
 from laminar._app.flow import Flow
 from laminar._model.layer import Layer, Parameters
 
 __all__ = ["Execution", "Flow", "Layer", "Parameters"]
-__version__ = "0.1.0"
+try:
+    __version__ = importlib.metadata.version("laminar-core")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+    __version__ = "0+unknown"

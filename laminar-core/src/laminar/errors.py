@@ -92,3 +92,15 @@ class UnknownProtocol(DatastoreError, LookupError):
 
 class ExecutionNotFound(LaminarError, ExecutionError, LookupError):
     """An execution asked for by id does not exist in the flow's datastore."""
+
+
+class SplitNotFound(LaminarError, ExecutionError, LookupError):
+    """A split index or attempt asked for (of a layer's logs, say) does not exist; says which do."""
+
+
+class LayerTraceback(Exception):
+    """Where a layer raised, in the process that ran it (a worker): chained as the cause of the error
+    raised to the caller, so its traceback shows the layer's own frames."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -19,6 +19,7 @@ every other ``laminar._*`` module is internal and may change between releases.
 
 from laminar._model.flow import FlowDefinition
 from laminar._plugins.hookspecs import ENTRY_POINT_GROUP, hookimpl, hookspec
+from laminar._plugins.manager import disabled
 from laminar._runtime.environment import environment_for, mark_worker
 from laminar._runtime.executor import Executor
 from laminar._runtime.shipping import FlowNotInstalled, FlowPacker, FlowUnpacker, PackedFlow, without_flow
@@ -56,6 +57,7 @@ __all__ = [
     "buffered_reader",
     "caused_by",
     "causes",
+    "disabled",
     "environment_for",
     "hookimpl",
     "hookspec",

@@ -159,7 +159,7 @@ class GCS(ObjectStore["Client", "Bucket"]):
             from google.cloud import storage  # type: ignore[import-untyped, unused-ignore]
         except ImportError as error:  # pragma: no cover - a dependency
             raise DatastoreError(
-                "the GCS datastore needs google-cloud-storage: pip install 'laminar[gcs]'"
+                "the GCS datastore needs google-cloud-storage: build the wheels with ./run build in the Laminar repository, then pip install 'laminar[gcs]' --find-links dist/"
             ) from error
         credentials: Any = self.credentials
         if isinstance(credentials, str):

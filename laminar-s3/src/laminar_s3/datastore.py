@@ -190,7 +190,9 @@ class S3(ObjectStore["S3FileSystem", "S3FileSystem"]):
         try:
             from s3fs import S3FileSystem
         except ImportError as error:  # pragma: no cover - s3fs is a dependency
-            raise DatastoreError("the S3 datastore needs s3fs: pip install 'laminar[s3]'") from error
+            raise DatastoreError(
+                "the S3 datastore needs s3fs: build the wheels with ./run build in the Laminar repository, then pip install 'laminar[s3]' --find-links dist/"
+            ) from error
         client_kwargs: dict[str, Any] = {}
         if self.region:
             client_kwargs["region_name"] = self.region

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from laminar._app.status import Status, read_status
 from laminar._model import execution as model
 from laminar._model.layer import Layer, Parameters
+from laminar._runtime import tracebacks
 from laminar._runtime.context import LayerContext
-from laminar.errors import ConfigurationError, FlowDefinitionError
+from laminar._storage.records import ExecutionStatus
+from laminar._storage.status import MISSING, Missing, Status, read_status
+from laminar._storage.store import ExecutionStore
+from laminar.errors import ConfigurationError, DatastoreError, FlowDefinitionError, Interrupted, add_note
 
 if TYPE_CHECKING:
     from laminar._app.flow import Flow
@@ -19,6 +22,7 @@ class Execution(model.Execution):
     """One run of ``flow``. Read its results with ``execution.layer(A).foo``."""
 
     flow: Flow
+    _listed: Status | None = None  # the status a listing read with it
 
     def layer(self, layer: type[Layer] | str) -> Layer:
         """Layer ``layer`` of this execution, reading its artifacts from the flow's datastore."""
@@ -33,14 +37,51 @@ class Execution(model.Execution):
     def status(self) -> Status:
         """How the latest run went: running, succeeded, failed or cancelled, with times and error.
 
-        Raises ``ExecutionNotFound`` if this execution does not exist in the flow's datastore.
+        Raises ``ExecutionNotFound`` if this execution does not exist in the flow's datastore. An
+        execution from ``list_executions`` has the status read with the listing (as of then).
         """
-        return read_status(self)
+        if self._listed is not None:
+            return self._listed
+        return self._read_status(self.flow.configuration.store(self.flow.name, self.id))
+
+    def _read_status(
+        self, store: ExecutionStore, recorded: ExecutionStatus | Missing | None = MISSING
+    ) -> Status:
+        layers = [name for name in self.flow.plan.order if name != "Parameters"]
+        return read_status(store, layers, self._parameters, recorded)
+
+    def _parameters(self) -> dict[str, Any]:
+        layer = self.layer("Parameters")
+        names = self.flow.configuration.datastore.list_artifacts(layer=layer)
+        return {name: getattr(layer, name) for name in names}
 
     def run(self, *, parameters: dict[str, Any] | None = None, resume: bool = False) -> Execution:
-        """Run (or resume) this execution with the flow's scheduler; raise the first layer failure."""
-        self.flow.configuration.scheduler.run(self, parameters=parameters or {}, resume=resume)
+        """Run (or resume) this execution with the flow's scheduler; raise the first layer failure.
+
+        The error raised shows the layer's own frames, wherever it ran, without Laminar's and
+        asyncio's (``LAMINAR_DEBUG=1`` keeps them), and says how to resume the execution.
+        """
+        try:
+            self.flow.configuration.scheduler.run(self, parameters=parameters or {}, resume=resume)
+        except BaseException as error:
+            if self._resumable_after(error):
+                add_note(
+                    error,
+                    f"resume execution {self.id} with flow.execution({self.id!r}).resume(), or "
+                    f"`laminar resume FILE {self.id}`; what finished is kept",
+                )
+            tracebacks.for_user(error)
+            raise
         return self
+
+    def _resumable_after(self, error: BaseException) -> bool:
+        """Whether the failed run left an execution to resume (a layer failed, not the set-up)."""
+        if isinstance(error, (DatastoreError, FlowDefinitionError, ConfigurationError, Interrupted)):
+            return False  # no execution, or the store fails (a read would wait out another deadline)
+        try:
+            return self.flow.configuration.store(self.flow.name, self.id).metadata_exists()
+        except Exception:
+            return False
 
     def resume(self) -> Execution:
         """Run this execution again, skipping layers and foreach splits that already finished."""

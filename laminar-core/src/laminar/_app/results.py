@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 
 from laminar._names import is_valid
 from laminar._storage import layout
+from laminar.errors import ExecutionNotFound
 
 if TYPE_CHECKING:
     from laminar._app.execution import Execution
     from laminar._app.flow import Flow
     from laminar._model.layer import Layer
+    from laminar._storage.records import ExecutionStatus
     from laminar._storage.store import ExecutionStore
     from laminar._transport.datastore import Datastore
 
@@ -30,10 +32,33 @@ class Results:
         return self.flow.configuration.store(self.flow.name, execution.id, datastore=self.datastore)
 
     def executions(self) -> list[Execution]:
-        """The flow's executions, oldest first (ids sort by creation time)."""
+        """The flow's executions, oldest first (ids sort by creation time), each with its ``status``.
+
+        The statuses are read with the listing, one small record per execution, in parallel (so in
+        batches of concurrent requests on an object store); only a record saying "running" costs a
+        second read, of its lease. A directory left by a run killed before it stored anything is
+        not an execution and is not listed.
+        """
         ids = self.datastore.list_prefix(layout.executions(self.flow.name))
         # Entries that cannot be execution ids (``.DS_Store``, ``notes.txt~``) are not Laminar's.
-        return [self.flow.execution(execution_id) for execution_id in sorted(ids) if is_valid(execution_id)]
+        executions = [
+            self.flow.execution(execution_id) for execution_id in sorted(ids) if is_valid(execution_id)
+        ]
+        if not executions:
+            return []
+        lister = self.flow.configuration.store(self.flow.name, executions[0].id, datastore=self.datastore)
+        recorded = lister.statuses([execution.id for execution in executions])
+
+        def status(pair: tuple[Execution, ExecutionStatus | None]) -> Execution:
+            execution, record = pair
+            try:
+                execution._listed = execution._read_status(self._store(execution), record)
+            except ExecutionNotFound:
+                execution._listed = None
+            return execution
+
+        listed = self.datastore.map_parallel(status, list(zip(executions, recorded, strict=True)))
+        return [execution for execution in listed if execution._listed is not None]
 
     def layers(self, execution: Execution) -> list[Layer]:
         """The layers that stored artifacts in ``execution``, sorted by name (as the earlier laminar did)."""

@@ -37,19 +37,38 @@ class Context(Protocol):
     def configuration(self) -> Configuration: ...
     def read(self, attribute: str) -> Any: ...
     def finished(self) -> bool: ...
+    def layer_status(self) -> Any: ...
+    def logs(self, index: int | None, attempt: int | None) -> str: ...
 
 
 class LayerState:
-    """What is known about a layer in one execution."""
+    """What is known about a layer in one execution: whether it finished, its run record, its logs."""
 
     def __init__(self, layer: Layer) -> None:
         self._layer = layer
+
+    def _bound(self) -> Context:
+        context = self._layer._context
+        if context is None:
+            raise AttributeError(f"layer {self._layer.name} is not bound to an execution")
+        return context
 
     @property
     def finished(self) -> bool:
         """Whether the layer finished in this execution (its record exists)."""
         context = self._layer._context
         return context is not None and context.finished()
+
+    @property
+    def status(self) -> Any:
+        """Its ``LayerStatus``: finished, failed, skipped, running, cancelled or not started, with its
+        splits' attempts (times, and errors with tracebacks)."""
+        return self._bound().layer_status()
+
+    def logs(self, index: int | None = None, attempt: int | None = None) -> str:
+        """What split ``index`` (None: a layer without ForEach) printed and logged on ``attempt``
+        (None: its last). Raises ``SplitNotFound`` naming the valid range for one that does not exist."""
+        return self._bound().logs(index, attempt)
 
     def __repr__(self) -> str:
         return f"LayerState(finished={self.finished})"

@@ -45,8 +45,8 @@ def laminar_execution_started(execution: Execution) -> None:
 
 
 @hookimpl
-def laminar_layer_started(layer: Layer) -> None:
-    logger.debug("layer %s started", layer.name)
+def laminar_layer_started(layer: Layer, splits: int) -> None:
+    logger.debug("layer %s started (%d split%s)", layer.name, splits, "" if splits == 1 else "s")
 
 
 @hookimpl
@@ -57,7 +57,7 @@ def laminar_layer_skipped(layer: Layer, reason: str) -> None:
 @hookimpl
 def laminar_split_retried(layer: Layer, index: int | None, attempt: int, error: BaseException) -> None:
     split = "" if index is None else f" split {index}"
-    logger.warning(
+    logger.info(  # the progress display prints it; a configured logger gets it too
         "layer %s%s failed (%s: %s); retrying as attempt %d",
         layer.name,
         split,
@@ -68,8 +68,11 @@ def laminar_split_retried(layer: Layer, index: int | None, attempt: int, error: 
 
 
 @hookimpl
-def laminar_layer_finished(layer: Layer, splits: int) -> None:
+def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None) -> None:
     execution = layer.execution
+    if error is not None:
+        logger.info("layer %s stopped: %s: %s", layer.name, type(error).__name__, error)
+        return
     logger.info(
         "layer %s finished (%d split%s) in execution %s",
         layer.name,
@@ -77,6 +80,24 @@ def laminar_layer_finished(layer: Layer, splits: int) -> None:
         "" if splits == 1 else "s",
         execution.id if execution is not None else "?",
     )
+
+
+@hookimpl
+def laminar_split_started(layer: Layer, index: int | None, attempt: int) -> None:
+    """Split events are frequent: they are logged only at debug level, and only when it is enabled."""
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("layer %s split %s attempt %d started", layer.name, index, attempt)
+
+
+@hookimpl
+def laminar_split_finished(
+    layer: Layer, index: int | None, attempt: int, error: BaseException | None
+) -> None:
+    if error is not None:
+        split = "" if index is None else f" split {index}"
+        logger.info(
+            "layer %s%s failed on attempt %d: %s: %s", layer.name, split, attempt, type(error).__name__, error
+        )
 
 
 @hookimpl

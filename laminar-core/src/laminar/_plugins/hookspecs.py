@@ -13,6 +13,7 @@ executors and the default protocol register through the very same hooks
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -52,19 +53,28 @@ def laminar_protocols() -> Sequence[tuple[tuple[type, ...], Protocol[Any]]]:  # 
 
     Types are matched exactly; a protocol registered for ``object`` is the fallback (the built-in
     plugin registers cloudpickle for it). A plugin registered later wins over an earlier one for the
-    same type, and a user's ``@datastore.protocol`` wins over every plugin.
+    same type, and a user's ``@datastore.protocol`` wins over every plugin. A pair with no types,
+    ``((), protocol)``, registers a protocol for reading only: artifacts stored with it read in every
+    process that has the plugin, and nothing is written with it unless a datastore opts in.
     """
 
 
 # ---- lifecycle events (called in the scheduler's process, on its event loop: keep them quick) ----
+# Every event of a run, in order: execution started; per layer, started or skipped; per split attempt,
+# started, then retried (it failed and runs again) or finished (for good: succeeded or failed on its
+# last attempt); layer finished; execution finished. ``layer`` is a reader of the layer in that
+# execution (``layer.execution``, ``layer.flow``); ``index`` is ``None`` for a layer without ForEach.
 @hookspec
 def laminar_execution_started(execution: Execution) -> None:
     """An execution starts (or resumes): its metadata and Parameters are stored."""
 
 
 @hookspec
-def laminar_layer_started(layer: Layer) -> None:
-    """A layer's dependencies are done and its entry hooks said yes: its splits are about to run."""
+def laminar_layer_started(layer: Layer, splits: int) -> None:
+    """A layer's dependencies are done and its entry hooks said yes: ``splits`` splits are to run.
+
+    On a resume, splits that finished before are not run again and get no split events.
+    """
 
 
 @hookspec
@@ -73,15 +83,51 @@ def laminar_layer_skipped(layer: Layer, reason: str) -> None:
 
 
 @hookspec
-def laminar_split_retried(layer: Layer, index: int | None, attempt: int, error: BaseException) -> None:
-    """A split failed with ``error`` and runs again as attempt ``attempt`` (``index`` None: no ForEach)."""
+def laminar_split_started(layer: Layer, index: int | None, attempt: int) -> None:
+    """Attempt ``attempt`` (0 first) of a split is handed to the executor."""
 
 
 @hookspec
-def laminar_layer_finished(layer: Layer, splits: int) -> None:
-    """A layer finished: its record is written. ``layer`` reads its artifacts; ``splits`` its count."""
+def laminar_split_retried(
+    layer: Layer, index: int | None, attempt: int, error: BaseException, started: float, ended: float
+) -> None:
+    """A split failed with ``error`` and runs again as attempt ``attempt``.
+
+    ``started`` and ``ended`` (``time.time()`` where it ran) say when the failed attempt ran.
+    """
+
+
+@hookspec
+def laminar_split_finished(
+    layer: Layer, index: int | None, attempt: int, error: BaseException | None, started: float, ended: float
+) -> None:
+    """A split ended for good on ``attempt``: it succeeded (``error`` None) or failed on its last try.
+
+    ``started`` and ``ended`` say when that attempt ran, measured where it ran (``time.time()``); an
+    executor may queue a split before it starts, so they can be later than ``laminar_split_started``.
+    """
+
+
+@hookspec
+def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None) -> None:
+    """A layer ended. ``error`` None: it finished and its record is written (``layer`` reads its
+    artifacts). Otherwise what stopped it: a split of its own that failed for good, or the run
+    stopping before the layer was done (another layer failed, a signal).
+    """
 
 
 @hookspec
 def laminar_execution_finished(execution: Execution, error: BaseException | None) -> None:
     """An execution ended, with the error that ended it (``None`` when it succeeded)."""
+
+
+# ---- in the process that runs a split (a worker) ---------------------------------------------------
+@hookspec
+def laminar_split_context(
+    layer: Layer, index: int | None, attempt: int
+) -> AbstractContextManager[None] | None:
+    """A context manager to enter around one split attempt's work, where the executor runs it.
+
+    Called in the worker (a thread, a worker process or a Dask worker), not in the scheduler; the
+    built-in log capture uses it to keep what the split prints and logs. Return ``None`` for nothing.
+    """

@@ -5,14 +5,16 @@ protocols through the hooks. Defaults are resolved the same way: the ``file`` sc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pluggy
 
-from laminar._plugins import builtin, hookspecs, status
+from laminar._plugins import builtin, hookspecs, log_capture, progress, status
 from laminar._runtime.executor import Executor
 from laminar._serialization.registry import ProtocolRegistry
 from laminar._transport.datastore import Datastore
@@ -23,16 +25,19 @@ DEFAULT_DATASTORE_DIRECTORY = ".laminar"  # in the working directory, through th
 DEFAULT_EXECUTOR = "process"
 
 #: Which distribution provides a scheme or executor Laminar knows of but that may not be installed.
+#: Laminar is not on PyPI (the ``laminar`` there is an unrelated earlier project): the hint says how to
+#: install from a checkout of this repository.
 KNOWN_PROVIDERS = {
-    "s3": "laminar-s3 (pip install 'laminar[s3]')",
-    "gs": "laminar-gcs (pip install 'laminar[gcs]')",
-    "gcs": "laminar-gcs (pip install 'laminar[gcs]')",
-    "az": "laminar-azure (pip install 'laminar[azure]')",
-    "azure": "laminar-azure (pip install 'laminar[azure]')",
-    "abfs": "laminar-azure (pip install 'laminar[azure]')",
-    "abfss": "laminar-azure (pip install 'laminar[azure]')",
-    "dask": "laminar-dask (pip install 'laminar[dask]')",
-    "sftp": "laminar-fsspec (pip install 'laminar[fsspec]')",
+    scheme: f"{distribution} (in the Laminar repository run ./run build, then pip install "
+    f"'laminar[{extra}]' --find-links dist/)"
+    for distribution, extra, schemes in (
+        ("laminar-s3", "s3", ("s3",)),
+        ("laminar-gcs", "gcs", ("gs", "gcs")),
+        ("laminar-azure", "azure", ("az", "azure", "abfs", "abfss")),
+        ("laminar-dask", "dask", ("dask",)),
+        ("laminar-fsspec", "fsspec", ("sftp",)),
+    )
+    for scheme in schemes
 }
 
 
@@ -47,6 +52,8 @@ def plugin_manager() -> pluggy.PluginManager:
     manager.add_hookspecs(hookspecs)
     manager.register(builtin, name="laminar.builtin")
     manager.register(status, name="laminar.status")
+    manager.register(progress, name="laminar.progress")
+    manager.register(log_capture, name="laminar.logs")
     for entry_point in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
         if manager.get_plugin(entry_point.name) is not None:
             continue
@@ -141,3 +148,24 @@ def resolve_executor(spec: Executor | str | None) -> Executor:
     if kind is None:
         raise _missing("executor", name, sorted(classes))
     return kind.from_url(spec)
+
+
+@contextlib.contextmanager
+def disabled(*names: str) -> Iterator[None]:
+    """Run without the named plugins (``"laminar.logs"``, ``"laminar.progress"``, an entry point's name).
+
+    They are unregistered for the duration and registered again afterwards, in this process.
+    """
+    manager = plugin_manager()
+    unknown = [name for name in names if manager.get_plugin(name) is None]
+    if unknown:
+        registered = ", ".join(sorted(name for name, _ in manager.list_name_plugin() if name))
+        raise PluginNotFound(
+            f"no plugin named {', '.join(unknown)} is registered; the registered ones: {registered}"
+        )
+    removed = [(name, manager.unregister(name=name)) for name in names]
+    try:
+        yield
+    finally:
+        for name, plugin in removed:
+            manager.register(plugin, name=name)

@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING, Any
 from laminar._model.accessor import Accessor
 from laminar._model.layer import Layer
 from laminar._runtime.task import Binding
+from laminar._storage import layout
+from laminar._storage.logs import read_logs
 from laminar._storage.records import Archive, stored
+from laminar._storage.status import LayerStatus, Status, layer_status, read_status
 from laminar._storage.store import ExecutionStore
+from laminar.errors import SplitNotFound
 
 if TYPE_CHECKING:
     from laminar._model.configuration import Configuration
@@ -93,6 +97,52 @@ class LayerContext:
 
     def finished(self) -> bool:
         return self.store.record(self.name) is not None
+
+    # ---- run records --------------------------------------------------------------------------
+    def layer_status(self) -> LayerStatus:
+        def execution_status() -> Status:
+            return read_status(self.store, (), dict)
+
+        return layer_status(self.store, self.name, execution_status)
+
+    def logs(self, index: int | None, attempt: int | None) -> str:
+        """What split ``index``'s ``attempt`` printed and logged; the valid range named otherwise."""
+        status = self.layer_status()  # raises ExecutionNotFound for an execution that does not exist
+        where = f"layer {self.name} of execution {self.execution.id}"
+        if status.status == "not started" or status.splits == 0:
+            raise SplitNotFound(f"{where} has not run ({status.status}), so it has no logs")
+        foreach = self._registered.foreach is not None
+        splits = status.splits if status.splits is not None else self._recorded_splits()
+        if index is None:
+            index = 0
+        elif not foreach and index != 0:
+            raise SplitNotFound(
+                f"{where} has no ForEach, so it has one split: ask for index=None (or 0), not {index}"
+            )
+        if not 0 <= index < splits:
+            raise SplitNotFound(f"{where} has no split {index}: its splits are 0 to {splits - 1}")
+        attempts = sorted({a.attempt for a in status.attempts.get(index, ())}) or self._logged_attempts(index)
+        if attempt is None:
+            if not attempts:
+                return ""
+            attempt = attempts[-1]
+        if attempt not in attempts:
+            valid = (
+                f"its attempts are {', '.join(map(str, attempts))}"
+                if attempts
+                else "it has no recorded attempts"
+            )
+            raise SplitNotFound(f"split {index} of {where} has no attempt {attempt}: {valid}")
+        flow = self.flow.name
+        return read_logs(self.store.datastore, flow, self.execution.id, self.name, index, attempt)
+
+    def _recorded_splits(self) -> int:
+        record = self.store.record(self.name)
+        return record.splits if record is not None else 0
+
+    def _logged_attempts(self, index: int) -> list[int]:
+        prefix = layout.logs(self.flow.name, self.execution.id, self.name, index)
+        return sorted(int(name) for name in self.store.datastore.list_prefix(prefix) if name.isdigit())
 
     # ---- reading ------------------------------------------------------------------------------
     def read(self, attribute: str) -> Any:

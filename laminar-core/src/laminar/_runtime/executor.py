@@ -29,6 +29,19 @@ class Executor(abc.ABC):
     #: Whether splits run in the scheduler's process (only such executors can use ``Memory``).
     in_process: ClassVar[bool] = False
 
+    #: Whether ``run`` applies ``timeout`` itself (from when the split starts, not when it was handed
+    #: over); otherwise the scheduler does, around ``run``.
+    times_itself: ClassVar[bool] = False
+
+    @property
+    def window(self) -> int:
+        """How many splits the scheduler hands this executor at once: ``concurrency`` by default.
+
+        An executor that queues work (the Thread executor) asks for more, so its workers never wait
+        for the scheduler between two short splits; ``concurrency`` still caps how many *run*.
+        """
+        return self.concurrency
+
     def __init__(self, *, concurrency: int | None = None, timeout: float | None = None) -> None:
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigurationError(f"concurrency must be a whole number of at least 1, got {concurrency!r}")
@@ -44,6 +57,13 @@ class Executor(abc.ABC):
 
     async def start(self) -> None:
         """Acquire resources (pools, clusters) before an execution's first split."""
+
+    @staticmethod
+    def timed_out(task: SplitTask, timeout: float) -> TimeoutError:
+        """The error of a split that ran past ``timeout``."""
+        return TimeoutError(
+            f"{task.describe()} ran longer than the executor's timeout of {timeout} s and was stopped"
+        )
 
     @abc.abstractmethod
     async def run(self, task: SplitTask) -> SplitOutcome:

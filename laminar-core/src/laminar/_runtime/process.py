@@ -19,7 +19,7 @@ from laminar._runtime import environment, wire
 from laminar._runtime.executor import Executor
 from laminar._runtime.shipping import FlowPacker, PackedFlow, without_flow
 from laminar._runtime.task import SplitOutcome, SplitTask
-from laminar.errors import LaminarError, WorkerLost, add_note
+from laminar.errors import LaminarError, WorkerLost
 from laminar.exceptions import LayerError
 
 
@@ -83,8 +83,6 @@ class _Worker:
             outcome: SplitOutcome = value
             return outcome
         error: BaseException = cloudpickle.loads(value) if value is not None else RemoteError(text)
-        if value is not None:
-            add_note(error, text.split("\n\n", 1)[1])
         raise error
 
     def kill(self) -> None:

@@ -1,7 +1,7 @@
 """The asyncio scheduler: decides what runs, in what order, and how failures end an execution.
 
 Each layer is a coroutine that waits for its dependencies, evaluates entry hooks, sizes its ForEach
-grid once, and feeds its splits to the executor through at most ``concurrency`` runners. Scheduling
+grid once, and feeds its splits to the executor through at most ``executor.window`` runners. Scheduling
 cost is linear in the number of splits. When a split fails for good, nothing new starts; splits in
 flight finish; then the first error is raised with the layer named.
 """
@@ -14,9 +14,10 @@ import functools
 import logging
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
-from laminar._runtime import foreach, hook_calls
+from laminar._runtime import foreach, hook_calls, tracebacks
 from laminar._runtime.commit import SplitLog
 from laminar._runtime.configuration import check_compatible
 from laminar._runtime.context import LayerContext, store_for
@@ -156,16 +157,25 @@ class _Run:
         heartbeat = asyncio.ensure_future(self._heartbeat())
         try:
             self.hook.laminar_execution_started(execution=self.execution)
-            self.semaphore = asyncio.Semaphore(self.executor.concurrency)
+            self.semaphore = asyncio.Semaphore(self.executor.window)
             loop = asyncio.get_running_loop()
             self.states = {name: loop.create_future() for name in self.plan.order}
-            await self.executor.start()
             try:
-                await asyncio.gather(*(self._layer(name) for name in self.plan.order if name != "Parameters"))
-            finally:
-                await self.executor.stop()
-                error = self.errors[0] if self.errors else None
-                self.hook.laminar_execution_finished(execution=self.execution, error=error)
+                await self.executor.start()
+                try:
+                    await asyncio.gather(
+                        *(self._layer(name) for name in self.plan.order if name != "Parameters")
+                    )
+                finally:
+                    await self.executor.stop()
+            except BaseException as failure:  # the executor failed to start or stop: that ends the run
+                if not self.errors:
+                    self._fail(failure)
+                raise
+            finally:  # every started execution gets its finished event, whatever ended it
+                self.hook.laminar_execution_finished(
+                    execution=self.execution, error=self.errors[0] if self.errors else None
+                )
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
@@ -278,11 +288,29 @@ class _Run:
                 if d != "Parameters" and self.states[d].result() == SKIPPED
             )
             return self._skipped(name, f"layer {', '.join(skipped)} it depends on was skipped")
-        self.hook.laminar_layer_started(layer=self._reader(name))
-
+        reader = self._reader(name)
         each = self.flow.registry[name].configuration.foreach
-        grid = await asyncio.to_thread(foreach.grid, self.store, name, each) if each is not None else None
+        try:
+            grid = await asyncio.to_thread(foreach.grid, self.store, name, each) if each is not None else None
+        except BaseException as error:
+            self.hook.laminar_layer_started(layer=reader, splits=0)
+            self.hook.laminar_layer_finished(layer=reader, splits=0, error=error)
+            raise
         count = grid.splits if grid is not None else 1
+        self.hook.laminar_layer_started(layer=reader, splits=count)
+        try:
+            await self._run_splits(name, reader, count, grid)
+        except BaseException as error:
+            self.hook.laminar_layer_finished(layer=reader, splits=count, error=error)
+            raise
+        if self.errors:
+            self.hook.laminar_layer_finished(layer=reader, splits=count, error=self.errors[0])
+            return FAILED
+        self.hook.laminar_layer_finished(layer=reader, splits=count, error=None)
+        return FINISHED
+
+    async def _run_splits(self, name: str, reader: Layer, count: int, grid: foreach.Grid | None) -> None:
+        """Run the splits of ``name`` not finished before; write its record if they all finish."""
         earlier = await asyncio.to_thread(self._earlier_batches, name) if self.resume else {}
         done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
         pending = (i for i in range(count) if i not in done)
@@ -294,18 +322,18 @@ class _Run:
                     return
                 async with self.semaphore:
                     try:
-                        outcome = await self._split(name, index, count, grid)
+                        outcome = await self._split(name, reader, index, count, grid)
                     except BaseException as error:
                         self._fail(error)
                     else:
                         log.add(index, outcome.record)
 
         try:
-            await asyncio.gather(*(runner() for _ in range(min(count, self.executor.concurrency))))
+            await asyncio.gather(*(runner() for _ in range(min(count, self._window(name)))))
         finally:
             batches = await log.close()  # finished splits are kept even when others failed
         if self.errors:
-            return FAILED
+            return
         artifacts = log.artifacts.union(*(record.archives for record in done.values()))
         await asyncio.to_thread(
             functools.partial(
@@ -316,8 +344,12 @@ class _Run:
                 artifacts=artifacts,
             )
         )
-        self.hook.laminar_layer_finished(layer=self._reader(name), splits=count)
-        return FINISHED
+
+    def _window(self, name: str) -> int:
+        """Splits of ``name`` in flight at once: the executor's window, or only ``concurrency`` for a
+        layer with submission or retry hooks, which then run as each split is about to start."""
+        hooked = self.plan.layer_hooks[(name, "submission")] or self.plan.layer_hooks[(name, "retry")]
+        return self.executor.concurrency if hooked else self.executor.window
 
     def _skipped(self, name: str, reason: str) -> str:
         self.hook.laminar_layer_skipped(layer=self._reader(name), reason=reason)
@@ -358,7 +390,9 @@ class _Run:
         return LayerContext.reader(self.execution, name, store=self.store)
 
     # ---- splits -------------------------------------------------------------------------------
-    async def _split(self, name: str, index: int, count: int, grid: foreach.Grid | None) -> SplitOutcome:
+    async def _split(
+        self, name: str, reader: Layer, index: int, count: int, grid: foreach.Grid | None
+    ) -> SplitOutcome:
         configuration = self.flow.registry[name].configuration
         task = SplitTask(
             flow=self.flow,
@@ -391,9 +425,12 @@ class _Run:
 
         while True:
             running = await start(submission)
+            self.hook.laminar_split_started(layer=reader, index=task.index, attempt=task.attempt)
+            handed = time.time()
             try:
                 outcome = await self._submit(task)
             except Exception as error:
+                started, ended = tracebacks.ran(error) or (handed, time.time())
                 if running:
                     await asyncio.to_thread(hook_calls.finish, running, error)
                 if (
@@ -401,33 +438,69 @@ class _Run:
                     or task.attempt + 1 >= configuration.retry.attempts
                 ):
                     add_note(error, f"raised by {task.describe()}")
+                    self.hook.laminar_split_finished(
+                        layer=reader,
+                        index=task.index,
+                        attempt=task.attempt,
+                        error=error,
+                        started=started,
+                        ended=ended,
+                    )
                     raise
                 task.attempt += 1
                 if context is not None:
                     context.attempt = task.attempt
                 self.hook.laminar_split_retried(
-                    layer=self._reader(name), index=task.index, attempt=task.attempt, error=error
+                    layer=reader,
+                    index=task.index,
+                    attempt=task.attempt,
+                    error=error,
+                    started=started,
+                    ended=ended,
                 )
                 retrying = await start(retry_hooks)
                 await asyncio.sleep(configuration.retry.wait(task.attempt))
                 if retrying:
                     await asyncio.to_thread(hook_calls.finish, retrying)
                 continue
+            except BaseException as error:  # cancelled (a second Ctrl-C, a timeout): ends the attempt
+                self.hook.laminar_split_finished(
+                    layer=reader,
+                    index=task.index,
+                    attempt=task.attempt,
+                    error=error,
+                    started=handed,
+                    ended=time.time(),
+                )
+                raise
             if running:
                 await asyncio.to_thread(hook_calls.finish, running)
+            self.hook.laminar_split_finished(
+                layer=reader,
+                index=task.index,
+                attempt=task.attempt,
+                error=None,
+                started=outcome.started or handed,
+                ended=outcome.ended or time.time(),
+            )
             return outcome
 
     async def _submit(self, task: SplitTask) -> SplitOutcome:
         timeout = self.executor.timeout
-        if timeout is None:
+        if timeout is None or self.executor.times_itself:
             outcome = await self.executor.run(task)
         else:
+            running = asyncio.ensure_future(self.executor.run(task))
             try:
-                outcome = await asyncio.wait_for(self.executor.run(task), timeout)
-            except asyncio.TimeoutError:
-                raise TimeoutError(
-                    f"{task.describe()} ran longer than the executor's timeout of {timeout} s and was stopped"
-                ) from None
+                done, _ = await asyncio.wait({running}, timeout=timeout)
+            except BaseException:
+                running.cancel()
+                raise
+            if not done:  # (a TimeoutError the layer raised itself is its own error, not a timeout)
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+                raise self.executor.timed_out(task, timeout)
+            outcome = running.result()
         if not isinstance(outcome, SplitOutcome):
             raise ExecutorContractError(
                 f"executor {self.executor!r} returned {outcome!r} for {task.describe()}; an executor's run() "

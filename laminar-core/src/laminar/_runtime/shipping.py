@@ -8,9 +8,13 @@ keeps the unpickled flow by token and puts it back into each task.
 from __future__ import annotations
 
 import dataclasses
+import io
+import marshal
 import threading
+import types
 import uuid
-from typing import TYPE_CHECKING, NamedTuple
+from collections import ChainMap
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cloudpickle
 
@@ -24,6 +28,31 @@ class PackedFlow(NamedTuple):
     payload: bytes
 
 
+def _code_from_marshal(data: bytes) -> types.CodeType:
+    code: types.CodeType = marshal.loads(data)
+    return code
+
+
+def _code_reduce(code: types.CodeType) -> tuple[Any, ...]:
+    """Code shipped with its file name, so a worker's tracebacks name the user's file and line.
+
+    (cloudpickle renames shipped code to ``<dynamic-code>``; a worker runs the same interpreter as
+    the scheduler, which is what ``marshal`` needs.)
+    """
+    return (_code_from_marshal, (marshal.dumps(code),))
+
+
+class _FlowPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
+
+
+def dumps_flow(flow: FlowDefinition) -> bytes:
+    """``flow`` pickled by cloudpickle, keeping the file names of the code it ships by value."""
+    buffer = io.BytesIO()
+    _FlowPickler(buffer, protocol=5).dump(flow)
+    return buffer.getvalue()
+
+
 class FlowPacker:
     """The sending side: one payload per flow object, so a flow is pickled once per execution."""
 
@@ -33,7 +62,7 @@ class FlowPacker:
     def pack(self, flow: FlowDefinition) -> PackedFlow:
         found = self._packed.get(id(flow))
         if found is None or found[0] is not flow:
-            found = (flow, PackedFlow(uuid.uuid4().hex, cloudpickle.dumps(flow, protocol=5)))
+            found = (flow, PackedFlow(uuid.uuid4().hex, dumps_flow(flow)))
             self._packed[id(flow)] = found
         return found[1]
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import time
+
+from laminar._model.execution import Execution
 from laminar._model.layer import Layer
-from laminar._runtime import hook_calls
+from laminar._runtime import hook_calls, tracebacks
 from laminar._runtime.context import LayerContext
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage import layout
@@ -17,14 +22,24 @@ def run_split(task: SplitTask) -> SplitOutcome:
     Artifacts are stored only for a split that returned (or whose error ``Catch`` absorbed); every
     value is serialized before anything is written, so a failing split leaves nothing half-done.
     The split's record comes back in the outcome for the scheduler to write (see ``SplitOutcome``);
-    :func:`run_and_record_split` writes it here instead.
+    :func:`run_and_record_split` writes it here instead. Plugins' ``laminar_split_context`` managers
+    (the log capture, say) are entered around it all.
     """
+    started = time.time()
+    try:
+        outcome = _run_split(task)
+    except BaseException as error:
+        tracebacks.remember(error, started, time.time())  # frames and times travel with the error
+        raise
+    return dataclasses.replace(outcome, started=started, ended=time.time())
+
+
+def _run_split(task: SplitTask) -> SplitOutcome:
     flow = task.flow
     execution = flow.execution(task.execution)
     if task.retry:
         execution = execution.retried()
     store = _store(task)
-    plan = flow.plan
     context = LayerContext(
         execution,
         task.layer,
@@ -36,6 +51,17 @@ def run_split(task: SplitTask) -> SplitOutcome:
         store=store,
     )
     layer = context.bind()
+    with contextlib.ExitStack() as contexts:
+        hook = flow.configuration.hook
+        if hook is not None:
+            for entered in hook.laminar_split_context(layer=layer, index=task.index, attempt=task.attempt):
+                if entered is not None:
+                    contexts.enter_context(entered)
+        return _call(task, execution, store, layer)
+
+
+def _call(task: SplitTask, execution: Execution, store: ExecutionStore, layer: Layer) -> SplitOutcome:
+    flow, plan = task.flow, task.flow.plan
     readers: dict[str, Layer] = {}
 
     def dependency(name: str) -> Layer:

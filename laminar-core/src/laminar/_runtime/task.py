@@ -57,3 +57,6 @@ class SplitOutcome:
     """
 
     record: SplitRecord
+    #: When the split ran, by the clock where it ran (``time.time()``); 0 when not measured.
+    started: float = 0.0
+    ended: float = 0.0

@@ -22,16 +22,18 @@ class _Pool:
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
         self.size = size
-        self.tasks: queue.SimpleQueue[tuple[asyncio.Future[SplitOutcome], SplitTask] | None] = (
-            queue.SimpleQueue()
-        )
+        self.tasks: queue.SimpleQueue[
+            tuple[asyncio.Future[SplitOutcome], SplitTask, asyncio.Future[None] | None] | None
+        ] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
         self.finished: collections.deque[_Finished] = collections.deque()
         self.lock = threading.Lock()
         self.wake_pending = False
         self.stopping = False
 
-    def submit(self, task: SplitTask) -> asyncio.Future[SplitOutcome]:
+    def submit(
+        self, task: SplitTask, started: asyncio.Future[None] | None = None
+    ) -> asyncio.Future[SplitOutcome]:
         if len(self.threads) < self.size:  # threads start on demand, up to concurrency
             thread = threading.Thread(
                 target=self.work, name=f"laminar-layer_{len(self.threads)}", daemon=True
@@ -39,7 +41,7 @@ class _Pool:
             self.threads.append(thread)
             thread.start()
         future: asyncio.Future[SplitOutcome] = self.loop.create_future()
-        self.tasks.put((future, task))
+        self.tasks.put((future, task, started))
         return future
 
     def work(self) -> None:
@@ -47,9 +49,11 @@ class _Pool:
             item = self.tasks.get()
             if item is None or self.stopping:
                 return
-            future, task = item
+            future, task, started = item
             if future.cancelled():  # abandoned before it started
                 continue
+            if started is not None:  # its timeout counts from now
+                self.loop.call_soon_threadsafe(_settle, started)
             try:
                 finished: _Finished = (future, run_split(task), None)
             except BaseException as error:
@@ -84,6 +88,16 @@ class _Pool:
             self.tasks.put(None)
 
 
+def _settle(started: asyncio.Future[None]) -> None:
+    if not started.done():
+        started.set_result(None)
+
+
+#: Splits queued per thread, so a thread that finishes one finds the next without waiting for the
+#: event loop: handing splits over one at a time costs more than a trivial split itself.
+QUEUED_PER_THREAD = 8
+
+
 class Thread(Executor):
     """Runs each split on a thread in this process: no start-up cost, works with ``Memory``.
 
@@ -97,20 +111,48 @@ class Thread(Executor):
 
     names = ("thread",)
     in_process = True
-    _pool: _Pool | None = None
+    times_itself = True
+    _pools: dict[asyncio.AbstractEventLoop, _Pool]
+
+    @property
+    def window(self) -> int:
+        return self.concurrency * QUEUED_PER_THREAD
+
+    def _running(self) -> dict[asyncio.AbstractEventLoop, _Pool]:
+        """The pool of each execution running on this executor object, by its event loop: several
+        executions (a layer that runs another flow, threads of a notebook) may share one executor."""
+        pools = self.__dict__.get("_pools")
+        if pools is None:
+            pools = self.__dict__["_pools"] = {}
+        return pools
 
     async def start(self) -> None:
-        self._pool = _Pool(asyncio.get_running_loop(), self.concurrency)
+        loop = asyncio.get_running_loop()
+        self._running()[loop] = _Pool(loop, self.concurrency)
 
     async def run(self, task: SplitTask) -> SplitOutcome:
-        if self._pool is None:
+        pool = self._running().get(asyncio.get_running_loop())
+        if pool is None:
             raise RuntimeError("the thread executor is not started; it runs inside Flow.__call__")
-        return await self._pool.submit(task)
+        if self.timeout is None:
+            return await pool.submit(task)
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future = pool.submit(task, started)
+        try:
+            await started
+            done, _ = await asyncio.wait({future}, timeout=self.timeout)
+        except BaseException:
+            future.cancel()
+            raise
+        if not done:
+            future.cancel()
+            raise self.timed_out(task, self.timeout)
+        return future.result()
 
     async def stop(self) -> None:
-        if self._pool is not None:
-            self._pool.stop()
-            self._pool = None
+        pool = self._running().pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            pool.stop()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pool": None}
+        return {**self.__dict__, "_pools": {}}

@@ -14,7 +14,7 @@ from typing import Any
 
 import cloudpickle
 
-from laminar._runtime import environment, wire
+from laminar._runtime import environment, tracebacks, wire
 from laminar._runtime.shipping import FlowUnpacker
 
 
@@ -24,6 +24,8 @@ def _send(out: Any, message: Any) -> None:
 
 
 def _error_message(error: BaseException) -> tuple[str, Any, str]:
+    """The error pickled (the layer's frames ride along, see ``tracebacks.remember``), or its text."""
+    tracebacks.remember(error)
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     try:
         payload = cloudpickle.dumps(error, protocol=5)

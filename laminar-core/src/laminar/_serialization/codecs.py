@@ -2,6 +2,9 @@
 
 Compression is chosen per artifact from a sample of its first bytes: incompressible data (numpy
 noise, images, already-compressed files) is stored as is, so it is moved once and not slowed down.
+What compresses is written with zstd at level 1 (``WRITE_CODEC``): on a typical pickled DataFrame it
+is about 3x faster than zlib level 1 both ways and smaller. ``zlib`` is still read, so artifacts
+written before zstd (recorded ``"codec": "zlib"``) stay readable; ``none`` is stored as is.
 """
 
 from __future__ import annotations
@@ -10,20 +13,46 @@ import io
 import zlib
 from typing import Any, BinaryIO
 
+import zstandard
+
 from laminar._serialization.hashing import ChunkedHash
 
 SAMPLE = 256 * 1024  # bytes looked at before choosing a codec
 READ_STEP = 16 * 1024 * 1024  # large reads are split so hashing overlaps reading
 WORTH_IT = 0.85  # compress only if the sample shrinks to this fraction or less
 SMALL = 1024  # values smaller than this are stored uncompressed
-CODECS = ("none", "zlib")
+CODECS = ("none", "zlib", "zstd")  # every codec this Laminar reads
+WRITE_CODEC = "zstd"  # what compressible values are written with
+ZSTD_LEVEL = 1
+THREADED = 8 * 1024 * 1024  # a write this large after the sample compresses on every core
+
+
+def _check_codec(codec: str) -> None:
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; this Laminar reads {', '.join(CODECS)}")
 
 
 def _decompressor(codec: str) -> Any:
-    """A fresh decompressor object for ``codec`` (``None`` for ``none``); the one place codecs decode."""
-    if codec not in CODECS:
-        raise ValueError(f"unknown codec {codec!r}; this Laminar reads {', '.join(CODECS)}")
+    """A fresh zlib decompressor object for ``codec`` (``None`` for ``none`` and ``zstd``)."""
+    _check_codec(codec)
     return zlib.decompressobj() if codec == "zlib" else None
+
+
+def _compressor(codec: str, *, threads: bool = False) -> Any:
+    """A fresh compressor object (``compress``/``flush``) for ``codec``: the one place codecs encode."""
+    if codec == "zstd":
+        options = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1 if threads else 0)
+        return options.compressobj()
+    if codec == "zlib":
+        return zlib.compressobj(1)
+    raise ValueError(f"cannot write codec {codec!r}")
+
+
+def compress(data: Any, codec: str) -> bytes:
+    """``data`` compressed whole with ``codec`` (a sample, a small value)."""
+    compressor = _compressor(codec)
+    out: bytes = compressor.compress(data) + compressor.flush()
+    return out
 
 
 class DecodeError(ValueError):
@@ -37,6 +66,14 @@ def decode(data: bytes, codec: str, size: int) -> bytes:
     or hostile blob cannot make decompression allocate more than the value it claims to be.
     """
     decompressor = _decompressor(codec)
+    if codec == "zstd":
+        try:  # bounded: a frame that would give more than ``size`` bytes is an error, not an allocation
+            out_zstd: bytes = zstandard.ZstdDecompressor().decompress(data, max_output_size=max(size, 1))
+        except zstandard.ZstdError as error:
+            raise DecodeError(f"its zstd stream is damaged or not {size} bytes long ({error})") from None
+        if len(out_zstd) != size:
+            raise DecodeError(f"it decompresses to {len(out_zstd)} bytes, not the {size} recorded")
+        return out_zstd
     if decompressor is None:
         return data
     try:
@@ -77,6 +114,7 @@ class EncodingWriter(io.RawIOBase):
         self._pending_size = 0
         self._compressor: Any = None
         self._stored_hash: ChunkedHash | None = None
+        self._coming = 0  # bytes of the write being sampled that follow the sample
 
     def writable(self) -> bool:
         return True
@@ -100,6 +138,7 @@ class EncodingWriter(io.RawIOBase):
             self._pending_size += min(need, length)
             if self._pending_size < SAMPLE:
                 return
+            self._coming = length - need
             self._decide()
             view = view[need:]
             if not view.nbytes:
@@ -112,10 +151,11 @@ class EncodingWriter(io.RawIOBase):
         if len(sample) < SMALL:
             self.codec = "none"  # too small for compression to pay for its header and time
         else:
-            compressed = zlib.compress(sample[:SAMPLE], 1)
-            self.codec = "zlib" if len(compressed) <= WORTH_IT * min(len(sample), SAMPLE) else "none"
-        if self.codec == "zlib":
-            self._compressor = zlib.compressobj(1)
+            compressed = compress(sample[:SAMPLE], WRITE_CODEC)
+            worth_it = len(compressed) <= WORTH_IT * min(len(sample), SAMPLE)
+            self.codec = WRITE_CODEC if worth_it else "none"
+        if self.codec != "none":
+            self._compressor = _compressor(self.codec, threads=self._coming >= THREADED)
             self._stored_hash = ChunkedHash()
         self._emit(memoryview(sample))
 
@@ -168,12 +208,17 @@ class DecodingReader(io.RawIOBase):
         self.hash: ChunkedHash | None = ChunkedHash() if hash else None
         self._buffer = bytearray()
         self._tail = b""
+        self._zstd: Any = None
+        if codec == "zstd":  # decompresses straight into the caller's buffer, as ``none`` reads
+            self._zstd = zstandard.ZstdDecompressor().stream_reader(source, read_size=1 << 20, closefd=False)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
+        if self._zstd is not None:
+            return self._readinto_zstd(view)
         if self._decompressor is None:
             count = 0
             pending = []
@@ -195,6 +240,25 @@ class DecodingReader(io.RawIOBase):
         if self.hash is not None:
             self.hash.update(view[:count])
         del self._buffer[:count]
+        return count
+
+    def _readinto_zstd(self, view: memoryview) -> int:
+        count = 0
+        room = self.size - self.produced + 1  # one byte more than recorded is enough to tell
+        view = view[: min(view.nbytes, room)]
+        try:
+            while count < view.nbytes:  # fill completely: pickle treats a short read as the end
+                got = self._zstd.readinto(view[count:])
+                if not got:
+                    break
+                count += got
+        except zstandard.ZstdError as error:
+            raise DecodeError(f"its zstd stream is damaged ({error})") from None
+        if self.hash is not None:
+            self.hash.update(view[:count])
+        self.produced += count
+        if self.produced > self.size or count < view.nbytes:  # more than recorded, or the end
+            _check_length(self.produced, self.size, True, self.codec)
         return count
 
     def _inflate(self) -> None:

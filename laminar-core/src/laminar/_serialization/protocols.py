@@ -8,13 +8,23 @@ the serialized bytes is used.
 The earlier laminar's form is kept too: ``write(self, value, uri)`` and ``read(self, uri)`` (the
 second parameter named ``uri``) are handed a path to write the value to, or read it from, with any
 library that takes one (``df.to_parquet(uri)``); Laminar then hashes and stores that file.
+
+A protocol may also read a large stored value in two phases (:meth:`Protocol.gather`): every byte
+read into fresh buffers first, hashed as it arrives, and interpreted only once the hash verified. The
+default pickle protocol does this for its out-of-band buffers, so an array is read once, into memory
+that becomes the array's own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
+import mmap
 import os
+import pickle
 import sys
+from collections.abc import Callable
 from typing import Any, BinaryIO, Generic, TypeVar
 
 import cloudpickle
@@ -129,9 +139,187 @@ class Protocol(Generic[T]):
         """A content address for ``value``, or ``None`` to use the SHA-256 of its serialized bytes."""
         return None
 
+    def gather(self, file: BinaryIO, size: int) -> Callable[[], T] | None:
+        """Optional: read a large stored value in two phases, for reading it only once.
+
+        Read all ``size`` (decompressed) bytes of ``file`` now, into buffers of your own and without
+        interpreting them, and return a function that builds the value from those buffers. Laminar
+        hashes the bytes as they are read and calls the function only if they verified, so a value
+        is read in one pass instead of a verifying pass and a reading pass. Return ``None`` (having
+        consumed nothing, e.g. after ``file.peek``) to be read by :meth:`read` as usual. Raise
+        :class:`~laminar._serialization.codecs.DecodeError`-like ``ValueError`` for bytes that are
+        not in your format; never allocate more than ``size`` bytes for them.
+        """
+        return None
+
+
+class GatherError(ValueError):
+    """Stored bytes do not have the layout a protocol's :meth:`Protocol.gather` reads."""
+
+
+#: Buffers at least this large are allocated as fresh anonymous memory maps: their pages are first
+#: touched by the read that fills them (a ``bytearray`` would be zero-filled first).
+FRESH_MAP = 1 << 20
+
+
+def fresh_buffer(size: int) -> Any:
+    """A new writable buffer of ``size`` bytes that no other object shares.
+
+    A large one is an anonymous map that asks for huge pages where the system has them (as numpy
+    does for large arrays): filling it then costs a fraction of the page faults.
+    """
+    if size < FRESH_MAP:
+        return bytearray(size)
+    buffer = mmap.mmap(-1, size)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):
+            buffer.madvise(mmap.MADV_HUGEPAGE)
+    return buffer
+
+
+def peek(file: BinaryIO, count: int) -> bytes:
+    """The first ``count`` bytes ``file`` would give, without consuming them (fewer at its end)."""
+    if hasattr(file, "peek"):
+        head: bytes = file.peek(count)[:count]
+        if len(head) >= count:
+            return head
+    if file.seekable():
+        position = file.tell()
+        head = file.read(count)
+        file.seek(position)
+        return head
+    raise TypeError(f"cannot look ahead in {type(file).__name__}: it has no peek() and is not seekable")
+
+
+def read_exactly(file: BinaryIO, buffer: Any) -> None:
+    """Fill ``buffer`` from ``file``; :class:`GatherError` if the stream ends first."""
+    view = memoryview(buffer).cast("B")
+    filled = 0
+    while filled < view.nbytes:
+        got = file.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not got:
+            raise GatherError(f"the stream ends after {filled} of the {view.nbytes} bytes expected")
+        filled += got
+
+
+#: The first bytes of a pickle stored with out-of-band buffers (a plain pickle starts with ``\x80``).
+FRAMED = b"LMNRPB5\n"
+#: Buffers smaller than this stay inside the pickle (a segment of their own would cost more).
+OUT_OF_BAND = 64 * 1024
+#: Pickle bytes held back waiting for a large buffer; past this, the value is stored as a plain
+#: pickle (streamed, large buffers in band) rather than hold more of it in memory.
+HELD = 1 << 20
+_PICKLE, _BUFFER, _END = b"p", b"b", b"e"
+_HEADER = 9  # one kind byte, then the segment's length as 8 bytes little-endian
+
+
+class _Framer:
+    """The file a pickler writes to, and its ``buffer_callback``: the stored form of ``Pickle``.
+
+    A value with no large buffer (``OUT_OF_BAND``) in its first ``HELD`` bytes of pickle is stored
+    as its plain pickle, the same bytes as ``cloudpickle.dumps`` (streamed: a large buffer after that
+    is written in band, still from its own memory). Otherwise the stored bytes are ``FRAMED`` followed by segments, each a
+    kind byte (``p`` pickle bytes, ``b`` one out-of-band buffer, ``e`` the end) and an 8-byte length:
+    each buffer is written from the value's own memory, in the order the pickle refers to it, and
+    before the pickle bytes that refer to it.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.framed = False
+        self.plain = False  # decided: a plain pickle, streamed through as the pickler writes it
+        self.held: list[bytes] = []
+        self.held_size = 0
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        if self.framed:
+            if size:
+                self._segment(_PICKLE, data, size)
+        elif self.plain:
+            self.file.write(data)
+        else:
+            self.held.append(bytes(data))
+            self.held_size += size
+            if self.held_size > HELD:  # much pickle and no large buffer yet: a plain pickle, streamed
+                self.plain = True
+                self.file.write(b"".join(self.held))
+                self.held = []
+        return size
+
+    def buffer(self, buffer: pickle.PickleBuffer) -> bool:
+        """``buffer_callback``: large contiguous buffers go out of band (``False``), others stay in."""
+        if self.plain:
+            return True  # the pickler writes it in band, still from the value's own memory
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous: the pickle copies it in band
+            return True
+        if raw.nbytes < OUT_OF_BAND:
+            return True
+        if not self.framed:
+            self._start()
+        self._segment(_BUFFER, raw, raw.nbytes)
+        return False
+
+    def _start(self) -> None:
+        self.framed = True
+        self.file.write(FRAMED)
+        held, self.held = b"".join(self.held), []
+        if held:
+            self._segment(_PICKLE, held, len(held))
+
+    def _segment(self, kind: bytes, data: Any, size: int) -> None:
+        self.file.write(kind + size.to_bytes(8, "little"))
+        self.file.write(data)
+
+    def finish(self) -> None:
+        if self.framed:
+            self.file.write(_END + bytes(8))
+        elif self.held:
+            self.file.write(b"".join(self.held))
+
+
+def _gather_framed(file: BinaryIO, size: int | None) -> Callable[[], Any]:
+    """Read a framed pickle (see :class:`_Framer`) into its pickle bytes and fresh buffers; at most
+    ``size`` bytes in all, and exactly that many if ``size`` is given."""
+    remaining = (sys.maxsize if size is None else size) - len(FRAMED)
+    read_exactly(file, bytearray(len(FRAMED)))
+    pickled = bytearray()
+    buffers: list[Any] = []
+    header = bytearray(_HEADER)
+    while True:
+        read_exactly(file, header)
+        remaining -= _HEADER
+        kind, length = bytes(header[:1]), int.from_bytes(header[1:], "little")
+        if kind == _END:
+            break
+        if kind not in (_PICKLE, _BUFFER) or length > remaining:
+            raise GatherError(f"it has a segment of kind {kind!r} and {length} bytes where none can be")
+        remaining -= length
+        if kind == _PICKLE:
+            start = len(pickled)
+            pickled.extend(bytes(length))  # pickle bytes are small beside the buffers; held whole
+            read_exactly(file, memoryview(pickled)[start:])
+        else:
+            buffer = fresh_buffer(length)
+            read_exactly(file, buffer)
+            buffers.append(buffer)
+    if size is not None and remaining:
+        raise GatherError(f"{remaining} bytes follow the end of its last segment")
+
+    def build() -> Any:
+        return pickle.loads(pickled, buffers=buffers)
+
+    return build
+
 
 class Pickle(Protocol[Any]):
-    """The default: cloudpickle with pickle protocol 5, streamed (large buffers are not copied).
+    """The default: cloudpickle with pickle protocol 5 and out-of-band buffers.
+
+    A large buffer (a numpy array's memory, a pandas block, an Arrow buffer) is written from the
+    value's own memory, not copied into the pickle, and read back into a fresh buffer that becomes
+    the new value's own memory (see :class:`_Framer`). Values without one are plain pickles.
 
     Unpickling runs whatever code the stored bytes name: never read it from a store you do not trust.
     """
@@ -141,14 +329,28 @@ class Pickle(Protocol[Any]):
         return "cloudpickle"
 
     def dumps(self, value: Any) -> bytes:
-        data: bytes = cloudpickle.dumps(value, protocol=5)
-        return data
+        file = io.BytesIO()
+        self.dump(value, file)
+        return file.getvalue()
 
     def loads(self, data: bytes) -> Any:
+        if bytes(data[: len(FRAMED)]) == FRAMED:
+            return self.load(io.BytesIO(data))
         return cloudpickle.loads(data)
 
     def dump(self, value: Any, file: BinaryIO) -> None:
-        cloudpickle.dump(value, file, protocol=5)
+        framer = _Framer(file)
+        cloudpickle.Pickler(framer, protocol=5, buffer_callback=framer.buffer).dump(value)
+        framer.finish()
 
     def load(self, file: BinaryIO) -> Any:
-        return cloudpickle.load(file)
+        if not hasattr(file, "peek") and not file.seekable():
+            file = io.BufferedReader(file)  # type: ignore[type-var]
+        if peek(file, len(FRAMED)) != FRAMED:
+            return cloudpickle.load(file)
+        return _gather_framed(file, None)()
+
+    def gather(self, file: BinaryIO, size: int) -> Callable[[], Any] | None:
+        if peek(file, len(FRAMED)) != FRAMED:
+            return None  # a plain pickle: unpickled as it streams, by ``read``
+        return _gather_framed(file, size)

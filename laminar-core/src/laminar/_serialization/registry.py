@@ -5,7 +5,9 @@ built-in plugin registers like any other). A user's ``@datastore.protocol(...)``
 first, then the protocols plugins register through the ``laminar_protocols`` hook.
 
 Reading resolves the protocol a stored artifact names; the safe protocols (:mod:`.safe`) resolve
-whether registered or not, and a name nothing resolves is an error, never a guess.
+whether registered or not, and a name nothing resolves is an error, never a guess. A protocol added
+for no type at all (a plugin's ``((), protocol)``) is known for reading only: what it stored reads
+back, and nothing is written with it until a datastore registers it for a type (opt-in per store).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class ProtocolRegistry:
 
     def __init__(self) -> None:
         self._by_type: dict[type, Protocol[Any]] = {}
+        self._readers: dict[str, Protocol[Any]] = {}  # added for no type: read by name only
 
     def register(self, *types: type) -> Callable[[P], P]:
         """Class decorator: serialize values of exactly these types with the decorated Protocol."""
@@ -39,6 +42,9 @@ class ProtocolRegistry:
 
     def add(self, types: Iterable[type], protocol: Protocol[Any], *, replace: bool = True) -> None:
         protocol.record_main_module()
+        types = tuple(types)
+        if not types and (replace or protocol.name not in self._readers):
+            self._readers[protocol.name] = protocol
         for kind in types:
             if replace or kind not in self._by_type:
                 self._by_type[kind] = protocol
@@ -48,6 +54,11 @@ class ProtocolRegistry:
 
     def __iter__(self) -> Iterator[Protocol[Any]]:
         return iter(self._by_type.values())
+
+    def readers(self) -> Iterator[Protocol[Any]]:
+        """Every protocol this registry can read with: those for a type, and those added for none."""
+        yield from self._readers.values()
+        yield from self._by_type.values()
 
     def __len__(self) -> int:
         return len(self._by_type)
@@ -88,7 +99,7 @@ class Protocols:
     def _by_name(self) -> dict[str, Protocol[Any]]:
         found: dict[str, Protocol[Any]] = {}
         for registry in reversed(self.registries):  # earlier registries win
-            found.update({protocol.name: protocol for protocol in registry})
+            found.update({protocol.name: protocol for protocol in registry.readers()})
         return found
 
     def by_name(self, name: str) -> Protocol[Any]:

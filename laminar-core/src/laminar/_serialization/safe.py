@@ -9,12 +9,13 @@ an array is written or read.
 
 from __future__ import annotations
 
+import io
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from laminar._serialization.protocols import Protocol
+from laminar._serialization.protocols import GatherError, Protocol, fresh_buffer, read_exactly
 
 if TYPE_CHECKING:
     from laminar._serialization.registry import ProtocolRegistry
@@ -124,8 +125,9 @@ class Text(Protocol[str]):
 class Npy(Protocol[Any]):
     """A numpy array in the ``.npy`` format, written and read with ``allow_pickle=False``.
 
-    Streamed both ways (a large array is not copied whole). Arrays holding Python objects are
-    refused: they can only be stored as pickles.
+    A contiguous array is written from its own memory (the header, then its bytes: what ``np.save``
+    writes); a large one is read back in one pass into a fresh buffer that becomes the new array's
+    memory (:meth:`gather`). Arrays holding Python objects are refused: only a pickle can store them.
     """
 
     safe = True
@@ -145,24 +147,73 @@ class Npy(Protocol[Any]):
                 f"laminar.npy cannot store an array of dtype {value.dtype}: it holds Python objects, "
                 "which only a pickle can store"
             )
-        numpy.lib.format.write_array(file, value, allow_pickle=False)
+        fmt = numpy.lib.format
+        if not (value.flags.c_contiguous or value.flags.f_contiguous):
+            fmt.write_array(file, value, allow_pickle=False)  # copies in chunks, as numpy does
+            return
+        header = io.BytesIO()
+        try:
+            fmt.write_array_header_1_0(header, fmt.header_data_from_array_1_0(value))
+        except ValueError:  # a header too long for format 1.0
+            header = io.BytesIO()
+            fmt.write_array_header_2_0(header, fmt.header_data_from_array_1_0(value))
+        file.write(header.getbuffer())
+        data = value if value.flags.c_contiguous else value.T  # Fortran order: the transpose is C
+        if data.size:
+            flat: Any = data.reshape(-1).view(numpy.uint8)  # bytes of any dtype, datetime64 too
+            file.write(memoryview(flat))
 
     def load(self, file: BinaryIO) -> Any:
         import numpy
 
         return numpy.lib.format.read_array(file, allow_pickle=False)
 
-    def dumps(self, value: Any) -> bytes:
-        import io
+    def gather(self, file: BinaryIO, size: int) -> Callable[[], Any] | None:
+        head = bytearray(8)
+        read_exactly(file, head)
+        if bytes(head[:6]) != b"\x93NUMPY" or head[6] not in (1, 2, 3):
+            raise GatherError("it does not start as a .npy file does")
+        width = 2 if head[6] == 1 else 4
+        length = bytearray(width)
+        read_exactly(file, length)
+        header = bytearray(int.from_bytes(length, "little"))
+        if len(head) + width + len(header) > size:
+            raise GatherError(f"its header claims more than the {size} bytes recorded")
+        read_exactly(file, header)
+        data = fresh_buffer(size - len(head) - width - len(header))
+        read_exactly(file, data)
+        start = bytes(head + length + header)
+        return lambda: _npy_from(start, data)
 
+    def dumps(self, value: Any) -> bytes:
         buffer = io.BytesIO()
         self.dump(value, buffer)
         return buffer.getvalue()
 
     def loads(self, data: bytes) -> Any:
-        import io
-
         return self.load(io.BytesIO(data))
+
+
+def _npy_from(start: bytes, data: Any) -> Any:
+    """The array a verified ``.npy`` header (``start``) describes, over ``data`` (not copied)."""
+    import numpy
+
+    fmt = numpy.lib.format
+    file = io.BytesIO(start)
+    version = fmt.read_magic(file)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(file)
+    elif version == (2, 0):
+        shape, fortran, dtype = fmt.read_array_header_2_0(file)
+    else:  # format 3.0 (UTF-8 field names): rare enough to read the ordinary way, with a copy
+        return fmt.read_array(io.BytesIO(start + bytes(data)), allow_pickle=False)
+    if dtype.hasobject:
+        raise ValueError(f"its dtype {dtype} holds Python objects, which laminar.npy never stores")
+    count = math.prod(shape)
+    if count * dtype.itemsize != len(data):
+        raise ValueError(f"its header says {count} items of {dtype.itemsize} bytes, not {len(data)} bytes")
+    flat = numpy.frombuffer(data, dtype=dtype, count=count) if count else numpy.empty(0, dtype)
+    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 #: The safe protocols, by the name recorded with their artifacts: always readable, registered or not.

@@ -343,6 +343,10 @@ def _load_streamed(
     """
     legacy = verify and _legacy_own_address(artifact, protocol)
     expected = artifact.stored_hexdigest
+    if artifact.codec == "none" and not legacy and type(protocol).gather is not Protocol.gather:
+        gathered, value = _load_gathered(datastore, key, artifact, protocol, expected if verify else None)
+        if gathered:
+            return value
     source = _open(datastore, key, artifact)
     copy: str | None = None
     try:
@@ -376,6 +380,41 @@ def _load_streamed(
             with contextlib.suppress(FileNotFoundError):
                 os.remove(copy)
     return value
+
+
+def _load_gathered(
+    datastore: Datastore, key: str, artifact: Artifact, protocol: Protocol[Any], expected: str | None
+) -> tuple[bool, Any]:
+    """Read uncompressed stored bytes once: into the protocol's own fresh buffers (``Protocol.gather``),
+    hashed on other threads as they arrive, and built into a value only once they verified against
+    ``expected`` (``None``: not checked). ``(False, None)`` if the protocol declines these bytes."""
+    raw = DecodingReader(_open(datastore, key, artifact), "none", artifact.size, hash=expected is not None)
+    stream = io.BufferedReader(raw, buffer_size=1 << 16)
+    failure: str | None = None
+    try:
+        try:
+            build = protocol.gather(stream, artifact.size)
+        except ValueError as error:  # not the layout the protocol writes: damaged, or another's bytes
+            build, failure = None, str(error)
+        if build is None and failure is None:
+            return False, None
+        if expected is not None:
+            while stream.read(1 << 20):  # bytes the protocol did not read count too
+                pass
+            assert raw.hash is not None
+            _check(datastore, key, artifact, raw.hash.hexdigest(), expected)
+        if failure is not None:
+            raise _corrupt(datastore, key, artifact, f"protocol {protocol.name} cannot read it ({failure})")
+    finally:
+        stream.close()
+    assert build is not None
+    if not protocol.safe:
+        return True, build()
+    try:
+        return True, build()
+    except Exception as error:  # a safe protocol that cannot parse verified bytes names the artifact
+        reason = f"protocol {protocol.name} cannot read it ({type(error).__name__}: {error})"
+        raise _corrupt(datastore, key, artifact, reason) from None
 
 
 def _staging_file(datastore: Datastore) -> tuple[str, BinaryIO]:

@@ -12,6 +12,11 @@
     flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished
     flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>-<j>.json  a batch of finished splits' records
                                                                   (their archives), lowest index i, highest j
+    flows/<Flow>/executions/<id>/layers/<Layer>/status.json       how the layer's latest run went: its
+                                                                  state, its splits' attempts and errors
+    flows/<Flow>/executions/<id>/layers/<Layer>/logs/<i>/<attempt>/<n>.log
+                                                                  what attempt <attempt> of split i printed
+                                                                  and logged, in chunks n = 0, 1, ...
 
 Every name is validated before it becomes part of a key (see :mod:`laminar._names`).
 """
@@ -101,3 +106,26 @@ def parse_split_batch(name: str) -> tuple[int, int] | None:
         return None
     first, last = int(match[1]), int(match[2])
     return (first, last) if first <= last else None
+
+
+def layer_status(flow: str, execution_id: str, layer_name: str) -> str:
+    return layer(flow, execution_id, layer_name) + "status.json"
+
+
+def logs(flow: str, execution_id: str, layer_name: str, index: int, attempt: int | None = None) -> str:
+    """The directory of split ``index``'s logs, or of one of its attempts."""
+    split = layer(flow, execution_id, layer_name) + f"logs/{int(index)}/"
+    return split if attempt is None else split + f"{int(attempt)}/"
+
+
+_CHUNK = re.compile(r"(\d{6})\.log")
+
+
+def log_chunk(flow: str, execution_id: str, layer_name: str, index: int, attempt: int, number: int) -> str:
+    return logs(flow, execution_id, layer_name, index, attempt) + f"{int(number):06d}.log"
+
+
+def parse_log_chunk(name: str) -> int | None:
+    """The number of a log chunk's file name, or None for anything else in the directory."""
+    match = _CHUNK.fullmatch(name)
+    return int(match[1]) if match else None

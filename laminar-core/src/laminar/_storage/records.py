@@ -370,7 +370,8 @@ STATUSES = ("running", "succeeded", "failed", "cancelled")
 class ExecutionStatus:
     """How the latest run (or resume) of an execution went: written when it starts and when it ends.
 
-    ``error`` holds the type, message and traceback text of what ended a failed run.
+    ``error`` holds the type, message and traceback text of what ended a failed run; ``created``
+    when the execution's first run started, so a listing reads one record per execution.
     """
 
     flow: str
@@ -379,6 +380,7 @@ class ExecutionStatus:
     started: float
     ended: float | None = None
     error: Mapping[str, str] | None = None
+    created: float | None = None
 
     def dumps(self) -> bytes:
         return seal(
@@ -390,6 +392,7 @@ class ExecutionStatus:
                 "started": self.started,
                 "ended": self.ended,
                 "error": dict(self.error) if self.error is not None else None,
+                "created": self.created,
             }
         )
 
@@ -401,7 +404,7 @@ class ExecutionStatus:
             status = _string(payload["status"], "status")
             if status not in STATUSES:
                 raise ValueError(f"status is {status!r}, not one of {', '.join(STATUSES)}")
-            ended, error = payload.get("ended"), payload.get("error")
+            ended, error, created = payload.get("ended"), payload.get("error"), payload.get("created")
             if error is not None and not (
                 isinstance(error, dict) and all(isinstance(v, str) for v in error.values())
             ):
@@ -413,6 +416,110 @@ class ExecutionStatus:
                 float(payload["started"]),
                 float(ended) if ended is not None else None,
                 error,
+                float(created) if created is not None else None,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise _shape(error) from None
+
+
+#: A layer's statuses, as stored. "running" while its run is under way; a reader whose execution is
+#: no longer running reads it as failed. A layer with no status record has not started (or finished
+#: before records existed: its layer record says so).
+LAYER_STATUSES = ("running", "finished", "failed", "skipped", "cancelled")
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt of one split: when it ran and, if it failed, its error (type, message, traceback)."""
+
+    index: int
+    attempt: int
+    started: float
+    ended: float | None = None
+    error: Mapping[str, str] | None = None
+
+    def to_json(self) -> list[Any]:
+        return [self.index, self.attempt, self.started, self.ended, dict(self.error) if self.error else None]
+
+    @classmethod
+    def from_json(cls, item: Any) -> AttemptRecord:
+        index, attempt, started, ended, error = item
+        if error is not None and not (
+            isinstance(error, dict) and all(isinstance(v, str) for v in error.values())
+        ):
+            raise TypeError(f"error is {error!r}, not a mapping of strings")
+        return cls(
+            _integer(index, "split index"),
+            _integer(attempt, "attempt"),
+            float(started),
+            float(ended) if ended is not None else None,
+            error,
+        )
+
+
+@dataclass(frozen=True)
+class LayerStatusRecord:
+    """How a layer's latest run went: written when it starts and when it ends (``status.json``).
+
+    ``attempts`` lists every failed attempt and the others up to a limit (``omitted`` counts those
+    left out), so a layer of a million splits keeps a record of bounded size.
+    """
+
+    flow: str
+    id: str
+    layer: str
+    status: str
+    started: float
+    ended: float | None = None
+    splits: int = 0
+    reason: str | None = None
+    error: Mapping[str, str] | None = None
+    attempts: tuple[AttemptRecord, ...] = ()
+    omitted: int = 0
+
+    def dumps(self) -> bytes:
+        return seal(
+            {
+                "layout": LAYOUT,
+                "flow": self.flow,
+                "id": self.id,
+                "layer": self.layer,
+                "status": self.status,
+                "started": self.started,
+                "ended": self.ended,
+                "splits": self.splits,
+                "reason": self.reason,
+                "error": dict(self.error) if self.error is not None else None,
+                "attempts": [attempt.to_json() for attempt in self.attempts],
+                "omitted": self.omitted,
+            }
+        )
+
+    @classmethod
+    def loads(cls, data: bytes) -> LayerStatusRecord:
+        payload = unseal(data)
+        _check_layout(payload, f"status of layer {payload.get('layer')}")
+        try:
+            status = _string(payload["status"], "status")
+            if status not in LAYER_STATUSES:
+                raise ValueError(f"status is {status!r}, not one of {', '.join(LAYER_STATUSES)}")
+            ended, error, reason = payload.get("ended"), payload.get("error"), payload.get("reason")
+            if error is not None and not (
+                isinstance(error, dict) and all(isinstance(v, str) for v in error.values())
+            ):
+                raise TypeError(f"error is {error!r}, not a mapping of strings")
+            return cls(
+                _string(payload["flow"], "flow"),
+                _string(payload["id"], "id"),
+                _string(payload["layer"], "layer"),
+                status,
+                float(payload["started"]),
+                float(ended) if ended is not None else None,
+                _integer(payload["splits"], "splits"),
+                _string(reason, "reason") if reason is not None else None,
+                error,
+                tuple(AttemptRecord.from_json(item) for item in payload["attempts"]),
+                _integer(payload.get("omitted", 0), "omitted"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise _shape(error) from None

@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from laminar._names import validate
@@ -28,6 +28,7 @@ from laminar._storage.records import (
     Artifact,
     ExecutionMetadata,
     ExecutionStatus,
+    LayerStatusRecord,
     Malformed,
     Origin,
     Record,
@@ -149,6 +150,43 @@ class ExecutionStore:
             return None
         found: ExecutionStatus = self._parse(key, data, ExecutionStatus.loads, "the status")
         return found
+
+    def write_layer_status(self, status: LayerStatusRecord) -> None:
+        self.datastore.write_bytes(
+            layout.layer_status(self.flow, self.execution, status.layer), status.dumps()
+        )
+
+    def layer_status(self, layer: str) -> LayerStatusRecord | None:
+        """How ``layer``'s latest run went, or None if no run of it recorded that."""
+        key = layout.layer_status(self.flow, self.execution, layer)
+        try:
+            data = self.datastore.read_bytes(key)
+        except FileNotFoundError:
+            return None
+        found: LayerStatusRecord = self._parse(
+            key, data, LayerStatusRecord.loads, f"the status of layer {layer}"
+        )
+        if (found.flow, found.id, found.layer) != (self.flow, self.execution, layer):
+            raise self._damaged(
+                key,
+                f"the status of layer {layer}",
+                f"it is that of layer {found.layer} of execution {found.id}",
+            )
+        return found
+
+    def statuses(self, executions: Sequence[str]) -> list[ExecutionStatus | None]:
+        """The status records of several executions of this flow, read in parallel (None: none)."""
+
+        def read(execution: str) -> ExecutionStatus | None:
+            key = layout.execution_status(self.flow, execution)
+            try:
+                data = self.datastore.read_bytes(key)
+            except FileNotFoundError:
+                return None
+            found: ExecutionStatus = self._parse(key, data, ExecutionStatus.loads, "the status")
+            return found
+
+        return self.datastore.map_parallel(read, list(executions))
 
     def metadata(self) -> ExecutionMetadata | None:
         """The execution's metadata (when it was created), or None if it does not exist."""

@@ -1,0 +1,155 @@
+"""Benchmark: a new user's pandas pipeline, in Laminar and in plain pandas, in the same run.
+
+The pipeline: make a DataFrame of 1,000,000 rows (int, two floats, a short string, a timestamp),
+cut it into 8 shards, transform each shard (two derived columns), and concatenate the results.
+
+* plain pandas does it in one process, one shard after the other;
+* Laminar runs it as a flow: ``Make`` shards the frame, ``Transform`` is a foreach with one split per
+  shard, ``Join`` concatenates (a Local datastore in a fresh temporary directory per run), on the
+  Thread and the Process executors, with the default protocol (pickle protocol 5, out-of-band
+  buffers, zstd where it pays) and with the columnar one (``laminar_arrow.use(datastore)``: Arrow
+  IPC). Every Laminar run is checked against the plain result.
+
+The variants run interleaved, round after round, so the machine's drift falls on all of them alike;
+medians are printed, and each variant's ratio to plain pandas (median of the per-round ratios).
+Target (issue 14): Thread at most 1.5x plain pandas.
+
+    .venv/bin/python benchmarks/dataframe.py [--rows 1000000] [--rounds 3]
+    .venv/bin/python benchmarks/dataframe.py --quick        # 100,000 rows, 2 rounds
+    LAMINAR_BENCH_QUICK=1 .venv/bin/python benchmarks/dataframe.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from laminar import Flow, Layer, Parameters
+from laminar.configurations import datastores, executors
+from laminar.configurations.layers import ForEach, Parameter
+
+SHARDS = 8
+
+
+def make(rows: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "id": np.arange(rows, dtype=np.int64),
+            "x": rng.random(rows),
+            "y": rng.normal(size=rows),
+            "key": pd.Series([f"k{i}" for i in range(1000)]).take(rng.integers(0, 1000, rows)).to_numpy(),
+            "ts": pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(rows), unit="s"),
+        }
+    )
+
+
+def split(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    size = -(-len(frame) // SHARDS)
+    return [frame.iloc[i * size : (i + 1) * size] for i in range(SHARDS)]
+
+
+def transform(part: pd.DataFrame) -> pd.DataFrame:
+    return part.assign(z=np.sqrt(part["x"]) * part["y"], label=part["key"].str.upper())
+
+
+def concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(parts, ignore_index=True)
+
+
+class Frames(Flow): ...
+
+
+@Frames.register
+class Make(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(part=split(make(parameters.rows)))
+
+
+@Frames.register(foreach=ForEach(parameters=[Parameter(layer=Make, attribute="part")]))
+class Transform(Layer):
+    def __call__(self, make: Make) -> None:
+        self.out = transform(make.part)
+
+
+@Frames.register
+class Join(Layer):
+    def __call__(self, transform: Transform) -> None:
+        self.result = concat(list(transform.out))
+
+
+def plain(rows: int) -> tuple[float, pd.DataFrame]:
+    start = time.perf_counter()
+    result = concat([transform(part) for part in split(make(rows))])
+    return time.perf_counter() - start, result
+
+
+def laminar(
+    rows: int, executor: Callable[[], executors.Executor], columnar: bool
+) -> tuple[float, pd.DataFrame]:
+    with tempfile.TemporaryDirectory(
+        prefix="laminar-frames-", dir=os.environ.get("LAMINAR_BENCH_DIR")
+    ) as root:
+        datastore = datastores.Local(root)
+        if columnar:
+            import laminar_arrow
+
+            laminar_arrow.use(datastore)
+        flow = Frames(datastore=datastore, executor=executor())
+        start = time.perf_counter()
+        execution = flow(rows=rows)
+        elapsed = time.perf_counter() - start
+        result = execution.layer(Join).result
+    return elapsed, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="100,000 rows, 2 rounds: a smoke test")
+    args = parser.parse_args()
+    if args.quick or os.environ.get("LAMINAR_BENCH_QUICK"):
+        args.rows, args.rounds = 100_000, 2
+    try:
+        import laminar_arrow  # noqa: F401
+
+        kinds = [False, True]
+    except ImportError:
+        kinds = [False]
+    variants: dict[str, Callable[[], tuple[float, pd.DataFrame]]] = {"plain pandas": lambda: plain(args.rows)}
+    for name, executor in [("thread", executors.Thread), ("process", executors.Process)]:
+        for columnar in kinds:
+            label = f"laminar {name}, {'columnar' if columnar else 'default'}"
+            variants[label] = lambda e=executor, c=columnar: laminar(args.rows, e, c)  # type: ignore[misc]
+    _, expected = plain(args.rows)  # warm-up: imports, first-touch allocations
+    times: dict[str, list[float]] = {label: [] for label in variants}
+    for round_ in range(args.rounds):
+        order = list(variants) if round_ % 2 == 0 else list(variants)[::-1]
+        for label in order:
+            seconds, result = variants[label]()
+            pd.testing.assert_frame_equal(result, expected)
+            times[label].append(seconds)
+        print(f"round {round_ + 1}: " + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+    print(f"\n{args.rows:,} rows, {SHARDS} shards, median of {args.rounds} interleaved rounds")
+    base = times["plain pandas"]
+    for label, each in times.items():
+        ratios = [a / b for a, b in zip(each, base, strict=True)]
+        target = " (target <= 1.5x)" if label.startswith("laminar thread") else ""
+        verdict = ("  ok" if statistics.median(ratios) <= 1.5 else "  MISSED") if target else ""
+        print(
+            f"{label:<28} {statistics.median(each):7.3f} s   {statistics.median(ratios):5.2f}x plain pandas"
+            f"{target}{verdict}"
+        )
+
+
+if __name__ == "__main__":
+    main()

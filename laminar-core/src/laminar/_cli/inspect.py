@@ -1,0 +1,320 @@
+"""Reading executions: ``executions``, ``show``, ``artifacts``, ``get`` and ``logs``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from laminar import Execution, Flow
+from laminar._cli import records
+from laminar._cli.common import (
+    check_layer,
+    datastore_option,
+    file_argument,
+    find_execution,
+    is_foreach,
+    open_flow,
+)
+from laminar._cli.output import (
+    duration_text,
+    emit_json,
+    error_text,
+    json_option,
+    json_value,
+    preview,
+    size_text,
+    table,
+    time_json,
+    time_text,
+)
+
+
+@click.command()
+@file_argument
+@datastore_option
+@json_option
+def executions(file: str, datastore: str | None, as_json: bool) -> None:
+    """List the flow's executions, newest first: id, status, start, duration."""
+    flow = open_flow(file, datastore=datastore)
+    found = list(reversed(flow.configuration.datastore.list_executions(flow=flow)))
+    rows = []
+    for execution in found:
+        status = execution.status
+        rows.append((execution.id, str(status), status.started or status.created, status.duration))
+    if as_json:
+        emit_json(
+            [
+                {"id": id, "status": status, "started": time_json(started), "duration": duration}
+                for id, status, started, duration in rows
+            ]
+        )
+        return
+    if not rows:
+        click.echo(f"flow {flow.name} has no executions in {flow.configuration.datastore.url}")
+        return
+    table(
+        ("execution", "status", "started", "duration"),
+        [(id, status, time_text(started), duration_text(duration)) for id, status, started, duration in rows],
+    )
+
+
+def _attempts_json(layer: records.LayerLike) -> dict[str, list[dict[str, Any]]]:
+    return {
+        str(index): [
+            {
+                "attempt": attempt.attempt,
+                "started": time_json(attempt.started),
+                "ended": time_json(attempt.ended),
+                "duration": attempt.duration,
+                "error": dict(attempt.error) if attempt.error else None,
+            }
+            for attempt in attempts
+        ]
+        for index, attempts in layer.attempts.items()
+    }
+
+
+def attempt_count(layer: records.LayerLike) -> int:
+    return sum(len(attempts) for attempts in layer.attempts.values())
+
+
+def show_json(execution: Execution, status: Any, layers: Sequence[records.LayerLike]) -> dict[str, Any]:
+    return {
+        "flow": execution.flow.name,
+        "id": execution.id,
+        "status": str(status),
+        "created": time_json(status.created),
+        "started": time_json(status.started),
+        "ended": time_json(status.ended),
+        "duration": status.duration,
+        "parameters": {name: json_value(value) for name, value in status.parameters.items()},
+        "error": dict(status.error) if status.error else None,
+        "layers": [
+            {
+                "name": layer.name,
+                "status": layer.status,
+                "reason": layer.reason,
+                "started": time_json(layer.started),
+                "ended": time_json(layer.ended),
+                "duration": layer.duration,
+                "splits": layer.splits,
+                "attempts": _attempts_json(layer),
+                "error": dict(layer.error) if layer.error else None,
+            }
+            for layer in layers
+        ],
+    }
+
+
+@click.command()
+@file_argument
+@click.argument("execution_id", metavar="EXECUTION")
+@datastore_option
+@json_option
+def show(file: str, execution_id: str, datastore: str | None, as_json: bool) -> None:
+    """Show EXECUTION: its status, parameters, and every layer's status, splits, attempts and errors."""
+    flow = open_flow(file, datastore=datastore)
+    execution = find_execution(flow, execution_id)
+    status = records.status_of(execution)
+    layers = records.layers_of(execution, status)
+    if as_json:
+        emit_json(show_json(execution, status, layers))
+        return
+    click.echo(f"execution {execution.id} of flow {flow.name}: {status}")
+    click.echo(
+        f"  started {time_text(status.started)}, ended {time_text(status.ended)}, took {duration_text(status.duration)}"
+    )
+    parameters = status.parameters
+    if parameters:
+        click.echo(
+            "  parameters: " + ", ".join(f"{name}={preview(value, 60)}" for name, value in parameters.items())
+        )
+    if status.error:
+        click.echo(f"  error: {error_text(status.error)}")
+    table(
+        ("layer", "status", "splits", "attempts", "duration", "error / reason"),
+        [
+            (
+                layer.name,
+                layer.status,
+                layer.splits,
+                attempt_count(layer) or "",
+                duration_text(layer.duration),
+                error_text(layer.error) or (layer.reason or ""),
+            )
+            for layer in layers
+        ],
+    )
+    failed = [
+        (layer.name, index, attempt)
+        for layer in layers
+        for index, attempts in layer.attempts.items()
+        for attempt in attempts
+        if attempt.error
+    ]
+    for name, index, attempt in failed:
+        click.echo(f"  {name} split {index} attempt {attempt.attempt}: {error_text(attempt.error)}")
+
+
+def _artifact_rows(flow: Flow, execution: Execution, layer: str) -> list[dict[str, Any]]:
+    store = flow.configuration.store(flow.name, execution.id)
+    splits = store.finished_splits(layer)
+    rows: dict[str, dict[str, Any]] = {}
+    for index in sorted(splits):
+        for name, archive in splits[index].archives.items():
+            row = rows.setdefault(
+                name, {"name": name, "splits": 0, "items": 0, "size": 0, "sharded": False, "sha256": set()}
+            )
+            row["splits"] += 1
+            row["items"] += len(archive.artifacts)
+            row["size"] += sum(artifact.size for artifact in archive.artifacts)
+            row["sharded"] = row["sharded"] or archive.sharded
+            row["sha256"].update(artifact.hexdigest for artifact in archive.artifacts)
+    for row in rows.values():
+        digests = sorted(row.pop("sha256"))
+        row["sha256"] = digests[0] if len(digests) == 1 else None
+    return [rows[name] for name in sorted(rows)]
+
+
+@click.command()
+@file_argument
+@click.argument("execution_id", metavar="EXECUTION")
+@click.argument("layer")
+@datastore_option
+@json_option
+def artifacts(file: str, execution_id: str, layer: str, datastore: str | None, as_json: bool) -> None:
+    """List the artifacts LAYER stored in EXECUTION, with their sizes (nothing is loaded)."""
+    flow = open_flow(file, datastore=datastore)
+    execution = find_execution(flow, execution_id)
+    check_layer(flow, layer)
+    rows = _artifact_rows(flow, execution, layer)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo(f"layer {layer} stored no artifacts in execution {execution.id}")
+        return
+    table(
+        ("artifact", "splits", "items", "size", "sha256"),
+        [
+            (
+                row["name"],
+                row["splits"],
+                row["items"],
+                size_text(row["size"]),
+                (row["sha256"] or "(several)")[:16],
+            )
+            for row in rows
+        ],
+    )
+
+
+def read_artifact(flow: Flow, execution: Execution, layer: str, name: str, index: int | None = None) -> Any:
+    """The value of artifact ``name`` of ``layer``; a one-line error naming what it stored if unknown."""
+    check_layer(flow, layer)
+    stored = flow.configuration.datastore.list_artifacts(layer=execution.layer(layer))
+    if name not in stored:
+        raise click.ClickException(
+            f"layer {layer} of execution {execution.id} has no artifact {name!r}; it stored: "
+            f"{', '.join(stored) or 'nothing'}"
+        )
+    value = getattr(execution.layer(layer), name)
+    if index is not None:
+        try:
+            return value[index]
+        except (IndexError, TypeError):
+            size = len(value) if hasattr(value, "__len__") else None
+            raise click.ClickException(
+                f"artifact {name!r} of layer {layer} has no item {index}"
+                + (f" (it has {size}: 0 to {size - 1})" if size else " (it is not a sequence of splits)")
+            ) from None
+    return value
+
+
+@click.command()
+@file_argument
+@click.argument("execution_id", metavar="EXECUTION")
+@click.argument("layer")
+@click.argument("artifact")
+@click.option(
+    "--index", type=int, default=None, help="One split's (or shard's) item of a foreach layer's artifact."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write the value to PATH (bytes as they are, text as UTF-8) instead of printing its repr.",
+)
+@datastore_option
+def get(
+    file: str,
+    execution_id: str,
+    layer: str,
+    artifact: str,
+    index: int | None,
+    output: Path | None,
+    datastore: str | None,
+) -> None:
+    """Print the repr of ARTIFACT of LAYER in EXECUTION, or write its raw value with --output."""
+    flow = open_flow(file, datastore=datastore)
+    execution = find_execution(flow, execution_id)
+    value = read_artifact(flow, execution, layer, artifact, index)
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray, list, tuple)):
+        value = list(value)  # an Accessor over splits or shards
+    if output is None:
+        click.echo(repr(value))
+        return
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    elif isinstance(value, str):
+        data = value.encode()
+    else:
+        raise click.ClickException(
+            f"artifact {artifact!r} is a {type(value).__name__}, not bytes or str, so it has no raw form to "
+            "write; leave out --output to print its repr"
+        )
+    output.write_bytes(data)
+    click.echo(f"wrote {size_text(len(data))} to {output}", err=True)
+
+
+@click.command()
+@file_argument
+@click.argument("execution_id", metavar="EXECUTION")
+@click.argument("layer", required=False)
+@click.option("--index", type=int, default=None, help="The split of a foreach layer (default: every split).")
+@click.option("--attempt", type=int, default=None, help="The attempt, 0 first (default: the last).")
+@datastore_option
+def logs(
+    file: str,
+    execution_id: str,
+    layer: str | None,
+    index: int | None,
+    attempt: int | None,
+    datastore: str | None,
+) -> None:
+    """Print what LAYER (every layer, without it) wrote to stdout, stderr and logging in EXECUTION."""
+    flow = open_flow(file, datastore=datastore)
+    execution = find_execution(flow, execution_id)
+    if layer is not None:
+        check_layer(flow, layer)
+        if index is not None:
+            click.echo(records.logs(execution, layer, index=index, attempt=attempt), nl=False)
+            return
+    status = records.status_of(execution)
+    chosen = [found for found in records.layers_of(execution, status) if layer is None or found.name == layer]
+    for found in chosen:
+        indices = sorted(found.attempts) or ([0] if found.status == "finished" else [])
+        for split in indices:
+            text = records.logs(execution, found.name, index=split, attempt=attempt)
+            if layer is not None and len(indices) == 1:
+                click.echo(text, nl=False)
+                continue
+            if not text:
+                continue
+            where = found.name + (f" split {split}" if is_foreach(flow, found.name) else "")
+            click.echo(f"==> {where} <==")
+            click.echo(text, nl=not text.endswith("\n"))

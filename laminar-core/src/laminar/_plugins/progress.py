@@ -1,0 +1,584 @@
+"""The progress display, an ordinary plugin on the lifecycle hooks: what a run is doing, on stderr.
+
+In a terminal (stderr is an interactive terminal), for a run on the Thread executor (or with
+``LAMINAR_PROGRESS=live``), a `rich` live display shows each execution's
+layers done/total and each running ForEach layer's splits done/total, redrawn in place by a thread
+of its own. Otherwise plain lines: when a layer starts, finishes or is skipped, and every
+``LAMINAR_PROGRESS_INTERVAL`` seconds (default 10) one line per running ForEach layer with its
+splits done/total, never a line per split. In both modes each retry and each split failing for good
+is one line naming the layer, the split and the attempt, with the error. ``LAMINAR_PROGRESS=0``
+(or ``off``, ``false``, ``no``) turns it off. Only the scheduler's process shows it, never a worker.
+
+The hooks run on the scheduler's event loop, so they only count and queue: split events update two
+integers, and nothing is rendered or written to the terminal in a hook of the live display. While
+the live display runs, what this process writes to ``sys.stdout`` and ``sys.stderr`` (a layer's
+prints, logging) is printed above it, whole lines at a time, so the display never draws over it:
+a small stream wrapper goes in below the log capture's tee (which keeps capturing exactly once) and
+comes out when the display stops: at the end of the last execution running in this process,
+whether it succeeded, failed or was interrupted. Lines that other processes write straight to the
+terminal (Process and Dask workers) are not seen by it, so their runs get plain lines.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import io
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+from laminar._plugins.hookspecs import hookimpl
+from laminar._plugins.log_capture import _Tee
+from laminar._runtime import environment
+from laminar.errors import Interrupted
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from rich.console import Console, ConsoleOptions
+    from rich.progress import Progress, TaskID
+    from rich.segment import Segment
+
+    from laminar._model.execution import Execution
+    from laminar._model.layer import Layer
+
+#: ``LAMINAR_PROGRESS`` set to one of these (any case) turns the display off.
+ENVIRONMENT = "LAMINAR_PROGRESS"
+OFF = frozenset({"0", "off", "false", "no"})
+#: Seconds between the plain mode's lines on running ForEach layers.
+INTERVAL_ENVIRONMENT = "LAMINAR_PROGRESS_INTERVAL"
+DEFAULT_INTERVAL = 10.0
+#: Seconds between redraws of the live display.
+REFRESH = 0.1
+#: A partial line longer than this (characters) is printed above the live display without its end.
+PARTIAL_LIMIT = 65_536
+
+
+def enabled() -> bool:
+    """Whether ``LAMINAR_PROGRESS`` allows the display."""
+    return os.environ.get(ENVIRONMENT, "").strip().lower() not in OFF
+
+
+def interval() -> float:
+    """``LAMINAR_PROGRESS_INTERVAL`` in seconds; the default when unset or not a positive number."""
+    try:
+        seconds = float(os.environ.get(INTERVAL_ENVIRONMENT) or DEFAULT_INTERVAL)
+    except ValueError:
+        return DEFAULT_INTERVAL
+    return seconds if seconds > 0 else DEFAULT_INTERVAL
+
+
+# ---- what this process saw of its runs -----------------------------------------------------------
+@dataclass(eq=False)
+class _ExecutionRun:
+    flow: str
+    id: str
+    layers: int  # how many layers the flow has (the Parameters layer is not one)
+    dependencies: Mapping[str, frozenset[str]]
+    started: float
+    done: set[str] = field(default_factory=set)  # finished, skipped, or finished before a resume
+    running: dict[str, _LayerRun] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.flow} {self.id}"
+
+    def counts(self) -> str:
+        return f"{len(self.done)}/{self.layers} layers"
+
+    def mark_done(self, name: str) -> None:
+        """``name`` is done, and so is every layer it depends on (a resume does not run those)."""
+        waiting = [name]
+        while waiting:
+            layer = waiting.pop()
+            if layer != "Parameters" and layer not in self.done:
+                self.done.add(layer)
+                waiting.extend(self.dependencies.get(layer, ()))
+
+
+@dataclass(eq=False)
+class _LayerRun:
+    execution: _ExecutionRun
+    name: str
+    splits: int
+    foreach: bool
+    started: float
+    done: int = 0  # splits ended for good, succeeded or not
+    failed: int = 0
+    retried: int = 0
+
+    def counts(self) -> str:
+        return f"{self.done}/{self.splits} splits"
+
+    def notes(self) -> str:
+        found = [f"{self.retried} retried"] if self.retried else []
+        if self.failed:
+            found.append(f"{self.failed} failed")
+        return ", ".join(found)
+
+
+_lock = threading.RLock()  # taken when executions and layers start or end, never for a split
+_executions: dict[tuple[str, str], _ExecutionRun] = {}
+_layers: dict[tuple[str, str, str], _LayerRun] = {}
+_display: _Display | None = None
+
+
+def _layer_key(layer: Layer) -> tuple[str, str, str]:
+    execution = layer.execution
+    assert execution is not None
+    return (execution.flow.name, execution.id, layer.name)
+
+
+def _error(error: BaseException) -> str:
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+# ---- the two displays ------------------------------------------------------------------------------
+class _Display:
+    """Where the lines go; subclasses add what runs between events."""
+
+    def message(self, text: str) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class _Plain(_Display):
+    """Plain lines on ``sys.stderr``, and a thread writing one per running ForEach layer every so often."""
+
+    def __init__(self, every: float) -> None:
+        self._write_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._tick, args=(every,), name="laminar-progress", daemon=True
+        )
+        self._thread.start()
+
+    def message(self, text: str) -> None:
+        line = f"laminar: {text}\n"
+        with self._write_lock:
+            try:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            except (OSError, ValueError):  # a closed or broken stderr: progress is not worth failing for
+                pass
+
+    def _tick(self, every: float) -> None:
+        while not self._stopped.wait(every):
+            with _lock:
+                running = [run for run in _layers.values() if run.foreach]
+            for run in running:
+                notes = run.notes()
+                self.message(
+                    f"{run.execution.label}: layer {run.name}: {run.counts()} done"
+                    + (f" ({notes})" if notes else "")
+                    + f" [{run.execution.counts()}]"
+                )
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+
+class _Raw:
+    """Text rich writes as it is (a layer's own output, escapes and all)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        from rich.segment import Segment
+
+        yield Segment(self.text)
+
+
+class _Guard(io.TextIOBase):
+    """Stands in for a stream writing to the display's terminal: whole lines are printed above the
+    live display; partial ones wait for their end. Once the display stops it writes straight through."""
+
+    def __init__(self, stream: TextIO, display: _Live) -> None:
+        self.stream = stream
+        self.display: _Live | None = display
+        self._pending: dict[int, tuple[int, list[str]]] = {}  # thread -> (length, parts) of its partial line
+
+    def write(self, text: str) -> int:
+        display = self.display
+        if display is None or display.drawing():
+            return self.stream.write(text)
+        thread = threading.get_ident()
+        length, parts = self._pending.pop(thread, (0, []))
+        cut = text.rfind("\n") + 1
+        if cut == 0 and length + len(text) < PARTIAL_LIMIT:
+            parts.append(text)
+            self._pending[thread] = (length + len(text), parts)
+            return len(text)
+        parts.append(text[:cut] if cut else text)
+        if cut and cut < len(text):
+            self._pending[thread] = (len(text) - cut, [text[cut:]])
+        self.stream.flush()
+        display.write("".join(parts))
+        return len(text)
+
+    def release(self) -> None:
+        """Write through from now on, starting with the partial lines waiting for their end."""
+        self.display = None
+        while self._pending:
+            _, parts = self._pending.popitem()[1]
+            self.stream.write("".join(parts))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _innermost(stream: Any) -> Any:
+    """The stream below the log capture's tees and any guard."""
+    while isinstance(stream, (_Tee, _Guard)):
+        stream = stream.stream
+    return stream
+
+
+def _same_file(first: Any, second: Any) -> bool:
+    try:
+        return os.path.samestat(os.fstat(first.fileno()), os.fstat(second.fileno()))
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+def _insert_guard(name: str, display: _Live) -> _Guard:
+    """Put a guard on ``sys.<name>`` just above the real stream, below the log capture's tees."""
+    holder: Any = sys
+    attribute = name
+    while isinstance(getattr(holder, attribute), _Tee):
+        holder, attribute = getattr(holder, attribute), "stream"
+    guard = _Guard(getattr(holder, attribute), display)
+    setattr(holder, attribute, guard)
+    return guard
+
+
+def _remove_guard(name: str, guard: _Guard) -> None:
+    guard.release()
+    holder: Any = sys
+    attribute = name
+    while True:
+        current = getattr(holder, attribute)
+        if current is guard:
+            setattr(holder, attribute, guard.stream)
+            return
+        if not isinstance(current, (_Tee, _Guard)):
+            return  # replaced by someone else: the guard, released, just writes through
+        holder, attribute = current, "stream"
+
+
+class _Live(_Display):
+    """A rich live display on the terminal, redrawn by a thread of its own."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.progress: Progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[notes]}"),
+            console=console,
+            auto_refresh=False,  # redrawn by self._thread, never by a hook
+            redirect_stdout=False,  # what the layers print goes through the guards instead
+            redirect_stderr=False,
+            transient=True,  # the lines printed above it tell how the run ended
+        )
+        self._messages: collections.deque[str] = collections.deque()
+        self._draw = threading.RLock()
+        self._drawing = threading.local()
+        self._tasks: dict[object, TaskID] = {}
+        self._stopped = threading.Event()
+        self.progress.start()
+        self._guards: list[tuple[str, _Guard]] = [("stderr", _insert_guard("stderr", self))]
+        if _same_file(_innermost(sys.stdout), console.file):
+            self._guards.append(("stdout", _insert_guard("stdout", self)))
+        self._thread = threading.Thread(target=self._tick, name="laminar-progress", daemon=True)
+        self._thread.start()
+
+    def message(self, text: str) -> None:
+        self._messages.append(text)  # printed by the drawing thread: a hook must not render
+
+    def drawing(self) -> bool:
+        """Whether this thread is drawing (what rich itself writes must not come back in)."""
+        return bool(getattr(self._drawing, "on", False))
+
+    def write(self, text: str) -> None:
+        """Print a layer's own output above the display, after the lines of the events before it."""
+        with self._draw:
+            self._drawing.on = True
+            try:
+                self._print_messages()
+                self.console.print(_Raw(text), end="", soft_wrap=True)
+            finally:
+                self._drawing.on = False
+
+    def _print_messages(self) -> None:
+        from rich.text import Text
+
+        while self._messages:
+            self.console.print(Text(self._messages.popleft()), soft_wrap=True)
+
+    def _tick(self) -> None:
+        while not self._stopped.wait(REFRESH):
+            try:
+                self._redraw()
+            except Exception:  # never let the display stop a run; the next tick tries again
+                continue
+
+    def _redraw(self) -> None:
+        with self._draw:
+            self._drawing.on = True
+            try:
+                self._print_messages()
+                self._update()
+                self.progress.refresh()
+            finally:
+                self._drawing.on = False
+
+    def _update(self) -> None:
+        with _lock:
+            rows: list[tuple[object, str, int, int, str, str]] = []
+            for run in _executions.values():
+                names = ", ".join(name for name, layer in run.running.items() if not layer.foreach)
+                rows.append(
+                    (run, run.label, len(run.done), run.layers, "layers", f"running {names}" if names else "")
+                )
+                for layer in run.running.values():
+                    if layer.foreach:
+                        rows.append(
+                            (layer, f"  {layer.name}", layer.done, layer.splits, "splits", layer.notes())
+                        )
+        seen = set()
+        for owner, description, done, total, unit, notes in rows:  # keyed by the run itself, not its id
+            seen.add(owner)
+            task = self._tasks.get(owner)
+            if task is None:
+                self._tasks[owner] = self.progress.add_task(
+                    description, total=total, completed=done, unit=unit, notes=notes
+                )
+            else:
+                self.progress.update(task, total=total, completed=done, notes=notes)
+        for owner in [owner for owner in self._tasks if owner not in seen]:
+            self.progress.remove_task(self._tasks.pop(owner))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        try:
+            with self._draw:
+                self._redraw()
+                self._drawing.on = True
+                try:
+                    self.progress.stop()
+                finally:
+                    self._drawing.on = False
+        finally:
+            for name, guard in self._guards:
+                _remove_guard(name, guard)
+
+
+def _start_display(execution: Execution) -> _Display:
+    """The live display on an interactive terminal when every split prints through this process (the
+    Thread executor), or when ``LAMINAR_PROGRESS=live``; plain lines otherwise (``=plain`` forces them).
+
+    Workers of other executors write straight to the terminal, where a redraw could draw over their
+    lines: their runs get plain lines, which never touch what others wrote.
+    """
+    from rich.console import Console
+
+    from laminar._runtime.thread import Thread
+
+    mode = os.environ.get(ENVIRONMENT, "").strip().lower()
+    in_process = isinstance(execution.flow.configuration.executor, Thread)
+    stderr = _innermost(sys.stderr)
+    console = Console(file=stderr) if stderr is not None else None
+    if console is not None and console.is_interactive and mode != "plain" and (in_process or mode == "live"):
+        try:
+            return _Live(console)
+        except Exception:  # an odd terminal: plain lines still tell the story
+            pass
+    return _Plain(interval())
+
+
+def _stop_display() -> None:
+    global _display
+    with _lock:
+        display, _display = _display, None
+    if display is not None:
+        display.stop()
+
+
+atexit.register(_stop_display)  # a run that never reached its end (a second Ctrl-C) restores the terminal
+
+
+def _tell(text: str) -> None:
+    display = _display
+    if display is not None:
+        display.message(text)
+
+
+# ---- the hooks -------------------------------------------------------------------------------------
+@hookimpl
+def laminar_execution_started(execution: Execution) -> None:
+    global _display
+    if not enabled() or environment.runs_a_split():
+        return
+    plan = execution.flow.plan
+    run = _ExecutionRun(
+        execution.flow.name,
+        execution.id,
+        sum(1 for name in plan.order if name != "Parameters"),
+        plan.dependencies,
+        time.monotonic(),
+    )
+    with _lock:
+        _executions[(run.flow, run.id)] = run
+        if _display is None:
+            _display = _start_display(execution)
+    _tell(f"{run.label}: started, {run.layers} layer{'' if run.layers == 1 else 's'}")
+
+
+@hookimpl
+def laminar_execution_finished(execution: Execution, error: BaseException | None) -> None:
+    key = (execution.flow.name, execution.id)
+    with _lock:
+        run = _executions.pop(key, None)
+        if run is None:
+            return
+        for name in run.running:
+            _layers.pop((*key, name), None)
+        last = not _executions
+    took = _duration(time.monotonic() - run.started)
+    if error is None:
+        run.done.update(name for name in run.dependencies if name != "Parameters")
+        _tell(f"{run.label}: succeeded in {took} [{run.counts()}]")
+    else:
+        stopped = "was stopped" if isinstance(error, (Interrupted, KeyboardInterrupt)) else "failed"
+        _tell(f"{run.label}: {stopped} after {took} [{run.counts()}]: {_error(error)}")
+    if last:
+        _stop_display()
+
+
+@hookimpl
+def laminar_layer_started(layer: Layer, splits: int) -> None:
+    key = _layer_key(layer)
+    run = _executions.get(key[:2])
+    if run is None:
+        return
+    execution = layer.execution
+    assert execution is not None
+    try:
+        foreach = execution.flow.registry[layer.name].configuration.foreach is not None
+    except (AttributeError, KeyError):
+        foreach = splits != 1
+    progress = _LayerRun(run, layer.name, splits, foreach, time.monotonic())
+    with _lock:
+        _layers[key] = run.running[layer.name] = progress
+        for dependency in run.dependencies.get(layer.name, ()):
+            run.mark_done(dependency)
+    if isinstance(_display, _Plain):  # the live display shows it as a row
+        what = f"{splits} split{'' if splits == 1 else 's'}" if foreach else "1 split"
+        _tell(f"{run.label}: layer {layer.name} started: {what} [{run.counts()}]")
+
+
+@hookimpl
+def laminar_layer_skipped(layer: Layer, reason: str) -> None:
+    key = _layer_key(layer)
+    run = _executions.get(key[:2])
+    if run is None:
+        return
+    with _lock:
+        run.mark_done(layer.name)
+    _tell(f"{run.label}: layer {layer.name} skipped: {reason} [{run.counts()}]")
+
+
+@hookimpl
+def laminar_split_retried(layer: Layer, index: int | None, attempt: int, error: BaseException) -> None:
+    progress = _layers.get(_layer_key(layer))
+    if progress is None:
+        return
+    progress.retried += 1
+    split = "" if index is None else f" split {index}"
+    _tell(
+        f"{progress.execution.label}: layer {layer.name}{split} attempt {attempt - 1} failed "
+        f"({_error(error)}); retrying as attempt {attempt}"
+    )
+
+
+@hookimpl
+def laminar_split_finished(
+    layer: Layer, index: int | None, attempt: int, error: BaseException | None
+) -> None:
+    if not _layers:
+        return
+    progress = _layers.get(_layer_key(layer))
+    if progress is None:
+        return
+    progress.done += 1
+    if error is not None:
+        progress.failed += 1
+        split = "" if index is None else f" split {index}"
+        _tell(
+            f"{progress.execution.label}: layer {layer.name}{split} failed on attempt {attempt}: {_error(error)}"
+        )
+
+
+@hookimpl
+def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None) -> None:
+    key = _layer_key(layer)
+    with _lock:
+        progress = _layers.pop(key, None)
+        run = _executions.get(key[:2])
+        if progress is None or run is None:
+            return
+        run.running.pop(layer.name, None)
+        if error is None:
+            run.mark_done(layer.name)
+    took = _duration(time.monotonic() - progress.started)
+    if error is None:
+        progress.done = splits
+        counted = progress.counts() if progress.foreach else "1 split"
+        notes = progress.notes()
+        _tell(
+            f"{run.label}: layer {layer.name} finished: {counted}"
+            + (f" ({notes})" if notes else "")
+            + f" in {took} [{run.counts()}]"
+        )
+    else:
+        _tell(
+            f"{run.label}: layer {layer.name} stopped after {took} ({progress.counts()} done): {_error(error)}"
+        )

@@ -1,0 +1,294 @@
+"""Garbage collection: delete old executions, then the content-addressed blobs nothing references.
+
+Artifacts are stored once under their content hash (``artifacts/<hh>/<sha256>``, see
+:mod:`laminar._storage.layout`) and shared by every execution, of any flow, that stored the same
+value. So a blob may be deleted only when no execution that stays references it:
+
+1. every execution of every flow in the datastore is listed with its creation time and its lease;
+2. the executions to delete are chosen (``keep_last`` per flow, ``older_than`` seconds);
+3. the blobs every *kept* execution references are collected from its split batches (the only
+   records that name artifacts); every other blob under ``artifacts/`` is garbage;
+4. the chosen executions are deleted (their metadata first, so a half-deleted one reads as missing,
+   not as damaged), then the garbage blobs.
+
+A running execution (a live lease) may reference any blob at any moment: a split that stores a value
+already stored writes nothing and points at the existing blob, before its split batch exists. So
+while any execution in the datastore holds a live lease, nothing at all is deleted: :func:`collect`
+raises :class:`~laminar.errors.LeaseHeld` naming it. Leases are checked again just before blobs
+are deleted. A datastore shared with schedulers that may start meanwhile should be collected when
+no runs are due.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from laminar._names import is_valid
+from laminar._storage import layout
+from laminar._storage.lease import Holder, Lease
+from laminar._storage.records import ExecutionMetadata, Malformed, SplitBatch
+from laminar._transport.datastore import Datastore
+from laminar.errors import LeaseHeld
+
+
+@dataclass(frozen=True)
+class StoredExecution:
+    """One execution found in the datastore."""
+
+    flow: str
+    id: str
+    created: float | None  # None when its metadata is missing or damaged (an interrupted start)
+    holder: Holder | None  # the newest holder of its lease, live or not
+
+    @property
+    def live(self) -> bool:
+        return self.holder is not None and self.holder.live()
+
+
+@dataclass
+class Usage:
+    """What some executions reference: each blob's digest and size, and how often it is referenced."""
+
+    sizes: dict[str, int] = field(default_factory=dict)
+    references: int = 0
+    referenced_bytes: int = 0
+    inline: int = 0
+    inline_bytes: int = 0
+
+    def add(self, hexdigest: str, size: int) -> None:
+        self.sizes[hexdigest] = size
+        self.references += 1
+        self.referenced_bytes += size
+
+    @property
+    def unique_bytes(self) -> int:
+        return sum(self.sizes.values())
+
+
+@dataclass
+class Collection:
+    """The outcome of a collection (or, with ``dry_run``, what it would do)."""
+
+    dry_run: bool
+    deleted_executions: list[StoredExecution]
+    kept_executions: list[StoredExecution]
+    deleted_blobs: list[str]
+    freed_bytes: int
+    kept: Usage
+    blobs_before: int
+
+    @property
+    def blobs_after(self) -> int:
+        return self.blobs_before - len(self.deleted_blobs)
+
+
+def parse_age(text: str) -> float:
+    """``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"`` (or plain seconds) -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    value = text.strip().lower()
+    scale = 1
+    if value and value[-1] in units:
+        scale = units[value[-1]]
+        value = value[:-1]
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not value or number < 0:
+        raise ValueError(f"{text!r} is not an age; write it as 90s, 30m, 12h, 7d or 2w")
+    return number * scale
+
+
+def executions(datastore: Datastore) -> list[StoredExecution]:
+    """Every execution of every flow in ``datastore``, per flow oldest first."""
+    found = []
+    for flow in datastore.list_prefix("flows/"):
+        if not is_valid(flow):
+            continue
+        for execution_id in datastore.list_prefix(layout.executions(flow)):
+            if not is_valid(execution_id):
+                continue
+            found.append(
+                StoredExecution(
+                    flow,
+                    execution_id,
+                    _created(datastore, flow, execution_id),
+                    Lease(datastore, flow, execution_id).current(),
+                )
+            )
+    return found
+
+
+def _created(datastore: Datastore, flow: str, execution_id: str) -> float | None:
+    try:
+        return ExecutionMetadata.loads(
+            datastore.read_bytes(layout.execution_metadata(flow, execution_id))
+        ).created
+    except (FileNotFoundError, Malformed):
+        return None
+
+
+def choose(
+    found: Iterable[StoredExecution],
+    *,
+    keep_last: int | None = None,
+    older_than: float | None = None,
+    now: float | None = None,
+) -> list[StoredExecution]:
+    """The executions to delete: beyond the ``keep_last`` newest of their flow, and created more than
+    ``older_than`` seconds ago; both conditions when both are given, none chosen when neither is."""
+    if keep_last is None and older_than is None:
+        return []
+    now = time.time() if now is None else now
+    by_flow: dict[str, list[StoredExecution]] = {}
+    for execution in found:
+        by_flow.setdefault(execution.flow, []).append(execution)
+    chosen = []
+    for flow_executions in by_flow.values():
+        # Ids sort by creation time; the metadata's time decides where it exists.
+        ordered = sorted(flow_executions, key=lambda e: (e.created if e.created is not None else 0.0, e.id))
+        old = ordered if keep_last is None else ordered[: max(len(ordered) - keep_last, 0)]
+        for execution in old:
+            if older_than is None or (execution.created is not None and now - execution.created > older_than):
+                chosen.append(execution)
+            elif execution.created is None and older_than is not None:
+                chosen.append(execution)  # never started properly: no age, nothing worth keeping
+    return chosen
+
+
+#: Endings of the keys the layout writes below an execution; its directories have none of them.
+_FILES = (".json", ".log")
+
+
+def _keys_below(datastore: Datastore, prefix: str) -> list[str]:
+    """Every key below ``prefix`` (ending in ``/``), found with delimiter listings."""
+    keys = []
+    for name in datastore.list_prefix(prefix):
+        if name.endswith(_FILES):  # what the layout writes: no need to ask whether it is a directory
+            keys.append(prefix + name)
+            continue
+        below = datastore.list_prefix(prefix + name + "/")
+        if below:
+            keys.extend(_keys_below(datastore, prefix + name + "/"))
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def usage(datastore: Datastore, kept: Iterable[StoredExecution]) -> Usage:
+    """The blobs ``kept`` executions reference, read from their split batches."""
+    found = Usage()
+    for execution in kept:
+        for layer in datastore.list_prefix(layout.layers(execution.flow, execution.id)):
+            if not is_valid(layer):
+                continue
+            prefix = layout.splits(execution.flow, execution.id, layer)
+            names = [name for name in datastore.list_prefix(prefix) if layout.parse_split_batch(name)]
+            for data in datastore.read_many([prefix + name for name in names]):
+                try:
+                    batch = SplitBatch.loads(data)
+                except Malformed as error:
+                    raise Malformed(
+                        f"a split batch of layer {layer} in execution {execution.id} of flow {execution.flow} "
+                        f"is damaged ({error}); nothing was deleted, since what it references is unknown"
+                    ) from None
+                for split in batch.splits.values():
+                    for archive in split.archives.values():
+                        for artifact in archive.artifacts:
+                            if artifact.inline is not None:
+                                found.inline += 1
+                                found.inline_bytes += artifact.size
+                            else:
+                                found.add(artifact.hexdigest, artifact.size)
+    return found
+
+
+def blobs(datastore: Datastore) -> list[str]:
+    """The digests of every blob under ``artifacts/``."""
+    return [
+        name
+        for shard in datastore.list_prefix("artifacts/")
+        for name in datastore.list_prefix(f"artifacts/{shard}/")
+        if name.startswith(shard)
+    ]
+
+
+def stored_size(datastore: Datastore, key: str) -> int:
+    """How many bytes ``key`` holds, read as a stream (seeking to its end where the stream allows)."""
+    try:
+        stream = datastore.open_read(key)
+    except FileNotFoundError:
+        return 0
+    with stream:
+        if stream.seekable():
+            return stream.seek(0, io.SEEK_END)
+        total = 0
+        while chunk := stream.read(1 << 20):
+            total += len(chunk)
+        return total
+
+
+def _refuse_if_live(found: Iterable[StoredExecution], *, deleted: int = 0) -> None:
+    live = [execution for execution in found if execution.live]
+    if live:
+        first = live[0]
+        assert first.holder is not None
+        more = f" (and {len(live) - 1} more)" if len(live) > 1 else ""
+        done = (
+            f"gc deleted {deleted} execution(s) but no blob, since it started meanwhile"
+            if deleted
+            else "gc deletes nothing while an execution in the datastore holds a live lease"
+        )
+        raise LeaseHeld(
+            f"execution {first.id} of flow {first.flow} is running ({first.holder.describe()}){more}; {done}: "
+            "a running split may reference any stored blob; run gc again once it has finished"
+        )
+
+
+def collect(
+    datastore: Datastore,
+    *,
+    keep_last: int | None = None,
+    older_than: float | None = None,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> Collection:
+    """Delete the chosen executions and every blob no remaining execution references.
+
+    Raises :class:`~laminar.errors.LeaseHeld` (deleting nothing) while any execution runs.
+    """
+    if keep_last is not None and keep_last < 0:
+        raise ValueError(f"keep_last must be 0 or more, not {keep_last}")
+    found = executions(datastore)
+    _refuse_if_live(found)
+    chosen = choose(found, keep_last=keep_last, older_than=older_than, now=now)
+    deleting = {(e.flow, e.id) for e in chosen}
+    kept = [e for e in found if (e.flow, e.id) not in deleting]
+    kept_usage = usage(datastore, kept)
+    present = blobs(datastore)
+    garbage = [digest for digest in present if digest not in kept_usage.sizes]
+    freed = sum(stored_size(datastore, layout.artifact(digest)) for digest in garbage)
+    result = Collection(dry_run, chosen, kept, garbage, freed, kept_usage, len(present))
+    if dry_run:
+        return result
+    for execution in chosen:
+        delete_execution(datastore, execution.flow, execution.id)
+    _refuse_if_live(
+        executions(datastore), deleted=len(chosen)
+    )  # a run that started meanwhile may reuse any blob
+    datastore.map_parallel(lambda digest: datastore.delete(layout.artifact(digest)), garbage)
+    return result
+
+
+def delete_execution(datastore: Datastore, flow: str, execution_id: str) -> None:
+    """Delete every key of one execution: its metadata first, so a partial deletion reads as missing."""
+    prefix = layout.execution(flow, execution_id)
+    keys = _keys_below(datastore, prefix)
+    first = [layout.execution_metadata(flow, execution_id), layout.execution_status(flow, execution_id)]
+    for key in first:
+        if key in keys:
+            datastore.delete(key)
+    datastore.map_parallel(datastore.delete, [key for key in keys if key not in first])

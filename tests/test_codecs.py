@@ -1,0 +1,121 @@
+"""Codecs: compressible values are stored with zstd, chosen from a sample; what does not compress is
+stored as it is; the codec is recorded, and artifacts written with zlib still read back.
+
+Decompression is bounded by the recorded size for zstd as for zlib: a frame that would give more is
+an error, not an allocation.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+from laminar import Flow, Layer
+from laminar._serialization import codecs, hashing
+from laminar._serialization.codecs import DecodeError, DecodingReader, EncodingWriter
+from laminar._storage import layout
+from laminar.configurations import datastores, executors
+
+TEXT = " ".join(str(i) for i in range(300_000)).encode()  # compressible, 2 MB: stored under artifacts/
+NOISE = os.urandom(2 << 20)  # incompressible
+
+
+class Codecs(Flow): ...
+
+
+@Codecs.register
+class Values(Layer):
+    def __call__(self) -> None:
+        self.text = TEXT
+        self.noise = NOISE
+
+
+def artifacts_of(root: Path) -> dict[str, Any]:
+    (batch,) = (root / layout.splits("Codecs", "x", "Values")).iterdir()
+    archives = json.loads(batch.read_bytes())["splits"]["0"]["archives"]
+    return {name: archive["artifacts"][0] for name, archive in archives.items()}
+
+
+def test_compressible_values_are_stored_with_zstd_and_read_back(tmp_path: Path) -> None:
+    flow = Codecs(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    execution = flow(execution="x")
+    text = artifacts_of(tmp_path)["text"]
+    assert text["codec"] == "zstd"
+    stored = (tmp_path / layout.artifact(text["hexdigest"])).read_bytes()
+    serialized = zstandard.ZstdDecompressor().decompress(stored, max_output_size=text["size"])
+    assert hashing.hexdigest(serialized) == text["hexdigest"] and len(serialized) == text["size"]
+    assert len(stored) < len(serialized) // 2
+    assert execution.layer(Values).text == TEXT
+
+
+def test_values_that_do_not_compress_are_stored_as_they_are(tmp_path: Path) -> None:
+    Codecs(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="x")
+    noise = artifacts_of(tmp_path)["noise"]
+    assert noise["codec"] == "none" and "stored" not in noise
+    stored = (tmp_path / layout.artifact(noise["hexdigest"])).read_bytes()
+    assert NOISE in stored and len(stored) == noise["size"]
+
+
+def test_the_codec_is_chosen_from_a_sample_per_artifact() -> None:
+    for data, expected in [(TEXT, "zstd"), (NOISE, "none"), (TEXT[:500], "none")]:
+        sink = io.BytesIO()
+        writer = EncodingWriter(sink)  # type: ignore[arg-type]
+        writer.write(data)
+        writer.finish()
+        assert writer.codec == expected, (len(data), writer.codec)
+        assert writer.stored_hexdigest == hashing.hexdigest(sink.getvalue())
+        assert codecs.decode(sink.getvalue(), writer.codec, len(data)) == data
+
+
+def test_a_zlib_stream_still_decodes_whole_and_streamed() -> None:
+    compressed = zlib.compress(TEXT, 1)
+    assert codecs.decode(compressed, "zlib", len(TEXT)) == TEXT
+    assert DecodingReader(io.BytesIO(compressed), "zlib", len(TEXT)).read() == TEXT  # type: ignore[arg-type]
+
+
+def test_zstd_streamed_decoding_fills_the_callers_buffer() -> None:
+    stored = codecs.compress(TEXT, "zstd")
+    reader = DecodingReader(io.BytesIO(stored), "zstd", len(TEXT))  # type: ignore[arg-type]
+    buffer = bytearray(len(TEXT))
+    assert reader.readinto(buffer) == len(TEXT) and buffer == TEXT
+    assert reader.readinto(bytearray(10)) == 0
+    assert reader.hash is not None and reader.hash.hexdigest() == hashing.hexdigest(TEXT)
+
+
+def zstd_bomb() -> bytes:
+    """About 1 GiB of zeros in a few kilobytes of zstd."""
+    compressor = zstandard.ZstdCompressor(level=3).compressobj()
+    zero = bytes(1 << 20)
+    return b"".join(compressor.compress(zero) for _ in range(1024)) + compressor.flush()
+
+
+def test_zstd_decompresses_no_more_than_the_recorded_size() -> None:
+    bomb = zstd_bomb()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DecodeError):
+        codecs.decode(bomb, "zstd", 1000)
+    with pytest.raises(DecodeError, match=r"more than the 1000 bytes recorded"):
+        DecodingReader(io.BytesIO(bomb), "zstd", 1000).read()  # type: ignore[arg-type]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB: no gigabyte
+
+
+@pytest.mark.parametrize("cut", [1, 100])
+def test_a_zstd_stream_that_ends_early_is_an_error(cut: int) -> None:
+    stored = codecs.compress(TEXT, "zstd")
+    with pytest.raises(DecodeError):
+        codecs.decode(stored[:-cut], "zstd", len(TEXT))
+    if cut == 100:  # content missing, not only the frame's checksum
+        with pytest.raises(DecodeError, match=r"ends early|decompresses to"):
+            DecodingReader(io.BytesIO(stored[:-cut]), "zstd", len(TEXT)).read()  # type: ignore[arg-type]
+
+
+def test_an_unknown_codec_is_named() -> None:
+    with pytest.raises(ValueError, match=r"unknown codec 'brotli'; this Laminar reads none, zlib, zstd"):
+        codecs.decode(b"", "brotli", 0)
