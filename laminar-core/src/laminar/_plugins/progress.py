@@ -548,9 +548,10 @@ def laminar_split_finished(
     progress = _layers.get(_layer_key(layer))
     if progress is None:
         return
-    progress.done += 1
     if error is not None:
         progress.failed += 1
+    else:
+        progress.done += 1
         split = "" if index is None else f" split {index}"
         _tell(
             f"{progress.execution.label}: layer {layer.name}{split} failed on attempt {attempt}: {_error(error)}"
@@ -580,5 +581,6 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
         )
     else:
         _tell(
-            f"{run.label}: layer {layer.name} stopped after {took} ({progress.counts()} done): {_error(error)}"
+            f"{run.label}: layer {layer.name} stopped after {took} ({progress.counts()} done"
+            f"{f', {progress.failed} failed' if progress.failed else ''}): {_error(error)}"
         )
