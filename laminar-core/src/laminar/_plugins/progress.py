@@ -548,10 +548,10 @@ def laminar_split_finished(
     progress = _layers.get(_layer_key(layer))
     if progress is None:
         return
-    if error is not None:
-        progress.failed += 1
-    else:
+    if error is None:
         progress.done += 1
+    else:
+        progress.failed += 1
         split = "" if index is None else f" split {index}"
         _tell(
             f"{progress.execution.label}: layer {layer.name}{split} failed on attempt {attempt}: {_error(error)}"
