@@ -409,3 +409,24 @@ def test_an_executor_that_fails_to_start_ends_the_run_as_failed(tmp_path: Path) 
         flow(execution="unstarted")
     status = flow.execution("unstarted").status
     assert status == "failed" and status.error is not None and status.error["message"] == "no workers today"
+
+
+def test_the_collector_runs_less_often_during_a_run_and_as_before_after_it(tmp_path: Path) -> None:
+    import gc
+
+    class Collected(Flow): ...
+
+    @Collected.register
+    class Seen(Layer):
+        def __call__(self, parameters: Parameters) -> None:
+            self.threshold = gc.get_threshold()[0]
+            if parameters.fail:
+                raise ValueError("fails")
+
+    before = gc.get_threshold()
+    flow = Collected(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    assert flow(fail=False).layer(Seen).threshold == 50_000
+    assert gc.get_threshold() == before
+    with pytest.raises(ValueError):
+        flow(fail=True)
+    assert gc.get_threshold() == before

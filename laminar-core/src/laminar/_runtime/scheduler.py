@@ -9,12 +9,15 @@ flight finish; then the first error is raised with the layer named.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
+import gc
 import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from laminar._runtime import foreach, hook_calls, tracebacks
@@ -63,7 +66,8 @@ class Scheduler:
             inside_loop = False
         if not inside_loop:
             try:
-                asyncio.run(run.main())
+                with _fewer_collections():
+                    asyncio.run(run.main())
             except asyncio.CancelledError:  # a second Ctrl-C stopped the running splits too
                 if run.interrupted is None:
                     raise
@@ -74,7 +78,8 @@ class Scheduler:
 
         def target() -> None:
             try:
-                asyncio.run(run.main())
+                with _fewer_collections():
+                    asyncio.run(run.main())
             except BaseException as error:
                 errors.append(error)
 
@@ -86,6 +91,33 @@ class Scheduler:
 
     def __repr__(self) -> str:
         return "Scheduler()"
+
+
+#: The garbage collector's first threshold while executions run. Python's default (700 container
+#: objects) makes a foreach of a million splits spend a fifth of its time in collections that find
+#: nothing (the scheduler's garbage is freed by reference counting); cyclic garbage waits a little
+#: longer instead.
+COLLECT_EVERY = 50_000
+_collections_lock = threading.Lock()
+_collections_held = [0, 0]  # executions running in this process; the threshold before the first
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    with _collections_lock:
+        if _collections_held[0] == 0:
+            first, *rest = gc.get_threshold()
+            _collections_held[1] = first
+            if 0 < first < COLLECT_EVERY:
+                gc.set_threshold(COLLECT_EVERY, *rest)
+        _collections_held[0] += 1
+    try:
+        yield
+    finally:
+        with _collections_lock:
+            _collections_held[0] -= 1
+            if _collections_held[0] == 0 and gc.get_threshold()[0] == COLLECT_EVERY:
+                gc.set_threshold(_collections_held[1], *gc.get_threshold()[1:])
 
 
 class _Run:
