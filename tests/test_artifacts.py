@@ -219,3 +219,37 @@ def test_records_of_another_storage_layout_are_refused_with_a_message(tmp_path: 
         DatastoreError, match="written in Laminar storage layout 1, and this Laminar reads layout 2"
     ):
         Batched(datastore=datastores.Local(tmp_path)).execution("old").layer(Sum).total  # noqa: B018
+
+
+def test_a_protocol_registered_between_runs_is_used_by_the_next_run(tmp_path: Path) -> None:
+    """The protocols a store consults are reused across splits, never past a new registration."""
+    from laminar.configurations import serde
+
+    class Tagged:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    class Between(Flow): ...
+
+    @Between.register
+    class Make(Layer):
+        def __call__(self) -> None:
+            self.value = Tagged("hello")
+
+    datastore = datastores.Local(tmp_path)
+    flow = Between(datastore=datastore, executor=executors.Thread())
+    first = flow()
+    assert first.layer(Make).value.text == "hello"  # cloudpickle, the fallback
+
+    @datastore.protocol(Tagged)
+    class TaggedText(serde.Protocol[Tagged]):
+        name = "tagged-text"
+
+        def write(self, value: Tagged, file: Any) -> None:
+            file.write(value.text.encode())
+
+        def read(self, file: Any) -> Tagged:
+            return Tagged(file.read().decode() + " (by protocol)")
+
+    second = flow()
+    assert second.layer(Make).value.text == "hello (by protocol)"

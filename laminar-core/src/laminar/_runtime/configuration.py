@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from laminar._serialization.registry import ProtocolRegistry, Protocols
+from laminar._serialization.registry import ProtocolRegistry, protocols_for
 from laminar._storage.store import ExecutionStore
 from laminar.errors import ConfigurationError
 
@@ -45,7 +45,7 @@ class FlowConfiguration:
         registry with the plugins'.
         """
         where = datastore if datastore is not None else self.datastore
-        return ExecutionStore(where, flow, execution, Protocols(where.protocols, self.protocols))
+        return ExecutionStore(where, flow, execution, protocols_for(where.protocols, self.protocols))
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "hook": None}

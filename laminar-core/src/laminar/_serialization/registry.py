@@ -21,6 +21,8 @@ from laminar._serialization.protocols import Protocol
 
 P = TypeVar("P", bound="type[Protocol[Any]]")
 
+_changes = 0  # registrations in this process, in any registry
+
 
 class ProtocolRegistry:
     """Protocols by exact type. ``datastore.protocols`` is one; the flow's plugin protocols another."""
@@ -41,6 +43,8 @@ class ProtocolRegistry:
         return register
 
     def add(self, types: Iterable[type], protocol: Protocol[Any], *, replace: bool = True) -> None:
+        global _changes
+        _changes += 1  # the Protocols that protocols_for() keeps are stale from now on
         protocol.record_main_module()
         types = tuple(types)
         if not types and (replace or protocol.name not in self._readers):
@@ -112,3 +116,27 @@ class Protocols:
                 "(importing the module that registers it), or install the plugin that provides it"
             )
         return found
+
+
+_recent: dict[tuple[int, ...], tuple[tuple[ProtocolRegistry, ...], int, Protocols]] = {}
+
+
+def protocols_for(*registries: ProtocolRegistry) -> Protocols:
+    """``Protocols(*registries)``, the same object again while no registry changed.
+
+    A store is built per split, and its ``Protocols`` works out its lookups once: reusing it saves
+    that work on every split. Any registration anywhere makes every kept one stale.
+    """
+    key = tuple(map(id, registries))
+    found = _recent.get(key)
+    if (
+        found is not None
+        and found[1] == _changes
+        and all(a is b for a, b in zip(found[0], registries, strict=True))
+    ):
+        return found[2]
+    made = Protocols(*registries)
+    if len(_recent) >= 64:
+        _recent.clear()
+    _recent[key] = (registries, _changes, made)
+    return made
