@@ -9,8 +9,7 @@ from laminar._model import execution as model
 from laminar._model.layer import Layer, Parameters
 from laminar._runtime import tracebacks
 from laminar._runtime.context import LayerContext
-from laminar._storage.records import ExecutionStatus
-from laminar._storage.status import MISSING, Missing, Status, read_status
+from laminar._storage.status import Status, read_status
 from laminar._storage.store import ExecutionStore
 from laminar.errors import ConfigurationError, DatastoreError, FlowDefinitionError, Interrupted, add_note
 
@@ -44,11 +43,9 @@ class Execution(model.Execution):
             return self._listed
         return self._read_status(self.flow.configuration.store(self.flow.name, self.id))
 
-    def _read_status(
-        self, store: ExecutionStore, recorded: ExecutionStatus | Missing | None = MISSING
-    ) -> Status:
+    def _read_status(self, store: ExecutionStore) -> Status:
         layers = [name for name in self.flow.plan.order if name != "Parameters"]
-        return read_status(store, layers, self._parameters, recorded)
+        return read_status(store, layers, self._parameters)
 
     def _parameters(self) -> dict[str, Any]:
         layer = self.layer("Parameters")

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from laminar._app.execution import Execution
     from laminar._app.flow import Flow
     from laminar._model.layer import Layer
-    from laminar._storage.records import ExecutionStatus
     from laminar._storage.store import ExecutionStore
     from laminar._transport.datastore import Datastore
 
@@ -44,20 +43,15 @@ class Results:
         executions = [
             self.flow.execution(execution_id) for execution_id in sorted(ids) if is_valid(execution_id)
         ]
-        if not executions:
-            return []
-        lister = self.flow.configuration.store(self.flow.name, executions[0].id, datastore=self.datastore)
-        recorded = lister.statuses([execution.id for execution in executions])
 
-        def status(pair: tuple[Execution, ExecutionStatus | None]) -> Execution:
-            execution, record = pair
+        def status(execution: Execution) -> Execution:
             try:
-                execution._listed = execution._read_status(self._store(execution), record)
+                execution._listed = execution._read_status(self._store(execution))
             except ExecutionNotFound:
                 execution._listed = None
             return execution
 
-        listed = self.datastore.map_parallel(status, list(zip(executions, recorded, strict=True)))
+        listed = self.datastore.map_parallel(status, executions)
         return [execution for execution in listed if execution._listed is not None]
 
     def layers(self, execution: Execution) -> list[Layer]:

@@ -61,7 +61,7 @@ def executions(file: str, datastore: str | None, as_json: bool) -> None:
     )
 
 
-def _attempts_json(layer: records.LayerLike) -> dict[str, list[dict[str, Any]]]:
+def _attempts_json(layer: records.LayerStatus) -> dict[str, list[dict[str, Any]]]:
     return {
         str(index): [
             {
@@ -77,11 +77,11 @@ def _attempts_json(layer: records.LayerLike) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def attempt_count(layer: records.LayerLike) -> int:
+def attempt_count(layer: records.LayerStatus) -> int:
     return sum(len(attempts) for attempts in layer.attempts.values())
 
 
-def show_json(execution: Execution, status: Any, layers: Sequence[records.LayerLike]) -> dict[str, Any]:
+def show_json(execution: Execution, status: Any, layers: Sequence[records.LayerStatus]) -> dict[str, Any]:
     return {
         "flow": execution.flow.name,
         "id": execution.id,

@@ -182,7 +182,7 @@ def _timestamp(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
 
-def _timeline(layers: list[records.LayerLike], status: Any) -> tuple[list[Bar], int]:
+def _timeline(layers: list[records.LayerStatus], status: Any) -> tuple[list[Bar], int]:
     attempts = [
         (layer.name, index, attempt)
         for layer in layers
@@ -215,7 +215,7 @@ def _timeline(layers: list[records.LayerLike], status: Any) -> tuple[list[Bar], 
     return bars, max(len(attempts) - TIMELINE_ROWS, 0)
 
 
-def _errors(layers: list[records.LayerLike], status: Any) -> list[ErrorBlock]:
+def _errors(layers: list[records.LayerStatus], status: Any) -> list[ErrorBlock]:
     found = []
     if status.error:
         found.append(
@@ -279,7 +279,7 @@ def _artifacts(flow: Flow, execution: Execution) -> list[ArtifactRow]:
     return rows
 
 
-def _logs(execution: Execution, layers: list[records.LayerLike]) -> tuple[list[LogBlock], list[str]]:
+def _logs(execution: Execution, layers: list[records.LayerStatus]) -> tuple[list[LogBlock], list[str]]:
     found: list[LogBlock] = []
     notes: list[str] = []
     for layer in layers:

@@ -455,6 +455,17 @@ class _Run:
                 return []
             return await asyncio.to_thread(hook_calls.start, found, layer, self._reader)
 
+        def ended(event: Any, error: BaseException | None, started: float, finished: float) -> None:
+            """Tell the plugins an attempt ended (``event``: split finished, or retried)."""
+            event(
+                layer=reader,
+                index=task.index,
+                attempt=task.attempt,
+                error=error,
+                started=started,
+                ended=finished,
+            )
+
         while True:
             running = await start(submission)
             self.hook.laminar_split_started(layer=reader, index=task.index, attempt=task.attempt)
@@ -462,7 +473,7 @@ class _Run:
             try:
                 outcome = await self._submit(task)
             except Exception as error:
-                started, ended = tracebacks.ran(error) or (handed, time.time())
+                started, finished = tracebacks.ran(error) or (handed, time.time())
                 if running:
                     await asyncio.to_thread(hook_calls.finish, running, error)
                 if (
@@ -470,50 +481,27 @@ class _Run:
                     or task.attempt + 1 >= configuration.retry.attempts
                 ):
                     add_note(error, f"raised by {task.describe()}")
-                    self.hook.laminar_split_finished(
-                        layer=reader,
-                        index=task.index,
-                        attempt=task.attempt,
-                        error=error,
-                        started=started,
-                        ended=ended,
-                    )
+                    ended(self.hook.laminar_split_finished, error, started, finished)
                     raise
                 task.attempt += 1
                 if context is not None:
                     context.attempt = task.attempt
-                self.hook.laminar_split_retried(
-                    layer=reader,
-                    index=task.index,
-                    attempt=task.attempt,
-                    error=error,
-                    started=started,
-                    ended=ended,
-                )
+                ended(self.hook.laminar_split_retried, error, started, finished)
                 retrying = await start(retry_hooks)
                 await asyncio.sleep(configuration.retry.wait(task.attempt))
                 if retrying:
                     await asyncio.to_thread(hook_calls.finish, retrying)
                 continue
             except BaseException as error:  # cancelled (a second Ctrl-C, a timeout): ends the attempt
-                self.hook.laminar_split_finished(
-                    layer=reader,
-                    index=task.index,
-                    attempt=task.attempt,
-                    error=error,
-                    started=handed,
-                    ended=time.time(),
-                )
+                ended(self.hook.laminar_split_finished, error, handed, time.time())
                 raise
             if running:
                 await asyncio.to_thread(hook_calls.finish, running)
-            self.hook.laminar_split_finished(
-                layer=reader,
-                index=task.index,
-                attempt=task.attempt,
-                error=None,
-                started=outcome.started or handed,
-                ended=outcome.ended or time.time(),
+            ended(
+                self.hook.laminar_split_finished,
+                None,
+                outcome.started or handed,
+                outcome.ended or time.time(),
             )
             return outcome
 

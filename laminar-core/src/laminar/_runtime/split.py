@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 
 from laminar._model.execution import Execution
@@ -12,6 +11,7 @@ from laminar._runtime import hook_calls, tracebacks
 from laminar._runtime.context import LayerContext
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage import layout
+from laminar._storage.records import SplitRecord
 from laminar._storage.store import ExecutionStore
 from laminar.errors import SerializationError, add_note
 
@@ -27,14 +27,13 @@ def run_split(task: SplitTask) -> SplitOutcome:
     """
     started = time.time()
     try:
-        outcome = _run_split(task)
+        return _run_split(task, started)
     except BaseException as error:
         tracebacks.remember(error, started, time.time())  # frames and times travel with the error
         raise
-    return dataclasses.replace(outcome, started=started, ended=time.time())
 
 
-def _run_split(task: SplitTask) -> SplitOutcome:
+def _run_split(task: SplitTask, started: float) -> SplitOutcome:
     flow = task.flow
     execution = flow.execution(task.execution)
     if task.retry:
@@ -57,10 +56,11 @@ def _run_split(task: SplitTask) -> SplitOutcome:
             for entered in hook.laminar_split_context(layer=layer, index=task.index, attempt=task.attempt):
                 if entered is not None:
                     contexts.enter_context(entered)
-        return _call(task, execution, store, layer)
+        record = _call(task, execution, store, layer)
+    return SplitOutcome(record, started=started, ended=time.time())
 
 
-def _call(task: SplitTask, execution: Execution, store: ExecutionStore, layer: Layer) -> SplitOutcome:
+def _call(task: SplitTask, execution: Execution, store: ExecutionStore, layer: Layer) -> SplitRecord:
     flow, plan = task.flow, task.flow.plan
     readers: dict[str, Layer] = {}
 
@@ -93,8 +93,7 @@ def _call(task: SplitTask, execution: Execution, store: ExecutionStore, layer: L
         return failure
 
     values, shards = layer._artifacts()
-    record = store.stage_split(values, shards, caught=caught, on_error=unserializable)
-    return SplitOutcome(record)
+    return store.stage_split(values, shards, caught=caught, on_error=unserializable)
 
 
 def run_and_record_split(task: SplitTask) -> SplitOutcome:

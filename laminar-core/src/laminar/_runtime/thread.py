@@ -112,26 +112,23 @@ class Thread(Executor):
     names = ("thread",)
     in_process = True
     times_itself = True
-    _pools: dict[asyncio.AbstractEventLoop, _Pool]
 
     @property
     def window(self) -> int:
         return self.concurrency * QUEUED_PER_THREAD
 
-    def _running(self) -> dict[asyncio.AbstractEventLoop, _Pool]:
-        """The pool of each execution running on this executor object, by its event loop: several
-        executions (a layer that runs another flow, threads of a notebook) may share one executor."""
-        pools = self.__dict__.get("_pools")
-        if pools is None:
-            pools = self.__dict__["_pools"] = {}
-        return pools
+    def __init__(self, *, concurrency: int | None = None, timeout: float | None = None) -> None:
+        super().__init__(concurrency=concurrency, timeout=timeout)
+        # The pool of each execution running on this executor object, by its event loop: several
+        # executions (a layer that runs another flow, threads of a notebook) may share one executor.
+        self._pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._running()[loop] = _Pool(loop, self.concurrency)
+        self._pools[loop] = _Pool(loop, self.concurrency)
 
     async def run(self, task: SplitTask) -> SplitOutcome:
-        pool = self._running().get(asyncio.get_running_loop())
+        pool = self._pools.get(asyncio.get_running_loop())
         if pool is None:
             raise RuntimeError("the thread executor is not started; it runs inside Flow.__call__")
         if self.timeout is None:
@@ -150,7 +147,7 @@ class Thread(Executor):
         return future.result()
 
     async def stop(self) -> None:
-        pool = self._running().pop(asyncio.get_running_loop(), None)
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
         if pool is not None:
             pool.stop()
 

@@ -99,6 +99,22 @@ def _string(value: Any, what: str) -> str:
     return value
 
 
+def _error(value: Any) -> dict[str, str] | None:
+    """A stored error (type, message, traceback), or None."""
+    if value is not None and not (
+        isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    ):
+        raise TypeError(f"error is {value!r}, not a mapping of strings")
+    return value
+
+
+def _status(value: Any, allowed: tuple[str, ...]) -> str:
+    status = _string(value, "status")
+    if status not in allowed:
+        raise ValueError(f"status is {status!r}, not one of {', '.join(allowed)}")
+    return status
+
+
 def _integer(value: Any, what: str) -> int:
     if type(value) is not int or value < 0:
         raise TypeError(f"{what} is {value!r}, not a count")
@@ -401,21 +417,15 @@ class ExecutionStatus:
         payload = unseal(data)
         _check_layout(payload, f"status of execution {payload.get('id')}")
         try:
-            status = _string(payload["status"], "status")
-            if status not in STATUSES:
-                raise ValueError(f"status is {status!r}, not one of {', '.join(STATUSES)}")
-            ended, error, created = payload.get("ended"), payload.get("error"), payload.get("created")
-            if error is not None and not (
-                isinstance(error, dict) and all(isinstance(v, str) for v in error.values())
-            ):
-                raise TypeError(f"error is {error!r}, not a mapping of strings")
+            status = _status(payload["status"], STATUSES)
+            ended, created = payload.get("ended"), payload.get("created")
             return cls(
                 _string(payload["flow"], "flow"),
                 _string(payload["id"], "id"),
                 status,
                 float(payload["started"]),
                 float(ended) if ended is not None else None,
-                error,
+                _error(payload.get("error")),
                 float(created) if created is not None else None,
             )
         except (KeyError, TypeError, ValueError) as error:
@@ -444,16 +454,12 @@ class AttemptRecord:
     @classmethod
     def from_json(cls, item: Any) -> AttemptRecord:
         index, attempt, started, ended, error = item
-        if error is not None and not (
-            isinstance(error, dict) and all(isinstance(v, str) for v in error.values())
-        ):
-            raise TypeError(f"error is {error!r}, not a mapping of strings")
         return cls(
             _integer(index, "split index"),
             _integer(attempt, "attempt"),
             float(started),
             float(ended) if ended is not None else None,
-            error,
+            _error(error),
         )
 
 
@@ -500,14 +506,8 @@ class LayerStatusRecord:
         payload = unseal(data)
         _check_layout(payload, f"status of layer {payload.get('layer')}")
         try:
-            status = _string(payload["status"], "status")
-            if status not in LAYER_STATUSES:
-                raise ValueError(f"status is {status!r}, not one of {', '.join(LAYER_STATUSES)}")
-            ended, error, reason = payload.get("ended"), payload.get("error"), payload.get("reason")
-            if error is not None and not (
-                isinstance(error, dict) and all(isinstance(v, str) for v in error.values())
-            ):
-                raise TypeError(f"error is {error!r}, not a mapping of strings")
+            status = _status(payload["status"], LAYER_STATUSES)
+            ended, reason = payload.get("ended"), payload.get("reason")
             return cls(
                 _string(payload["flow"], "flow"),
                 _string(payload["id"], "id"),
@@ -517,7 +517,7 @@ class LayerStatusRecord:
                 float(ended) if ended is not None else None,
                 _integer(payload["splits"], "splits"),
                 _string(reason, "reason") if reason is not None else None,
-                error,
+                _error(payload.get("error")),
                 tuple(AttemptRecord.from_json(item) for item in payload["attempts"]),
                 _integer(payload.get("omitted", 0), "omitted"),
             )

@@ -14,16 +14,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from laminar._storage.lease import Lease
-from laminar._storage.records import AttemptRecord, ExecutionStatus, LayerStatusRecord
+from laminar._storage.records import AttemptRecord, LayerStatusRecord
 from laminar._storage.store import ExecutionStore
 from laminar.errors import ExecutionNotFound
-
-
-class Missing:
-    """Not read yet (``None`` means read, and absent)."""
-
-
-MISSING = Missing()
 
 
 def _time(value: float | None) -> datetime | None:
@@ -158,15 +151,13 @@ def read_status(
     store: ExecutionStore,
     layers: Sequence[str],
     parameters: Callable[[], dict[str, Any]],
-    recorded: ExecutionStatus | Missing | None = MISSING,
 ) -> Status:
     """The status of ``store``'s execution; ``layers`` are the flow's, in order (without Parameters).
 
-    ``recorded`` is its status record when the caller read it already (a listing reads them all at
-    once): with the creation time in it, nothing else is read unless the record says "running".
+    One small record is read; the metadata only for a record written before records held the
+    creation time, and the lease only for a record that says "running".
     """
-    if isinstance(recorded, Missing):
-        recorded = store.status()
+    recorded = store.status()
     if recorded is not None and recorded.created is not None:
         created = recorded.created
     else:  # no record, or one written before records held the creation time

@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from laminar._names import validate
@@ -143,12 +143,9 @@ class ExecutionStore:
 
     def status(self) -> ExecutionStatus | None:
         """How the execution's latest run went, or None if none recorded it."""
-        key = layout.execution_status(self.flow, self.execution)
-        try:
-            data = self.datastore.read_bytes(key)
-        except FileNotFoundError:
-            return None
-        found: ExecutionStatus = self._parse(key, data, ExecutionStatus.loads, "the status")
+        found: ExecutionStatus | None = self._read_optional(
+            layout.execution_status(self.flow, self.execution), ExecutionStatus.loads, "the status"
+        )
         return found
 
     def write_layer_status(self, status: LayerStatusRecord) -> None:
@@ -159,14 +156,10 @@ class ExecutionStore:
     def layer_status(self, layer: str) -> LayerStatusRecord | None:
         """How ``layer``'s latest run went, or None if no run of it recorded that."""
         key = layout.layer_status(self.flow, self.execution, layer)
-        try:
-            data = self.datastore.read_bytes(key)
-        except FileNotFoundError:
-            return None
-        found: LayerStatusRecord = self._parse(
-            key, data, LayerStatusRecord.loads, f"the status of layer {layer}"
+        found: LayerStatusRecord | None = self._read_optional(
+            key, LayerStatusRecord.loads, f"the status of layer {layer}"
         )
-        if (found.flow, found.id, found.layer) != (self.flow, self.execution, layer):
+        if found is not None and (found.flow, found.id, found.layer) != (self.flow, self.execution, layer):
             raise self._damaged(
                 key,
                 f"the status of layer {layer}",
@@ -174,29 +167,11 @@ class ExecutionStore:
             )
         return found
 
-    def statuses(self, executions: Sequence[str]) -> list[ExecutionStatus | None]:
-        """The status records of several executions of this flow, read in parallel (None: none)."""
-
-        def read(execution: str) -> ExecutionStatus | None:
-            key = layout.execution_status(self.flow, execution)
-            try:
-                data = self.datastore.read_bytes(key)
-            except FileNotFoundError:
-                return None
-            found: ExecutionStatus = self._parse(key, data, ExecutionStatus.loads, "the status")
-            return found
-
-        return self.datastore.map_parallel(read, list(executions))
-
     def metadata(self) -> ExecutionMetadata | None:
         """The execution's metadata (when it was created), or None if it does not exist."""
         key = layout.execution_metadata(self.flow, self.execution)
-        try:
-            data = self.datastore.read_bytes(key)
-        except FileNotFoundError:
-            return None
-        metadata: ExecutionMetadata = self._parse(key, data, ExecutionMetadata.loads, "the metadata")
-        if (metadata.flow, metadata.id) != (self.flow, self.execution):
+        metadata: ExecutionMetadata | None = self._read_optional(key, ExecutionMetadata.loads, "the metadata")
+        if metadata is not None and (metadata.flow, metadata.id) != (self.flow, self.execution):
             raise self._damaged(
                 key, "the metadata", f"it is the metadata of execution {metadata.id} of flow {metadata.flow}"
             )
@@ -214,6 +189,14 @@ class ExecutionStore:
         )
         error.url = url
         return error
+
+    def _read_optional(self, key: str, parse: Any, what: str) -> Any:
+        """``parse`` of the file at ``key`` (checked, see ``_parse``), or None if there is none."""
+        try:
+            data = self.datastore.read_bytes(key)
+        except FileNotFoundError:
+            return None
+        return self._parse(key, data, parse, what)
 
     def _parse(self, key: str, data: bytes, parse: Any, what: str) -> Any:
         """``parse(data)``, a damaged or malformed file raising ``IntegrityError`` naming it."""
