@@ -455,15 +455,14 @@ class _Run:
                 return []
             return await asyncio.to_thread(hook_calls.start, found, layer, self._reader)
 
-        def ended(event: Any, error: BaseException | None, started: float, finished: float) -> None:
-            """Tell the plugins an attempt ended (``event``: split finished, or retried)."""
-            event(
+        def finished(error: BaseException | None, started: float, ended: float) -> None:
+            self.hook.laminar_split_finished(
                 layer=reader,
                 index=task.index,
                 attempt=task.attempt,
                 error=error,
                 started=started,
-                ended=finished,
+                ended=ended,
             )
 
         while True:
@@ -473,7 +472,7 @@ class _Run:
             try:
                 outcome = await self._submit(task)
             except Exception as error:
-                started, finished = tracebacks.ran(error) or (handed, time.time())
+                started, ended = tracebacks.ran(error) or (handed, time.time())
                 if running:
                     await asyncio.to_thread(hook_calls.finish, running, error)
                 if (
@@ -481,28 +480,30 @@ class _Run:
                     or task.attempt + 1 >= configuration.retry.attempts
                 ):
                     add_note(error, f"raised by {task.describe()}")
-                    ended(self.hook.laminar_split_finished, error, started, finished)
+                    finished(error, started, ended)
                     raise
                 task.attempt += 1
                 if context is not None:
                     context.attempt = task.attempt
-                ended(self.hook.laminar_split_retried, error, started, finished)
+                self.hook.laminar_split_retried(
+                    layer=reader,
+                    index=task.index,
+                    attempt=task.attempt,
+                    error=error,
+                    started=started,
+                    ended=ended,
+                )
                 retrying = await start(retry_hooks)
                 await asyncio.sleep(configuration.retry.wait(task.attempt))
                 if retrying:
                     await asyncio.to_thread(hook_calls.finish, retrying)
                 continue
             except BaseException as error:  # cancelled (a second Ctrl-C, a timeout): ends the attempt
-                ended(self.hook.laminar_split_finished, error, handed, time.time())
+                finished(error, handed, time.time())
                 raise
             if running:
                 await asyncio.to_thread(hook_calls.finish, running)
-            ended(
-                self.hook.laminar_split_finished,
-                None,
-                outcome.started or handed,
-                outcome.ended or time.time(),
-            )
+            finished(None, outcome.started or handed, outcome.ended or time.time())
             return outcome
 
     async def _submit(self, task: SplitTask) -> SplitOutcome:
