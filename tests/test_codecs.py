@@ -43,20 +43,66 @@ def artifacts_of(root: Path) -> dict[str, Any]:
     return {name: archive["artifacts"][0] for name, archive in archives.items()}
 
 
+def compressing(root: Path, worth_it: float = 0.85) -> datastores.Local:
+    """A Local datastore that compresses what an object store would (see ``worth_compressing``)."""
+    datastore = datastores.Local(root)
+    datastore.worth_compressing = worth_it
+    return datastore
+
+
+def unzstd(stored: bytes) -> bytes:
+    """What any zstd reader makes of ``stored``: every frame, in order."""
+    return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored), read_across_frames=True).read()
+
+
 def test_compressible_values_are_stored_with_zstd_and_read_back(tmp_path: Path) -> None:
-    flow = Codecs(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    flow = Codecs(datastore=compressing(tmp_path), executor=executors.Thread())
     execution = flow(execution="x")
     text = artifacts_of(tmp_path)["text"]
     assert text["codec"] == "zstd"
     stored = (tmp_path / layout.artifact(text["hexdigest"])).read_bytes()
-    serialized = zstandard.ZstdDecompressor().decompress(stored, max_output_size=text["size"])
+    serialized = unzstd(stored)
     assert hashing.hexdigest(serialized) == text["hexdigest"] and len(serialized) == text["size"]
     assert len(stored) < len(serialized) // 2
     assert execution.layer(Values).text == TEXT
 
 
-def test_values_that_do_not_compress_are_stored_as_they_are(tmp_path: Path) -> None:
+def test_a_local_datastore_compresses_only_what_shrinks_to_under_a_third(tmp_path: Path) -> None:
     Codecs(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="x")
+    text = artifacts_of(tmp_path)["text"]  # shrinks to about 0.41: not worth it on a local disk
+    assert datastores.Local.worth_compressing == 0.3
+    assert text["codec"] == "none" and "stored" not in text
+    assert (tmp_path / layout.artifact(text["hexdigest"])).stat().st_size == text["size"]
+    sink = io.BytesIO()
+    writer = EncodingWriter(sink, worth_it=datastores.Local.worth_compressing)  # type: ignore[arg-type]
+    writer.write(b"the same line again\n" * 100_000)  # shrinks to almost nothing: worth it anywhere
+    writer.finish()
+    assert writer.codec == "zstd" and len(sink.getvalue()) < 20_000
+
+
+def test_each_frame_is_compressed_only_if_it_shrinks(tmp_path: Path) -> None:
+    """Noise after text: the text's frames are compressed, the noise's stored as raw zstd frames."""
+    data = TEXT + NOISE
+    sink = io.BytesIO()
+    writer = EncodingWriter(sink)  # type: ignore[arg-type]
+    for start in range(0, len(data), 700_001):  # writes that straddle frames
+        writer.write(data[start : start + 700_001])
+    writer.finish()
+    stored = sink.getvalue()
+    assert writer.codec == "zstd" and writer.stored_hexdigest == hashing.hexdigest(stored)
+    assert len(NOISE) < len(stored) < len(NOISE) + 0.6 * len(TEXT)  # noise as is, text shrunk
+    raw_frames = stored.count(b"\x28\xb5\x2f\xfd\xa0")  # zstd's magic, then the header of a raw frame
+    assert raw_frames == len(NOISE) // codecs.FRAME  # the frames of noise only: never compressed
+    assert NOISE[-20_000:] in stored  # a raw frame holds the bytes themselves (in blocks of 128 KiB)
+    assert unzstd(stored) == data  # a standard zstd stream of several frames
+    assert codecs.decode(stored, "zstd", len(data)) == data
+    assert DecodingReader(io.BytesIO(stored), "zstd", len(data)).read() == data  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="more than the"):
+        codecs.decode(stored, "zstd", len(data) - 1)
+
+
+def test_values_that_do_not_compress_are_stored_as_they_are(tmp_path: Path) -> None:
+    Codecs(datastore=compressing(tmp_path), executor=executors.Thread())(execution="x")
     noise = artifacts_of(tmp_path)["noise"]
     assert noise["codec"] == "none" and "stored" not in noise
     stored = (tmp_path / layout.artifact(noise["hexdigest"])).read_bytes()

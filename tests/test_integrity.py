@@ -57,7 +57,9 @@ class Double(Layer):
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("written")
-    Damage(datastore=datastores.Local(root), executor=executors.Thread())(execution="x")
+    datastore = datastores.Local(root)
+    datastore.worth_compressing = 0.85  # compress the text, as an object store would
+    Damage(datastore=datastore, executor=executors.Thread())(execution="x")
     return root
 
 

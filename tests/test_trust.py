@@ -72,7 +72,13 @@ def plant(root: Path, name: str, data: bytes, *, protocol: str = "cloudpickle", 
         path.write_bytes(data)
     payload = json.loads(batch_path(root).read_bytes())
     payload.pop("sha256")
-    entry: dict[str, Any] = {"hexdigest": digest, "codec": "none", "protocol": protocol, "size": len(data)}
+    entry: dict[str, Any] = {
+        "hexdigest": digest,
+        "codec": "none",
+        "protocol": protocol,
+        "size": len(data),
+        "hash": "blake3",
+    }
     if inline:
         entry["inline"] = base64.b64encode(data).decode()
     payload["splits"]["0"]["archives"][name]["artifacts"] = [entry]
@@ -109,7 +115,7 @@ def test_a_planted_pickle_runs_no_code_when_read_untrusted(tmp_path: Path, plant
         f"refusing to read artifact {name!r} of layer Source (split 0) in execution x of flow Hostile"
         in message
     )
-    assert f"sha256 {digest}" in message
+    assert f"blake3 {digest}" in message
     where = (
         f"{batch_path(root).as_uri()} (kept inline)" if inline else (root / layout.artifact(digest)).as_uri()
     )

@@ -124,7 +124,7 @@ def _stage_through_path(value: Any, directory: str, protocol: Protocol[Any]) -> 
     os.close(fd)
     try:
         write_to_path(protocol, value, path)
-        digest, size = hashing.ChunkedHash(), 0
+        digest, size = hashing.new(), 0
         with open(path, "rb") as file:
             while chunk := file.read(hashing.CHUNK):
                 digest.update(chunk)
@@ -163,7 +163,7 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
     if takes_uri(protocol):
         return _stage_through_path(value, datastore.staging_directory(), protocol)
     buffer = _SpillBuffer(datastore.staging_directory())
-    writer = EncodingWriter(buffer, compress=protocol.compress)  # type: ignore[arg-type]
+    writer = EncodingWriter(buffer, compress=protocol.compress, worth_it=datastore.worth_compressing)  # type: ignore[arg-type]
     try:
         protocol.write(value, writer)  # type: ignore[arg-type]
         writer.finish()
@@ -288,17 +288,17 @@ def _decode(
     legacy = verify and _legacy_own_address(artifact, protocol)
     expected = artifact.stored_hexdigest
     if verify and not legacy and expected is not None:
-        _check(datastore, key, artifact, hashing.hexdigest(data), expected)
+        _check(datastore, key, artifact, hashing.hexdigest(data, artifact.hash), expected)
     if artifact.codec != "none":
         try:
             data = codecs.decode(data, artifact.codec, artifact.size)
         except (DecodeError, ValueError) as error:
             raise _corrupt(datastore, key, artifact, str(error)) from None
         if verify and not legacy and expected is None:  # written before stored digests: check decoded
-            _check(datastore, key, artifact, hashing.hexdigest(data), artifact.hexdigest)
+            _check(datastore, key, artifact, hashing.hexdigest(data, artifact.hash), artifact.hexdigest)
     value = _read(protocol, io.BytesIO(data), datastore, key, artifact)
     if legacy and protocol.hexdigest(value) is None:
-        _check(datastore, key, artifact, hashing.hexdigest(data), artifact.hexdigest)
+        _check(datastore, key, artifact, hashing.hexdigest(data, artifact.hash), artifact.hexdigest)
     return value
 
 
@@ -354,13 +354,13 @@ def _load_streamed(
             if expected is None:  # compressed, written before stored digests: check the decoded copy
                 source, copy = _decoded_copy(datastore, key, artifact, source)
             elif _is_local_file(source):
-                actual, _ = hashing.hash_stream(source)
+                actual, _ = hashing.hash_stream(source, algorithm=artifact.hash)
                 _check(datastore, key, artifact, actual, expected)
                 source.seek(0)
             else:
                 source, copy = _verified_copy(datastore, key, artifact, source, expected)
         codec = "none" if copy is not None and expected is None else artifact.codec
-        raw = DecodingReader(source, codec, artifact.size, hash=legacy)
+        raw = DecodingReader(source, codec, artifact.size, hash=artifact.hash if legacy else None)
         stream = io.BufferedReader(raw, buffer_size=1 << 16)
         try:
             try:
@@ -388,7 +388,8 @@ def _load_gathered(
     """Read uncompressed stored bytes once: into the protocol's own fresh buffers (``Protocol.gather``),
     hashed on other threads as they arrive, and built into a value only once they verified against
     ``expected`` (``None``: not checked). ``(False, None)`` if the protocol declines these bytes."""
-    raw = DecodingReader(_open(datastore, key, artifact), "none", artifact.size, hash=expected is not None)
+    checking = artifact.hash if expected is not None else None
+    raw = DecodingReader(_open(datastore, key, artifact), "none", artifact.size, hash=checking)
     stream = io.BufferedReader(raw, buffer_size=1 << 16)
     failure: str | None = None
     try:
@@ -430,7 +431,7 @@ def _verified_copy(
     path, file = _staging_file(datastore)
     try:
         with source:
-            actual, _ = hashing.hash_stream(source, file)
+            actual, _ = hashing.hash_stream(source, file, artifact.hash)
         if expected is not None:
             _check(datastore, key, artifact, actual, expected)
         file.seek(0)
@@ -447,7 +448,7 @@ def _decoded_copy(
     """Decompress (at most ``size`` bytes) into a staging file and check the content address there."""
     path, file = _staging_file(datastore)
     try:
-        raw = DecodingReader(source, artifact.codec, artifact.size)
+        raw = DecodingReader(source, artifact.codec, artifact.size, hash=artifact.hash)
         try:
             with raw:
                 while chunk := raw.read(hashing.CHUNK):
@@ -485,7 +486,7 @@ def _load_through_path(
 
 def _name(datastore: Datastore, artifact: Artifact) -> str:
     """The artifact for messages: what it is, its content address, and where its bytes are."""
-    return f"{describe(artifact.origin)} (sha256 {artifact.hexdigest}, at {_url(datastore, None, artifact)})"
+    return f"{describe(artifact.origin)} ({artifact.hash} {artifact.hexdigest}, at {_url(datastore, None, artifact)})"
 
 
 def _url(datastore: Datastore, key: str | None, artifact: Artifact) -> str:
@@ -499,7 +500,7 @@ def _url(datastore: Datastore, key: str | None, artifact: Artifact) -> str:
 def _corrupt(datastore: Datastore, key: str | None, artifact: Artifact, reason: str) -> IntegrityError:
     url = _url(datastore, key, artifact)
     error = IntegrityError(
-        f"{describe(artifact.origin)} (sha256 {artifact.hexdigest}) at {url} is corrupt: {reason}; "
+        f"{describe(artifact.origin)} ({artifact.hash} {artifact.hexdigest}) at {url} is corrupt: {reason}; "
         "no value was deserialized from it"
     )
     error.url = url

@@ -1,6 +1,6 @@
 """Garbage collection: delete old executions, then the content-addressed blobs nothing references.
 
-Artifacts are stored once under their content hash (``artifacts/<hh>/<sha256>``, see
+Artifacts are stored once under their content hash (``artifacts/<hh>/<digest>``, see
 :mod:`laminar._storage.layout`) and shared by every execution, of any flow, that stored the same
 value. So a blob may be deleted only when no execution that stays references it:
 

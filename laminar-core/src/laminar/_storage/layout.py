@@ -2,7 +2,7 @@
 
 ::
 
-    artifacts/<hh>/<sha256>                                       one stored value, shared by all flows
+    artifacts/<hh>/<digest>                                       one stored value, shared by all flows
     flows/<Flow>/executions/<id>/execution.json                   execution metadata, written once the
                                                                   Parameters layer is stored
     flows/<Flow>/executions/<id>/status.json                      how its latest run went (running,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from laminar._serialization.codecs import CODECS
+from laminar._serialization.hashing import HASHES, LEGACY_HASH, WRITE_HASH
 from laminar.errors import DatastoreError
 
 #: The storage layout these records belong to. Records of another layout are refused on read,
@@ -160,10 +161,11 @@ def describe(named: Named | None) -> str:
 class Artifact:
     """One stored value: its content hash, the codec its bytes use, and the protocol that reads it.
 
-    ``hexdigest`` is the content address: the chunked SHA-256 of the serialized bytes (or a
-    protocol's own). ``stored`` is the chunked SHA-256 of the bytes as stored, recorded only when it
-    differs (compressed bytes, a protocol's own address), so a reader checks what it fetched before
-    decompressing or deserializing it; for uncompressed bytes ``hexdigest`` is that digest.
+    ``hexdigest`` is the content address: the ``hash`` (BLAKE3 for what this Laminar writes; the
+    chunked SHA-256 for artifacts recorded without one) of the serialized bytes, or a protocol's own.
+    ``stored`` is the same hash of the bytes as stored, recorded only when it differs (compressed
+    bytes, a protocol's own address), so a reader checks what it fetched before decompressing or
+    deserializing it; for uncompressed bytes ``hexdigest`` is that digest.
 
     ``inline`` holds the stored bytes of a small value (see ``artifacts.INLINE_LIMIT``), kept in its
     archive instead of under ``artifacts/``: a request per tiny value would cost more than the value.
@@ -177,6 +179,7 @@ class Artifact:
     inline: bytes | None = field(default=None, repr=False)
     stored: str | None = field(default=None, repr=False)
     origin: Named | None = field(default=None, repr=False, compare=False)
+    hash: str = WRITE_HASH
 
     @property
     def stored_hexdigest(self) -> str | None:
@@ -192,6 +195,8 @@ class Artifact:
             "protocol": self.protocol,
             "size": self.size,
         }
+        if self.hash != LEGACY_HASH:  # absent: the chunked SHA-256 of records written before BLAKE3
+            data["hash"] = self.hash
         if self.stored is not None:
             data["stored"] = self.stored
         if self.inline is not None:
@@ -209,6 +214,9 @@ class Artifact:
         stored = data.get("stored")
         if stored is not None and (type(stored) is not str or not _HEX.fullmatch(stored)):
             raise ValueError(f"stored digest {stored!r} is not a hex digest")
+        hash = data.get("hash", LEGACY_HASH)
+        if hash not in HASHES:
+            raise ValueError(f"hash {hash!r} is not one of {', '.join(HASHES)}")
         inline = data.get("inline")
         return cls(
             hexdigest,
@@ -218,6 +226,7 @@ class Artifact:
             base64.b64decode(_string(inline, "inline")) if inline is not None else None,
             stored,
             origin,
+            hash,
         )
 
 

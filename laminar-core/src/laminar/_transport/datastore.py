@@ -54,6 +54,10 @@ class Datastore(abc.ABC):
     #: Whether ``exists`` costs much less than a small write (a local ``stat``); object stores say no,
     #: and small content-addressed artifacts are then written without asking first.
     cheap_exists: ClassVar[bool] = False
+    #: The fraction a sample of a value (and of each 1 MiB frame of it) must shrink to for Laminar
+    #: to store it compressed: where moving bytes is slow (a network), compressing nearly anything
+    #: that shrinks saves time. See ``laminar._serialization.codecs``.
+    worth_compressing: float = 0.85
     #: Whether :meth:`create` is atomic (the store's own exclusive create), so run leases exclude a
     #: scheduler racing another; the default ask-then-write is not.
     atomic_create: ClassVar[bool] = False

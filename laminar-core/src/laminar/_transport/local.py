@@ -27,6 +27,7 @@ class Local(Datastore):
     cheap_exists = True
     atomic_create = True
     max_workers = 1  # small local writes are faster in a row than handed to threads
+    worth_compressing = 0.3  # zstd is no faster than a local disk: only what shrinks to under a third pays
 
     def __init__(self, root: str | os.PathLike[str] = ".laminar") -> None:
         super().__init__()
