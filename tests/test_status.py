@@ -20,7 +20,8 @@ from helpers import lines
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import ForEach, Parameter, Retry
-from laminar.errors import ExecutionNotFound
+from laminar._storage import layout
+from laminar.errors import DatastoreError, ExecutionNotFound
 from laminar.plugins import hookimpl
 
 SCRIPT = textwrap.dedent(
@@ -422,3 +423,59 @@ def test_a_failing_layer_shows_the_users_file_and_line_and_how_to_resume(tmp_pat
         )
         assert "scheduler.py" in full.stderr  # every frame, when asked for
         shutil.rmtree(tmp_path / "store")
+
+
+# ---- layer records written off the event loop (object stores) ------------------------------------
+
+
+class FarLocal(datastores.Local):
+    """A Local datastore that says small writes are dear, as an object store does: the layer status
+    records are then written by the status plugin's own thread. ``failing`` names a layer whose
+    record cannot be written."""
+
+    small_writes_inline = False
+    failing: str | None = None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if key.endswith("/status.json") and "/layers/" in key:
+            time.sleep(0.05)  # a request's time: the run ends before the last record is written
+            if self.failing is not None and key.endswith(f"/layers/{self.failing}/status.json"):
+                raise DatastoreError(f"cannot write {key}: the store is down")
+        super().write_bytes(key, data)
+
+
+class Far(Flow): ...
+
+
+@Far.register
+class First(Layer):
+    def __call__(self) -> None:
+        self.value = 1
+
+
+@Far.register
+class Second(Layer):
+    def __call__(self, first: First) -> None:
+        self.value = first.value + 1
+
+
+def test_layer_records_written_off_the_loop_are_all_final_when_the_run_ends(tmp_path: Path) -> None:
+    execution = Far(datastore=FarLocal(tmp_path), executor=executors.Thread())()
+    status = (
+        Far(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution(execution.id).status
+    )
+    assert status == "succeeded"
+    assert {name: layer.status for name, layer in status.layers.items()} == {
+        "First": "finished",
+        "Second": "finished",
+    }
+    assert all(layer.ended is not None for layer in status.layers.values())
+
+
+def test_a_layer_record_that_cannot_be_written_off_the_loop_fails_the_run(tmp_path: Path) -> None:
+    datastore = FarLocal(tmp_path)
+    datastore.failing = "First"
+    with pytest.raises(DatastoreError, match=r"layers/First/status.json: the store is down"):
+        Far(datastore=datastore, executor=executors.Thread())(execution="down")
+    assert not (tmp_path / layout.layer_status("Far", "down", "First")).exists()
+    assert Far(datastore=datastores.Local(tmp_path)).execution("down").status != "succeeded"

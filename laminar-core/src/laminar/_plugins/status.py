@@ -5,13 +5,17 @@ or "cancelled" (stopped by a signal) with the end time and the error when it end
 ``status.json`` says "running" when it starts and, when it ends, "finished", "failed" (a split of its
 own failed for good), "cancelled" (the run stopped first) or "skipped" with the reason, with every
 split attempt's times and, for a failed one, its error. Split events only touch memory; a layer's
-record is written twice, when it starts and when it ends. The results API reads them
+record is written when it starts and when it ends: at once to a local datastore (a small local
+write costs less than a hop to a thread), by a thread of its own (``_Writer``) to an object store,
+so the scheduler does not wait on two requests per layer. The execution's record is written last, after every layer record of it: whoever reads
+"succeeded" or "failed" reads the layers' final records too. The results API reads them
 (``execution.status``, ``execution.status.layers``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -50,6 +54,73 @@ _resumed: set[tuple[str, str]] = set()  # executions whose run here is a resume
 _layers: dict[tuple[str, str, str], _LayerRun] = {}  # (flow, execution, layer) -> its run
 
 
+class _Writer:
+    """Writes layer status records in order on a thread of its own; flushed when an execution ends.
+
+    A layer's record that is still waiting when a newer one of the same layer comes is replaced by
+    it (a layer that ended before its "running" record was written has one write, not two). A write
+    that fails is raised by the next hook of the same process, as a synchronous write's would be.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str, str], tuple[ExecutionStore, LayerStatusRecord]] = {}
+        self._writing: tuple[str, str, str] | None = None
+        self._failure: BaseException | None = None
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def put(self, store: ExecutionStore, record: LayerStatusRecord) -> None:
+        self._raise_failure()
+        if store.datastore.small_writes_inline:  # a local file: cheaper written now than handed over
+            store.write_layer_status(record)
+            return
+        key = (record.flow, record.id, record.layer)
+        with self._changed:
+            self._pending.pop(key, None)  # the newer record goes last, in the order they came
+            self._pending[key] = (store, record)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="laminar-status", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def flush(self, flow: str, execution: str) -> None:
+        """Wait until every record of ``execution`` put so far is written; raise a failed write."""
+        with self._changed:
+            while self._owes((flow, execution)):
+                self._changed.wait()
+        self._raise_failure()
+
+    def _owes(self, execution: tuple[str, str]) -> bool:
+        """Whether a record of ``execution`` is waiting or being written (call holding the lock)."""
+        writing = self._writing is not None and self._writing[:2] == execution
+        return writing or any(key[:2] == execution for key in self._pending)
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending:
+                    self._changed.wait()
+                key = next(iter(self._pending))
+                store, record = self._pending.pop(key)
+                self._writing = key
+            try:
+                store.write_layer_status(record)
+            except BaseException as error:
+                self._failure = self._failure or error
+            finally:
+                with self._changed:
+                    self._writing = None
+                    self._changed.notify_all()
+
+
+_writer = _Writer()
+
+
 def _store(execution: Execution) -> ExecutionStore:
     return execution.flow.configuration.store(execution.flow.name, execution.id)
 
@@ -82,6 +153,12 @@ def laminar_execution_finished(execution: Execution, error: BaseException | None
     _resumed.discard(key)
     for layer_key in [k for k in _layers if k[:2] == key]:
         del _layers[layer_key]
+    try:
+        _writer.flush(*key)
+    except DatastoreError:
+        if error is None:  # the layer records could not be written: the run cannot end "succeeded"
+            raise
+        return
     if isinstance(error, DatastoreError):
         # The store itself failed: writing to it would wait out another deadline. The record keeps
         # saying "running", and reads as failed once this scheduler's lease is no longer live.
@@ -110,7 +187,7 @@ def laminar_layer_started(layer: Layer, splits: int) -> None:
             run.attempts.extend(earlier.attempts)
             run.omitted = earlier.omitted
             run.failures = sum(1 for attempt in earlier.attempts if attempt.error is not None)
-    store.write_layer_status(_record(key, run, "running"))
+    _writer.put(store, _record(key, run, "running"))
 
 
 @hookimpl
@@ -120,7 +197,7 @@ def laminar_layer_skipped(layer: Layer, reason: str) -> None:
     execution = layer.execution
     assert execution is not None
     record = LayerStatusRecord(*key, "skipped", now, now, reason=reason)
-    _store(execution).write_layer_status(record)
+    _writer.put(_store(execution), record)
 
 
 def _ended(
@@ -182,7 +259,7 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
             "cancelled",
             f"the run stopped before the layer was done: {type(error).__name__}: {error}",
         )
-    _store(execution).write_layer_status(_record(key, run, status, reason=reason, ended=time.time()))
+    _writer.put(_store(execution), _record(key, run, status, reason=reason, ended=time.time()))
 
 
 def _record(

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
+from typing import TypeVar
 
 from laminar._storage.records import Runs, SplitRecord, runs
 from laminar._storage.store import ExecutionStore
@@ -21,6 +23,16 @@ from laminar.errors import add_note
 
 INTERVAL = 0.05  # seconds a finished split's record may wait for others
 LIMIT = 4096  # records per batch, to keep each batch a modest read
+
+T = TypeVar("T")
+
+
+async def write(store: ExecutionStore, call: Callable[[], T]) -> T:
+    """Run the record write ``call``: on the event loop where small writes cost less than a thread
+    hop (``Datastore.small_writes_inline``: a local file), else on a thread, off the loop."""
+    if store.datastore.small_writes_inline:
+        return call()
+    return await asyncio.to_thread(call)
 
 
 class SplitLog:
@@ -73,7 +85,9 @@ class SplitLog:
                 self._full.clear()
                 if self.pending:  # taken here, on the loop, where add() runs; written on a thread
                     batch, self.pending = self.pending, {}
-                    name = await asyncio.to_thread(self.store.write_splits, self.layer, batch)
+                    name = await write(
+                        self.store, functools.partial(self.store.write_splits, self.layer, batch)
+                    )
                     self.batches[name] = runs(batch)
                 elif self._closing:
                     return

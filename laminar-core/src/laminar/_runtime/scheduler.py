@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from laminar._runtime import foreach, hook_calls, tracebacks
+from laminar._runtime import commit, foreach, hook_calls, tracebacks
 from laminar._runtime.commit import SplitLog
 from laminar._runtime.configuration import check_compatible
 from laminar._runtime.context import LayerContext, store_for
@@ -367,14 +367,15 @@ class _Run:
         if self.errors:
             return
         artifacts = log.artifacts.union(*(record.archives for record in done.values()))
-        await asyncio.to_thread(
+        await commit.write(
+            self.store,
             functools.partial(
                 self.store.write_record,
                 name,
                 count,
                 batches={**{n: runs(batch.splits) for n, batch in earlier.items()}, **batches},
                 artifacts=artifacts,
-            )
+            ),
         )
 
     def _window(self, name: str) -> int:

@@ -58,6 +58,10 @@ class Datastore(abc.ABC):
     #: to store it compressed: where moving bytes is slow (a network), compressing nearly anything
     #: that shrinks saves time. See ``laminar._serialization.codecs``.
     worth_compressing: float = 0.85
+    #: Whether a small write costs less than handing it to a thread (a local file, a dict): the
+    #: scheduler then writes its records on its event loop, where a hop to a thread and back would
+    #: cost more than the write; to an object store they go through threads, off the loop.
+    small_writes_inline: ClassVar[bool] = False
     #: Whether :meth:`create` is atomic (the store's own exclusive create), so run leases exclude a
     #: scheduler racing another; the default ask-then-write is not.
     atomic_create: ClassVar[bool] = False

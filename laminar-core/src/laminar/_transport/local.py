@@ -25,6 +25,7 @@ class Local(Datastore):
 
     schemes = ("file",)
     cheap_exists = True
+    small_writes_inline = True
     atomic_create = True
     max_workers = 1  # small local writes are faster in a row than handed to threads
     worth_compressing = 0.3  # zstd is no faster than a local disk: only what shrinks to under a third pays

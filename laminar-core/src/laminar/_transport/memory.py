@@ -13,6 +13,7 @@ class Memory(Datastore):
 
     schemes = ("memory",)
     cheap_exists = True
+    small_writes_inline = True
     atomic_create = True
     shared = False
     max_workers = 1
