@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from helpers import lines
 from laminar import Flow, Layer, Parameters
+from laminar._storage import layout
 from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import ForEach, Parameter, Retry
-from laminar._storage import layout
 from laminar.errors import DatastoreError, ExecutionNotFound
 from laminar.plugins import hookimpl
 
