@@ -165,3 +165,24 @@ def test_a_zstd_stream_that_ends_early_is_an_error(cut: int) -> None:
 def test_an_unknown_codec_is_named() -> None:
     with pytest.raises(ValueError, match=r"unknown codec 'brotli'; this Laminar reads none, zlib, zstd"):
         codecs.decode(b"", "brotli", 0)
+
+
+def test_large_pieces_hash_on_the_pool_in_order() -> None:
+    """Pieces of 1 MiB or more are hashed on other threads while the caller goes on; small ones in
+    between wait for them: the address is that of the bytes in the order they were given."""
+    import blake3
+
+    pieces = [NOISE, b"small", TEXT, NOISE[:1000], NOISE[: hashing.THREADED], b""]
+    pieces += [bytes([n]) * hashing.THREADED for n in range(16)] + [b"last"]  # many at once in flight
+    hasher = hashing.new()
+    pending = [hasher.submit(piece) for piece in pieces]
+    for waiting in pending:
+        waiting.wait()
+    assert hasher.hexdigest() == blake3.blake3(b"".join(pieces)).hexdigest()
+    assert hashing.hexdigest(b"".join(pieces)) == hasher.hexdigest()
+    legacy = hashing.new("sha256")
+    for piece in pieces:
+        legacy.update(piece)
+    assert legacy.hexdigest() == hashing.hexdigest(b"".join(pieces), "sha256") != hasher.hexdigest()
+    with pytest.raises(ValueError, match=r"unknown hash 'md5'; this Laminar verifies sha256, blake3"):
+        hashing.new("md5")

@@ -57,19 +57,41 @@ class Hasher(Protocol):
 
 
 class Blake3Hash:
-    """Incremental BLAKE3: what new artifacts are addressed by."""
+    """Incremental BLAKE3: what new artifacts are addressed by.
+
+    A large ``submit`` is hashed on the shared pool while the caller moves the bytes (a write to the
+    staging file, the next read), each after the one before it: hashing stays off the critical path.
+    """
 
     def __init__(self) -> None:
         self._hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._last: Future[bytes] | None = None  # the latest update still running on the pool
 
     def submit(self, data: Any) -> Pending:
-        self._hasher.update(data)
-        return _DONE
+        view = memoryview(data)
+        if view.nbytes < THREADED:
+            self._settle()
+            self._hasher.update(view)
+            return _DONE
+        self._last = pool().submit(self._update_after, self._last, view)
+        return Pending([self._last])
+
+    def _update_after(self, before: Future[bytes] | None, view: memoryview) -> bytes:
+        if before is not None:
+            before.result()
+        self._hasher.update(view)
+        return b""
+
+    def _settle(self) -> None:
+        if self._last is not None:
+            self._last.result()
+            self._last = None
 
     def update(self, data: Any) -> None:
-        self._hasher.update(data)
+        self.submit(data).wait()
 
     def hexdigest(self) -> str:
+        self._settle()
         return self._hasher.hexdigest()
 
 
