@@ -5,8 +5,9 @@ One layer stores a value and the next loads it (Thread executor, Local datastore
 baseline times the same handoff by hand: ``np.save`` + ``np.load`` for the array, ``pickle.dump`` +
 ``pickle.load`` (protocol 5, to a file) for the frame. Each measurement runs in a fresh process, and
 the modes run interleaved, round after round, so this machine's disk and CPU drift falls on both
-sides of each ratio alike; the median of the per-round ratios is reported. Each run starts after an
-``os.sync()``, so none pays for the writeback of the one before.
+sides of each ratio alike. Reported: the median of the per-round ratios, and the ratio of each
+side's best round (both in the disk's fast mode); the target must hold for both. Each run starts
+after an ``os.sync()``, so none pays for the writeback of the one before.
 
 Values: a 512 MiB incompressible int64 array, and a pandas DataFrame of the same size (eight float64
 columns of noise), stored with the default protocol and, with laminar-arrow installed, with the
@@ -179,15 +180,21 @@ def main() -> None:
     for mode, baseline in pairs + [(mode, "raw-frame") for mode in columnar]:
         each = ratios(mode, baseline)
         median = statistics.median(each)
+        # This disk has a fast mode (the page cache absorbs the writes) and a slow one (writeback
+        # throttles them) that each side falls into by turns; the best rounds compare fast with fast.
+        best = min(r["seconds"] for r in results[mode]) / min(r["seconds"] for r in results[baseline])
         peak = statistics.median(r["peak"] for r in results[mode])
         target = targets.get(mode) if baseline == "raw-array" else None
         verdict = ""
         if target is not None:
-            ok = median <= target[0] and peak <= target[1]
-            verdict = f"   {'ok' if ok else 'MISSED'} (targets <= {target[0]}x time, <= {target[1]}x memory)"
+            ok = max(median, best) <= target[0] and peak <= target[1]
+            verdict = (
+                f"   {'ok' if ok else 'MISSED'} (targets <= {target[0]}x time by both measures, "
+                f"<= {target[1]}x memory)"
+            )
         print(
             f"{mode} / {baseline}: median {median:.2f}x (rounds {min(each):.2f}-{max(each):.2f}x), "
-            f"peak {peak:.2f}x{verdict}"
+            f"best rounds {best:.2f}x, peak {peak:.2f}x{verdict}"
         )
 
 
