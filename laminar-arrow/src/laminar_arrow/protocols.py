@@ -73,7 +73,32 @@ def _buffer_from(file: BinaryIO, size: int) -> pa.Buffer:
     return buffer
 
 
-class ArrowIPC(Protocol[Any]):
+class _Columnar(Protocol[Any]):
+    """What the Arrow protocols share: stored as written, read whole into one Arrow buffer."""
+
+    safe = True
+    compress = False
+
+    def load(self, file: BinaryIO) -> Any:
+        return self._read(pa.py_buffer(file.read()))
+
+    def gather(self, file: BinaryIO, size: int) -> Callable[[], Any] | None:
+        buffer = _buffer_from(file, size)
+        return lambda: self._read(buffer)
+
+    def _read(self, buffer: pa.Buffer) -> Any:
+        raise NotImplementedError
+
+    def dumps(self, value: Any) -> bytes:
+        file = io.BytesIO()
+        self.dump(value, file)
+        return file.getvalue()
+
+    def loads(self, data: bytes) -> Any:
+        return self._read(pa.py_buffer(data))
+
+
+class ArrowIPC(_Columnar):
     """A DataFrame or Table as an Arrow IPC stream (``pyarrow.ipc.open_stream`` reads it).
 
     The fastest columnar form: no encoding, and a large one is read in one pass into one buffer the
@@ -81,9 +106,6 @@ class ArrowIPC(Protocol[Any]):
     as large as the data; pass ``compression="zstd"`` (or ``"lz4"``) for Arrow's own buffer
     compression, which every Arrow reader undoes.
     """
-
-    safe = True
-    compress = False
 
     def __init__(self, compression: str | None = None) -> None:
         self.compression = compression
@@ -98,35 +120,17 @@ class ArrowIPC(Protocol[Any]):
         with pa.ipc.new_stream(file, table.schema, options=options) as writer:
             writer.write_table(table)
 
-    def load(self, file: BinaryIO) -> Any:
-        return self._read(pa.py_buffer(file.read()))
-
-    def gather(self, file: BinaryIO, size: int) -> Callable[[], Any] | None:
-        buffer = _buffer_from(file, size)
-        return lambda: self._read(buffer)
-
     def _read(self, buffer: pa.Buffer) -> Any:
         with pa.ipc.open_stream(buffer) as reader:
             return _from_table(reader.read_all())
 
-    def dumps(self, value: Any) -> bytes:
-        file = io.BytesIO()
-        self.dump(value, file)
-        return file.getvalue()
 
-    def loads(self, data: bytes) -> Any:
-        return self._read(pa.py_buffer(data))
-
-
-class Parquet(Protocol[Any]):
+class Parquet(_Columnar):
     """A DataFrame or Table as a Parquet file (``pyarrow.parquet.read_table`` reads it).
 
     The most widely read and usually the smallest form (columns encoded and compressed, zstd by
     default), at the cost of encoding on write and decoding on read: slower than Arrow IPC.
     """
-
-    safe = True
-    compress = False
 
     def __init__(self, compression: str | None = "zstd") -> None:
         self.compression = compression
@@ -138,20 +142,5 @@ class Parquet(Protocol[Any]):
     def dump(self, value: Any, file: BinaryIO) -> None:
         pq.write_table(_to_table(value, self.name), file, compression=self.compression or "none")
 
-    def load(self, file: BinaryIO) -> Any:
-        return self._read(pa.py_buffer(file.read()))
-
-    def gather(self, file: BinaryIO, size: int) -> Callable[[], Any] | None:
-        buffer = _buffer_from(file, size)
-        return lambda: self._read(buffer)
-
     def _read(self, buffer: pa.Buffer) -> Any:
         return _from_table(pq.read_table(pa.BufferReader(buffer)))
-
-    def dumps(self, value: Any) -> bytes:
-        file = io.BytesIO()
-        self.dump(value, file)
-        return file.getvalue()
-
-    def loads(self, data: bytes) -> Any:
-        return self._read(pa.py_buffer(data))

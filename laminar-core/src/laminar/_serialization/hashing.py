@@ -35,7 +35,7 @@ def check_hash(algorithm: str) -> None:
 class Pending:
     """Digests being computed for one ``submit``; ``wait`` before the bytes may change."""
 
-    def __init__(self, futures: list[Future[bytes]]) -> None:
+    def __init__(self, futures: list[Future[Any]]) -> None:
         self.futures = futures
 
     def wait(self) -> None:
@@ -65,7 +65,7 @@ class Blake3Hash:
 
     def __init__(self) -> None:
         self._hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        self._last: Future[bytes] | None = None  # the latest update still running on the pool
+        self._last: Future[None] | None = None  # the latest update still running on the pool
 
     def submit(self, data: Any) -> Pending:
         view = memoryview(data)
@@ -76,11 +76,10 @@ class Blake3Hash:
         self._last = pool().submit(self._update_after, self._last, view)
         return Pending([self._last])
 
-    def _update_after(self, before: Future[bytes] | None, view: memoryview) -> bytes:
+    def _update_after(self, before: Future[None] | None, view: memoryview) -> None:
         if before is not None:
             before.result()
         self._hasher.update(view)
-        return b""
 
     def _settle(self) -> None:
         if self._last is not None:
@@ -110,7 +109,7 @@ class ChunkedHash:
     def submit(self, data: Any) -> Pending:
         """Start hashing ``data``; whole chunks go to other threads. Call ``wait`` on the result."""
         view = memoryview(data).cast("B")
-        futures: list[Future[bytes]] = []
+        futures: list[Future[Any]] = []
         if self._partial_size:
             take = min(CHUNK - self._partial_size, view.nbytes)
             self._partial.update(view[:take])
