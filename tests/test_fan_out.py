@@ -485,19 +485,6 @@ def test_a_finished_layer_finds_each_split_in_one_batch_even_after_a_straggler()
     ]
 
 
-def test_the_metadata_cache_is_bounded_by_weight(monkeypatch: pytest.MonkeyPatch) -> None:
-    from laminar._storage import store
-
-    monkeypatch.setattr(store, "_CACHE_WEIGHT", 10)
-    cache = store._Cache()
-    cache.put("a", "batch a", weight=6)
-    cache.put("b", "batch b", weight=3)
-    assert cache.get("a") == "batch a"  # now the most recently used
-    cache.put("c", "batch c", weight=4)  # over 10: the least recently used goes
-    assert (cache.get("a"), cache.get("b"), cache.get("c")) == ("batch a", None, "batch c")
-    assert cache.weight == 10
-
-
 # ---- scheduling cost ----------------------------------------------------------------------------
 
 
@@ -537,10 +524,10 @@ def test_scheduling_cost_is_linear_in_the_number_of_splits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from laminar._runtime import foreach
-    from laminar._storage import store as store_module
+    from laminar._storage.cache import MetadataCache
 
     # Without the metadata cache every lookup is a read, so the reads count the work itself.
-    monkeypatch.setattr(store_module._Cache, "get", lambda self, key: None)
+    monkeypatch.setattr(MetadataCache, "get", lambda self, key: None)
     grids = []
     real_grid = foreach.grid
     monkeypatch.setattr(foreach, "grid", lambda *args: grids.append(args[1]) or real_grid(*args))

@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -38,6 +39,9 @@ Runs = tuple[tuple[int, int], ...]
 _SEAL = b'{"sha256":"'
 _SEALED_AT = len(_SEAL) + 64 + 2  # where the checksummed body starts, after '<hex>",'
 _HEX = re.compile(r"[0-9a-f]{8,128}")
+#: One shared string for each codec and hash name, so a million parsed records do not hold a million
+#: copies of ``"none"`` and ``"blake3"``.
+_NAMES = {name: name for name in (*CODECS, *HASHES)}
 
 
 class Malformed(ValueError):
@@ -157,7 +161,7 @@ def describe(named: Named | None) -> str:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Artifact:
     """One stored value: its content hash, the codec its bytes use, and the protocol that reads it.
 
@@ -220,17 +224,17 @@ class Artifact:
         inline = data.get("inline")
         return cls(
             hexdigest,
-            codec,
-            _string(data["protocol"], "protocol"),
+            _NAMES[codec],
+            sys.intern(_string(data["protocol"], "protocol")),
             _integer(data.get("size", 0), "size"),
-            base64.b64decode(_string(inline, "inline")) if inline is not None else None,
+            binascii.a2b_base64(_string(inline, "inline")) if inline is not None else None,
             stored,
             origin,
-            hash,
+            _NAMES[hash],
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Archive:
     """Metadata for one named artifact of one layer split: the artifacts it points to.
 
@@ -245,12 +249,11 @@ class Archive:
 
     @classmethod
     def from_json(cls, payload: dict[str, Any], origin: Named | None = None) -> Archive:
-        return cls(
-            tuple(Artifact.from_json(a, origin) for a in payload["artifacts"]), bool(payload["sharded"])
-        )
+        parse = Artifact.from_json
+        return cls(tuple([parse(a, origin) for a in payload["artifacts"]]), bool(payload["sharded"]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SplitRecord:
     """One finished split: its archives by artifact name, and the error ``Catch`` absorbed, if any."""
 
@@ -282,7 +285,7 @@ def stored(record: SplitRecord | None) -> str:
     return ", ".join(record.artifacts) if record is not None and record.archives else "nothing"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SplitBatch:
     """The records of splits that finished close together, written as one object.
 

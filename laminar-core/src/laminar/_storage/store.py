@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import threading
 import time
-import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from laminar._names import validate
 from laminar._serialization.registry import Protocols
 from laminar._storage import artifacts, layout
+from laminar._storage.cache import cache_for
 from laminar._storage.records import (
     Archive,
     Artifact,
@@ -39,47 +37,10 @@ from laminar._storage.records import (
 from laminar._transport.datastore import Datastore
 from laminar.errors import IntegrityError
 
-_CACHE_WEIGHT = 200_000  # about this many split records (a batch weighs its number of splits)
 
-
-class _Cache:
-    """A bounded LRU of immutable metadata, one per datastore object, bounded by total weight."""
-
-    def __init__(self) -> None:
-        self.items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
-        self.weight = 0
-        self.lock = threading.Lock()
-
-    def get(self, key: str) -> Any:
-        with self.lock:
-            found = self.items.get(key)
-            if found is None:
-                return None
-            self.items.move_to_end(key)
-            return found[0]
-
-    def put(self, key: str, value: Any, weight: int = 1) -> None:
-        with self.lock:
-            previous = self.items.pop(key, None)
-            if previous is not None:
-                self.weight -= previous[1]
-            self.items[key] = (value, weight)
-            self.weight += weight
-            while self.weight > _CACHE_WEIGHT and len(self.items) > 1:
-                _, (_, dropped) = self.items.popitem(last=False)
-                self.weight -= dropped
-
-
-_caches: weakref.WeakKeyDictionary[Datastore, _Cache] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
-
-
-def _cache_for(datastore: Datastore) -> _Cache:
-    with _caches_lock:
-        cache = _caches.get(datastore)
-        if cache is None:
-            cache = _caches[datastore] = _Cache()
-        return cache
+def _weight(batch: SplitBatch) -> int:
+    """What a batch weighs in the metadata cache: its archives (a split that stored nothing weighs 1)."""
+    return sum(len(record.archives) or 1 for record in batch.splits.values())
 
 
 class _Locator:
@@ -130,7 +91,7 @@ class ExecutionStore:
         self.flow = flow
         self.execution = execution
         self.protocols = protocols
-        self._cache = _cache_for(datastore)
+        self._cache = cache_for(datastore)
         layout.execution(flow, execution)  # validates both names before anything is written
 
     # ---- execution ----------------------------------------------------------------------------
@@ -274,7 +235,7 @@ class ExecutionStore:
         batch = SplitBatch(dict(records))
         key = layout.split_batch(self.flow, self.execution, layer, name)
         self.datastore.write_bytes(key, batch.dumps())
-        self._cache.put(key, batch, weight=len(records))
+        self._cache.put(key, batch, weight=_weight(batch), written=True)
         return name
 
     def write_record(
@@ -284,7 +245,7 @@ class ExecutionStore:
         record = Record(self.flow, layer, splits, dict(batches), tuple(sorted(set(artifacts))))
         key = layout.record(self.flow, self.execution, layer)
         self.datastore.write_bytes(key, record.dumps())
-        self._cache.put(key, record)
+        self._cache.put(key, record, written=True)
 
     # ---- reading ------------------------------------------------------------------------------
     def _cached(self, key: str, parse: Any) -> Any:
@@ -343,7 +304,7 @@ class ExecutionStore:
                         key, f"split batch {key.rsplit('/', 1)[-1]} of layer {layer}", "it is missing"
                     ) from None
                 batch = self._parse_batch(layer, key, data)
-                self._cache.put(key, batch, weight=len(batch.splits))
+                self._cache.put(key, batch, weight=_weight(batch))
                 return batch
 
             fetched = dict(zip(unread, self.datastore.map_parallel(read, unread), strict=True))
