@@ -15,6 +15,7 @@ import base64
 import io
 import json
 import mmap
+import os
 import pickle
 import tracemalloc
 from pathlib import Path
@@ -133,6 +134,26 @@ def test_a_large_array_is_read_once_into_its_own_fresh_writable_memory(tmp_path:
     while getattr(base, "base", None) is not None:
         base = base.base
     assert isinstance(base, mmap.mmap) or isinstance(memoryview(base).obj, mmap.mmap)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX; the shared map is a POSIX mmap default")
+def test_a_large_array_read_back_is_private_to_its_process(tmp_path: Path) -> None:
+    # Its memory is a private map: a forked child (multiprocessing's default on Linux) writing to its
+    # copy must not write to the parent's, as it would through a shared anonymous map.
+    Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="x")
+    array = (
+        Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+        .execution("x")
+        .layer(Store)
+        .array
+    )
+    before = int(array[0])
+    child = os.fork()
+    if child == 0:
+        array[0] = before + 1
+        os._exit(0)
+    assert os.waitpid(child, 0)[1] == 0
+    assert int(array[0]) == before
 
 
 def test_staging_a_large_array_copies_none_of_it() -> None:

@@ -165,12 +165,17 @@ FRESH_MAP = 1 << 20
 def fresh_buffer(size: int) -> Any:
     """A new writable buffer of ``size`` bytes that no other object shares.
 
-    A large one is an anonymous map that asks for huge pages where the system has them (as numpy
-    does for large arrays): filling it then costs a fraction of the page faults.
+    A large one is a private anonymous map that asks for huge pages where the system has them (as
+    numpy does for large arrays): filling it then costs a fraction of the page faults. Private, not
+    ``mmap``'s default shared map: shared anonymous memory is shmem, which Linux does not back with
+    huge pages by default, and a 512 MiB read into it took twice as long here (0.25 s against 0.13 s).
     """
     if size < FRESH_MAP:
         return bytearray(size)
-    buffer = mmap.mmap(-1, size)
+    if hasattr(mmap, "MAP_PRIVATE"):  # POSIX; Windows maps take no flags
+        buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    else:
+        buffer = mmap.mmap(-1, size)
     if hasattr(mmap, "MADV_HUGEPAGE"):
         with contextlib.suppress(OSError):
             buffer.madvise(mmap.MADV_HUGEPAGE)
