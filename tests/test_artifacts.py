@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Batched, Sum, files
+from helpers import Batched, Double, Sum, files
 from laminar import Flow, Layer, Parameters
 
 # Internal on purpose: these tests check the stored form (where a blob lives, how it is named, what an
 # archive records), which no public API shows.
 from laminar._runtime.context import store_for
 from laminar._serialization import hashing
-from laminar._storage import artifacts, layout
+from laminar._storage import artifacts, layout, records
 from laminar.configurations import datastores, executors, serde
 from laminar.errors import DatastoreError, InvalidName, SerializationError
 
@@ -219,6 +219,25 @@ def test_records_of_another_storage_layout_are_refused_with_a_message(tmp_path: 
         DatastoreError, match="written in Laminar storage layout 1, and this Laminar reads layout 2"
     ):
         Batched(datastore=datastores.Local(tmp_path)).execution("old").layer(Sum).total  # noqa: B018
+
+
+def test_split_batches_are_layout_3_which_a_layout_2_reader_refuses_instead_of_calling_them_corrupt(
+    tmp_path: Path,
+) -> None:
+    # Their artifacts are addressed by BLAKE3, which code of layout 2 does not know: it must refuse
+    # the batch (as it refuses any layout but its own) rather than report the artifacts corrupt.
+    flow = Batched(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    flow(execution="new", n=3)
+    (batch,) = (tmp_path / layout.splits("Batched", "new", "Double")).iterdir()
+    document = json.loads(batch.read_bytes())
+    assert document["layout"] == 3
+    assert json.loads((tmp_path / layout.record("Batched", "new", "Double")).read_bytes())["layout"] == 2
+    document.pop("sha256")
+    batch.write_bytes(records.seal({**document, "layout": 4}))
+    with pytest.raises(
+        DatastoreError, match="written in Laminar storage layout 4, and this Laminar reads layouts 2 and 3"
+    ):
+        list(Batched(datastore=datastores.Local(tmp_path)).execution("new").layer(Double).value)
 
 
 def test_a_protocol_registered_between_runs_is_used_by_the_next_run(tmp_path: Path) -> None:

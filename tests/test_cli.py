@@ -184,6 +184,12 @@ def test_artifacts_and_get(flow_file: Path, store: str, tmp_path: Path) -> None:
         for row in json.loads(ok("artifacts", flow_file, "e", "Square", "--datastore", store, "--json"))
     }
     assert rows["value"]["splits"] == 3 and rows["value"]["items"] == 3 and rows["value"]["size"] > 0
+    assert rows["value"]["hexdigest"] is None  # three items: no one address
+    rows = {
+        row["name"]: row
+        for row in json.loads(ok("artifacts", flow_file, "e", "Source", "--datastore", store, "--json"))
+    }
+    assert rows["text"]["hash"] == "blake3" and len(rows["text"]["hexdigest"]) == 64
 
     assert ok("get", flow_file, "e", "Square", "value", "--datastore", store).strip() == "[0, 1, 4]"
     assert ok("get", flow_file, "e", "Square", "value", "--index", "2", "--datastore", store).strip() == "4"

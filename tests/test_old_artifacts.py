@@ -121,3 +121,29 @@ def test_damage_to_an_earlier_zlib_artifact_is_still_named(store: Path) -> None:
         IntegrityError, match=r"artifact 'large' of layer Values .* is corrupt: its bytes hash to"
     ):
         execution.layer(Values).large  # noqa: B018
+
+
+def test_diff_compares_values_either_side_of_blake3_by_their_bytes(store: Path) -> None:
+    # The store's execution addresses its artifacts by the chunked SHA-256; one written now, by BLAKE3.
+    # The same values must not show as changed, and different ones must.
+    from laminar._cli.diff import differences
+
+    class OldSafe(Flow): ...  # the flow the store was written with, now writing BLAKE3 addresses
+
+    @OldSafe.register
+    class SafeValues(Layer):
+        def __call__(self, parameters: Parameters) -> None:
+            self.array = np.arange(1000, dtype=np.float32)
+            self.mapping = {"word": parameters.word, "numbers": list(range(500))}
+            self.text = "laminar " * 300
+
+    flow = OldSafe(datastore=datastores.Local(store).use_safe_protocols(), executor=executors.Thread())
+    flow(execution="same", word="abc")
+    flow(execution="other", word="xyz")
+    old = flow.execution("format1")
+    assert differences(flow, old, flow.execution("same")) == []
+    rows = differences(flow, old, flow.execution("other"))
+    assert {(row["layer"], row["name"]) for row in rows} == {
+        ("Parameters", "word"),
+        ("SafeValues", "mapping"),
+    }

@@ -1,6 +1,8 @@
 """``laminar diff``: which parameters and artifacts two executions hold differently.
 
-Compared by content hash, from the split records alone: no artifact's value is loaded.
+Compared by content hash, from the split records alone: no artifact's value is loaded. Artifacts
+addressed by different hashes (an execution written before BLAKE3 against one after) are compared by
+hashing the older one's stored bytes with the newer one's hash.
 """
 
 from __future__ import annotations
@@ -12,44 +14,72 @@ import click
 from laminar import Execution, Flow
 from laminar._cli.common import datastore_option, file_argument, find_execution, open_flow
 from laminar._cli.output import emit_json, json_option, table
+from laminar._serialization.hashing import WRITE_HASH
+from laminar._storage.artifacts import content_hexdigest
+from laminar._storage.records import Artifact
+from laminar._transport.datastore import Datastore
 
-#: One artifact's content in one execution: per split, the content hashes of its items.
-Content = tuple[tuple[int, tuple[str, ...]], ...]
+#: One artifact's content in one execution: per split, its items.
+Content = tuple[tuple[int, tuple[Artifact, ...]], ...]
 
 
 def contents(flow: Flow, execution: Execution) -> dict[tuple[str, str], Content]:
-    """(layer, artifact) -> its content hashes, for every layer (Parameters included) that stored any."""
+    """(layer, artifact) -> its items per split, for every layer (Parameters included) that stored any."""
     store = flow.configuration.store(flow.name, execution.id)
-    found: dict[tuple[str, str], list[tuple[int, tuple[str, ...]]]] = {}
+    found: dict[tuple[str, str], list[tuple[int, tuple[Artifact, ...]]]] = {}
     for layer in flow.layer_names():
         for index, record in sorted(store.finished_splits(layer).items()):
             for name, archive in record.archives.items():
-                found.setdefault((layer, name), []).append(
-                    (index, tuple(artifact.hexdigest for artifact in archive.artifacts))
-                )
+                found.setdefault((layer, name), []).append((index, archive.artifacts))
     return {key: tuple(value) for key, value in found.items()}
+
+
+class _Addresses:
+    """Tells whether two items hold the same serialized bytes: by address when both are addressed by
+    one hash, else by re-hashing the older one's bytes with BLAKE3 (read once, remembered)."""
+
+    def __init__(self, datastore: Datastore) -> None:
+        self.datastore = datastore
+        self.rehashed: dict[tuple[str, str], str] = {}
+
+    def address(self, artifact: Artifact) -> str:
+        if artifact.hash == WRITE_HASH:
+            return artifact.hexdigest
+        key = (artifact.hash, artifact.hexdigest)
+        if key not in self.rehashed:
+            self.rehashed[key] = content_hexdigest(self.datastore, artifact, WRITE_HASH)
+        return self.rehashed[key]
+
+    def same(self, x: tuple[Artifact, ...] | None, y: tuple[Artifact, ...] | None) -> bool:
+        if x is None or y is None or len(x) != len(y):
+            return x is y
+        return all(
+            a.hexdigest == b.hexdigest if a.hash == b.hash else self.address(a) == self.address(b)
+            for a, b in zip(x, y, strict=True)
+        )
 
 
 def _summary(content: Content | None) -> str:
     if content is None:
         return "(absent)"
-    digests = [d for _, items in content for d in items]
-    if len(content) == 1 and len(digests) == 1:
-        return digests[0][:12]
-    return f"{len(content)} split(s), {len(digests)} item(s)"
+    items = [item for _, found in content for item in found]
+    if len(content) == 1 and len(items) == 1:
+        return items[0].hexdigest[:12]
+    return f"{len(content)} split(s), {len(items)} item(s)"
 
 
 def differences(flow: Flow, a: Execution, b: Execution) -> list[dict[str, Any]]:
     left, right = contents(flow, a), contents(flow, b)
+    addresses = _Addresses(flow.configuration.datastore)
     order = {name: position for position, name in enumerate(flow.layer_names())}
     rows = []
     for key in sorted(set(left) | set(right), key=lambda k: (order.get(k[0], 0), k[1])):
         x, y = left.get(key), right.get(key)
-        if x == y:
-            continue
         if x is not None and y is not None:
             dx, dy = dict(x), dict(y)
-            changed = sorted(i for i in set(dx) | set(dy) if dx.get(i) != dy.get(i))
+            changed = sorted(i for i in set(dx) | set(dy) if not addresses.same(dx.get(i), dy.get(i)))
+            if not changed:
+                continue
             what = "changed"
         else:
             changed, what = [], "only in " + ("A" if y is None else "B")

@@ -166,16 +166,16 @@ def _artifact_rows(flow: Flow, execution: Execution, layer: str) -> list[dict[st
     for index in sorted(splits):
         for name, archive in splits[index].archives.items():
             row = rows.setdefault(
-                name, {"name": name, "splits": 0, "items": 0, "size": 0, "sharded": False, "sha256": set()}
+                name, {"name": name, "splits": 0, "items": 0, "size": 0, "sharded": False, "digests": set()}
             )
             row["splits"] += 1
             row["items"] += len(archive.artifacts)
             row["size"] += sum(artifact.size for artifact in archive.artifacts)
             row["sharded"] = row["sharded"] or archive.sharded
-            row["sha256"].update(artifact.hexdigest for artifact in archive.artifacts)
-    for row in rows.values():
-        digests = sorted(row.pop("sha256"))
-        row["sha256"] = digests[0] if len(digests) == 1 else None
+            row["digests"].update((artifact.hash, artifact.hexdigest) for artifact in archive.artifacts)
+    for row in rows.values():  # the content address of an artifact that is one item, and its hash
+        digests = sorted(row.pop("digests"))
+        row["hash"], row["hexdigest"] = digests[0] if len(digests) == 1 else (None, None)
     return [rows[name] for name in sorted(rows)]
 
 
@@ -198,14 +198,14 @@ def artifacts(file: str, execution_id: str, layer: str, datastore: str | None, a
         click.echo(f"layer {layer} stored no artifacts in execution {execution.id}")
         return
     table(
-        ("artifact", "splits", "items", "size", "sha256"),
+        ("artifact", "splits", "items", "size", "content address"),
         [
             (
                 row["name"],
                 row["splits"],
                 row["items"],
                 size_text(row["size"]),
-                (row["sha256"] or "(several)")[:16],
+                f"{row['hash']} {row['hexdigest'][:16]}" if row["hexdigest"] else "(several)",
             )
             for row in rows
         ],

@@ -32,6 +32,12 @@ from laminar.errors import DatastoreError
 #: record checksum and the artifacts' ``stored`` digest kept layout 2: both are members a reader of
 #: the earlier layout-2 code ignores, and this code reads records without them.
 LAYOUT = 2
+#: Split batches are layout 3 since their artifacts are addressed by BLAKE3: a reader of layout 2
+#: ignores the artifacts' ``hash`` member, checks them against the chunked SHA-256 and would report
+#: good data as corrupt, so it must refuse the batch instead, which it does for any layout but its
+#: own. Nothing else changed: other records stay layout 2, and batches of layout 2 still read.
+BATCH_LAYOUT = 3
+BATCH_LAYOUTS = (LAYOUT, BATCH_LAYOUT)
 
 #: Split indices as inclusive ``(first, last)`` runs, e.g. ``((0, 150), (152, 156))``.
 Runs = tuple[tuple[int, int], ...]
@@ -79,17 +85,18 @@ def unseal(data: bytes) -> dict[str, Any]:
     return payload
 
 
-def _check_layout(payload: dict[str, Any], what: str) -> None:
+def _check_layout(payload: dict[str, Any], what: str, readable: tuple[int, ...] = (LAYOUT,)) -> None:
     found = payload.get("layout")
     if found is None and "flow" not in payload:
         raise Malformed("it has no storage layout version: it is not a record Laminar writes")
     found = 1 if found is None else found  # layout 1 records had no version, and a "flow" member
-    if found != LAYOUT:
+    if found not in readable or type(found) is not int:
         if type(found) is not int:
             raise Malformed(f"its storage layout version is {found!r}, not a number")
+        layouts = " and ".join(map(str, readable))
         raise DatastoreError(
-            f"this {what} was written in Laminar storage layout {found}, and this Laminar reads layout "
-            f"{LAYOUT}; read it with the Laminar release that wrote it"
+            f"this {what} was written in Laminar storage layout {found}, and this Laminar reads layout"
+            f"{'s' if len(readable) > 1 else ''} {layouts}; read it with the Laminar release that wrote it"
         )
 
 
@@ -298,13 +305,13 @@ class SplitBatch:
 
     def dumps(self) -> bytes:
         payload = {str(index): record.to_json() for index, record in sorted(self.splits.items())}
-        return seal({"layout": LAYOUT, "splits": payload})
+        return seal({"layout": BATCH_LAYOUT, "splits": payload})
 
     @classmethod
     def loads(cls, data: bytes, origin: Origin | None = None) -> SplitBatch:
         """Parse a batch; ``origin`` (flow, execution, layer, batch key) names what it holds in messages."""
         document = unseal(data)
-        _check_layout(document, "split batch")
+        _check_layout(document, "split batch", BATCH_LAYOUTS)
         try:
             splits: dict[int, SplitRecord] = {}
             for index, record in document["splits"].items():
