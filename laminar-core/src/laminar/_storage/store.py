@@ -79,6 +79,11 @@ class _Locator:
         return found
 
 
+def _batch_order(name: str) -> tuple[int, int]:
+    """A batch name's place in split order (its names sort as text: "1000-1063" before "64-127")."""
+    return layout.parse_split_batch(name) or (-1, -1)
+
+
 class ExecutionStore:
     """Reads and writes the records of one execution of one flow in one datastore.
 
@@ -290,7 +295,7 @@ class ExecutionStore:
         return locator
 
     def _batches(self, layer: str, names: Iterable[str]) -> list[SplitBatch]:
-        """Read these batches of ``layer``, the uncached ones in parallel."""
+        """Read these batches of ``layer``, the uncached ones in parallel, and cache those in order."""
         keys = [layout.split_batch(self.flow, self.execution, layer, name) for name in names]
         found: list[SplitBatch | None] = [self._cache.get(key) for key in keys]
         unread = [key for key, batch in zip(keys, found, strict=True) if batch is None]
@@ -303,11 +308,11 @@ class ExecutionStore:
                     raise self._damaged(
                         key, f"split batch {key.rsplit('/', 1)[-1]} of layer {layer}", "it is missing"
                     ) from None
-                batch = self._parse_batch(layer, key, data)
-                self._cache.put(key, batch, weight=_weight(batch))
-                return batch
+                return self._parse_batch(layer, key, data)
 
             fetched = dict(zip(unread, self.datastore.map_parallel(read, unread), strict=True))
+            for key in unread:  # in the order asked, not as the reads happened to end
+                self._cache.put(key, fetched[key], weight=_weight(fetched[key]))
             found = [
                 batch if batch is not None else fetched[key] for key, batch in zip(keys, found, strict=True)
             ]
@@ -327,7 +332,8 @@ class ExecutionStore:
         indices = list(indices)
         locator = self._locator(layer)
         candidates = [locator.candidates(index) for index in indices]
-        wanted = sorted({name for names in candidates for name in names})
+        # In split order, so the batch that runs on into the next window is cached last (and kept).
+        wanted = sorted({name for names in candidates for name in names}, key=_batch_order)
         batches = dict(zip(wanted, self._batches(layer, wanted), strict=True))
         found: list[SplitRecord | None] = []
         for index, names in zip(indices, candidates, strict=True):
