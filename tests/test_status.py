@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -479,3 +480,96 @@ def test_a_layer_record_that_cannot_be_written_off_the_loop_fails_the_run(tmp_pa
         Far(datastore=datastore, executor=executors.Thread())(execution="down")
     assert not (tmp_path / layout.layer_status("Far", "down", "First")).exists()
     assert Far(datastore=datastores.Local(tmp_path)).execution("down").status != "succeeded"
+
+
+# ---- a layer's "running" record is written only once the layer has run a while ---------------------
+
+
+class CountingLocal(datastores.Local):
+    """Counts the layer status records written, by layer."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.status_writes: dict[str, list[str]] = {}
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if key.endswith("/status.json") and "/layers/" in key:
+            layer = key.split("/layers/")[1].split("/")[0]
+            self.status_writes.setdefault(layer, []).append(json.loads(data)["status"])
+        super().write_bytes(key, data)
+
+
+def test_a_layer_that_ends_before_the_delay_writes_only_its_final_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from laminar._plugins import status as status_plugin
+
+    monkeypatch.setattr(status_plugin, "RUNNING_AFTER", 60.0)  # no layer here runs that long
+    datastore = CountingLocal(tmp_path)
+    execution = Far(datastore=datastore, executor=executors.Thread())()
+    assert datastore.status_writes == {"First": ["finished"], "Second": ["finished"]}
+    assert execution.status == "succeeded"
+
+
+class Slowly(Flow): ...
+
+
+@Slowly.register
+class Slow(Layer):
+    """Runs until its own layer record says "running" (or 30 s pass), and keeps what it saw."""
+
+    def __call__(self) -> None:
+        path = Path(os.environ["SLOW_STATUS"])
+        deadline = time.monotonic() + 30
+        self.seen = None
+        while time.monotonic() < deadline:
+            if path.exists():
+                self.seen = json.loads(path.read_text())["status"]
+                break
+            time.sleep(0.01)
+
+
+@pytest.mark.parametrize("datastore_class", [datastores.Local, FarLocal], ids=["local", "object-store"])
+def test_a_layer_still_running_after_the_delay_reads_as_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, datastore_class: type[datastores.Local]
+) -> None:
+    from laminar._plugins import status as status_plugin
+
+    monkeypatch.setattr(status_plugin, "RUNNING_AFTER", 0.05)
+    monkeypatch.setenv("SLOW_STATUS", str(tmp_path / layout.layer_status("Slowly", "slow", "Slow")))
+    execution = Slowly(datastore=datastore_class(tmp_path), executor=executors.Thread())(execution="slow")
+    assert execution.layer(Slow).seen == "running"
+    assert execution.status.layers["Slow"].status == "finished"
+
+
+class SlowRunningRecord(datastores.Local):
+    """A Local datastore on which writing a layer's "running" record takes a while."""
+
+    started = threading.Event()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if "/layers/" in key and key.endswith("/status.json") and json.loads(data)["status"] == "running":
+            self.started.set()
+            time.sleep(0.3)  # the layer ends, and its final record comes, while this one is written
+        super().write_bytes(key, data)
+
+
+class Overtaken(Flow): ...
+
+
+@Overtaken.register
+class Quick(Layer):
+    def __call__(self) -> None:
+        assert SlowRunningRecord.started.wait(30), "the running record was never written"
+
+
+def test_a_layer_s_final_record_waits_for_its_running_record_being_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from laminar._plugins import status as status_plugin
+
+    monkeypatch.setattr(status_plugin, "RUNNING_AFTER", 0.01)
+    SlowRunningRecord.started.clear()
+    Overtaken(datastore=SlowRunningRecord(tmp_path), executor=executors.Thread())(execution="quick")
+    record = json.loads((tmp_path / layout.layer_status("Overtaken", "quick", "Quick")).read_text())
+    assert record["status"] == "finished"  # not overwritten by the older "running" record

@@ -2,15 +2,16 @@
 
 ``status.json`` says "running" from the moment a run (or resume) starts, and "succeeded", "failed"
 or "cancelled" (stopped by a signal) with the end time and the error when it ends. Each layer's
-``status.json`` says "running" when it starts and, when it ends, "finished", "failed" (a split of its
-own failed for good), "cancelled" (the run stopped first) or "skipped" with the reason, with every
-split attempt's times and, for a failed one, its error. Split events only touch memory; a layer's
-record is written when it starts and when it ends: at once to a local datastore (a small local
-write costs less than a hop to a thread), by a thread of its own (``_Writer``) to an object store,
-so the scheduler does not wait on two requests per layer. The execution's record is written last, after every layer record of it: whoever reads
-"succeeded" or "failed" reads the layers' final records too. The results API reads them
-(``execution.status``, ``execution.status.layers``).
-"""
+``status.json`` says "running" once it has run ``RUNNING_AFTER`` seconds and, when it ends,
+"finished", "failed" (a split of its own failed for good), "cancelled" (the run stopped first) or
+"skipped" with the reason, with every split attempt's times and, for a failed one, its error. A
+layer that ends sooner gets only its final record: one small write per layer of a chain, not two.
+Split events only touch memory. A layer's final record is written at once to a local datastore (a
+small local write costs less than a hop to a thread), by a thread of its own (``_Writer``) to an
+object store, so the scheduler does not wait on a request per layer. The execution's record is
+written last, after every layer record of it: whoever reads "succeeded" or "failed" reads the
+layers' final records too. The results API reads them (``execution.status``,
+``execution.status.layers``)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 #: Attempts that did not fail kept per layer record (every failed one is kept, up to FAILED_LIMIT).
 ATTEMPT_LIMIT = 10_000
 FAILED_LIMIT = 1_000
+#: Seconds a layer runs before its "running" record is written (see ``_Writer``).
+RUNNING_AFTER = 0.25
 
 
 @dataclass
@@ -55,37 +58,56 @@ _layers: dict[tuple[str, str, str], _LayerRun] = {}  # (flow, execution, layer) 
 
 
 class _Writer:
-    """Writes layer status records in order on a thread of its own; flushed when an execution ends.
+    """Writes layer status records in order, on a thread of its own for an object store; flushed when
+    an execution ends.
 
     A layer's record that is still waiting when a newer one of the same layer comes is replaced by
-    it (a layer that ended before its "running" record was written has one write, not two). A write
-    that fails is raised by the next hook of the same process, as a synchronous write's would be.
+    it. A "running" record waits ``RUNNING_AFTER`` seconds before it is due, so a layer that ends
+    sooner (most layers of a chain) has one write, its final record, not two; a layer still running
+    then reads as running. Other records are written at once: on the caller's thread to a local
+    datastore (cheaper than a hop to a thread), else by the thread. A write that fails is raised by
+    the next hook of the same process, as a synchronous write's would be.
     """
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, str, str], tuple[ExecutionStore, LayerStatusRecord]] = {}
+        # (flow, execution, layer) -> what to write and when it is due (time.monotonic()), in order
+        self._pending: dict[tuple[str, str, str], tuple[ExecutionStore, LayerStatusRecord, float]] = {}
         self._writing: tuple[str, str, str] | None = None
         self._failure: BaseException | None = None
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def put(self, store: ExecutionStore, record: LayerStatusRecord) -> None:
+    def put(self, store: ExecutionStore, record: LayerStatusRecord, *, after: float = 0.0) -> None:
+        """Write ``record``, or ``after`` seconds from now unless a newer record of its layer comes."""
         self._raise_failure()
-        if store.datastore.small_writes_inline:  # a local file: cheaper written now than handed over
-            store.write_layer_status(record)
-            return
         key = (record.flow, record.id, record.layer)
+        inline = store.datastore.small_writes_inline and after <= 0
         with self._changed:
-            self._pending.pop(key, None)  # the newer record goes last, in the order they came
-            self._pending[key] = (store, record)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="laminar-status", daemon=True)
-                self._thread.start()
-            self._changed.notify_all()
+            self._pending.pop(key, None)  # the newer record replaces it, and goes last
+            if inline:
+                while self._writing == key:  # an older record of this layer lands first, not after
+                    self._changed.wait()
+            else:
+                self._pending[key] = (store, record, time.monotonic() + after)
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="laminar-status", daemon=True)
+                    self._thread.start()
+                self._changed.notify_all()
+        if inline:
+            store.write_layer_status(record)
+
+    def discard(self, key: tuple[str, str, str]) -> None:
+        """Forget the layer's record that is still waiting (its store is failing: do not wait on it)."""
+        with self._changed:
+            self._pending.pop(key, None)
 
     def flush(self, flow: str, execution: str) -> None:
-        """Wait until every record of ``execution`` put so far is written; raise a failed write."""
+        """Write every record of ``execution`` put so far, due or not, and wait; raise a failed write."""
         with self._changed:
+            for key, (store, record, _) in self._pending.items():
+                if key[:2] == (flow, execution):
+                    self._pending[key] = (store, record, 0.0)
+            self._changed.notify_all()
             while self._owes((flow, execution)):
                 self._changed.wait()
         self._raise_failure()
@@ -100,13 +122,22 @@ class _Writer:
         if failure is not None:
             raise failure
 
+    def _next(self) -> tuple[str, str, str]:
+        """The first record due, in the order they came; waits for one (call holding the lock)."""
+        while True:
+            now = time.monotonic()
+            soonest = None
+            for key, (_, _, due) in self._pending.items():
+                if due <= now:
+                    return key
+                soonest = due if soonest is None else min(soonest, due)
+            self._changed.wait(None if soonest is None else soonest - now)
+
     def _run(self) -> None:
         while True:
             with self._changed:
-                while not self._pending:
-                    self._changed.wait()
-                key = next(iter(self._pending))
-                store, record = self._pending.pop(key)
+                key = self._next()
+                store, record, _ = self._pending.pop(key)
                 self._writing = key
             try:
                 store.write_layer_status(record)
@@ -187,7 +218,7 @@ def laminar_layer_started(layer: Layer, splits: int) -> None:
             run.attempts.extend(earlier.attempts)
             run.omitted = earlier.omitted
             run.failures = sum(1 for attempt in earlier.attempts if attempt.error is not None)
-    _writer.put(store, _record(key, run, "running"))
+    _writer.put(store, _record(key, run, "running"), after=RUNNING_AFTER)
 
 
 @hookimpl
@@ -244,7 +275,8 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
     execution = layer.execution
     assert execution is not None
     if isinstance(error, DatastoreError):
-        return  # as for the execution's record: the store is failing
+        _writer.discard(key)  # as for the execution's record: the store is failing
+        return
     if error is None:
         status, reason = "finished", None
     elif run.failed is not None:
