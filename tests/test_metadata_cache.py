@@ -9,13 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import CountingLocal
-from laminar import Flow, Layer, Parameters
+from helpers import Batched, CountingLocal, Sum
 from laminar._runtime import commit
 from laminar._storage import cache as cache_module
 from laminar._storage.cache import MetadataCache
 from laminar.configurations import executors
-from laminar.configurations.layers import ForEach, Parameter
 
 
 def test_the_cache_is_bounded_by_weight_and_drops_the_least_recently_used() -> None:
@@ -59,27 +57,6 @@ def test_a_weight_over_the_bound_still_keeps_that_one_entry() -> None:
     assert cache.weight == 9
 
 
-class Wide(Flow): ...
-
-
-@Wide.register
-class Items(Layer):
-    def __call__(self, parameters: Parameters) -> None:
-        self.shard(item=range(parameters.n))
-
-
-@Wide.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="item")]))
-class Double(Layer):
-    def __call__(self, items: Items) -> None:
-        self.value = items.item * 2
-
-
-@Wide.register
-class Total(Layer):
-    def __call__(self, double: Double) -> None:
-        self.total = sum(double.value)
-
-
 def test_a_join_over_more_splits_than_the_cache_reads_only_what_it_could_not_keep(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -87,8 +64,8 @@ def test_a_join_over_more_splits_than_the_cache_reads_only_what_it_could_not_kee
     monkeypatch.setattr(commit, "LIMIT", 50)  # batches of at most 50 splits
     n = 1_500
     store = CountingLocal(tmp_path)
-    execution = Wide(datastore=store, executor=executors.Thread())(n=n)
-    assert execution.layer(Total).total == n * (n - 1)
+    execution = Batched(datastore=store, executor=executors.Thread())(n=n)
+    assert execution.layer(Sum).total == n * (n - 1)
     written = [key for key in store.writes if "/layers/Double/splits/" in key]
     read = [key for key in store.reads if "/layers/Double/splits/" in key]
     assert len(written) >= 15, written  # enough batches for the cache to hold only some of them

@@ -43,8 +43,6 @@ class _Addresses:
         self.rehashed: dict[tuple[str, str], str] = {}
 
     def address(self, artifact: Artifact) -> str:
-        if artifact.hash == WRITE_HASH:
-            return artifact.hexdigest
         key = (artifact.hash, artifact.hexdigest)
         if key not in self.rehashed:
             self.rehashed[key] = content_hexdigest(self.datastore, artifact, WRITE_HASH)

@@ -90,9 +90,9 @@ def _check_layout(payload: dict[str, Any], what: str, readable: tuple[int, ...] 
     if found is None and "flow" not in payload:
         raise Malformed("it has no storage layout version: it is not a record Laminar writes")
     found = 1 if found is None else found  # layout 1 records had no version, and a "flow" member
-    if found not in readable or type(found) is not int:
-        if type(found) is not int:
-            raise Malformed(f"its storage layout version is {found!r}, not a number")
+    if type(found) is not int:
+        raise Malformed(f"its storage layout version is {found!r}, not a number")
+    if found not in readable:
         layouts = " and ".join(map(str, readable))
         raise DatastoreError(
             f"this {what} was written in Laminar storage layout {found}, and this Laminar reads layout"
