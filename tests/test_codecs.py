@@ -101,6 +101,29 @@ def test_each_frame_is_compressed_only_if_it_shrinks(tmp_path: Path) -> None:
         codecs.decode(stored, "zstd", len(data) - 1)
 
 
+def test_frames_still_compressing_hold_their_own_copy_of_the_callers_bytes() -> None:
+    """A writer may reuse its buffer once ``write`` returns (``io``'s contract), although frames of
+    it are still compressing on the pool: one buffer refilled for each write, with text and noise
+    frames in turn, is stored as what each write held, in order."""
+    text = [TEXT[i : i + codecs.FRAME] for i in range(0, 2 * codecs.FRAME, codecs.FRAME)]
+    noise = [NOISE[i : i + codecs.FRAME] for i in range(0, 2 * codecs.FRAME, codecs.FRAME)]
+    t0, t1, n0, n1 = text + noise
+    orders = [(t0, t1, n0, n1), (n0, t1, t0, n1), (t1, n1, t1, t0), (t0, t0, t1, n0), (n1, n0, t1, t0)]
+    writes = [b"".join(order) for order in orders]
+    sink = io.BytesIO()
+    writer = EncodingWriter(sink)  # type: ignore[arg-type]
+    reused = bytearray(4 * codecs.FRAME)
+    for data in writes:
+        reused[:] = data
+        writer.write(reused)
+    reused[:] = bytes(len(reused))  # and once more after the last write
+    writer.finish()
+    stored = sink.getvalue()
+    assert writer.codec == "zstd" and len(stored) < 0.8 * len(b"".join(writes))  # the text compressed
+    assert unzstd(stored) == b"".join(writes)
+    assert writer.stored_hexdigest == hashing.hexdigest(stored)
+
+
 def test_values_that_do_not_compress_are_stored_as_they_are(tmp_path: Path) -> None:
     Codecs(datastore=compressing(tmp_path), executor=executors.Thread())(execution="x")
     noise = artifacts_of(tmp_path)["noise"]
@@ -180,6 +203,10 @@ def test_large_pieces_hash_on_the_pool_in_order() -> None:
         waiting.wait()
     assert hasher.hexdigest() == blake3.blake3(b"".join(pieces)).hexdigest()
     assert hashing.hexdigest(b"".join(pieces)) == hasher.hexdigest()
+    on_one_core = hashing.new(pieces=True)  # the stored bytes' hasher: the same address
+    for piece in pieces:
+        on_one_core.update(piece)
+    assert on_one_core.hexdigest() == hasher.hexdigest()
     legacy = hashing.new("sha256")
     for piece in pieces:
         legacy.update(piece)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any, BinaryIO
 
 import zstandard
@@ -39,7 +41,6 @@ WRITE_CODEC = "zstd"  # what compressible values are written with
 ZSTD_LEVEL = 1
 FRAME = 1 << 20  # zstd output is cut into independent frames of this many bytes, each decided alone
 FRAME_SAMPLE = 16 * 1024  # bytes of a frame compressed to decide whether the whole frame is
-PARALLEL = 4  # a write of this many whole frames or more compresses them on every core
 _RAW_BLOCK = 128 * 1024  # the largest block a zstd frame may hold
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _RAW_FRAME_HEADER = bytes([0xA0])  # single segment, a 4-byte content size, no checksum or dictionary
@@ -75,12 +76,19 @@ def _raw_frame(view: memoryview) -> Iterator[Any]:
         yield view[start:end]
 
 
-def _encode_frame(view: memoryview, worth_it: float) -> list[Any]:
-    """One frame of a zstd stream: compressed if a sample of it shrinks to ``worth_it``, else raw."""
+def _worth_compressing(view: memoryview, worth_it: float) -> bool:
+    """Whether a sample of one frame shrinks to ``worth_it`` of its size with zstd."""
     sample = view[:FRAME_SAMPLE]
-    if len(compress(sample, WRITE_CODEC)) <= worth_it * sample.nbytes:
-        return [zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(view)]
-    return list(_raw_frame(view))
+    return len(compress(sample, WRITE_CODEC)) <= worth_it * sample.nbytes
+
+
+def _compress_frame(frame: bytes) -> list[Any]:
+    """One compressed zstd frame (run on the pool, on a copy the caller no longer changes)."""
+    return [zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(frame)]
+
+
+def _ready(encoded: Future[list[Any]] | list[Any]) -> bool:
+    return not isinstance(encoded, Future) or encoded.done()
 
 
 def compress(data: Any, codec: str) -> bytes:
@@ -155,6 +163,7 @@ class EncodingWriter(io.RawIOBase):
         self._pending_size = 0
         self._stored_hash: hashing.Hasher | None = None
         self._tail = bytearray()  # the start of the next frame, until it is whole
+        self._flight: deque[Future[list[Any]] | list[Any]] = deque()  # encoded frames, in stream order
 
     def writable(self) -> bool:
         return True
@@ -194,7 +203,7 @@ class EncodingWriter(io.RawIOBase):
             worth_it = len(compressed) <= self.worth_it * min(len(sample), SAMPLE)
             self.codec = WRITE_CODEC if worth_it else "none"
         if self.codec != "none":
-            self._stored_hash = hashing.new()
+            self._stored_hash = hashing.new(pieces=True)  # compressed frames and raw blocks: small
         self._emit(memoryview(sample))
 
     def _emit(self, view: memoryview) -> None:
@@ -216,16 +225,34 @@ class EncodingWriter(io.RawIOBase):
             self._tail += view[whole:]
 
     def _frames(self, frames: list[memoryview]) -> None:
-        """Encode ``frames`` in order; many at once are compressed on every core."""
-        if len(frames) < PARALLEL:
-            for frame in frames:
-                self._store(_encode_frame(frame, self.worth_it))
-            return
-        window = threads.width()
-        for first in range(0, len(frames), window):
-            batch = frames[first : first + window]
-            for parts in threads.pool().map(_encode_frame, batch, [self.worth_it] * len(batch)):
-                self._store(parts)
+        """Encode ``frames`` in stream order, compressing on the pool while later frames arrive.
+
+        A frame worth compressing is copied (a fraction of compressing it) and compressed on the
+        pool, so up to ``threads.width()`` frames compress at once, across writes too: a value
+        written as many one-frame columns compresses on every core. A frame stored as it is goes
+        straight to the sink from the caller's memory, unless frames before it are still
+        compressing; then a copy waits its turn. Nothing refers to the caller's memory once
+        ``write`` returns.
+        """
+        for frame in frames:
+            if _worth_compressing(frame, self.worth_it):
+                self._queue(threads.pool().submit(_compress_frame, bytes(frame)))
+            elif self._flight:
+                self._queue(list(_raw_frame(memoryview(bytes(frame)))))
+            else:
+                self._store(list(_raw_frame(frame)))
+            while self._flight and _ready(self._flight[0]):
+                self._land()
+
+    def _queue(self, encoded: Future[list[Any]] | list[Any]) -> None:
+        if len(self._flight) >= threads.width():
+            self._land()
+        self._flight.append(encoded)
+
+    def _land(self) -> None:
+        """Store the oldest encoded frame, waiting for it if it is still compressing."""
+        encoded = self._flight.popleft()
+        self._store(encoded.result() if isinstance(encoded, Future) else encoded)
 
     def _store(self, parts: list[Any]) -> None:
         assert self._stored_hash is not None
@@ -240,6 +267,8 @@ class EncodingWriter(io.RawIOBase):
         if self._tail:
             self._frames([memoryview(self._tail)])
             self._tail = bytearray()
+        while self._flight:
+            self._land()
 
     @property
     def hexdigest(self) -> str:

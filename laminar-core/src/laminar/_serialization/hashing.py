@@ -61,10 +61,13 @@ class Blake3Hash:
 
     A large ``submit`` is hashed on the shared pool while the caller moves the bytes (a write to the
     staging file, the next read), each after the one before it: hashing stays off the critical path.
+    ``pieces``: the bytes come in pieces under ``THREADED`` (compressed frames), hashed on one core.
+    BLAKE3's tree-parallel hashing splits even a small piece across threads, and while the other
+    cores are busy compressing that hashed 128 KiB pieces at 2.0 GB/s here, against 4.8 GB/s on one.
     """
 
-    def __init__(self) -> None:
-        self._hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    def __init__(self, *, pieces: bool = False) -> None:
+        self._hasher = blake3.blake3(max_threads=1 if pieces else blake3.blake3.AUTO)
         self._last: Future[None] | None = None  # the latest update still running on the pool
 
     def submit(self, data: Any) -> Pending:
@@ -138,10 +141,10 @@ class ChunkedHash:
         return hashlib.sha256(b"".join(digests)).hexdigest()
 
 
-def new(algorithm: str = WRITE_HASH) -> Hasher:
-    """A fresh incremental hasher for ``algorithm``."""
+def new(algorithm: str = WRITE_HASH, *, pieces: bool = False) -> Hasher:
+    """A fresh incremental hasher for ``algorithm``; ``pieces``: fed only small pieces (see Blake3Hash)."""
     if algorithm == WRITE_HASH:
-        return Blake3Hash()
+        return Blake3Hash(pieces=pieces)
     check_hash(algorithm)
     return ChunkedHash()
 
