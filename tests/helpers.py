@@ -90,6 +90,10 @@ class CountingLocal(datastores.Local):
         self.writes.append(key)
         super().write_bytes(key, data)
 
+    def write_file(self, key: str, path: str) -> None:
+        self.writes.append(key)
+        super().write_file(key, path)
+
     def list_prefix(self, prefix: str) -> list[str]:
         self.listings.append(prefix)
         return super().list_prefix(prefix)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CountingLocal
 from laminar import Flow, Layer, Parameters
 from laminar._serialization import codecs
 from laminar._storage import artifacts, layout, records
@@ -385,6 +386,92 @@ def test_deleted_execution_metadata_reads_as_no_execution(root: Path) -> None:
 
 def test_every_integrity_error_is_a_datastore_error() -> None:
     assert issubclass(IntegrityError, DatastoreError) and issubclass(IntegrityError, OSError)
+
+
+# ---- an address holds one encoding of its value ------------------------------------------------------
+#
+# A value already stored is not written again, and executions that compress differently (here,
+# another worth_compressing) record their own choice for the same address. Every record still reads
+# back, and nothing is decompressed from bytes other than those a record names.
+
+
+def run_again(root: Path, worth_compressing: float) -> None:
+    """Store the same values again, as execution y, deciding compression with ``worth_compressing``."""
+    datastore = datastores.Local(root)
+    datastore.worth_compressing = worth_compressing
+    Damage(datastore=datastore, executor=executors.Thread())(execution="y")
+
+
+def artifact_of(root: Path, execution: str, name: str) -> dict[str, Any]:
+    (batch,) = (root / layout.splits("Damage", execution, "Store")).iterdir()
+    entry: dict[str, Any] = json.loads(batch.read_bytes())["splits"]["0"]["archives"][name]["artifacts"][0]
+    return entry
+
+
+def store_of(root: Path, execution: str) -> Any:
+    return (
+        Damage(datastore=datastores.Local(root), executor=executors.Thread())
+        .execution(execution)
+        .layer(Store)
+    )
+
+
+VALUES = {"text": " ".join(str(i) for i in range(4000)), "repeated": REPEATED}
+
+
+@pytest.mark.parametrize("name", ["text", "repeated"])  # read whole, and streamed
+def test_a_value_stored_compressed_then_uncompressed_is_kept_as_it_is(
+    root: Path, name: str, decompressions: list[str]
+) -> None:
+    assert blob_path(root, name).read_bytes().startswith(b"\x28\xb5\x2f\xfd")  # x compressed it
+    run_again(root, worth_compressing=0)
+    first, again = archive(root, name), artifact_of(root, "y", name)
+    assert first["hexdigest"] == again["hexdigest"] and (first["codec"], again["codec"]) == ("zstd", "none")
+    stored = blob_path(root, name).read_bytes()
+    assert records_digest(stored) == first["hexdigest"]  # y's bytes replaced x's: the value as it is
+    assert getattr(store_of(root, "y"), name) == getattr(store_of(root, "x"), name) == VALUES[name]
+    assert decompressions == []
+
+
+def test_only_compressed_bytes_under_a_value_staged_as_it_is_are_written_again(root: Path) -> None:
+    def artifact_writes(execution: str, worth_compressing: float) -> set[str]:
+        datastore = CountingLocal(root)
+        datastore.worth_compressing = worth_compressing
+        Damage(datastore=datastore, executor=executors.Thread())(execution=execution)
+        return {key for key in datastore.writes if key.startswith("artifacts/")}
+
+    assert artifact_writes("same", 0.85) == set()  # as x stored them
+    compressed = {layout.artifact(archive(root, name)["hexdigest"]) for name in ("text", "repeated")}
+    assert artifact_writes("plain", 0) == compressed  # the noise was stored as it is already
+    assert artifact_writes("plain-again", 0) == artifact_writes("compressing-again", 0.85) == set()
+
+
+@pytest.mark.parametrize("name", ["text", "repeated"])
+def test_a_value_stored_uncompressed_reads_back_under_a_record_that_says_compressed(
+    tmp_path: Path, name: str, decompressions: list[str]
+) -> None:
+    root = tmp_path / "store"
+    uncompressed = datastores.Local(root)
+    uncompressed.worth_compressing = 0
+    Damage(datastore=uncompressed, executor=executors.Thread())(execution="x")
+    run_again(root, worth_compressing=0.85)
+    assert (archive(root, name)["codec"], artifact_of(root, "y", name)["codec"]) == ("none", "zstd")
+    assert records_digest(blob_path(root, name).read_bytes()) == archive(root, name)["hexdigest"]  # kept
+    assert getattr(store_of(root, "y"), name) == getattr(store_of(root, "x"), name) == VALUES[name]
+    assert decompressions == []  # the bytes hash to the value's address: read as they are
+
+
+def test_compressed_bytes_under_a_record_that_says_uncompressed_are_never_decompressed(
+    root: Path, tmp_path: Path, decompressions: list[str]
+) -> None:
+    run_again(root, worth_compressing=0)
+    marker = tmp_path / "ran"
+    planted = pickle.dumps(Marker(marker))  # padded to the recorded size: only the address tells
+    planted += b" " * (artifact_of(root, "y", "text")["size"] - len(planted))
+    blob_path(root, "text").write_bytes(codecs.compress(planted, "zstd"))  # a valid zstd stream
+    with pytest.raises(IntegrityError, match=r"artifact 'text' .* is corrupt: its bytes hash to") as caught:
+        store_of(root, "y").text  # noqa: B018
+    assert type(caught.value) is IntegrityError and not marker.exists() and decompressions == []
 
 
 # ---- a store written before stored digests and record checksums --------------------------------------

@@ -98,6 +98,11 @@ def compress(data: Any, codec: str) -> bytes:
     return out
 
 
+def starts_zstd(head: bytes) -> bool:
+    """Whether stored bytes beginning with ``head`` begin as a zstd stream (its frame magic number)."""
+    return head[:4] == _ZSTD_MAGIC
+
+
 class DecodeError(ValueError):
     """Stored bytes do not decompress with their codec, or to more or fewer bytes than recorded."""
 

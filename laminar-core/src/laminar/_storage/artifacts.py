@@ -21,7 +21,7 @@ import io
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
 from laminar._serialization import codecs, hashing, safe
@@ -211,7 +211,11 @@ def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
             if datastore.cheap_exists or item.path is not None or item.artifact.stored is not None
         ]
         present = set(k for k, there in zip(asked, datastore.exists_many(asked), strict=True) if there)
-        missing = [(key, item) for key, item in zip(keys, unique, strict=True) if key not in present]
+        missing = [
+            (key, item)
+            for key, item in zip(keys, unique, strict=True)
+            if key not in present or _holds_compressed(datastore, key, item.artifact)
+        ]
 
         def write(entry: tuple[str, StagedArtifact]) -> None:
             key, item = entry
@@ -227,6 +231,25 @@ def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
             item.discard()
 
 
+def _holds_compressed(datastore: Datastore, key: str, artifact: Artifact) -> bool:
+    """Whether ``key`` holds zstd bytes where this execution stages the value as it is.
+
+    Then an earlier execution compressed the same value (another ``worth_compressing``), and this
+    one's record could not name those bytes (raw bytes that happen to begin as zstd are written
+    again, unchanged). They are replaced by the value as it is, which every
+    record reads, whatever it says, by the value's address: compressed bytes are only ever
+    decompressed once they verified against the digest a record names (see ``_other_encodings``).
+    """
+    if artifact.codec != "none" or artifact.stored is not None:
+        return False
+    try:
+        with datastore.open_read(key) as stored:
+            head = stored.read(4)
+    except FileNotFoundError:
+        return True
+    return codecs.starts_zstd(head)
+
+
 def load(
     datastore: Datastore,
     artifact: Artifact,
@@ -240,6 +263,32 @@ def load(
     is untrusted and the protocol is not safe, ``UnknownProtocol`` for a protocol nothing registered.
     """
     protocol = _protocol(datastore, artifact, protocols)
+    try:
+        return _load(datastore, artifact, protocol, verify)
+    except _StoredMismatch as mismatch:
+        for other in _other_encodings(artifact, protocol, mismatch.actual):
+            try:
+                return _load(datastore, other, protocol, verify)
+            except IntegrityError:
+                continue
+        raise mismatch.error from None
+
+
+def _other_encodings(artifact: Artifact, protocol: Protocol[Any], actual: str) -> list[Artifact]:
+    """How else the bytes under ``artifact``'s address may hold the same value, already checked.
+
+    An address holds whatever the first execution to store the value wrote there, and a later one
+    that compressed it where the first did not records its own choice while the bytes stay (a
+    stored value is not written again; see ``commit``). ``actual`` is what the stored bytes hash
+    to: if that is the address, they are the serialized value itself, read as they are. Nothing is
+    decompressed from bytes other than those a record names.
+    """
+    if artifact.inline is None and not _own_address(protocol) and actual == artifact.hexdigest:
+        return [replace(artifact, codec="none", stored=None)]
+    return []
+
+
+def _load(datastore: Datastore, artifact: Artifact, protocol: Protocol[Any], verify: bool) -> Any:
     if takes_uri(protocol):
         return _load_through_path(datastore, artifact, protocol, verify)
     if artifact.inline is not None:
@@ -312,7 +361,7 @@ def _decode(
     legacy = verify and _legacy_own_address(artifact, protocol)
     expected = artifact.stored_hexdigest
     if verify and not legacy and expected is not None:
-        _check(datastore, key, artifact, hashing.hexdigest(data, artifact.hash), expected)
+        _check_stored(datastore, key, artifact, hashing.hexdigest(data, artifact.hash), expected)
     if artifact.codec != "none":
         try:
             data = codecs.decode(data, artifact.codec, artifact.size)
@@ -379,7 +428,7 @@ def _load_streamed(
                 source, copy = _decoded_copy(datastore, key, artifact, source)
             elif _is_local_file(source):
                 actual, _ = hashing.hash_stream(source, algorithm=artifact.hash)
-                _check(datastore, key, artifact, actual, expected)
+                _check_stored(datastore, key, artifact, actual, expected)
                 source.seek(0)
             else:
                 source, copy = _verified_copy(datastore, key, artifact, source, expected)
@@ -427,7 +476,7 @@ def _load_gathered(
             while stream.read(1 << 20):  # bytes the protocol did not read count too
                 pass
             assert raw.hash is not None
-            _check(datastore, key, artifact, raw.hash.hexdigest(), expected)
+            _check_stored(datastore, key, artifact, raw.hash.hexdigest(), expected)
         if failure is not None:
             raise _corrupt(datastore, key, artifact, f"protocol {protocol.name} cannot read it ({failure})")
     finally:
@@ -457,7 +506,7 @@ def _verified_copy(
         with source:
             actual, _ = hashing.hash_stream(source, file, artifact.hash)
         if expected is not None:
-            _check(datastore, key, artifact, actual, expected)
+            _check_stored(datastore, key, artifact, actual, expected)
         file.seek(0)
     except BaseException:
         file.close()
@@ -534,3 +583,22 @@ def _corrupt(datastore: Datastore, key: str | None, artifact: Artifact, reason: 
 def _check(datastore: Datastore, key: str | None, artifact: Artifact, actual: str, expected: str) -> None:
     if actual != expected:
         raise _corrupt(datastore, key, artifact, f"its bytes hash to {actual}, not the {expected} recorded")
+
+
+class _StoredMismatch(IntegrityError):
+    """The stored bytes are not those the record names; ``load`` tries the other encodings, and
+    raises ``error`` if none of them is the value either."""
+
+    actual: str
+    error: IntegrityError
+
+
+def _check_stored(
+    datastore: Datastore, key: str | None, artifact: Artifact, actual: str, expected: str
+) -> None:
+    """Check the stored bytes (before decompressing them) against what the record says they are."""
+    if actual != expected:
+        error = _corrupt(datastore, key, artifact, f"its bytes hash to {actual}, not the {expected} recorded")
+        mismatch = _StoredMismatch(*error.args)
+        mismatch.url, mismatch.actual, mismatch.error = error.url, actual, error
+        raise mismatch
