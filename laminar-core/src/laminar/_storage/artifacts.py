@@ -235,10 +235,10 @@ def _holds_compressed(datastore: Datastore, key: str, artifact: Artifact) -> boo
     """Whether ``key`` holds zstd bytes where this execution stages the value as it is.
 
     Then an earlier execution compressed the same value (another ``worth_compressing``), and this
-    one's record could not name those bytes (raw bytes that happen to begin as zstd are written
-    again, unchanged). They are replaced by the value as it is, which every
-    record reads, whatever it says, by the value's address: compressed bytes are only ever
-    decompressed once they verified against the digest a record names (see ``_other_encodings``).
+    one's record could not name those bytes. They are replaced by the value as it is, which every
+    record reads by the value's address, whatever it says (see ``_stored_as_it_is``): compressed
+    bytes are only decompressed once they verified against the digest a record names. Raw bytes
+    that happen to begin as zstd are written again, unchanged.
     """
     if artifact.codec != "none" or artifact.stored is not None:
         return False
@@ -266,26 +266,21 @@ def load(
     try:
         return _load(datastore, artifact, protocol, verify)
     except _StoredMismatch as mismatch:
-        for other in _other_encodings(artifact, protocol, mismatch.actual):
-            try:
-                return _load(datastore, other, protocol, verify)
-            except IntegrityError:
-                continue
-        raise mismatch.error from None
+        if not _stored_as_it_is(artifact, protocol, mismatch.actual):
+            raise mismatch.error from None
+    return _load(datastore, replace(artifact, codec="none", stored=None), protocol, verify)
 
 
-def _other_encodings(artifact: Artifact, protocol: Protocol[Any], actual: str) -> list[Artifact]:
-    """How else the bytes under ``artifact``'s address may hold the same value, already checked.
+def _stored_as_it_is(artifact: Artifact, protocol: Protocol[Any], actual: str) -> bool:
+    """Whether the bytes under ``artifact``'s address, which hash to ``actual`` and not to what its
+    record names, are the serialized value itself: they hash to the address.
 
     An address holds whatever the first execution to store the value wrote there, and a later one
     that compressed it where the first did not records its own choice while the bytes stay (a
-    stored value is not written again; see ``commit``). ``actual`` is what the stored bytes hash
-    to: if that is the address, they are the serialized value itself, read as they are. Nothing is
-    decompressed from bytes other than those a record names.
+    stored value is not written again; see ``commit``). Nothing is decompressed from bytes other
+    than those a record names.
     """
-    if artifact.inline is None and not _own_address(protocol) and actual == artifact.hexdigest:
-        return [replace(artifact, codec="none", stored=None)]
-    return []
+    return artifact.inline is None and not _own_address(protocol) and actual == artifact.hexdigest
 
 
 def _load(datastore: Datastore, artifact: Artifact, protocol: Protocol[Any], verify: bool) -> Any:
