@@ -185,6 +185,61 @@ def test_a_worker_that_dies_without_a_retry_fails_with_worker_lost(tmp_path: Pat
     assert not flow.execution("lost").layer(Dies).state.finished
 
 
+# ---- worker start-up -----------------------------------------------------------------------------
+
+#: A flow whose module takes seconds to import in a worker, as one importing pandas or torch does.
+SLOW_IMPORT = """
+import os
+import time
+
+from laminar import Flow, Layer
+from laminar.configurations.layers import ForEach, Parameter
+
+if os.environ.get("LAMINAR_WORKER") == "1":
+    time.sleep(2)
+
+
+class SlowImport(Flow): ...
+
+
+@SlowImport.register
+class First(Layer):
+    def __call__(self) -> None:
+        self.pid = os.getpid()
+        self.shard(item=list(range(6)))
+
+
+@SlowImport.register(foreach=ForEach(parameters=[Parameter(layer=First, attribute="item")]))
+class Quick(Layer):
+    def __call__(self, first: First) -> None:
+        self.pid = os.getpid()
+"""
+
+
+def test_a_split_goes_to_a_ready_worker_rather_than_wait_for_a_new_ones_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quick's splits are handed over while a second worker is still importing the flow's module:
+    the first worker, ready and free again within milliseconds, runs them all."""
+    (tmp_path / "slow_import_flow.py").write_text(SLOW_IMPORT)
+    monkeypatch.syspath_prepend(str(tmp_path))  # workers are given this process's path
+    import slow_import_flow
+
+    flow = slow_import_flow.SlowImport(
+        datastore=datastores.Local(tmp_path / "store"), executor=executors.Process(concurrency=2)
+    )
+    execution = flow()
+    first = execution.layer("First").pid
+    assert set(execution.layer("Quick").pid) == {first} and first != os.getpid()
+
+
+def test_a_worker_that_cannot_start_fails_its_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    flow = Diamond(datastore=datastores.Local(tmp_path / "store"), executor=executors.Process())
+    with pytest.raises(FileNotFoundError, match="no-python-here"):
+        flow(seed=1)
+
+
 # ---- the execution guard in a process that runs one layer --------------------------------------------
 
 

@@ -1,16 +1,21 @@
 """``process`` — run splits in worker processes on this machine, reusing them across splits.
 
 Worker processes start on demand (up to ``concurrency``) and live for the execution, so interpreter
-start-up is paid per worker, not per split. A split that passes ``timeout`` has its worker killed; a
-worker that dies mid-split fails that split with :class:`~laminar.errors.WorkerLost` (retried per
-the layer's ``Retry``) and is replaced.
+start-up is paid per worker, not per split. A new worker is sent the flow as soon as it starts, so
+it imports the flow's modules (pandas, torch...) before its first split, and a split goes to
+whichever worker is ready first: a warm worker that finishes its split takes the next rather than
+leave it waiting for a new one's second of imports. A split that passes ``timeout`` has its worker
+killed; a worker that dies mid-split fails that split with :class:`~laminar.errors.WorkerLost`
+(retried per the layer's ``Retry``) and is replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
+from collections import deque
 from typing import Any
 
 import cloudpickle
@@ -63,22 +68,41 @@ class _Worker:
         assert self.process.stdin is not None
         self.process.stdin.write(wire.encode(message))
 
-    async def run(self, flow: PackedFlow, task: SplitTask) -> SplitOutcome:
-        first = self.flow_token != flow.token
-        self.send((flow.token, flow.payload if first else None, without_flow(task)))
-        self.flow_token = flow.token
+    async def _reply(self) -> Any:
+        """The worker's answer to what was sent; ``EOFError`` if it exited first."""
         assert self.process.stdin is not None
         try:
             await self.process.stdin.drain()
             header = await self.results.readexactly(wire.HEADER.size)
             payload = await self.results.readexactly(wire.HEADER.unpack(header)[0])
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
+            raise EOFError from None
+        return cloudpickle.loads(payload)
+
+    async def warm(self, flow: PackedFlow) -> None:
+        """Install ``flow`` before a split needs it: the worker imports the flow's modules now.
+
+        Nothing is raised: a flow that does not install (or a worker that died) is left to the
+        split that takes this worker, which sends the flow again and meets the error as before.
+        """
+        self.send((flow.token, flow.payload, None))
+        with contextlib.suppress(EOFError):
+            kind, _, _ = await self._reply()
+            if kind == "ok":
+                self.flow_token = flow.token
+
+    async def run(self, flow: PackedFlow, task: SplitTask) -> SplitOutcome:
+        first = self.flow_token != flow.token
+        self.send((flow.token, flow.payload if first else None, without_flow(task)))
+        self.flow_token = flow.token
+        try:
+            kind, value, text = await self._reply()
+        except EOFError:
             code = await self.process.wait()
             raise WorkerLost(
                 f"the worker process (pid {self.process.pid}) running {task.describe()} exited with code {code} "
                 "before it finished"
             ) from None
-        kind, value, text = cloudpickle.loads(payload)
         if kind == "ok":
             outcome: SplitOutcome = value
             return outcome
@@ -112,39 +136,98 @@ class Process(Executor):
         self._reset()
 
     def _reset(self) -> None:
-        self._idle: list[_Worker] = []
-        self._all: list[_Worker] = []
+        self._idle: list[_Worker] = []  # ready, the most recently used last
+        self._all: list[_Worker] = []  # every process started, to reap at stop
+        self._usable = 0  # workers started or starting, and not lost since
+        self._waiting: deque[asyncio.Future[_Worker]] = deque()  # splits waiting for a worker
+        self._starting: set[asyncio.Task[None]] = set()
         self._packer = FlowPacker()
 
     async def start(self) -> None:
         self._reset()
 
-    async def _acquire(self) -> _Worker:
+    async def _acquire(self, flow: PackedFlow) -> _Worker:
+        """A ready worker: an idle one, else whichever is ready first of those busy and one started
+        now (if fewer than ``concurrency`` are usable)."""
         while self._idle:
             worker = self._idle.pop()
             if worker.process.returncode is None:
                 return worker
-        worker = await _Worker.spawn()
+            self._usable -= 1  # it died idle
+        if self._usable < self.concurrency:
+            self._usable += 1
+            starting = asyncio.ensure_future(self._start(flow))
+            self._starting.add(starting)
+            starting.add_done_callback(self._starting.discard)
+        waiter: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        return await waiter
+
+    async def _start(self, flow: PackedFlow) -> None:
+        """Start a worker, install ``flow`` in it, and hand it on; a failure to start goes to the
+        split that has waited longest, as its own error."""
+        spawning = asyncio.ensure_future(_Worker.spawn())
+        try:
+            worker = await asyncio.shield(spawning)  # a process once made is always reaped
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                self._all.append(await spawning)
+            raise
+        except Exception as error:
+            self._usable -= 1
+            self._fail(error)
+            return
         self._all.append(worker)
-        return worker
+        try:
+            await worker.warm(flow)
+        except asyncio.CancelledError:  # the execution ended first: its imports are not waited for
+            worker.kill()
+            raise
+        self._release(worker)
+
+    def _waiter(self) -> asyncio.Future[_Worker] | None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():  # not cancelled (a timeout, an abandoned run)
+                return waiter
+        return None
+
+    def _release(self, worker: _Worker) -> None:
+        """Hand ``worker`` to the split that has waited longest, or keep it idle."""
+        waiter = self._waiter()
+        if waiter is None:
+            self._idle.append(worker)
+        else:
+            waiter.set_result(worker)
+
+    def _fail(self, error: BaseException) -> None:
+        waiter = self._waiter()
+        if waiter is not None:
+            waiter.set_exception(error)
 
     async def run(self, task: SplitTask) -> SplitOutcome:
         flow = self._packer.pack(task.flow)
-        worker = await self._acquire()
+        worker = await self._acquire(flow)
         try:
             outcome = await worker.run(flow, task)
         except WorkerLost:
+            self._usable -= 1
             raise  # the worker is gone; stop() reaps it
         except asyncio.CancelledError:  # timed out or the run was abandoned: stop the work
+            self._usable -= 1
             worker.kill()
             raise
         except BaseException:
-            self._idle.append(worker)
+            self._release(worker)
             raise
-        self._idle.append(worker)
+        self._release(worker)
         return outcome
 
     async def stop(self) -> None:
+        starting = list(self._starting)
+        for task in starting:
+            task.cancel()
+        await asyncio.gather(*starting, return_exceptions=True)
         workers, self._all, self._idle = self._all, [], []
         await asyncio.gather(*(worker.close() for worker in workers))
 

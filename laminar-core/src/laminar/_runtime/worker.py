@@ -2,7 +2,8 @@
 
 Started as ``python -m laminar._runtime.worker RESULT_FD``. Tasks arrive on stdin; outcomes go back on
 the inherited file descriptor ``RESULT_FD``, so the layer's own stdout and stderr stay the user's.
-The flow arrives pickled once per worker and is reused for every split after.
+The flow arrives pickled once per worker, on its own as soon as the worker starts (a task of
+``None``: the worker imports what the flow needs and answers ``ok``), and is reused for every split.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def main() -> None:
             if flow_payload is not None:
                 flows.clear()  # one flow at a time per worker
                 flows.install(token, flow_payload)
+            if task is None:  # sent the flow ahead of its first split: its modules are imported now
+                flows.flow(token)
+                _send(out, ("ok", None, None))
+                continue
             outcome = run_split(flows.attach(token, task))
         except BaseException as error:
             _send(out, _error_message(error))
