@@ -10,6 +10,7 @@ backend is in test_cloud_flows.py.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -98,6 +99,27 @@ def test_default_datastore_is_dot_laminar_and_default_executor_is_process(
     flow = Diamond()
     assert isinstance(flow.configuration.executor, executors.Process)
     assert flow.configuration.datastore.root == str(tmp_path / ".laminar")  # type: ignore[attr-defined]
+
+
+def test_a_local_file_that_grows_while_it_is_read_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Local reads a file in one call of its size (and a byte more); one longer by then reads on."""
+    from laminar._transport import local
+
+    datastore = datastores.Local(tmp_path)
+    value = bytes(range(256)) * 12_289  # a little over 3 MiB
+    datastore.write_bytes("grown", value)
+    real_fstat = os.fstat
+
+    class Smaller:  # the size it had when it was opened, before a writer appended to it
+        def __init__(self, fd: int) -> None:
+            self.st_size = real_fstat(fd).st_size // 3
+
+    monkeypatch.setattr(local.os, "fstat", Smaller)
+    assert datastore.read_bytes("grown") == value
+    monkeypatch.undo()
+    assert datastore.read_bytes("grown") == value
 
 
 # ---- names -------------------------------------------------------------------------------------
