@@ -57,9 +57,9 @@ class Local(Datastore):
             # a larger file is read in one call rather than in chunks joined after.
             size = os.fstat(fd).st_size
             first = os.read(fd, size + 1)
-            if len(first) <= size:
-                return first  # a short read of a regular file is its end: no second call
-            chunks = [first]  # it grew since: read on
+            if len(first) == size or not first:
+                return first  # its whole size and no byte more: the end, no second call
+            chunks = [first]  # it grew since, or the read stopped short (Linux reads 2 GiB at most)
             while chunk := os.read(fd, _READ):
                 chunks.append(chunk)
             return b"".join(chunks)
