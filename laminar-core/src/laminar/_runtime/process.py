@@ -161,7 +161,12 @@ class Process(Executor):
             starting.add_done_callback(self._starting.discard)
         waiter: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
         self._waiting.append(waiter)
-        return await waiter
+        try:
+            return await waiter
+        except asyncio.CancelledError:  # a worker handed over as this split timed out goes back
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._release(waiter.result())
+            raise
 
     async def _start(self, flow: PackedFlow) -> None:
         """Start a worker, install ``flow`` in it, and hand it on; a failure to start goes to the
