@@ -124,6 +124,29 @@ def test_frames_still_compressing_hold_their_own_copy_of_the_callers_bytes() -> 
     assert writer.stored_hexdigest == hashing.hexdigest(stored)
 
 
+def test_a_small_value_is_compressed_without_a_hand_off_to_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handing a few KiB to another thread and back costs more than compressing them: only whole
+    frames go to the pool (a value's last, shorter frame is compressed where it is written)."""
+    from laminar._serialization import threads
+
+    handed: list[int] = []
+    real = threads.pool()
+
+    class Counting:
+        def submit(self, function: Any, *args: Any) -> Any:
+            handed.append(len(args[0]) if args and hasattr(args[0], "__len__") else -1)
+            return real.submit(function, *args)
+
+    monkeypatch.setattr(codecs.threads, "pool", lambda: Counting())
+    for data in [TEXT[:4096], TEXT[: codecs.FRAME + 4096]]:
+        sink = io.BytesIO()
+        writer = EncodingWriter(sink)  # type: ignore[arg-type]
+        writer.write(data)
+        writer.finish()
+        assert writer.codec == "zstd" and unzstd(sink.getvalue()) == data
+    assert handed == [codecs.FRAME]  # the one whole frame; neither short one
+
+
 def test_values_that_do_not_compress_are_stored_as_they_are(tmp_path: Path) -> None:
     Codecs(datastore=compressing(tmp_path), executor=executors.Thread())(execution="x")
     noise = artifacts_of(tmp_path)["noise"]
