@@ -29,6 +29,7 @@ from laminar._storage import artifacts, layout, records
 from laminar.configurations import datastores, executors
 from laminar.configurations.layers import ForEach, Parameter
 from laminar.errors import DatastoreError, IntegrityError
+from laminar.plugins import Protocol
 
 DATA = Path(__file__).parent / "data" / "layout2-store"
 BIG = 9 << 20  # above artifacts.IN_MEMORY_LIMIT: read as a stream
@@ -392,7 +393,8 @@ def test_every_integrity_error_is_a_datastore_error() -> None:
 #
 # A value already stored is not written again, and executions that compress differently (here,
 # another worth_compressing) record their own choice for the same address. Every record still reads
-# back, and nothing is decompressed from bytes other than those a record names.
+# back; nothing is decompressed from bytes a record does not name but in a trusted store, and there
+# only to be checked by the value's address before anything reads it.
 
 
 def run_again(root: Path, worth_compressing: float) -> None:
@@ -420,30 +422,15 @@ VALUES = {"text": " ".join(str(i) for i in range(4000)), "repeated": REPEATED}
 
 
 @pytest.mark.parametrize("name", ["text", "repeated"])  # read whole, and streamed
-def test_a_value_stored_compressed_then_uncompressed_is_kept_as_it_is(
+def test_a_value_stored_compressed_reads_back_under_a_record_that_says_uncompressed(
     root: Path, name: str, decompressions: list[str]
 ) -> None:
-    assert blob_path(root, name).read_bytes().startswith(b"\x28\xb5\x2f\xfd")  # x compressed it
     run_again(root, worth_compressing=0)
     first, again = archive(root, name), artifact_of(root, "y", name)
     assert first["hexdigest"] == again["hexdigest"] and (first["codec"], again["codec"]) == ("zstd", "none")
-    stored = blob_path(root, name).read_bytes()
-    assert records_digest(stored) == first["hexdigest"]  # y's bytes replaced x's: the value as it is
+    assert records_digest(blob_path(root, name).read_bytes()) == first["stored"]  # x's bytes stay
     assert getattr(store_of(root, "y"), name) == getattr(store_of(root, "x"), name) == VALUES[name]
-    assert decompressions == []
-
-
-def test_only_compressed_bytes_under_a_value_staged_as_it_is_are_written_again(root: Path) -> None:
-    def artifact_writes(execution: str, worth_compressing: float) -> set[str]:
-        datastore = CountingLocal(root)
-        datastore.worth_compressing = worth_compressing
-        Damage(datastore=datastore, executor=executors.Thread())(execution=execution)
-        return {key for key in datastore.writes if key.startswith("artifacts/")}
-
-    assert artifact_writes("same", 0.85) == set()  # as x stored them
-    compressed = {layout.artifact(archive(root, name)["hexdigest"]) for name in ("text", "repeated")}
-    assert artifact_writes("plain", 0) == compressed  # the noise was stored as it is already
-    assert artifact_writes("plain-again", 0) == artifact_writes("compressing-again", 0.85) == set()
+    assert decompressions == ["zstd", "zstd"]  # once for each record
 
 
 @pytest.mark.parametrize("name", ["text", "repeated"])
@@ -461,8 +448,55 @@ def test_a_value_stored_uncompressed_reads_back_under_a_record_that_says_compres
     assert decompressions == []  # the bytes hash to the value's address: read as they are
 
 
-def test_compressed_bytes_under_a_record_that_says_uncompressed_are_never_decompressed(
-    root: Path, tmp_path: Path, decompressions: list[str]
+def test_a_value_already_stored_is_not_written_again_compressed_or_not(root: Path) -> None:
+    def artifact_writes(execution: str, worth_compressing: float) -> list[str]:
+        datastore = CountingLocal(root)
+        datastore.worth_compressing = worth_compressing
+        Damage(datastore=datastore, executor=executors.Thread())(execution=execution)
+        return [key for key in datastore.writes if key.startswith("artifacts/")]
+
+    assert artifact_writes("same", 0.85) == artifact_writes("plain", 0) == []
+
+
+class CompressedText(Protocol[str]):
+    """A safe protocol whose bytes Laminar may compress: read from an untrusted store too."""
+
+    safe = True
+
+    def dumps(self, value: str) -> bytes:
+        return value.encode()
+
+    def loads(self, data: bytes) -> str:
+        return data.decode()
+
+
+def with_compressed_text(datastore: datastores.Local) -> datastores.Local:
+    datastore.protocols.add((str,), CompressedText())
+    return datastore
+
+
+def test_an_untrusted_store_decompresses_nothing_a_record_does_not_name(
+    tmp_path: Path, decompressions: list[str]
+) -> None:
+    root = tmp_path / "store"
+    for execution, worth_compressing in [("x", 0.85), ("y", 0.0)]:
+        datastore = with_compressed_text(datastores.Local(root))
+        datastore.worth_compressing = worth_compressing
+        Damage(datastore=datastore, executor=executors.Thread())(execution=execution)
+    first, again = artifact_of(root, "x", "text"), artifact_of(root, "y", "text")
+    assert first["protocol"] == again["protocol"] == CompressedText().name
+    assert (first["codec"], again["codec"]) == ("zstd", "none")
+    untrusted = with_compressed_text(datastores.Local(root).untrusted())
+    with pytest.raises(IntegrityError, match=r"artifact 'text' .* is corrupt: its bytes hash to"):
+        Damage(datastore=untrusted, executor=executors.Thread()).execution("y").layer(Store).text  # noqa: B018
+    assert decompressions == []
+    trusted = with_compressed_text(datastores.Local(root))
+    text = Damage(datastore=trusted, executor=executors.Thread()).execution("y").layer(Store).text
+    assert text == VALUES["text"] and decompressions == ["zstd"]
+
+
+def test_compressed_bytes_of_another_value_are_refused_before_the_protocol_reads_them(
+    root: Path, tmp_path: Path
 ) -> None:
     run_again(root, worth_compressing=0)
     marker = tmp_path / "ran"
@@ -471,7 +505,7 @@ def test_compressed_bytes_under_a_record_that_says_uncompressed_are_never_decomp
     blob_path(root, "text").write_bytes(codecs.compress(planted, "zstd"))  # a valid zstd stream
     with pytest.raises(IntegrityError, match=r"artifact 'text' .* is corrupt: its bytes hash to") as caught:
         store_of(root, "y").text  # noqa: B018
-    assert type(caught.value) is IntegrityError and not marker.exists() and decompressions == []
+    assert type(caught.value) is IntegrityError and not marker.exists()
 
 
 # ---- a store written before stored digests and record checksums --------------------------------------

@@ -211,11 +211,7 @@ def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
             if datastore.cheap_exists or item.path is not None or item.artifact.stored is not None
         ]
         present = set(k for k, there in zip(asked, datastore.exists_many(asked), strict=True) if there)
-        missing = [
-            (key, item)
-            for key, item in zip(keys, unique, strict=True)
-            if key not in present or _holds_compressed(datastore, key, item.artifact)
-        ]
+        missing = [(key, item) for key, item in zip(keys, unique, strict=True) if key not in present]
 
         def write(entry: tuple[str, StagedArtifact]) -> None:
             key, item = entry
@@ -229,25 +225,6 @@ def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
     finally:
         for item in staged:
             item.discard()
-
-
-def _holds_compressed(datastore: Datastore, key: str, artifact: Artifact) -> bool:
-    """Whether ``key`` holds zstd bytes where this execution stages the value as it is.
-
-    Then an earlier execution compressed the same value (another ``worth_compressing``), and this
-    one's record could not name those bytes. They are replaced by the value as it is, which every
-    record reads by the value's address, whatever it says (see ``_stored_as_it_is``): compressed
-    bytes are only decompressed once they verified against the digest a record names. Raw bytes
-    that happen to begin as zstd are written again, unchanged.
-    """
-    if artifact.codec != "none" or artifact.stored is not None:
-        return False
-    try:
-        with datastore.open_read(key) as stored:
-            head = stored.read(4)
-    except FileNotFoundError:
-        return True
-    return codecs.starts_zstd(head)
 
 
 def load(
@@ -266,21 +243,38 @@ def load(
     try:
         return _load(datastore, artifact, protocol, verify)
     except _StoredMismatch as mismatch:
-        if not _stored_as_it_is(artifact, protocol, mismatch.actual):
+        other = _other_encoding(datastore, artifact, protocol, mismatch.actual)
+        if other is None:
             raise mismatch.error from None
-    return _load(datastore, replace(artifact, codec="none", stored=None), protocol, verify)
+        try:
+            return _load(datastore, other, protocol, verify)
+        except IntegrityError:
+            raise mismatch.error from None
 
 
-def _stored_as_it_is(artifact: Artifact, protocol: Protocol[Any], actual: str) -> bool:
-    """Whether the bytes under ``artifact``'s address, which hash to ``actual`` and not to what its
-    record names, are the serialized value itself: they hash to the address.
+def _other_encoding(
+    datastore: Datastore, artifact: Artifact, protocol: Protocol[Any], actual: str
+) -> Artifact | None:
+    """How else the bytes under ``artifact``'s address may hold its value, if they may.
 
-    An address holds whatever the first execution to store the value wrote there, and a later one
-    that compressed it where the first did not records its own choice while the bytes stay (a
-    stored value is not written again; see ``commit``). Nothing is decompressed from bytes other
-    than those a record names.
+    A value already stored is not written again, so its address holds what the first execution to
+    store it wrote, and a later one that decided otherwise (another ``worth_compressing``) records
+    its own choice. ``actual`` is what the stored bytes hash to. If that is the address, they are
+    the serialized value itself, checked already. Bytes that begin as zstd under a record that
+    says uncompressed are tried only in a trusted datastore: decompressed no further than the
+    recorded size and checked by the address before the protocol sees them, as records written
+    before stored digests are. A record that says compressed reads no other compressed bytes.
     """
-    return artifact.inline is None and not _own_address(protocol) and actual == artifact.hexdigest
+    if artifact.inline is not None or _own_address(protocol):
+        return None  # bytes in the record itself, or an address the bytes alone cannot confirm
+    if actual == artifact.hexdigest:
+        return replace(artifact, codec="none", stored=None)
+    if artifact.codec != "none" or takes_uri(protocol) or not datastore.trusted:
+        return None
+    with _open(datastore, layout.artifact(artifact.hexdigest), artifact) as stored:
+        if not codecs.starts_zstd(stored.read(4)):
+            return None
+    return replace(artifact, codec="zstd", stored=None)
 
 
 def _load(datastore: Datastore, artifact: Artifact, protocol: Protocol[Any], verify: bool) -> Any:
