@@ -197,6 +197,7 @@ from laminar.configurations.layers import ForEach, Parameter
 
 if os.environ.get("LAMINAR_WORKER") == "1":
     time.sleep(2)
+    open(os.path.join(os.environ["SLOW_IMPORT_MARKS"], f"imported-{os.getpid()}"), "w").close()
 
 
 class SlowImport(Flow): ...
@@ -220,9 +221,13 @@ def test_a_split_goes_to_a_ready_worker_rather_than_wait_for_a_new_ones_imports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Quick's splits are handed over while a second worker is still importing the flow's module:
-    the first worker, ready and free again within milliseconds, runs them all."""
+    the first worker, ready and free again within milliseconds, runs them all, and the execution
+    ends without waiting for the second's imports (it is killed before it finishes them)."""
     (tmp_path / "slow_import_flow.py").write_text(SLOW_IMPORT)
     monkeypatch.syspath_prepend(str(tmp_path))  # workers are given this process's path
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("SLOW_IMPORT_MARKS", str(marks))
     import slow_import_flow
 
     flow = slow_import_flow.SlowImport(
@@ -231,6 +236,8 @@ def test_a_split_goes_to_a_ready_worker_rather_than_wait_for_a_new_ones_imports(
     execution = flow()
     first = execution.layer("First").pid
     assert set(execution.layer("Quick").pid) == {first} and first != os.getpid()
+    imported = {path.name.split("-")[1] for path in marks.glob("imported-*")}
+    assert imported == {str(first)}  # the second worker, if it began importing, never finished
 
 
 def test_a_worker_that_cannot_start_fails_its_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
