@@ -72,18 +72,18 @@ def root(written: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def reader(root: Path) -> Any:
-    return Damage(datastore=datastores.Local(root), executor=executors.Thread()).execution("x")
+def reader(root: Path, execution: str = "x") -> Any:
+    return Damage(datastore=datastores.Local(root), executor=executors.Thread()).execution(execution)
 
 
-def batch_path(root: Path, layer: str = "Store") -> Path:
-    (found,) = (root / layout.splits("Damage", "x", layer)).iterdir()
+def batch_path(root: Path, layer: str = "Store", execution: str = "x") -> Path:
+    (found,) = (root / layout.splits("Damage", execution, layer)).iterdir()
     return found
 
 
-def archive(root: Path, name: str) -> dict[str, Any]:
-    """The artifact JSON of ``name`` in the Store layer's batch."""
-    payload = json.loads(batch_path(root).read_bytes())
+def archive(root: Path, name: str, execution: str = "x") -> dict[str, Any]:
+    """The artifact JSON of ``name`` in the Store layer's batch (of ``execution``)."""
+    payload = json.loads(batch_path(root, execution=execution).read_bytes())
     entry: dict[str, Any] = payload["splits"]["0"]["archives"][name]["artifacts"][0]
     return entry
 
@@ -404,20 +404,6 @@ def run_again(root: Path, worth_compressing: float) -> None:
     Damage(datastore=datastore, executor=executors.Thread())(execution="y")
 
 
-def artifact_of(root: Path, execution: str, name: str) -> dict[str, Any]:
-    (batch,) = (root / layout.splits("Damage", execution, "Store")).iterdir()
-    entry: dict[str, Any] = json.loads(batch.read_bytes())["splits"]["0"]["archives"][name]["artifacts"][0]
-    return entry
-
-
-def store_of(root: Path, execution: str) -> Any:
-    return (
-        Damage(datastore=datastores.Local(root), executor=executors.Thread())
-        .execution(execution)
-        .layer(Store)
-    )
-
-
 VALUES = {"text": " ".join(str(i) for i in range(4000)), "repeated": REPEATED}
 
 
@@ -426,10 +412,14 @@ def test_a_value_stored_compressed_reads_back_under_a_record_that_says_uncompres
     root: Path, name: str, decompressions: list[str]
 ) -> None:
     run_again(root, worth_compressing=0)
-    first, again = archive(root, name), artifact_of(root, "y", name)
+    first, again = archive(root, name), archive(root, name, "y")
     assert first["hexdigest"] == again["hexdigest"] and (first["codec"], again["codec"]) == ("zstd", "none")
     assert records_digest(blob_path(root, name).read_bytes()) == first["stored"]  # x's bytes stay
-    assert getattr(store_of(root, "y"), name) == getattr(store_of(root, "x"), name) == VALUES[name]
+    assert (
+        getattr(reader(root, "y").layer(Store), name)
+        == getattr(reader(root, "x").layer(Store), name)
+        == VALUES[name]
+    )
     assert decompressions == ["zstd", "zstd"]  # once for each record
 
 
@@ -442,9 +432,13 @@ def test_a_value_stored_uncompressed_reads_back_under_a_record_that_says_compres
     uncompressed.worth_compressing = 0
     Damage(datastore=uncompressed, executor=executors.Thread())(execution="x")
     run_again(root, worth_compressing=0.85)
-    assert (archive(root, name)["codec"], artifact_of(root, "y", name)["codec"]) == ("none", "zstd")
+    assert (archive(root, name)["codec"], archive(root, name, "y")["codec"]) == ("none", "zstd")
     assert records_digest(blob_path(root, name).read_bytes()) == archive(root, name)["hexdigest"]  # kept
-    assert getattr(store_of(root, "y"), name) == getattr(store_of(root, "x"), name) == VALUES[name]
+    assert (
+        getattr(reader(root, "y").layer(Store), name)
+        == getattr(reader(root, "x").layer(Store), name)
+        == VALUES[name]
+    )
     assert decompressions == []  # the bytes hash to the value's address: read as they are
 
 
@@ -483,7 +477,7 @@ def test_an_untrusted_store_decompresses_nothing_a_record_does_not_name(
         datastore = with_compressed_text(datastores.Local(root))
         datastore.worth_compressing = worth_compressing
         Damage(datastore=datastore, executor=executors.Thread())(execution=execution)
-    first, again = artifact_of(root, "x", "text"), artifact_of(root, "y", "text")
+    first, again = archive(root, "text", "x"), archive(root, "text", "y")
     assert first["protocol"] == again["protocol"] == CompressedText().name
     assert (first["codec"], again["codec"]) == ("zstd", "none")
     untrusted = with_compressed_text(datastores.Local(root).untrusted())
@@ -501,10 +495,10 @@ def test_compressed_bytes_of_another_value_are_refused_before_the_protocol_reads
     run_again(root, worth_compressing=0)
     marker = tmp_path / "ran"
     planted = pickle.dumps(Marker(marker))  # padded to the recorded size: only the address tells
-    planted += b" " * (artifact_of(root, "y", "text")["size"] - len(planted))
+    planted += b" " * (archive(root, "text", "y")["size"] - len(planted))
     blob_path(root, "text").write_bytes(codecs.compress(planted, "zstd"))  # a valid zstd stream
     with pytest.raises(IntegrityError, match=r"artifact 'text' .* is corrupt: its bytes hash to") as caught:
-        store_of(root, "y").text  # noqa: B018
+        reader(root, "y").layer(Store).text  # noqa: B018
     assert type(caught.value) is IntegrityError and not marker.exists()
 
 

@@ -248,7 +248,7 @@ def load(
             raise mismatch.error from None
         try:
             return _load(datastore, other, protocol, verify)
-        except IntegrityError:
+        except (IntegrityError, _StoredMismatch):  # not that either (or replaced since)
             raise mismatch.error from None
 
 
@@ -574,12 +574,13 @@ def _check(datastore: Datastore, key: str | None, artifact: Artifact, actual: st
         raise _corrupt(datastore, key, artifact, f"its bytes hash to {actual}, not the {expected} recorded")
 
 
-class _StoredMismatch(IntegrityError):
-    """The stored bytes are not those the record names; ``load`` tries the other encodings, and
-    raises ``error`` if none of them is the value either."""
+class _StoredMismatch(Exception):
+    """The stored bytes are not those the record names: ``load`` tries another encoding of them
+    (``_other_encoding``), else raises ``error``. ``actual``: what the bytes hash to."""
 
-    actual: str
-    error: IntegrityError
+    def __init__(self, error: IntegrityError, actual: str) -> None:
+        super().__init__(str(error))
+        self.error, self.actual = error, actual
 
 
 def _check_stored(
@@ -588,6 +589,4 @@ def _check_stored(
     """Check the stored bytes (before decompressing them) against what the record says they are."""
     if actual != expected:
         error = _corrupt(datastore, key, artifact, f"its bytes hash to {actual}, not the {expected} recorded")
-        mismatch = _StoredMismatch(*error.args)
-        mismatch.url, mismatch.actual, mismatch.error = error.url, actual, error
-        raise mismatch
+        raise _StoredMismatch(error, actual)
