@@ -156,11 +156,11 @@ STORED = {
 
 
 def test_a_value_is_compressed_to_the_same_bytes_as_before() -> None:
-    """A value already stored is not written again, and a record that says compressed reads only
-    the bytes it names: if the same value compressed to other bytes than an earlier release's (a
-    new zstd, another frame layout), a rerun over a store written before would record bytes that
-    its address does not hold, and fail to read them. Such a change needs a plan for those stores
-    first; this test is where it shows."""
+    """A value already stored is not written again: if the same value compressed to other bytes
+    than an earlier release's (a new zstd, another frame layout), a rerun over a store written
+    before records bytes that its address does not hold. A trusted store still reads them (one
+    bounded decompression, checked by the address; tests/test_integrity.py), but an untrusted one
+    refuses them. Such a change needs a plan for those stores first; this test is where it shows."""
     import hashlib
     import random
 

@@ -1,5 +1,6 @@
 """Integrity before decoding: every damaged artifact, batch, record or metadata file is named, and
-nothing is decompressed or unpickled from bytes that did not verify.
+nothing is unpickled from bytes that did not verify, nor decompressed in an untrusted store (a
+trusted one tries a zstd stream other than the recorded one, bounded, and checks it by the address).
 
 Each kind of stored thing is damaged each way (a flipped byte, a truncation, garbage, deletion) and
 read back: the read raises ``IntegrityError`` naming what it belongs to and the file's URL, or, for
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from helpers import CountingLocal
 from laminar import Flow, Layer, Parameters
 from laminar._serialization import codecs
@@ -180,7 +182,10 @@ def test_a_damaged_stored_artifact_is_named_and_never_decoded(
     assert f"artifact {name!r} of layer Store (split 0) in execution x of flow Damage" in message
     assert url(root, key) in message and caught.value.url == url(root, key)
     assert ("its stored bytes are missing" if how == "delete" else "is corrupt: its bytes hash to") in message
-    assert decompressions == []  # a damaged compressed blob never reaches zstd
+    # A trusted store tries damaged bytes that still begin as zstd as the value compressed otherwise
+    # (bounded by the recorded size, checked by the address); an untrusted one never decompresses them.
+    starts_zstd = how in ("flip", "truncate") and name != "noise"
+    assert decompressions == (["zstd"] if starts_zstd else [])
 
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "garbage", "delete"])
@@ -391,10 +396,10 @@ def test_every_integrity_error_is_a_datastore_error() -> None:
 
 # ---- an address holds one encoding of its value ------------------------------------------------------
 #
-# A value already stored is not written again, and executions that compress differently (here,
-# another worth_compressing) record their own choice for the same address. Every record still reads
-# back; nothing is decompressed from bytes a record does not name but in a trusted store, and there
-# only to be checked by the value's address before anything reads it.
+# A value already stored is not written again, and executions that compress differently (another
+# worth_compressing, another zstandard) record their own choice for the same address. Every record
+# still reads back; nothing is decompressed from bytes a record does not name but in a trusted store,
+# and there only to be checked by the value's address before anything reads it.
 
 
 def run_again(root: Path, worth_compressing: float) -> None:
@@ -487,6 +492,77 @@ def test_an_untrusted_store_decompresses_nothing_a_record_does_not_name(
     trusted = with_compressed_text(datastores.Local(root))
     text = Damage(datastore=trusted, executor=executors.Thread()).execution("y").layer(Store).text
     assert text == VALUES["text"] and decompressions == ["zstd"]
+
+
+def compress_otherwise(path: Path) -> None:
+    """Replace zstd bytes with the same value compressed at another level, as another zstandard (or
+    frame layout) would have stored it: a valid stream of other bytes, unlike any record's digest."""
+    value = zstandard.ZstdDecompressor().stream_reader(path.read_bytes(), read_across_frames=True).read()
+    other = zstandard.ZstdCompressor(level=19).compress(value)
+    assert other != path.read_bytes()
+    path.write_bytes(other)
+
+
+@pytest.mark.parametrize("name", ["text", "repeated"])  # read whole, and streamed
+def test_a_value_compressed_to_other_bytes_before_reads_back_in_a_trusted_store(
+    root: Path, name: str, decompressions: list[str]
+) -> None:
+    compress_otherwise(blob_path(root, name))  # as an earlier release stored it
+    run_again(root, worth_compressing=0.85)  # this release: not written again, records its own bytes
+    again = archive(root, name, "y")
+    assert again["codec"] == "zstd" and records_digest(blob_path(root, name).read_bytes()) != again["stored"]
+    assert getattr(reader(root, "y").layer(Store), name) == VALUES[name]
+    assert decompressions == ["zstd"]  # once, bounded by the recorded size, then checked by the address
+
+
+def test_an_untrusted_store_refuses_a_value_compressed_to_other_bytes_without_decompressing_it(
+    tmp_path: Path, decompressions: list[str]
+) -> None:
+    root = tmp_path / "store"
+    datastore = with_compressed_text(datastores.Local(root))
+    datastore.worth_compressing = 0.85
+    Damage(datastore=datastore, executor=executors.Thread())(execution="x")
+    assert archive(root, "text")["codec"] == "zstd"
+    compress_otherwise(blob_path(root, "text"))
+    untrusted = with_compressed_text(datastores.Local(root).untrusted())
+    with pytest.raises(IntegrityError, match=r"artifact 'text' .* is corrupt: its bytes hash to"):
+        Damage(datastore=untrusted, executor=executors.Thread()).execution("x").layer(Store).text  # noqa: B018
+    assert decompressions == []
+    trusted = with_compressed_text(datastores.Local(root))
+    assert (
+        Damage(datastore=trusted, executor=executors.Thread()).execution("x").layer(Store).text
+        == VALUES["text"]
+    )
+    assert decompressions == ["zstd"]
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_an_untrusted_store_never_decompresses_a_damaged_blob(
+    tmp_path: Path, how: str, decompressions: list[str]
+) -> None:
+    root = tmp_path / "store"
+    datastore = with_compressed_text(datastores.Local(root))
+    datastore.worth_compressing = 0.85
+    Damage(datastore=datastore, executor=executors.Thread())(execution="x")
+    damage(blob_path(root, "text"), how)
+    untrusted = with_compressed_text(datastores.Local(root).untrusted())
+    with pytest.raises(IntegrityError, match=r"artifact 'text' .* is corrupt: its bytes hash to"):
+        Damage(datastore=untrusted, executor=executors.Thread()).execution("x").layer(Store).text  # noqa: B018
+    assert decompressions == []
+
+
+def test_a_zstd_bomb_in_a_trusted_store_decompresses_no_more_than_recorded(
+    root: Path, decompressions: list[str]
+) -> None:
+    compressor = zstandard.ZstdCompressor(level=3).compressobj()
+    zero = bytes(1 << 20)
+    bomb = b"".join(compressor.compress(zero) for _ in range(1024)) + compressor.flush()  # 1 GiB of zeros
+    blob_path(root, "text").write_bytes(bomb)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(IntegrityError, match=r"artifact 'text' .* is corrupt: its bytes hash to"):
+        reader(root).layer(Store).text  # noqa: B018
+    assert decompressions == ["zstd"]  # tried as the value compressed otherwise, and refused
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB: no gigabyte
 
 
 def test_compressed_bytes_of_another_value_are_refused_before_the_protocol_reads_them(

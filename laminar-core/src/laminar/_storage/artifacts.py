@@ -259,17 +259,18 @@ def _other_encoding(
 
     A value already stored is not written again, so its address holds what the first execution to
     store it wrote, and a later one that decided otherwise (another ``worth_compressing``) records
-    its own choice. ``actual`` is what the stored bytes hash to. If that is the address, they are
-    the serialized value itself, checked already. Bytes that begin as zstd under a record that
-    says uncompressed are tried only in a trusted datastore: decompressed no further than the
-    recorded size and checked by the address before the protocol sees them, as records written
-    before stored digests are. A record that says compressed reads no other compressed bytes.
+    its own choice, or compressed the same value to other bytes (another zstandard, another frame
+    layout). ``actual`` is what the stored bytes hash to. If that is the address, they are the
+    serialized value itself, checked already. Other bytes that begin as zstd are tried only in a
+    trusted datastore: decompressed no further than the recorded size and checked by the address
+    before the protocol sees them, as records written before stored digests are. An untrusted
+    datastore decompresses nothing a record does not name.
     """
     if artifact.inline is not None or _own_address(protocol):
         return None  # bytes in the record itself, or an address the bytes alone cannot confirm
     if actual == artifact.hexdigest:
         return replace(artifact, codec="none", stored=None)
-    if artifact.codec != "none" or takes_uri(protocol) or not datastore.trusted:
+    if takes_uri(protocol) or not datastore.trusted:
         return None
     with _open(datastore, layout.artifact(artifact.hexdigest), artifact) as stored:
         if not codecs.starts_zstd(stored.read(4)):
