@@ -157,7 +157,13 @@ def test_a_killed_scheduler_reads_as_failed_not_running(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while not lines(tmp_path / "runs") and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert read_status(tmp_path)["status"] == "running"  # from another process, while it runs
+    status = read_status(tmp_path)
+    assert status["status"] == "running"  # from another process, while it runs
+    # A layer's "running" record is written once it has run RUNNING_AFTER seconds: wait for it.
+    while status["layers"]["Work"]["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = read_status(tmp_path)
+    assert status["layers"]["Work"]["status"] == "running"
     running.send_signal(signal.SIGKILL)
     running.wait(10)
     status = read_status(tmp_path)
