@@ -346,7 +346,7 @@ class _Run:
         earlier = await asyncio.to_thread(self._earlier_batches, name) if self.resume else {}
         done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
         pending = (i for i in range(count) if i not in done)
-        log = SplitLog(self.store, name, fail=self._fail)
+        log = SplitLog(self.store, name, fail=self._fail, splits=count - len(done))
 
         async def runner() -> None:
             for index in pending:
