@@ -1,5 +1,6 @@
 """Integrity and trust on the object stores: damaged blobs are named before decoding, and an
-untrusted read unpickles nothing, on S3, GCS and Azure alike (tests/test_integrity.py and
+untrusted read unpickles nothing, on S3, GCS and Azure alike; a value compressed otherwise than
+its record says (an earlier zstandard) still reads back (tests/test_integrity.py and
 tests/test_trust.py cover every kind of damage on Local)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from helpers import datastore_at
 from laminar import Flow, Layer
 from laminar.configurations import executors
@@ -91,3 +93,33 @@ def test_an_untrusted_object_store_unpickles_nothing(backend: str, request: pyte
     trusted.marker  # noqa: B018  # the control: trusted, the same bytes do run code
     assert MARKER.exists()
     MARKER.unlink()
+
+
+class Recompressed(Flow): ...
+
+
+@Recompressed.register
+class Compressible(Layer):
+    def __call__(self) -> None:
+        self.text = " ".join(str(i) for i in range(40_000))  # read whole
+        self.big = " ".join(str(i) for i in range(1_300_000)).encode()  # 9 MB: streamed via a staging file
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_value_an_earlier_zstandard_compressed_otherwise_reads_back_from_an_object_store(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    location = request.getfixturevalue(f"{backend}_location")
+    execution = Recompressed(datastore=location, executor=executors.Thread())(execution="recompressed")
+    datastore = datastore_at(location)
+    blobs = _blobs(datastore)
+    assert len(blobs) == 2
+    for key in blobs:  # the same values as one zstd frame of another level: not the bytes recorded
+        stored = datastore.read_bytes(key)
+        value = zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=True).read()
+        other = zstandard.ZstdCompressor(level=3).compress(value)
+        assert other != stored
+        datastore.write_bytes(key, other)
+    reader = Recompressed(datastore=location, executor=executors.Thread()).execution(execution.id)
+    assert reader.layer(Compressible).text == " ".join(str(i) for i in range(40_000))
+    assert reader.layer(Compressible).big == " ".join(str(i) for i in range(1_300_000)).encode()
