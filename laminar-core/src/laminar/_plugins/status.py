@@ -55,6 +55,7 @@ _started: dict[tuple[str, str], float] = {}  # (flow, execution) -> when this pr
 _created: dict[tuple[str, str], float] = {}  # (flow, execution) -> when its first run started
 _resumed: set[tuple[str, str]] = set()  # executions whose run here is a resume
 _layers: dict[tuple[str, str, str], _LayerRun] = {}  # (flow, execution, layer) -> its run
+_stores: dict[tuple[str, str], ExecutionStore] = {}  # (flow, execution) -> its store, while it runs
 
 
 class _Writer:
@@ -64,15 +65,18 @@ class _Writer:
     A layer's record that is still waiting when a newer one of the same layer comes is replaced by
     it. A "running" record waits ``RUNNING_AFTER`` seconds before it is due, so a layer that ends
     sooner (most layers of a chain) has one write, its final record, not two; a layer still running
-    then reads as running. Other records are written at once: on the caller's thread to a local
-    datastore (cheaper than a hop to a thread), else by the thread. A write that fails is raised by
-    the next hook of the same process, as a synchronous write's would be.
+    then reads as running. A record due no sooner than the thread wakes by itself does not wake it,
+    so a chain's quick layers wake it once in ``RUNNING_AFTER``, not once each. Other records are
+    written at once: on the caller's thread to a local datastore (cheaper than a hop to a thread),
+    else by the thread. A write that fails is raised by the next hook of the same process, as a
+    synchronous write's would be.
     """
 
     def __init__(self) -> None:
         # (flow, execution, layer) -> what to write and when it is due (time.monotonic()), in order
         self._pending: dict[tuple[str, str, str], tuple[ExecutionStore, LayerStatusRecord, float]] = {}
         self._writing: tuple[str, str, str] | None = None
+        self._wakes: float | None = None  # when the thread wakes by itself (None: only when told)
         self._failure: BaseException | None = None
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -88,11 +92,13 @@ class _Writer:
                 while self._writing == key:  # an older record of this layer lands first, not after
                     self._changed.wait()
             else:
-                self._pending[key] = (store, record, time.monotonic() + after)
+                due = time.monotonic() + after
+                self._pending[key] = (store, record, due)
                 if self._thread is None or not self._thread.is_alive():
                     self._thread = threading.Thread(target=self._run, name="laminar-status", daemon=True)
                     self._thread.start()
-                self._changed.notify_all()
+                if self._wakes is None or due < self._wakes:  # else it wakes in time by itself
+                    self._changed.notify_all()
         if inline:
             store.write_layer_status(record)
 
@@ -129,8 +135,10 @@ class _Writer:
             soonest = None
             for key, (_, _, due) in self._pending.items():
                 if due <= now:
+                    self._wakes = None
                     return key
                 soonest = due if soonest is None else min(soonest, due)
+            self._wakes = soonest
             self._changed.wait(None if soonest is None else soonest - now)
 
     def _run(self) -> None:
@@ -153,6 +161,10 @@ _writer = _Writer()
 
 
 def _store(execution: Execution) -> ExecutionStore:
+    """The execution's store: the one its run here opened, not one built again for each record."""
+    found = _stores.get((execution.flow.name, execution.id))
+    if found is not None and found.datastore is execution.flow.configuration.datastore:
+        return found
     return execution.flow.configuration.store(execution.flow.name, execution.id)
 
 
@@ -164,8 +176,8 @@ def _key(layer: Layer) -> tuple[str, str, str]:
 
 @hookimpl
 def laminar_execution_started(execution: Execution) -> None:
-    store = _store(execution)
     key = (execution.flow.name, execution.id)
+    store = execution.flow.configuration.store(*key)
     earlier = store.status()
     if earlier is not None:
         _resumed.add(key)  # its layers' earlier records are carried over
@@ -174,11 +186,14 @@ def laminar_execution_started(execution: Execution) -> None:
     store.write_status(
         ExecutionStatus(execution.flow.name, execution.id, "running", started, created=created)
     )
+    _stores[key] = store
 
 
 @hookimpl
 def laminar_execution_finished(execution: Execution, error: BaseException | None) -> None:
     key = (execution.flow.name, execution.id)
+    store = _store(execution)
+    _stores.pop(key, None)
     started = _started.pop(key, time.time())
     created = _created.pop(key, started)
     _resumed.discard(key)
@@ -202,7 +217,7 @@ def laminar_execution_finished(execution: Execution, error: BaseException | None
     record = ExecutionStatus(
         execution.flow.name, execution.id, status, started, time.time(), described, created
     )
-    _store(execution).write_status(record)
+    store.write_status(record)
 
 
 @hookimpl
