@@ -73,6 +73,30 @@ def test_logs_on_the_thread_executor(tmp_path: Path, capfd: pytest.CaptureFixtur
     assert "out 0 attempt 0" in shown.out and "err 2" in shown.err  # still shown live
 
 
+def test_an_attempt_that_prints_nothing_makes_no_log_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Most splits print nothing: a writer (and its lock) for each would cost them more than their work."""
+    from laminar._plugins import log_capture
+
+    made: list[tuple[Any, ...]] = []
+
+    class Counting(log_capture.LogWriter):
+        def __init__(self, *arguments: Any) -> None:
+            made.append(arguments[1:6])  # flow, execution, layer, index, attempt
+            super().__init__(*arguments)
+
+    monkeypatch.setattr(log_capture, "LogWriter", Counting)
+    check_logs(talking_flow()(datastore=datastores.Local(tmp_path), executor=executors.Thread(concurrency=3)))
+    # Talk's four attempts print; Items and Quiet print nothing
+    assert sorted(where[2:] for where in made) == [
+        ("Talk", 0, 0),
+        ("Talk", 1, 0),
+        ("Talk", 1, 1),
+        ("Talk", 2, 0),
+    ]
+
+
 def test_logs_on_the_process_executor(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     check_logs(
         talking_flow()(datastore=datastores.Local(tmp_path), executor=executors.Process(concurrency=2))
