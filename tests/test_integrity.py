@@ -207,26 +207,32 @@ def test_a_damaged_inline_artifact_is_named(root: Path, how: str) -> None:
     assert (url(root, "artifacts/") if how == "delete" else f"{batch} (kept inline)") in message
 
 
+def plant_a_bomb(root: Path, compressor: Any) -> None:
+    """Put in place of the text's stored bytes a few KiB that ``compressor`` makes of 1 GiB of zeros."""
+    zero = bytes(1 << 20)
+    bomb = b"".join(compressor.compress(zero) for _ in range(1024)) + compressor.flush()
+    blob_path(root, "text").write_bytes(bomb)
+
+
+def refused_without_a_gigabyte(root: Path, match: str) -> None:
+    """Reading the text raises ``IntegrityError`` matching ``match``, and peak memory grows < 64 MiB."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(IntegrityError, match=match):
+        reader(root).layer(Store).text  # noqa: B018
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB: no gigabyte
+
+
 def test_a_compressed_blob_that_would_decompress_to_a_gigabyte_is_refused_unread(
     root: Path, decompressions: list[str]
 ) -> None:
-    compressor = zlib.compressobj(9)
-    zero = bytes(1 << 20)
-    bomb = b"".join(compressor.compress(zero) for _ in range(1024)) + compressor.flush()  # 1 GiB of zeros
-    blob_path(root, "text").write_bytes(bomb)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(IntegrityError, match=r"artifact 'text' .* is corrupt: its bytes hash to"):
-        reader(root).layer(Store).text  # noqa: B018
+    plant_a_bomb(root, zlib.compressobj(9))
+    refused_without_a_gigabyte(root, r"artifact 'text' .* is corrupt: its bytes hash to")
     assert decompressions == []
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB: no gigabyte
 
 
 def test_a_bomb_in_a_record_without_stored_digests_decompresses_no_more_than_recorded(root: Path) -> None:
     """Records written before the ``stored`` digest are checked after decompressing, which is bounded."""
-    compressor = zlib.compressobj(9)
-    zero = bytes(1 << 20)
-    bomb = b"".join(compressor.compress(zero) for _ in range(1024)) + compressor.flush()
-    blob_path(root, "text").write_bytes(bomb)
+    plant_a_bomb(root, zlib.compressobj(9))
 
     def older(payload: dict[str, Any]) -> None:  # such records were written with zlib
         entry = payload["splits"]["0"]["archives"]["text"]["artifacts"][0]
@@ -234,10 +240,7 @@ def test_a_bomb_in_a_record_without_stored_digests_decompresses_no_more_than_rec
         entry["codec"] = "zlib"
 
     rewrite_batch(root, older)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(IntegrityError, match=r"decompresses to more than the \d+ bytes recorded"):
-        reader(root).layer(Store).text  # noqa: B018
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024
+    refused_without_a_gigabyte(root, r"decompresses to more than the \d+ bytes recorded")
 
 
 class Marker:
@@ -554,15 +557,9 @@ def test_an_untrusted_store_never_decompresses_a_damaged_blob(
 def test_a_zstd_bomb_in_a_trusted_store_decompresses_no_more_than_recorded(
     root: Path, decompressions: list[str]
 ) -> None:
-    compressor = zstandard.ZstdCompressor(level=3).compressobj()
-    zero = bytes(1 << 20)
-    bomb = b"".join(compressor.compress(zero) for _ in range(1024)) + compressor.flush()  # 1 GiB of zeros
-    blob_path(root, "text").write_bytes(bomb)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(IntegrityError, match=r"artifact 'text' .* is corrupt: its bytes hash to"):
-        reader(root).layer(Store).text  # noqa: B018
+    plant_a_bomb(root, zstandard.ZstdCompressor(level=3).compressobj())
+    refused_without_a_gigabyte(root, r"artifact 'text' .* is corrupt: its bytes hash to")
     assert decompressions == ["zstd"]  # tried as the value compressed otherwise, and refused
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB: no gigabyte
 
 
 def test_compressed_bytes_of_another_value_are_refused_before_the_protocol_reads_them(

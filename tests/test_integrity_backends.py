@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +58,29 @@ def _blobs(datastore: Any) -> list[str]:
     ]
 
 
+def _rewrite_blobs(location: Any, change: Callable[[bytes], bytes]) -> list[str]:
+    """Replace the bytes of each of the two blobs the flow stored with ``change`` of them; their keys."""
+    datastore = datastore_at(location)
+    blobs = _blobs(datastore)
+    assert len(blobs) == 2
+    for key in blobs:
+        datastore.write_bytes(key, change(datastore.read_bytes(key)))
+    return blobs
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_damaged_blob_in_an_object_store_is_named_before_decoding(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
     location = request.getfixturevalue(f"{backend}_location")
     execution = Stored(datastore=location, executor=executors.Thread())(execution="damaged")
-    datastore = datastore_at(location)
-    blobs = _blobs(datastore)
-    assert len(blobs) == 2  # noise and text; the small marker pickle is inline in its batch
-    for key in blobs:
-        data = bytearray(datastore.read_bytes(key))
-        data[len(data) // 2] ^= 0xFF
-        datastore.write_bytes(key, bytes(data))
+
+    def flipped(data: bytes) -> bytes:
+        changed = bytearray(data)
+        changed[len(changed) // 2] ^= 0xFF
+        return bytes(changed)
+
+    blobs = _rewrite_blobs(location, flipped)  # noise and text; the small marker pickle is inline
     reader = Stored(datastore=location, executor=executors.Thread()).execution(execution.id).layer(Values)
     for name in ("noise", "text"):
         with pytest.raises(IntegrityError) as error:
@@ -111,15 +122,14 @@ def test_a_value_an_earlier_zstandard_compressed_otherwise_reads_back_from_an_ob
 ) -> None:
     location = request.getfixturevalue(f"{backend}_location")
     execution = Recompressed(datastore=location, executor=executors.Thread())(execution="recompressed")
-    datastore = datastore_at(location)
-    blobs = _blobs(datastore)
-    assert len(blobs) == 2
-    for key in blobs:  # the same values as one zstd frame of another level: not the bytes recorded
-        stored = datastore.read_bytes(key)
+
+    def compressed_otherwise(stored: bytes) -> bytes:  # one zstd frame of another level
         value = zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=True).read()
         other = zstandard.ZstdCompressor(level=3).compress(value)
-        assert other != stored
-        datastore.write_bytes(key, other)
+        assert other != stored  # not the bytes recorded
+        return other
+
+    _rewrite_blobs(location, compressed_otherwise)
     reader = Recompressed(datastore=location, executor=executors.Thread()).execution(execution.id)
     assert reader.layer(Compressible).text == " ".join(str(i) for i in range(40_000))
     assert reader.layer(Compressible).big == " ".join(str(i) for i in range(1_300_000)).encode()
