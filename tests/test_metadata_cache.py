@@ -64,7 +64,10 @@ def test_a_join_over_more_splits_than_the_cache_reads_only_what_it_could_not_kee
     monkeypatch.setattr(commit, "LIMIT", 50)  # batches of at most 50 splits
     n = 1_500
     store = CountingLocal(tmp_path)
-    execution = Batched(datastore=store, executor=executors.Thread())(n=n)
+    # One split at a time, so each batch holds a run of consecutive splits: with several threads, a
+    # split that finishes late (a busy machine) lands in a batch whose range spans many of the join's
+    # windows, which the join then reads again once the cache has let it go.
+    execution = Batched(datastore=store, executor=executors.Thread(concurrency=1))(n=n)
     assert execution.layer(Sum).total == n * (n - 1)
     written = [key for key in store.writes if "/layers/Double/splits/" in key]
     read = [key for key in store.reads if "/layers/Double/splits/" in key]
