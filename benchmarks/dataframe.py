@@ -18,7 +18,8 @@ cut it into 8 shards, transform each shard (two derived columns), and concatenat
 The variants run interleaved, round after round, so the machine's drift falls on all of them alike;
 medians are printed, and each variant's ratio to plain pandas (median of the per-round ratios).
 Target (issue 14): Thread at most 1.5x plain pandas. Each variant's ratio to the pickle files is
-printed too.
+printed too, and the bytes each Laminar variant stored (``Local`` compresses only what shrinks
+fifty-fold: see docs/protocols.md).
 
     .venv/bin/python benchmarks/dataframe.py [--rows 1000000] [--rounds 3]
     .venv/bin/python benchmarks/dataframe.py --quick        # 100,000 rows, 2 rounds
@@ -139,7 +140,18 @@ def laminar(
         execution = flow(rows=rows)
         elapsed = time.perf_counter() - start
         result = execution.layer(Join).result
+        STORED[(executor.__name__, columnar)] = stored_bytes(root)
     return elapsed, result
+
+
+#: The bytes each Laminar variant's last run left in its datastore (values, records, logs).
+STORED: dict[tuple[str, bool], int] = {}
+
+
+def stored_bytes(root: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(path, name)) for path, _, names in os.walk(root) for name in names
+    )
 
 
 def main() -> None:
@@ -186,6 +198,9 @@ def main() -> None:
             f"{label:<28} {statistics.median(each):7.3f} s   {statistics.median(ratios):5.2f}x plain pandas"
             f"   {to_files:5.2f}x pickle files{target}{verdict}"
         )
+    for (name, columnar), size in STORED.items():
+        kind = "columnar" if columnar else "default"
+        print(f"stored by laminar {name.lower()}, {kind}: {size / 1e6:.1f} MB a run")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ while its ids and timestamps are compressed, and the stored bytes are still one 
 is (``none``), so they are moved once and not slowed down.
 
 How much a sample must shrink for compression to pay is the datastore's ``worth_compressing``: zstd
-at level 1 runs at roughly 0.4-1.5 GB/s on one core, so compressing to a fraction ``r`` saves time
-only where ``1 - r`` of the bytes take longer to move than compressing all of them takes; over a
-network (object stores) that is nearly anything that shrinks (0.85), on a local disk only what
-shrinks to under a third.
+at level 1 runs at roughly 0.3-1 GB/s on one core for what shrinks a few times (and at 4-12 GB/s for
+what shrinks fifty-fold or more), so compressing to a fraction ``r`` saves time only where ``1 - r``
+of the bytes take longer to move than compressing all of them takes; over a network (object stores)
+that is nearly anything that shrinks (0.85), on a local disk, which takes 1.5-2.4 GB/s into its
+cache, only what shrinks fifty-fold (0.02).
 
 ``zlib`` is still read, so artifacts written before zstd (recorded ``"codec": "zlib"``) stay
 readable, as do single-frame zstd artifacts; ``none`` is stored as is.

@@ -17,7 +17,7 @@ class Memory(Datastore):
     atomic_create = True
     shared = False
     max_workers = 1
-    worth_compressing = 0.3  # zstd is no faster than a local disk: only what shrinks to under a third pays
+    worth_compressing = 0.3  # everything it holds is this process's memory: space costs more than on a disk
 
     def __init__(self) -> None:
         super().__init__()
