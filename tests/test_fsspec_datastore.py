@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import numpy as np
 import pytest
 from emulators.fixtures import free_port
 from emulators.sftp import SFTPService
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractFileSystem
+from laminar import Flow, Layer
 from laminar.configurations import datastores, executors
 from laminar.errors import ConfigurationError, DatastoreError, PluginNotFound
 from laminar.plugins import Datastore
@@ -357,6 +359,35 @@ def test_one_flow_on_local_and_on_sftp_same_results_and_hashes_read_from_another
     assert read_back["sftp"] == ["FSSpec", *read_back["local"][1:]]
     for store in stores.values():
         store.close()
+
+
+class Ids(Flow): ...
+
+
+@Ids.register
+class Column(Layer):
+    def __call__(self) -> None:
+        self.ids = np.arange(1 << 20, dtype=np.int64)  # zstd shrinks it to about 0.13
+
+
+def test_a_local_disk_through_fsspec_compresses_as_local_does_and_sftp_as_a_network(
+    tmp_path: Path, sftp_location: str
+) -> None:
+    """zstd is slower than a local disk for what shrinks only a few times, not than a network."""
+    stored = {}
+    for name, url in {"local": f"fsspec+file://{tmp_path}/store", "sftp": sftp_location}.items():
+        store = FSSpec(url)
+        execution = Ids(datastore=store, executor=executors.Thread())()
+        np.testing.assert_array_equal(execution.layer(Column).ids, np.arange(1 << 20))
+        (key,) = _keys(store, "artifacts/")
+        stored[name] = len(store.read_bytes(key))
+        store.close()
+    assert stored["local"] > 8 << 20  # as it is (with its pickle)
+    assert stored["sftp"] < (8 << 20) // 4  # compressed
+    assert FSSpec(f"fsspec+file://{tmp_path}").worth_compressing == datastores.Local.worth_compressing
+    assert (
+        FSSpec(f"fsspec+memory://{uuid.uuid4().hex}").worth_compressing == datastores.Memory.worth_compressing
+    )
 
 
 # ---- choosing it by URL --------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode
 
+from laminar.configurations.datastores import Local, Memory
 from laminar.errors import ConfigurationError, DatastoreError, LaminarError
 from laminar.plugins import Datastore, buffered_reader, caused_by, causes, with_retries
 
@@ -109,6 +110,9 @@ class Kind:
     sftp: bool = False
     #: Lives in this process only (fsspec's memory filesystem): see :class:`FSSpecInProcess`.
     in_process: bool = False
+    #: How much a sample must shrink for zstd to pay (``Datastore.worth_compressing``), where it is
+    #: not the network's default: a local disk and memory decide as ``Local`` and ``Memory`` do.
+    worth_compressing: float | None = None
 
 
 def kind_of(protocol: str, cls: type[AbstractFileSystem]) -> Kind:
@@ -119,11 +123,24 @@ def kind_of(protocol: str, cls: type[AbstractFileSystem]) -> Kind:
 
     names = cls.protocol if isinstance(cls.protocol, tuple) else (cls.protocol,)
     if issubclass(cls, MemoryFileSystem):
-        return Kind("direct", directories=False, thread_safe=True, max_workers=1, in_process=True)
+        return Kind(
+            "direct",
+            directories=False,
+            thread_safe=True,
+            max_workers=1,
+            in_process=True,
+            worth_compressing=Memory.worth_compressing,
+        )
     if protocol in OBJECT_STORES:
         return Kind("direct", directories=False, thread_safe=True, max_workers=16)
     if issubclass(cls, LocalFileSystem):
-        return Kind("rename", directories=True, thread_safe=True, max_workers=1)
+        return Kind(
+            "rename",
+            directories=True,
+            thread_safe=True,
+            max_workers=1,
+            worth_compressing=Local.worth_compressing,
+        )
     if "sftp" in names:
         return Kind("rename", True, thread_safe=False, max_workers=4, defaults={"timeout": 10.0}, sftp=True)
     return Kind("rename", directories=True, thread_safe=issubclass(cls, AsyncFileSystem), max_workers=4)
@@ -386,6 +403,9 @@ class FSSpec(Datastore):
     - ``attempts``: tries of each call when the connection drops or times out (default 3);
     - ``max_workers``: threads of the batch calls (default: 1 local, 4 SFTP and others, 16 object stores).
 
+    A local disk and fsspec's memory filesystem decide compression as ``Local`` and ``Memory`` do
+    (``worth_compressing``); other filesystems, remote, keep the network's default.
+
     **Atomic writes.** ``commit="rename"`` (the default except for object stores and memory) writes the
     value to a temporary file in ``ROOT/.staging`` and renames it into place, so a reader sees the old
     value or the new one, never part of one, even if the writer dies (a stale temporary file may stay
@@ -435,6 +455,8 @@ class FSSpec(Datastore):
         self.commit: Commit = commit or self.kind.commit
         self.attempts = max(1, int(attempts))
         self.max_workers = max_workers if max_workers is not None else self.kind.max_workers
+        if self.kind.worth_compressing is not None:
+            self.worth_compressing = self.kind.worth_compressing
         self.storage_options: dict[str, Any] = {
             **self.kind.defaults,
             **location.options,
