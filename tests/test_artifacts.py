@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from helpers import Batched, Double, Sum, files
 from laminar import Flow, Layer, Parameters
@@ -157,6 +158,69 @@ def test_unserializable_artifact_names_layer_and_attribute_and_writes_nothing(tm
     assert not flow.execution("x").layer(U).state.finished
     with pytest.raises(AttributeError, match="has not finished"):
         flow.execution("x").layer(U).fine  # noqa: B018
+
+
+class Refused:
+    """A value whose serialization fails, saying which one it is."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{self.label} refuses to be pickled")
+
+
+def large(seed: int, mib: int = 2) -> Any:
+    return np.random.default_rng(seed).integers(0, 1 << 62, (mib << 20) // 8)
+
+
+def test_a_splits_large_shards_are_staged_several_at_once_and_read_back_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staged_on: list[str] = []
+    stage = artifacts.stage
+
+    def noting_the_thread(value: Any, **options: Any) -> artifacts.StagedArtifact:
+        staged_on.append(threading.current_thread().name)
+        return stage(value, **options)
+
+    monkeypatch.setattr(artifacts, "stage", noting_the_thread)
+
+    class Shards(Flow): ...
+
+    @Shards.register
+    class Cut(Layer):
+        def __call__(self) -> None:
+            self.shard(part=[large(seed) for seed in range(6)])
+            self.label = "small, and staged first"
+
+    execution = Shards(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
+    parts = list(execution.layer(Cut).part)
+    assert all(np.array_equal(part, large(seed)) for seed, part in enumerate(parts))
+    assert len(staged_on) == 7 and staged_on[0] == staged_on[1]  # the small value, the first shard
+    assert any(name.startswith("laminar-stage") for name in staged_on[2:])  # then the rest at once
+
+
+def test_the_first_shard_that_cannot_be_serialized_is_named_and_nothing_is_written(tmp_path: Path) -> None:
+    """Shards staged several at once fail as staged in order: the first failure, nothing left behind."""
+
+    class Failing(Flow): ...
+
+    @Failing.register
+    class Cut(Layer):
+        def __call__(self) -> None:  # 9 MiB each: staged through files in the staging directory
+            parts: list[Any] = [large(seed, mib=9) for seed in range(8)]
+            parts[3], parts[6] = Refused("shard 3"), Refused("shard 6")  # one per run of shards
+            self.shard(part=parts)
+
+    flow = Failing(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    with pytest.raises(
+        SerializationError, match=r"artifact 'part' of layer Cut cannot be serialized"
+    ) as caught:
+        flow(execution="x")
+    assert "shard 3 refuses" in str(caught.value) and "shard 6" not in str(caught.value)
+    assert not [f for f in files(tmp_path) if "/Cut/" in f and not f.endswith("/Cut/status.json")]
+    assert not [f for f in files(tmp_path) if f.startswith(("artifacts/", ".staging/"))]
 
 
 def test_bad_artifact_name_is_refused(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The thread pool for CPU work that releases the GIL (hashing, compressing), shared by this process."""
+"""The thread pools of this process: CPU work that releases the GIL (hashing, compressing), and staging."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 _pool: ThreadPoolExecutor | None = None
+_staging: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
 
 
@@ -17,6 +18,22 @@ def pool() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(max(os.cpu_count() or 1, 2), thread_name_prefix="laminar-cpu")
         return _pool
+
+
+def cores() -> int:
+    return os.cpu_count() or 1
+
+
+def staging_pool() -> ThreadPoolExecutor:
+    """Threads that serialize several large values at once, one fewer than cores (the caller is one).
+
+    Apart from :func:`pool`: staging waits on hashing and compressing there, and would deadlock it.
+    """
+    global _staging
+    with _lock:
+        if _staging is None:
+            _staging = ThreadPoolExecutor(max(cores() - 1, 1), thread_name_prefix="laminar-stage")
+        return _staging
 
 
 def width() -> int:

@@ -17,14 +17,15 @@ untrusted refuses, before reading a byte, every artifact whose protocol is not m
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
-from laminar._serialization import codecs, hashing, safe
+from laminar._serialization import codecs, hashing, safe, threads
 from laminar._serialization.codecs import SMALL, DecodeError, DecodingReader, EncodingWriter
 from laminar._serialization.protocols import Pickle, Protocol, read_from_path, takes_uri, write_to_path
 from laminar._serialization.registry import Protocols
@@ -187,6 +188,69 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
         stored=stored if stored != hexdigest or _own_address(protocol) else None,
     )
     return StagedArtifact(artifact, data=data, path=buffer.path)
+
+
+#: Once a value this large (serialized) is staged, the values after it are staged several at once.
+PARALLEL_AFTER = 1 << 20
+
+
+def stage_in_order(count: int, stage_one: Callable[[int], StagedArtifact]) -> list[StagedArtifact]:
+    """``[stage_one(i) for i in range(count)]``, each after the one before until one is large; then
+    the rest several at once, one run of them per core (a split's shards of a DataFrame, serialized
+    and hashed in 0.6x the time on two cores). Small values stay on this thread: a hand-off costs
+    more than they do.
+
+    If any raises, everything staged is discarded, and the error of the first that failed is raised.
+    """
+    staged: list[StagedArtifact] = []
+    try:
+        for position in range(count):
+            staged.append(stage_one(position))
+            rest = range(position + 1, count)
+            if rest and threads.cores() > 1 and staged[-1].artifact.size >= PARALLEL_AFTER:
+                staged.extend(_stage_at_once(rest, stage_one))
+                break
+    except BaseException:
+        for item in staged:
+            item.discard()
+        raise
+    return staged
+
+
+def _stage_at_once(positions: range, stage_one: Callable[[int], StagedArtifact]) -> list[StagedArtifact]:
+    """Stage ``positions`` in contiguous runs, one here and the others on the staging pool."""
+    runs = min(threads.cores(), len(positions))
+    bounds = [positions.start + len(positions) * k // runs for k in range(runs + 1)]
+
+    def run(start: int, stop: int) -> tuple[list[StagedArtifact], BaseException | None]:
+        done: list[StagedArtifact] = []
+        for position in range(start, stop):
+            try:
+                done.append(stage_one(position))
+            except BaseException as error:  # the run stops at its first failure, as staging in order
+                return done, error
+        return done, None
+
+    others = [  # each in a copy of this context: the split's context variables go along
+        threads.staging_pool().submit(contextvars.copy_context().run, run, bounds[k], bounds[k + 1])
+        for k in range(1, runs)
+    ]
+    results = [run(bounds[0], bounds[1])]
+    interrupted: BaseException | None = None
+    for future in others:  # every run ends before this returns, so none stages after a failure
+        while True:
+            try:
+                results.append(future.result())
+                break
+            except BaseException as error:  # interrupted while waiting: wait on, then drop it all
+                interrupted = interrupted or error
+    staged = [item for done, _ in results for item in done]
+    failed = [error for _, error in results if error is not None]
+    if interrupted is not None or failed:
+        for item in staged:
+            item.discard()
+        raise interrupted or failed[0]  # the runs are in order, each stopped at its first failure
+    return staged
 
 
 def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:

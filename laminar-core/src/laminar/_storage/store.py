@@ -208,29 +208,29 @@ class ExecutionStore:
         serialization failure into the exception to raise (naming layer and attribute). Small values
         stay inline in the record's archives; larger ones are written here, under their hash.
         """
-        staged: list[artifacts.StagedArtifact] = []
-        archives: dict[str, Archive] = {}
-        try:
-            for name, items, sharded in [(n, [v], False) for n, v in values.items()] + [
-                (n, list(v), True) for n, v in shards.items()
-            ]:
-                validate(name, what="artifact name")
-                entries = []
-                for item in items:
-                    protocol = self.protocols.for_value(item)
-                    try:
-                        entry = artifacts.stage(item, datastore=self.datastore, protocol=protocol)
-                    except Exception as error:
-                        if on_error is None:
-                            raise
-                        raise on_error(name, error) from error
-                    staged.append(entry)
-                    entries.append(entry.artifact)
-                archives[name] = Archive(tuple(entries), sharded=sharded)
-        except BaseException:
-            for entry in staged:
-                entry.discard()
-            raise
+        groups = [(n, [v], False) for n, v in values.items()] + [
+            (n, list(v), True) for n, v in shards.items()
+        ]
+        for name, _, _ in groups:
+            validate(name, what="artifact name")
+        flat = [(name, item) for name, items, _ in groups for item in items]
+
+        def stage_one(position: int) -> artifacts.StagedArtifact:
+            name, item = flat[position]
+            protocol = self.protocols.for_value(item)
+            try:
+                return artifacts.stage(item, datastore=self.datastore, protocol=protocol)
+            except Exception as error:
+                if on_error is None:
+                    raise
+                raise on_error(name, error) from error
+
+        staged = artifacts.stage_in_order(len(flat), stage_one)
+        entries = iter(staged)
+        archives = {
+            name: Archive(tuple(next(entries).artifact for _ in items), sharded=sharded)
+            for name, items, sharded in groups
+        }
         artifacts.commit(self.datastore, staged)
         return SplitRecord(archives, caught)
 
