@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+import zstandard
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors
 from laminar.configurations.layers import ForEach, Parameter
@@ -157,3 +158,12 @@ class Double(Layer):
 class Sum(Layer):
     def __call__(self, double: Double) -> None:
         self.total = sum(double.value)
+
+
+def compressed_otherwise(stored: bytes) -> bytes:
+    """The value in zstd bytes ``stored``, compressed again as one frame of another level: what another
+    zstandard (or frame layout) would have stored, a valid stream unlike any record's digest."""
+    value = zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=True).read()
+    other = zstandard.ZstdCompressor(level=3).compress(value)  # one frame: Laminar writes 1 MiB frames
+    assert other != stored  # not the bytes recorded
+    return other

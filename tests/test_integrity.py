@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import zstandard
-from helpers import CountingLocal
+from helpers import CountingLocal, compressed_otherwise
 from laminar import Flow, Layer, Parameters
 from laminar._serialization import codecs
 from laminar._storage import artifacts, layout, records
@@ -498,12 +498,8 @@ def test_an_untrusted_store_decompresses_nothing_a_record_does_not_name(
 
 
 def compress_otherwise(path: Path) -> None:
-    """Replace zstd bytes with the same value compressed at another level, as another zstandard (or
-    frame layout) would have stored it: a valid stream of other bytes, unlike any record's digest."""
-    value = zstandard.ZstdDecompressor().stream_reader(path.read_bytes(), read_across_frames=True).read()
-    other = zstandard.ZstdCompressor(level=3).compress(value)  # one frame: Laminar writes 1 MiB frames
-    assert other != path.read_bytes()
-    path.write_bytes(other)
+    """Replace the zstd bytes at ``path`` with the same value compressed otherwise."""
+    path.write_bytes(compressed_otherwise(path.read_bytes()))
 
 
 @pytest.mark.parametrize("name", ["text", "repeated"])  # read whole, and streamed

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zstandard
-from helpers import datastore_at
+from helpers import compressed_otherwise, datastore_at
 from laminar import Flow, Layer
 from laminar.configurations import executors
 from laminar.errors import IntegrityError, UntrustedArtifact
@@ -122,12 +121,6 @@ def test_a_value_an_earlier_zstandard_compressed_otherwise_reads_back_from_an_ob
 ) -> None:
     location = request.getfixturevalue(f"{backend}_location")
     execution = Recompressed(datastore=location, executor=executors.Thread())(execution="recompressed")
-
-    def compressed_otherwise(stored: bytes) -> bytes:  # one zstd frame of another level
-        value = zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=True).read()
-        other = zstandard.ZstdCompressor(level=3).compress(value)
-        assert other != stored  # not the bytes recorded
-        return other
 
     _rewrite_blobs(location, compressed_otherwise)
     reader = Recompressed(datastore=location, executor=executors.Thread()).execution(execution.id)

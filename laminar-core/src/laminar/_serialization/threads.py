@@ -16,11 +16,12 @@ def pool() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max(os.cpu_count() or 1, 2), thread_name_prefix="laminar-cpu")
+            _pool = ThreadPoolExecutor(max(cores(), 2), thread_name_prefix="laminar-cpu")
         return _pool
 
 
 def cores() -> int:
+    """This machine's cores, as the pools count them."""
     return os.cpu_count() or 1
 
 
@@ -38,4 +39,4 @@ def staging_pool() -> ThreadPoolExecutor:
 
 def width() -> int:
     """How many pieces of work to keep in flight on the pool: a couple per thread."""
-    return 2 * max(os.cpu_count() or 1, 2)
+    return 2 * max(cores(), 2)

@@ -206,9 +206,8 @@ def stage_in_order(count: int, stage_one: Callable[[int], StagedArtifact]) -> li
     try:
         for position in range(count):
             staged.append(stage_one(position))
-            rest = range(position + 1, count)
-            if rest and threads.cores() > 1 and staged[-1].artifact.size >= PARALLEL_AFTER:
-                staged.extend(_stage_at_once(rest, stage_one))
+            if staged[-1].artifact.size >= PARALLEL_AFTER and position + 1 < count and threads.cores() > 1:
+                staged.extend(_stage_at_once(range(position + 1, count), stage_one))
                 break
     except BaseException:
         for item in staged:
