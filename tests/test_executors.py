@@ -18,9 +18,16 @@ import pytest
 from helpers import EXECUTORS, Diamond, Join, run_script
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors
-from laminar.configurations.layers import Retry
+from laminar.configurations.layers import ForEach, Parameter, Retry
 from laminar.errors import ConfigurationError, ExecutorContractError, PluginNotFound, WorkerLost
-from laminar.plugins import Executor, SplitOutcome, SplitTask, environment_for, recorded_outcome
+from laminar.plugins import (
+    Executor,
+    SplitNotStarted,
+    SplitOutcome,
+    SplitTask,
+    environment_for,
+    recorded_outcome,
+)
 
 # ---- where layers run ----------------------------------------------------------------------------
 
@@ -144,6 +151,89 @@ def test_thread_executor_timeout_fails_the_flow(tmp_path: Path) -> None:
     with pytest.raises(TimeoutError, match=r"ran longer than the executor's timeout of 0\.2 s"):
         flow(execution="slow")
     assert not flow.execution("slow").layer(Sleeper).state.finished
+
+
+# ---- a failed run starts nothing new -------------------------------------------------------------
+
+
+class Queued(Flow): ...
+
+
+@Queued.register
+class Many(Layer):
+    def __call__(self) -> None:
+        self.shard(item=list(range(200)))
+
+
+#: The items whose split started, in this process (the Thread executor's splits run here).
+STARTED: list[int] = []
+
+
+@Queued.register(foreach=ForEach(parameters=[Parameter(layer=Many, attribute="item")]))
+class Each(Layer):
+    def __call__(self, many: Many) -> None:
+        STARTED.append(many.item)
+        if many.item == 3:
+            raise ValueError("item 3 is broken")
+        time.sleep(0.02)
+        self.value = many.item
+
+
+@pytest.mark.parametrize("timeout", [None, 60.0], ids=["no timeout", "timeout"])
+def test_a_failed_run_starts_none_of_the_splits_the_thread_executor_still_queues(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], timeout: float | None
+) -> None:
+    STARTED.clear()
+    executor = executors.Thread(concurrency=2, timeout=timeout)
+    assert executor.window >= 64, "with a shallow queue this would prove little"
+    flow = Queued(datastore=datastores.Local(tmp_path), executor=executor)
+    with pytest.raises(ValueError, match="item 3 is broken"):
+        flow(execution="queued")
+    # Splits 0-3, and at most a few more the two threads took while the error reached the loop;
+    # every queued split would run without cancel_queued (at least the window of 64).
+    assert 4 <= len(STARTED) <= 12, STARTED
+    each = flow.execution("queued").status.layers["Each"]
+    assert str(each) == "failed" and each.error is not None and each.error["message"] == "item 3 is broken"
+    assert sorted(each.attempts) == sorted(STARTED)  # a split never started is not an attempt
+    assert [i for i, attempts in each.attempts.items() if any(a.error for a in attempts)] == [3]
+    told = capsys.readouterr().err
+    assert told.count("failed on attempt") == 1, told  # and the progress display does not report it
+    assert "1 failed" in told
+
+
+def test_cancel_queued_settles_the_queued_splits_and_leaves_the_running_one(tmp_path: Path) -> None:
+    """The Thread executor's own side: what it still queues raises SplitNotStarted; what runs ends."""
+    holding, release = threading.Event(), threading.Event()
+
+    class Held(Flow): ...
+
+    @Held.register
+    class Hold(Layer):
+        def __call__(self) -> None:
+            holding.set()
+            release.wait(30)
+            self.done = True
+
+    flow = Held(datastore=datastores.Local(tmp_path), executor=executors.Thread(concurrency=1))
+    tasks = [SplitTask(flow=flow, execution="held", layer="Hold") for _ in range(3)]
+    executor = executors.Thread(concurrency=1)
+
+    async def main() -> list[Any]:
+        await executor.start()
+        try:
+            runs = [asyncio.ensure_future(executor.run(task)) for task in tasks]
+            assert await asyncio.to_thread(holding.wait, 30)  # the first runs on the one thread
+            executor.cancel_queued()  # the other two wait in its queue
+            release.set()
+            return await asyncio.gather(*runs, return_exceptions=True)
+        finally:
+            await executor.stop()
+
+    first, second, third = asyncio.run(main())
+    assert isinstance(first, SplitOutcome) and "done" in first.record.archives
+    for queued in (second, third):
+        assert isinstance(queued, SplitNotStarted)
+        assert "was not started: the run had failed or was stopped" in str(queued)
 
 
 # ---- worker loss ---------------------------------------------------------------------------------

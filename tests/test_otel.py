@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,6 +237,48 @@ def test_a_failing_run_has_an_execution_span_with_status_error(
     assert not named(spans, "layer After")  # never started: no span
     assert len(spans) == len(opened.started)  # every span started also ended
     assert laminar_otel._executions == {}
+
+
+class Queued(Flow): ...
+
+
+@Queued.register
+class Items(Layer):
+    def __call__(self) -> None:
+        self.shard(item=list(range(100)))
+
+
+@Queued.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="item")]))
+class Slowly(Layer):
+    def __call__(self, items: Items) -> None:
+        if items.item == 1:
+            raise ValueError("item 1 is broken")
+        time.sleep(0.02)
+        self.value = items.item
+
+
+def test_a_split_still_queued_when_the_run_fails_has_a_span_that_reads_not_started(
+    tmp_path: Path, exporter: InMemorySpanExporter, opened: Opened
+) -> None:
+    flow = Queued(datastore=datastores.Local(tmp_path), executor=executors.Thread(concurrency=2))
+    with pytest.raises(ValueError, match="item 1 is broken"):
+        flow()
+    spans = exporter.get_finished_spans()
+    splits = {
+        span.attributes["laminar.split.index"]: span
+        for span in named(spans, "split Slowly")
+        if span.attributes
+    }
+    status = {
+        index: span.attributes["laminar.split.status"] for index, span in splits.items() if span.attributes
+    }
+    assert status[1] == "failed"
+    queued = [index for index, told in status.items() if told == "not started"]
+    assert len(queued) >= 50, status  # handed over (the window is 64), never run
+    assert set(status.values()) == {"succeeded", "failed", "not started"}
+    for index in queued:
+        assert splits[index].status.status_code is StatusCode.UNSET and not splits[index].events
+    assert len(spans) == len(opened.started)  # every span started also ended
 
 
 BROKEN = {"item": 2}

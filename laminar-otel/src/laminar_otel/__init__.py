@@ -12,7 +12,8 @@ entry-point group and every run makes:
   computed) has status ERROR. A skipped layer's span starts and ends at once;
 - a child span per split attempt under its layer (``split <Layer>``): ``laminar.split.index`` (absent
   for a layer without ForEach), ``laminar.split.attempt`` and ``laminar.split.status`` (succeeded,
-  retried, failed, cancelled); a failed attempt records its exception and has status ERROR.
+  retried, failed, cancelled, or not started: handed to the executor, which still queued it when the
+  run failed or was stopped); a failed attempt records its exception and has status ERROR.
 
 Only the OpenTelemetry API is used, with the global tracer provider (``trace.get_tracer("laminar")``),
 so the application configures the SDK, its exporters and samplers the usual way. Set
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-from laminar.plugins import hookimpl
+from laminar.plugins import SplitNotStarted, hookimpl
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
@@ -247,6 +248,8 @@ def laminar_split_finished(
         return
     if error is None:
         span.set_attribute("laminar.split.status", "succeeded")
+    elif isinstance(error, SplitNotStarted):  # handed over, then the run failed or stopped first
+        span.set_attribute("laminar.split.status", "not started")
     elif _cancelled(error):
         spans.cancelled = True
         span.set_attribute("laminar.split.status", "cancelled")

@@ -105,6 +105,8 @@ def laminar_split_finished(
 
     ``started`` and ``ended`` say when that attempt ran, measured where it ran (``time.time()``); an
     executor may queue a split before it starts, so they can be later than ``laminar_split_started``.
+    A split still queued when the run failed or was stopped never runs: its ``error`` is a
+    :class:`~laminar.plugins.SplitNotStarted`, which is not a failed attempt.
     """
 
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from laminar._plugins.hookspecs import hookimpl
 from laminar._plugins.log_capture import _Tee
 from laminar._runtime import environment
+from laminar._runtime.executor import SplitNotStarted
 from laminar.errors import Interrupted
 
 if TYPE_CHECKING:
@@ -546,7 +547,7 @@ def laminar_split_finished(
     if not _layers:
         return
     progress = _layers.get(_layer_key(layer))
-    if progress is None:
+    if progress is None or isinstance(error, SplitNotStarted):  # never ran: neither done nor failed
         return
     if error is None:
         progress.done += 1

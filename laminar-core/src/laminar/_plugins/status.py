@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from laminar._plugins.hookspecs import hookimpl
 from laminar._runtime import tracebacks
+from laminar._runtime.executor import SplitNotStarted
 from laminar._storage.records import AttemptRecord, ExecutionStatus, LayerStatusRecord
 from laminar.errors import DatastoreError, Interrupted
 
@@ -250,7 +251,7 @@ def _ended(
     layer: Layer, index: int | None, attempt: int, error: BaseException | None, started: float, ended: float
 ) -> _LayerRun | None:
     run = _layers.get(_key(layer))
-    if run is None:
+    if run is None or isinstance(error, SplitNotStarted):  # handed over, never run: not an attempt
         return None
     split = index or 0
     if error is not None and run.failures < FAILED_LIMIT:

@@ -6,7 +6,9 @@ process (this one, a local worker process, a Dask worker...) and returns the
 :class:`~laminar._runtime.task.SplitOutcome`, or raises the layer's exception.
 
 The scheduler enforces ``timeout`` by cancelling :meth:`Executor.run`; an executor that can stop the
-work on cancellation (kill a process, cancel a Dask future) should.
+work on cancellation (kill a process, cancel a Dask future) should. Once a run has failed or was
+stopped, it calls :meth:`Executor.cancel_queued`, so that an executor queueing splits (``window``
+above ``concurrency``) starts none of those it still holds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ from laminar.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from laminar._runtime.task import SplitOutcome, SplitTask
+
+
+class SplitNotStarted(BaseException):
+    """What ``run`` raises for a split handed over but never started, once the run has failed or was
+    stopped (see :meth:`Executor.cancel_queued`). Hooks see it as the split's error: it is not a
+    failed attempt, and nothing of the split ran.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: no retry takes it for the layer's error. Not a
+    ``CancelledError``, which would cancel an asyncio task it passes through instead of reaching the
+    scheduler as itself.
+    """
 
 
 class Executor(abc.ABC):
@@ -68,6 +81,15 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def run(self, task: SplitTask) -> SplitOutcome:
         """Run one split and return its outcome, or raise the exception the layer raised."""
+
+    def cancel_queued(self) -> None:
+        """The run failed or was stopped: start none of the splits handed over and not yet started.
+
+        Called on the run's event loop, at most a few times a run. The ``run`` of each such split
+        raises :class:`SplitNotStarted`; splits already running finish as usual, and what they store
+        is kept. By default nothing: an executor whose ``window`` is its ``concurrency`` starts every
+        split as it is handed over.
+        """
 
     async def stop(self) -> None:
         """Release what :meth:`start` acquired. Called once the execution ends, even on failure."""

@@ -2,8 +2,9 @@
 
 Each layer is a coroutine that waits for its dependencies, evaluates entry hooks, sizes its ForEach
 grid once, and feeds its splits to the executor through at most ``executor.window`` runners. Scheduling
-cost is linear in the number of splits. When a split fails for good, nothing new starts; splits in
-flight finish; then the first error is raised with the layer named.
+cost is linear in the number of splits. When a split fails for good, nothing new starts (splits
+queued at the executor are cancelled: ``Executor.cancel_queued``); running splits finish; then the
+first error is raised with the layer named.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from laminar._runtime import commit, foreach, hook_calls, tracebacks
 from laminar._runtime.commit import SplitLog
 from laminar._runtime.configuration import check_compatible
 from laminar._runtime.context import LayerContext, store_for
+from laminar._runtime.executor import SplitNotStarted
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage.lease import Lease
 from laminar._storage.records import runs
@@ -163,6 +165,7 @@ class _Run:
                 return
             self.interrupted = signal.Signals(number).name
             self.errors.insert(0, self.interruption())
+            self._cancel_queued()
             logger.warning(
                 "%s: execution %s starts nothing new; running splits finish (again to stop them now)",
                 self.interrupted,
@@ -355,6 +358,10 @@ class _Run:
                 async with self.semaphore:
                     try:
                         outcome = await self._split(name, reader, index, count, grid)
+                    except SplitNotStarted as error:  # the run had failed or was stopped
+                        if not self.errors:  # not asked for: the split is missing, so the run fails
+                            self._fail(error)
+                        return
                     except BaseException as error:
                         self._fail(error)
                     else:
@@ -534,3 +541,11 @@ class _Run:
         if note:
             add_note(error, note)
         self.errors.append(error)
+        self._cancel_queued()
+
+    def _cancel_queued(self) -> None:
+        """The run failed or is stopping: the executor starts none of the splits it still queues."""
+        try:
+            self.executor.cancel_queued()
+        except Exception as error:  # the run's own error matters more; queued splits then run
+            logger.warning("executor %r could not cancel its queued splits: %s", self.executor, error)

@@ -161,6 +161,27 @@ class Wrapped(Layer):
         self.call_pid = os.getpid()
 
 
+class Stopping(Flow): ...
+
+
+@Stopping.register
+class Many(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(item=list(range(40)))
+
+
+@Stopping.register(foreach=ForEach(parameters=[Parameter(layer=Many, attribute="item")]))
+class Marked(Layer):
+    """Leaves a mark as it starts; the first fails at once, the others take a while."""
+
+    def __call__(self, parameters: Parameters, many: Many) -> None:
+        Path(parameters.marks, str(many.item)).touch()
+        if many.item == 0:
+            raise ValueError("item 0 is broken")
+        time.sleep(1.0)  # longer than an executor takes to report the failure (Dask: about 0.4 s)
+        self.value = many.item
+
+
 class ExecutorConformance:
     """Reusable tests of the Executor contract (see :class:`laminar.plugins.Executor`)."""
 
@@ -209,6 +230,18 @@ class ExecutorConformance:
         marks.mkdir()
         execution = Together(datastore=datastore, executor=make_executor(concurrency=2))(marks=str(marks))
         assert execution.layer(Left).ok and execution.layer(Right).ok
+
+    def test_a_failed_run_starts_no_split_it_had_not_started(
+        self, make_executor: MakeExecutor, datastore: Datastore, tmp_path: Path
+    ) -> None:
+        """An executor that queues splits (``window`` above ``concurrency``) must ``cancel_queued``."""
+        marks = tmp_path / "started"
+        marks.mkdir()
+        flow = Stopping(datastore=datastore, executor=make_executor(concurrency=2))
+        with pytest.raises(ValueError, match="item 0 is broken"):
+            flow(marks=str(marks))
+        started = sorted(int(mark.name) for mark in marks.iterdir())
+        assert 1 <= len(started) <= 4, f"splits {started} of 40 started after split 0 failed at once"
 
     def test_timeout_fails_the_split(self, make_executor: MakeExecutor, datastore: Datastore) -> None:
         flow = Slow(datastore=datastore, executor=make_executor(timeout=0.5))
