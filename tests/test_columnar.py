@@ -17,6 +17,8 @@ import json
 import mmap
 import os
 import pickle
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -241,6 +243,52 @@ def test_columnar_values_read_back_untrusted_without_opting_in(tmp_path: Path) -
     assert store.table.equals(pa.table({"a": np.arange(10), "b": [str(i) for i in range(10)]}))
     assert store.table.schema.metadata is None  # Laminar's mark is not handed back
     assert np.array_equal(store.array, NOISE) and store.array.flags.writeable
+
+
+FRESH_PROCESS = """
+import sys
+
+from laminar import Flow, Layer
+from laminar.configurations import datastores, executors
+
+
+class Tiny(Flow): ...
+
+
+@Tiny.register
+class One(Layer):
+    def __call__(self) -> None:
+        self.x = 1
+
+
+class Values(Flow): ...
+
+
+@Values.register
+class Store(Layer):
+    def __call__(self) -> None: ...
+
+
+Tiny(datastore=datastores.Local(sys.argv[1] + "-tiny"), executor=executors.Thread())()
+print("after a run:", "pyarrow" in sys.modules)
+reader = Values(datastore=datastores.Local(sys.argv[1]).untrusted(), executor=executors.Thread())
+frame = reader.execution("x").layer("Store").frame
+print("after a read:", "pyarrow" in sys.modules, type(frame).__name__, len(frame))
+"""
+
+
+def test_pyarrow_is_imported_by_the_first_columnar_value_not_by_loading_the_plugin(tmp_path: Path) -> None:
+    """Every Laminar process loads laminar-arrow's protocols (to read what they stored); importing
+    pyarrow with them cost each one about 0.2 s and 40 MiB, columnar values or not."""
+    run_columnar(tmp_path / "store")
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH_PROCESS)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "store")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "after a run: False" in result.stdout  # the plugin loaded, its protocols registered
+    assert "after a read: True DataFrame 1000" in result.stdout  # read back, untrusted, not opted in
 
 
 def test_parquet_is_readable_by_pyarrow_parquet_and_reads_back_untrusted(tmp_path: Path) -> None:

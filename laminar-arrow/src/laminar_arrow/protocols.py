@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import pyarrow as pa
-import pyarrow.ipc
-import pyarrow.parquet as pq
 from laminar.plugins import Protocol
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported where a value is written or read, not here: every Laminar process loads this
+# module through the plugin's entry point (to read what these protocols stored), and importing
+# pyarrow cost each of them about 0.2 s, the scripts, the `laminar` command and worker processes
+# alike, whether they ever touch a columnar value or not.
 
 #: Schema metadata saying what was stored, so a pandas frame reads back as one and a Table as a Table.
 KIND = b"laminar.kind"
@@ -29,6 +34,8 @@ PANDAS, TABLE = b"pandas.DataFrame", b"pyarrow.Table"
 
 
 def _to_table(value: Any, protocol: str) -> pa.Table:
+    import pyarrow as pa
+
     if isinstance(value, pa.Table) and type(value) is pa.Table:
         return value.replace_schema_metadata({**(value.schema.metadata or {}), KIND: TABLE})
     import pandas
@@ -62,6 +69,8 @@ def _from_table(table: pa.Table) -> Any:
 
 def _buffer_from(file: BinaryIO, size: int) -> pa.Buffer:
     """All ``size`` bytes of ``file`` in one fresh Arrow buffer (Arrow reads it without copying)."""
+    import pyarrow as pa
+
     buffer = pa.allocate_buffer(size)
     view = memoryview(buffer)
     filled = 0
@@ -80,6 +89,8 @@ class _Columnar(Protocol[Any]):
     compress = False
 
     def load(self, file: BinaryIO) -> Any:
+        import pyarrow as pa
+
         return self._read(pa.py_buffer(file.read()))
 
     def gather(self, file: BinaryIO, size: int) -> Callable[[], Any] | None:
@@ -95,6 +106,8 @@ class _Columnar(Protocol[Any]):
         return file.getvalue()
 
     def loads(self, data: bytes) -> Any:
+        import pyarrow as pa
+
         return self._read(pa.py_buffer(data))
 
 
@@ -115,13 +128,17 @@ class ArrowIPC(_Columnar):
         return "laminar_arrow.ipc"
 
     def dump(self, value: Any, file: BinaryIO) -> None:
+        import pyarrow.ipc
+
         table = _to_table(value, self.name)
-        options = pa.ipc.IpcWriteOptions(compression=self.compression)
-        with pa.ipc.new_stream(file, table.schema, options=options) as writer:
+        options = pyarrow.ipc.IpcWriteOptions(compression=self.compression)
+        with pyarrow.ipc.new_stream(file, table.schema, options=options) as writer:
             writer.write_table(table)
 
     def _read(self, buffer: pa.Buffer) -> Any:
-        with pa.ipc.open_stream(buffer) as reader:
+        import pyarrow.ipc
+
+        with pyarrow.ipc.open_stream(buffer) as reader:
             return _from_table(reader.read_all())
 
 
@@ -140,7 +157,12 @@ class Parquet(_Columnar):
         return "laminar_arrow.parquet"
 
     def dump(self, value: Any, file: BinaryIO) -> None:
+        import pyarrow.parquet as pq
+
         pq.write_table(_to_table(value, self.name), file, compression=self.compression or "none")
 
     def _read(self, buffer: pa.Buffer) -> Any:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         return _from_table(pq.read_table(pa.BufferReader(buffer)))

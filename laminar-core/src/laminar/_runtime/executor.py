@@ -85,7 +85,7 @@ class Executor(abc.ABC):
     def cancel_queued(self) -> None:
         """The run failed or was stopped: start none of the splits handed over and not yet started.
 
-        Called on the run's event loop, at most a few times a run. The ``run`` of each such split
+        Called on the run's event loop, again for each further error. The ``run`` of each such split
         raises :class:`SplitNotStarted`; splits already running finish as usual, and what they store
         is kept. By default nothing: an executor whose ``window`` is its ``concurrency`` starts every
         split as it is handed over.
