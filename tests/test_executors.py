@@ -201,6 +201,38 @@ def test_a_failed_run_starts_none_of_the_splits_the_thread_executor_still_queues
     assert "1 failed" in told
 
 
+RETRIED: list[int] = []
+
+
+class Retrying(Flow): ...
+
+
+@Retrying.register
+class Broken(Layer):
+    def __call__(self) -> None:
+        time.sleep(0.3)  # Flaky's first attempt has failed by now, and it waits to retry
+        raise KeyError("broken for good")
+
+
+@Retrying.register(retry=Retry(attempts=3, delay=3600, jitter=0))
+class Flaky(Layer):
+    def __call__(self) -> None:
+        RETRIED.append(self.attempt)
+        raise ValueError("flaky")
+
+
+@pytest.mark.timeout(60)  # far below the hour Flaky would wait: the failure ends the wait
+def test_a_split_waiting_to_retry_when_the_run_fails_stops_waiting_and_does_not_retry(tmp_path: Path) -> None:
+    RETRIED.clear()
+    flow = Retrying(datastore=datastores.Local(tmp_path), executor=executors.Thread(concurrency=2))
+    with pytest.raises(KeyError, match="broken for good"):
+        flow(execution="retrying")
+    assert RETRIED == [0]  # before, attempts 1 and 2 ran after the run had failed, each an hour later
+    flaky = flow.execution("retrying").status.layers["Flaky"]
+    assert str(flaky) == "cancelled", flaky
+    assert [(a.attempt, a.error["message"] if a.error else None) for a in flaky.attempts[0]] == [(0, "flaky")]
+
+
 def test_cancel_queued_settles_the_queued_splits_and_leaves_the_running_one(tmp_path: Path) -> None:
     """The Thread executor's own side: what it still queues raises SplitNotStarted; what runs ends."""
     holding, release = threading.Event(), threading.Event()

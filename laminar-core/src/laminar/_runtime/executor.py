@@ -33,6 +33,11 @@ class SplitNotStarted(BaseException):
     scheduler as itself.
     """
 
+    @classmethod
+    def of(cls, task: SplitTask) -> SplitNotStarted:
+        """The error of ``task``, saying why it did not start."""
+        return cls(f"{task.describe()} was not started: the run had failed or was stopped")
+
 
 class Executor(abc.ABC):
     """Runs layer splits. ``concurrency`` caps splits in flight; ``timeout`` caps one split's seconds."""

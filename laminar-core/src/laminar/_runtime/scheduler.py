@@ -3,8 +3,9 @@
 Each layer is a coroutine that waits for its dependencies, evaluates entry hooks, sizes its ForEach
 grid once, and feeds its splits to the executor through at most ``executor.window`` runners. Scheduling
 cost is linear in the number of splits. When a split fails for good, nothing new starts (splits
-queued at the executor are cancelled: ``Executor.cancel_queued``); running splits finish; then the
-first error is raised with the layer named.
+queued at the executor are cancelled: ``Executor.cancel_queued``; a split waiting to retry stops
+waiting and does not retry); running splits finish; then the first error is raised with the layer
+named.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ class _Run:
         self.errors: list[BaseException] = []
         self.states: dict[str, asyncio.Future[str]] = {}
         self.interrupted: str | None = None  # the signal that stopped the run
+        self.stopping = asyncio.Event()  # set once nothing new may start: ends the retries' waits
 
     async def main(self) -> None:
         installed = self._handle_signals(asyncio.current_task())
@@ -165,7 +167,7 @@ class _Run:
                 return
             self.interrupted = signal.Signals(number).name
             self.errors.insert(0, self.interruption())
-            self._cancel_queued()
+            self._start_nothing_new()
             logger.warning(
                 "%s: execution %s starts nothing new; running splits finish (again to stop them now)",
                 self.interrupted,
@@ -502,9 +504,12 @@ class _Run:
                     ended=ended,
                 )
                 retrying = await start(retry_hooks)
-                await asyncio.sleep(configuration.retry.wait(task.attempt))
+                with contextlib.suppress(asyncio.TimeoutError):  # the delay, or less if the run fails
+                    await asyncio.wait_for(self.stopping.wait(), configuration.retry.wait(task.attempt))
                 if retrying:
                     await asyncio.to_thread(hook_calls.finish, retrying)
+                if self.errors:  # the run failed or was stopped meanwhile: this attempt never starts
+                    raise SplitNotStarted.of(task) from error
                 continue
             except BaseException as error:  # cancelled (a second Ctrl-C, a timeout): ends the attempt
                 finished(error, handed, time.time())
@@ -541,10 +546,12 @@ class _Run:
         if note:
             add_note(error, note)
         self.errors.append(error)
-        self._cancel_queued()
+        self._start_nothing_new()
 
-    def _cancel_queued(self) -> None:
-        """The run failed or is stopping: the executor starts none of the splits it still queues."""
+    def _start_nothing_new(self) -> None:
+        """The run failed or is stopping: no retry starts, and the executor starts none of the
+        splits it still queues."""
+        self.stopping.set()
         try:
             self.executor.cancel_queued()
         except Exception as error:  # the run's own error matters more; queued splits then run

@@ -80,7 +80,7 @@ class _Pool:
                 stops += 1
                 continue
             future, task, started = item
-            error = SplitNotStarted(f"{task.describe()} was not started: the run had failed or was stopped")
+            error = SplitNotStarted.of(task)
             waiting = started if started is not None else future  # run() awaits started first
             if not waiting.done():
                 waiting.set_exception(error)
