@@ -104,17 +104,19 @@ def plain(rows: int) -> tuple[float, pd.DataFrame]:
     return time.perf_counter() - start, result
 
 
+def keep(root: str, name: str, value: pd.DataFrame) -> str:
+    """Write ``value`` with ``pickle`` (protocol 5) to the file ``name`` in ``root``; its path."""
+    path = os.path.join(root, name)
+    with open(path, "wb") as file:
+        pickle.dump(value, file, protocol=5)
+    return path
+
+
 def pickled(rows: int) -> tuple[float, pd.DataFrame]:
     """The pipeline with every intermediate value written to a file and read back by the next step."""
     with tempfile.TemporaryDirectory(
         prefix="laminar-frames-pickle-", dir=os.environ.get("LAMINAR_BENCH_DIR")
     ) as root:
-
-        def keep(name: str, value: pd.DataFrame) -> str:
-            path = os.path.join(root, name)
-            with open(path, "wb") as file:
-                pickle.dump(value, file, protocol=5)
-            return path
 
         def take(path: str) -> pd.DataFrame:
             with open(path, "rb") as file:
@@ -122,10 +124,10 @@ def pickled(rows: int) -> tuple[float, pd.DataFrame]:
             return value
 
         start = time.perf_counter()
-        shards = [keep(f"part-{i}", part) for i, part in enumerate(split(make(rows)))]
-        outs = [keep(f"out-{i}", transform(take(path))) for i, path in enumerate(shards)]
+        shards = [keep(root, f"part-{i}", part) for i, part in enumerate(split(make(rows)))]
+        outs = [keep(root, f"out-{i}", transform(take(path))) for i, path in enumerate(shards)]
         result = concat([take(path) for path in outs])
-        keep("result", result)
+        keep(root, "result", result)
         elapsed = time.perf_counter() - start  # as for Laminar: the result is stored, not read back
     return elapsed, result
 
@@ -138,18 +140,13 @@ def written_behind(rows: int) -> tuple[float, pd.DataFrame]:
         ) as root,
         ThreadPoolExecutor(1, thread_name_prefix="writer") as writer,
     ):
-
-        def keep(name: str, value: pd.DataFrame) -> None:
-            with open(os.path.join(root, name), "wb") as file:
-                pickle.dump(value, file, protocol=5)
-
         start = time.perf_counter()
         shards = split(make(rows))
-        writes: list[Future[None]] = [writer.submit(keep, f"part-{i}", p) for i, p in enumerate(shards)]
+        writes: list[Future[str]] = [writer.submit(keep, root, f"part-{i}", p) for i, p in enumerate(shards)]
         outs = [transform(part) for part in shards]
-        writes += [writer.submit(keep, f"out-{i}", out) for i, out in enumerate(outs)]
+        writes += [writer.submit(keep, root, f"out-{i}", out) for i, out in enumerate(outs)]
         result = concat(outs)
-        keep("result", result)
+        keep(root, "result", result)
         for write in writes:
             write.result()
         elapsed = time.perf_counter() - start

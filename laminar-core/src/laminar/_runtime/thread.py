@@ -69,23 +69,18 @@ class _Pool:
 
     def cancel_queued(self) -> None:
         """On the event loop: take every split no thread has started off the queue; its run raises
-        SplitNotStarted. A thread taking one at the same moment starts it, as it would have anyway."""
-        stops = 0
+        SplitNotStarted. A thread taking one at the same moment starts it, as it would have anyway.
+        Never after stop(): Thread.stop drops the pool first, so no stop marker is in the queue."""
         while True:
             try:
                 item = self.tasks.get_nowait()
             except queue.Empty:
-                break
-            if item is None:  # stop() was called first: its threads still need to see it
-                stops += 1
-                continue
+                return
+            assert item is not None
             future, task, started = item
-            error = SplitNotStarted.of(task)
             waiting = started if started is not None else future  # run() awaits started first
             if not waiting.done():
-                waiting.set_exception(error)
-        for _ in range(stops):
-            self.tasks.put(None)
+                waiting.set_exception(SplitNotStarted.of(task))
 
     def hand_back(self) -> None:
         """On the event loop: settle every split that finished since the last wake-up."""
