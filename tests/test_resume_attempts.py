@@ -20,9 +20,10 @@ from click.testing import CliRunner, Result
 from laminar import Flow, Layer, Parameters
 from laminar._cli.main import cli
 from laminar._storage import layout
-from laminar._storage.records import AttemptRecord, LayerStatusRecord, seal, unseal
+from laminar._storage.records import AttemptRecord, ExecutionStatus, LayerStatusRecord, seal, unseal
 from laminar.configurations import datastores, executors
 from laminar.configurations.layers import ForEach, Parameter, Retry
+from laminar.errors import IntegrityError
 
 FLAKY = textwrap.dedent(
     """
@@ -107,8 +108,11 @@ def test_a_resumed_split_keeps_both_attempts_numbered_0_and_1(tmp_path: Path, ex
 
     page = tmp_path / "report.html"
     ok("report", flow_file, "crawl", *where, "-o", page)
-    bars = re.findall(r"Fetch #1 · attempt (\d+)", page.read_text())
+    html = page.read_text()
+    bars = re.findall(r"Fetch #1 · attempt (\d+)", html)
     assert bars == ["0", "1"]  # each attempt once
+    history = re.findall(r"<li>(run|resume): (\w+), started", html)
+    assert history == [("run", "failed"), ("resume", "succeeded")]  # the run history
 
 
 def two_runs_flow(tmp_path: Path) -> Flow:
@@ -323,3 +327,76 @@ def test_a_resumed_layer_s_running_record_reserves_the_numbers_its_run_may_use(t
     assert resumed.layer("Flaky").seen == ("running", 4)  # this run may use 2 and 3
     record = flow.configuration.store(flow.name, "reserving").layer_status("Flaky")
     assert record is not None and record.status == "finished" and record.next_attempt == 3
+
+
+@pytest.mark.parametrize(
+    ("runs", "complaint"),
+    [
+        ([[1.0, 2.0, "exploded"]], "status is 'exploded', not one of running, succeeded, failed, cancelled"),
+        ([[1.0, 2.0]], "not enough values to unpack"),
+        ([["soon", None, "failed"]], "could not convert string to float"),
+    ],
+)
+def test_a_damaged_run_history_reads_as_a_corrupt_status_naming_it(
+    tmp_path: Path, runs: list[object], complaint: str
+) -> None:
+    flow = two_runs_flow(tmp_path)
+    (tmp_path / "fixed").touch()
+    flow(execution="told")
+    key = layout.execution_status(flow.name, "told")
+    payload = unseal(flow.configuration.datastore.read_bytes(key))
+    del payload["sha256"]
+    damaged = seal({**payload, "runs": runs})
+    flow.configuration.datastore.write_bytes(key, damaged)
+    with pytest.raises(
+        IntegrityError, match=r"the status of execution told of flow Twice at .* is corrupt"
+    ) as raised:
+        flow.execution("told").status  # noqa: B018
+    assert complaint in str(raised.value)
+    assert flow.configuration.datastore.read_bytes(key) == damaged  # reading wrote nothing
+
+
+@pytest.mark.parametrize(
+    ("attempt", "complaint"),
+    [
+        ([0, 0, 1.0, 2.0, None, None, "more"], "an attempt has 7 items, not 5 or 6"),
+        ([0, 0, 1.0, 2.0, None, "caught"], "error is 'caught', not a mapping of strings"),
+    ],
+)
+def test_a_damaged_attempt_reads_as_a_corrupt_layer_status_naming_it(
+    tmp_path: Path, attempt: list[object], complaint: str
+) -> None:
+    flow = two_runs_flow(tmp_path)
+    (tmp_path / "fixed").touch()
+    flow(execution="told")
+    key = layout.layer_status(flow.name, "told", "Flaky")
+    payload = unseal(flow.configuration.datastore.read_bytes(key))
+    del payload["sha256"]
+    flow.configuration.datastore.write_bytes(key, seal({**payload, "attempts": [attempt]}))
+    with pytest.raises(
+        IntegrityError, match=r"the status of layer Flaky of execution told .* is corrupt"
+    ) as raised:
+        flow.execution("told").status.layers  # noqa: B018
+    assert complaint in str(raised.value)
+
+
+def test_a_run_whose_scheduler_died_reads_as_failed_in_the_history(tmp_path: Path) -> None:
+    flow = two_runs_flow(tmp_path)
+    with pytest.raises(ValueError):
+        flow(execution="twice")
+    store = flow.configuration.store(flow.name, "twice")
+    first = store.status()
+    assert first is not None and first.created is not None
+    killed = ExecutionStatus(
+        flow.name, "twice", "running", time.time(), created=first.created, runs=first.history
+    )
+    store.write_status(killed)  # as a resume killed with SIGKILL leaves it (its lease gone stale)
+    (tmp_path / "fixed").touch()
+    flow.execution("twice").resume()
+    runs = flow.execution("twice").status.runs
+    assert [(run.status, run.ended is None) for run in runs] == [
+        ("failed", False),
+        ("failed", True),
+        ("succeeded", False),
+    ]
+    assert runs[1].started.timestamp() == pytest.approx(killed.started, abs=1e-5)

@@ -176,6 +176,7 @@ class Report:
     artifacts: list[ArtifactRow]
     logs: list[LogBlock]
     notes: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)  # the run history, when it was resumed
 
 
 def _timestamp(value: datetime | None) -> float | None:
@@ -349,6 +350,11 @@ def build_report(flow: Flow, execution: Execution) -> Report:
         artifacts=_artifacts(flow, execution),
         logs=logs,
         notes=notes,
+        runs=[
+            f"{run.status}, started {time_text(run.started)}, ended {time_text(run.ended)}, "
+            f"took {duration_text(run.duration)}"
+            for run in status.runs
+        ],
     )
 
 
@@ -390,6 +396,7 @@ svg text { font: 12px system-ui, sans-serif; }
 <h1>{{ r.flow }} · execution <code>{{ r.execution }}</code></h1>
 <div class="meta"><span class="badge" id="execution-status" style="background: {{ r.colour }}">{{ r.status }}</span>
 started {{ r.started or "—" }} · ended {{ r.ended or "—" }} · took {{ r.duration or "—" }} · report written {{ r.generated }}</div>
+{% if r.runs|length > 1 %}<ol class="runs meta" start="0">{% for run in r.runs %}<li>{{ "run" if loop.first else "resume" }}: {{ run }}</li>{% endfor %}</ol>{% endif %}
 </header>
 <main>
 <section id="parameters">

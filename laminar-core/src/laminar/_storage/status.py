@@ -69,10 +69,13 @@ class Run:
         return _seconds(self.started, self.ended)
 
     @classmethod
-    def from_record(cls, record: RunRecord) -> Run:
+    def from_record(cls, record: RunRecord, status: str | None = None, *, ended: bool = False) -> Run:
+        """``record`` read as ``status`` (its own by default); an ``ended`` run (a later one started)
+        still "running" had its scheduler die, and reads as failed."""
         started = _time(record.started)
         assert started is not None
-        return cls(started, _time(record.ended), record.status)
+        status = status or record.status
+        return cls(started, _time(record.ended), "failed" if ended and status == "running" else status)
 
 
 @dataclass(frozen=True)
@@ -213,12 +216,9 @@ def read_status(
         )
 
     runs: tuple[Run, ...] = ()
-    if recorded is not None:  # the latest run as read (a dead scheduler's reads as failed)
+    if recorded is not None:  # each run as read: a dead scheduler's reads as failed
         *earlier, latest = recorded.history
-        runs = (
-            *map(Run.from_record, earlier),
-            Run(Run.from_record(latest).started, _time(latest.ended), status),
-        )
+        runs = (*(Run.from_record(run, ended=True) for run in earlier), Run.from_record(latest, status))
 
     def read_layers(read: Status) -> Mapping[str, LayerStatus]:
         found = store.datastore.map_parallel(lambda name: layer_status(store, name, read), list(layers))
