@@ -321,7 +321,12 @@ def get(
 @click.argument("execution_id", metavar="EXECUTION")
 @click.argument("layer", required=False)
 @click.option("--index", type=int, default=None, help="The split of a foreach layer (default: every split).")
-@click.option("--attempt", type=int, default=None, help="The attempt, 0 first (default: the last).")
+@click.option(
+    "--attempt",
+    type=int,
+    default=None,
+    help="The attempt, 0 first, numbered on across resumes (default: the last one run).",
+)
 @datastore_option
 def logs(
     file: str,
