@@ -37,18 +37,32 @@ from laminar._cli.output import (
 @datastore_option
 @json_option
 def executions(file: str, datastore: str | None, as_json: bool) -> None:
-    """List the flow's executions, newest first: id, status, start, duration."""
+    """List the flow's executions, newest first: id, status, first start, runs, latest run's duration.
+
+    An execution keeps its place and its start when it is resumed: ``runs`` counts its run and
+    resumes, and the duration is its latest run's.
+    """
     flow = open_flow(file, datastore=datastore)
-    found = list(reversed(flow.configuration.datastore.list_executions(flow=flow)))
-    rows = []
-    for execution in found:
-        status = execution.status
-        rows.append((execution.id, str(status), status.started or status.created, status.duration))
+    found = flow.configuration.datastore.list_executions(flow=flow)
+    statuses = sorted(
+        ((execution.id, execution.status) for execution in found),
+        key=lambda row: (row[1].created, row[0]),
+        reverse=True,
+    )
+    rows = [
+        (id, str(status), status.created, len(status.runs) or 1, status.duration) for id, status in statuses
+    ]
     if as_json:
         emit_json(
             [
-                {"id": id, "status": status, "started": time_json(started), "duration": duration}
-                for id, status, started, duration in rows
+                {
+                    "id": id,
+                    "status": status,
+                    "started": time_json(created),
+                    "runs": runs,
+                    "duration": duration,
+                }
+                for id, status, created, runs, duration in rows
             ]
         )
         return
@@ -56,8 +70,11 @@ def executions(file: str, datastore: str | None, as_json: bool) -> None:
         click.echo(f"flow {flow.name} has no executions in {flow.configuration.datastore.url}")
         return
     table(
-        ("execution", "status", "started", "duration"),
-        [(id, status, time_text(started), duration_text(duration)) for id, status, started, duration in rows],
+        ("execution", "status", "started", "runs", "duration"),
+        [
+            (id, status, time_text(created), runs, duration_text(duration))
+            for id, status, created, runs, duration in rows
+        ],
     )
 
 
@@ -70,6 +87,7 @@ def _attempts_json(layer: records.LayerStatus) -> dict[str, list[dict[str, Any]]
                 "ended": time_json(attempt.ended),
                 "duration": attempt.duration,
                 "error": dict(attempt.error) if attempt.error else None,
+                "caught": dict(attempt.caught) if attempt.caught else None,
             }
             for attempt in attempts
         ]
@@ -90,6 +108,15 @@ def show_json(execution: Execution, status: Any, layers: Sequence[records.LayerS
         "started": time_json(status.started),
         "ended": time_json(status.ended),
         "duration": status.duration,
+        "runs": [
+            {
+                "started": time_json(run.started),
+                "ended": time_json(run.ended),
+                "duration": run.duration,
+                "status": run.status,
+            }
+            for run in status.runs
+        ],
         "parameters": {name: json_value(value) for name, value in status.parameters.items()},
         "error": dict(status.error) if status.error else None,
         "layers": [
@@ -102,6 +129,7 @@ def show_json(execution: Execution, status: Any, layers: Sequence[records.LayerS
                 "duration": layer.duration,
                 "splits": layer.splits,
                 "attempts": _attempts_json(layer),
+                "caught": layer.caught,
                 "error": dict(layer.error) if layer.error else None,
             }
             for layer in layers
@@ -127,6 +155,14 @@ def show(file: str, execution_id: str, datastore: str | None, as_json: bool) -> 
     click.echo(
         f"  started {time_text(status.started)}, ended {time_text(status.ended)}, took {duration_text(status.duration)}"
     )
+    if len(status.runs) > 1:  # the run history: when the execution first ran, and each resume
+        click.echo(f"  runs ({len(status.runs)}, the first started {time_text(status.created)}):")
+        for number, run in enumerate(status.runs):
+            what = "run" if number == 0 else "resume"
+            click.echo(
+                f"    {what} {number}: {run.status}, started {time_text(run.started)}, "
+                f"ended {time_text(run.ended)}, took {duration_text(run.duration)}"
+            )
     parameters = status.parameters
     if parameters:
         click.echo(
@@ -143,20 +179,19 @@ def show(file: str, execution_id: str, datastore: str | None, as_json: bool) -> 
                 layer.splits,
                 attempt_count(layer) or "",
                 duration_text(layer.duration),
-                error_text(layer.error) or (layer.reason or ""),
+                error_text(layer.error) or layer.reason or records.caught_text(layer),
             )
             for layer in layers
         ],
     )
-    failed = [
-        (layer.name, index, attempt)
-        for layer in layers
-        for index, attempts in layer.attempts.items()
-        for attempt in attempts
-        if attempt.error
-    ]
-    for name, index, attempt in failed:
-        click.echo(f"  {name} split {index} attempt {attempt.attempt}: {error_text(attempt.error)}")
+    for layer in layers:
+        for index, attempts in layer.attempts.items():
+            for attempt in attempts:
+                where = f"  {layer.name} split {index} attempt {attempt.attempt}"
+                if attempt.error:
+                    click.echo(f"{where}: {error_text(attempt.error)}")
+                if attempt.caught:
+                    click.echo(f"{where}: caught {error_text(attempt.caught)} (Catch: it finished)")
 
 
 def _artifact_rows(flow: Flow, execution: Execution, layer: str) -> list[dict[str, Any]]:
@@ -286,7 +321,12 @@ def get(
 @click.argument("execution_id", metavar="EXECUTION")
 @click.argument("layer", required=False)
 @click.option("--index", type=int, default=None, help="The split of a foreach layer (default: every split).")
-@click.option("--attempt", type=int, default=None, help="The attempt, 0 first (default: the last).")
+@click.option(
+    "--attempt",
+    type=int,
+    default=None,
+    help="The attempt, 0 first, numbered on across resumes (default: the last one run).",
+)
 @datastore_option
 def logs(
     file: str,

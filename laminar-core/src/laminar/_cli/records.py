@@ -12,7 +12,7 @@ from laminar import Execution
 from laminar._storage.status import Attempt, LayerStatus, Status
 from laminar.errors import ExecutionNotFound
 
-__all__ = ["Attempt", "LayerStatus", "layers_of", "logs", "status_of"]
+__all__ = ["Attempt", "LayerStatus", "caught_text", "layers_of", "logs", "status_of"]
 
 
 def status_of(execution: Execution) -> Status:
@@ -32,3 +32,9 @@ def layers_of(execution: Execution, status: Status | None = None) -> list[LayerS
 def logs(execution: Execution, layer: str, *, index: int | None, attempt: int | None) -> str:
     """What split ``index`` of ``layer`` printed on attempt ``attempt`` (``None``: the defaults)."""
     return execution.layer(layer).state.logs(index=index, attempt=attempt)
+
+
+def caught_text(layer: LayerStatus) -> str:
+    """``2 errors caught (Catch)`` for a layer whose splits finished so, else ``""``."""
+    caught = layer.caught
+    return f"{caught} error{'s' if caught != 1 else ''} caught (Catch)" if caught else ""

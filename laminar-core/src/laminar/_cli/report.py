@@ -176,6 +176,7 @@ class Report:
     artifacts: list[ArtifactRow]
     logs: list[LogBlock]
     notes: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)  # the run history, when it was resumed
 
 
 def _timestamp(value: datetime | None) -> float | None:
@@ -209,7 +210,8 @@ def _timeline(layers: list[records.LayerStatus], status: Any) -> tuple[list[Bar]
                 max((end - start) / span * 100, 0.3),
                 attempt.error is not None,
                 f"{duration_text(attempt.duration)}"
-                + (f" — {error_text(attempt.error)}" if attempt.error else ""),
+                + (f" — {error_text(attempt.error)}" if attempt.error else "")
+                + (f" — caught {error_text(attempt.caught)}" if attempt.caught else ""),
             )
         )
     return bars, max(len(attempts) - TIMELINE_ROWS, 0)
@@ -229,16 +231,17 @@ def _errors(layers: list[records.LayerStatus], status: Any) -> list[ErrorBlock]:
     for layer in layers:
         for index, attempts in sorted(layer.attempts.items()):
             for attempt in attempts:
-                if attempt.error:
-                    split = f" split {index}" if layer.splits and layer.splits > 1 else ""
-                    found.append(
-                        ErrorBlock(
-                            f"{layer.name}{split}, attempt {attempt.attempt}",
-                            str(attempt.error.get("type", "")),
-                            str(attempt.error.get("message", "")),
-                            str(attempt.error.get("traceback", "")),
+                for error, how in ((attempt.error, ""), (attempt.caught, " (caught by Catch: it finished)")):
+                    if error:
+                        split = f" split {index}" if layer.splits and layer.splits > 1 else ""
+                        found.append(
+                            ErrorBlock(
+                                f"{layer.name}{split}, attempt {attempt.attempt}{how}",
+                                str(error.get("type", "")),
+                                str(error.get("message", "")),
+                                str(error.get("traceback", "")),
+                            )
                         )
-                    )
         if layer.error and not any(a.error for found_ in layer.attempts.values() for a in found_):
             found.append(
                 ErrorBlock(
@@ -333,7 +336,7 @@ def build_report(flow: Flow, execution: Execution) -> Report:
                 layer.name,
                 layer.status,
                 COLOURS.get(layer.status, "#cfd8dc"),
-                layer.reason or "",
+                layer.reason or records.caught_text(layer),
                 "" if layer.splits is None else str(layer.splits),
                 sum(len(a) for a in layer.attempts.values()),
                 duration_text(layer.duration),
@@ -347,6 +350,11 @@ def build_report(flow: Flow, execution: Execution) -> Report:
         artifacts=_artifacts(flow, execution),
         logs=logs,
         notes=notes,
+        runs=[
+            f"{run.status}, started {time_text(run.started)}, ended {time_text(run.ended)}, "
+            f"took {duration_text(run.duration)}"
+            for run in status.runs
+        ],
     )
 
 
@@ -388,6 +396,7 @@ svg text { font: 12px system-ui, sans-serif; }
 <h1>{{ r.flow }} · execution <code>{{ r.execution }}</code></h1>
 <div class="meta"><span class="badge" id="execution-status" style="background: {{ r.colour }}">{{ r.status }}</span>
 started {{ r.started or "—" }} · ended {{ r.ended or "—" }} · took {{ r.duration or "—" }} · report written {{ r.generated }}</div>
+{% if r.runs|length > 1 %}<ol class="runs meta" start="0">{% for run in r.runs %}<li>{{ "run" if loop.first else "resume" }}: {{ run }}</li>{% endfor %}</ol>{% endif %}
 </header>
 <main>
 <section id="parameters">

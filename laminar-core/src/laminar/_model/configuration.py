@@ -59,10 +59,11 @@ class ForEach:
 
 @dataclass(frozen=True)
 class Retry:
-    """Run a failing split up to ``attempts`` times in all.
+    """Run a failing split up to ``attempts`` times in all, in each run (a resume tries it again).
 
     The back-off before retry *n* (``self.attempt == n``, the first try being attempt 0) is
-    ``delay * backoff ** (n - 1)`` plus up to ``jitter`` of that, at random.
+    ``delay * backoff ** (n - 1)`` plus up to ``jitter`` of that, at random. A resume numbers its
+    attempts on from the split's last recorded one, and counts *n* from its own first try.
     """
 
     attempts: int = 1

@@ -12,7 +12,7 @@ executors and the default protocol register through the very same hooks
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +84,12 @@ def laminar_layer_skipped(layer: Layer, reason: str) -> None:
 
 @hookspec
 def laminar_split_started(layer: Layer, index: int | None, attempt: int) -> None:
-    """Attempt ``attempt`` (0 first) of a split is handed to the executor."""
+    """Attempt ``attempt`` of a split is handed to the executor.
+
+    A split's attempts are numbered once across every run of the execution: 0 first, and a resume
+    goes on after the last one an earlier run recorded (so a split failed on attempt 0 is resumed
+    as attempt 1). Within a run they count up by one.
+    """
 
 
 @hookspec
@@ -99,9 +104,19 @@ def laminar_split_retried(
 
 @hookspec
 def laminar_split_finished(
-    layer: Layer, index: int | None, attempt: int, error: BaseException | None, started: float, ended: float
+    layer: Layer,
+    index: int | None,
+    attempt: int,
+    error: BaseException | None,
+    started: float,
+    ended: float,
+    caught: Mapping[str, str] | None,
 ) -> None:
     """A split ended for good on ``attempt``: it succeeded (``error`` None) or failed on its last try.
+
+    ``caught`` is the error ``Catch`` absorbed in a split that succeeded so (its ``type``,
+    ``message`` and ``traceback`` text), else ``None``. An implementation may leave it out of its
+    parameters, as any of them.
 
     ``started`` and ``ended`` say when that attempt ran, measured where it ran (``time.time()``); an
     executor may queue a split before it starts, so they can be later than ``laminar_split_started``.

@@ -1,10 +1,14 @@
 """The run records of every execution, kept by an ordinary plugin on the lifecycle hooks.
 
 ``status.json`` says "running" from the moment a run (or resume) starts, and "succeeded", "failed"
-or "cancelled" (stopped by a signal) with the end time and the error when it ends. Each layer's
+or "cancelled" (stopped by a signal) with the end time and the error when it ends; it keeps the
+first run's start (``created``) and the times and outcome of every earlier run (``runs``). Each layer's
 ``status.json`` says "running" once it has run ``RUNNING_AFTER`` seconds and, when it ends,
 "finished", "failed" (a split of its own failed for good), "cancelled" (the run stopped first) or
-"skipped" with the reason, with every split attempt's times and, for a failed one, its error. A
+"skipped" with the reason, with every split attempt's times and, for a failed one, its error (for
+one whose error ``Catch`` absorbed, that error as ``caught``). A resume carries over the attempts
+earlier runs recorded; ``next_attempt`` stays above every attempt number used, and a "running"
+record reserves the numbers its run may use, so a resume after a crash numbers after them too. A
 layer that ends sooner gets only its final record: one small write per layer of a chain, not two.
 Split events only touch memory. A layer's final record is written at once to a local datastore (a
 small local write costs less than a hop to a thread), by a thread of its own (``_Writer``) to an
@@ -18,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from laminar._plugins.hookspecs import hookimpl
 from laminar._runtime import tracebacks
 from laminar._runtime.executor import SplitNotStarted
-from laminar._storage.records import AttemptRecord, ExecutionStatus, LayerStatusRecord
+from laminar._storage.records import AttemptRecord, ExecutionStatus, LayerStatusRecord, RunRecord
 from laminar.errors import DatastoreError, Interrupted
 
 if TYPE_CHECKING:
@@ -32,7 +37,8 @@ if TYPE_CHECKING:
     from laminar._model.layer import Layer
     from laminar._storage.store import ExecutionStore
 
-#: Attempts that did not fail kept per layer record (every failed one is kept, up to FAILED_LIMIT).
+#: Attempts that did not fail kept per layer record (every failed one, and every one whose error
+#: ``Catch`` absorbed, is kept, up to FAILED_LIMIT).
 ATTEMPT_LIMIT = 10_000
 FAILED_LIMIT = 1_000
 #: Seconds a layer runs before its "running" record is written (see ``_Writer``).
@@ -50,10 +56,12 @@ class _LayerRun:
     omitted: int = 0
     failed: dict[str, str] | None = None  # the error of a split of its own that failed for good
     cancelled: bool = False
+    next_attempt: int = 0  # above every attempt number this layer's runs used so far
 
 
 _started: dict[tuple[str, str], float] = {}  # (flow, execution) -> when this process's run started
 _created: dict[tuple[str, str], float] = {}  # (flow, execution) -> when its first run started
+_history: dict[tuple[str, str], tuple[RunRecord, ...]] = {}  # (flow, execution) -> its earlier runs
 _resumed: set[tuple[str, str]] = set()  # executions whose run here is a resume
 _layers: dict[tuple[str, str, str], _LayerRun] = {}  # (flow, execution, layer) -> its run
 _stores: dict[tuple[str, str], ExecutionStore] = {}  # (flow, execution) -> its store, while it runs
@@ -184,8 +192,10 @@ def laminar_execution_started(execution: Execution) -> None:
         _resumed.add(key)  # its layers' earlier records are carried over
     started = _started[key] = time.time()
     created = _created[key] = earlier.created if earlier is not None and earlier.created else started
+    # An earlier run still "running" was ended by its scheduler's death: it stays so in the history.
+    runs = _history[key] = earlier.history if earlier is not None else ()
     store.write_status(
-        ExecutionStatus(execution.flow.name, execution.id, "running", started, created=created)
+        ExecutionStatus(execution.flow.name, execution.id, "running", started, created=created, runs=runs)
     )
     _stores[key] = store
 
@@ -197,6 +207,7 @@ def laminar_execution_finished(execution: Execution, error: BaseException | None
     _stores.pop(key, None)
     started = _started.pop(key, time.time())
     created = _created.pop(key, started)
+    runs = _history.pop(key, ())
     _resumed.discard(key)
     for layer_key in [k for k in _layers if k[:2] == key]:
         del _layers[layer_key]
@@ -216,7 +227,7 @@ def laminar_execution_finished(execution: Execution, error: BaseException | None
         status = "cancelled" if isinstance(error, (Interrupted, KeyboardInterrupt)) else "failed"
         described = tracebacks.describe(error)
     record = ExecutionStatus(
-        execution.flow.name, execution.id, status, started, time.time(), described, created
+        execution.flow.name, execution.id, status, started, time.time(), described, created, runs
     )
     store.write_status(record)
 
@@ -228,13 +239,18 @@ def laminar_layer_started(layer: Layer, splits: int) -> None:
     execution = layer.execution
     assert execution is not None
     store = _store(execution)
-    if key[:2] in _resumed:  # keep what earlier runs recorded of the splits that will not run again
-        earlier = store.layer_status(layer.name)
-        if earlier is not None:
-            run.attempts.extend(earlier.attempts)
-            run.omitted = earlier.omitted
-            run.failures = sum(1 for attempt in earlier.attempts if attempt.error is not None)
-    _writer.put(store, _record(key, run, "running"), after=RUNNING_AFTER)
+    earlier = store.layer_status(layer.name) if key[:2] in _resumed else None
+    if earlier is not None:  # keep what earlier runs recorded of the splits that will not run again
+        run.attempts.extend(earlier.attempts)
+        run.omitted = earlier.omitted
+        run.failures = sum(1 for attempt in earlier.attempts if attempt.error or attempt.caught)
+        run.next_attempt = earlier.next_attempt
+    # This run numbers each split's attempts from at most next_attempt (see the scheduler), and makes
+    # at most ``attempts`` of them: reserved, in case its scheduler dies before the final record.
+    # On a resume it is written at once: until it lands, the earlier record does not reserve them.
+    tries = execution.flow.registry[layer.name].configuration.retry.attempts
+    running = _record(key, run, "running", next_attempt=run.next_attempt + tries)
+    _writer.put(store, running, after=RUNNING_AFTER if earlier is None else 0.0)
 
 
 @hookimpl
@@ -248,16 +264,24 @@ def laminar_layer_skipped(layer: Layer, reason: str) -> None:
 
 
 def _ended(
-    layer: Layer, index: int | None, attempt: int, error: BaseException | None, started: float, ended: float
+    layer: Layer,
+    index: int | None,
+    attempt: int,
+    error: BaseException | None,
+    started: float,
+    ended: float,
+    caught: Mapping[str, str] | None = None,
 ) -> _LayerRun | None:
     run = _layers.get(_key(layer))
     if run is None or isinstance(error, SplitNotStarted):  # handed over, never run: not an attempt
         return None
     split = index or 0
-    if error is not None and run.failures < FAILED_LIMIT:
+    run.next_attempt = max(run.next_attempt, attempt + 1)
+    if (error is not None or caught) and run.failures < FAILED_LIMIT:  # kept as failed ones are
         run.failures += 1
-        run.attempts.append(AttemptRecord(split, attempt, started, ended, tracebacks.describe(error)))
-    elif error is None and len(run.attempts) - run.failures < ATTEMPT_LIMIT:
+        described = tracebacks.describe(error) if error is not None else None
+        run.attempts.append(AttemptRecord(split, attempt, started, ended, described, caught or None))
+    elif error is None and not caught and len(run.attempts) - run.failures < ATTEMPT_LIMIT:
         run.attempts.append(AttemptRecord(split, attempt, started, ended))
     else:
         run.omitted += 1
@@ -273,9 +297,15 @@ def laminar_split_retried(
 
 @hookimpl
 def laminar_split_finished(
-    layer: Layer, index: int | None, attempt: int, error: BaseException | None, started: float, ended: float
+    layer: Layer,
+    index: int | None,
+    attempt: int,
+    error: BaseException | None,
+    started: float,
+    ended: float,
+    caught: Mapping[str, str] | None,
 ) -> None:
-    run = _ended(layer, index, attempt, error, started, ended)
+    run = _ended(layer, index, attempt, error, started, ended, caught)
     if run is None or error is None:
         return
     if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
@@ -317,6 +347,7 @@ def _record(
     *,
     reason: str | None = None,
     ended: float | None = None,
+    next_attempt: int | None = None,
 ) -> LayerStatusRecord:
     return LayerStatusRecord(
         *key,
@@ -328,4 +359,5 @@ def _record(
         error=run.failed,
         attempts=tuple(run.attempts),
         omitted=run.omitted,
+        next_attempt=run.next_attempt if next_attempt is None else next_attempt,
     )

@@ -121,7 +121,10 @@ class LayerContext:
             )
         if not 0 <= index < splits:
             raise SplitNotFound(f"{where} has no split {index}: its splits are 0 to {splits - 1}")
-        attempts = sorted({a.attempt for a in status.attempts.get(index, ())}) or self._logged_attempts(index)
+        # The record may lack attempts (a run whose scheduler died, the limits): their logs still count.
+        attempts = sorted(
+            {a.attempt for a in status.attempts.get(index, ())}.union(self._logged_attempts(index))
+        )
         if attempt is None:
             if not attempts:
                 return ""

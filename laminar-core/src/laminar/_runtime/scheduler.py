@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from laminar._runtime import commit, foreach, hook_calls, tracebacks
@@ -28,6 +28,7 @@ from laminar._runtime.configuration import check_compatible
 from laminar._runtime.context import LayerContext, store_for
 from laminar._runtime.executor import SplitNotStarted
 from laminar._runtime.task import SplitOutcome, SplitTask
+from laminar._storage import layout
 from laminar._storage.lease import Lease
 from laminar._storage.records import runs
 from laminar.errors import (
@@ -51,6 +52,20 @@ if TYPE_CHECKING:
 
 FINISHED, SKIPPED, FAILED, CANCELLED = "finished", "skipped", "failed", "not started"
 logger = logging.getLogger("laminar")
+
+
+def _first_try(index: int) -> int:
+    """A split's first attempt in an execution's first run."""
+    return 0
+
+
+def _caught(outcome: SplitOutcome) -> Mapping[str, str] | None:
+    """The error ``Catch`` absorbed in the split: as the split described it, or from its record's one
+    line when an executor handed back only the record (a process of its own recorded it)."""
+    if outcome.caught is not None or outcome.record.caught is None:
+        return outcome.caught
+    kind, _, message = outcome.record.caught.partition(": ")
+    return {"type": kind, "message": message, "traceback": ""}
 
 
 class Scheduler:
@@ -334,9 +349,11 @@ class _Run:
             self.hook.laminar_layer_finished(layer=reader, splits=0, error=error)
             raise
         count = grid.splits if grid is not None else 1
+        # Read before the layer-started event, whose status record reserves this run's numbers.
+        first = await asyncio.to_thread(self._first_attempts, name) if self.resume else _first_try
         self.hook.laminar_layer_started(layer=reader, splits=count)
         try:
-            await self._run_splits(name, reader, count, grid)
+            await self._run_splits(name, reader, count, grid, first)
         except BaseException as error:
             self.hook.laminar_layer_finished(layer=reader, splits=count, error=error)
             raise
@@ -346,8 +363,11 @@ class _Run:
         self.hook.laminar_layer_finished(layer=reader, splits=count, error=None)
         return FINISHED
 
-    async def _run_splits(self, name: str, reader: Layer, count: int, grid: foreach.Grid | None) -> None:
-        """Run the splits of ``name`` not finished before; write its record if they all finish."""
+    async def _run_splits(
+        self, name: str, reader: Layer, count: int, grid: foreach.Grid | None, first: Callable[[int], int]
+    ) -> None:
+        """Run the splits of ``name`` not finished before, each from its ``first`` attempt number;
+        write the layer's record if they all finish."""
         earlier = await asyncio.to_thread(self._earlier_batches, name) if self.resume else {}
         done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
         pending = (i for i in range(count) if i not in done)
@@ -359,7 +379,7 @@ class _Run:
                     return
                 async with self.semaphore:
                     try:
-                        outcome = await self._split(name, reader, index, count, grid)
+                        outcome = await self._split(name, reader, index, count, grid, first(index))
                     except SplitNotStarted as error:  # the run had failed or was stopped
                         if not self.errors:  # not asked for: the split is missing, so the run fails
                             self._fail(error)
@@ -422,6 +442,27 @@ class _Run:
             )
             return {}
 
+    def _first_attempts(self, name: str) -> Callable[[int], int]:
+        """The number of each split's first attempt in this run: after every attempt an earlier run
+        of the execution made of it, so no attempt's record or log is overwritten or renumbered."""
+        record = self.store.layer_status(name)
+        if record is not None:
+            return record.first_attempts()
+        # No run of the layer recorded its status, yet one may have run splits (its scheduler died
+        # before the first record): their logs say which attempt numbers were used.
+        datastore, flow, execution = self.store.datastore, self.flow.name, self.execution.id
+        splits = layout.logs(flow, execution, name, 0).removesuffix("0/")
+        logged: dict[int, int] = {}
+        for split in datastore.list_prefix(splits):
+            if split.isdigit():
+                used = [
+                    int(n)
+                    for n in datastore.list_prefix(layout.logs(flow, execution, name, int(split)))
+                    if n.isdigit()
+                ]
+                logged[int(split)] = max(used, default=-1) + 1
+        return lambda index: logged.get(index, 0)
+
     def _entry(self, name: str) -> bool:
         layer = LayerContext(self.execution, name, store=self.store).bind()
         return all(
@@ -433,8 +474,10 @@ class _Run:
 
     # ---- splits -------------------------------------------------------------------------------
     async def _split(
-        self, name: str, reader: Layer, index: int, count: int, grid: foreach.Grid | None
+        self, name: str, reader: Layer, index: int, count: int, grid: foreach.Grid | None, first: int
     ) -> SplitOutcome:
+        """Run split ``index`` as attempt ``first``, then retry it as ``first + 1``... while its
+        ``Retry`` allows: each run gives a split ``attempts`` tries, wherever its numbering starts."""
         configuration = self.flow.registry[name].configuration
         task = SplitTask(
             flow=self.flow,
@@ -442,6 +485,7 @@ class _Run:
             layer=name,
             index=index if grid is not None else None,
             splits=count if grid is not None else None,
+            attempt=first,
             retry=self.execution.retry,
             bindings=grid.bindings(index) if grid is not None else {},
         )
@@ -455,6 +499,7 @@ class _Run:
                 name,
                 index=task.index,
                 splits=task.splits,
+                attempt=task.attempt,
                 configuration=task.configuration,
                 store=self.store,
             )
@@ -465,7 +510,9 @@ class _Run:
                 return []
             return await asyncio.to_thread(hook_calls.start, found, layer, self._reader)
 
-        def finished(error: BaseException | None, started: float, ended: float) -> None:
+        def finished(
+            error: BaseException | None, started: float, ended: float, caught: Mapping[str, str] | None = None
+        ) -> None:
             self.hook.laminar_split_finished(
                 layer=reader,
                 index=task.index,
@@ -473,6 +520,7 @@ class _Run:
                 error=error,
                 started=started,
                 ended=ended,
+                caught=caught,
             )
 
         while True:
@@ -487,7 +535,7 @@ class _Run:
                     await asyncio.to_thread(hook_calls.finish, running, error)
                 if (
                     isinstance(error, ExecutorContractError)
-                    or task.attempt + 1 >= configuration.retry.attempts
+                    or task.attempt - first + 1 >= configuration.retry.attempts
                 ):
                     add_note(error, f"raised by {task.describe()}")
                     finished(error, started, ended)
@@ -505,7 +553,9 @@ class _Run:
                 )
                 retrying = await start(retry_hooks)
                 with contextlib.suppress(asyncio.TimeoutError):  # the delay, or less if the run fails
-                    await asyncio.wait_for(self.stopping.wait(), configuration.retry.wait(task.attempt))
+                    await asyncio.wait_for(
+                        self.stopping.wait(), configuration.retry.wait(task.attempt - first)
+                    )
                 if retrying:
                     await asyncio.to_thread(hook_calls.finish, retrying)
                 if self.errors:  # the run failed or was stopped meanwhile: this attempt never starts
@@ -516,7 +566,7 @@ class _Run:
                 raise
             if running:
                 await asyncio.to_thread(hook_calls.finish, running)
-            finished(None, outcome.started or handed, outcome.ended or time.time())
+            finished(None, outcome.started or handed, outcome.ended or time.time(), _caught(outcome))
             return outcome
 
     async def _submit(self, task: SplitTask) -> SplitOutcome:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 
 from laminar._model.execution import Execution
@@ -14,6 +15,8 @@ from laminar._storage import layout
 from laminar._storage.records import SplitRecord
 from laminar._storage.store import ExecutionStore
 from laminar.errors import SerializationError, add_note
+
+logger = logging.getLogger("laminar")
 
 
 def run_split(task: SplitTask) -> SplitOutcome:
@@ -56,11 +59,14 @@ def _run_split(task: SplitTask, started: float) -> SplitOutcome:
             for entered in hook.laminar_split_context(layer=layer, index=task.index, attempt=task.attempt):
                 if entered is not None:
                     contexts.enter_context(entered)
-        record = _call(task, execution, store, layer)
-    return SplitOutcome(record, started=started, ended=time.time())
+        record, caught = _call(task, execution, store, layer)
+    return SplitOutcome(record, started=started, ended=time.time(), caught=caught)
 
 
-def _call(task: SplitTask, execution: Execution, store: ExecutionStore, layer: Layer) -> SplitRecord:
+def _call(
+    task: SplitTask, execution: Execution, store: ExecutionStore, layer: Layer
+) -> tuple[SplitRecord, dict[str, str] | None]:
+    """The split's staged record, and the error ``Catch`` absorbed (type, message, traceback)."""
     flow, plan = task.flow, task.flow.plan
     readers: dict[str, Layer] = {}
 
@@ -73,7 +79,7 @@ def _call(task: SplitTask, execution: Execution, store: ExecutionStore, layer: L
 
     # Read the catch setting without context.configuration, which copies (layers may change theirs).
     catch = (task.configuration or flow.registry[task.layer].configuration).catch
-    caught: str | None = None
+    caught: dict[str, str] | None = None
     try:
         with hook_calls.around(plan.layer_hooks[(task.layer, "execution")], layer, dependency):
             arguments = {parameter: dependency(name) for parameter, name in plan.calls[task.layer].parameters}
@@ -81,7 +87,14 @@ def _call(task: SplitTask, execution: Execution, store: ExecutionStore, layer: L
     except Exception as error:
         if catch is None or not isinstance(error, catch.exceptions):
             raise
-        caught = f"{type(error).__name__}: {error}"
+        caught = tracebacks.describe(error)
+        # One line into the split's captured log (and shown live); the traceback is in its run record.
+        logger.warning(
+            "%s: Catch absorbed %s: %s; the split finished with what it had assigned",
+            task.describe(),
+            caught["type"],
+            caught["message"],
+        )
 
     def unserializable(attribute: str, error: Exception) -> SerializationError:
         failure = SerializationError(
@@ -93,7 +106,8 @@ def _call(task: SplitTask, execution: Execution, store: ExecutionStore, layer: L
         return failure
 
     values, shards = layer._artifacts()
-    return store.stage_split(values, shards, caught=caught, on_error=unserializable)
+    line = f"{caught['type']}: {caught['message']}" if caught is not None else None
+    return store.stage_split(values, shards, caught=line, on_error=unserializable), caught
 
 
 def run_and_record_split(task: SplitTask) -> SplitOutcome:

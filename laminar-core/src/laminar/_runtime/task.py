@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,8 @@ Bindings = dict[str, dict[str, Binding]]
 class SplitTask:
     """Run split ``index`` of ``splits`` of layer ``layer`` in execution ``execution`` of ``flow``.
 
-    ``index`` and ``splits`` are ``None`` for a layer without ForEach. ``configuration`` is set when
+    ``index`` and ``splits`` are ``None`` for a layer without ForEach. ``attempt`` numbers the
+    split's attempts across every run of the execution (a resume goes on from the last recorded). ``configuration`` is set when
     submission hooks changed it for this split. ``bindings`` say which item of each ForEach
     parameter this split reads, computed once per layer by the scheduler.
     """
@@ -52,6 +54,9 @@ class SplitTask:
 class SplitOutcome:
     """How a split ended: its record (archives, and the error ``Catch`` absorbed).
 
+    ``caught`` is that error's type, message and traceback text, for the run records (the split
+    record keeps only its one-line form); ``None`` when nothing was caught or it was not measured.
+
     The split's large artifacts are stored by then; its record is not. The scheduler writes the
     records of splits that finish close together as one batch, so an executor must hand this back.
     """
@@ -60,3 +65,4 @@ class SplitOutcome:
     #: When the split ran, by the clock where it ran (``time.time()``); 0 when not measured.
     started: float = 0.0
     ended: float = 0.0
+    caught: Mapping[str, str] | None = None

@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -402,11 +402,33 @@ STATUSES = ("running", "succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
+class RunRecord:
+    """One run or resume of an execution: when it started and ended, and how it ended.
+
+    ``ended`` is None and ``status`` "running" for the run under way (or one whose scheduler died).
+    """
+
+    started: float
+    ended: float | None = None
+    status: str = "running"
+
+    def to_json(self) -> list[Any]:
+        return [self.started, self.ended, self.status]
+
+    @classmethod
+    def from_json(cls, item: Any) -> RunRecord:
+        started, ended, status = item
+        return cls(float(started), float(ended) if ended is not None else None, _status(status, STATUSES))
+
+
+@dataclass(frozen=True)
 class ExecutionStatus:
     """How the latest run (or resume) of an execution went: written when it starts and when it ends.
 
     ``error`` holds the type, message and traceback text of what ended a failed run; ``created``
-    when the execution's first run started, so a listing reads one record per execution.
+    when the execution's first run started, so a listing reads one record per execution. ``runs``
+    lists every run before the latest (the run history); the latest is ``started``, ``ended`` and
+    ``status`` themselves. A record written before the history existed has none: one run.
     """
 
     flow: str
@@ -416,6 +438,12 @@ class ExecutionStatus:
     ended: float | None = None
     error: Mapping[str, str] | None = None
     created: float | None = None
+    runs: tuple[RunRecord, ...] = ()
+
+    @property
+    def history(self) -> tuple[RunRecord, ...]:
+        """Every run of the execution, the first first, this record's own run last."""
+        return (*self.runs, RunRecord(self.started, self.ended, self.status))
 
     def dumps(self) -> bytes:
         return seal(
@@ -428,6 +456,7 @@ class ExecutionStatus:
                 "ended": self.ended,
                 "error": dict(self.error) if self.error is not None else None,
                 "created": self.created,
+                "runs": [run.to_json() for run in self.runs],
             }
         )
 
@@ -446,6 +475,7 @@ class ExecutionStatus:
                 float(ended) if ended is not None else None,
                 _error(payload.get("error")),
                 float(created) if created is not None else None,
+                tuple(RunRecord.from_json(item) for item in payload.get("runs", ())),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise _shape(error) from None
@@ -459,26 +489,37 @@ LAYER_STATUSES = ("running", "finished", "failed", "skipped", "cancelled")
 
 @dataclass(frozen=True)
 class AttemptRecord:
-    """One attempt of one split: when it ran and, if it failed, its error (type, message, traceback)."""
+    """One attempt of one split: when it ran and, if it failed, its error (type, message, traceback).
+
+    ``caught`` is the error ``Catch`` absorbed (the attempt then finished), in the same form. It is
+    stored as a sixth item only when there is one, so records without it keep their shape.
+    """
 
     index: int
     attempt: int
     started: float
     ended: float | None = None
     error: Mapping[str, str] | None = None
+    caught: Mapping[str, str] | None = None
 
     def to_json(self) -> list[Any]:
-        return [self.index, self.attempt, self.started, self.ended, dict(self.error) if self.error else None]
+        item = [self.index, self.attempt, self.started, self.ended, dict(self.error) if self.error else None]
+        if self.caught:
+            item.append(dict(self.caught))
+        return item
 
     @classmethod
     def from_json(cls, item: Any) -> AttemptRecord:
-        index, attempt, started, ended, error = item
+        index, attempt, started, ended, error, *rest = item
+        if len(rest) > 1:
+            raise ValueError(f"an attempt has {len(item)} items, not 5 or 6")
         return cls(
             _integer(index, "split index"),
             _integer(attempt, "attempt"),
             float(started),
             float(ended) if ended is not None else None,
             _error(error),
+            _error(rest[0]) if rest else None,
         )
 
 
@@ -487,7 +528,10 @@ class LayerStatusRecord:
     """How a layer's latest run went: written when it starts and when it ends (``status.json``).
 
     ``attempts`` lists every failed attempt and the others up to a limit (``omitted`` counts those
-    left out), so a layer of a million splits keeps a record of bounded size.
+    left out), so a layer of a million splits keeps a record of bounded size. ``next_attempt`` is
+    above every attempt number any run of the layer used or may have used, recorded or left out,
+    so a resume numbers new attempts after them (see ``first_attempts``); a record written before
+    it existed reads it from its attempts.
     """
 
     flow: str
@@ -501,6 +545,29 @@ class LayerStatusRecord:
     error: Mapping[str, str] | None = None
     attempts: tuple[AttemptRecord, ...] = ()
     omitted: int = 0
+    next_attempt: int = 0
+
+    def __post_init__(self) -> None:
+        recorded = max((attempt.attempt + 1 for attempt in self.attempts), default=0)
+        if self.next_attempt < recorded:
+            object.__setattr__(self, "next_attempt", recorded)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every attempt the layer's runs made is listed: none left out by the limits, and
+        the run that wrote it ended (one whose scheduler died never listed its own)."""
+        return self.omitted == 0 and self.status != "running"
+
+    def first_attempts(self) -> Callable[[int], int]:
+        """The number a resume gives the next attempt of each split: one past the split's last
+        recorded attempt, or past every number used when the record may lack some."""
+        if not self.complete:
+            floor = self.next_attempt
+            return lambda index: floor
+        last: dict[int, int] = {}
+        for attempt in self.attempts:
+            last[attempt.index] = max(last.get(attempt.index, -1), attempt.attempt)
+        return lambda index: last.get(index, -1) + 1
 
     def dumps(self) -> bytes:
         return seal(
@@ -517,6 +584,7 @@ class LayerStatusRecord:
                 "error": dict(self.error) if self.error is not None else None,
                 "attempts": [attempt.to_json() for attempt in self.attempts],
                 "omitted": self.omitted,
+                "next_attempt": self.next_attempt,
             }
         )
 
@@ -539,6 +607,7 @@ class LayerStatusRecord:
                 _error(payload.get("error")),
                 tuple(AttemptRecord.from_json(item) for item in payload["attempts"]),
                 _integer(payload.get("omitted", 0), "omitted"),
+                _integer(payload.get("next_attempt", 0), "next_attempt"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise _shape(error) from None

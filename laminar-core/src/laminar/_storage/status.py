@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from laminar._storage.lease import Lease
-from laminar._storage.records import AttemptRecord, LayerStatusRecord
+from laminar._storage.records import AttemptRecord, LayerStatusRecord, RunRecord
 from laminar._storage.store import ExecutionStore
 from laminar.errors import ExecutionNotFound
 
@@ -29,9 +29,12 @@ def _seconds(started: datetime | None, ended: datetime | None) -> float | None:
 
 @dataclass(frozen=True)
 class Attempt:
-    """One attempt (0 first) of split ``index``: when it ran and, if it failed, its ``error``.
+    """One attempt of split ``index``: when it ran and, if it failed, its ``error``.
 
-    ``error`` holds ``type``, ``message`` and ``traceback`` (the text, the layer's own frames).
+    Attempts are numbered once across every run of the execution (0 first; a resume goes on after
+    the last recorded). ``error`` holds ``type``, ``message`` and ``traceback`` (the text, the
+    layer's own frames); ``caught``, in the same form, the error ``Catch`` absorbed in an attempt
+    that finished so.
     """
 
     index: int
@@ -39,6 +42,7 @@ class Attempt:
     started: datetime
     ended: datetime | None
     error: Mapping[str, str] | None
+    caught: Mapping[str, str] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -48,7 +52,30 @@ class Attempt:
     def from_record(cls, record: AttemptRecord) -> Attempt:
         started = _time(record.started)
         assert started is not None
-        return cls(record.index, record.attempt, started, _time(record.ended), record.error)
+        return cls(record.index, record.attempt, started, _time(record.ended), record.error, record.caught)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run or resume of an execution: when it started and ended, and its ``status`` then
+    (``running`` for the run under way, or one whose scheduler died)."""
+
+    started: datetime
+    ended: datetime | None
+    status: str
+
+    @property
+    def duration(self) -> float | None:
+        return _seconds(self.started, self.ended)
+
+    @classmethod
+    def from_record(cls, record: RunRecord, status: str | None = None, *, ended: bool = False) -> Run:
+        """``record`` read as ``status`` (its own by default); an ``ended`` run (a later one started)
+        still "running" had its scheduler die, and reads as failed."""
+        started = _time(record.started)
+        assert started is not None
+        status = status or record.status
+        return cls(started, _time(record.ended), "failed" if ended and status == "running" else status)
 
 
 @dataclass(frozen=True)
@@ -57,8 +84,9 @@ class LayerStatus:
     ``cancelled`` (stopped before it was done) or ``not started``.
 
     ``reason`` says why it was skipped or cancelled; ``attempts`` maps each split index (0 for a
-    layer without ForEach) to its attempts, every failed one kept and the others up to a limit
-    (``omitted`` counts those left out); ``error`` is the error of its split that failed for good.
+    layer without ForEach) to its attempts, every failed or caught one kept and the others up to a
+    limit (``omitted`` counts those left out); ``error`` is the error of its split that failed for
+    good; ``caught`` counts the attempts that finished with an error ``Catch`` absorbed.
     """
 
     name: str
@@ -74,6 +102,10 @@ class LayerStatus:
     @property
     def duration(self) -> float | None:
         return _seconds(self.started, self.ended)
+
+    @property
+    def caught(self) -> int:
+        return sum(1 for found in self.attempts.values() for attempt in found if attempt.caught)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
@@ -92,8 +124,10 @@ class Status:
     """An execution's status: ``running``, ``succeeded``, ``failed`` or ``cancelled``.
 
     Compares equal to its name (``execution.status == "failed"``). ``started`` / ``ended`` are the
-    latest run's (a resume is a run), ``created`` when the execution first started; ``error`` is
-    the type, message and traceback of what ended a failed run, or why it reads as failed.
+    latest run's (a resume is a run), ``created`` when the execution first started; ``runs`` is
+    the run history: every run and resume, the first first, each with its start, end and status
+    (the latest as this status reads). ``error`` is the type, message and traceback of what ended
+    a failed run, or why it reads as failed.
     ``layers`` (read on first use) maps each layer, in the flow's order, to its :class:`LayerStatus`.
     """
 
@@ -106,6 +140,7 @@ class Status:
     id: str
     _read_layers: Callable[[Status], Mapping[str, LayerStatus]] = field(repr=False)
     _read_parameters: Callable[[], dict[str, Any]] = field(repr=False)
+    runs: tuple[Run, ...] = ()
 
     @property
     def duration(self) -> float | None:
@@ -180,6 +215,11 @@ def read_status(
             },
         )
 
+    runs: tuple[Run, ...] = ()
+    if recorded is not None:  # each run as read: a dead scheduler's reads as failed
+        *earlier, latest = recorded.history
+        runs = (*(Run.from_record(run, ended=True) for run in earlier), Run.from_record(latest, status))
+
     def read_layers(read: Status) -> Mapping[str, LayerStatus]:
         found = store.datastore.map_parallel(lambda name: layer_status(store, name, read), list(layers))
         return dict(zip(layers, found, strict=True))
@@ -194,6 +234,7 @@ def read_status(
         id=store.execution,
         _read_layers=read_layers,
         _read_parameters=parameters,
+        runs=runs,
     )
 
 
