@@ -64,7 +64,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
 def test_the_group_has_the_commands_the_page_is_checked_for() -> None:
     """Guards the enumeration: an empty or flattened walk would check nothing."""
     names = {name for name, _ in commands(cli)}
-    assert {"laminar", "laminar run", "laminar resume", "laminar gc"} <= names
+    assert {"laminar", "laminar run", "laminar resume", "laminar gc", "laminar verify"} <= names
     assert "--datastore" in documented(cli.commands["show"])
     assert "EXECUTION" in documented(cli.commands["show"])
 
