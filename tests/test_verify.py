@@ -4,7 +4,7 @@ them) not finished, moving what it takes away aside, and ``laminar resume`` comp
 again, after which the values read back and verify says the execution is intact.
 
 Run through click's CliRunner (as tests/test_cli.py does) against a flow file, on a local datastore
-and on the S3 and GCS emulators. Which layers ran is counted by the flow itself, in a file.
+and on the S3, GCS and Azure emulators. Which layers ran is counted by the flow itself, in a file.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ BACKENDS = [
     pytest.param("local"),
     pytest.param("s3", marks=pytest.mark.s3),
     pytest.param("gcs", marks=pytest.mark.gcs),
+    pytest.param("azure", marks=pytest.mark.azure),
 ]
 
 
