@@ -395,3 +395,15 @@ def test_a_value_read_accepts_another_encoding_of_passes_and_only_where_a_read_a
     assert flow.execution("v").layer(Stored).repeated == REPEATED
     untrusted = checked(flow, datastores.Local(tmp_path).untrusted())
     assert [(f.what, f.problem) for f in untrusted.findings] == [("artifact 'repeated' (split 0)", "damaged")]
+
+
+def test_an_execution_that_does_not_exist_is_named_and_nothing_is_written(
+    flow_file: Path, store: str, ran: Path
+) -> None:
+    run(flow_file, store, ran)
+    root = Path(store.removeprefix("file://"))
+    before = files(root)
+    result = verify(flow_file, store, "--repair", execution="nope")
+    assert result.exit_code == 1
+    assert "execution nope of flow Chain does not exist" in result.output, result.output
+    assert files(root) == before
