@@ -280,7 +280,7 @@ def test_records_of_another_storage_layout_are_refused_with_a_message(tmp_path: 
     record = tmp_path / layout.record("Batched", "old", "Sum")
     record.write_text('{"flow": "Batched", "layer": "Sum", "splits": 1}')  # as layout 1 wrote it
     with pytest.raises(
-        DatastoreError, match="written in Laminar storage layout 1, and this Laminar reads layout 2"
+        DatastoreError, match="written in Laminar storage layout 1, and this Laminar reads layouts 2 and 3"
     ):
         Batched(datastore=datastores.Local(tmp_path)).execution("old").layer(Sum).total  # noqa: B018
 
@@ -295,7 +295,6 @@ def test_split_batches_are_layout_3_which_a_layout_2_reader_refuses_instead_of_c
     (batch,) = (tmp_path / layout.splits("Batched", "new", "Double")).iterdir()
     document = json.loads(batch.read_bytes())
     assert document["layout"] == 3
-    assert json.loads((tmp_path / layout.record("Batched", "new", "Double")).read_bytes())["layout"] == 2
     document.pop("sha256")
     batch.write_bytes(records.seal({**document, "layout": 4}))
     with pytest.raises(

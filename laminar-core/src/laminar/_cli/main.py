@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from laminar._cli import diff, gc, graph, inspect, plugins, report, runs
+from laminar._cli import diff, gc, graph, inspect, plugins, report, runs, verify
 from laminar._cli.output import one_line
 
 DEBUG_VARIABLE = "LAMINAR_DEBUG"
@@ -67,6 +67,7 @@ for command in (
     report.report,
     diff.diff,
     gc.gc,
+    verify.verify,
 ):
     cli.add_command(command)
 

@@ -380,6 +380,62 @@ def content_hexdigest(datastore: Datastore, artifact: Artifact, algorithm: str) 
         return raw.hash.hexdigest()
 
 
+def check(datastore: Datastore, artifact: Artifact, protocols: Protocols) -> int | None:
+    """Check ``artifact``'s stored bytes against its address, as ``load`` would, deserializing nothing.
+
+    The bytes are streamed (a few chunks in memory, whatever the value's size); returns how many
+    were read. Raises ``FileNotFoundError`` if they are missing, ``IntegrityError`` naming the
+    artifact if they are damaged. Bytes ``load`` accepts (another encoding of the same value, see
+    ``_other_encoding``) pass. An artifact written before stored digests by a protocol that gives
+    its own address can only be checked by reading its value: it is not read here (None).
+    """
+    try:
+        protocol: Protocol[Any] | None = protocols.by_name(artifact.protocol)
+    except LookupError:  # nothing here reads it, but its bytes can be checked all the same
+        protocol = None
+    if protocol is not None and _legacy_own_address(artifact, protocol):
+        return None
+    expected = artifact.stored_hexdigest
+    key = None if artifact.inline is not None else layout.artifact(artifact.hexdigest)
+
+    def opened() -> BinaryIO:
+        if artifact.inline is not None:
+            return io.BytesIO(artifact.inline)
+        assert key is not None
+        return datastore.open_read(key)  # FileNotFoundError passes through
+
+    def decoded_digest(codec: str) -> str:
+        raw = DecodingReader(opened(), codec, artifact.size, hash=artifact.hash)
+        try:
+            with raw:
+                while raw.read(hashing.CHUNK):
+                    pass
+        except DecodeError as error:
+            raise _corrupt(datastore, key, artifact, str(error)) from None
+        assert raw.hash is not None
+        return raw.hash.hexdigest()
+
+    if expected is None:  # compressed, written before stored digests: check what it decodes to
+        _check(datastore, key, artifact, decoded_digest(artifact.codec), artifact.hexdigest)
+        return artifact.size
+    with opened() as source:
+        actual, size = hashing.hash_stream(source, algorithm=artifact.hash)
+    if actual == expected:
+        return size
+    error = _corrupt(datastore, key, artifact, f"its bytes hash to {actual}, not the {expected} recorded")
+    other = _other_encoding(datastore, artifact, protocol, actual) if protocol is not None else None
+    if other is None:
+        raise error
+    if other.codec != "none":  # a zstd stream other than the recorded one: its value must match
+        try:
+            found = decoded_digest(other.codec)
+        except IntegrityError:
+            raise error from None
+        if found != artifact.hexdigest:
+            raise error
+    return size
+
+
 def _protocol(datastore: Datastore, artifact: Artifact, protocols: Protocols) -> Protocol[Any]:
     """The protocol that reads ``artifact``, if this datastore may use it."""
     try:

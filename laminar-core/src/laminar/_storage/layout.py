@@ -17,6 +17,10 @@
     flows/<Flow>/executions/<id>/layers/<Layer>/logs/<i>/<attempt>/<n>.log
                                                                   what attempt <attempt> of split i printed
                                                                   and logged, in chunks n = 0, 1, ...
+    flows/<Flow>/executions/<id>/repaired/<time>/<key>            what ``laminar verify --repair`` moved
+                                                                  aside at <time>: records and batches under
+                                                                  their keys in the execution, damaged
+                                                                  values under artifacts/<hh>/<digest>
 
 Every name is validated before it becomes part of a key (see :mod:`laminar._names`).
 """
@@ -129,3 +133,8 @@ def parse_log_chunk(name: str) -> int | None:
     """The number of a log chunk's file name, or None for anything else in the directory."""
     match = _CHUNK.fullmatch(name)
     return int(match[1]) if match else None
+
+
+def repaired(flow: str, execution_id: str, stamp: str) -> str:
+    """Where one ``laminar verify --repair`` of the execution moves what it sets aside."""
+    return execution(flow, execution_id) + f"repaired/{validate(stamp, what='repair time')}/"

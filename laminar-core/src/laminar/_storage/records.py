@@ -2,13 +2,16 @@
 
 Each stored record is one JSON object whose first member is a checksum of the rest of it::
 
-    {"sha256":"<64 hex>","layout":2,...}
+    {"sha256":"<64 hex>","layout":3,...}
 
-The digest is the SHA-256 of the bytes after ``{"sha256":"<64 hex>",``, so a reader checks a record
-with one hash before parsing it, and a JSON reader that knows nothing of it reads it as plain JSON
-with one more member. Records written before the checksum existed (same layout, no ``sha256``) are
-still read: they are parsed and their shape is checked. Either way garbage, a truncation or a wrong
-shape raises :class:`Malformed`, which the store turns into an ``IntegrityError`` naming the record.
+The digest is the SHA-256 of the compact JSON after ``{"sha256":"<64 hex>",``, so a reader checks a
+record as written with one hash before parsing it, and a JSON reader that knows nothing of it reads
+it as plain JSON with one more member. A record a tool wrote again with other spacing is checked by
+the same digest of its members written compactly again, so whitespace never decides whether a
+checksum is checked. Every record of layout 3 carries its checksum: one without is damaged. Records
+of layout 2 written before the checksum existed (no ``sha256``) are still read: they are parsed and
+their shape is checked. Either way garbage, a truncation or a wrong shape raises :class:`Malformed`,
+which the store turns into an ``IntegrityError`` naming the record.
 """
 
 from __future__ import annotations
@@ -27,17 +30,19 @@ from laminar._serialization.codecs import CODECS
 from laminar._serialization.hashing import HASHES, LEGACY_HASH, WRITE_HASH
 from laminar.errors import DatastoreError
 
-#: The storage layout these records belong to. Records of another layout are refused on read,
-#: with a message, rather than misread (layout 1 kept one file per split and archive). Adding the
-#: record checksum and the artifacts' ``stored`` digest kept layout 2: both are members a reader of
-#: the earlier layout-2 code ignores, and this code reads records without them.
-LAYOUT = 2
-#: Split batches are layout 3 since their artifacts are addressed by BLAKE3: a reader of layout 2
-#: ignores the artifacts' ``hash`` member, checks them against the chunked SHA-256 and would report
-#: good data as corrupt, so it must refuse the batch instead, which it does for any layout but its
-#: own. Nothing else changed: other records stay layout 2, and batches of layout 2 still read.
-BATCH_LAYOUT = 3
-BATCH_LAYOUTS = (LAYOUT, BATCH_LAYOUT)
+#: The storage layout these records are written in. Records of a layout not in ``LAYOUTS`` are
+#: refused on read, with a message, rather than misread (layout 1 kept one file per split and
+#: archive). Layout 2 added the record checksum and the artifacts' ``stored`` digest as members a
+#: reader of earlier layout-2 code ignores, so a layout-2 record may lack them. Split batches became
+#: layout 3 when their artifacts were addressed by BLAKE3 (a reader of layout 2 would check them
+#: against the chunked SHA-256 and report good data as corrupt; it refuses layout 3 instead), and
+#: every record is layout 3 since a record without its checksum is refused: a layout-3 record always
+#: carries one, so removing it cannot pass a change off as an earlier record.
+LAYOUT = 3
+#: The layouts this code reads.
+LAYOUTS = (2, 3)
+#: The layouts whose records always carry their checksum.
+SEALED_LAYOUTS = (3,)
 
 #: Split indices as inclusive ``(first, last)`` runs, e.g. ``((0, 150), (152, 156))``.
 Runs = tuple[tuple[int, int], ...]
@@ -61,31 +66,59 @@ def seal(payload: dict[str, Any]) -> bytes:
 
 
 def unseal(data: bytes) -> dict[str, Any]:
-    """The JSON object in ``data``, its checksum verified first when it has one. Raises ``Malformed``."""
+    """The JSON object in ``data``, its checksum verified when it has one. Raises ``Malformed``.
+
+    A record as ``seal`` wrote it is checked with one hash before it is parsed; any other (spacing
+    changed, the checksum moved, or damage) is parsed, and its checksum checked on its members
+    written compactly again. A record of a layout that carries checksums must have one.
+    """
+    complaint = None  # why bytes laid out as ``seal`` writes them do not verify as they are
     if data.startswith(_SEAL):
         expected = data[len(_SEAL) : _SEALED_AT - 2]
-        if data[_SEALED_AT - 2 : _SEALED_AT] != b'",':
-            raise Malformed("it is truncated or damaged (its checksum member is cut short)")
         actual = hashlib.sha256(memoryview(data)[_SEALED_AT:]).hexdigest().encode()
-        if actual != expected:
-            raise Malformed(
+        if data[_SEALED_AT - 2 : _SEALED_AT] != b'",':
+            complaint = "it is truncated or damaged (its checksum member is cut short)"
+        elif actual != expected:
+            complaint = (
                 f"its bytes do not match its checksum (sha256 {actual.decode()}, recorded "
                 f"{expected.decode(errors='replace')}): it is truncated or damaged"
             )
+    verified = data.startswith(_SEAL) and complaint is None
     try:
         payload = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise Malformed(
-            f"it is not JSON ({type(error).__name__}: {error}): it is truncated or damaged"
+            complaint or f"it is not JSON ({type(error).__name__}: {error}): it is truncated or damaged"
         ) from None
     except RecursionError:
         raise Malformed("it is not a record Laminar writes (nested too deeply)") from None
     if not isinstance(payload, dict):
         raise Malformed(f"it holds a JSON {type(payload).__name__}, not a record")
+    if not verified:
+        _verify(payload)
     return payload
 
 
-def _check_layout(payload: dict[str, Any], what: str, readable: tuple[int, ...] = (LAYOUT,)) -> None:
+def _verify(payload: dict[str, Any]) -> None:
+    """Check the checksum of a record not laid out as ``seal`` writes it, by its members."""
+    expected = payload.get("sha256")
+    if expected is None:
+        if payload.get("layout") in SEALED_LAYOUTS:
+            raise Malformed(
+                f"it has no checksum, which every record of storage layout {payload['layout']} "
+                "carries: it is damaged, or was rewritten without one"
+            )
+        return  # a record of layout 2 written before checksums (or of an unknown layout)
+    body = {name: value for name, value in payload.items() if name != "sha256"}
+    actual = hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()[1:]).hexdigest()
+    if actual != expected:
+        raise Malformed(
+            f"its bytes do not match its checksum (sha256 {actual}, recorded {expected!r}): it is "
+            "truncated or damaged"
+        )
+
+
+def _check_layout(payload: dict[str, Any], what: str, readable: tuple[int, ...] = LAYOUTS) -> None:
     found = payload.get("layout")
     if found is None and "flow" not in payload:
         raise Malformed("it has no storage layout version: it is not a record Laminar writes")
@@ -305,13 +338,13 @@ class SplitBatch:
 
     def dumps(self) -> bytes:
         payload = {str(index): record.to_json() for index, record in sorted(self.splits.items())}
-        return seal({"layout": BATCH_LAYOUT, "splits": payload})
+        return seal({"layout": LAYOUT, "splits": payload})
 
     @classmethod
     def loads(cls, data: bytes, origin: Origin | None = None) -> SplitBatch:
         """Parse a batch; ``origin`` (flow, execution, layer, batch key) names what it holds in messages."""
         document = unseal(data)
-        _check_layout(document, "split batch", BATCH_LAYOUTS)
+        _check_layout(document, "split batch")
         try:
             splits: dict[int, SplitRecord] = {}
             for index, record in document["splits"].items():
