@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from laminar._model import execution as model
 from laminar._model.layer import Layer, Parameters
+from laminar._names import validate
 from laminar._runtime import tracebacks
 from laminar._runtime.context import LayerContext
 from laminar._storage.status import Status, read_status
@@ -58,6 +59,8 @@ class Execution(model.Execution):
         The error raised shows the layer's own frames, wherever it ran, without Laminar's and
         asyncio's (``LAMINAR_DEBUG=1`` keeps them), and says how to resume the execution.
         """
+        for name in parameters or {}:  # named as parameters, before anything is stored
+            validate(name, what="parameter name")
         try:
             self.flow.configuration.scheduler.run(self, parameters=parameters or {}, resume=resume)
         except BaseException as error:
