@@ -153,6 +153,12 @@ class Protocol(Generic[T]):
         return None
 
 
+#: Its public name, as the earlier laminar recorded it: ``serde.dtype(serde.Protocol)`` is
+#: ``"laminar.configurations.serde.Protocol"``. (Only the base class: a protocol's recorded ``name``
+#: is its own class's, so no stored name changes.)
+Protocol.__module__ = "laminar.configurations.serde"
+
+
 class GatherError(ValueError):
     """Stored bytes do not have the layout a protocol's :meth:`Protocol.gather` reads."""
 
