@@ -38,6 +38,11 @@ class SerializationError(LaminarError, LayerError, TypeError):
     """An artifact value could not be serialized; the message names the layer and attribute."""
 
 
+class UnstorableValue(SerializationError):
+    """A value is, or holds, something that cannot come back when read (an open file, a socket, a lock,
+    a generator ...); the message says what it is and what to store instead. Nothing was stored."""
+
+
 class ExecutorContractError(LaminarError, SchedulerError, TypeError):
     """An executor broke its contract (say, returned no ``SplitOutcome``): a bug to fix, not to retry."""
 
