@@ -99,6 +99,15 @@ class ExecutionNotFound(LaminarError, ExecutionError, LookupError):
     """An execution asked for by id does not exist in the flow's datastore."""
 
 
+class MissingArtifact(LaminarError, AttributeError):
+    """A layer has no value of the artifact read: the execution or the layer's run does not exist, or
+    the layer (some splits of a foreach layer: ``missing``, of ``splits``) finished without assigning
+    it. An ``AttributeError``, so ``hasattr(layer, name)`` stays truthful."""
+
+    missing: tuple[int, ...] = ()
+    splits: int | None = None
+
+
 class SplitNotFound(LaminarError, ExecutionError, LookupError):
     """A split index or attempt asked for (of a layer's logs, say) does not exist; says which do."""
 
