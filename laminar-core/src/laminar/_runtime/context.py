@@ -277,6 +277,6 @@ class LayerContext:
 
 
 def list_splits(indices: Sequence[int], shown: int = 10) -> str:
-    """``"2, 4"``; ``"0, 1, ... 9, ... (20 in all)"`` past ``shown``."""
+    """``"2, 4"``: the split indices for a message, the first ``shown`` then ``", ... (20 in all)"``."""
     listed = ", ".join(map(str, indices[:shown]))
     return listed if len(indices) <= shown else f"{listed}, ... ({len(indices)} in all)"
