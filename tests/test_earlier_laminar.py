@@ -155,6 +155,96 @@ def test_a_protocol_taking_a_uri_for_writing_only_reads_with_load(tmp_path: Path
     assert execution.layer(A).lines == ["a", "b"]
 
 
+def test_a_protocol_keeping_values_in_a_dict_keyed_by_uri_reads_them_back(tmp_path: Path) -> None:
+    # The earlier docs' "Beyond the Datastore" example (with the `self` its methods lacked): write keeps
+    # the value in a dict under the uri it is handed, read looks it up by the uri it is handed.
+    cache: dict[str, list[Any]] = {}
+    read: list[str] = []
+    datastore = datastores.Local(tmp_path)
+
+    class SerdeFlow(Flow): ...
+
+    @datastore.protocol(list)
+    class ListProtocol(serde.Protocol):  # type: ignore[type-arg]
+        def read(self, uri: str) -> list[Any]:
+            read.append(uri)
+            return cache[uri]
+
+        def write(self, value: list[Any], uri: str) -> None:
+            cache[uri] = value
+
+    @SerdeFlow.register
+    class A(Layer):
+        def __call__(self) -> None:
+            self.first = [1, 2]
+            self.second = ["three"]
+            self.shard(items=[[4], [5, 6]])
+
+    flow = SerdeFlow(datastore=datastore, executor=executors.Thread())
+    execution = flow()
+    layer = execution.layer(A)
+    assert (layer.first, layer.second, list(layer.items)) == ([1, 2], ["three"], [[4], [5, 6]])
+    assert sorted(read) == sorted(cache) and len(cache) == 4  # handed back the very uris it wrote to
+    assert not any(Path(uri).exists() for uri in cache)  # Laminar kept the uris, the protocol the values
+    again = SerdeFlow(datastore=datastore, executor=executors.Thread()).execution(execution.id)
+    assert again.layer(A).second == ["three"]  # a new flow object reads them too
+
+
+# ---- FlowError: the errors the earlier laminar raised as FlowError -----------------------------------
+def test_a_duplicate_layer_through_composition_is_a_flow_error() -> None:
+    class Flow1(Flow): ...
+
+    class Flow2(Flow): ...
+
+    @Flow1.register
+    class A(Layer): ...
+
+    @Flow2.register
+    class A(Layer): ...  # type: ignore[no-redef]  # noqa: F811
+
+    with pytest.raises(FlowError, match="Duplicate layer added"):
+
+        class Combined(Flow1, Flow2): ...
+
+
+def test_the_earlier_flow_errors_are_flow_errors(tmp_path: Path) -> None:
+    class Flow1(Flow): ...
+
+    @Flow1.register
+    class A(Layer): ...
+
+    with pytest.raises(FlowError, match="Duplicate layer added") as duplicate:
+
+        @Flow1.register
+        class A(Layer): ...  # type: ignore[no-redef]
+
+    class Flow2(Flow): ...
+
+    @Flow2.register(retry=Retry(attempts=2))
+    class B(Layer): ...
+
+    @Flow1.register
+    class B(Layer): ...  # type: ignore[no-redef]  # noqa: F811
+
+    with pytest.raises(FlowError, match="Duplicate layer added") as composed:
+
+        class Combined(Flow1, Flow2): ...
+
+    with pytest.raises(FlowError, match="the Memory datastore lives in the scheduler's process") as memory:
+        Flow1(datastore=datastores.Memory(), executor=executors.Process())
+    assert not list(tmp_path.iterdir())
+    errors = [duplicate.value, composed.value, memory.value]
+    assert [type(error).__name__ for error in errors] == [
+        "FlowDefinitionError",
+        "FlowDefinitionError",
+        "ConfigurationError",
+    ]
+
+
+def test_serde_dtype_names_the_protocol_base_as_the_earlier_laminar_did() -> None:
+    assert serde.dtype(serde.Protocol) == "laminar.configurations.serde.Protocol"
+
+
 # ---- a layer equals its name -----------------------------------------------------------------------
 def test_a_layer_equals_its_name(tmp_path: Path) -> None:
     class Named(Flow): ...

@@ -445,7 +445,7 @@ def test_windows_device_names_are_refused(tmp_path: Path, name: str) -> None:
 
     flow = Devices(datastore=datastores.Local(tmp_path), executor=executors.Thread())
     with pytest.raises(
-        InvalidName, match=f"execution id '{name}' cannot be used as a storage name: Windows reserves"
+        InvalidName, match=f"execution id '{name}' cannot be used as a storage name: Windows and SMB shares"
     ):
         flow(execution=name)
     assert not (tmp_path / "flows").exists()

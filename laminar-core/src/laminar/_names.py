@@ -8,9 +8,13 @@ import re
 from laminar.errors import InvalidName
 
 _SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}")
-#: Device names Windows reserves in every directory, with or without an extension (a store may live
-#: on an SMB share): ``CON``, ``nul.txt``, ``COM1`` ...
-_RESERVED = re.compile(r"(?i)(CON|PRN|AUX|NUL|COM[1-9\u00b9\u00b2\u00b3]|LPT[1-9\u00b9\u00b2\u00b3])(\..*)?")
+#: Names a Windows client or an SMB share cannot keep apart from others (a store may live on one):
+#: the device names Windows reserves in every directory, with or without an extension (``CON``,
+#: ``nul.txt``, ``COM1`` ...), and names ending in ``.`` or a space, which Windows strips (``name.``
+#: and ``name`` would share one directory).
+_RESERVED = re.compile(
+    r"(?i)(CON|PRN|AUX|NUL|COM[1-9\u00b9\u00b2\u00b3]|LPT[1-9\u00b9\u00b2\u00b3])(\..*)?|.*[. ]"
+)
 _SHOWN = 100  # characters of a rejected name quoted in the message
 
 
@@ -18,20 +22,21 @@ def validate(name: str, *, what: str) -> str:
     """Return ``name`` if it is a safe single path component, else raise :class:`InvalidName`.
 
     Safe: 1-200 characters of letters, digits, ``_``, ``.`` and ``-``, not starting with ``.`` or ``-``,
-    and not a Windows device name.
+    not ending with ``.``, and not a Windows device name.
     """
     if isinstance(name, str) and _is_safe(name):
         return name
-    if isinstance(name, str) and _SAFE.fullmatch(name):
-        raise InvalidName(
-            f"{what} {name!r} cannot be used as a storage name: Windows reserves it for a device "
-            "(CON, PRN, AUX, NUL, COM1-9, LPT1-9, with any extension); choose another name"
-        )
     shown = (
         name
         if not isinstance(name, str) or len(name) <= _SHOWN
         else f"{name[:_SHOWN]}... ({len(name)} characters)"
     )
+    if isinstance(name, str) and _RESERVED.fullmatch(name) and _SAFE.fullmatch(name.rstrip(". ") or "-"):
+        raise InvalidName(
+            f"{what} {shown!r} cannot be used as a storage name: Windows and SMB shares cannot keep it apart "
+            "from other names (they reserve CON, PRN, AUX, NUL, COM1-9 and LPT1-9, with any extension, for "
+            "devices, and strip a trailing '.' or space); choose another name"
+        )
     raise InvalidName(
         f"{what} {shown!r} cannot be used as a storage name: use 1-200 letters, digits, '_', '.' or '-',"
         " starting with a letter, digit or '_' (no '/', '..', NUL or absolute paths)."

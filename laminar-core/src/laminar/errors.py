@@ -38,6 +38,11 @@ class SerializationError(LaminarError, LayerError, TypeError):
     """An artifact value could not be serialized; the message names the layer and attribute."""
 
 
+class UnstorableValue(SerializationError):
+    """A value is, or holds, something that cannot come back when read (an open file, a socket, a lock,
+    a generator ...); the message says what it is and what to store instead. Nothing was stored."""
+
+
 class ExecutorContractError(LaminarError, SchedulerError, TypeError):
     """An executor broke its contract (say, returned no ``SplitOutcome``): a bug to fix, not to retry."""
 
@@ -92,6 +97,15 @@ class UnknownProtocol(DatastoreError, LookupError):
 
 class ExecutionNotFound(LaminarError, ExecutionError, LookupError):
     """An execution asked for by id does not exist in the flow's datastore."""
+
+
+class MissingArtifact(LaminarError, AttributeError):
+    """A layer has no value of the artifact read: the execution or the layer's run does not exist, or
+    the layer (some splits of a foreach layer: ``missing``, of ``splits``) finished without assigning
+    it. An ``AttributeError``, so ``hasattr(layer, name)`` stays truthful."""
+
+    missing: tuple[int, ...] = ()
+    splits: int | None = None
 
 
 class SplitNotFound(LaminarError, ExecutionError, LookupError):

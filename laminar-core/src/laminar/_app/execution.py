@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from laminar._model import execution as model
 from laminar._model.layer import Layer, Parameters
+from laminar._names import validate
 from laminar._runtime import tracebacks
-from laminar._runtime.context import LayerContext
+from laminar._runtime.context import LayerContext, Missing
 from laminar._storage.status import Status, read_status
 from laminar._storage.store import ExecutionStore
 from laminar.errors import ConfigurationError, DatastoreError, FlowDefinitionError, Interrupted, add_note
@@ -23,14 +24,24 @@ class Execution(model.Execution):
     flow: Flow
     _listed: Status | None = None  # the status a listing read with it
 
-    def layer(self, layer: type[Layer] | str) -> Layer:
-        """Layer ``layer`` of this execution, reading its artifacts from the flow's datastore."""
+    def layer(self, layer: type[Layer] | str, *, missing: Missing = "raise") -> Layer:
+        """Layer ``layer`` of this execution, reading its artifacts from the flow's datastore.
+
+        ``missing`` says what an artifact of a foreach layer that some splits have no value of (a
+        split ``Catch`` ended before it assigned it) reads as: ``"raise"`` (an error naming those
+        splits, when one is read), ``"skip"`` (an Accessor over the splits that have it; its
+        ``skipped`` names the others) or ``None`` (``None`` in their place).
+        """
         name = layer if isinstance(layer, str) else getattr(layer, "__name__", repr(layer))
         if name not in self.flow.registry:
             raise FlowDefinitionError(
                 f"flow {self.flow.name} has no layer {name!r}; its layers are {', '.join(sorted(self.flow.registry))}"
             )
-        return LayerContext.reader(self, name)
+        if missing not in ("raise", "skip", None):
+            raise ConfigurationError(
+                f"execution.layer({name!r}, missing=...) takes 'raise', 'skip' or None, not {missing!r}"
+            )
+        return LayerContext.reader(self, name, missing=missing)
 
     @property
     def status(self) -> Status:
@@ -58,6 +69,8 @@ class Execution(model.Execution):
         The error raised shows the layer's own frames, wherever it ran, without Laminar's and
         asyncio's (``LAMINAR_DEBUG=1`` keeps them), and says how to resume the execution.
         """
+        for name in parameters or {}:  # named as parameters, before anything is stored
+            validate(name, what="parameter name")
         try:
             self.flow.configuration.scheduler.run(self, parameters=parameters or {}, resume=resume)
         except BaseException as error:

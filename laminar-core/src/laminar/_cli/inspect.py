@@ -30,6 +30,8 @@ from laminar._cli.output import (
     time_json,
     time_text,
 )
+from laminar._model.accessor import Accessor
+from laminar._runtime.context import list_splits
 
 
 @click.command()
@@ -247,8 +249,14 @@ def artifacts(file: str, execution_id: str, layer: str, datastore: str | None, a
     )
 
 
-def read_artifact(flow: Flow, execution: Execution, layer: str, name: str, index: int | None = None) -> Any:
-    """The value of artifact ``name`` of ``layer``; a one-line error naming what it stored if unknown."""
+def read_artifact(
+    flow: Flow, execution: Execution, layer: str, name: str, index: int | None = None, missing: str = "raise"
+) -> Any:
+    """The value of artifact ``name`` of ``layer``; a one-line error naming what it stored if unknown.
+
+    ``missing`` (``raise``, ``skip`` or ``none``): what a foreach layer's artifact that some splits
+    have no value of gives; ``raise`` names them in the error, the others say on stderr which they were.
+    """
     check_layer(flow, layer)
     stored = flow.configuration.datastore.list_artifacts(layer=execution.layer(layer))
     if name not in stored:
@@ -257,6 +265,31 @@ def read_artifact(flow: Flow, execution: Execution, layer: str, name: str, index
             f"{', '.join(stored) or 'nothing'}"
         )
     value = getattr(execution.layer(layer), name)
+    absent = value.missing if isinstance(value, Accessor) else ()
+    if absent:
+        lacking = f"{'split' if len(absent) == 1 else 'splits'} {list_splits(absent)} of its {len(value)}"
+        they = "it" if len(absent) == 1 else "they"
+        if index is None and missing != "raise":
+            shown = "left out" if missing == "skip" else "printed as None"
+            click.echo(
+                f"artifact {name!r} of layer {layer} has no value in {lacking} ({they} finished without "
+                f"assigning it): {shown}",
+                err=True,
+            )
+            return value.skip_missing() if missing == "skip" else value.fill_missing(None)
+        if index is None:
+            raise click.ClickException(
+                f"artifact {name!r} of layer {layer} in execution {execution.id} has no value in {lacking}: "
+                f"{they} finished without assigning it; print the {len(value) - len(absent)} values it has with "
+                "--missing skip, or None in their place with --missing none"
+            )
+        if (index + len(value) if index < 0 else index) in absent:
+            if missing == "none":
+                return None
+            raise click.ClickException(
+                f"split {index} of layer {layer} in execution {execution.id} finished without assigning "
+                f"{name!r} ({lacking} have no value); print None for it with --missing none"
+            )
     if index is not None:
         try:
             return value[index]
@@ -278,6 +311,14 @@ def read_artifact(flow: Flow, execution: Execution, layer: str, name: str, index
     "--index", type=int, default=None, help="One split's (or shard's) item of a foreach layer's artifact."
 )
 @click.option(
+    "--missing",
+    type=click.Choice(["raise", "skip", "none"]),
+    default="raise",
+    show_default=True,
+    help="A foreach layer's artifact that some splits have no value of (Catch ended them before they "
+    "assigned it): fail naming those splits, print the values that exist, or None in their place.",
+)
+@click.option(
     "--output",
     "-o",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
@@ -291,13 +332,14 @@ def get(
     layer: str,
     artifact: str,
     index: int | None,
+    missing: str,
     output: Path | None,
     datastore: str | None,
 ) -> None:
     """Print the repr of ARTIFACT of LAYER in EXECUTION, or write its raw value with --output."""
     flow = open_flow(file, datastore=datastore)
     execution = find_execution(flow, execution_id)
-    value = read_artifact(flow, execution, layer, artifact, index)
+    value = read_artifact(flow, execution, layer, artifact, index, missing)
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray, list, tuple)):
         value = list(value)  # an Accessor over splits or shards
     if output is None:

@@ -13,6 +13,10 @@ class Accessor(Sequence[Any]):
 
     Iteration and slices fetch growing windows (1, 2, 4, ... ``WINDOW`` items) through ``read_many``
     when one is given, so an object store serves them in parallel; at most one window is held at once.
+
+    Over the splits of a foreach layer, some splits may have no value (a split that ``Catch`` ended
+    before it assigned the attribute): ``missing`` names them, reading one raises an error naming
+    them all, and ``skip_missing()`` / ``fill_missing(value)`` give views of what exists.
     """
 
     def __init__(
@@ -20,13 +24,67 @@ class Accessor(Sequence[Any]):
         length: int,
         read: Callable[[int], Any],
         *,
-        read_many: Callable[[range], list[Any]] | None = None,
+        read_many: Callable[[Sequence[int]], list[Any]] | None = None,
         description: str = "",
+        missing: Callable[[], Sequence[int]] | None = None,
     ) -> None:
         self._length = length
         self._read = read
         self._read_many = read_many or (lambda indices: [read(i) for i in indices])
         self._description = description
+        self._find_missing = missing
+        self._missing: tuple[int, ...] | None = None if missing is not None else ()
+        self._skipped: tuple[int, ...] = ()
+
+    @property
+    def missing(self) -> tuple[int, ...]:
+        """The positions that have no value, in order: the splits that finished without assigning
+        the attribute. Found from the splits' records (once), without reading any value."""
+        if self._missing is None:
+            assert self._find_missing is not None
+            self._missing = tuple(sorted(self._find_missing()))
+        return self._missing
+
+    @property
+    def skipped(self) -> tuple[int, ...]:
+        """The positions of the Accessor that ``skip_missing()`` left out (empty for any other)."""
+        return self._skipped
+
+    def skip_missing(self) -> Accessor:
+        """What exists: a view without the positions that have no value (``skipped`` names them)."""
+        missing = self.missing
+        if not missing:
+            return self
+        left_out = set(missing)
+        present = [position for position in range(self._length) if position not in left_out]
+        view = Accessor(
+            len(present),
+            lambda i: self._read(present[i]),
+            read_many=lambda indices: self._read_many([present[i] for i in indices]),
+            description=f"{self._description}, {len(missing)} missing skipped",
+        )
+        view._skipped = missing
+        return view
+
+    def fill_missing(self, value: Any = None) -> Accessor:
+        """A view that gives ``value`` at each position that has no value (``missing`` still names them)."""
+        missing = self.missing
+        if not missing:
+            return self
+        absent = set(missing)
+
+        def read_many(indices: Sequence[int]) -> list[Any]:
+            found = iter(self._read_many([i for i in indices if i not in absent]))
+            return [value if i in absent else next(found) for i in indices]
+
+        view = Accessor(
+            self._length,
+            lambda i: value if i in absent else self._read(i),
+            read_many=read_many,
+            description=f"{self._description}, {len(missing)} missing as {value!r}",
+        )
+        view._missing = missing
+        return view
 
     def __len__(self) -> int:
         return self._length

@@ -54,12 +54,14 @@ class FlowDefinition:
                 if name in merged and merged[name] != definition:
                     if merged[name].layer is definition.layer:
                         raise FlowDefinitionError(
-                            f"{cls.__name__} merges layer {name} registered with different configurations in "
+                            f"Duplicate layer added: {cls.__name__} merges layer {name} registered with different "
+                            "configurations in "
                             f"{origin[name]} ({merged[name].configuration}) and {base.__name__} "
                             f"({definition.configuration}); register it the same way in both"
                         )
                     raise FlowDefinitionError(
-                        f"{cls.__name__} merges two layers named {name!r}: {_where(merged[name].layer)} from "
+                        f"Duplicate layer added: {cls.__name__} merges two layers named {name!r}: "
+                        f"{_where(merged[name].layer)} from "
                         f"{origin[name]} and {_where(definition.layer)} from {base.__name__}; rename one"
                     )
                 merged.setdefault(name, definition)
@@ -106,7 +108,8 @@ class FlowDefinition:
             name = validate(layer.__name__, what="layer name")
             if name in cls.registry:
                 raise FlowDefinitionError(
-                    f"{cls.__name__} already has a layer named {name!r} ({_where(cls.registry[name].layer)}); "
+                    f"Duplicate layer added: {cls.__name__} already has a layer named {name!r} "
+                    f"({_where(cls.registry[name].layer)}); "
                     f"cannot also register {_where(layer)}. Rename one of them."
                 )
             cls.registry = {**cls.registry, name: LayerDefinition(layer, configuration)}

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from laminar._model.accessor import Accessor
 from laminar._model.layer import Layer
@@ -18,12 +19,16 @@ from laminar._storage.logs import read_logs
 from laminar._storage.records import Archive, stored
 from laminar._storage.status import LayerStatus, Status, layer_status, read_status
 from laminar._storage.store import ExecutionStore
-from laminar.errors import SplitNotFound
+from laminar.errors import MissingArtifact, SplitNotFound
 
 if TYPE_CHECKING:
     from laminar._model.configuration import Configuration
     from laminar._model.execution import Execution
     from laminar._model.flow import FlowDefinition
+
+
+#: What a foreach layer's artifact that some splits have no value of reads as (``LayerContext.reader``).
+Missing = Literal["raise", "skip"] | None
 
 
 def store_for(execution: Execution) -> ExecutionStore:
@@ -46,6 +51,7 @@ class LayerContext:
         bindings: dict[str, Binding] | None = None,
         writer: bool = False,
         store: ExecutionStore | None = None,
+        missing: Missing = "raise",
     ) -> None:
         definition = execution.flow.registry[name]
         self.execution = execution
@@ -57,6 +63,7 @@ class LayerContext:
         self._registered = definition.configuration
         self.bindings = bindings or {}
         self.writer = writer
+        self.missing = missing
         self.store = store or store_for(execution)
         self._class = definition.layer
         self._layer: weakref.ref[Layer] | None = None
@@ -80,9 +87,15 @@ class LayerContext:
         *,
         bindings: dict[str, Binding] | None = None,
         store: ExecutionStore | None = None,
+        missing: Missing = "raise",
     ) -> Layer:
-        """Layer ``name`` of ``execution``, reading its artifacts lazily from the datastore."""
-        return cls(execution, name, bindings=bindings, store=store).bind()
+        """Layer ``name`` of ``execution``, reading its artifacts lazily from the datastore.
+
+        ``missing``: what a foreach layer's artifact that some splits have no value of reads as:
+        ``"raise"`` (an error naming them, when one is read), ``"skip"`` (what exists) or ``None``
+        (``None`` in their place). See :class:`~laminar._model.accessor.Accessor`.
+        """
+        return cls(execution, name, bindings=bindings, store=store, missing=missing).bind()
 
     @property
     def configuration(self) -> Configuration:
@@ -173,9 +186,11 @@ class LayerContext:
             raise self._missing(attribute)
         if record.splits and attribute not in record.artifacts:
             raise self._missing(attribute)  # no split stored it: fail now, so hasattr() is truthful
+        splits = record.splits
 
-        def read_many(indices: range) -> list[Any]:
-            archives = self.store.archives(self.name, indices, attribute)
+        def read_many(indices: Sequence[int]) -> list[Any]:
+            records = self.store.split_records(self.name, indices)
+            archives = [split.archives.get(attribute) if split is not None else None for split in records]
             if any(archive is None for archive in archives):
                 missing = next(i for i, archive in zip(indices, archives, strict=True) if archive is None)
                 raise self._missing(attribute, missing)
@@ -185,12 +200,23 @@ class LayerContext:
                 )
             return [self._value(archive) for archive in archives if archive is not None]
 
-        return Accessor(
-            record.splits,
+        accessor = Accessor(
+            splits,
             lambda i: self._value(self._archive(i, attribute)),
             read_many=read_many,
-            description=f"{self.name}.{attribute} over {record.splits} splits",
+            description=f"{self.name}.{attribute} over {splits} splits",
+            missing=lambda: self._splits_without(attribute, splits),
         )
+        if self.missing == "skip":
+            return accessor.skip_missing()
+        if self.missing is None:
+            return accessor.fill_missing(None)
+        return accessor
+
+    def _splits_without(self, attribute: str, splits: int) -> list[int]:
+        """The splits of this foreach layer that have no value of ``attribute`` (records only)."""
+        records = self.store.split_records(self.name, range(splits))
+        return [i for i, split in enumerate(records) if split is None or attribute not in split.archives]
 
     def _archive(self, index: int, attribute: str) -> Archive:
         archive = self.store.archive(self.name, index, attribute)
@@ -208,22 +234,52 @@ class LayerContext:
             )
         return self.store.load(archive.artifacts[0])
 
-    def _missing(self, attribute: str, index: int = 0) -> AttributeError:
+    def _missing(self, attribute: str, index: int = 0) -> MissingArtifact:
         where = f"in execution {self.execution.id} of flow {self.flow.name}"
         if not self.writer and not self.store.metadata_exists():
-            return AttributeError(
+            return MissingArtifact(
                 f"{self.name} has no artifact {attribute!r}: execution {self.execution.id} of flow {self.flow.name} "
                 f"does not exist in {self.store.datastore.url} (list them with "
                 "flow.configuration.datastore.list_executions(flow=flow))"
             )
         if self.store.record(self.name) is None:  # no record, whatever batches exist: not finished
             record = self.store.url(self.store.record_key(self.name))
-            return AttributeError(
+            return MissingArtifact(
                 f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} has not finished "
                 f"(it was skipped, failed, or has not run yet; there is no record at {record})"
             )
         split = self.store.split_record(self.name, index)
-        return AttributeError(
-            f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} finished without assigning it "
-            f"(it stored: {stored(split)})"
+        finished = self.store.record(self.name)
+        if self._registered.foreach is None or finished is None:
+            return MissingArtifact(
+                f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} finished without assigning "
+                f"it (it stored: {stored(split)})"
+            )
+        splits = finished.splits
+        if attribute not in finished.artifacts:
+            error = MissingArtifact(
+                f"{self.name} has no artifact {attribute!r} {where}: layer {self.name} finished without assigning "
+                f"it in any of its {splits} splits (they stored: {', '.join(finished.artifacts) or 'nothing'})"
+            )
+            error.missing, error.splits = tuple(range(splits)), splits
+            return error
+        missing = self._splits_without(attribute, splits)
+        caught = split.caught if split is not None and isinstance(split.caught, str) else None
+        present = splits - len(missing)
+        error = MissingArtifact(
+            f"{self.name} has no artifact {attribute!r} in split {index} {where}: split {index} finished without "
+            f"assigning it (it stored: {stored(split)})"
+            + (f", ended by Catch ({caught})" if caught else "")
+            + f"; {len(missing)} of its {splits} splits {'lacks' if len(missing) == 1 else 'lack'} it "
+            f"({list_splits(missing)}) and {present} {'has' if present == 1 else 'have'} it: read those with "
+            f".{attribute}.skip_missing() or execution.layer({self.name!r}, missing='skip'), or None in place "
+            "of the missing with missing=None"
         )
+        error.missing, error.splits = tuple(missing), splits
+        return error
+
+
+def list_splits(indices: Sequence[int], shown: int = 10) -> str:
+    """``"2, 4"``: the split indices for a message, the first ``shown`` then ``", ... (20 in all)"``."""
+    listed = ", ".join(map(str, indices[:shown]))
+    return listed if len(indices) <= shown else f"{listed}, ... ({len(indices)} in all)"

@@ -29,6 +29,9 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 import cloudpickle
 
+from laminar._serialization.unstorable import refusal, refused_types
+from laminar.errors import UnstorableValue
+
 T = TypeVar("T")
 
 
@@ -151,6 +154,12 @@ class Protocol(Generic[T]):
         not in your format; never allocate more than ``size`` bytes for them.
         """
         return None
+
+
+#: Its public name, as the earlier laminar recorded it: ``serde.dtype(serde.Protocol)`` is
+#: ``"laminar.configurations.serde.Protocol"``. (Only the base class: a protocol's recorded ``name``
+#: is its own class's, so no stored name changes.)
+Protocol.__module__ = "laminar.configurations.serde"
 
 
 class GatherError(ValueError):
@@ -319,6 +328,27 @@ def _gather_framed(file: BinaryIO, size: int | None) -> Callable[[], Any]:
     return build
 
 
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle's pickler, refusing what cannot come back (:mod:`.unstorable`) instead of storing
+    something else in its place (an open file as a ``StringIO``). Called for nearly every object
+    pickled, so the common case is one ``isinstance`` against the refused types."""
+
+    def __init__(self, file: Any, value: Any, **options: Any) -> None:
+        super().__init__(file, **options)
+        self._value = value
+        self._refused = refused_types()
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, self._refused):
+            refused = refusal(obj, whole=obj is self._value)
+            if refused is not None:
+                raise UnstorableValue(refused)
+        return _reducer_override(self, obj)
+
+
+_reducer_override = cloudpickle.Pickler.reducer_override
+
+
 class Pickle(Protocol[Any]):
     """The default: cloudpickle with pickle protocol 5 and out-of-band buffers.
 
@@ -345,7 +375,7 @@ class Pickle(Protocol[Any]):
 
     def dump(self, value: Any, file: BinaryIO) -> None:
         framer = _Framer(file)
-        cloudpickle.Pickler(framer, protocol=5, buffer_callback=framer.buffer).dump(value)
+        _Pickler(framer, value, protocol=5, buffer_callback=framer.buffer).dump(value)
         framer.finish()
 
     def load(self, file: BinaryIO) -> Any:

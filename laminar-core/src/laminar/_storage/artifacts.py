@@ -119,19 +119,33 @@ def _stage_scalar(value: Any, protocol: Protocol[Any]) -> StagedArtifact | None:
     return StagedArtifact(artifact, data=data)
 
 
+#: The stored form of a value a URI-taking protocol kept elsewhere (it wrote nothing at the path it was
+#: handed, e.g. into a dict keyed by the uri): these bytes, then the uri, which ``read`` is handed back.
+URI_REFERENCE = b"\x00laminar: kept by its protocol at\x00"
+
+
 def _stage_through_path(value: Any, directory: str, protocol: Protocol[Any]) -> StagedArtifact:
-    """A protocol that writes to a URI (the earlier laminar's form) writes a staging file, hashed after."""
+    """A protocol that writes to a URI (the earlier laminar's form) writes a staging file, hashed after.
+
+    The path it is handed does not exist yet. If the protocol leaves it so, it kept the value elsewhere
+    under that uri, and the uri itself is stored (``URI_REFERENCE``), so that ``read`` gets the same one.
+    """
     fd, path = tempfile.mkstemp(dir=directory, suffix=".staged")
     os.close(fd)
+    os.remove(path)  # a name no other staging file has, free for the protocol to create
     try:
         write_to_path(protocol, value, path)
+        if not os.path.exists(path):
+            with open(path, "wb") as file:
+                file.write(URI_REFERENCE + path.encode())
         digest, size = hashing.new(), 0
         with open(path, "rb") as file:
             while chunk := file.read(hashing.CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
     except BaseException:
-        os.remove(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
         raise
     stored = digest.hexdigest()
     hexdigest = protocol.hexdigest(value) or stored
@@ -650,7 +664,8 @@ def _decoded_copy(
 def _load_through_path(
     datastore: Datastore, artifact: Artifact, protocol: Protocol[Any], verify: bool
 ) -> Any:
-    """Hand a URI-taking protocol a local file holding the stored bytes, checked against their hash."""
+    """Hand a URI-taking protocol a local file holding the stored bytes, checked against their hash;
+    or, for a value the protocol kept elsewhere, the uri it wrote it under (``URI_REFERENCE``)."""
     inline = artifact.inline
     key = None if inline is not None else layout.artifact(artifact.hexdigest)
     source: BinaryIO = io.BytesIO(inline) if inline is not None else _open(datastore, key or "", artifact)
@@ -659,8 +674,10 @@ def _load_through_path(
         datastore, key, artifact, source, artifact.stored_hexdigest if checked else None
     )
     try:
-        file.close()
-        return read_from_path(protocol, path)
+        with file:
+            head = file.read(len(URI_REFERENCE))
+            uri = file.read().decode() if head == URI_REFERENCE else None
+        return read_from_path(protocol, uri if uri is not None else path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
