@@ -138,6 +138,13 @@ def test_a_missing_execution_says_where_it_looked(project: tuple[Path, str], tmp
         f"{elsewhere.resolve()} or its parents, nor in {alone.resolve()} or its parents; "
         "choose another with --datastore)"
     ) in missing.stderr
+    listed = run(elsewhere, LAMINAR, "executions", "../alone/etl.py")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == (
+        f"flow Etl has no executions in {(elsewhere / '.laminar').resolve().as_uri()} (no .laminar in "
+        f"{elsewhere.resolve()} or its parents, nor in {alone.resolve()} or its parents; choose another "
+        "with --datastore)"
+    )
     assert not (elsewhere / ".laminar").exists() and not (alone / ".laminar").exists()  # reading made none
 
 
