@@ -14,7 +14,7 @@ from laminar import Parameters
 # only be slower.
 from laminar._ids import new_execution_id
 from laminar.configurations import datastores, executors
-from laminar.errors import FlowDefinitionError
+from laminar.errors import ExecutionNotFound, FlowDefinitionError
 
 SEED = textwrap.dedent(
     """
@@ -87,7 +87,9 @@ def test_missing_artifact_says_whether_the_layer_finished(tmp_path: Path) -> Non
     with pytest.raises(AttributeError, match=r"finished without assigning it \(it stored: pid, value\)"):
         execution.layer(Left).nope  # noqa: B018
     flow = Diamond(datastore=datastores.Local(tmp_path), executor=executors.Thread())
-    with pytest.raises(AttributeError, match="execution never-ran of flow Diamond does not exist in file://"):
+    with pytest.raises(
+        ExecutionNotFound, match="execution never-ran of flow Diamond does not exist in file://"
+    ):
         flow.execution("never-ran").layer(Left).value  # noqa: B018
 
 

@@ -202,7 +202,7 @@ def test_an_execution_that_does_not_exist_says_so(tmp_path: Path) -> None:
     flow = Absent(datastore=datastores.Local(tmp_path), executor=executors.Thread())
     with pytest.raises(ExecutionNotFound, match="execution typo of flow Absent does not exist in file://"):
         flow.execution("typo").status  # noqa: B018
-    with pytest.raises(AttributeError, match="execution typo of flow Absent does not exist"):
+    with pytest.raises(ExecutionNotFound, match="execution typo of flow Absent does not exist"):
         flow.execution("typo").layer(A).foo  # noqa: B018
     assert flow().status == "succeeded"
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from laminar._app import reading
 from laminar._model import execution as model
 from laminar._model.layer import Layer, Parameters
 from laminar._names import validate
@@ -67,10 +71,12 @@ class Execution(model.Execution):
         """Run (or resume) this execution with the flow's scheduler; raise the first layer failure.
 
         The error raised shows the layer's own frames, wherever it ran, without Laminar's and
-        asyncio's (``LAMINAR_DEBUG=1`` keeps them), and says how to resume the execution.
+        asyncio's (``LAMINAR_DEBUG=1`` keeps them), and says how to resume the execution. While a
+        flow file is imported for reading (by the ``laminar`` command) nothing runs: ``RunAtImport``.
         """
         for name in parameters or {}:  # named as parameters, before anything is stored
             validate(name, what="parameter name")
+        reading.refuse_run(self.flow.name)
         try:
             self.flow.configuration.scheduler.run(self, parameters=parameters or {}, resume=resume)
         except BaseException as error:
@@ -78,7 +84,7 @@ class Execution(model.Execution):
                 add_note(
                     error,
                     f"resume execution {self.id} with flow.execution({self.id!r}).resume(), or "
-                    f"`laminar resume FILE {self.id}`; what finished is kept",
+                    f"`laminar resume {_script()} {self.id}`; what finished is kept",
                 )
             tracebacks.for_user(error)
             raise
@@ -109,3 +115,17 @@ class Execution(model.Execution):
         if shards:
             raise ConfigurationError("Parameters returned by a linker cannot be sharded")
         return flow(execution=self.id, **values)
+
+
+def _script() -> str:
+    """The script being run (``python etl.py``), as a path from the working directory: the ``FILE``
+    of ``laminar resume FILE ID``."""
+    main: object = getattr(sys.modules.get("__main__"), "__file__", None)
+    path = str(main) if main else ""
+    if not path.endswith(".py"):
+        return "FILE"
+    with contextlib.suppress(ValueError):  # another drive, on Windows
+        relative = os.path.relpath(path)
+        if not relative.startswith(os.pardir):
+            return relative
+    return path

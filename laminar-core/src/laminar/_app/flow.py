@@ -10,11 +10,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from laminar._app import reading
 from laminar._app.execution import Execution
 from laminar._app.results import Results
 from laminar._ids import new_execution_id
 from laminar._model.flow import FlowDefinition, is_framework_base
 from laminar._model.layer import RESERVED
+from laminar._plugins import discovery
 from laminar._plugins.manager import plugin_manager, plugin_protocols, resolve_datastore, resolve_executor
 from laminar._runtime import environment
 from laminar._runtime.configuration import FlowConfiguration
@@ -31,11 +33,13 @@ class Flow(FlowDefinition):
     """A workflow. ``class MyFlow(Flow): ...``, then ``@MyFlow.register`` its layers.
 
     ``MyFlow(datastore=..., executor=...)`` takes objects or URLs/names; without them the
-    ``LAMINAR_DATASTORE`` / ``LAMINAR_EXECUTOR`` environment variables, else a local ``.laminar``
-    directory and the local process executor.
+    ``LAMINAR_DATASTORE`` / ``LAMINAR_EXECUTOR`` environment variables, else the nearest ``.laminar``
+    directory to the working directory (or its parents) and the local process executor.
     """
 
     _framework_base: ClassVar[bool] = True
+    #: How the default datastore was found, for messages that say where; None when one was chosen.
+    _default_datastore: discovery.Found | None = None
 
     def __init__(
         self,
@@ -46,9 +50,13 @@ class Flow(FlowDefinition):
     ) -> None:
         if is_framework_base(type(self)):
             raise FlowDefinitionError("declare a flow by subclassing: class MyFlow(Flow): ...")
+        if datastore is None:
+            datastore = os.environ.get("LAMINAR_DATASTORE") or None
+        if datastore is None:
+            self._default_datastore = discovery.nearest(reading.search_folders())
         self.configuration = FlowConfiguration(
             datastore=resolve_datastore(
-                datastore if datastore is not None else os.environ.get("LAMINAR_DATASTORE")
+                datastore if self._default_datastore is None else self._default_datastore.url
             ),
             executor=resolve_executor(
                 executor if executor is not None else os.environ.get("LAMINAR_EXECUTOR")

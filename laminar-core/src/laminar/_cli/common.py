@@ -31,14 +31,29 @@ def open_flow(target: str, *, datastore: str | None = None, executor: str | None
     return loading.build(loading.load(target), datastore=datastore, executor=executor)
 
 
+def file_given() -> str:
+    """The ``FILE`` the running command was given, as typed, for hints naming the user's file."""
+    context = click.get_current_context(silent=True)
+    file = context.params.get("file") if context is not None else None
+    return str(file) if file else "FILE"
+
+
+def where(flow: Flow) -> str:
+    """The flow's datastore, and how it was found when it is the default: ``file:///a/.laminar (the
+    nearest .laminar to /a/b)``."""
+    found = flow._default_datastore
+    url = flow.configuration.datastore.url
+    return f"{url} ({found.describe()}; choose another with --datastore)" if found is not None else url
+
+
 def find_execution(flow: Flow, execution_id: str) -> Execution:
     """Execution ``execution_id`` of ``flow``; a one-line error if it does not exist in its datastore."""
     execution = flow.execution(execution_id)
     store = flow.configuration.store(flow.name, execution.id)
     if store.metadata() is None:
         raise click.ClickException(
-            f"execution {execution_id} of flow {flow.name} does not exist in {flow.configuration.datastore.url}; "
-            "list its executions with `laminar executions FILE`"
+            f"execution {execution_id} of flow {flow.name} does not exist in {where(flow)}; "
+            f"list its executions with `laminar executions {file_given()}`"
         )
     return execution
 

@@ -1,8 +1,9 @@
 """``laminar diff``: which parameters and artifacts two executions hold differently.
 
-Compared by content hash, from the split records alone: no artifact's value is loaded. Artifacts
-addressed by different hashes (an execution written before BLAKE3 against one after) are compared by
-hashing the older one's stored bytes with the newer one's hash.
+Compared by content hash, from the split records alone. Artifacts addressed by different hashes (an
+execution written before BLAKE3 against one after) are compared by hashing the older one's stored
+bytes with the newer one's hash. A single small value (kept inline in its record, so read without a
+request: a parameter, a score) is shown as its value when its repr is short; others by their hash.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import click
 
 from laminar import Execution, Flow
 from laminar._cli.common import datastore_option, file_argument, find_execution, open_flow
-from laminar._cli.output import emit_json, json_option, table
+from laminar._cli.output import emit_json, json_option, preview, table
 from laminar._serialization.hashing import WRITE_HASH
 from laminar._storage.artifacts import content_hexdigest
 from laminar._storage.records import Artifact
+from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
 
 #: One artifact's content in one execution: per split, its items.
@@ -57,17 +59,36 @@ class _Addresses:
         )
 
 
-def _summary(content: Content | None) -> str:
+#: The longest repr ``diff`` shows as a value; a longer one is shown by its hash.
+VALUE_LIMIT = 40
+
+
+def _summary(content: Content | None, store: ExecutionStore | None) -> str:
+    """How one side shows: ``(absent)``, a small value, a hash, or a count of splits and items."""
     if content is None:
         return "(absent)"
     items = [item for _, found in content for item in found]
     if len(content) == 1 and len(items) == 1:
-        return items[0].hexdigest[:12]
+        shown = _small_value(items[0], store) if store is not None else None
+        return shown or items[0].hexdigest[:12]
     return f"{len(content)} split(s), {len(items)} item(s)"
+
+
+def _small_value(artifact: Artifact, store: ExecutionStore) -> str | None:
+    """The repr of a value kept inline in its record, if it is short; None for any other."""
+    if artifact.inline is None:
+        return None
+    try:  # an untrusted store, an unknown protocol, a damaged value: shown by its hash instead
+        text = preview(store.load(artifact), VALUE_LIMIT + 1)
+    except Exception:
+        return None
+    return text if len(text) <= VALUE_LIMIT else None
 
 
 def differences(flow: Flow, a: Execution, b: Execution) -> list[dict[str, Any]]:
     left, right = contents(flow, a), contents(flow, b)
+    store_a = flow.configuration.store(flow.name, a.id)
+    store_b = flow.configuration.store(flow.name, b.id)
     addresses = _Addresses(flow.configuration.datastore)
     order = {name: position for position, name in enumerate(flow.layer_names())}
     rows = []
@@ -81,6 +102,9 @@ def differences(flow: Flow, a: Execution, b: Execution) -> list[dict[str, Any]]:
             what = "changed"
         else:
             changed, what = [], "only in " + ("A" if y is None else "B")
+        shown_a, shown_b = _summary(x, store_a), _summary(y, store_b)
+        if shown_a == shown_b and x is not None and y is not None:  # equal reprs of unequal values
+            shown_a, shown_b = _summary(x, None), _summary(y, None)
         rows.append(
             {
                 "kind": "parameter" if key[0] == "Parameters" else "artifact",
@@ -88,8 +112,8 @@ def differences(flow: Flow, a: Execution, b: Execution) -> list[dict[str, Any]]:
                 "name": key[1],
                 "difference": what,
                 "splits": changed,
-                "a": _summary(x),
-                "b": _summary(y),
+                "a": shown_a,
+                "b": shown_b,
             }
         )
     return rows
@@ -102,7 +126,8 @@ def differences(flow: Flow, a: Execution, b: Execution) -> list[dict[str, Any]]:
 @datastore_option
 @json_option
 def diff(file: str, execution_a: str, execution_b: str, datastore: str | None, as_json: bool) -> None:
-    """Show the parameters and artifacts EXECUTION_A and EXECUTION_B hold differently (by content hash)."""
+    """Show the parameters and artifacts EXECUTION_A and EXECUTION_B hold differently (by content hash;
+    small values as themselves)."""
     flow = open_flow(file, datastore=datastore)
     a, b = find_execution(flow, execution_a), find_execution(flow, execution_b)
     rows = differences(flow, a, b)

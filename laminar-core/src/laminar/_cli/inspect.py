@@ -17,6 +17,7 @@ from laminar._cli.common import (
     find_execution,
     is_foreach,
     open_flow,
+    where,
 )
 from laminar._cli.output import (
     duration_text,
@@ -69,7 +70,7 @@ def executions(file: str, datastore: str | None, as_json: bool) -> None:
         )
         return
     if not rows:
-        click.echo(f"flow {flow.name} has no executions in {flow.configuration.datastore.url}")
+        click.echo(f"flow {flow.name} has no executions in {where(flow)}")
         return
     table(
         ("execution", "status", "started", "runs", "duration"),

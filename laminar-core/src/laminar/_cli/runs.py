@@ -8,10 +8,11 @@ from typing import Any
 import click
 
 from laminar import Execution
-from laminar._cli import records
+from laminar._cli import loading, records
 from laminar._cli.common import datastore_option, file_argument, find_execution, open_flow
 from laminar._cli.output import duration_text, one_line
 from laminar._ids import new_execution_id
+from laminar.errors import Interrupted
 
 
 def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -41,6 +42,13 @@ def _report(execution: Execution, verb: str, file: str) -> None:
         f"execution {execution.id} of flow {execution.flow.name} {status} in {duration_text(status.duration)}"
     )
     click.echo(f"see it with: laminar show {file} {execution.id}")
+
+
+def _interrupted(execution: Execution, error: Interrupted, file: str) -> Interrupted:
+    """The scheduler's message, with the command that resumes the execution instead of the Python call."""
+    stopped, said, _ = str(error).partition(" Resume it with ")
+    stopped = stopped if said else f"execution {execution.id} of flow {execution.flow.name} was stopped."
+    return Interrupted(f"{stopped} Resume it with `laminar resume {file} {execution.id}`")
 
 
 def _failed(execution: Execution, error: Exception, file: str) -> click.ClickException:
@@ -83,10 +91,17 @@ def run(
 ) -> None:
     """Run the flow in FILE with the given parameters."""
     parameters = parse_parameters(params)
-    flow = open_flow(file, datastore=datastore, executor=executor)
+    loaded = loading.load(file)
+    if loaded.run_at_import is not None:
+        raise click.ClickException(loading.guard_missing(loaded))
+    flow = loading.build(loaded, datastore=datastore, executor=executor)
     execution = flow.execution(execution_id if execution_id is not None else new_execution_id())
     try:
         flow(execution=execution.id, **parameters)
+    except Interrupted as error:
+        if ctx.meta.get("laminar.debug"):
+            raise
+        raise _interrupted(execution, error, file) from None
     except Exception as error:
         if ctx.meta.get("laminar.debug"):
             raise
@@ -108,6 +123,10 @@ def resume(
     execution = find_execution(flow, execution_id)
     try:
         execution.resume()
+    except Interrupted as error:
+        if ctx.meta.get("laminar.debug"):
+            raise
+        raise _interrupted(execution, error, file) from None
     except Exception as error:
         if ctx.meta.get("laminar.debug"):
             raise

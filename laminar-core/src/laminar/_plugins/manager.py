@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pluggy
 
-from laminar._plugins import builtin, hookspecs, log_capture, progress, status
+from laminar._plugins import builtin, discovery, hookspecs, log_capture, progress, status
 from laminar._runtime.executor import Executor
 from laminar._serialization.registry import ProtocolRegistry
 from laminar._transport.datastore import Datastore
 from laminar.errors import ConfigurationError, PluginNotFound
 
 #: What a flow uses when neither its arguments nor the environment choose.
-DEFAULT_DATASTORE_DIRECTORY = ".laminar"  # in the working directory, through the ``file`` scheme
 DEFAULT_EXECUTOR = "process"
 
 #: Which distribution provides a scheme or executor Laminar knows of but that may not be installed.
@@ -114,9 +113,10 @@ def _missing(kind: str, wanted: str, installed: list[str]) -> PluginNotFound:
 
 
 def resolve_datastore(spec: Datastore | str | None) -> Datastore:
-    """A Datastore object as is; a URL through the plugin that registered its scheme; None: the default."""
+    """A Datastore object as is; a URL through the plugin that registered its scheme; None: the default,
+    the nearest ``.laminar`` to the working directory (see ``discovery``)."""
     if spec is None or spec == "":
-        spec = Path(DEFAULT_DATASTORE_DIRECTORY).resolve().as_uri()
+        spec = discovery.nearest((Path.cwd(),)).url
     if isinstance(spec, Datastore):
         return spec
     if not isinstance(spec, str):

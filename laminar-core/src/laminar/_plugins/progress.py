@@ -6,7 +6,9 @@ layers done/total and each running ForEach layer's splits done/total, redrawn in
 of its own. Otherwise plain lines: when a layer starts, finishes or is skipped, and every
 ``LAMINAR_PROGRESS_INTERVAL`` seconds (default 10) one line per running ForEach layer with its
 splits done/total, never a line per split. In both modes each retry and each split failing for good
-is one line naming the layer, the split and the attempt, with the error. ``LAMINAR_PROGRESS=0``
+is one line naming the layer, the split and the attempt, with the error; the lines of the layer and
+the run that it ends do not repeat it, and say nothing of how to resume a stopped run (the error
+raised to the caller does, once). The first line says where the run stores. ``LAMINAR_PROGRESS=0``
 (or ``off``, ``false``, ``no``) turns it off. Only the scheduler's process shows it, never a worker.
 
 The hooks run on the scheduler's event loop, so they only count and queue: split events update two
@@ -83,10 +85,23 @@ class _ExecutionRun:
     started: float
     done: set[str] = field(default_factory=set)  # finished, skipped, or finished before a resume
     running: dict[str, _LayerRun] = field(default_factory=dict)
+    told: set[str] = field(default_factory=set)  # the errors a line of this run has shown
 
     @property
     def label(self) -> str:
         return f"{self.flow} {self.id}"
+
+    def error(self, error: BaseException) -> str:
+        """``: Type: message`` the first time a line of this run shows the error, then nothing: a
+        failing split's error is shown where it failed, not again as its layer's and the run's. A stop
+        (Ctrl-C) is said by the line itself: how to resume is for the caller to say."""
+        if isinstance(error, KeyboardInterrupt):
+            return ""
+        text = _error(error)
+        if text in self.told:
+            return ""
+        self.told.add(text)
+        return f": {text}"
 
     def counts(self) -> str:
         return f"{len(self.done)}/{self.layers} layers"
@@ -470,7 +485,9 @@ def laminar_execution_started(execution: Execution) -> None:
         _executions[(run.flow, run.id)] = run
         if _display is None:
             _display = _start_display(execution)
-    _tell(f"{run.label}: started, {run.layers} layer{'' if run.layers == 1 else 's'}")
+    configuration = getattr(execution.flow, "configuration", None)  # where it stores, so a user finds it
+    stored = f", storing in {configuration.datastore.url}" if configuration is not None else ""
+    _tell(f"{run.label}: started, {run.layers} layer{'' if run.layers == 1 else 's'}{stored}")
 
 
 @hookimpl
@@ -489,7 +506,7 @@ def laminar_execution_finished(execution: Execution, error: BaseException | None
         _tell(f"{run.label}: succeeded in {took} [{run.counts()}]")
     else:
         stopped = "was stopped" if isinstance(error, (Interrupted, KeyboardInterrupt)) else "failed"
-        _tell(f"{run.label}: {stopped} after {took} [{run.counts()}]: {_error(error)}")
+        _tell(f"{run.label}: {stopped} after {took} [{run.counts()}]{run.error(error)}")
     if last:
         _stop_display()
 
@@ -555,7 +572,8 @@ def laminar_split_finished(
         progress.failed += 1
         split = "" if index is None else f" split {index}"
         _tell(
-            f"{progress.execution.label}: layer {layer.name}{split} failed on attempt {attempt}: {_error(error)}"
+            f"{progress.execution.label}: layer {layer.name}{split} failed on attempt {attempt}"
+            f"{progress.execution.error(error)}"
         )
 
 
@@ -583,5 +601,5 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
     else:
         _tell(
             f"{run.label}: layer {layer.name} stopped after {took} ({progress.counts()} done"
-            f"{f', {progress.failed} failed' if progress.failed else ''}): {_error(error)}"
+            f"{f', {progress.failed} failed' if progress.failed else ''}){run.error(error)}"
         )

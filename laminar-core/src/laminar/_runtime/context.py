@@ -17,9 +17,9 @@ from laminar._runtime.task import Binding
 from laminar._storage import layout
 from laminar._storage.logs import read_logs
 from laminar._storage.records import Archive, stored
-from laminar._storage.status import LayerStatus, Status, layer_status, read_status
+from laminar._storage.status import LayerStatus, Status, layer_status, not_found, read_status
 from laminar._storage.store import ExecutionStore
-from laminar.errors import MissingArtifact, SplitNotFound
+from laminar.errors import ExecutionNotFound, MissingArtifact, SplitNotFound
 
 if TYPE_CHECKING:
     from laminar._model.configuration import Configuration
@@ -234,14 +234,10 @@ class LayerContext:
             )
         return self.store.load(archive.artifacts[0])
 
-    def _missing(self, attribute: str, index: int = 0) -> MissingArtifact:
+    def _missing(self, attribute: str, index: int = 0) -> MissingArtifact | ExecutionNotFound:
         where = f"in execution {self.execution.id} of flow {self.flow.name}"
         if not self.writer and not self.store.metadata_exists():
-            return MissingArtifact(
-                f"{self.name} has no artifact {attribute!r}: execution {self.execution.id} of flow {self.flow.name} "
-                f"does not exist in {self.store.datastore.url} (list them with "
-                "flow.configuration.datastore.list_executions(flow=flow))"
-            )
+            return not_found(self.store)  # no such execution: not a missing attribute
         if self.store.record(self.name) is None:  # no record, whatever batches exist: not finished
             record = self.store.url(self.store.record_key(self.name))
             return MissingArtifact(

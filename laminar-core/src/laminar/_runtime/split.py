@@ -14,7 +14,7 @@ from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage import layout
 from laminar._storage.records import SplitRecord
 from laminar._storage.store import ExecutionStore
-from laminar.errors import SerializationError, add_note
+from laminar.errors import SerializationError
 
 logger = logging.getLogger("laminar")
 
@@ -97,13 +97,12 @@ def _call(
         )
 
     def unserializable(attribute: str, error: Exception) -> SerializationError:
-        failure = SerializationError(
+        # No note naming the split: the scheduler adds one ("raised by ...") to every error that ends one.
+        return SerializationError(
             f"artifact {attribute!r} of layer {task.layer} cannot be serialized: {type(error).__name__}: {error}. "
             "Nothing of this split was stored. Assign a picklable value, or register a serde.Protocol for "
             "its type with @datastore.protocol(...)."
         )
-        add_note(failure, task.describe())
-        return failure
 
     values, shards = layer._artifacts()
     line = f"{caught['type']}: {caught['message']}" if caught is not None else None
