@@ -7,7 +7,9 @@ writes (most print nothing, and a writer each would cost them more than their ow
 everything through (so output is shown live) and hands what the current thread writes to its
 writer; a handler on the root logger does the same for ``logging`` records that pass their
 logger's level. Output of threads a layer starts itself, and of C code writing to the file
-descriptors directly, is not captured.
+descriptors directly, is not captured. The tee writes through whole lines only (see ``_Tee``), so
+lines that splits print at once on threads do not glue together. A split that failed because the
+datastore failed stores no more of its log: that would wait out another storage deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from laminar._plugins.hookspecs import hookimpl
 from laminar._storage.logs import LogWriter, cap_from_environment
+from laminar.errors import DatastoreError
 
 if TYPE_CHECKING:
     from laminar._model.layer import Layer
@@ -66,6 +69,10 @@ class _Capture:
             return
         if error is None:
             self.writer.close()
+        elif isinstance(error, DatastoreError):
+            # The store failed (it may have stopped answering): writing the rest of the log to it
+            # would wait out another deadline. What the split printed was shown live.
+            return
         else:
             with contextlib.suppress(Exception):  # the split's own error is the one to report
                 self.writer.close()
