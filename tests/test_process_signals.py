@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from laminar.configurations import datastores
+from laminar import Flow, Layer, Parameters
+from laminar.configurations import datastores, executors
 from laminar.testing import ExecutorConformance
 
 SCRIPT = textwrap.dedent(
@@ -179,3 +180,38 @@ def test_ctrl_c_reaches_only_the_scheduler_of_a_local_dask_cluster(tmp_path: Pat
         datastores.Local(tmp_path / "store"),
         tmp_path,
     )
+
+
+class Spawning(Flow):
+    """A layer that starts a process of its own, then outlives its executor's timeout."""
+
+
+@Spawning.register
+class Spawns(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        Path(parameters.pid_file).write_text(str(child.pid))
+        time.sleep(120)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_at_its_timeout_takes_the_processes_its_layer_started_with_it(tmp_path: Path) -> None:
+    """Workers run in a session of their own, out of the terminal's reach, so their kill ends it all."""
+    pid_file = tmp_path / "child.pid"
+    flow = Spawning(datastore=datastores.Local(tmp_path / "store"), executor=executors.Process(timeout=3))
+    with pytest.raises(TimeoutError, match="timeout of 3 s"):
+        flow(pid_file=str(pid_file))
+    child = int(pid_file.read_text())
+    ends = time.monotonic() + 30
+    while _alive(child) and time.monotonic() < ends:  # SIGKILL is delivered at once, reaped soon after
+        time.sleep(0.05)
+    assert not _alive(child), f"the layer's process {child} outlived its killed worker"
