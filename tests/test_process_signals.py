@@ -50,6 +50,8 @@ SCRIPT = textwrap.dedent(
             marks = Path(os.environ["MARKS"])
             with open(marks / "started", "a") as file:
                 file.write(f"{items.item}\\n")
+            with open(marks / "pids", "a") as file:
+                file.write(f"{os.getpid()}\\n")
             ends = time.monotonic() + 60
             while not (marks / "release").exists() and time.monotonic() < ends:
                 time.sleep(0.01)
@@ -167,6 +169,43 @@ def test_ctrl_c_to_the_process_group_lets_running_splits_finish_and_the_run_resu
     assert sorted(_started(marks)) == list(range(6))
     if how == "script":
         assert "TOTAL 15" in resumed.stdout
+
+
+@pytest.mark.timeout(120)
+def test_a_second_ctrl_c_stops_the_running_splits_and_their_workers(tmp_path: Path) -> None:
+    """Workers no longer take Ctrl-C themselves: a second one has the scheduler kill them."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "stoppable.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "MARKS": str(marks), "STORE": str(tmp_path / "store"), "EXECUTOR": "process"}
+    running = subprocess.Popen(
+        [sys.executable, str(script), "run"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_splits(marks, 2)
+        os.killpg(running.pid, signal.SIGINT)
+        seen: list[str] = []
+        assert running.stderr is not None
+        _read_until(running.stderr, "starts nothing new", seen)
+        os.killpg(running.pid, signal.SIGINT)  # the splits never finish by themselves (60 s)
+        _, rest = running.communicate(timeout=30)
+    finally:
+        if running.poll() is None:
+            os.killpg(running.pid, signal.SIGKILL)
+            running.wait()
+    shown = "".join(seen) + rest
+    assert running.returncode != 0 and "stopping execution stopped now" in shown, shown
+    workers = {int(pid) for pid in (marks / "pids").read_text().split()}
+    assert workers and os.getpid() not in workers
+    ends = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < ends:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived the second Ctrl-C"
 
 
 @pytest.mark.dask
