@@ -18,6 +18,8 @@ How a split travels:
 * ``Container(cpu, memory)`` becomes Dask worker ``resources`` only for the resource names the
   cluster's workers declare (``dask worker --resources "cpu=4,memory=16000"``).
 * When the scheduler gives up on a split (``timeout``) its Dask future is cancelled.
+* The worker processes of a LocalCluster it started ignore SIGINT: Ctrl-C (the terminal's SIGINT to
+  the whole job) is the scheduler's to act on, and the running splits finish, as on every executor.
 """
 
 from __future__ import annotations
@@ -159,6 +161,10 @@ class Dask(Executor):
                 self._client = await _distributed().Client(
                     self._cluster, asynchronous=True, set_as_default=False
                 )
+                from laminar_dask.worker import TerminalSignals, origin
+
+                # Ctrl-C reaches these workers too (the terminal's job): the scheduler decides.
+                await self._client.register_plugin(TerminalSignals(origin()), name="laminar-terminal-signals")
             else:
                 try:
                     self._client = await _distributed().Client(

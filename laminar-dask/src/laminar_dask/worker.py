@@ -6,7 +6,9 @@ Imported on workers (and by the executor once an execution starts), never when L
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 from typing import TYPE_CHECKING, Any
 
 from distributed import WorkerPlugin
@@ -41,6 +43,22 @@ class FlowPlugin(WorkerPlugin):
 
     def teardown(self, worker: Any) -> None:
         _FLOWS.remove(self.token)
+
+
+class TerminalSignals(WorkerPlugin):
+    """On the worker processes of a LocalCluster the executor started: SIGINT is ignored.
+
+    Those processes are in the terminal's foreground job, so Ctrl-C reaches each of them; the
+    scheduler alone decides what it does (running splits finish), not a worker dying mid-split.
+    """
+
+    def __init__(self, origin: tuple[str, int]) -> None:
+        self.origin = origin
+
+    def setup(self, worker: Any) -> None:
+        # Not in the scheduler's process (a LocalCluster of threads), whose own handler decides.
+        if origin() != self.origin and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_task(token: str, task: SplitTask) -> SplitOutcome:

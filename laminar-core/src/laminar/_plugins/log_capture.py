@@ -7,11 +7,14 @@ writes (most print nothing, and a writer each would cost them more than their ow
 everything through (so output is shown live) and hands what the current thread writes to its
 writer; a handler on the root logger does the same for ``logging`` records that pass their
 logger's level. Output of threads a layer starts itself, and of C code writing to the file
-descriptors directly, is not captured.
+descriptors directly, is not captured. The tee writes through whole lines only (see ``_Tee``), so
+lines that splits print at once on threads do not glue together. A split that failed because the
+datastore failed stores no more of its log: that would wait out another storage deadline.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import logging
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from laminar._plugins.hookspecs import hookimpl
 from laminar._storage.logs import LogWriter, cap_from_environment
+from laminar.errors import DatastoreError
 
 if TYPE_CHECKING:
     from laminar._model.layer import Layer
@@ -29,6 +33,9 @@ if TYPE_CHECKING:
 
 _current = threading.local()  # .capture: the _Capture of the split this thread runs, if any
 _install_lock = threading.Lock()
+_tees: list[_Tee] = []  # every tee this process installed, to end lines and write partials at exit
+#: A partial line longer than this (characters) is written without waiting for its end.
+PARTIAL_LIMIT = 65_536
 
 
 class _Capture:
@@ -56,10 +63,16 @@ class _Capture:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         _current.capture = self._outer
+        for tee in _tees:
+            tee.end_line()
         if self.writer is None:
             return
         if error is None:
             self.writer.close()
+        elif isinstance(error, DatastoreError):
+            # The store failed (it may have stopped answering): writing the rest of the log to it
+            # would wait out another deadline. What the split printed was shown live.
+            return
         else:
             with contextlib.suppress(Exception):  # the split's own error is the one to report
                 self.writer.close()
@@ -70,19 +83,59 @@ def _capturing() -> _Capture | None:
 
 
 class _Tee(io.TextIOBase):
-    """A text stream that writes through to ``stream`` and to the current thread's log writer."""
+    """A text stream that writes through to ``stream`` and to the current thread's log writer.
+
+    It writes through whole lines: what a thread writes is held until it ends a line, then that
+    line goes to ``stream`` in one call, so lines that threads print at once never glue together
+    (``print`` writes its text and its end as two calls). A thread's partial line goes out as it is
+    when that thread flushes the stream, when it grows past ``PARTIAL_LIMIT``, and when the process
+    exits; the split a thread runs ends its partial line (see :meth:`end_line`).
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self._partial: dict[int, str] = {}  # thread ident -> the line it has begun
+        self._lock = threading.RLock()  # reentrant: a signal handler may print during a write
 
     def write(self, text: str) -> int:
-        written = self.stream.write(text)
         writer = _capturing()
         if writer is not None:
             writer.write(text)
-        return written
+        thread = threading.get_ident()
+        with self._lock:
+            begun = self._partial.pop(thread, "")
+            cut = text.rfind("\n") + 1
+            if cut == 0 and len(begun) + len(text) < PARTIAL_LIMIT:
+                if text or begun:
+                    self._partial[thread] = begun + text
+                return len(text)
+            whole = text[:cut] if cut else text
+            if cut and cut < len(text):
+                self._partial[thread] = text[cut:]
+            self.stream.write(begun + whole)
+        return len(text)
+
+    def end_line(self) -> None:
+        """End the line this thread has begun, if any: its split is over, and another split's
+        output must not continue it."""
+        with self._lock:
+            begun = self._partial.pop(threading.get_ident(), "")
+            if begun:
+                self.stream.write(begun + "\n")
+
+    def write_partials(self) -> None:
+        """Write every thread's partial line as it is (the process is exiting)."""
+        with self._lock:
+            partials, self._partial = list(self._partial.values()), {}
+            for begun in partials:
+                self.stream.write(begun)
+            self.stream.flush()
 
     def flush(self) -> None:
+        with self._lock:
+            begun = self._partial.pop(threading.get_ident(), "")
+            if begun:
+                self.stream.write(begun)
         self.stream.flush()
 
     def isatty(self) -> bool:
@@ -139,11 +192,25 @@ def _install() -> None:
         return
     with _install_lock:
         if sys.stdout is not None and not isinstance(sys.stdout, _Tee):
-            sys.stdout = _Tee(sys.stdout)
+            sys.stdout = _tee(sys.stdout)
         if sys.stderr is not None and not isinstance(sys.stderr, _Tee):
-            sys.stderr = _Tee(sys.stderr)
+            sys.stderr = _tee(sys.stderr)
         if not _installed_handler():
             logging.getLogger().addHandler(_CaptureHandler())
+
+
+def _tee(stream: TextIO) -> _Tee:
+    if not _tees:
+        atexit.register(_write_partials)
+    tee = _Tee(stream)
+    _tees.append(tee)
+    return tee
+
+
+def _write_partials() -> None:
+    for tee in _tees:
+        with contextlib.suppress(Exception):  # a closed stream at exit: nothing more can be shown
+            tee.write_partials()
 
 
 def _installed_handler() -> bool:

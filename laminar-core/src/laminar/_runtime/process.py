@@ -7,6 +7,12 @@ whichever worker is ready first: a warm worker that finishes its split takes the
 leave it waiting for a new one's second of imports. A split that passes ``timeout`` has its worker
 killed; a worker that dies mid-split fails that split with :class:`~laminar.errors.WorkerLost`
 (retried per the layer's ``Retry``) and is replaced.
+
+Each worker runs in a session of its own, so the signals a terminal sends its foreground job (Ctrl-C's
+SIGINT to every process of it) reach only the scheduler, which decides: running splits finish, as on
+the Thread executor, instead of each worker raising ``KeyboardInterrupt`` in the split it runs. The
+scheduler stops workers itself (at the end of the execution, or killing them on a second signal or a
+timeout); a kill ends the worker's whole session, processes the layer started included.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections import deque
 from typing import Any
@@ -53,6 +60,7 @@ class _Worker:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "laminar._runtime.worker", str(write_fd),
             stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,), env=env,
+            start_new_session=True,  # the terminal's signals are the scheduler's to act on
         )  # fmt: skip
         os.close(write_fd)
         loop = asyncio.get_running_loop()
@@ -110,8 +118,10 @@ class _Worker:
         raise error
 
     def kill(self) -> None:
+        """Kill the worker and every process of its session (what its layer started, too)."""
         if self.process.returncode is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # it has just exited
+                os.killpg(self.process.pid, signal.SIGKILL)
         self.transport.close()
 
     async def close(self) -> None:

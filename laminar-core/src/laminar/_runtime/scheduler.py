@@ -11,6 +11,7 @@ named.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import copy
 import functools
@@ -138,6 +139,20 @@ def _fewer_collections() -> Iterator[None]:
                 gc.set_threshold(_collections_held[1], *gc.get_threshold()[1:])
 
 
+async def _on_a_thread_of_its_own(call: Callable[[], object]) -> None:
+    """Run ``call`` on a new daemon thread and wait for it; cancelling the wait leaves the thread be."""
+    done: concurrent.futures.Future[object] = concurrent.futures.Future()
+
+    def target() -> None:
+        try:
+            done.set_result(call())
+        except BaseException as error:
+            done.set_exception(error)
+
+    threading.Thread(target=target, name="laminar-lease-refresh", daemon=True).start()
+    await asyncio.wrap_future(done)
+
+
 class _Run:
     """The state of one run of one execution."""
 
@@ -244,11 +259,16 @@ class _Run:
             raise self.errors[0]
 
     async def _heartbeat(self) -> None:
-        """Keep the lease fresh; a lease taken over (this scheduler was thought dead) stops the run."""
+        """Keep the lease fresh; a lease taken over (this scheduler was thought dead) stops the run.
+
+        Each refresh runs on a daemon thread of its own, not on asyncio's default executor, whose
+        threads ``asyncio.run`` waits for: a run that ends while a store that stopped answering holds
+        a refresh up does not wait out that refresh's deadline too.
+        """
         while True:
             await asyncio.sleep(self.lease.ttl / 3)
             try:
-                await asyncio.to_thread(self.lease.refresh)
+                await _on_a_thread_of_its_own(self.lease.refresh)
             except LeaseLost as error:
                 self.lease.forget()  # not ours to release any more
                 self._fail(error)

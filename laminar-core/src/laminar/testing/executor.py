@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import pytest
 
 from laminar import Flow, Layer, Parameters
@@ -182,6 +186,49 @@ class Marked(Layer):
         self.value = many.item
 
 
+class Interruptible(Flow):
+    """Six splits that each wait for the test to let them finish: Ctrl-C comes while two run."""
+
+
+@Interruptible.register
+class Waits(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(item=list(range(6)))
+
+
+@Interruptible.register(foreach=ForEach(parameters=[Parameter(layer=Waits, attribute="item")]))
+class Waiting(Layer):
+    def __call__(self, parameters: Parameters, waits: Waits) -> None:
+        marks = Path(parameters.marks)
+        (marks / f"started-{waits.item}").touch()
+        ends = time.monotonic() + 60
+        while not (marks / "release").exists() and time.monotonic() < ends:
+            time.sleep(0.01)
+        self.value = waits.item
+
+
+@Interruptible.register
+class Waited(Layer):
+    def __call__(self, waiting: Waiting) -> None:
+        self.total = sum(waiting.value)
+
+
+#: The script of the process the Ctrl-C check starts: ``Interruptible`` on the pickled executor and store.
+INTERRUPTIBLE = """
+import sys
+import cloudpickle
+from laminar.testing.executor import Interruptible
+with open(sys.argv[1], "rb") as file:
+    executor, datastore, marks = cloudpickle.load(file)
+if flow := Interruptible(datastore=datastore, executor=executor):
+    flow(execution="interrupted", marks=marks)
+"""
+
+
+def _started(marks: Path) -> list[int]:
+    return sorted(int(mark.name.removeprefix("started-")) for mark in marks.glob("started-*"))
+
+
 class ExecutorConformance:
     """Reusable tests of the Executor contract (see :class:`laminar.plugins.Executor`)."""
 
@@ -259,3 +306,49 @@ class ExecutorConformance:
         executor = make_executor(concurrency=3, timeout=7)
         copy = pickle.loads(pickle.dumps(executor))
         assert type(copy) is type(executor) and (copy.concurrency, copy.timeout) == (3, 7)
+
+    def test_ctrl_c_reaches_the_scheduler_only_and_running_splits_finish(
+        self, make_executor: MakeExecutor, datastore: Datastore, tmp_path: Path
+    ) -> None:
+        """Ctrl-C sends SIGINT to every process of the terminal's foreground job: the scheduler's
+        and any the executor started on this machine. The scheduler alone acts on it (nothing new
+        starts, running splits finish and are kept); no split is recorded as interrupted."""
+        marks = tmp_path / "interruptible"
+        marks.mkdir()
+        setup = tmp_path / "interruptible.pickle"
+        setup.write_bytes(cloudpickle.dumps((make_executor(concurrency=2), datastore, str(marks))))
+        running = subprocess.Popen(
+            [sys.executable, "-c", INTERRUPTIBLE, str(setup)],
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a process group of its own, as a shell's foreground job
+        )
+        shown: list[str] = []
+        try:
+            ends = time.monotonic() + 120
+            while len(_started(marks)) < 2:
+                if running.poll() is not None or time.monotonic() > ends:
+                    pytest.fail(f"two splits did not start: {running.communicate(timeout=60)[1]}")
+                time.sleep(0.02)
+            os.killpg(running.pid, signal.SIGINT)
+            assert running.stderr is not None
+            for line in running.stderr:  # the scheduler took the signal: now let the splits finish
+                shown.append(line)
+                if "starts nothing new" in line:
+                    break
+            (marks / "release").touch()
+            shown.append(running.communicate(timeout=120)[1])
+        finally:
+            if running.poll() is None:
+                os.killpg(running.pid, signal.SIGKILL)
+                running.wait()
+        text = "".join(shown)
+        assert running.returncode != 0 and "stopped by SIGINT" in text, text
+        before = _started(marks)
+        flow = Interruptible(datastore=datastore, executor=make_executor(concurrency=2))
+        attempts = flow.execution("interrupted").status.layers["Waiting"].attempts
+        errors = {index: [attempt.error for attempt in each] for index, each in attempts.items()}
+        assert errors == {index: [None] for index in before}, f"the splits running at Ctrl-C: {errors}"
+        assert flow.execution("interrupted").resume().layer(Waited).total == 15
+        assert _started(marks) == list(range(6))  # the splits kept did not run again
+        assert len(list(marks.glob("started-*"))) == 6
