@@ -86,7 +86,8 @@ class _Writer:
         self._pending: dict[tuple[str, str, str], tuple[ExecutionStore, LayerStatusRecord, float]] = {}
         self._writing: tuple[str, str, str] | None = None
         self._wakes: float | None = None  # when the thread wakes by itself (None: only when told)
-        self._failure: BaseException | None = None
+        self._failure: tuple[tuple[str, str], BaseException] | None = None  # (its execution, the error)
+        self._abandoned: set[tuple[str, str]] = set()  # executions whose record being written is let go
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
 
@@ -116,6 +117,17 @@ class _Writer:
         with self._changed:
             self._pending.pop(key, None)
 
+    def abandon(self, flow: str, execution: str) -> None:
+        """Forget every record of ``execution`` still waiting, and do not wait for (or later raise) the
+        one being written: its store failed, and waiting would cost another deadline."""
+        with self._changed:
+            for key in [key for key in self._pending if key[:2] == (flow, execution)]:
+                del self._pending[key]
+            if self._writing is not None and self._writing[:2] == (flow, execution):
+                self._abandoned.add((flow, execution))
+            if self._failure is not None and self._failure[0] == (flow, execution):
+                self._failure = None
+
     def flush(self, flow: str, execution: str) -> None:
         """Write every record of ``execution`` put so far, due or not, and wait; raise a failed write."""
         with self._changed:
@@ -135,7 +147,7 @@ class _Writer:
     def _raise_failure(self) -> None:
         failure, self._failure = self._failure, None
         if failure is not None:
-            raise failure
+            raise failure[1]
 
     def _next(self) -> tuple[str, str, str]:
         """The first record due, in the order they came; waits for one (call holding the lock)."""
@@ -159,9 +171,11 @@ class _Writer:
             try:
                 store.write_layer_status(record)
             except BaseException as error:
-                self._failure = self._failure or error
+                if key[:2] not in self._abandoned:
+                    self._failure = self._failure or (key[:2], error)
             finally:
                 with self._changed:
+                    self._abandoned.discard(key[:2])
                     self._writing = None
                     self._changed.notify_all()
 
@@ -211,15 +225,17 @@ def laminar_execution_finished(execution: Execution, error: BaseException | None
     _resumed.discard(key)
     for layer_key in [k for k in _layers if k[:2] == key]:
         del _layers[layer_key]
+    if isinstance(error, DatastoreError):
+        # The store itself failed: writing to it, or waiting for a layer record being written to it,
+        # would wait out another deadline. The record keeps saying "running", and reads as failed
+        # once this scheduler's lease is no longer live.
+        _writer.abandon(*key)
+        return
     try:
         _writer.flush(*key)
     except DatastoreError:
         if error is None:  # the layer records could not be written: the run cannot end "succeeded"
             raise
-        return
-    if isinstance(error, DatastoreError):
-        # The store itself failed: writing to it would wait out another deadline. The record keeps
-        # saying "running", and reads as failed once this scheduler's lease is no longer live.
         return
     if error is None:
         status, described = "succeeded", None

@@ -144,6 +144,8 @@ async def _on_a_thread_of_its_own(call: Callable[[], object]) -> None:
     done: concurrent.futures.Future[object] = concurrent.futures.Future()
 
     def target() -> None:
+        if not done.set_running_or_notify_cancel():  # the wait was cancelled before the call began
+            return
         try:
             done.set_result(call())
         except BaseException as error:
