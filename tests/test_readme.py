@@ -201,7 +201,8 @@ def test_the_report_tests_fail_naming_chromium_when_it_is_missing(tmp_path: Path
     empty.mkdir()
     test = "tests/test_report.py::test_the_report_renders_in_chromium_and_a_screenshot_is_kept"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", test, "-p", "no:cacheprovider", "-q", "-rA"],
+        [sys.executable, "-m", "pytest", test, "-p", "no:cacheprovider", "-q", "-rA",
+         f"--basetemp={tmp_path / 'inner'}"],
         cwd=ROOT, env={**os.environ, "PATH": str(empty)}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
