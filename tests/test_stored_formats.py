@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,32 @@ def test_the_safe_values_read_back(store: Path, trust: str) -> None:
     assert values.mapping == {"word": "abc", "numbers": list(range(500))}
     assert values.text == "laminar " * 300 and values.blob == bytes(range(256)) * 8
     np.testing.assert_array_equal(values.array, np.arange(1000, dtype=np.float32))
+
+
+def ill_typed(document: Any) -> Iterator[Any]:
+    """``document`` with one member or item at a time replaced by a value no member may hold."""
+    if isinstance(document, dict):
+        for name, value in document.items():
+            if name not in ("sha256", "layout"):
+                yield {**document, name: [[]]}
+                for changed in ill_typed(value):
+                    yield {**document, name: changed}
+    elif isinstance(document, list):
+        for position, value in enumerate(document):
+            yield [*document[:position], [[]], *document[position + 1 :]]
+            for changed in ill_typed(value):
+                yield [*document[:position], changed, *document[position + 1 :]]
+
+
+@pytest.mark.parametrize("path", sorted(FIELDS))
+def test_every_member_of_every_record_is_checked(path: str) -> None:
+    """Each member and item, nested ones too, replaced by a value of no type it may have, is refused:
+    the codec checks what it reads everywhere, as a store that may be damaged or hostile needs."""
+    document = json.loads((DATA / path).read_bytes())
+    del document["sha256"]  # sealed again below, so the shape, not the checksum, refuses it
+    count = 0
+    for changed in ill_typed(document):
+        with pytest.raises(records.Malformed, match="it does not have the shape Laminar writes"):
+            kind(path).loads(records.seal(changed))
+        count += 1
+    assert count >= 3  # flow, id, created: the smallest record
