@@ -25,7 +25,7 @@ from laminar import Flow, Layer, Parameters
 # archive records), which no public API shows.
 from laminar._runtime.context import store_for
 from laminar._serialization import hashing
-from laminar._storage import artifacts, layout, records
+from laminar._storage import layout, records, staging
 from laminar.configurations import datastores, executors, serde
 from laminar.errors import DatastoreError, InvalidName, SerializationError
 
@@ -77,7 +77,7 @@ def test_small_values_are_kept_inside_their_archive(tmp_path: Path) -> None:
     execution = flow(value=[1, 2, 3])
     small = stored_archive(flow, execution, "Store", "first").artifacts[0]
     large = stored_archive(flow, execution, "Store", "noise").artifacts[0]
-    assert small.inline is not None and len(small.inline) == small.size <= artifacts.INLINE_LIMIT
+    assert small.inline is not None and len(small.inline) == small.size <= staging.INLINE_LIMIT
     assert small.hexdigest == hashing.hexdigest(small.inline)  # named by its content all the same
     assert not (tmp_path / layout.artifact(small.hexdigest)).exists()
     assert large.inline is None and (tmp_path / layout.artifact(large.hexdigest)).exists()
@@ -90,12 +90,12 @@ def test_small_values_are_kept_inside_their_archive(tmp_path: Path) -> None:
 def test_numbers_and_short_strings_take_a_shortcut_to_the_same_artifact(
     tmp_path: Path, value: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The shortcut is internal (artifacts._stage_scalar): staged with and without it, a value must
+    # The shortcut is internal (staging._stage_scalar): staged with and without it, a value must
     # become the same artifact.
     datastore = datastores.Local(tmp_path)
-    quick = artifacts.stage(value, datastore=datastore, protocol=serde.Pickle())
-    monkeypatch.setattr(artifacts, "_stage_scalar", lambda value, protocol: None)
-    streamed = artifacts.stage(value, datastore=datastore, protocol=serde.Pickle())
+    quick = staging.stage(value, datastore=datastore, protocol=serde.Pickle())
+    monkeypatch.setattr(staging, "_stage_scalar", lambda value, protocol: None)
+    streamed = staging.stage(value, datastore=datastore, protocol=serde.Pickle())
     assert quick.artifact == streamed.artifact and quick.artifact.inline is not None
 
 
@@ -178,13 +178,13 @@ def test_a_splits_large_shards_are_staged_several_at_once_and_read_back_in_order
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staged_on: list[str] = []
-    stage = artifacts.stage
+    stage = staging.stage
 
-    def noting_the_thread(value: Any, **options: Any) -> artifacts.StagedArtifact:
+    def noting_the_thread(value: Any, **options: Any) -> staging.StagedArtifact:
         staged_on.append(threading.current_thread().name)
         return stage(value, **options)
 
-    monkeypatch.setattr(artifacts, "stage", noting_the_thread)
+    monkeypatch.setattr(staging, "stage", noting_the_thread)
 
     class Shards(Flow): ...
 

@@ -108,7 +108,7 @@ def test_accessor_reads_only_the_items_asked_for(tmp_path: Path) -> None:
     @Lazy.register
     class Many(Layer):
         def __call__(self) -> None:
-            # Incompressible items larger than artifacts.INLINE_LIMIT: each is an artifact of its own.
+            # Incompressible items larger than staging.INLINE_LIMIT: each is an artifact of its own.
             self.shard(item=[f"value {i} ".encode() + os.urandom(4096) for i in range(100)])
 
     store = CountingLocal(tmp_path)

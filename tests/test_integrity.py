@@ -27,14 +27,14 @@ import zstandard
 from helpers import CountingLocal, compressed_otherwise
 from laminar import Flow, Layer, Parameters
 from laminar._serialization import codecs
-from laminar._storage import artifacts, layout, records
+from laminar._storage import layout, loading, records
 from laminar.configurations import datastores, executors
 from laminar.configurations.layers import ForEach, Parameter
 from laminar.errors import DatastoreError, IntegrityError
 from laminar.plugins import Protocol
 
 DATA = Path(__file__).parent / "data" / "layout2-store"
-BIG = 9 << 20  # above artifacts.IN_MEMORY_LIMIT: read as a stream
+BIG = 9 << 20  # above staging.IN_MEMORY_LIMIT: read as a stream
 #: Compressible, but not to the inline limit (zstd would keep ``b"laminar " * n`` in a few hundred bytes).
 REPEATED = " ".join(str(i) for i in range(1_300_000)).encode()
 
@@ -652,13 +652,13 @@ def test_damage_in_the_earlier_format_is_still_named(old_store: Path, how: str) 
 def test_streamed_reads_verify_before_the_protocol_reads(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On the streaming path the protocol gets no byte of a damaged blob (it would start unpickling)."""
     handed: list[int] = []
-    original = artifacts._read
+    original = loading._read
 
     def spying(protocol: Any, stream: Any, *rest: Any) -> Any:
         handed.append(1)
         return original(protocol, stream, *rest)
 
-    monkeypatch.setattr(artifacts, "_read", spying)
+    monkeypatch.setattr(loading, "_read", spying)
     path = blob_path(root, "noise")
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01  # the very last byte: only a full pass finds it

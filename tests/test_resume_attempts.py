@@ -333,8 +333,8 @@ def test_a_resumed_layer_s_running_record_reserves_the_numbers_its_run_may_use(t
     ("runs", "complaint"),
     [
         ([[1.0, 2.0, "exploded"]], "status is 'exploded', not one of running, succeeded, failed, cancelled"),
-        ([[1.0, 2.0]], "not enough values to unpack"),
-        ([["soon", None, "failed"]], "could not convert string to float"),
+        ([[1.0, 2.0]], "RunRecord [1.0, 2.0] is not a list of 3 items"),
+        ([["soon", None, "failed"]], "started is 'soon', not a time"),
     ],
 )
 def test_a_damaged_run_history_reads_as_a_corrupt_status_naming_it(
@@ -359,8 +359,8 @@ def test_a_damaged_run_history_reads_as_a_corrupt_status_naming_it(
 @pytest.mark.parametrize(
     ("attempt", "complaint"),
     [
-        ([0, 0, 1.0, 2.0, None, None, "more"], "an attempt has 7 items, not 5 or 6"),
-        ([0, 0, 1.0, 2.0, None, "caught"], "error is 'caught', not a mapping of strings"),
+        ([0, 0, 1.0, 2.0, None, None, "more"], "is not a list of 5 or 6 items"),
+        ([0, 0, 1.0, 2.0, None, "caught"], "caught is str, not an object"),
     ],
 )
 def test_a_damaged_attempt_reads_as_a_corrupt_layer_status_naming_it(

@@ -326,7 +326,7 @@ def test_repair_refuses_while_the_execution_runs_and_moves_nothing(
 
 # ---- the check itself, on values read as streams and stored compressed --------------------------
 
-BIG = 9 << 20  # above artifacts.IN_MEMORY_LIMIT: read as a stream
+BIG = 9 << 20  # above staging.IN_MEMORY_LIMIT: read as a stream
 REPEATED = " ".join(str(i) for i in range(1_300_000)).encode()  # zstd on a store that compresses
 
 

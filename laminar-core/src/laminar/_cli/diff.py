@@ -16,7 +16,7 @@ from laminar import Execution, Flow
 from laminar._cli.common import datastore_option, file_argument, find_execution, open_flow
 from laminar._cli.output import emit_json, json_option, preview, table
 from laminar._serialization.hashing import WRITE_HASH
-from laminar._storage.artifacts import content_hexdigest
+from laminar._storage.loading import content_hexdigest
 from laminar._storage.records import Artifact
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore

@@ -109,10 +109,9 @@ def _settle(started: asyncio.Future[None]) -> None:
 
 
 #: Splits queued per thread, so a thread that finishes one finds the next without waiting for the
-#: event loop: handing splits over one at a time costs more than a trivial split itself. With 8 a
-#: thread still ran dry about every 13 trivial splits and the loop woke every 6.5 (30,000 splits on
-#: two cores); 32 took 0.85x the time. A failed or stopped run starts none of those still queued
-#: (``cancel_queued``), so a deep queue costs nothing when splits are slow.
+#: event loop: handing splits over one at a time costs more than a trivial split itself, and with a
+#: shallower queue threads still ran dry (docs/performance.md). A failed or stopped run starts none
+#: of those still queued (``cancel_queued``), so a deep queue costs nothing when splits are slow.
 QUEUED_PER_THREAD = 32
 
 

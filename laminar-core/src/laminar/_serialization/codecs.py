@@ -1,20 +1,19 @@
 """Compression codecs, recorded by name with each artifact, and the stream wrappers that apply them.
 
 Compression is chosen per artifact from a sample of its first bytes, then per frame: what is written
-with zstd (``WRITE_CODEC``, level 1: on a typical pickled DataFrame about 3x faster than zlib level 1
-both ways, and smaller) is cut into independent zstd frames of ``FRAME`` bytes, and each frame is
+with zstd (``WRITE_CODEC``, level 1: faster than zlib both ways, and smaller; docs/performance.md has
+the figures) is cut into independent zstd frames of ``FRAME`` bytes, and each frame is
 compressed only if a sample of it shrinks enough; the others are stored as raw zstd frames (the bytes
 as they are, behind a few bytes of header). A DataFrame's noise columns are then moved as they are
 while its ids and timestamps are compressed, and the stored bytes are still one standard zstd stream
 (``zstd -d`` reads it). Incompressible values (numpy noise, images, compressed files) are stored as
 is (``none``), so they are moved once and not slowed down.
 
-How much a sample must shrink for compression to pay is the datastore's ``worth_compressing``: zstd
-at level 1 runs at roughly 0.3-1 GB/s on one core for what shrinks a few times (and at 4-12 GB/s for
-what shrinks fifty-fold or more), so compressing to a fraction ``r`` saves time only where ``1 - r``
-of the bytes take longer to move than compressing all of them takes; over a network (object stores)
-that is nearly anything that shrinks (0.85), on a local disk, which takes 1.5-2.4 GB/s into its
-cache, only what shrinks fifty-fold (0.02).
+How much a sample must shrink for compression to pay is the datastore's ``worth_compressing``:
+compressing to a fraction ``r`` saves time only where ``1 - r`` of the bytes take longer to move
+than compressing all of them takes. Over a network (object stores) that is nearly anything that
+shrinks (0.85); a local disk takes bytes into its cache faster than zstd compresses what shrinks only
+a few times, so there only what shrinks fifty-fold pays (0.02).
 
 ``zlib`` is still read, so artifacts written before zstd (recorded ``"codec": "zlib"``) stay
 readable, as do single-frame zstd artifacts; ``none`` is stored as is.
@@ -204,7 +203,7 @@ class EncodingWriter(io.RawIOBase):
 
         All of a value no larger than a frame's sample is then its one frame, and the frame's own
         sample would be the same bytes as the codec's: it is not compressed a third time to decide
-        again (a 4 KiB value is staged in 0.7x the time).
+        again, which for a small value costs more than the rest of its staging.
         """
         sample = b"".join(self._pending)
         self._pending = []

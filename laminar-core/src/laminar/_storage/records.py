@@ -1,6 +1,8 @@
-"""The metadata Laminar stores: Artifact, Archive, SplitRecord, SplitBatch, Record. Immutable, JSON.
+"""The metadata Laminar stores: Artifact, Archive, SplitRecord, SplitBatch, Record and the run records.
 
-Each stored record is one JSON object whose first member is a checksum of the rest of it::
+Each record is declared once, as a frozen dataclass whose fields are its stored members (``schema``
+derives how it is written and checked when read). Each stored record is one JSON object whose first
+member is a checksum of the rest of it::
 
     {"sha256":"<64 hex>","layout":3,...}
 
@@ -9,50 +11,56 @@ record as written with one hash before parsing it, and a JSON reader that knows 
 it as plain JSON with one more member. A record a tool wrote again with other spacing is checked by
 the same digest of its members written compactly again, so whitespace never decides whether a
 checksum is checked. Every record of layout 3 carries its checksum: one without is damaged. Records
-of layout 2 written before the checksum existed (no ``sha256``) are still read: they are parsed and
-their shape is checked. Either way garbage, a truncation or a wrong shape raises :class:`Malformed`,
-which the store turns into an ``IntegrityError`` naming the record.
+earlier releases wrote (``earlier``) are still read. Either way garbage, a truncation or a wrong
+shape raises :class:`Malformed`, which the store turns into an ``IntegrityError`` naming the record.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from laminar._serialization.codecs import CODECS
 from laminar._serialization.hashing import HASHES, LEGACY_HASH, WRITE_HASH
+from laminar._storage import earlier
+from laminar._storage.schema import (
+    Schema,
+    absent,
+    checked,
+    context,
+    matching,
+    one_of,
+    record,
+    sorted_keys,
+    sparse,
+)
 from laminar.errors import DatastoreError
 
 #: The storage layout these records are written in. Records of a layout not in ``LAYOUTS`` are
-#: refused on read, with a message, rather than misread (layout 1 kept one file per split and
-#: archive). Layout 2 added the record checksum and the artifacts' ``stored`` digest as members a
-#: reader of earlier layout-2 code ignores, so a layout-2 record may lack them. Split batches became
-#: layout 3 when their artifacts were addressed by BLAKE3 (a reader of layout 2 would check them
-#: against the chunked SHA-256 and report good data as corrupt; it refuses layout 3 instead), and
-#: every record is layout 3 since a record without its checksum is refused: a layout-3 record always
-#: carries one, so removing it cannot pass a change off as an earlier record.
+#: refused on read, with a message, rather than misread (see ``earlier`` for the layouts before).
+#: Split batches became layout 3 when their artifacts were addressed by BLAKE3 (a reader of layout 2
+#: would check them against the chunked SHA-256 and report good data as corrupt; it refuses layout 3
+#: instead), and every record is layout 3 since a record without its checksum is refused: a layout-3
+#: record always carries one, so removing it cannot pass a change off as an earlier record.
 LAYOUT = 3
 #: The layouts this code reads.
-LAYOUTS = (2, 3)
+LAYOUTS = (*earlier.LAYOUTS, LAYOUT)
 #: The layouts whose records always carry their checksum.
 SEALED_LAYOUTS = (3,)
 
 #: Split indices as inclusive ``(first, last)`` runs, e.g. ``((0, 150), (152, 156))``.
 Runs = tuple[tuple[int, int], ...]
+#: A stored error: its type, message and traceback text.
+Error = Mapping[str, str]
 
 _SEAL = b'{"sha256":"'
 _SEALED_AT = len(_SEAL) + 64 + 2  # where the checksummed body starts, after '<hex>",'
 _HEX = re.compile(r"[0-9a-f]{8,128}")
-#: One shared string for each codec and hash name, so a million parsed records do not hold a million
-#: copies of ``"none"`` and ``"blake3"``.
-_NAMES = {name: name for name in (*CODECS, *HASHES)}
 
 
 class Malformed(ValueError):
@@ -118,18 +126,18 @@ def _verify(payload: dict[str, Any]) -> None:
         )
 
 
-def _check_layout(payload: dict[str, Any], what: str, readable: tuple[int, ...] = LAYOUTS) -> None:
-    found = payload.get("layout")
-    if found is None and "flow" not in payload:
+def _check_layout(payload: dict[str, Any], kind: type[Document]) -> None:
+    found = earlier.layout_of(payload)
+    if found is None:
         raise Malformed("it has no storage layout version: it is not a record Laminar writes")
-    found = 1 if found is None else found  # layout 1 records had no version, and a "flow" member
     if type(found) is not int:
         raise Malformed(f"its storage layout version is {found!r}, not a number")
-    if found not in readable:
-        layouts = " and ".join(map(str, readable))
+    if found not in LAYOUTS:
+        layouts = " and ".join(map(str, LAYOUTS))
+        what = kind.described.format_map(_Members(payload))
         raise DatastoreError(
-            f"this {what} was written in Laminar storage layout {found}, and this Laminar reads layout"
-            f"{'s' if len(readable) > 1 else ''} {layouts}; read it with the Laminar release that wrote it"
+            f"this {what} was written in Laminar storage layout {found}, and this Laminar reads layouts "
+            f"{layouts}; read it with the Laminar release that wrote it"
         )
 
 
@@ -138,32 +146,35 @@ def _shape(error: Exception) -> Malformed:
     return Malformed(f"it does not have the shape Laminar writes ({detail})")
 
 
-def _string(value: Any, what: str) -> str:
-    if type(value) is not str:
-        raise TypeError(f"{what} is {type(value).__name__}, not str")
-    return value
+D = TypeVar("D", bound="Document")
 
 
-def _error(value: Any) -> dict[str, str] | None:
-    """A stored error (type, message, traceback), or None."""
-    if value is not None and not (
-        isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-    ):
-        raise TypeError(f"error is {value!r}, not a mapping of strings")
-    return value
+class Document(Schema):
+    """A record stored as a file of its own: sealed (see the module), with its layout first."""
+
+    __slots__ = ()
+    stored_first: ClassVar[Mapping[str, Any]] = {"layout": LAYOUT}
+    #: The record in messages, filled in with its members (those missing read as None).
+    described: ClassVar[str]
+
+    def dumps(self) -> bytes:
+        return seal(self._write(self))
+
+    @classmethod
+    def loads(cls: type[D], data: bytes, origin: Origin | None = None) -> D:
+        """Parse a record; ``origin`` (for a split batch) names where its artifacts are in messages."""
+        payload = unseal(data)
+        _check_layout(payload, cls)
+        try:
+            record: D = cls._read(payload, None if origin is None else (origin,))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise _shape(error) from None
+        return record
 
 
-def _status(value: Any, allowed: tuple[str, ...]) -> str:
-    status = _string(value, "status")
-    if status not in allowed:
-        raise ValueError(f"status is {status!r}, not one of {', '.join(allowed)}")
-    return status
-
-
-def _integer(value: Any, what: str) -> int:
-    if type(value) is not int or value < 0:
-        raise TypeError(f"{what} is {value!r}, not a count")
-    return value
+class _Members(dict[str, Any]):
+    def __missing__(self, key: str) -> None:
+        return None
 
 
 def runs(indices: Iterable[int]) -> Runs:
@@ -201,8 +212,9 @@ def describe(named: Named | None) -> str:
     )
 
 
+@record
 @dataclass(frozen=True, slots=True)
-class Artifact:
+class Artifact(Schema):
     """One stored value: its content hash, the codec its bytes use, and the protocol that reads it.
 
     ``hexdigest`` is the content address: the ``hash`` (BLAKE3 for what this Laminar writes; the
@@ -211,19 +223,21 @@ class Artifact:
     bytes, a protocol's own address), so a reader checks what it fetched before decompressing or
     deserializing it; for uncompressed bytes ``hexdigest`` is that digest.
 
-    ``inline`` holds the stored bytes of a small value (see ``artifacts.INLINE_LIMIT``), kept in its
+    ``inline`` holds the stored bytes of a small value (see ``staging.INLINE_LIMIT``), kept in its
     archive instead of under ``artifacts/``: a request per tiny value would cost more than the value.
     ``origin`` (not stored) says where it was read from, for messages.
     """
 
-    hexdigest: str
-    codec: str = "none"
-    protocol: str = "cloudpickle"
-    size: int = 0
-    inline: bytes | None = field(default=None, repr=False)
-    stored: str | None = field(default=None, repr=False)
-    origin: Named | None = field(default=None, repr=False, compare=False)
-    hash: str = WRITE_HASH
+    hexdigest: str = field(metadata=matching(_HEX, "a hex digest"))
+    codec: str = field(default="none", metadata=one_of(CODECS))
+    protocol: str = field(default="cloudpickle", metadata=checked(sys.intern))
+    size: int = field(default=0, metadata=absent(0))
+    hash: str = field(default=WRITE_HASH, metadata=one_of(HASHES, **sparse(LEGACY_HASH)))
+    stored: str | None = field(
+        default=None, repr=False, metadata=matching(_HEX, "a hex digest", **sparse(None))
+    )
+    inline: bytes | None = field(default=None, repr=False, metadata=sparse(None))
+    origin: Named | None = field(default=None, repr=False, compare=False, metadata=context())
 
     @property
     def stored_hexdigest(self) -> str | None:
@@ -232,50 +246,10 @@ class Artifact:
             return self.stored
         return self.hexdigest if self.codec == "none" else None
 
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "hexdigest": self.hexdigest,
-            "codec": self.codec,
-            "protocol": self.protocol,
-            "size": self.size,
-        }
-        if self.hash != LEGACY_HASH:  # absent: the chunked SHA-256 of records written before BLAKE3
-            data["hash"] = self.hash
-        if self.stored is not None:
-            data["stored"] = self.stored
-        if self.inline is not None:
-            data["inline"] = base64.b64encode(self.inline).decode("ascii")
-        return data
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any], origin: Named | None = None) -> Artifact:
-        hexdigest = data["hexdigest"]
-        if type(hexdigest) is not str or not _HEX.fullmatch(hexdigest):
-            raise ValueError(f"hexdigest {hexdigest!r} is not a hex digest")
-        codec = data["codec"]
-        if codec not in CODECS:
-            raise ValueError(f"codec {codec!r} is not one of {', '.join(CODECS)}")
-        stored = data.get("stored")
-        if stored is not None and (type(stored) is not str or not _HEX.fullmatch(stored)):
-            raise ValueError(f"stored digest {stored!r} is not a hex digest")
-        hash = data.get("hash", LEGACY_HASH)
-        if hash not in HASHES:
-            raise ValueError(f"hash {hash!r} is not one of {', '.join(HASHES)}")
-        inline = data.get("inline")
-        return cls(
-            hexdigest,
-            _NAMES[codec],
-            sys.intern(_string(data["protocol"], "protocol")),
-            _integer(data.get("size", 0), "size"),
-            binascii.a2b_base64(_string(inline, "inline")) if inline is not None else None,
-            stored,
-            origin,
-            _NAMES[hash],
-        )
-
-
+@record
 @dataclass(frozen=True, slots=True)
-class Archive:
+class Archive(Schema):
     """Metadata for one named artifact of one layer split: the artifacts it points to.
 
     ``sharded`` archives (from ``Layer.shard``) read back as an Accessor even with one item.
@@ -284,40 +258,19 @@ class Archive:
     artifacts: tuple[Artifact, ...]
     sharded: bool = False
 
-    def to_json(self) -> dict[str, Any]:
-        return {"artifacts": [a.to_json() for a in self.artifacts], "sharded": self.sharded}
 
-    @classmethod
-    def from_json(cls, payload: dict[str, Any], origin: Named | None = None) -> Archive:
-        parse = Artifact.from_json
-        return cls(tuple([parse(a, origin) for a in payload["artifacts"]]), bool(payload["sharded"]))
-
-
+@record
 @dataclass(frozen=True, slots=True)
-class SplitRecord:
+class SplitRecord(Schema):
     """One finished split: its archives by artifact name, and the error ``Catch`` absorbed, if any."""
 
     archives: Mapping[str, Archive]
-    caught: str | None = None
+    caught: str | None = field(default=None, metadata=absent(None))
 
     @property
     def artifacts(self) -> tuple[str, ...]:
         """The names of the artifacts the split stored, sorted."""
         return tuple(sorted(self.archives))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"archives": {n: a.to_json() for n, a in self.archives.items()}, "caught": self.caught}
-
-    @classmethod
-    def from_json(cls, payload: dict[str, Any], origin: Origin | None = None, index: int = 0) -> SplitRecord:
-        archives = {
-            _string(name, "artifact name"): Archive.from_json(
-                archive, (origin, index, name) if origin is not None else None
-            )
-            for name, archive in payload["archives"].items()
-        }
-        caught = payload.get("caught")
-        return cls(archives, _string(caught, "caught") if caught is not None else None)
 
 
 def stored(record: SplitRecord | None) -> str:
@@ -325,8 +278,9 @@ def stored(record: SplitRecord | None) -> str:
     return ", ".join(record.artifacts) if record is not None and record.archives else "nothing"
 
 
+@record
 @dataclass(frozen=True, slots=True)
-class SplitBatch:
+class SplitBatch(Document):
     """The records of splits that finished close together, written as one object.
 
     The scheduler collects finished splits and writes them in batches (a group commit), so a foreach
@@ -334,29 +288,14 @@ class SplitBatch:
     highest split index in it (see ``layout.split_batch``).
     """
 
-    splits: Mapping[int, SplitRecord]
+    described: ClassVar[str] = "split batch"
 
-    def dumps(self) -> bytes:
-        payload = {str(index): record.to_json() for index, record in sorted(self.splits.items())}
-        return seal({"layout": LAYOUT, "splits": payload})
-
-    @classmethod
-    def loads(cls, data: bytes, origin: Origin | None = None) -> SplitBatch:
-        """Parse a batch; ``origin`` (flow, execution, layer, batch key) names what it holds in messages."""
-        document = unseal(data)
-        _check_layout(document, "split batch")
-        try:
-            splits: dict[int, SplitRecord] = {}
-            for index, record in document["splits"].items():
-                number = int(index)
-                splits[number] = SplitRecord.from_json(record, origin, number)
-        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as error:
-            raise _shape(error) from None
-        return cls(splits)
+    splits: Mapping[int, SplitRecord] = field(metadata=sorted_keys())
 
 
+@record
 @dataclass(frozen=True)
-class Record:
+class Record(Document):
     """Written after a layer finishes: flow name, layer name, number of splits.
 
     It also maps each split batch holding the layer's splits to the runs of split indices in it, and
@@ -364,69 +303,25 @@ class Record:
     split's batch directly.
     """
 
+    described: ClassVar[str] = "record of layer {layer}"
+
     flow: str
     layer: str
     splits: int
-    batches: Mapping[str, Runs] = field(default_factory=dict)
+    batches: Mapping[str, Runs] = field(default_factory=dict, metadata=sorted_keys())
     artifacts: tuple[str, ...] = ()
 
-    def dumps(self) -> bytes:
-        return seal(
-            {
-                "layout": LAYOUT,
-                "flow": self.flow,
-                "layer": self.layer,
-                "splits": self.splits,
-                "batches": {
-                    name: [list(run) for run in found] for name, found in sorted(self.batches.items())
-                },
-                "artifacts": list(self.artifacts),
-            }
-        )
 
-    @classmethod
-    def loads(cls, data: bytes) -> Record:
-        payload = unseal(data)
-        _check_layout(payload, f"record of layer {payload.get('layer')}")
-        try:
-            return cls(
-                _string(payload["flow"], "flow"),
-                _string(payload["layer"], "layer"),
-                _integer(payload["splits"], "splits"),
-                {
-                    _string(name, "batch name"): tuple(
-                        (_integer(a, "run"), _integer(b, "run")) for a, b in found
-                    )
-                    for name, found in payload["batches"].items()
-                },
-                tuple(_string(name, "artifact name") for name in payload["artifacts"]),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise _shape(error) from None
-
-
+@record
 @dataclass(frozen=True)
-class ExecutionMetadata:
+class ExecutionMetadata(Document):
     """Written when an execution starts."""
+
+    described: ClassVar[str] = "execution {id}"
 
     flow: str
     id: str
     created: float
-
-    def dumps(self) -> bytes:
-        return seal({"layout": LAYOUT, "flow": self.flow, "id": self.id, "created": self.created})
-
-    @classmethod
-    def loads(cls, data: bytes) -> ExecutionMetadata:
-        payload = unseal(data)
-        _check_layout(payload, f"execution {payload.get('id')}")
-        try:
-            created = payload["created"]
-            if type(created) not in (int, float):
-                raise TypeError(f"created is {created!r}, not a time")
-            return cls(_string(payload["flow"], "flow"), _string(payload["id"], "id"), float(created))
-        except (KeyError, TypeError, ValueError) as error:
-            raise _shape(error) from None
 
 
 #: An execution's statuses, as stored. A "running" record whose scheduler's lease is no longer live
@@ -434,28 +329,24 @@ class ExecutionMetadata:
 STATUSES = ("running", "succeeded", "failed", "cancelled")
 
 
+@record
 @dataclass(frozen=True)
-class RunRecord:
+class RunRecord(Schema):
     """One run or resume of an execution: when it started and ended, and how it ended.
 
     ``ended`` is None and ``status`` "running" for the run under way (or one whose scheduler died).
     """
 
+    stored_as_list: ClassVar[bool] = True
+
     started: float
     ended: float | None = None
-    status: str = "running"
-
-    def to_json(self) -> list[Any]:
-        return [self.started, self.ended, self.status]
-
-    @classmethod
-    def from_json(cls, item: Any) -> RunRecord:
-        started, ended, status = item
-        return cls(float(started), float(ended) if ended is not None else None, _status(status, STATUSES))
+    status: str = field(default="running", metadata=one_of(STATUSES))
 
 
+@record
 @dataclass(frozen=True)
-class ExecutionStatus:
+class ExecutionStatus(Document):
     """How the latest run (or resume) of an execution went: written when it starts and when it ends.
 
     ``error`` holds the type, message and traceback text of what ended a failed run; ``created``
@@ -464,54 +355,21 @@ class ExecutionStatus:
     ``status`` themselves. A record written before the history existed has none: one run.
     """
 
+    described: ClassVar[str] = "status of execution {id}"
+
     flow: str
     id: str
-    status: str
+    status: str = field(metadata=one_of(STATUSES))
     started: float
-    ended: float | None = None
-    error: Mapping[str, str] | None = None
-    created: float | None = None
-    runs: tuple[RunRecord, ...] = ()
+    ended: float | None = field(default=None, metadata=absent(None))
+    error: Error | None = field(default=None, metadata=absent(None))
+    created: float | None = field(default=None, metadata=absent(None))
+    runs: tuple[RunRecord, ...] = field(default=(), metadata=absent(()))
 
     @property
     def history(self) -> tuple[RunRecord, ...]:
         """Every run of the execution, the first first, this record's own run last."""
         return (*self.runs, RunRecord(self.started, self.ended, self.status))
-
-    def dumps(self) -> bytes:
-        return seal(
-            {
-                "layout": LAYOUT,
-                "flow": self.flow,
-                "id": self.id,
-                "status": self.status,
-                "started": self.started,
-                "ended": self.ended,
-                "error": dict(self.error) if self.error is not None else None,
-                "created": self.created,
-                "runs": [run.to_json() for run in self.runs],
-            }
-        )
-
-    @classmethod
-    def loads(cls, data: bytes) -> ExecutionStatus:
-        payload = unseal(data)
-        _check_layout(payload, f"status of execution {payload.get('id')}")
-        try:
-            status = _status(payload["status"], STATUSES)
-            ended, created = payload.get("ended"), payload.get("created")
-            return cls(
-                _string(payload["flow"], "flow"),
-                _string(payload["id"], "id"),
-                status,
-                float(payload["started"]),
-                float(ended) if ended is not None else None,
-                _error(payload.get("error")),
-                float(created) if created is not None else None,
-                tuple(RunRecord.from_json(item) for item in payload.get("runs", ())),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise _shape(error) from None
 
 
 #: A layer's statuses, as stored. "running" while its run is under way; a reader whose execution is
@@ -520,44 +378,28 @@ class ExecutionStatus:
 LAYER_STATUSES = ("running", "finished", "failed", "skipped", "cancelled")
 
 
+@record
 @dataclass(frozen=True)
-class AttemptRecord:
+class AttemptRecord(Schema):
     """One attempt of one split: when it ran and, if it failed, its error (type, message, traceback).
 
     ``caught`` is the error ``Catch`` absorbed (the attempt then finished), in the same form. It is
     stored as a sixth item only when there is one, so records without it keep their shape.
     """
 
+    stored_as_list: ClassVar[bool] = True
+
     index: int
     attempt: int
     started: float
     ended: float | None = None
-    error: Mapping[str, str] | None = None
-    caught: Mapping[str, str] | None = None
-
-    def to_json(self) -> list[Any]:
-        item = [self.index, self.attempt, self.started, self.ended, dict(self.error) if self.error else None]
-        if self.caught:
-            item.append(dict(self.caught))
-        return item
-
-    @classmethod
-    def from_json(cls, item: Any) -> AttemptRecord:
-        index, attempt, started, ended, error, *rest = item
-        if len(rest) > 1:
-            raise ValueError(f"an attempt has {len(item)} items, not 5 or 6")
-        return cls(
-            _integer(index, "split index"),
-            _integer(attempt, "attempt"),
-            float(started),
-            float(ended) if ended is not None else None,
-            _error(error),
-            _error(rest[0]) if rest else None,
-        )
+    error: Error | None = None
+    caught: Error | None = field(default=None, metadata=sparse(None))
 
 
+@record
 @dataclass(frozen=True)
-class LayerStatusRecord:
+class LayerStatusRecord(Document):
     """How a layer's latest run went: written when it starts and when it ends (``status.json``).
 
     ``attempts`` lists every failed attempt and the others up to a limit (``omitted`` counts those
@@ -567,18 +409,20 @@ class LayerStatusRecord:
     it existed reads it from its attempts.
     """
 
+    described: ClassVar[str] = "status of layer {layer}"
+
     flow: str
     id: str
     layer: str
-    status: str
+    status: str = field(metadata=one_of(LAYER_STATUSES))
     started: float
-    ended: float | None = None
+    ended: float | None = field(default=None, metadata=absent(None))
     splits: int = 0
-    reason: str | None = None
-    error: Mapping[str, str] | None = None
+    reason: str | None = field(default=None, metadata=absent(None))
+    error: Error | None = field(default=None, metadata=absent(None))
     attempts: tuple[AttemptRecord, ...] = ()
-    omitted: int = 0
-    next_attempt: int = 0
+    omitted: int = field(default=0, metadata=absent(0))
+    next_attempt: int = field(default=0, metadata=absent(0))
 
     def __post_init__(self) -> None:
         recorded = max((attempt.attempt + 1 for attempt in self.attempts), default=0)
@@ -601,46 +445,3 @@ class LayerStatusRecord:
         for attempt in self.attempts:
             last[attempt.index] = max(last.get(attempt.index, -1), attempt.attempt)
         return lambda index: last.get(index, -1) + 1
-
-    def dumps(self) -> bytes:
-        return seal(
-            {
-                "layout": LAYOUT,
-                "flow": self.flow,
-                "id": self.id,
-                "layer": self.layer,
-                "status": self.status,
-                "started": self.started,
-                "ended": self.ended,
-                "splits": self.splits,
-                "reason": self.reason,
-                "error": dict(self.error) if self.error is not None else None,
-                "attempts": [attempt.to_json() for attempt in self.attempts],
-                "omitted": self.omitted,
-                "next_attempt": self.next_attempt,
-            }
-        )
-
-    @classmethod
-    def loads(cls, data: bytes) -> LayerStatusRecord:
-        payload = unseal(data)
-        _check_layout(payload, f"status of layer {payload.get('layer')}")
-        try:
-            status = _status(payload["status"], LAYER_STATUSES)
-            ended, reason = payload.get("ended"), payload.get("reason")
-            return cls(
-                _string(payload["flow"], "flow"),
-                _string(payload["id"], "id"),
-                _string(payload["layer"], "layer"),
-                status,
-                float(payload["started"]),
-                float(ended) if ended is not None else None,
-                _integer(payload["splits"], "splits"),
-                _string(reason, "reason") if reason is not None else None,
-                _error(payload.get("error")),
-                tuple(AttemptRecord.from_json(item) for item in payload["attempts"]),
-                _integer(payload.get("omitted", 0), "omitted"),
-                _integer(payload.get("next_attempt", 0), "next_attempt"),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise _shape(error) from None

@@ -19,7 +19,7 @@ from typing import Any
 
 from laminar._names import validate
 from laminar._serialization.registry import Protocols
-from laminar._storage import artifacts, layout
+from laminar._storage import layout, loading, staging
 from laminar._storage.cache import cache_for
 from laminar._storage.records import (
     Archive,
@@ -215,23 +215,23 @@ class ExecutionStore:
             validate(name, what="artifact name")
         flat = [(name, item) for name, items, _ in groups for item in items]
 
-        def stage_one(position: int) -> artifacts.StagedArtifact:
+        def stage_one(position: int) -> staging.StagedArtifact:
             name, item = flat[position]
             protocol = self.protocols.for_value(item)
             try:
-                return artifacts.stage(item, datastore=self.datastore, protocol=protocol)
+                return staging.stage(item, datastore=self.datastore, protocol=protocol)
             except Exception as error:
                 if on_error is None:
                     raise
                 raise on_error(name, error) from error
 
-        staged = artifacts.stage_in_order(len(flat), stage_one)
+        staged = staging.stage_in_order(len(flat), stage_one)
         entries = iter(staged)
         archives = {
             name: Archive(tuple(next(entries).artifact for _ in items), sharded=sharded)
             for name, items, sharded in groups
         }
-        artifacts.commit(self.datastore, staged)
+        staging.commit(self.datastore, staged)
         return SplitRecord(archives, caught)
 
     def write_splits(self, layer: str, records: Mapping[int, SplitRecord]) -> str:
@@ -383,7 +383,7 @@ class ExecutionStore:
         return found
 
     def load(self, artifact: Artifact) -> Any:
-        return artifacts.load(self.datastore, artifact, protocols=self.protocols)
+        return loading.load(self.datastore, artifact, protocols=self.protocols)
 
     def load_many(self, items: list[Artifact]) -> list[Any]:
         """Load several artifacts, in parallel where the datastore allows."""

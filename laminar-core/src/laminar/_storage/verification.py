@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from laminar._storage import artifacts, layout
+from laminar._storage import layout, loading
 from laminar._storage.lease import Lease
 from laminar._storage.records import Artifact, SplitBatch
 from laminar._storage.store import ExecutionStore
@@ -75,7 +75,7 @@ class Verification:
     values: int = 0  # references to values checked (a blob named twice counts twice)
     blobs: int = 0  # distinct stored values read
     bytes: int = 0
-    unchecked: int = 0  # values only their protocol can check (see ``artifacts.check``)
+    unchecked: int = 0  # values only their protocol can check (see ``loading.check``)
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -189,7 +189,7 @@ def _values(
         """The bytes read, None if only its protocol could check it, else (problem, reason)."""
         outcome: tuple[str, str] | int | None
         try:
-            outcome = artifacts.check(store.datastore, item[1], store.protocols)
+            outcome = loading.check(store.datastore, item[1], store.protocols)
         except FileNotFoundError:
             outcome = (MISSING, "its stored bytes are not there")
         except IntegrityError as error:

@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 from laminar import Flow, Layer, Parameters
-from laminar._storage.artifacts import INLINE_LIMIT
+from laminar._storage.staging import INLINE_LIMIT
 from laminar.configurations import executors
 from laminar.configurations.layers import ForEach, Parameter
 from laminar.errors import ConfigurationError

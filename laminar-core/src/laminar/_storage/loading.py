@@ -1,307 +1,31 @@
-"""Storing and loading values as content-addressed artifacts.
-
-A value is serialized once, streamed through a hashing (and maybe compressing) writer into a
-*staging* buffer: memory for small values, a file in the datastore's staging directory for large
-ones. Only when every value of a split serialized cleanly are the staged bytes written, so a value
-that cannot be serialized leaves nothing behind. Artifacts already stored are not written again.
-
-Values whose stored bytes are at most ``INLINE_LIMIT`` travel inside their archive instead (the
-``Artifact.inline`` field): hashed the same way, but costing no request of their own.
+"""Loading values back from content-addressed artifacts, and checking their stored bytes.
 
 Reading checks the stored bytes before anything decodes them: against ``Artifact.stored`` when the
 stored bytes differ from the serialized ones (compressed), else against the content address itself.
 Only bytes that verified are decompressed, and only then handed to the protocol. A datastore opened
-untrusted refuses, before reading a byte, every artifact whose protocol is not marked safe.
+untrusted refuses, before reading a byte, every artifact whose protocol is not marked safe. How
+artifacts earlier releases wrote are checked is in ``earlier``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import io
 import os
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, BinaryIO
 
-from laminar._serialization import codecs, hashing, safe, threads
-from laminar._serialization.codecs import SMALL, DecodeError, DecodingReader, EncodingWriter
-from laminar._serialization.protocols import Pickle, Protocol, read_from_path, takes_uri, write_to_path
+from laminar._serialization import codecs, hashing
+from laminar._serialization.codecs import DecodeError, DecodingReader
+from laminar._serialization.protocols import Protocol, read_from_path, takes_uri
 from laminar._serialization.registry import Protocols
 from laminar._storage import layout
+from laminar._storage.earlier import checked_by_value, gives_own_address
 from laminar._storage.records import Artifact, describe
+from laminar._storage.staging import IN_MEMORY_LIMIT, URI_REFERENCE
 from laminar._transport.datastore import Datastore
 from laminar.errors import IntegrityError, UnknownProtocol, UntrustedArtifact
-
-IN_MEMORY_LIMIT = 8 * 1024 * 1024  # staged values larger than this spill to a file
-INLINE_LIMIT = 1024  # stored values up to this many bytes are kept inside their archive
-
-
-class _SpillBuffer(io.RawIOBase):
-    """Collects bytes in memory, moving them to a file in ``directory`` once they pass the limit."""
-
-    def __init__(self, directory: str) -> None:
-        super().__init__()
-        self.directory = directory
-        self.memory: io.BytesIO | None = io.BytesIO()
-        self.file: BinaryIO | None = None
-        self.path: str | None = None
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        if self.memory is not None and self.memory.tell() + memoryview(data).nbytes > IN_MEMORY_LIMIT:
-            fd, self.path = tempfile.mkstemp(dir=self.directory, suffix=".staged")
-            self.file = os.fdopen(fd, "wb")
-            self.file.write(self.memory.getbuffer())
-            self.memory = None
-        if self.file is not None:
-            return self.file.write(data)
-        assert self.memory is not None
-        return self.memory.write(data)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        super().close()
-
-
-@dataclass
-class StagedArtifact:
-    """A serialized value waiting to be written: in memory (``data``) or in a local file (``path``)."""
-
-    artifact: Artifact
-    data: bytes | None = None
-    path: str | None = None
-
-    def discard(self) -> None:
-        if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.path)
-
-
-#: Types whose pickle is a few bytes, staged without the streaming machinery (see ``_stage_scalar``).
-_SCALARS = frozenset({int, float, bool, complex, type(None)})
-_SHORT = frozenset({str, bytes})
-
-
-#: The safe protocols whose ``dumps`` is their whole stored form (not numpy's streamed ``.npy``).
-_WHOLE = frozenset(type(safe.BUILTIN[name]) for name in ("laminar.json", "laminar.str", "laminar.bytes"))
-
-
-def _own_address(protocol: Protocol[Any]) -> bool:
-    """Whether ``protocol`` may give a content address of its own (not the hash of its bytes)."""
-    return type(protocol).hexdigest is not Protocol.hexdigest
-
-
-def _stage_scalar(value: Any, protocol: Protocol[Any]) -> StagedArtifact | None:
-    """A number or short string, serialized in one call: the same bytes, hash and codec as ``stage``
-    would give (values under ``codecs.SMALL`` bytes are never compressed), a fraction of the cost.
-
-    The JSON, str and bytes protocols produce their whole stored form in one call and are never
-    compressed, so every value of theirs is staged here, whatever its size.
-    """
-    kind = type(value)
-    if type(protocol) in _WHOLE:
-        data = protocol.dumps(value)
-        inline = data if len(data) <= INLINE_LIMIT else None
-        return StagedArtifact(
-            Artifact(hashing.hexdigest(data), "none", protocol.name, len(data), inline=inline), data=data
-        )
-    if type(protocol) is not Pickle or not (kind in _SCALARS or (kind in _SHORT and len(value) <= 256)):
-        return None
-    data = protocol.dumps(value)
-    if len(data) >= SMALL or len(data) > INLINE_LIMIT:  # the streaming path decides those
-        return None
-    artifact = Artifact(hashing.hexdigest(data), "none", protocol.name, len(data), inline=data)
-    return StagedArtifact(artifact, data=data)
-
-
-#: The stored form of a value a URI-taking protocol kept elsewhere (it wrote nothing at the path it was
-#: handed, e.g. into a dict keyed by the uri): these bytes, then the uri, which ``read`` is handed back.
-URI_REFERENCE = b"\x00laminar: kept by its protocol at\x00"
-
-
-def _stage_through_path(value: Any, directory: str, protocol: Protocol[Any]) -> StagedArtifact:
-    """A protocol that writes to a URI (the earlier laminar's form) writes a staging file, hashed after.
-
-    The path it is handed does not exist yet. If the protocol leaves it so, it kept the value elsewhere
-    under that uri, and the uri itself is stored (``URI_REFERENCE``), so that ``read`` gets the same one.
-    """
-    fd, path = tempfile.mkstemp(dir=directory, suffix=".staged")
-    os.close(fd)
-    os.remove(path)  # a name no other staging file has, free for the protocol to create
-    try:
-        write_to_path(protocol, value, path)
-        if not os.path.exists(path):
-            with open(path, "wb") as file:
-                file.write(URI_REFERENCE + path.encode())
-        digest, size = hashing.new(), 0
-        with open(path, "rb") as file:
-            while chunk := file.read(hashing.CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-        raise
-    stored = digest.hexdigest()
-    hexdigest = protocol.hexdigest(value) or stored
-    recorded = stored if stored != hexdigest or _own_address(protocol) else None
-    if size <= INLINE_LIMIT:
-        with open(path, "rb") as file:
-            data = file.read()
-        os.remove(path)
-        artifact = Artifact(hexdigest, "none", protocol.name, size, inline=data, stored=recorded)
-        return StagedArtifact(artifact, data=data)
-    return StagedArtifact(Artifact(hexdigest, "none", protocol.name, size, stored=recorded), path=path)
-
-
-def _check_importable(protocol: Protocol[Any]) -> None:
-    name = protocol.name
-    if name.startswith("__main__."):
-        raise TypeError(
-            f"protocol {type(protocol).__qualname__} is defined in __main__ with no importable name (an "
-            "interactive session or python -c), so no other process could read what it stores; move it "
-            "into an importable module (a .py file) and register it from there"
-        )
-
-
-def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> StagedArtifact:
-    """Serialize ``value`` into a staging buffer, hashing as it goes. Raises whatever serializing raises."""
-    scalar = _stage_scalar(value, protocol)
-    if scalar is not None:
-        return scalar
-    _check_importable(protocol)
-    if takes_uri(protocol):
-        return _stage_through_path(value, datastore.staging_directory(), protocol)
-    buffer = _SpillBuffer(datastore.staging_directory())
-    writer = EncodingWriter(buffer, compress=protocol.compress, worth_it=datastore.worth_compressing)  # type: ignore[arg-type]
-    try:
-        protocol.write(value, writer)  # type: ignore[arg-type]
-        writer.finish()
-    except BaseException:
-        buffer.close()
-        if buffer.path is not None:
-            os.remove(buffer.path)
-        raise
-    buffer.close()
-    hexdigest = protocol.hexdigest(value) or writer.hexdigest
-    assert writer.codec is not None
-    stored = writer.stored_hexdigest
-    data = buffer.memory.getvalue() if buffer.memory is not None else None
-    inline = data if data is not None and len(data) <= INLINE_LIMIT else None
-    artifact = Artifact(
-        hexdigest=hexdigest,
-        codec=writer.codec,
-        protocol=protocol.name,
-        size=writer.size,
-        inline=inline,
-        stored=stored if stored != hexdigest or _own_address(protocol) else None,
-    )
-    return StagedArtifact(artifact, data=data, path=buffer.path)
-
-
-#: Once a value this large (serialized) is staged, the values after it are staged several at once.
-PARALLEL_AFTER = 1 << 20
-
-
-def stage_in_order(count: int, stage_one: Callable[[int], StagedArtifact]) -> list[StagedArtifact]:
-    """``[stage_one(i) for i in range(count)]``, each after the one before until one is large; then
-    the rest several at once, one run of them per core (the 8 shards of a 1M-row DataFrame staged
-    and written in 0.77x the time on two cores). Small values stay on this thread: a hand-off costs
-    more than they do.
-
-    If any raises, everything staged is discarded, and the error of the first that failed is raised.
-    """
-    staged: list[StagedArtifact] = []
-    try:
-        for position in range(count):
-            staged.append(stage_one(position))
-            if staged[-1].artifact.size >= PARALLEL_AFTER and position + 1 < count and threads.cores() > 1:
-                staged.extend(_stage_at_once(range(position + 1, count), stage_one))
-                break
-    except BaseException:
-        for item in staged:
-            item.discard()
-        raise
-    return staged
-
-
-def _stage_at_once(positions: range, stage_one: Callable[[int], StagedArtifact]) -> list[StagedArtifact]:
-    """Stage ``positions`` in contiguous runs, one here and the others on the staging pool."""
-    runs = min(threads.cores(), len(positions))
-    bounds = [positions.start + len(positions) * k // runs for k in range(runs + 1)]
-
-    def run(start: int, stop: int) -> tuple[list[StagedArtifact], BaseException | None]:
-        done: list[StagedArtifact] = []
-        for position in range(start, stop):
-            try:
-                done.append(stage_one(position))
-            except BaseException as error:  # the run stops at its first failure, as staging in order
-                return done, error
-        return done, None
-
-    others = [  # each in a copy of this context: the split's context variables go along
-        threads.staging_pool().submit(contextvars.copy_context().run, run, bounds[k], bounds[k + 1])
-        for k in range(1, runs)
-    ]
-    results = [run(bounds[0], bounds[1])]
-    interrupted: BaseException | None = None
-    for future in others:  # every run ends before this returns, so none stages after a failure
-        while True:
-            try:
-                results.append(future.result())
-                break
-            except BaseException as error:  # interrupted while waiting: wait on, then drop it all
-                interrupted = interrupted or error
-    staged = [item for done, _ in results for item in done]
-    failed = [error for _, error in results if error is not None]
-    if interrupted is not None or failed:
-        for item in staged:
-            item.discard()
-        raise interrupted or failed[0]  # the runs are in order, each stopped at its first failure
-    return staged
-
-
-def commit(datastore: Datastore, staged: Sequence[StagedArtifact]) -> None:
-    """Write the staged artifacts that are not stored yet (in parallel), then drop the staging files.
-
-    Inline artifacts are skipped: their bytes are written with their archive.
-    """
-    unique = list({item.artifact.hexdigest: item for item in staged if item.artifact.inline is None}.values())
-    if not unique:
-        for item in staged:
-            item.discard()
-        return
-    keys = [layout.artifact(item.artifact.hexdigest) for item in unique]
-    try:
-        # Ask before writing when asking is cheap or the value is large; otherwise writing the same
-        # bytes again under the same key costs no more than asking, and is just as idempotent. Bytes
-        # that are not the serialized value itself (compressed) are never replaced: another zlib
-        # could compress the same value to other bytes, and records already point at the first.
-        asked = [
-            k
-            for k, item in zip(keys, unique, strict=True)
-            if datastore.cheap_exists or item.path is not None or item.artifact.stored is not None
-        ]
-        present = set(k for k, there in zip(asked, datastore.exists_many(asked), strict=True) if there)
-        missing = [(key, item) for key, item in zip(keys, unique, strict=True) if key not in present]
-
-        def write(entry: tuple[str, StagedArtifact]) -> None:
-            key, item = entry
-            if item.data is not None:
-                datastore.write_bytes(key, item.data)
-            else:
-                assert item.path is not None
-                datastore.write_file(key, item.path)
-
-        datastore.map_parallel(write, missing)
-    finally:
-        for item in staged:
-            item.discard()
 
 
 def load(
@@ -343,7 +67,7 @@ def _other_encoding(
     before the protocol sees them, as records written before stored digests are. An untrusted
     datastore decompresses nothing a record does not name.
     """
-    if artifact.inline is not None or _own_address(protocol):
+    if artifact.inline is not None or gives_own_address(protocol):
         return None  # bytes in the record itself, or an address the bytes alone cannot confirm
     if actual == artifact.hexdigest:
         return replace(artifact, codec="none", stored=None)
@@ -407,7 +131,7 @@ def check(datastore: Datastore, artifact: Artifact, protocols: Protocols) -> int
         protocol: Protocol[Any] | None = protocols.by_name(artifact.protocol)
     except LookupError:  # nothing here reads it, but its bytes can be checked all the same
         protocol = None
-    if protocol is not None and _legacy_own_address(artifact, protocol):
+    if protocol is not None and checked_by_value(artifact, protocol):
         return None
     expected = artifact.stored_hexdigest
     key = None if artifact.inline is not None else layout.artifact(artifact.hexdigest)
@@ -466,12 +190,6 @@ def _protocol(datastore: Datastore, artifact: Artifact, protocols: Protocols) ->
     return protocol
 
 
-def _legacy_own_address(artifact: Artifact, protocol: Protocol[Any]) -> bool:
-    """An artifact written before stored digests, by a protocol that may give its own address: its
-    bytes can only be checked (as then) once decoded, and only if the protocol gave no address."""
-    return artifact.stored is None and _own_address(protocol)
-
-
 def _decode(
     data: bytes,
     datastore: Datastore,
@@ -481,7 +199,7 @@ def _decode(
     verify: bool,
 ) -> Any:
     """Most artifacts are small: bytes in hand, one hash, no stream wrappers. ``key`` None: inline."""
-    legacy = verify and _legacy_own_address(artifact, protocol)
+    legacy = verify and checked_by_value(artifact, protocol)
     expected = artifact.stored_hexdigest
     if verify and not legacy and expected is not None:
         _check_stored(datastore, key, artifact, hashing.hexdigest(data, artifact.hash), expected)
@@ -537,7 +255,7 @@ def _load_streamed(
     any other stream is copied to a staging file as it is hashed, and the verified copy is read.
     Either way memory holds a few chunks besides the value, and the value is filled in place.
     """
-    legacy = verify and _legacy_own_address(artifact, protocol)
+    legacy = verify and checked_by_value(artifact, protocol)
     expected = artifact.stored_hexdigest
     if artifact.codec == "none" and not legacy and type(protocol).gather is not Protocol.gather:
         gathered, value = _load_gathered(datastore, key, artifact, protocol, expected if verify else None)
@@ -669,7 +387,7 @@ def _load_through_path(
     inline = artifact.inline
     key = None if inline is not None else layout.artifact(artifact.hexdigest)
     source: BinaryIO = io.BytesIO(inline) if inline is not None else _open(datastore, key or "", artifact)
-    checked = verify and not _legacy_own_address(artifact, protocol)
+    checked = verify and not checked_by_value(artifact, protocol)
     file, path = _verified_copy(
         datastore, key, artifact, source, artifact.stored_hexdigest if checked else None
     )
