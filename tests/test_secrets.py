@@ -88,23 +88,62 @@ def with_password(endpoint: str, secret: str = SECRET) -> str:
 
 
 def test_redact_masks_every_kind_of_credential(monkeypatch: pytest.MonkeyPatch) -> None:
-    from laminar._transport.retries import redact
+    """The one masking policy every backend uses (laminar.plugins.redact), tested here once."""
+    from laminar.plugins import redact
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-" + SECRET)
     cases = {
         f"http://user:{SECRET}@host:9000/b": "http://user:***@host:9000/b",
+        f"sftp://laminar:p@ss{SECRET}@127.0.0.1:22/srv": "sftp://laminar:***@127.0.0.1:22/srv",  # "@" inside
         f"AccountName=a;AccountKey={SECRET}==;BlobEndpoint=x": "AccountName=a;AccountKey=***;BlobEndpoint=x",
         f"SharedAccessSignature=sv=1&sig={SECRET};": "SharedAccessSignature=***;",
         f"https://a.blob.core.windows.net/c?sv=2021&se=2030&sig={SECRET}%3D": "https://a.blob.core.windows.net/c?sv=2021&se=2030&sig=***",
         f"https://b.s3.amazonaws.com/k?X-Amz-Signature={SECRET}&x=1": "https://b.s3.amazonaws.com/k?X-Amz-Signature=***&x=1",
+        f"https://b/k?X-Amz-Credential={SECRET}%2F2024&X-Amz-Security-Token={SECRET}": "https://b/k?X-Amz-Credential=***&X-Amz-Security-Token=***",
+        f"webdav://h/x?client_secret={SECRET}&api_key={SECRET}&key_filename=/k&timeout=5": "webdav://h/x?client_secret=***&api_key=***&key_filename=/k&timeout=5",
+        f"fsspec+memory://runs?password={SECRET}&=x": "fsspec+memory://runs?password=***&=x",
         f"S3(secret='{SECRET}', region='eu')": "S3(secret='***', region='eu')",
         f"the key is env-{SECRET}": "the key is ***",
-        f"literal {SECRET}!": "literal ***!",
     }
     for text, expected in cases.items():
-        assert redact(text, secrets=[SECRET] if text.startswith("literal") else []) == expected
+        assert redact(text) == expected
+    literal = {  # secrets a backend knows, by value: 8+ characters anywhere, shorter ones where alone
+        f"literal {SECRET}!": "literal ***!",
+        f"glued{SECRET}glued": "glued***glued",
+        "refused password 'pw7' for pw7x and xpw7": "refused password '***' for pw7x and xpw7",
+        "quoted p%40ss%2F1 and p@ss/1": "quoted *** and ***",
+    }
+    for text, expected in literal.items():
+        assert redact(text, secrets=[SECRET, "pw7", "p@ss/1", None, ""]) == expected
     ordinary = "write s3://bucket/runs/key at http://127.0.0.1:9000 failed: no key 'sig' in it; secret-less"
     assert redact(ordinary, secrets=["s", "short"]) == ordinary  # nothing else is touched
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("password", True),
+        ("passphrase", True),
+        ("client_secret", True),
+        ("token", True),
+        ("sig", True),
+        ("X-Amz-Credential", True),
+        ("connection_string", True),
+        ("key", True),
+        ("account_key", True),
+        ("pkey", True),
+        ("key_filename", False),
+        ("timeout", False),
+        ("username", False),
+        ("region", False),
+        ("AccountName", False),
+    ],
+)
+def test_which_option_names_hold_secrets(name: str, secret: bool) -> None:
+    """What the policy takes for a secret by its name: query parameters, fsspec's storage options."""
+    from laminar.plugins import is_secret_name
+
+    assert is_secret_name(name) is secret
 
 
 # ---- S3 ---------------------------------------------------------------------------------------------
