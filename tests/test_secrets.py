@@ -1,17 +1,20 @@
 """No credential is ever shown: a recognisable fake secret planted in each backend's options and
 environment appears in no error message (nor its causes' and notes, nor a formatted traceback), no log
 record, no ``repr``, no ``datastore.url``, and no file a run stored (read back through the datastore).
+
+The one masking policy every backend uses is tested here once. Credentials a store refuses (with the
+secret in them) are laminar.testing's DatastoreConformance's, run on every backend in
+test_datastore_conformance.py; what stays here is each backend's own ways to show a secret: retries
+logged through a failing proxy, endpoints with passwords, unreachable accounts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import traceback
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,7 +157,6 @@ def test_which_option_names_hold_secrets(name: str, secret: bool) -> None:
 def test_s3_secrets_are_never_shown(
     s3_location: str,
     s3_service: Any,
-    s3_auth_service: tuple[str, str],
     fault_proxy: Callable[..., FaultProxy],
     logs: Callable[[], str],
     monkeypatch: pytest.MonkeyPatch,
@@ -196,13 +198,6 @@ def test_s3_secrets_are_never_shown(
         run_flow(unreachable, "never")
     texts.append(shown(failed_run.value))
 
-    # Credentials the server refuses.
-    auth_endpoint, bucket = s3_auth_service
-    refused = S3(f"s3://{bucket}/runs", endpoint_url=auth_endpoint, key="nobody", secret=SECRET)
-    with pytest.raises(LaminarError, match="refused the credentials") as rejected:
-        refused.read_bytes("key")
-    texts += [shown(rejected.value), repr(refused)]
-
     # A password where the bucket should be.
     with pytest.raises(LaminarError) as bad_url:
         S3(f"s3://user:{SECRET}@bucket/runs")
@@ -221,7 +216,6 @@ def test_gcs_secrets_are_never_shown(
     gcs_service: Any,
     fault_proxy: Callable[..., FaultProxy],
     logs: Callable[[], str],
-    tmp_path: Path,
 ) -> None:
     from laminar_gcs import GCS
 
@@ -244,22 +238,6 @@ def test_gcs_secrets_are_never_shown(
         run_flow(unreachable, "never")
     texts.append(shown(failed_run.value))
 
-    # A service-account key whose private key is not one: the parser's error must not quote it.
-    key = tmp_path / "key.json"
-    key.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "client_email": "x@example.com",
-                "private_key": f"-----BEGIN PRIVATE KEY-----\n{SECRET}\n-----END PRIVATE KEY-----\n",
-                "private_key_id": SECRET,
-                "token_uri": "http://127.0.0.1:9/token",
-            }
-        )
-    )
-    with pytest.raises(LaminarError, match="not a service-account JSON key") as bad_key:
-        GCS("gs://somebucket/runs", credentials=key, endpoint=gcs_service.endpoint).read_bytes("key")
-    texts.append(shown(bad_key.value))
     assert_hidden(SECRET, *texts, logs())
 
 
@@ -319,17 +297,6 @@ def test_azure_secrets_are_never_shown(
             secret, Azure(azure_location, connection_string=azure_service.connection_string)
         )
     assert "attempt 1 of 8" in logs()
-
-    # A key the account refuses; a SAS signature it refuses.
-    for connection in (
-        azurite_connection_string(emulator, key=SECRET),
-        f"BlobEndpoint={emulator}/{AZURITE_ACCOUNT};SharedAccessSignature=sv=2021-08-06&ss=b&srt=sco"
-        f"&sp=rwdlac&se=2099-01-01T00:00:00Z&sig={SECRET}",
-    ):
-        refused = Azure(azure_location, connection_string=connection)
-        with pytest.raises(LaminarError) as rejected:
-            refused.write_bytes("key", b"value")
-        texts += [shown(rejected.value), repr(refused)]
 
     # An unreachable account: by connection string, and by an account URL with a SAS in it.
     endpoint = closed_endpoint()
