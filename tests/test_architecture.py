@@ -1,7 +1,8 @@
 """The core's layers import one way, and no module of laminar-core takes part in an import cycle.
 
-Imports are read from the source with ``ast``, including those made inside functions; only imports
-under ``if TYPE_CHECKING:`` are left out (they never run). See docs/architecture.md for the picture.
+Imports are read from the source with ``ast``, including those made inside functions; imports under
+``if TYPE_CHECKING:`` are left out (they never run), except for the layers of :data:`NAMES_NOTHING_ABOVE`,
+which may not even name a layer above them in an annotation. See docs/architecture.md for the picture.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ LAYERS: list[tuple[str, int]] = [
 ]
 
 
+#: Layers that know nothing above them, not even a type: the transport moves bytes and knows no flows
+#: (the results API it hosts is installed from above, by the application).
+NAMES_NOTHING_ABOVE = ("laminar._transport",)
+
+
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(SOURCE).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -52,12 +58,13 @@ def _type_checking_only(node: ast.If) -> bool:
     )
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
-    """The laminar modules ``path`` imports at run time (``from a import b`` counts ``a.b`` if a module)."""
+def imports_of(path: Path, modules: set[str], *, type_checking: bool = False) -> set[str]:
+    """The laminar modules ``path`` imports at run time (``from a import b`` counts ``a.b`` if a module);
+    with ``type_checking``, those it imports for type checkers only too."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _type_checking_only(node):
+        if isinstance(node, ast.If) and _type_checking_only(node) and not type_checking:
             for child in node.orelse:
                 visit(child)
             return
@@ -73,10 +80,13 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     return {name for name in found if name in modules}
 
 
-def graph() -> dict[str, set[str]]:
+def graph(*, type_checking: bool = False) -> dict[str, set[str]]:
     paths = sorted((SOURCE / "laminar").rglob("*.py"))
     modules = {module_name(path) for path in paths}
-    return {module_name(path): imports_of(path, modules) - {module_name(path)} for path in paths}
+    return {
+        module_name(path): imports_of(path, modules, type_checking=type_checking) - {module_name(path)}
+        for path in paths
+    }
 
 
 def rank(module: str) -> tuple[str, int]:
@@ -96,6 +106,20 @@ def upward_imports(edges: dict[str, set[str]]) -> list[str]:
                 found.append(
                     f"{module} imports {target} ({layer} is layer {level}, {target_layer} {target_level})"
                 )
+    return found
+
+
+def names_above(edges: dict[str, set[str]]) -> list[str]:
+    """Imports (type-only ones included in ``edges``) by a module of :data:`NAMES_NOTHING_ABOVE` of a layer above it."""
+    found = []
+    for module, imported in sorted(edges.items()):
+        layer, level = rank(module)
+        if layer not in NAMES_NOTHING_ABOVE:
+            continue
+        for target in sorted(imported):
+            target_layer, target_level = rank(target)
+            if target_level > level:
+                found.append(f"{module} names {target} ({layer} knows nothing of {target_layer})")
     return found
 
 
@@ -192,3 +216,36 @@ def _planted(tmp_path: Path, source: str) -> Path:
     path = tmp_path / "planted.py"
     path.write_text(source)
     return path
+
+
+def test_the_transport_names_nothing_above_it_not_even_for_type_checking() -> None:
+    assert names_above(graph(type_checking=True)) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from laminar._app.flow import Flow\n",
+            True,
+        ),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from laminar._app import execution\n",
+            True,
+        ),
+        ("def f():\n    from laminar._app.results import Results\n", True),
+        ("import laminar._storage.layout\n", True),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from laminar._model.flow import FlowDefinition\n",
+            False,
+        ),
+    ],
+)
+def test_a_transport_module_naming_the_application_is_caught(
+    tmp_path: Path, source: str, expected: bool
+) -> None:
+    """The check itself: the datastore module importing the application, even for type checkers only."""
+    edges = graph(type_checking=True)
+    planted = imports_of(_planted(tmp_path, source), set(edges), type_checking=True)
+    edges["laminar._transport.datastore"] = edges["laminar._transport.datastore"] | planted
+    assert bool(names_above(edges)) == expected

@@ -79,11 +79,19 @@ class TestFSSpecMemory(DatastoreConformance):
 
 class TestFSSpecSFTP(DatastoreConformance):
     @pytest.fixture
-    def datastore(self, sftp_location: str) -> Iterator[Datastore]:
+    def datastore(self, sftp_service: SFTPService, sftp_location: str) -> Iterator[Datastore]:
+        self.sftp_service = sftp_service
         store = FSSpec(sftp_location)
         assert type(store) is FSSpec and store.kind.sftp and store.commit == "rename"
         yield store
         store.close()
+
+    # An SFTP datastore creates its directory on first use: no missing_storage.
+
+    def rejected_credentials(self, datastore: Any, secret: str) -> Datastore:
+        """The same directory, with a wrong password as a query option of the URL (which its ``url``
+        keeps, but for secrets)."""
+        return FSSpec(self.sftp_service.url(datastore.root.lstrip("/"), auth="none") + f"&password={secret}")
 
 
 # ---- SFTP specifics --------------------------------------------------------------------------------
@@ -129,12 +137,11 @@ def test_sftp_password_as_an_option(sftp_service: SFTPService) -> None:
     store.close()
 
 
-def test_a_refused_password_leaks_nowhere_and_nothing_is_written(sftp_service: SFTPService) -> None:
+def test_a_refused_password_is_not_retried_and_creates_nothing(sftp_service: SFTPService) -> None:
+    """(That it names the datastore and shows the password nowhere is DatastoreConformance's.)"""
     path = sftp_service.new_path()
     url = sftp_service.url(path, auth="password", password=FAKE_PASSWORD)
-    assert FAKE_PASSWORD in url
     store = FSSpec(url)
-    assert FAKE_PASSWORD not in store.url and FAKE_PASSWORD not in repr(store)
     started = time.monotonic()
     with pytest.raises(DatastoreError) as error:
         store.write_bytes("k", b"v")
@@ -142,8 +149,6 @@ def test_a_refused_password_leaks_nowhere_and_nothing_is_written(sftp_service: S
     assert message.startswith(f"write sftp://laminar@127.0.0.1:{sftp_service.port}/{path}/k failed: ")
     assert "AuthenticationException" in message and "after" not in message  # refused: not retried
     assert time.monotonic() - started < 10
-    for item in _causes(error.value):
-        assert FAKE_PASSWORD not in str(item) and FAKE_PASSWORD not in repr(item)
     assert not (sftp_service.root / path).exists()
     # The same through a flow's configuration, by URL.
     flow = ConformanceFlow(datastore=url, executor="thread")

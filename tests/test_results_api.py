@@ -4,6 +4,7 @@ process that ran the flow and from another one that imports the flow's script.""
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,69 @@ def test_running_an_existing_execution_id_again_is_refused(tmp_path: Path) -> No
         flow(execution="once", seed=2)
     assert files(tmp_path) == before
     assert flow.execution("once").layer(Parameters).seed == 1
+
+
+# ---- the results API on any datastore object: answered by the application, checked ------------------
+
+
+def test_any_datastore_object_lists_what_is_stored_in_it_not_in_the_flows(tmp_path: Path) -> None:
+    flow = Diamond(datastore=datastores.Local(tmp_path / "runs"), executor=executors.Thread())
+    execution = flow(seed=1)
+    same = datastores.Local(tmp_path / "runs")  # another object on the same storage
+    assert same.list_executions(flow=flow) == [execution]
+    assert [layer.name for layer in same.list_layers(execution=execution)] == sorted(flow.layer_names())
+    assert same.list_artifacts(layer=execution.layer(Join)) == ["pid", "value"]
+    elsewhere = datastores.Local(tmp_path / "empty")
+    assert elsewhere.list_executions(flow=flow) == []
+    assert elsewhere.list_layers(execution=execution) == []
+    assert elsewhere.list_artifacts(layer=execution.layer(Join)) == []
+    assert files(tmp_path / "empty") == []  # listing wrote nothing
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda store: store.list_executions(flow=Diamond),
+            "list_executions(flow=...) takes a flow object, MyFlow(), not <class 'helpers.Diamond'>",
+        ),
+        (
+            lambda store: store.list_layers(execution="some-id"),
+            "list_layers(execution=...) takes an execution, flow.execution(id), not 'some-id'",
+        ),
+        (
+            lambda store: store.list_artifacts(layer=Join),
+            "list_artifacts(layer=...) takes a layer of an execution, execution.layer(A), not <class 'helpers.Join'>",
+        ),
+    ],
+)
+def test_the_results_api_says_what_it_takes(
+    tmp_path: Path, call: Callable[[datastores.Local], object], message: str
+) -> None:
+    store = datastores.Local(tmp_path / "runs")
+    Diamond(datastore=store, executor=executors.Thread())(seed=1)
+    before = files(tmp_path)
+    with pytest.raises(TypeError) as error:
+        call(store)
+    assert str(error.value) == message
+    assert files(tmp_path) == before
+
+
+def test_a_layer_of_no_execution_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"is not bound to an execution; use flow.execution\(id\).layer"):
+        datastores.Local(tmp_path).list_artifacts(layer=Join())
+    assert files(tmp_path) == []
+
+
+def test_without_the_application_the_results_api_says_what_installs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transport only forwards: with nothing installed, it says so rather than reaching up."""
+    flow = Diamond(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    monkeypatch.setattr(datastores.Datastore, "results_api", None)
+    with pytest.raises(RuntimeError) as error:
+        flow.configuration.datastore.list_executions(flow=flow)
+    assert str(error.value) == (
+        "Local.results_api is None: nothing answers list_executions, list_layers and list_artifacts; "
+        "`import laminar` installs Laminar's (laminar._app.results)"
+    )

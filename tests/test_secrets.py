@@ -1,17 +1,20 @@
 """No credential is ever shown: a recognisable fake secret planted in each backend's options and
 environment appears in no error message (nor its causes' and notes, nor a formatted traceback), no log
 record, no ``repr``, no ``datastore.url``, and no file a run stored (read back through the datastore).
+
+The one masking policy every backend uses is tested here once. Credentials a store refuses (with the
+secret in them) are laminar.testing's DatastoreConformance's, run on every backend in
+test_datastore_conformance.py; what stays here is each backend's own ways to show a secret: retries
+logged through a failing proxy, endpoints with passwords, unreachable accounts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import traceback
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,23 +91,62 @@ def with_password(endpoint: str, secret: str = SECRET) -> str:
 
 
 def test_redact_masks_every_kind_of_credential(monkeypatch: pytest.MonkeyPatch) -> None:
-    from laminar._transport.retries import redact
+    """The one masking policy every backend uses (laminar.plugins.redact), tested here once."""
+    from laminar.plugins import redact
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-" + SECRET)
     cases = {
         f"http://user:{SECRET}@host:9000/b": "http://user:***@host:9000/b",
+        f"sftp://laminar:p@ss{SECRET}@127.0.0.1:22/srv": "sftp://laminar:***@127.0.0.1:22/srv",  # "@" inside
         f"AccountName=a;AccountKey={SECRET}==;BlobEndpoint=x": "AccountName=a;AccountKey=***;BlobEndpoint=x",
         f"SharedAccessSignature=sv=1&sig={SECRET};": "SharedAccessSignature=***;",
         f"https://a.blob.core.windows.net/c?sv=2021&se=2030&sig={SECRET}%3D": "https://a.blob.core.windows.net/c?sv=2021&se=2030&sig=***",
         f"https://b.s3.amazonaws.com/k?X-Amz-Signature={SECRET}&x=1": "https://b.s3.amazonaws.com/k?X-Amz-Signature=***&x=1",
+        f"https://b/k?X-Amz-Credential={SECRET}%2F2024&X-Amz-Security-Token={SECRET}": "https://b/k?X-Amz-Credential=***&X-Amz-Security-Token=***",
+        f"webdav://h/x?client_secret={SECRET}&api_key={SECRET}&key_filename=/k&timeout=5": "webdav://h/x?client_secret=***&api_key=***&key_filename=/k&timeout=5",
+        f"fsspec+memory://runs?password={SECRET}&=x": "fsspec+memory://runs?password=***&=x",
         f"S3(secret='{SECRET}', region='eu')": "S3(secret='***', region='eu')",
         f"the key is env-{SECRET}": "the key is ***",
-        f"literal {SECRET}!": "literal ***!",
     }
     for text, expected in cases.items():
-        assert redact(text, secrets=[SECRET] if text.startswith("literal") else []) == expected
+        assert redact(text) == expected
+    literal = {  # secrets a backend knows, by value: 8+ characters anywhere, shorter ones where alone
+        f"literal {SECRET}!": "literal ***!",
+        f"glued{SECRET}glued": "glued***glued",
+        "refused password 'pw7' for pw7x and xpw7": "refused password '***' for pw7x and xpw7",
+        "quoted p%40ss%2F1 and p@ss/1": "quoted *** and ***",
+    }
+    for text, expected in literal.items():
+        assert redact(text, secrets=[SECRET, "pw7", "p@ss/1", None, ""]) == expected
     ordinary = "write s3://bucket/runs/key at http://127.0.0.1:9000 failed: no key 'sig' in it; secret-less"
     assert redact(ordinary, secrets=["s", "short"]) == ordinary  # nothing else is touched
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("password", True),
+        ("passphrase", True),
+        ("client_secret", True),
+        ("token", True),
+        ("sig", True),
+        ("X-Amz-Credential", True),
+        ("connection_string", True),
+        ("key", True),
+        ("account_key", True),
+        ("pkey", True),
+        ("key_filename", False),
+        ("timeout", False),
+        ("username", False),
+        ("region", False),
+        ("AccountName", False),
+    ],
+)
+def test_which_option_names_hold_secrets(name: str, secret: bool) -> None:
+    """What the policy takes for a secret by its name: query parameters, fsspec's storage options."""
+    from laminar.plugins import is_secret_name
+
+    assert is_secret_name(name) is secret
 
 
 # ---- S3 ---------------------------------------------------------------------------------------------
@@ -115,7 +157,6 @@ def test_redact_masks_every_kind_of_credential(monkeypatch: pytest.MonkeyPatch) 
 def test_s3_secrets_are_never_shown(
     s3_location: str,
     s3_service: Any,
-    s3_auth_service: tuple[str, str],
     fault_proxy: Callable[..., FaultProxy],
     logs: Callable[[], str],
     monkeypatch: pytest.MonkeyPatch,
@@ -157,13 +198,6 @@ def test_s3_secrets_are_never_shown(
         run_flow(unreachable, "never")
     texts.append(shown(failed_run.value))
 
-    # Credentials the server refuses.
-    auth_endpoint, bucket = s3_auth_service
-    refused = S3(f"s3://{bucket}/runs", endpoint_url=auth_endpoint, key="nobody", secret=SECRET)
-    with pytest.raises(LaminarError, match="refused the credentials") as rejected:
-        refused.read_bytes("key")
-    texts += [shown(rejected.value), repr(refused)]
-
     # A password where the bucket should be.
     with pytest.raises(LaminarError) as bad_url:
         S3(f"s3://user:{SECRET}@bucket/runs")
@@ -182,7 +216,6 @@ def test_gcs_secrets_are_never_shown(
     gcs_service: Any,
     fault_proxy: Callable[..., FaultProxy],
     logs: Callable[[], str],
-    tmp_path: Path,
 ) -> None:
     from laminar_gcs import GCS
 
@@ -205,22 +238,6 @@ def test_gcs_secrets_are_never_shown(
         run_flow(unreachable, "never")
     texts.append(shown(failed_run.value))
 
-    # A service-account key whose private key is not one: the parser's error must not quote it.
-    key = tmp_path / "key.json"
-    key.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "client_email": "x@example.com",
-                "private_key": f"-----BEGIN PRIVATE KEY-----\n{SECRET}\n-----END PRIVATE KEY-----\n",
-                "private_key_id": SECRET,
-                "token_uri": "http://127.0.0.1:9/token",
-            }
-        )
-    )
-    with pytest.raises(LaminarError, match="not a service-account JSON key") as bad_key:
-        GCS("gs://somebucket/runs", credentials=key, endpoint=gcs_service.endpoint).read_bytes("key")
-    texts.append(shown(bad_key.value))
     assert_hidden(SECRET, *texts, logs())
 
 
@@ -280,17 +297,6 @@ def test_azure_secrets_are_never_shown(
             secret, Azure(azure_location, connection_string=azure_service.connection_string)
         )
     assert "attempt 1 of 8" in logs()
-
-    # A key the account refuses; a SAS signature it refuses.
-    for connection in (
-        azurite_connection_string(emulator, key=SECRET),
-        f"BlobEndpoint={emulator}/{AZURITE_ACCOUNT};SharedAccessSignature=sv=2021-08-06&ss=b&srt=sco"
-        f"&sp=rwdlac&se=2099-01-01T00:00:00Z&sig={SECRET}",
-    ):
-        refused = Azure(azure_location, connection_string=connection)
-        with pytest.raises(LaminarError) as rejected:
-            refused.write_bytes("key", b"value")
-        texts += [shown(rejected.value), repr(refused)]
 
     # An unreachable account: by connection string, and by an account URL with a SAS in it.
     endpoint = closed_endpoint()

@@ -27,16 +27,9 @@ from laminar._runtime.split import recorded_outcome, run_split
 from laminar._runtime.task import Binding, SplitOutcome, SplitTask
 from laminar._serialization.protocols import Protocol
 from laminar._transport.datastore import Datastore
+from laminar._transport.masking import causes, is_secret_name, masked, redact, scrub
 from laminar._transport.objectstore import BucketURL, ObjectStore, buffered_reader
-from laminar._transport.retries import (
-    StoragePolicy,
-    caused_by,
-    causes,
-    redact,
-    remaining,
-    scrub,
-    with_retries,
-)
+from laminar._transport.retries import StoragePolicy, caused_by, remaining, with_retries
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -62,7 +55,9 @@ __all__ = [
     "environment_for",
     "hookimpl",
     "hookspec",
+    "is_secret_name",
     "mark_worker",
+    "masked",
     "recorded_outcome",
     "redact",
     "remaining",

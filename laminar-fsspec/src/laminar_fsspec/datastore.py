@@ -26,14 +26,22 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode
 
 from laminar.configurations.datastores import Local, Memory
 from laminar.errors import ConfigurationError, DatastoreError, LaminarError
-from laminar.plugins import Datastore, buffered_reader, caused_by, causes, with_retries
+from laminar.plugins import (
+    Datastore,
+    buffered_reader,
+    caused_by,
+    is_secret_name,
+    masked,
+    redact,
+    with_retries,
+)
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -77,8 +85,6 @@ TRANSIENT_NAMES = frozenset(
     }
 )
 
-#: Option names whose values are secrets: left out of :attr:`FSSpec.url`, masked in messages.
-_SECRET = re.compile(r"pass|secret|token|credential|connection_string|(^|_)key$|^pkey$", re.IGNORECASE)
 _PROTOCOL = re.compile(r"^[a-z][a-z0-9_.+-]*$")
 _SFTP_READ = 32768  # paramiko's request size: one request answers a small key
 _SFTP_WINDOW = 32  # requests in flight while streaming (1 MiB)
@@ -168,16 +174,6 @@ def refresh_schemes() -> None:
 # ---- URLs ----------------------------------------------------------------------------------------
 
 
-def mask(url: str) -> str:
-    """``url`` with its password and secret query values replaced by ``***`` (for messages)."""
-    url = re.sub(r"(://[^/?#@:]*:)[^/?#]*@", r"\1***@", url)  # up to the last "@": passwords may hold one
-    return re.sub(
-        r"([?&])([^=&#]*)=([^&#]*)",
-        lambda m: f"{m[1]}{m[2]}=***" if _SECRET.search(m[2]) else m[0],
-        url,
-    )
-
-
 @dataclass(frozen=True)
 class Location:
     """What a URL names: the protocol, the root path on its filesystem, and options."""
@@ -202,14 +198,14 @@ def filesystem_class(protocol: str, url: str) -> type[AbstractFileSystem]:
         close = difflib.get_close_matches(protocol, sorted(known), n=3)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
         raise ConfigurationError(
-            f"unknown fsspec protocol {protocol!r} in {mask(url)!r}; {hint}fsspec knows "
+            f"unknown fsspec protocol {protocol!r} in {redact(url)!r}; {hint}fsspec knows "
             f"{len(known)} protocols (fsspec.available_protocols() lists them); write fsspec+PROTOCOL://path"
         )
     try:
         return cast("type[AbstractFileSystem]", fsspec.get_filesystem_class(protocol))
     except ImportError as error:
         raise ConfigurationError(
-            f"the fsspec protocol {protocol!r} of {mask(url)!r} needs a package that is not installed: {error}"
+            f"the fsspec protocol {protocol!r} of {redact(url)!r} needs a package that is not installed: {error}"
         ) from None
 
 
@@ -220,43 +216,43 @@ def parse(url: str) -> tuple[Location, type[AbstractFileSystem]]:
     scheme, separator, rest = url.partition("://")
     example = "write fsspec+PROTOCOL://path, e.g. fsspec+memory://scratch or sftp://user@host/srv/laminar"
     if not separator:
-        raise ConfigurationError(f"{mask(url)!r} is not a URL; {example}")
+        raise ConfigurationError(f"{redact(url)!r} is not a URL; {example}")
     scheme = scheme.lower()
     protocol = scheme.removeprefix(PREFIX)
     if not _PROTOCOL.match(protocol):
-        raise ConfigurationError(f"{mask(url)!r} names no fsspec protocol; {example}")
+        raise ConfigurationError(f"{redact(url)!r} names no fsspec protocol; {example}")
     cls = filesystem_class(protocol, url)
     if "#" in rest:
-        raise ConfigurationError(f"the URL {mask(url)!r} has a fragment ('#...'); {example}")
+        raise ConfigurationError(f"the URL {redact(url)!r} has a fragment ('#...'); {example}")
     rest, _, query = rest.partition("?")
     options: dict[str, Any] = {}
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True) if query else []
     except ValueError:
         raise ConfigurationError(
-            f"the query of {mask(url)!r} is not name=value pairs joined by '&'"
+            f"the query of {redact(url)!r} is not name=value pairs joined by '&'"
         ) from None
     for name, value in pairs:
         if not name:
-            raise ConfigurationError(f"the query of {mask(url)!r} has a value without a name")
+            raise ConfigurationError(f"the query of {redact(url)!r} has a value without a name")
         if name in options:
-            raise ConfigurationError(f"the option {name!r} is given twice in {mask(url)!r}")
+            raise ConfigurationError(f"the option {name!r} is given twice in {redact(url)!r}")
         options[name] = _option_value(value)
     if any(part in (".", "..") for part in rest.split("/")):
-        raise ConfigurationError(f"the path of {mask(url)!r} has a '.' or '..' part")
+        raise ConfigurationError(f"the path of {redact(url)!r} has a '.' or '..' part")
     inner = f"{protocol}://{rest}"
     try:  # fsspec's own reading of the URL: host, port, user, password (SFTP, FTP, SMB, ...)
         from_netloc = dict(cls._get_kwargs_from_urls(inner))
         needs_host = "host" in cls._get_kwargs_from_urls(f"{protocol}://host/path")
         root = str(cls._strip_protocol(inner)).rstrip("/")
     except Exception as error:  # a port that is not a number, ...
-        raise ConfigurationError(f"cannot read {mask(url)!r}: {mask(str(error))}") from None
+        raise ConfigurationError(f"cannot read {redact(url)!r}: {redact(str(error))}") from None
     for name in ("username", "password"):
         if isinstance(from_netloc.get(name), str):
             from_netloc[name] = unquote(from_netloc[name])
     if needs_host and not from_netloc.get("host"):
         raise ConfigurationError(
-            f"the URL {mask(url)!r} names no host; write {protocol}://[user@]host[:port]/path"
+            f"the URL {redact(url)!r} names no host; write {protocol}://[user@]host[:port]/path"
         )
     shown = PREFIX + protocol if scheme.startswith(PREFIX) or protocol in CLAIMED else protocol
     netloc, slash, path = rest.partition("/")
@@ -264,7 +260,7 @@ def parse(url: str) -> tuple[Location, type[AbstractFileSystem]]:
         userinfo, _, host = netloc.rpartition("@")
         netloc = f"{userinfo.partition(':')[0]}@{host}"
     base = f"{shown}://{netloc}{slash}{path}"
-    public = urlencode([(name, value) for name, value in pairs if not _SECRET.search(name)], safe="/:,")
+    public = urlencode([(name, value) for name, value in pairs if not is_secret_name(name)], safe="/:,")
     return (
         Location(
             protocol,
@@ -290,22 +286,10 @@ def _option_value(text: str) -> Any:
 
 
 def _secrets(options: Mapping[str, Any]) -> list[str]:
+    """The values of the secret options (``password``, ``key``...): masked wherever they would be shown."""
     return [
-        value for name, value in options.items() if _SECRET.search(name) and isinstance(value, str) and value
+        value for name, value in options.items() if is_secret_name(name) and isinstance(value, str) and value
     ]
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret (and its URL-quoted form) replaced by ``***``."""
-    from urllib.parse import quote
-
-    for secret in secrets:
-        for form in {secret, quote(secret, safe="")}:
-            if len(form) >= 4:
-                text = text.replace(form, "***")
-            else:  # too short to replace everywhere: only where it stands alone
-                text = re.sub(rf"(?<![\w%]){re.escape(form)}(?![\w%])", "***", text)
-    return mask(text)
 
 
 # ---- filesystem objects ----------------------------------------------------------------------------
@@ -544,15 +528,17 @@ class FSSpec(Datastore):
         where = f"{self.location.base}/{key}" if key else self.location.base
         try:
             return with_retries(
-                attempt, transient=self._transient, describe=f"{verb} {where}", attempts=self.attempts
+                attempt,
+                transient=self._transient,
+                describe=f"{verb} {where}",
+                attempts=self.attempts,
+                secrets=self._secrets,
             )
         except DatastoreError as error:
-            failure = error.__cause__ if isinstance(error.__cause__, DatastoreError) else error
-            # (the inner one is ours, raised on purpose: it names the URL already)
-            if any(scrub(str(item), self._secrets) != str(item) for item in causes(failure)):
-                # A secret shows in the error or a cause of it: the error masked, with no causes.
-                failure = type(failure)(scrub(str(failure), self._secrets))
-        raise failure  # outside the handler, so that a masked error keeps no context either
+            failure = error
+            if isinstance(error.__cause__, DatastoreError):  # ours, raised on purpose: it names the URL
+                failure = error.__cause__
+        raise masked(failure, self._secrets)  # outside the handler: a cut cause does not come back
 
     # ---- primitives ----------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:

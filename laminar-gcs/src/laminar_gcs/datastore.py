@@ -171,7 +171,10 @@ class GCS(ObjectStore["Client", "Bucket"]):
                 )
             except (ValueError, KeyError) as error:
                 raise ConfigurationError(
-                    self.redact(f"{self.credentials!r} is not a service-account JSON key: {error}")
+                    self.redact(
+                        f"the credentials of {self.url}, {self.credentials!r}, are not a service-account "
+                        f"JSON key: {error}"
+                    )
                 ) from None  # the parser's error may quote the key
         kwargs: dict[str, Any] = {}
         project: str | None

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from laminar._app import reading
 from laminar._app.execution import Execution
-from laminar._app.results import Results
 from laminar._ids import new_execution_id
 from laminar._model.flow import FlowDefinition, is_framework_base
 from laminar._model.layer import RESERVED
@@ -102,10 +101,6 @@ class Flow(FlowDefinition):
             return False
         caller = sys._getframe(1).f_globals.get("__name__")
         return caller == "__main__"
-
-    def _results(self, datastore: Datastore | None = None) -> Results:
-        """What this flow stored in ``datastore`` (its own by default): the results API's listings."""
-        return Results(self, datastore if datastore is not None else self.configuration.datastore)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_flow, (type(self), self.configuration))

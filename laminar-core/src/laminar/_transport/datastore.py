@@ -9,6 +9,10 @@ primitives on a thread pool, which is what object stores want.
 Keys are ``/``-separated relative paths (the storage layer, :mod:`laminar._storage.layout`, builds them). Writes of one key must
 be atomic: a reader sees the old bytes, the new bytes, or nothing, never a part.
 Run ``laminar.testing.DatastoreConformance`` against a backend to check it keeps this contract.
+
+The seed's results API is on the datastore object too (``list_executions``, ``list_layers``,
+``list_artifacts``), but this module knows no flows: the methods forward to the :class:`ResultsAPI`
+the application installs on :class:`Datastore` when it is imported (:mod:`laminar._app.results`).
 """
 
 from __future__ import annotations
@@ -20,22 +24,49 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol, TypeVar, cast
 
 from laminar._serialization.registry import ProtocolRegistry
 from laminar.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from laminar._app.execution import Execution
-    from laminar._app.flow import Flow
+    from laminar._model.execution import Execution
     from laminar._model.layer import Layer
-    from laminar._serialization.protocols import Protocol
+    from laminar._serialization import protocols
 
-P = TypeVar("P", bound="type[Protocol[Any]]")
+P = TypeVar("P", bound="type[protocols.Protocol[Any]]")
+E = TypeVar("E", bound="Execution")
+E_co = TypeVar("E_co", bound="Execution", covariant=True)
 
 #: ``LAMINAR_TRUST=none`` opens every datastore of the process (and of the workers it starts) untrusted.
 TRUST_VARIABLE = "LAMINAR_TRUST"
 TRUST_LEVELS = ("all", "none")
+
+
+class FlowOf(Protocol[E_co]):
+    """A flow as ``list_executions`` sees it: ``flow.execution(id)`` gives one of its executions (``E``)."""
+
+    def execution(self, id: str) -> E_co: ...
+
+
+class ResultsAPI(Protocol):
+    """What answers the datastore's ``list_executions``, ``list_layers`` and ``list_artifacts``.
+
+    The application provides it (:mod:`laminar._app.results`) and installs it as
+    :attr:`Datastore.results_api`; the transport only forwards, so it imports nothing of the flows.
+    """
+
+    def executions(self, datastore: Datastore, flow: FlowOf[Execution]) -> list[Execution]:
+        """``flow``'s executions stored in ``datastore``, oldest first, each as ``flow.execution(id)``."""
+        ...
+
+    def layers(self, datastore: Datastore, execution: Execution) -> list[Layer]:
+        """The layers that stored artifacts in ``execution``."""
+        ...
+
+    def artifacts(self, datastore: Datastore, layer: Layer) -> list[str]:
+        """Names of the artifacts ``layer`` (bound to an execution) stored, sorted."""
+        ...
 
 
 class Datastore(abc.ABC):
@@ -65,6 +96,8 @@ class Datastore(abc.ABC):
     #: Whether :meth:`create` is atomic (the store's own exclusive create), so run leases exclude a
     #: scheduler racing another; the default ask-then-write is not.
     atomic_create: ClassVar[bool] = False
+    #: What answers the results API below; installed by the application (:mod:`laminar._app.results`).
+    results_api: ClassVar[ResultsAPI | None] = None
 
     def __init__(self) -> None:
         #: The user's ``@datastore.protocol`` registrations (see :meth:`protocol`).
@@ -215,25 +248,33 @@ class Datastore(abc.ABC):
     def exists_many(self, keys: Sequence[str]) -> list[bool]:
         return self.map_parallel(self.exists, keys)
 
-    # ---- the user's API on the datastore object (SPEC's seed), implemented in the layers above ----
+    # ---- the user's API on the datastore object (SPEC's seed), answered by the application ----
     def protocol(self, *types: type) -> Callable[[P], P]:
         """Class decorator: serialize values of exactly these types with the decorated Protocol."""
         return self.protocols.register(*types)
 
-    def list_executions(self, *, flow: Flow) -> list[Execution]:
-        """The flow's executions in this datastore, oldest first."""
-        return flow._results(self).executions()
+    def list_executions(self, *, flow: FlowOf[E]) -> list[E]:
+        """The flow's executions in this datastore, oldest first, each as ``flow.execution(id)`` gives it."""
+        # The results API builds each with flow.execution(id), so each is the flow's own kind.
+        return cast("list[E]", self._results_api().executions(self, flow))
 
     def list_layers(self, *, execution: Execution) -> list[Layer]:
-        """The layers that stored artifacts in ``execution``, in the flow's order."""
-        return execution.flow._results(self).layers(execution)
+        """The layers that stored artifacts in ``execution``, sorted by name."""
+        return self._results_api().layers(self, execution)
 
     def list_artifacts(self, *, layer: Layer) -> list[str]:
         """Names of the artifacts ``layer`` stored, across its splits, sorted."""
-        execution = layer.execution
-        if execution is None:
-            raise ValueError(f"{layer!r} is not bound to an execution; use flow.execution(id).layer(...)")
-        return execution.flow._results(self).artifacts(layer)  # type: ignore[attr-defined, no-any-return]
+        return self._results_api().artifacts(self, layer)
+
+    @classmethod
+    def _results_api(cls) -> ResultsAPI:
+        api = cls.results_api
+        if api is None:
+            raise RuntimeError(
+                f"{cls.__name__}.results_api is None: nothing answers list_executions, list_layers and "
+                "list_artifacts; `import laminar` installs Laminar's (laminar._app.results)"
+            )
+        return api
 
     # ---- pickling ------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -17,7 +17,8 @@ Every call is bounded the same way on every backend (:class:`~laminar._transport
 transient errors are retried with jittered back-off inside one ``deadline`` per call (the ``deadline=``
 option, else ``LAMINAR_STORAGE_DEADLINE``, else 60 s), the SDKs' time-outs capped by what is left of it
 (:meth:`ObjectStore._timeouts`), each retry logged on ``laminar.storage``. Whatever is shown (messages,
-log lines, ``repr``) goes through :meth:`ObjectStore.redact` first: no credential is ever printed.
+log lines, ``repr``) goes through :meth:`ObjectStore.redact` first (the one masking policy of
+:mod:`laminar._transport.masking`): no credential is ever printed.
 """
 
 from __future__ import annotations
@@ -31,15 +32,14 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar, Generic, TypeVar, cast
 
 from laminar._transport.datastore import Datastore
+from laminar._transport.masking import masked, redact
 from laminar._transport.retries import (
     TRANSIENT_STATUS,
     StoragePolicy,
     caused_by,
     deadline_of,
-    redact,
     remaining,
     resolve_deadline,
-    scrub,
     with_retries,
 )
 from laminar.errors import ConfigurationError, DatastoreError, LaminarError
@@ -316,9 +316,7 @@ class ObjectStore(Datastore, Generic[ClientT, BucketT]):
 
     def _masked(self, error: LaminarError) -> LaminarError:
         """``error`` (one of ours) with credentials masked in its message and its causes cut if they show any."""
-        secrets = self._secrets()
-        error.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in error.args)
-        scrub(error, secrets)
+        masked(error, self._secrets())
         return error
 
     def _retrying(self, operation: Callable[[], T], describe: str) -> T:

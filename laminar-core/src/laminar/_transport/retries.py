@@ -6,8 +6,7 @@ back-off (:meth:`laminar._model.configuration.Retry.wait`, the one back-off form
 ``attempts`` times in all and never past one overall ``deadline`` per storage call. Every retry is one
 WARNING line on the ``laminar.storage`` logger. Anything else fails at once.
 
-:func:`redact` masks credentials (passwords in URLs, SAS signatures, account keys, secret keys) in any
-text before it is shown: messages, log lines, reprs.
+Whatever a failure shows is masked by the one policy of :mod:`laminar._transport.masking`.
 """
 
 from __future__ import annotations
@@ -17,14 +16,14 @@ import contextvars
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
 from laminar._model.configuration import Retry
-from laminar.errors import ConfigurationError, DatastoreError, add_note
+from laminar._transport.masking import causes, describe_error, redact, scrub
+from laminar.errors import ConfigurationError, DatastoreError
 
 T = TypeVar("T")
 
@@ -135,117 +134,12 @@ def deadline_of(seconds: float) -> Iterator[float]:
 # ---- classification ---------------------------------------------------------------------------------
 
 
-def causes(error: BaseException) -> list[BaseException]:
-    """``error`` and what caused it (``__cause__``, else ``__context__``), outermost first."""
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
 def caused_by(error: BaseException, names: Collection[str]) -> bool:
     """Whether ``error`` or any of its causes is an exception whose class name is in ``names``.
 
     Backends classify SDK errors by name so they need not import every transport's exception types.
     """
     return any(type(item).__name__ in names for item in causes(error))
-
-
-# ---- masking credentials ----------------------------------------------------------------------------
-
-_MASK = "***"
-#: ``scheme://user:password@host``: the password.
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@'\"]*):([^/\s@'\"]*)@")
-#: ``AccountKey=...`` and the like in connection strings; up to the next ``;`` or quote or space.
-_FIELDS = re.compile(
-    r"(?i)\b(AccountKey|SharedAccessKey|SharedAccessSignature|Password|Pwd|ClientSecret)=([^;\s'\"]+)"
-)
-#: URL query parameters that are credentials (SAS signatures, pre-signed URLs, tokens).
-_QUERY = re.compile(
-    r"(?i)([?&;](?:sig|signature|x-amz-signature|x-amz-security-token|x-amz-credential|"
-    r"x-goog-signature|x-goog-credential|access_token|token|password|secret|code)=)([^&\s'\"#;]+)"
-)
-#: ``secret='...'`` / ``"password": "..."`` / ``AWS_SECRET_ACCESS_KEY=...`` in reprs and messages.
-_ASSIGNED = re.compile(
-    r"(?i)(\b(?:aws_secret_access_key|aws_session_token|secret_access_key|session_token|secret|"
-    r"password|passwd|account_key|sas_token|client_secret|private_key|azure_storage_key|"
-    r"azure_storage_sas_token)['\"]?\s*[:=]\s*['\"]?)([^'\"\s,;&)}]+)"
-)
-#: Environment variables whose values are secrets wherever they appear.
-SECRET_VARIABLES = (
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AZURE_STORAGE_KEY",
-    "AZURE_STORAGE_SAS_TOKEN",
-    "AZURE_CLIENT_SECRET",
-)
-#: Shorter literal secrets are not masked: they would mangle ordinary words.
-_SHORTEST_SECRET = 8
-
-
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with every credential in it masked as ``***``.
-
-    Masks the password of ``scheme://user:password@host``; ``AccountKey=``, ``SharedAccessSignature=``,
-    ``Password=`` fields of connection strings; ``sig=``, ``X-Amz-Signature=``, ``token=``... query
-    parameters; ``secret=...``-style assignments; the values of :data:`SECRET_VARIABLES` in the
-    environment; and any of ``secrets`` (literal values a backend knows are secret, 8+ characters).
-    """
-    literal = {value for value in secrets if value and len(value) >= _SHORTEST_SECRET}
-    literal.update(
-        value
-        for name in SECRET_VARIABLES
-        if (value := os.environ.get(name)) and len(value) >= _SHORTEST_SECRET
-    )
-    for value in sorted(literal, key=len, reverse=True):
-        text = text.replace(value, _MASK)
-    text = _USERINFO.sub(lambda m: f"{m.group(1)}:{_MASK}@", text)
-    text = _FIELDS.sub(lambda m: f"{m.group(1)}={_MASK}", text)
-    text = _QUERY.sub(lambda m: f"{m.group(1)}{_MASK}", text)
-    return _ASSIGNED.sub(lambda m: f"{m.group(1)}{_MASK}", text)
-
-
-def describe_error(error: BaseException, secrets: Iterable[str | None] = (), limit: int = 500) -> str:
-    """``Type: message`` of ``error`` (and of its root cause), credentials masked, at most ``limit`` characters."""
-    text = f"{type(error).__name__}: {str(error) or 'no answer in time' if isinstance(error, TimeoutError) else error}"
-    root = causes(error)[-1]
-    if root is not error and str(root) and str(root) not in text:
-        text += f" (from {type(root).__name__}: {root})"  # a wrapper's message may hide the status
-    text = " ".join(redact(text, secrets).split())  # one line: SDK messages run over several
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def scrub(error: BaseException, secrets: Iterable[str | None] = ()) -> BaseException:
-    """Cut ``error``'s chain of causes above the first one whose message shows a credential.
-
-    A traceback prints every cause; an SDK's error may quote an endpoint with its password. The
-    masked text of the cut cause is kept as a note on the error above it. Returns ``error``.
-    """
-    secrets = tuple(secrets)
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in seen and len(seen) < 50:
-        seen.append(current)
-        below = current.__cause__ if current.__cause__ is not None else current.__context__
-        if current.__cause__ is None and current.__suppress_context__:
-            below = None
-        if below is None:
-            break
-        text = f"{type(below).__name__}: {below}"
-        leaked = [text, *(str(note) for note in getattr(below, "__notes__", ()))]
-        if any(redact(item, secrets) != item for item in leaked):
-            current.__cause__ = None
-            current.__suppress_context__ = True
-            add_note(
-                current,
-                f"caused by {describe_error(below, secrets)} (its traceback is not shown: it names a credential)",
-            )
-            break
-        current = below
-    return error
 
 
 # ---- the retry loop ----------------------------------------------------------------------------------

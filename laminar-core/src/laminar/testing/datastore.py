@@ -16,22 +16,29 @@ empty storage (a new bucket, directory, database) for each test::
 
 pytest then runs every ``test_*`` method below against it: the primitives, atomic overwrite,
 delimiter listing, ``FileNotFoundError`` for missing keys, the batch calls, streaming reads and
-uploads, large values, pickling, whole flows (shard, foreach, a join) whose results are read back, and
-content addressing (one blob under ``artifacts/`` per distinct value too large to be kept inline).
+uploads, large values, pickling, whole flows (shard, foreach, a join) whose results are read back,
+content addressing (one blob under ``artifacts/`` per distinct value too large to be kept inline), and
+the errors a user meets: storage that does not exist, credentials the store refuses, and no secret
+shown in either.
 
 Knobs a subclass may override: ``large_value_size`` (bytes; default 20 MiB), ``listing_size`` (keys
-written to check paginated listings; default 1,050, past S3's page of 1,000), and :meth:`reopen` (how
-to build a second datastore on the same storage; default ``type(datastore).from_url(datastore.url)``).
+written to check paginated listings; default 1,050, past S3's page of 1,000), :meth:`reopen` (how
+to build a second datastore on the same storage; default ``type(datastore).from_url(datastore.url)``),
+and, for the error checks, :meth:`missing_storage` and :meth:`rejected_credentials` (each ``None`` by
+default: the checks that need them are skipped, saying so, for backends without such a thing).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
+import re
 import threading
+import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -40,7 +47,7 @@ from laminar import Flow, Layer, Parameters
 from laminar._storage.staging import INLINE_LIMIT
 from laminar.configurations import executors
 from laminar.configurations.layers import ForEach, Parameter
-from laminar.errors import ConfigurationError
+from laminar.errors import ConfigurationError, LaminarError
 from laminar.plugins import Datastore
 
 # ---- a small flow that exercises parameters, shard, foreach (a grid and a chain) and a join ------
@@ -133,9 +140,32 @@ class DatastoreConformance:
     def datastore(self) -> Iterator[Datastore]:  # pragma: no cover - always overridden
         raise NotImplementedError("subclass DatastoreConformance and define a `datastore` fixture")
 
+    #: The secret :meth:`rejected_credentials` is given to put in the credentials (a password, a key,
+    #: a token); valid base64 too, so an account-key parser takes it.
+    planted_secret: str = "SECRETSECRET1234"
+
     def reopen(self, datastore: Datastore) -> Datastore:
         """A second datastore object on the same storage, as another process would build it."""
         return type(datastore).from_url(datastore.url)
+
+    def missing_storage(self, datastore: Datastore) -> Datastore | None:
+        """A datastore like ``datastore`` whose storage does not exist (a bucket, a container, a
+        database nobody created), which using it must not create.
+
+        ``None`` (the default) where a datastore creates its storage on first use, as ``Local``
+        creates its directory: the missing-storage check is skipped.
+        """
+        return None
+
+    def rejected_credentials(self, datastore: Datastore, secret: str) -> Datastore | None:
+        """A datastore on the storage of ``datastore`` with credentials that hold ``secret`` (as a
+        password, key or token) and that the store refuses.
+
+        Point it at the same bucket, container or directory where the test server allows, so that
+        the check that nothing is lost means something. ``None`` (the default) where there are no
+        credentials: the rejected-credentials and masking checks are skipped.
+        """
+        return None
 
     # ---- read, write, overwrite ----------------------------------------------------------------
     def test_write_then_read(self, datastore: Datastore) -> None:
@@ -433,6 +463,84 @@ class DatastoreConformance:
         assert datastore.read_many(["close/a", "close/b"]) == [b"a", b"b"]
         datastore.close()
 
+    # ---- errors a user meets: storage that is not there, credentials refused, no secret shown ---
+    def test_missing_storage_is_named_and_never_created(self, datastore: Datastore) -> None:
+        """A missing bucket is an error naming the datastore, not a missing key or an empty listing
+        (the results API would then say "no such execution"), and nothing creates it."""
+        missing = self.missing_storage(datastore)
+        if missing is None:
+            pytest.skip(
+                f"{type(datastore).__name__} creates its storage on first use (missing_storage is None)"
+            )
+        try:
+            for name, operation in _primitives(missing):
+                with pytest.raises(LaminarError) as error:
+                    operation()
+                assert _where(missing) in str(error.value), (
+                    f"{name}: {error.value} does not name the datastore"
+                )
+                assert _MISSING.search(str(error.value)), (
+                    f"{name}: {error.value} does not say it does not exist"
+                )
+            missing.close()  # a new client asks again: the failed write created nothing
+            with pytest.raises(LaminarError):
+                missing.exists("conformance/key")
+            with pytest.raises(LaminarError) as failure:
+                ConformanceFlow(datastore=missing, executor=executors.Thread())(
+                    execution="conformance-missing", count=2, label="missing"
+                )
+            assert _where(missing) in _shown(failure.value)
+        finally:
+            missing.close()
+
+    def test_rejected_credentials_are_named_and_lose_nothing(self, datastore: Datastore) -> None:
+        """Refused credentials are an error naming the datastore and saying so (not a missing key, a
+        ``False`` or an empty listing), and what is stored stays as it was."""
+        refused = self.rejected_credentials(datastore, self.planted_secret)
+        if refused is None:
+            pytest.skip(f"{type(datastore).__name__} takes no credentials (rejected_credentials is None)")
+        datastore.write_bytes("conformance/kept", b"precious")
+        try:
+            for name, operation in _primitives(refused, "conformance/kept"):
+                with pytest.raises(LaminarError) as error:
+                    operation()
+                assert _where(refused) in str(error.value), (
+                    f"{name}: {error.value} does not name the datastore"
+                )
+                assert _CREDENTIALS.search(str(error.value)), (
+                    f"{name}: {error.value} does not say what was refused"
+                )
+        finally:
+            refused.close()
+        assert datastore.read_bytes("conformance/kept") == b"precious"
+
+    def test_secrets_are_masked_in_errors_logs_and_reprs(
+        self, datastore: Datastore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The secret in refused credentials shows nowhere: messages, causes, notes, tracebacks, the
+        log, ``repr``, ``url``, nor the error of a flow run on it."""
+        secret = self.planted_secret
+        caplog.set_level(logging.DEBUG, logger="laminar")
+        refused = self.rejected_credentials(datastore, secret)
+        if refused is None:
+            pytest.skip(f"{type(datastore).__name__} takes no credentials (rejected_credentials is None)")
+        shown = [repr(refused), str(refused), refused.url]
+        try:
+            for _, operation in _primitives(refused):
+                with pytest.raises(LaminarError) as error:
+                    operation()
+                shown.append(_shown(error.value))
+            with pytest.raises(LaminarError) as failure:
+                ConformanceFlow(datastore=refused, executor=executors.Thread())(
+                    execution="conformance-refused", count=2, label="refused"
+                )
+            shown.append(_shown(failure.value))
+        finally:
+            refused.close()
+        shown += [f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records]
+        for text in shown:
+            assert secret not in text, f"the planted secret is shown in: {text[:2000]}"
+
     # ---- whole flows ---------------------------------------------------------------------------
     def test_flow_runs_and_results_read_back(self, datastore: Datastore) -> None:
         flow = ConformanceFlow(datastore=datastore, executor=executors.Thread())
@@ -509,3 +617,38 @@ class DatastoreConformance:
         )
         assert datastore.list_artifacts(layer=numbers) == ["blob", "label", "values"]
         assert datastore.list_artifacts(layer=squares) == ["position", "value"]
+
+
+def _primitives(datastore: Datastore, key: str = "conformance/key") -> list[tuple[str, Callable[[], Any]]]:
+    """Each primitive once on ``key`` (a write first), named for messages."""
+    return [
+        ("write_bytes", lambda: datastore.write_bytes(key, b"overwritten")),
+        ("read_bytes", lambda: datastore.read_bytes(key)),
+        ("exists", lambda: datastore.exists(key)),
+        ("list_prefix", lambda: datastore.list_prefix("")),
+    ]
+
+
+#: Words by which an error says that the storage is not there.
+_MISSING = re.compile(r"(?i)does not exist|not found|no such")
+#: Words by which an error says that credentials were refused.
+_CREDENTIALS = re.compile(
+    r"(?i)credential|password|authenticat|access key|account key|denied|forbidden|unauthori[sz]ed"
+)
+
+
+def _where(datastore: Datastore) -> str:
+    """What an error must name: the datastore's URL, without a query (options, never secrets)."""
+    return datastore.url.partition("?")[0]
+
+
+def _shown(error: BaseException) -> str:
+    """All a user can see of ``error``: its traceback with every cause, and every message and note."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    current: BaseException | None = error
+    for _ in range(40):
+        if current is None:
+            break
+        text += f"\n{current}\n" + "\n".join(map(str, getattr(current, "__notes__", [])))
+        current = current.__cause__ or current.__context__
+    return text
