@@ -19,6 +19,9 @@ a small stream wrapper goes in below the log capture's tee (which keeps capturin
 comes out when the display stops: at the end of the last execution running in this process,
 whether it succeeded, failed or was interrupted. Lines that other processes write straight to the
 terminal (Process and Dask workers) are not seen by it, so their runs get plain lines.
+
+What a run's lines count lives in its run object's stash (``PROGRESS``); the display is the
+process's one, shared by the runs going on at once, each a row of its own.
 """
 
 from __future__ import annotations

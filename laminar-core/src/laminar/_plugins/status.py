@@ -15,7 +15,8 @@ small local write costs less than a hop to a thread), by a thread of its own (``
 object store, so the scheduler does not wait on a request per layer. The execution's record is
 written last, after every layer record of it: whoever reads "succeeded" or "failed" reads the
 layers' final records too. The results API reads them (``execution.status``,
-``execution.status.layers``)."""
+``execution.status.layers``). What the plugin keeps of a run (its times, its running layers, its
+writer) lives in the run object's stash under ``RECORDS``, and goes with the run."""
 
 from __future__ import annotations
 
