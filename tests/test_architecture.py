@@ -212,6 +212,108 @@ def test_a_cycle_is_found_when_one_is_planted() -> None:
     )
 
 
+# ---- per-run state lives in the run object, not in plugin modules -----------------------------------
+
+#: The plugin modules: the built-in ones and laminar-otel.
+PLUGIN_MODULES = [
+    *sorted((SOURCE / "laminar" / "_plugins").glob("*.py")),
+    *sorted((SOURCE.parents[1] / "laminar-otel" / "src" / "laminar_otel").glob("*.py")),
+]
+
+#: The mutable containers a plugin module may keep at module level: each is a constant or the
+#: process's own, never one execution's (what a run tracks goes in its run object's stash).
+PROCESS_WIDE = {
+    ("manager.py", "KNOWN_PROVIDERS"): "a constant table: which distribution provides a scheme",
+    ("manager.py", "BROKEN"): "entry points that failed to load, loaded once per process",
+    ("manager.py", "_configured"): "every flow's plugin manager, which disabled() reaches",
+    ("log_capture.py", "_tees"): "this process's wrapped stdout and stderr",
+}
+
+#: Calls that make a mutable container.
+MUTABLE_CALLS = {
+    "dict",
+    "set",
+    "list",
+    "defaultdict",
+    "OrderedDict",
+    "Counter",
+    "deque",
+    "WeakSet",
+    "WeakKeyDictionary",
+    "WeakValueDictionary",
+}
+MUTABLE_DISPLAYS = (ast.Dict, ast.Set, ast.List, ast.DictComp, ast.SetComp, ast.ListComp)
+
+
+def _makes_a_container(value: ast.expr | None) -> bool:
+    if isinstance(value, MUTABLE_DISPLAYS):
+        return True
+    if isinstance(value, ast.Call):
+        func = value.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        return name in MUTABLE_CALLS
+    return False
+
+
+def module_state(path: Path) -> list[str]:
+    """The names ``path`` binds at module level (also under ``if``/``try``) to a mutable container,
+    but for the process-wide ones ``PROCESS_WIDE`` lists."""
+    found = []
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for statement in statements:
+            if isinstance(statement, (ast.If, ast.Try)):
+                visit(statement.body)
+                visit(statement.orelse)
+                continue
+            value: ast.expr | None
+            if isinstance(statement, ast.Assign):
+                targets, value = statement.targets, statement.value
+            elif isinstance(statement, ast.AnnAssign):
+                targets, value = [statement.target], statement.value
+            else:
+                continue
+            if not _makes_a_container(value):
+                continue
+            for target in targets:
+                for name in ast.walk(target):
+                    if (
+                        isinstance(name, ast.Name)
+                        and name.id != "__all__"
+                        and (path.name, name.id) not in PROCESS_WIDE
+                    ):
+                        found.append(f"{path.name}: {name.id}")
+
+    visit(ast.parse(path.read_text(), str(path)).body)
+    return found
+
+
+def test_no_plugin_module_keeps_per_run_state_at_module_level() -> None:
+    assert len(PLUGIN_MODULES) > 5 and any(path.name == "status.py" for path in PLUGIN_MODULES)
+    assert [found for path in PLUGIN_MODULES for found in module_state(path)] == []
+
+
+@pytest.mark.parametrize(
+    ("source", "flagged"),
+    [
+        ("_runs: dict[tuple[str, str], float] = {}\n", ["_runs"]),
+        ("_seen = set()\n", ["_seen"]),
+        ("import collections\n_spans = collections.defaultdict(list)\n", ["_spans"]),
+        ("try:\n    _layers = {(f, e): 0 for f, e in ()}\nexcept ImportError:\n    pass\n", ["_layers"]),
+        ("_tees: list[object] = []\n", ["_tees"]),  # process-wide in log_capture.py only
+        ("from laminar.plugins import StashKey\nSPANS = StashKey[int]()\n", []),
+        ("def hook() -> None:\n    seen = {}\n", []),
+        ("LIMIT = 10\nNAMES = ('a', 'b')\n", []),
+    ],
+)
+def test_the_check_finds_module_level_state_planted_in_a_plugin(
+    tmp_path: Path, source: str, flagged: list[str]
+) -> None:
+    path = tmp_path / "status.py"
+    path.write_text(source)
+    assert module_state(path) == [f"status.py: {name}" for name in flagged]
+
+
 def _planted(tmp_path: Path, source: str) -> Path:
     path = tmp_path / "planted.py"
     path.write_text(source)

@@ -20,6 +20,7 @@ import pytest
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import ForEach, Parameter, Retry
+from laminar.plugins import Run, hookimpl
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -176,7 +177,6 @@ def test_a_run_makes_a_span_per_execution_layer_and_split_attempt(
 
     assert len({span.context.trace_id for span in spans if span.context is not None}) == 1  # one trace
     assert len(spans) == len(opened.started) == 9  # every span started also ended
-    assert laminar_otel._executions == {}  # nothing kept once the run ended
 
 
 class Broken(Flow): ...
@@ -236,7 +236,6 @@ def test_a_failing_run_has_an_execution_span_with_status_error(
     assert failed.events[0].attributes["exception.message"] == "item 2 is broken"
     assert not named(spans, "layer After")  # never started: no span
     assert len(spans) == len(opened.started)  # every span started also ended
-    assert laminar_otel._executions == {}
 
 
 class Queued(Flow): ...
@@ -332,11 +331,12 @@ def test_spans_left_open_by_a_stopped_run_end_with_the_execution(exporter: InMem
 
     execution = Stopped(datastore="memory://", executor="thread").execution("stopped")
     layer = execution.layer(Slow)
-    laminar_otel.laminar_execution_started(execution=execution)
-    laminar_otel.laminar_layer_started(layer=layer, splits=2)
-    laminar_otel.laminar_split_started(layer=layer, index=0, attempt=0)
-    laminar_otel.laminar_split_started(layer=layer, index=1, attempt=0)
-    laminar_otel.laminar_execution_finished(execution=execution, error=KeyboardInterrupt())
+    run = Run(execution, execution.store, resumed=False, started=time.time())
+    laminar_otel.laminar_execution_started(execution=execution, run=run)
+    laminar_otel.laminar_layer_started(layer=layer, splits=2, run=run)
+    laminar_otel.laminar_split_started(layer=layer, index=0, attempt=0, run=run)
+    laminar_otel.laminar_split_started(layer=layer, index=1, attempt=0, run=run)
+    laminar_otel.laminar_execution_finished(error=KeyboardInterrupt(), run=run)
 
     spans = exporter.get_finished_spans()
     assert sorted(span.name for span in spans) == [
@@ -352,7 +352,6 @@ def test_spans_left_open_by_a_stopped_run_end_with_the_execution(exporter: InMem
         (span, "laminar.layer.status") for span in named(spans, "layer Slow")
     ]:
         assert span.attributes is not None and span.attributes[status] == "cancelled"
-    assert laminar_otel._executions == {}
 
 
 def test_a_layer_stopped_before_its_splits_is_cancelled_and_one_without_a_grid_failed(
@@ -370,11 +369,12 @@ def test_a_layer_stopped_before_its_splits_is_cancelled_and_one_without_a_grid_f
 
     execution = Halted(datastore="memory://", executor="thread").execution("halted")
     error = ValueError("another layer failed")
-    laminar_otel.laminar_execution_started(execution=execution)
+    run = Run(execution, execution.store, resumed=False, started=time.time())
+    laminar_otel.laminar_execution_started(execution=execution, run=run)
     for layer, splits in ((execution.layer(Waiting), 3), (execution.layer(Gridless), 0)):
-        laminar_otel.laminar_layer_started(layer=layer, splits=splits)
-        laminar_otel.laminar_layer_finished(layer=layer, splits=splits, error=error)
-    laminar_otel.laminar_execution_finished(execution=execution, error=error)
+        laminar_otel.laminar_layer_started(layer=layer, splits=splits, run=run)
+        laminar_otel.laminar_layer_finished(layer=layer, splits=splits, error=error, run=run)
+    laminar_otel.laminar_execution_finished(error=error, run=run)
 
     [waiting] = named(exporter.get_finished_spans(), "layer Waiting")
     assert waiting.status.status_code is StatusCode.UNSET and waiting.attributes is not None
@@ -389,13 +389,22 @@ def test_a_layer_stopped_before_its_splits_is_cancelled_and_one_without_a_grid_f
 
 
 def test_without_a_configured_sdk_the_plugin_keeps_nothing(tmp_path: Path) -> None:
+    kept: list[bool] = []
+
+    class Watcher:
+        @hookimpl(trylast=True)  # after the otel plugin's own
+        def laminar_layer_started(self, run: Run) -> None:
+            kept.append(laminar_otel.SPANS in run.stash)
+
     laminar_otel.tracer_provider = NoOpTracerProvider()
     try:
         flow = Traced(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+        assert flow.configuration.plugins is not None
+        flow.configuration.plugins.register(Watcher())
         assert flow(n=3).status == "succeeded"
-        assert laminar_otel._executions == {}
     finally:
         laminar_otel.tracer_provider = None
+    assert kept and not any(kept)  # no span recorded, no state kept while the run goes on
 
 
 GLOBAL = textwrap.dedent(

@@ -524,7 +524,10 @@ def test_the_status_writer_wakes_only_for_a_record_due_before_it_would_wake(tmp_
     from laminar._plugins import status as status_plugin
     from laminar._storage.records import LayerStatusRecord
 
-    writer = status_plugin._Writer()
+    store = Far(datastore=datastores.Local(tmp_path), executor=executors.Thread()).configuration.store(
+        "Far", "x"
+    )
+    writer = status_plugin._Writer(store)
     waits: list[float | None] = []
 
     class Counting(threading.Condition):
@@ -533,14 +536,11 @@ def test_the_status_writer_wakes_only_for_a_record_due_before_it_would_wake(tmp_
             return super().wait(timeout)
 
     writer._changed = Counting()
-    store = Far(datastore=datastores.Local(tmp_path), executor=executors.Thread()).configuration.store(
-        "Far", "x"
-    )
 
     def running(layer: str) -> LayerStatusRecord:
         return LayerStatusRecord("Far", "x", layer, "running", time.time())
 
-    writer.put(store, running("L0"), after=60.0)
+    writer.put(running("L0"), after=60.0)
     deadline = time.monotonic() + 30
     while writer._wakes is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -548,17 +548,17 @@ def test_the_status_writer_wakes_only_for_a_record_due_before_it_would_wake(tmp_
         before = len(waits)
     assert before >= 1 and waits[-1] is not None  # asleep until L0's record is due
     for number in range(1, 20):
-        writer.put(store, running(f"L{number}"), after=60.0)
+        writer.put(running(f"L{number}"), after=60.0)
     time.sleep(0.2)
     with writer._changed:
         assert len(waits) == before  # none of the later records woke it
-    writer.put(store, running("Soon"), after=0.01)  # due before the thread would wake: it is told
+    writer.put(running("Soon"), after=0.01)  # due before the thread would wake: it is told
     soon = tmp_path / layout.layer_status("Far", "x", "Soon")
     deadline = time.monotonic() + 10
     while not soon.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert soon.exists()
-    writer.flush("Far", "x")  # and each is still written when the execution ends
+    writer.close()  # and each is still written when the execution ends
     for number in range(20):
         assert (
             json.loads((tmp_path / layout.layer_status("Far", "x", f"L{number}")).read_text())["status"]

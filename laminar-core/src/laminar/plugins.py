@@ -22,6 +22,7 @@ from laminar._plugins.hookspecs import ENTRY_POINT_GROUP, hookimpl, hookspec
 from laminar._plugins.manager import disabled
 from laminar._runtime.environment import environment_for, mark_worker
 from laminar._runtime.executor import Executor, SplitNotStarted
+from laminar._runtime.run import Run, Stash, StashKey
 from laminar._runtime.shipping import FlowNotInstalled, FlowPacker, FlowUnpacker, PackedFlow, without_flow
 from laminar._runtime.split import recorded_outcome, run_split
 from laminar._runtime.task import Binding, SplitOutcome, SplitTask
@@ -44,9 +45,12 @@ __all__ = [
     "ObjectStore",
     "PackedFlow",
     "Protocol",
+    "Run",
     "SplitNotStarted",
     "SplitOutcome",
     "SplitTask",
+    "Stash",
+    "StashKey",
     "StoragePolicy",
     "buffered_reader",
     "caused_by",

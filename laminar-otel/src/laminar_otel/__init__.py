@@ -21,8 +21,10 @@ so the application configures the SDK, its exporters and samplers the usual way.
 
 The hooks are called on the scheduler's event loop, interleaved across splits and layers, so every
 span is started with an explicit parent, never from the current context; nothing here makes a span
-current. Each split hook is a few dictionary look-ups. When an execution's span is not recorded (no
-SDK configured, or sampled out), its layers and splits make no spans at all.
+current. A run's open spans live in its run object's stash (``SPANS``), so executions running at
+once in one process never share them. Each split hook is a few dictionary look-ups. When an
+execution's span is not recorded (no SDK configured, or sampled out), its layers and splits make no
+spans at all.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-from laminar.plugins import SplitNotStarted, hookimpl
+from laminar.plugins import Run, SplitNotStarted, StashKey, hookimpl
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
@@ -80,20 +82,13 @@ class _ExecutionSpans:
     layers: dict[str, _LayerSpans] = field(default_factory=dict)  # layer name -> its open spans
 
 
-#: (flow, execution id) -> the spans of its run in this process. Only recorded executions are kept.
-_executions: dict[tuple[str, str], _ExecutionSpans] = {}
+#: The spans of one run, in its run object's stash; only a recorded execution's are kept.
+SPANS = StashKey[_ExecutionSpans]()
 
 
-def _run(layer: Layer) -> _ExecutionSpans | None:
-    execution = layer.execution
-    if execution is None:
-        return None
-    return _executions.get((execution.flow.name, execution.id))
-
-
-def _layer(layer: Layer) -> _LayerSpans | None:
-    run = _run(layer)
-    return run.layers.get(layer.name) if run is not None else None
+def _layer(layer: Layer, run: Run) -> _LayerSpans | None:
+    spans = run.stash.get(SPANS, None)
+    return spans.layers.get(layer.name) if spans is not None else None
 
 
 def _cancelled(error: BaseException) -> bool:
@@ -107,11 +102,7 @@ def _fail(span: Span, error: BaseException) -> None:
 
 # ---- execution -----------------------------------------------------------------------------------
 @hookimpl
-def laminar_execution_started(execution: Execution) -> None:
-    key = (execution.flow.name, execution.id)
-    earlier = _executions.pop(key, None)
-    if earlier is not None:  # pragma: no cover - a run here that never said it finished
-        _close(earlier)
+def laminar_execution_started(execution: Execution, run: Run) -> None:
     tracer = trace.get_tracer(TRACER_NAME, _version(), tracer_provider=tracer_provider)
     span = tracer.start_span(
         f"execution {execution.flow.name}",
@@ -119,26 +110,27 @@ def laminar_execution_started(execution: Execution) -> None:
         attributes={
             "laminar.flow": execution.flow.name,
             "laminar.execution.id": execution.id,
-            "laminar.execution.resumed": bool(execution.retry),
+            "laminar.execution.resumed": run.resumed,
         },
     )
     if span.is_recording():
-        _executions[key] = _ExecutionSpans(tracer, span, trace.set_span_in_context(span))
+        run.stash[SPANS] = _ExecutionSpans(tracer, span, trace.set_span_in_context(span))
     else:
         span.end()
 
 
 @hookimpl
-def laminar_execution_finished(execution: Execution, error: BaseException | None) -> None:
-    run = _executions.pop((execution.flow.name, execution.id), None)
-    if run is None:
+def laminar_execution_finished(error: BaseException | None, run: Run) -> None:
+    spans = run.stash.get(SPANS, None)
+    if spans is None:
         return
+    del run.stash[SPANS]
     if error is None:
-        run.span.set_attribute("laminar.execution.status", "succeeded")
+        spans.span.set_attribute("laminar.execution.status", "succeeded")
     else:
-        run.span.set_attribute("laminar.execution.status", "cancelled" if _cancelled(error) else "failed")
-        _fail(run.span, error)
-    _close(run)
+        spans.span.set_attribute("laminar.execution.status", "cancelled" if _cancelled(error) else "failed")
+        _fail(spans.span, error)
+    _close(spans)
 
 
 def _close(run: _ExecutionSpans) -> None:
@@ -156,26 +148,28 @@ def _close(run: _ExecutionSpans) -> None:
 
 # ---- layers --------------------------------------------------------------------------------------
 @hookimpl
-def laminar_layer_started(layer: Layer, splits: int) -> None:
-    run = _run(layer)
-    if run is None:
+def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
+    execution = run.stash.get(SPANS, None)
+    if execution is None:
         return
-    span = run.tracer.start_span(
+    span = execution.tracer.start_span(
         f"layer {layer.name}",
-        context=run.context,
+        context=execution.context,
         attributes={"laminar.layer": layer.name, "laminar.layer.splits": splits},
     )
-    run.layers[layer.name] = _LayerSpans(run.tracer, span, splits, trace.set_span_in_context(span))
+    execution.layers[layer.name] = _LayerSpans(
+        execution.tracer, span, splits, trace.set_span_in_context(span)
+    )
 
 
 @hookimpl
-def laminar_layer_skipped(layer: Layer, reason: str) -> None:
-    run = _run(layer)
-    if run is None:
+def laminar_layer_skipped(layer: Layer, reason: str, run: Run) -> None:
+    execution = run.stash.get(SPANS, None)
+    if execution is None:
         return
-    span = run.tracer.start_span(
+    span = execution.tracer.start_span(
         f"layer {layer.name}",
-        context=run.context,
+        context=execution.context,
         attributes={
             "laminar.layer": layer.name,
             "laminar.layer.splits": 0,
@@ -187,9 +181,9 @@ def laminar_layer_skipped(layer: Layer, reason: str) -> None:
 
 
 @hookimpl
-def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None) -> None:
-    run = _run(layer)
-    spans = run.layers.pop(layer.name, None) if run is not None else None
+def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None, run: Run) -> None:
+    execution = run.stash.get(SPANS, None)
+    spans = execution.layers.pop(layer.name, None) if execution is not None else None
     if spans is None:
         return
     for span in spans.attempts.values():  # pragma: no cover - every attempt ends before its layer
@@ -214,8 +208,8 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
 
 # ---- split attempts (called once per attempt: a few dictionary look-ups each) ----------------------
 @hookimpl
-def laminar_split_started(layer: Layer, index: int | None, attempt: int) -> None:
-    spans = _layer(layer)
+def laminar_split_started(layer: Layer, index: int | None, attempt: int, run: Run) -> None:
+    spans = _layer(layer, run)
     if spans is None:
         return
     spans.attempted = True
@@ -228,8 +222,10 @@ def laminar_split_started(layer: Layer, index: int | None, attempt: int) -> None
 
 
 @hookimpl
-def laminar_split_retried(layer: Layer, index: int | None, attempt: int, error: BaseException) -> None:
-    spans = _layer(layer)
+def laminar_split_retried(
+    layer: Layer, index: int | None, attempt: int, error: BaseException, run: Run
+) -> None:
+    spans = _layer(layer, run)
     span = spans.attempts.pop((index, attempt - 1), None) if spans is not None else None
     if span is None:
         return
@@ -240,9 +236,9 @@ def laminar_split_retried(layer: Layer, index: int | None, attempt: int, error: 
 
 @hookimpl
 def laminar_split_finished(
-    layer: Layer, index: int | None, attempt: int, error: BaseException | None
+    layer: Layer, index: int | None, attempt: int, error: BaseException | None, run: Run
 ) -> None:
-    spans = _layer(layer)
+    spans = _layer(layer, run)
     span = spans.attempts.pop((index, attempt), None) if spans is not None else None
     if spans is None or span is None:
         return

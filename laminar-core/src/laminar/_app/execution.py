@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -27,6 +28,12 @@ class Execution(model.Execution):
 
     flow: Flow
     _listed: Status | None = None  # the status a listing read with it
+
+    @functools.cached_property
+    def store(self) -> ExecutionStore:
+        """This execution's storage in the flow's datastore (internal): built once, on first use,
+        and used by everything that reads or writes the execution through this object."""
+        return self.flow.configuration.store(self.flow.name, self.id)
 
     def layer(self, layer: type[Layer] | str, *, missing: Missing = "raise") -> Layer:
         """Layer ``layer`` of this execution, reading its artifacts from the flow's datastore.
@@ -56,7 +63,7 @@ class Execution(model.Execution):
         """
         if self._listed is not None:
             return self._listed
-        return self._read_status(self.flow.configuration.store(self.flow.name, self.id))
+        return self._read_status(self.store)
 
     def _read_status(self, store: ExecutionStore) -> Status:
         layers = [name for name in self.flow.plan.order if name != "Parameters"]
@@ -95,13 +102,13 @@ class Execution(model.Execution):
         if isinstance(error, (DatastoreError, FlowDefinitionError, ConfigurationError, Interrupted)):
             return False  # no execution, or the store fails (a read would wait out another deadline)
         try:
-            return self.flow.configuration.store(self.flow.name, self.id).metadata_exists()
+            return self.store.metadata_exists()
         except Exception:
             return False
 
     def resume(self) -> Execution:
         """Run this execution again, skipping layers and foreach splits that already finished."""
-        return self.retried().run(resume=True)
+        return self.as_resumed().run(resume=True)
 
     def next(self, *, flow: Flow, linker: Callable[[Execution], Parameters]) -> Execution:
         """Run ``flow`` with this execution's id and parameters ``linker(self)``; returns its Execution."""

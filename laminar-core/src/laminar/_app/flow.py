@@ -16,7 +16,7 @@ from laminar._ids import new_execution_id
 from laminar._model.flow import FlowDefinition, is_framework_base
 from laminar._model.layer import RESERVED
 from laminar._plugins import discovery
-from laminar._plugins.manager import plugin_manager, plugin_protocols, resolve_datastore, resolve_executor
+from laminar._plugins.manager import configured_manager, protocols_of, resolve_datastore, resolve_executor
 from laminar._runtime import environment
 from laminar._runtime.configuration import FlowConfiguration
 from laminar._runtime.scheduler import Scheduler
@@ -53,16 +53,17 @@ class Flow(FlowDefinition):
             datastore = os.environ.get("LAMINAR_DATASTORE") or None
         if datastore is None:
             self._default_datastore = discovery.nearest(reading.search_folders())
+        plugins = configured_manager()  # this flow's own: what registers on it, only it sees
         self.configuration = FlowConfiguration(
             datastore=resolve_datastore(
-                datastore if self._default_datastore is None else self._default_datastore.url
+                datastore if self._default_datastore is None else self._default_datastore.url, plugins
             ),
             executor=resolve_executor(
-                executor if executor is not None else os.environ.get("LAMINAR_EXECUTOR")
+                executor if executor is not None else os.environ.get("LAMINAR_EXECUTOR"), plugins
             ),
             scheduler=scheduler or Scheduler(),
-            protocols=plugin_protocols(),
-            hook=plugin_manager().hook,
+            protocols=protocols_of(plugins),
+            plugins=plugins,
         )
 
     def execution(self, id: str) -> Execution:
@@ -107,8 +108,9 @@ class Flow(FlowDefinition):
 
 
 def _rebuild_flow(kind: type[Flow], configuration: FlowConfiguration) -> Flow:
-    """A flow unpickled in a worker: the hook relay does not travel, so it is attached here."""
+    """A flow unpickled in a worker: its plugin manager does not travel, so the worker's is attached."""
     flow = kind.__new__(kind)
-    configuration.hook = plugin_manager().hook
+    configuration.plugins = configured_manager()
+    configuration.hook = configuration.plugins.hook
     flow.configuration = configuration
     return flow

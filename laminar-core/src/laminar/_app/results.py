@@ -31,6 +31,9 @@ class Results:
         self.datastore = datastore
 
     def _store(self, execution: Execution) -> ExecutionStore:
+        """The execution's own store; one in ``datastore`` when that is not the flow's."""
+        if self.datastore is self.flow.configuration.datastore:
+            return execution.store
         return self.flow.configuration.store(self.flow.name, execution.id, datastore=self.datastore)
 
     def executions(self) -> list[Execution]:

@@ -49,7 +49,7 @@ def where(flow: Flow) -> str:
 def find_execution(flow: Flow, execution_id: str) -> Execution:
     """Execution ``execution_id`` of ``flow``; a one-line error if it does not exist in its datastore."""
     execution = flow.execution(execution_id)
-    store = flow.configuration.store(flow.name, execution.id)
+    store = execution.store
     if store.metadata() is None:
         raise click.ClickException(
             f"execution {execution_id} of flow {flow.name} does not exist in {where(flow)}; "

@@ -27,7 +27,7 @@ Content = tuple[tuple[int, tuple[Artifact, ...]], ...]
 
 def contents(flow: Flow, execution: Execution) -> dict[tuple[str, str], Content]:
     """(layer, artifact) -> its items per split, for every layer (Parameters included) that stored any."""
-    store = flow.configuration.store(flow.name, execution.id)
+    store = execution.store
     found: dict[tuple[str, str], list[tuple[int, tuple[Artifact, ...]]]] = {}
     for layer in flow.layer_names():
         for index, record in sorted(store.finished_splits(layer).items()):
@@ -87,8 +87,8 @@ def _small_value(artifact: Artifact, store: ExecutionStore) -> str | None:
 
 def differences(flow: Flow, a: Execution, b: Execution) -> list[dict[str, Any]]:
     left, right = contents(flow, a), contents(flow, b)
-    store_a = flow.configuration.store(flow.name, a.id)
-    store_b = flow.configuration.store(flow.name, b.id)
+    store_a = a.store
+    store_b = b.store
     addresses = _Addresses(flow.configuration.datastore)
     order = {name: position for position, name in enumerate(flow.layer_names())}
     rows = []

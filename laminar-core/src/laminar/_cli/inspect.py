@@ -198,7 +198,7 @@ def show(file: str, execution_id: str, datastore: str | None, as_json: bool) -> 
 
 
 def _artifact_rows(flow: Flow, execution: Execution, layer: str) -> list[dict[str, Any]]:
-    store = flow.configuration.store(flow.name, execution.id)
+    store = execution.store
     splits = store.finished_splits(layer)
     rows: dict[str, dict[str, Any]] = {}
     for index in sorted(splits):

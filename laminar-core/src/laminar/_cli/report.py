@@ -255,7 +255,7 @@ def _errors(layers: list[records.LayerStatus], status: Any) -> list[ErrorBlock]:
 
 
 def _artifacts(flow: Flow, execution: Execution) -> list[ArtifactRow]:
-    store = flow.configuration.store(flow.name, execution.id)
+    store = execution.store
     rows = []
     for layer in flow.layer_names():
         splits = store.finished_splits(layer)

@@ -92,7 +92,7 @@ def verify(file: str, execution_id: str, datastore: str | None, repair: bool, as
     """
     flow = open_flow(file, datastore=datastore)
     execution = find_execution(flow, execution_id)
-    store = flow.configuration.store(flow.name, execution.id)
+    store = execution.store
     layers, deps = list(flow.plan.order), flow.plan.dependencies
     with _progress(not as_json) as progress:
         result = verification.verify(store, layers, progress=progress)

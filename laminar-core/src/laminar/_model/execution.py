@@ -24,8 +24,8 @@ class Execution:
         self.id = validate(id, what="execution id")
         self.retry = retry
 
-    def retried(self: E) -> E:
-        """This execution, as a resumed run."""
+    def as_resumed(self: E) -> E:
+        """This execution, as a resumed run (``retry``, its public name, is then true)."""
         return type(self)(flow=self.flow, id=self.id, retry=True)
 
     def __eq__(self, other: object) -> bool:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from laminar._model.execution import Execution
     from laminar._model.layer import Layer
     from laminar._runtime.executor import Executor
+    from laminar._runtime.run import Run
     from laminar._serialization.protocols import Protocol
     from laminar._transport.datastore import Datastore
 
@@ -64,13 +65,17 @@ def laminar_protocols() -> Sequence[tuple[tuple[type, ...], Protocol[Any]]]:  # 
 # started, then retried (it failed and runs again) or finished (for good: succeeded or failed on its
 # last attempt); layer finished; execution finished. ``layer`` is a reader of the layer in that
 # execution (``layer.execution``, ``layer.flow``); ``index`` is ``None`` for a layer without ForEach.
+# ``run`` is the run object (:class:`~laminar.plugins.Run`): one per run or resume, the same in
+# every event of it, with the execution's store and a stash where a plugin keeps its state of the
+# run. An implementation takes only the parameters it needs (pluggy passes those), so one written
+# before ``run`` existed keeps working.
 @hookspec
-def laminar_execution_started(execution: Execution) -> None:
+def laminar_execution_started(execution: Execution, run: Run) -> None:
     """An execution starts (or resumes): its metadata and Parameters are stored."""
 
 
 @hookspec
-def laminar_layer_started(layer: Layer, splits: int) -> None:
+def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
     """A layer's dependencies are done and its entry hooks said yes: ``splits`` splits are to run.
 
     On a resume, splits that finished before are not run again and get no split events.
@@ -78,12 +83,12 @@ def laminar_layer_started(layer: Layer, splits: int) -> None:
 
 
 @hookspec
-def laminar_layer_skipped(layer: Layer, reason: str) -> None:
+def laminar_layer_skipped(layer: Layer, reason: str, run: Run) -> None:
     """A layer will not run: ``reason`` says why (an entry hook, or a skipped dependency)."""
 
 
 @hookspec
-def laminar_split_started(layer: Layer, index: int | None, attempt: int) -> None:
+def laminar_split_started(layer: Layer, index: int | None, attempt: int, run: Run) -> None:
     """Attempt ``attempt`` of a split is handed to the executor.
 
     A split's attempts are numbered once across every run of the execution: 0 first, and a resume
@@ -94,7 +99,13 @@ def laminar_split_started(layer: Layer, index: int | None, attempt: int) -> None
 
 @hookspec
 def laminar_split_retried(
-    layer: Layer, index: int | None, attempt: int, error: BaseException, started: float, ended: float
+    layer: Layer,
+    index: int | None,
+    attempt: int,
+    error: BaseException,
+    started: float,
+    ended: float,
+    run: Run,
 ) -> None:
     """A split failed with ``error`` and runs again as attempt ``attempt``.
 
@@ -111,6 +122,7 @@ def laminar_split_finished(
     started: float,
     ended: float,
     caught: Mapping[str, str] | None,
+    run: Run,
 ) -> None:
     """A split ended for good on ``attempt``: it succeeded (``error`` None) or failed on its last try.
 
@@ -126,7 +138,7 @@ def laminar_split_finished(
 
 
 @hookspec
-def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None) -> None:
+def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None, run: Run) -> None:
     """A layer ended. ``error`` None: it finished and its record is written (``layer`` reads its
     artifacts). Otherwise what stopped it: a split of its own that failed for good, or the run
     stopping before the layer was done (another layer failed, a signal).
@@ -134,7 +146,7 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
 
 
 @hookspec
-def laminar_execution_finished(execution: Execution, error: BaseException | None) -> None:
+def laminar_execution_finished(execution: Execution, error: BaseException | None, run: Run) -> None:
     """An execution ended, with the error that ended it (``None`` when it succeeded)."""
 
 

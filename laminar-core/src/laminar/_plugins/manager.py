@@ -9,6 +9,7 @@ import contextlib
 import functools
 import importlib.metadata
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,46 +41,90 @@ KNOWN_PROVIDERS = {
 }
 
 
-#: Entry points that failed to load: name -> why.
+#: Entry points that failed to load: name -> why. Entry points load once per process (``_entry_points``).
 BROKEN: dict[str, str] = {}
 
+#: The plugins every flow is configured with, in registration order: ``name -> plugin``.
+_BUILT_IN: tuple[tuple[str, object], ...] = (
+    ("laminar.builtin", builtin),
+    ("laminar.status", status),
+    ("laminar.progress", progress),
+    ("laminar.logs", log_capture),
+)
 
-@functools.lru_cache(maxsize=1)
-def plugin_manager() -> pluggy.PluginManager:
-    """The process-wide manager: built-ins first, then every installed ``laminar`` entry point."""
+
+def _new_manager() -> pluggy.PluginManager:
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    manager.register(builtin, name="laminar.builtin")
-    manager.register(status, name="laminar.status")
-    manager.register(progress, name="laminar.progress")
-    manager.register(log_capture, name="laminar.logs")
+    return manager
+
+
+@functools.cache
+def _entry_points() -> tuple[tuple[str, object], ...]:
+    """Every installed ``laminar`` entry point, loaded once per process (a broken one is warned of
+    once and listed in ``BROKEN``)."""
+    loaded: list[tuple[str, object]] = []
+    taken = {name for name, _ in _BUILT_IN}
     for entry_point in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
-        if manager.get_plugin(entry_point.name) is not None:
+        if entry_point.name in taken:
             continue
         try:
-            manager.register(entry_point.load(), name=entry_point.name)
+            loaded.append((entry_point.name, entry_point.load()))
         except Exception as error:
             BROKEN[entry_point.name] = f"{entry_point.value}: {type(error).__name__}: {error}"
             warnings.warn(
                 f"laminar plugin {entry_point.name!r} failed to load: {BROKEN[entry_point.name]}",
-                stacklevel=2,
+                stacklevel=3,
             )
+            continue
+        taken.add(entry_point.name)
+    return tuple(loaded)
+
+
+@functools.cache
+def plugin_manager() -> pluggy.PluginManager:
+    """The installed plugins: built-ins first, then every ``laminar`` entry point.
+
+    Each flow is configured with a manager of its own (:func:`configured_manager`), a copy of this
+    one as it is when the flow is made; this one resolves what no flow is asked for (the
+    ``laminar`` command's ``--datastore``, ``laminar plugins``). Registering a plugin here (a test
+    does) configures the flows made afterwards with it.
+    """
+    manager = _new_manager()
+    for name, plugin in (*_BUILT_IN, *_entry_points()):
+        manager.register(plugin, name=name)
     return manager
 
 
-def datastore_classes() -> dict[str, type[Datastore]]:
-    """URL scheme -> datastore class, from every plugin (later registrations do not override)."""
+#: Every flow's manager still in use, so that ``disabled`` reaches them all (see there).
+_configured: weakref.WeakSet[pluggy.PluginManager] = weakref.WeakSet()
+
+
+def configured_manager() -> pluggy.PluginManager:
+    """A plugin manager of one flow's own: the installed plugins registered now, and nothing a
+    plugin registers on another flow's manager. Entry points are not loaded again."""
+    manager = _new_manager()
+    for name, plugin in plugin_manager().list_name_plugin():
+        manager.register(plugin, name=name)
+    _configured.add(manager)
+    return manager
+
+
+def datastore_classes(manager: pluggy.PluginManager | None = None) -> dict[str, type[Datastore]]:
+    """URL scheme -> datastore class, from every plugin of ``manager`` (the installed ones by
+    default); later registrations do not override."""
     found: dict[str, type[Datastore]] = {}
-    for classes in reversed(plugin_manager().hook.laminar_datastores()):
+    for classes in reversed((manager or plugin_manager()).hook.laminar_datastores()):
         for kind in classes:
             for scheme in kind.schemes:
                 found.setdefault(scheme, kind)
     return found
 
 
-def executor_classes() -> dict[str, type[Executor]]:
+def executor_classes(manager: pluggy.PluginManager | None = None) -> dict[str, type[Executor]]:
+    """Executor name -> class, from every plugin of ``manager`` (the installed ones by default)."""
     found: dict[str, type[Executor]] = {}
-    for classes in reversed(plugin_manager().hook.laminar_executors()):
+    for classes in reversed((manager or plugin_manager()).hook.laminar_executors()):
         for kind in classes:
             for name in kind.names:
                 found.setdefault(name, kind)
@@ -88,12 +133,17 @@ def executor_classes() -> dict[str, type[Executor]]:
 
 @functools.lru_cache(maxsize=1)
 def plugin_protocols() -> ProtocolRegistry:
-    """The protocols plugins register for every datastore (a user's ``@datastore.protocol`` wins).
+    """The protocols the installed plugins register (see :func:`protocols_of`)."""
+    return protocols_of(plugin_manager())
 
-    Hook results come newest plugin first, so a later plugin wins over an earlier one per type.
+
+def protocols_of(manager: pluggy.PluginManager) -> ProtocolRegistry:
+    """The protocols ``manager``'s plugins register for every datastore (a user's
+    ``@datastore.protocol`` wins). Hook results come newest plugin first, so a later plugin wins
+    over an earlier one per type.
     """
     registry = ProtocolRegistry()
-    for pairs in plugin_manager().hook.laminar_protocols():
+    for pairs in manager.hook.laminar_protocols():
         for types, protocol in pairs:
             registry.add(types, protocol, replace=False)
     return registry
@@ -112,7 +162,7 @@ def _missing(kind: str, wanted: str, installed: list[str]) -> PluginNotFound:
     )
 
 
-def resolve_datastore(spec: Datastore | str | None) -> Datastore:
+def resolve_datastore(spec: Datastore | str | None, manager: pluggy.PluginManager | None = None) -> Datastore:
     """A Datastore object as is; a URL through the plugin that registered its scheme; None: the default,
     the nearest ``.laminar`` to the working directory (see ``discovery``)."""
     if spec is None or spec == "":
@@ -127,14 +177,14 @@ def resolve_datastore(spec: Datastore | str | None) -> Datastore:
             f"datastore URL {spec!r} has no scheme; write it as s3://bucket/prefix, gs://bucket/prefix, "
             "az://container/prefix, file:///absolute/path or memory://"
         )
-    classes = datastore_classes()
+    classes = datastore_classes(manager)
     kind = classes.get(scheme.lower())
     if kind is None:
         raise _missing("datastore scheme", scheme.lower(), [f"{s}://" for s in sorted(classes)])
     return kind.from_url(spec)
 
 
-def resolve_executor(spec: Executor | str | None) -> Executor:
+def resolve_executor(spec: Executor | str | None, manager: pluggy.PluginManager | None = None) -> Executor:
     """An Executor object as is; a name or URL (``thread``, ``dask://host:8786``); None: the default."""
     if spec is None or spec == "":
         spec = DEFAULT_EXECUTOR
@@ -143,7 +193,7 @@ def resolve_executor(spec: Executor | str | None) -> Executor:
     if not isinstance(spec, str):
         raise ConfigurationError(f"executor must be an Executor or a name such as 'thread', got {spec!r}")
     name = spec.partition("://")[0].lower()
-    classes = executor_classes()
+    classes = executor_classes(manager)
     kind = classes.get(name)
     if kind is None:
         raise _missing("executor", name, sorted(classes))
@@ -154,7 +204,8 @@ def resolve_executor(spec: Executor | str | None) -> Executor:
 def disabled(*names: str) -> Iterator[None]:
     """Run without the named plugins (``"laminar.logs"``, ``"laminar.progress"``, an entry point's name).
 
-    They are unregistered for the duration and registered again afterwards, in this process.
+    They are unregistered for the duration, from the installed plugins and from every flow's own
+    manager in this process, and registered again afterwards where they were.
     """
     manager = plugin_manager()
     unknown = [name for name in names if manager.get_plugin(name) is None]
@@ -163,9 +214,13 @@ def disabled(*names: str) -> Iterator[None]:
         raise PluginNotFound(
             f"no plugin named {', '.join(unknown)} is registered; the registered ones: {registered}"
         )
-    removed = [(name, manager.unregister(name=name)) for name in names]
+    removed: list[tuple[pluggy.PluginManager, str, object]] = []
     try:
+        for each in (manager, *list(_configured)):
+            for name in names:
+                if each.get_plugin(name) is not None:
+                    removed.append((each, name, each.unregister(name=name)))
         yield
     finally:
-        for name, plugin in removed:
-            manager.register(plugin, name=name)
+        for each, name, plugin in removed:
+            each.register(plugin, name=name)

@@ -19,6 +19,9 @@ a small stream wrapper goes in below the log capture's tee (which keeps capturin
 comes out when the display stops: at the end of the last execution running in this process,
 whether it succeeded, failed or was interrupted. Lines that other processes write straight to the
 terminal (Process and Dask workers) are not seen by it, so their runs get plain lines.
+
+What a run's lines count lives in its run object's stash (``PROGRESS``); the display is the
+process's one, shared by the runs going on at once, each a row of its own.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from laminar._plugins.hookspecs import hookimpl
 from laminar._plugins.log_capture import _Tee
 from laminar._runtime import environment
 from laminar._runtime.executor import SplitNotStarted
+from laminar._runtime.run import Run, StashKey
 from laminar.errors import Interrupted
 
 if TYPE_CHECKING:
@@ -78,11 +82,14 @@ def interval() -> float:
 # ---- what this process saw of its runs -----------------------------------------------------------
 @dataclass(eq=False)
 class _ExecutionRun:
+    """What the display shows of one run (kept in the run object's stash, under ``PROGRESS``)."""
+
     flow: str
     id: str
     layers: int  # how many layers the flow has (the Parameters layer is not one)
     dependencies: Mapping[str, frozenset[str]]
     started: float
+    display: _Display  # where its lines go: the process's one display, shared by the runs at once
     done: set[str] = field(default_factory=set)  # finished, skipped, or finished before a resume
     running: dict[str, _LayerRun] = field(default_factory=dict)
     told: set[str] = field(default_factory=set)  # the errors a line of this run has shown
@@ -137,16 +144,10 @@ class _LayerRun:
         return ", ".join(found)
 
 
+PROGRESS = StashKey[_ExecutionRun]()
 _lock = threading.RLock()  # taken when executions and layers start or end, never for a split
-_executions: dict[tuple[str, str], _ExecutionRun] = {}
-_layers: dict[tuple[str, str, str], _LayerRun] = {}
+#: The display on this process's terminal while runs are going on: one, whatever runs at once.
 _display: _Display | None = None
-
-
-def _layer_key(layer: Layer) -> tuple[str, str, str]:
-    execution = layer.execution
-    assert execution is not None
-    return (execution.flow.name, execution.id, layer.name)
 
 
 def _error(error: BaseException) -> str:
@@ -160,7 +161,11 @@ def _duration(seconds: float) -> str:
 
 # ---- the two displays ------------------------------------------------------------------------------
 class _Display:
-    """Where the lines go; subclasses add what runs between events."""
+    """Where the lines go; subclasses add what runs between events. ``runs``: the runs it shows
+    (changed holding ``_lock``)."""
+
+    def __init__(self) -> None:
+        self.runs: list[_ExecutionRun] = []
 
     def message(self, text: str) -> None:
         raise NotImplementedError
@@ -173,6 +178,7 @@ class _Plain(_Display):
     """Plain lines on ``sys.stderr``, and a thread writing one per running ForEach layer every so often."""
 
     def __init__(self, every: float) -> None:
+        super().__init__()
         self._write_lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(
@@ -192,7 +198,7 @@ class _Plain(_Display):
     def _tick(self, every: float) -> None:
         while not self._stopped.wait(every):
             with _lock:
-                running = [run for run in _layers.values() if run.foreach]
+                running = [layer for run in self.runs for layer in run.running.values() if layer.foreach]
             for run in running:
                 notes = run.notes()
                 self.message(
@@ -318,6 +324,7 @@ class _Live(_Display):
     def __init__(self, console: Console) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        super().__init__()
         self.console = console
         self.progress: Progress = Progress(
             TextColumn("{task.description}"),
@@ -387,7 +394,7 @@ class _Live(_Display):
     def _update(self) -> None:
         with _lock:
             rows: list[tuple[object, str, int, int, str, str]] = []
-            for run in _executions.values():
+            for run in self.runs:
                 names = ", ".join(name for name, layer in run.running.items() if not layer.foreach)
                 rows.append(
                     (run, run.label, len(run.done), run.layers, "layers", f"running {names}" if names else "")
@@ -461,145 +468,148 @@ def _stop_display() -> None:
 atexit.register(_stop_display)  # a run that never reached its end (a second Ctrl-C) restores the terminal
 
 
-def _tell(text: str) -> None:
-    display = _display
-    if display is not None:
-        display.message(text)
-
-
 # ---- the hooks -------------------------------------------------------------------------------------
 @hookimpl
-def laminar_execution_started(execution: Execution) -> None:
+def laminar_execution_started(execution: Execution, run: Run) -> None:
     global _display
     if not enabled() or environment.runs_a_split():
         return
     plan = execution.flow.plan
-    run = _ExecutionRun(
-        execution.flow.name,
-        execution.id,
-        sum(1 for name in plan.order if name != "Parameters"),
-        plan.dependencies,
-        time.monotonic(),
-    )
     with _lock:
-        _executions[(run.flow, run.id)] = run
         if _display is None:
             _display = _start_display(execution)
+        progress = _ExecutionRun(
+            execution.flow.name,
+            execution.id,
+            sum(1 for name in plan.order if name != "Parameters"),
+            plan.dependencies,
+            time.monotonic(),
+            _display,
+        )
+        _display.runs.append(progress)
+    run.stash[PROGRESS] = progress
     configuration = getattr(execution.flow, "configuration", None)  # where it stores, so a user finds it
     stored = f", storing in {configuration.datastore.url}" if configuration is not None else ""
-    _tell(f"{run.label}: started, {run.layers} layer{'' if run.layers == 1 else 's'}{stored}")
+    layers = progress.layers
+    progress.display.message(f"{progress.label}: started, {layers} layer{'' if layers == 1 else 's'}{stored}")
 
 
 @hookimpl
-def laminar_execution_finished(execution: Execution, error: BaseException | None) -> None:
-    key = (execution.flow.name, execution.id)
-    with _lock:
-        run = _executions.pop(key, None)
-        if run is None:
-            return
-        for name in run.running:
-            _layers.pop((*key, name), None)
-        last = not _executions
-    took = _duration(time.monotonic() - run.started)
-    if error is None:
-        run.done.update(name for name in run.dependencies if name != "Parameters")
-        _tell(f"{run.label}: succeeded in {took} [{run.counts()}]")
-    else:
-        stopped = "was stopped" if isinstance(error, (Interrupted, KeyboardInterrupt)) else "failed"
-        _tell(f"{run.label}: {stopped} after {took} [{run.counts()}]{run.error(error)}")
-    if last:
-        _stop_display()
-
-
-@hookimpl
-def laminar_layer_started(layer: Layer, splits: int) -> None:
-    key = _layer_key(layer)
-    run = _executions.get(key[:2])
-    if run is None:
-        return
-    execution = layer.execution
-    assert execution is not None
-    try:
-        foreach = execution.flow.registry[layer.name].configuration.foreach is not None
-    except (AttributeError, KeyError):
-        foreach = splits != 1
-    progress = _LayerRun(run, layer.name, splits, foreach, time.monotonic())
-    with _lock:
-        _layers[key] = run.running[layer.name] = progress
-        for dependency in run.dependencies.get(layer.name, ()):
-            run.mark_done(dependency)
-    if isinstance(_display, _Plain):  # the live display shows it as a row
-        what = f"{splits} split{'' if splits == 1 else 's'}" if foreach else "1 split"
-        _tell(f"{run.label}: layer {layer.name} started: {what} [{run.counts()}]")
-
-
-@hookimpl
-def laminar_layer_skipped(layer: Layer, reason: str) -> None:
-    key = _layer_key(layer)
-    run = _executions.get(key[:2])
-    if run is None:
-        return
-    with _lock:
-        run.mark_done(layer.name)
-    _tell(f"{run.label}: layer {layer.name} skipped: {reason} [{run.counts()}]")
-
-
-@hookimpl
-def laminar_split_retried(layer: Layer, index: int | None, attempt: int, error: BaseException) -> None:
-    progress = _layers.get(_layer_key(layer))
+def laminar_execution_finished(error: BaseException | None, run: Run) -> None:
+    global _display
+    progress = run.stash.get(PROGRESS, None)
     if progress is None:
         return
-    progress.retried += 1
+    del run.stash[PROGRESS]
+    display = progress.display
+    with _lock:
+        display.runs.remove(progress)
+        last = not display.runs
+        if last and _display is display:  # a run starting from now on gets a display of its own
+            _display = None
+    took = _duration(time.monotonic() - progress.started)
+    if error is None:
+        progress.done.update(name for name in progress.dependencies if name != "Parameters")
+        display.message(f"{progress.label}: succeeded in {took} [{progress.counts()}]")
+    else:
+        stopped = "was stopped" if isinstance(error, (Interrupted, KeyboardInterrupt)) else "failed"
+        display.message(
+            f"{progress.label}: {stopped} after {took} [{progress.counts()}]{progress.error(error)}"
+        )
+    if last:
+        display.stop()
+
+
+@hookimpl
+def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
+    progress = run.stash.get(PROGRESS, None)
+    if progress is None:
+        return
+    try:
+        foreach = run.execution.flow.registry[layer.name].configuration.foreach is not None
+    except (AttributeError, KeyError):
+        foreach = splits != 1
+    running = _LayerRun(progress, layer.name, splits, foreach, time.monotonic())
+    with _lock:
+        progress.running[layer.name] = running
+        for dependency in progress.dependencies.get(layer.name, ()):
+            progress.mark_done(dependency)
+    if isinstance(progress.display, _Plain):  # the live display shows it as a row
+        what = f"{splits} split{'' if splits == 1 else 's'}" if foreach else "1 split"
+        progress.display.message(
+            f"{progress.label}: layer {layer.name} started: {what} [{progress.counts()}]"
+        )
+
+
+@hookimpl
+def laminar_layer_skipped(layer: Layer, reason: str, run: Run) -> None:
+    progress = run.stash.get(PROGRESS, None)
+    if progress is None:
+        return
+    with _lock:
+        progress.mark_done(layer.name)
+    progress.display.message(f"{progress.label}: layer {layer.name} skipped: {reason} [{progress.counts()}]")
+
+
+@hookimpl
+def laminar_split_retried(
+    layer: Layer, index: int | None, attempt: int, error: BaseException, run: Run
+) -> None:
+    progress = run.stash.get(PROGRESS, None)
+    running = progress.running.get(layer.name) if progress is not None else None
+    if progress is None or running is None:
+        return
+    running.retried += 1
     split = "" if index is None else f" split {index}"
-    _tell(
-        f"{progress.execution.label}: layer {layer.name}{split} attempt {attempt - 1} failed "
+    progress.display.message(
+        f"{progress.label}: layer {layer.name}{split} attempt {attempt - 1} failed "
         f"({_error(error)}); retrying as attempt {attempt}"
     )
 
 
 @hookimpl
 def laminar_split_finished(
-    layer: Layer, index: int | None, attempt: int, error: BaseException | None
+    layer: Layer, index: int | None, attempt: int, error: BaseException | None, run: Run
 ) -> None:
-    if not _layers:
+    progress = run.stash.get(PROGRESS, None)
+    if progress is None:
         return
-    progress = _layers.get(_layer_key(layer))
-    if progress is None or isinstance(error, SplitNotStarted):  # never ran: neither done nor failed
+    running = progress.running.get(layer.name)
+    if running is None or isinstance(error, SplitNotStarted):  # never ran: neither done nor failed
         return
     if error is None:
-        progress.done += 1
+        running.done += 1
     else:
-        progress.failed += 1
+        running.failed += 1
         split = "" if index is None else f" split {index}"
-        _tell(
-            f"{progress.execution.label}: layer {layer.name}{split} failed on attempt {attempt}"
-            f"{progress.execution.error(error)}"
+        progress.display.message(
+            f"{progress.label}: layer {layer.name}{split} failed on attempt {attempt}{progress.error(error)}"
         )
 
 
 @hookimpl
-def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None) -> None:
-    key = _layer_key(layer)
+def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None, run: Run) -> None:
+    progress = run.stash.get(PROGRESS, None)
+    if progress is None:
+        return
     with _lock:
-        progress = _layers.pop(key, None)
-        run = _executions.get(key[:2])
-        if progress is None or run is None:
+        running = progress.running.pop(layer.name, None)
+        if running is None:
             return
-        run.running.pop(layer.name, None)
         if error is None:
-            run.mark_done(layer.name)
-    took = _duration(time.monotonic() - progress.started)
+            progress.mark_done(layer.name)
+    took = _duration(time.monotonic() - running.started)
     if error is None:
-        progress.done = splits
-        counted = progress.counts() if progress.foreach else "1 split"
-        notes = progress.notes()
-        _tell(
-            f"{run.label}: layer {layer.name} finished: {counted}"
+        running.done = splits
+        counted = running.counts() if running.foreach else "1 split"
+        notes = running.notes()
+        progress.display.message(
+            f"{progress.label}: layer {layer.name} finished: {counted}"
             + (f" ({notes})" if notes else "")
-            + f" in {took} [{run.counts()}]"
+            + f" in {took} [{progress.counts()}]"
         )
     else:
-        _tell(
-            f"{run.label}: layer {layer.name} stopped after {took} ({progress.counts()} done"
-            f"{f', {progress.failed} failed' if progress.failed else ''}){run.error(error)}"
+        progress.display.message(
+            f"{progress.label}: layer {layer.name} stopped after {took} ({running.counts()} done"
+            f"{f', {running.failed} failed' if running.failed else ''}){progress.error(error)}"
         )

@@ -15,7 +15,8 @@ small local write costs less than a hop to a thread), by a thread of its own (``
 object store, so the scheduler does not wait on a request per layer. The execution's record is
 written last, after every layer record of it: whoever reads "succeeded" or "failed" reads the
 layers' final records too. The results API reads them (``execution.status``,
-``execution.status.layers``)."""
+``execution.status.layers``). What the plugin keeps of a run (its times, its running layers, its
+writer) lives in the run object's stash under ``RECORDS``, and goes with the run."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 from laminar._plugins.hookspecs import hookimpl
 from laminar._runtime import tracebacks
 from laminar._runtime.executor import SplitNotStarted
+from laminar._runtime.run import Run, StashKey
 from laminar._storage.records import AttemptRecord, ExecutionStatus, LayerStatusRecord, RunRecord
 from laminar.errors import DatastoreError, Interrupted
 
@@ -59,17 +61,9 @@ class _LayerRun:
     next_attempt: int = 0  # above every attempt number this layer's runs used so far
 
 
-_started: dict[tuple[str, str], float] = {}  # (flow, execution) -> when this process's run started
-_created: dict[tuple[str, str], float] = {}  # (flow, execution) -> when its first run started
-_history: dict[tuple[str, str], tuple[RunRecord, ...]] = {}  # (flow, execution) -> its earlier runs
-_resumed: set[tuple[str, str]] = set()  # executions whose run here is a resume
-_layers: dict[tuple[str, str, str], _LayerRun] = {}  # (flow, execution, layer) -> its run
-_stores: dict[tuple[str, str], ExecutionStore] = {}  # (flow, execution) -> its store, while it runs
-
-
 class _Writer:
-    """Writes layer status records in order, on a thread of its own for an object store; flushed when
-    an execution ends.
+    """Writes one run's layer status records in order, on a thread of its own for an object store;
+    flushed and closed when the execution ends.
 
     A layer's record that is still waiting when a newer one of the same layer comes is replaced by
     it. A "running" record waits ``RUNNING_AFTER`` seconds before it is due, so a layer that ends
@@ -77,25 +71,27 @@ class _Writer:
     then reads as running. A record due no sooner than the thread wakes by itself does not wake it,
     so a chain's quick layers wake it once in ``RUNNING_AFTER``, not once each. Other records are
     written at once: on the caller's thread to a local datastore (cheaper than a hop to a thread),
-    else by the thread. A write that fails is raised by the next hook of the same process, as a
-    synchronous write's would be.
+    else by the thread. A write that fails is raised by the run's next hook, as a synchronous
+    write's would be.
     """
 
-    def __init__(self) -> None:
-        # (flow, execution, layer) -> what to write and when it is due (time.monotonic()), in order
-        self._pending: dict[tuple[str, str, str], tuple[ExecutionStore, LayerStatusRecord, float]] = {}
-        self._writing: tuple[str, str, str] | None = None
+    def __init__(self, store: ExecutionStore) -> None:
+        self._store = store
+        self._inline = store.datastore.small_writes_inline
+        # layer -> what to write and when it is due (time.monotonic()), in order
+        self._pending: dict[str, tuple[LayerStatusRecord, float]] = {}
+        self._writing: str | None = None
         self._wakes: float | None = None  # when the thread wakes by itself (None: only when told)
-        self._failure: tuple[tuple[str, str], BaseException] | None = None  # (its execution, the error)
-        self._abandoned: set[tuple[str, str]] = set()  # executions whose record being written is let go
+        self._failure: BaseException | None = None
+        self._closed = False
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def put(self, store: ExecutionStore, record: LayerStatusRecord, *, after: float = 0.0) -> None:
+    def put(self, record: LayerStatusRecord, *, after: float = 0.0) -> None:
         """Write ``record``, or ``after`` seconds from now unless a newer record of its layer comes."""
         self._raise_failure()
-        key = (record.flow, record.id, record.layer)
-        inline = store.datastore.small_writes_inline and after <= 0
+        key = record.layer
+        inline = self._inline and after <= 0
         with self._changed:
             self._pending.pop(key, None)  # the newer record replaces it, and goes last
             if inline:
@@ -103,62 +99,57 @@ class _Writer:
                     self._changed.wait()
             else:
                 due = time.monotonic() + after
-                self._pending[key] = (store, record, due)
-                if self._thread is None or not self._thread.is_alive():
+                self._pending[key] = (record, due)
+                if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="laminar-status", daemon=True)
                     self._thread.start()
                 if self._wakes is None or due < self._wakes:  # else it wakes in time by itself
                     self._changed.notify_all()
         if inline:
-            store.write_layer_status(record)
+            self._store.write_layer_status(record)
 
-    def discard(self, key: tuple[str, str, str]) -> None:
+    def discard(self, layer: str) -> None:
         """Forget the layer's record that is still waiting (its store is failing: do not wait on it)."""
         with self._changed:
-            self._pending.pop(key, None)
+            self._pending.pop(layer, None)
 
-    def abandon(self, flow: str, execution: str) -> None:
-        """Forget every record of ``execution`` still waiting, and do not wait for (or later raise) the
-        one being written: its store failed, and waiting would cost another deadline."""
+    def close(self) -> None:
+        """Write every record put so far, due or not, and wait; end the thread; raise a failed write."""
         with self._changed:
-            for key in [key for key in self._pending if key[:2] == (flow, execution)]:
-                del self._pending[key]
-            if self._writing is not None and self._writing[:2] == (flow, execution):
-                self._abandoned.add((flow, execution))
-            if self._failure is not None and self._failure[0] == (flow, execution):
-                self._failure = None
-
-    def flush(self, flow: str, execution: str) -> None:
-        """Write every record of ``execution`` put so far, due or not, and wait; raise a failed write."""
-        with self._changed:
-            for key, (store, record, _) in self._pending.items():
-                if key[:2] == (flow, execution):
-                    self._pending[key] = (store, record, 0.0)
+            self._pending = {key: (record, 0.0) for key, (record, _) in self._pending.items()}
+            self._closed = True
             self._changed.notify_all()
-            while self._owes((flow, execution)):
+            while self._pending or self._writing is not None:
                 self._changed.wait()
         self._raise_failure()
 
-    def _owes(self, execution: tuple[str, str]) -> bool:
-        """Whether a record of ``execution`` is waiting or being written (call holding the lock)."""
-        writing = self._writing is not None and self._writing[:2] == execution
-        return writing or any(key[:2] == execution for key in self._pending)
+    def abandon(self) -> None:
+        """Forget the records still waiting and end the thread, without waiting for the record being
+        written: the store failed, and waiting would cost another deadline (that write's failure is
+        this run's, and nothing of the run raises it any more)."""
+        with self._changed:
+            self._pending.clear()
+            self._closed = True
+            self._changed.notify_all()
 
     def _raise_failure(self) -> None:
         failure, self._failure = self._failure, None
         if failure is not None:
-            raise failure[1]
+            raise failure
 
-    def _next(self) -> tuple[str, str, str]:
-        """The first record due, in the order they came; waits for one (call holding the lock)."""
+    def _next(self) -> str | None:
+        """The first record due, in the order they came; waits for one; ``None`` once closed and
+        all written (call holding the lock)."""
         while True:
             now = time.monotonic()
             soonest = None
-            for key, (_, _, due) in self._pending.items():
+            for key, (_, due) in self._pending.items():
                 if due <= now:
                     self._wakes = None
                     return key
                 soonest = due if soonest is None else min(soonest, due)
+            if self._closed and not self._pending:
+                return None
             self._wakes = soonest
             self._changed.wait(None if soonest is None else soonest - now)
 
@@ -166,73 +157,62 @@ class _Writer:
         while True:
             with self._changed:
                 key = self._next()
-                store, record, _ = self._pending.pop(key)
+                if key is None:
+                    return
+                record, _ = self._pending.pop(key)
                 self._writing = key
             try:
-                store.write_layer_status(record)
+                self._store.write_layer_status(record)
             except BaseException as error:
-                if key[:2] not in self._abandoned:
-                    self._failure = self._failure or (key[:2], error)
+                self._failure = self._failure or error
             finally:
                 with self._changed:
-                    self._abandoned.discard(key[:2])
                     self._writing = None
                     self._changed.notify_all()
 
 
-_writer = _Writer()
+@dataclass(eq=False)
+class _Records:
+    """What this plugin keeps of one run (in the run object's stash)."""
+
+    started: float  # when this run started
+    created: float  # when the execution's first run started
+    history: tuple[RunRecord, ...]  # the execution's earlier runs
+    carried: bool  # an earlier run recorded a status: its layers' records are carried over
+    writer: _Writer
+    layers: dict[str, _LayerRun] = field(default_factory=dict)  # the layers running now
 
 
-def _store(execution: Execution) -> ExecutionStore:
-    """The execution's store: the one its run here opened, not one built again for each record."""
-    found = _stores.get((execution.flow.name, execution.id))
-    if found is not None and found.datastore is execution.flow.configuration.datastore:
-        return found
-    return execution.flow.configuration.store(execution.flow.name, execution.id)
-
-
-def _key(layer: Layer) -> tuple[str, str, str]:
-    execution = layer.execution
-    assert execution is not None
-    return (execution.flow.name, execution.id, layer.name)
+RECORDS = StashKey[_Records]()
 
 
 @hookimpl
-def laminar_execution_started(execution: Execution) -> None:
-    key = (execution.flow.name, execution.id)
-    store = execution.flow.configuration.store(*key)
-    earlier = store.status()
-    if earlier is not None:
-        _resumed.add(key)  # its layers' earlier records are carried over
-    started = _started[key] = time.time()
-    created = _created[key] = earlier.created if earlier is not None and earlier.created else started
+def laminar_execution_started(execution: Execution, run: Run) -> None:
+    earlier = run.store.status()
+    started = run.started
+    created = earlier.created if earlier is not None and earlier.created else started
     # An earlier run still "running" was ended by its scheduler's death: it stays so in the history.
-    runs = _history[key] = earlier.history if earlier is not None else ()
-    store.write_status(
-        ExecutionStatus(execution.flow.name, execution.id, "running", started, created=created, runs=runs)
+    history = earlier.history if earlier is not None else ()
+    run.store.write_status(
+        ExecutionStatus(execution.flow.name, execution.id, "running", started, created=created, runs=history)
     )
-    _stores[key] = store
+    run.stash[RECORDS] = _Records(started, created, history, earlier is not None, _Writer(run.store))
 
 
 @hookimpl
-def laminar_execution_finished(execution: Execution, error: BaseException | None) -> None:
-    key = (execution.flow.name, execution.id)
-    store = _store(execution)
-    _stores.pop(key, None)
-    started = _started.pop(key, time.time())
-    created = _created.pop(key, started)
-    runs = _history.pop(key, ())
-    _resumed.discard(key)
-    for layer_key in [k for k in _layers if k[:2] == key]:
-        del _layers[layer_key]
+def laminar_execution_finished(execution: Execution, error: BaseException | None, run: Run) -> None:
+    records = run.stash.get(RECORDS, None)
+    if records is None:
+        return
+    del run.stash[RECORDS]
     if isinstance(error, DatastoreError):
         # The store itself failed: writing to it, or waiting for a layer record being written to it,
         # would wait out another deadline. The record keeps saying "running", and reads as failed
         # once this scheduler's lease is no longer live.
-        _writer.abandon(*key)
+        records.writer.abandon()
         return
     try:
-        _writer.flush(*key)
+        records.writer.close()
     except DatastoreError:
         if error is None:  # the layer records could not be written: the run cannot end "succeeded"
             raise
@@ -243,43 +223,52 @@ def laminar_execution_finished(execution: Execution, error: BaseException | None
         status = "cancelled" if isinstance(error, (Interrupted, KeyboardInterrupt)) else "failed"
         described = tracebacks.describe(error)
     record = ExecutionStatus(
-        execution.flow.name, execution.id, status, started, time.time(), described, created, runs
+        execution.flow.name,
+        execution.id,
+        status,
+        records.started,
+        time.time(),
+        described,
+        records.created,
+        records.history,
     )
-    store.write_status(record)
+    run.store.write_status(record)
 
 
 @hookimpl
-def laminar_layer_started(layer: Layer, splits: int) -> None:
-    key = _key(layer)
-    run = _layers[key] = _LayerRun(time.time(), splits)
-    execution = layer.execution
-    assert execution is not None
-    store = _store(execution)
-    earlier = store.layer_status(layer.name) if key[:2] in _resumed else None
+def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
+    records = run.stash.get(RECORDS, None)
+    if records is None:
+        return
+    layer_run = records.layers[layer.name] = _LayerRun(time.time(), splits)
+    earlier = run.store.layer_status(layer.name) if records.carried else None
     if earlier is not None:  # keep what earlier runs recorded of the splits that will not run again
-        run.attempts.extend(earlier.attempts)
-        run.omitted = earlier.omitted
-        run.failures = sum(1 for attempt in earlier.attempts if attempt.error or attempt.caught)
-        run.next_attempt = earlier.next_attempt
+        layer_run.attempts.extend(earlier.attempts)
+        layer_run.omitted = earlier.omitted
+        layer_run.failures = sum(1 for attempt in earlier.attempts if attempt.error or attempt.caught)
+        layer_run.next_attempt = earlier.next_attempt
     # This run numbers each split's attempts from at most next_attempt (see the scheduler), and makes
     # at most ``attempts`` of them: reserved, in case its scheduler dies before the final record.
     # On a resume it is written at once: until it lands, the earlier record does not reserve them.
-    tries = execution.flow.registry[layer.name].configuration.retry.attempts
-    running = _record(key, run, "running", next_attempt=run.next_attempt + tries)
-    _writer.put(store, running, after=RUNNING_AFTER if earlier is None else 0.0)
+    tries = run.execution.flow.registry[layer.name].configuration.retry.attempts
+    running = _record(run, layer.name, layer_run, "running", next_attempt=layer_run.next_attempt + tries)
+    records.writer.put(running, after=RUNNING_AFTER if earlier is None else 0.0)
 
 
 @hookimpl
-def laminar_layer_skipped(layer: Layer, reason: str) -> None:
-    key = _key(layer)
+def laminar_layer_skipped(layer: Layer, reason: str, run: Run) -> None:
+    records = run.stash.get(RECORDS, None)
+    if records is None:
+        return
     now = time.time()
-    execution = layer.execution
-    assert execution is not None
-    record = LayerStatusRecord(*key, "skipped", now, now, reason=reason)
-    _writer.put(_store(execution), record)
+    execution = run.execution
+    records.writer.put(
+        LayerStatusRecord(execution.flow.name, execution.id, layer.name, "skipped", now, now, reason=reason)
+    )
 
 
 def _ended(
+    run: Run,
     layer: Layer,
     index: int | None,
     attempt: int,
@@ -288,27 +277,34 @@ def _ended(
     ended: float,
     caught: Mapping[str, str] | None = None,
 ) -> _LayerRun | None:
-    run = _layers.get(_key(layer))
-    if run is None or isinstance(error, SplitNotStarted):  # handed over, never run: not an attempt
+    records = run.stash.get(RECORDS, None)
+    layer_run = records.layers.get(layer.name) if records is not None else None
+    if layer_run is None or isinstance(error, SplitNotStarted):  # handed over, never run: not an attempt
         return None
     split = index or 0
-    run.next_attempt = max(run.next_attempt, attempt + 1)
-    if (error is not None or caught) and run.failures < FAILED_LIMIT:  # kept as failed ones are
-        run.failures += 1
+    layer_run.next_attempt = max(layer_run.next_attempt, attempt + 1)
+    if (error is not None or caught) and layer_run.failures < FAILED_LIMIT:  # kept as failed ones are
+        layer_run.failures += 1
         described = tracebacks.describe(error) if error is not None else None
-        run.attempts.append(AttemptRecord(split, attempt, started, ended, described, caught or None))
-    elif error is None and not caught and len(run.attempts) - run.failures < ATTEMPT_LIMIT:
-        run.attempts.append(AttemptRecord(split, attempt, started, ended))
+        layer_run.attempts.append(AttemptRecord(split, attempt, started, ended, described, caught or None))
+    elif error is None and not caught and len(layer_run.attempts) - layer_run.failures < ATTEMPT_LIMIT:
+        layer_run.attempts.append(AttemptRecord(split, attempt, started, ended))
     else:
-        run.omitted += 1
-    return run
+        layer_run.omitted += 1
+    return layer_run
 
 
 @hookimpl
 def laminar_split_retried(
-    layer: Layer, index: int | None, attempt: int, error: BaseException, started: float, ended: float
+    layer: Layer,
+    index: int | None,
+    attempt: int,
+    error: BaseException,
+    started: float,
+    ended: float,
+    run: Run,
 ) -> None:
-    _ended(layer, index, attempt - 1, error, started, ended)
+    _ended(run, layer, index, attempt - 1, error, started, ended)
 
 
 @hookimpl
@@ -320,45 +316,47 @@ def laminar_split_finished(
     started: float,
     ended: float,
     caught: Mapping[str, str] | None,
+    run: Run,
 ) -> None:
-    run = _ended(layer, index, attempt, error, started, ended, caught)
-    if run is None or error is None:
+    layer_run = _ended(run, layer, index, attempt, error, started, ended, caught)
+    if layer_run is None or error is None:
         return
     if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
-        run.cancelled = True
-    elif run.failed is None:
-        run.failed = tracebacks.describe(error)
+        layer_run.cancelled = True
+    elif layer_run.failed is None:
+        layer_run.failed = tracebacks.describe(error)
 
 
 @hookimpl
-def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None) -> None:
-    key = _key(layer)
-    run = _layers.pop(key, None) or _LayerRun(time.time(), splits)
-    execution = layer.execution
-    assert execution is not None
+def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None, run: Run) -> None:
+    records = run.stash.get(RECORDS, None)
+    if records is None:
+        return
+    layer_run = records.layers.pop(layer.name, None) or _LayerRun(time.time(), splits)
     if isinstance(error, DatastoreError):
-        _writer.discard(key)  # as for the execution's record: the store is failing
+        records.writer.discard(layer.name)  # as for the execution's record: the store is failing
         return
     if error is None:
         status, reason = "finished", None
-    elif run.failed is not None:
+    elif layer_run.failed is not None:
         status, reason = "failed", None
-    elif run.cancelled or isinstance(error, (Interrupted, KeyboardInterrupt)):
+    elif layer_run.cancelled or isinstance(error, (Interrupted, KeyboardInterrupt)):
         status, reason = "cancelled", f"the run was stopped ({type(error).__name__}: {error})"
-    elif run.splits == 0 and not run.attempts:  # its ForEach grid could not be computed
+    elif layer_run.splits == 0 and not layer_run.attempts:  # its ForEach grid could not be computed
         status, reason = "failed", None
-        run.failed = tracebacks.describe(error)
+        layer_run.failed = tracebacks.describe(error)
     else:
         status, reason = (
             "cancelled",
             f"the run stopped before the layer was done: {type(error).__name__}: {error}",
         )
-    _writer.put(_store(execution), _record(key, run, status, reason=reason, ended=time.time()))
+    records.writer.put(_record(run, layer.name, layer_run, status, reason=reason, ended=time.time()))
 
 
 def _record(
-    key: tuple[str, str, str],
-    run: _LayerRun,
+    run: Run,
+    layer: str,
+    layer_run: _LayerRun,
     status: str,
     *,
     reason: str | None = None,
@@ -366,14 +364,16 @@ def _record(
     next_attempt: int | None = None,
 ) -> LayerStatusRecord:
     return LayerStatusRecord(
-        *key,
+        run.execution.flow.name,
+        run.execution.id,
+        layer,
         status,
-        run.started,
+        layer_run.started,
         ended,
-        splits=run.splits,
+        splits=layer_run.splits,
         reason=reason,
-        error=run.failed,
-        attempts=tuple(run.attempts),
-        omitted=run.omitted,
-        next_attempt=run.next_attempt if next_attempt is None else next_attempt,
+        error=layer_run.failed,
+        attempts=tuple(layer_run.attempts),
+        omitted=layer_run.omitted,
+        next_attempt=layer_run.next_attempt if next_attempt is None else next_attempt,
     )

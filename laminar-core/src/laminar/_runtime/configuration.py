@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import pluggy
+
 from laminar._serialization.registry import ProtocolRegistry, protocols_for
 from laminar._storage.store import ExecutionStore
 from laminar.errors import ConfigurationError
@@ -24,19 +26,23 @@ class FlowConfiguration:
     """Where a flow stores (``datastore``), runs (``executor``) and decides what runs (``scheduler``).
 
     ``protocols`` are the serialization protocols plugins register (cloudpickle among them, for
-    ``object``); a user's ``@datastore.protocol`` registrations come first. ``hook`` is the plugin
-    manager's hook relay, on which the scheduler announces lifecycle events; it does not travel to
-    worker processes (the application re-attaches it there).
+    ``object``); a user's ``@datastore.protocol`` registrations come first. ``plugins`` is the flow's
+    own plugin manager (two flows never share one) and ``hook`` its hook relay, on which the
+    scheduler announces lifecycle events; neither travels to worker processes (the application
+    attaches the worker's own there).
     """
 
     datastore: Datastore
     executor: Executor
     scheduler: Scheduler
     protocols: ProtocolRegistry = field(default_factory=ProtocolRegistry)
+    plugins: pluggy.PluginManager | None = field(default=None, repr=False, compare=False)
     hook: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_compatible(self)
+        if self.hook is None and self.plugins is not None:
+            self.hook = self.plugins.hook
 
     def store(self, flow: str, execution: str, *, datastore: Datastore | None = None) -> ExecutionStore:
         """The store of one execution (in ``datastore``, the flow's own by default).
@@ -48,7 +54,7 @@ class FlowConfiguration:
         return ExecutionStore(where, flow, execution, protocols_for(where.protocols, self.protocols))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "hook": None}
+        return {**self.__dict__, "plugins": None, "hook": None}
 
 
 def check_compatible(configuration: FlowConfiguration) -> None:

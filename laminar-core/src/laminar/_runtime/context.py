@@ -32,7 +32,11 @@ Missing = Literal["raise", "skip"] | None
 
 
 def store_for(execution: Execution) -> ExecutionStore:
-    """The store of ``execution``, from its flow's configuration."""
+    """The store of ``execution``: the one the application's ``Execution`` owns for its whole life,
+    or, for a bare model execution (a ``FlowDefinition``'s), one from its flow's configuration."""
+    owned = getattr(execution, "store", None)
+    if isinstance(owned, ExecutionStore):
+        return owned
     return execution.flow.configuration.store(execution.flow.name, execution.id)
 
 

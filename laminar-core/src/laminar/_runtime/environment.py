@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from laminar._runtime import foreach
+from laminar._runtime.context import store_for
 from laminar._runtime.task import SplitTask
 from laminar.errors import ConfigurationError
 
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 
 #: The variables that tell a process which split to run (SPEC: the execution guard).
 EXECUTION_ID = "LAMINAR_EXECUTION_ID"
-EXECUTION_RETRY = "LAMINAR_EXECUTION_RETRY"
+#: Whether the split runs in a resumed run ("1") of its execution; SPEC names it ``..._RETRY``.
+EXECUTION_RESUMED = "LAMINAR_EXECUTION_RETRY"
 FLOW_NAME = "LAMINAR_FLOW_NAME"
 LAYER_NAME = "LAMINAR_LAYER_NAME"
 LAYER_INDEX = "LAMINAR_LAYER_INDEX"
@@ -62,7 +64,7 @@ def task_from_environment(flow: FlowDefinition) -> SplitTask | None:
             index=index,
             splits=_optional_int(LAYER_SPLITS),
             attempt=int(os.environ.get(LAYER_ATTEMPT) or 0),
-            retry=os.environ.get(EXECUTION_RETRY) == "1",
+            resumed=os.environ.get(EXECUTION_RESUMED) == "1",
         )
     except (KeyError, ValueError) as error:
         raise ConfigurationError(f"incomplete or malformed LAMINAR_* environment: {error}") from error
@@ -70,7 +72,7 @@ def task_from_environment(flow: FlowDefinition) -> SplitTask | None:
         raise ConfigurationError(f"LAMINAR_LAYER_NAME={task.layer!r} is not a layer of flow {flow.name}")
     each = flow.registry[task.layer].configuration.foreach
     if each is not None and index is not None:
-        store = flow.configuration.store(flow.name, task.execution)
+        store = store_for(flow.execution(task.execution))
         task.bindings = foreach.grid(store, task.layer, each).bindings(index)
     return task
 
@@ -83,7 +85,7 @@ def environment_for(task: SplitTask) -> dict[str, str]:
     """
     return {
         EXECUTION_ID: task.execution,
-        EXECUTION_RETRY: "1" if task.retry else "0",
+        EXECUTION_RESUMED: "1" if task.resumed else "0",
         FLOW_NAME: task.flow.name,
         LAYER_NAME: task.layer,
         LAYER_INDEX: "" if task.index is None else str(task.index),

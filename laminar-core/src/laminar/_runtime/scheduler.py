@@ -28,6 +28,7 @@ from laminar._runtime.commit import SplitLog
 from laminar._runtime.configuration import check_compatible
 from laminar._runtime.context import LayerContext, store_for
 from laminar._runtime.executor import SplitNotStarted
+from laminar._runtime.run import Run
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage import layout
 from laminar._storage.lease import Lease
@@ -77,7 +78,7 @@ class Scheduler:
         flow = execution.flow
         check_compatible(flow.configuration)
         flow.plan  # noqa: B018 - validates the DAG before anything is written
-        run = _Run(execution, parameters=parameters, resume=resume)
+        run = _Runner(execution, parameters=parameters, resume=resume)
         try:
             asyncio.get_running_loop()
             inside_loop = True
@@ -155,8 +156,9 @@ async def _on_a_thread_of_its_own(call: Callable[[], object]) -> None:
     await asyncio.wrap_future(done)
 
 
-class _Run:
-    """The state of one run of one execution."""
+class _Runner:
+    """Drives one run of one execution: the scheduler's own state of it, and the run object
+    (:class:`~laminar._runtime.run.Run`) it hands the lifecycle hooks."""
 
     def __init__(self, execution: Execution, *, parameters: dict[str, Any], resume: bool) -> None:
         self.execution = execution
@@ -166,6 +168,7 @@ class _Run:
         self.resume = resume
         self.executor: Executor = self.flow.configuration.executor
         self.store: ExecutionStore = store_for(execution)
+        self.run = Run(execution, self.store, resumed=resume, started=time.time())
         self.hook = self.flow.configuration.hook  # the plugin hook relay, handed down
         self.lease = Lease(self.flow.configuration.datastore, self.flow.name, execution.id)
         self.errors: list[BaseException] = []
@@ -225,7 +228,7 @@ class _Run:
         await asyncio.to_thread(self._begin)
         heartbeat = asyncio.ensure_future(self._heartbeat())
         try:
-            self.hook.laminar_execution_started(execution=self.execution)
+            self.hook.laminar_execution_started(execution=self.execution, run=self.run)
             self.semaphore = asyncio.Semaphore(self.executor.window)
             loop = asyncio.get_running_loop()
             self.states = {name: loop.create_future() for name in self.plan.order}
@@ -243,7 +246,7 @@ class _Run:
                 raise
             finally:  # every started execution gets its finished event, whatever ended it
                 self.hook.laminar_execution_finished(
-                    execution=self.execution, error=self.errors[0] if self.errors else None
+                    execution=self.execution, error=self.errors[0] if self.errors else None, run=self.run
                 )
         finally:
             heartbeat.cancel()
@@ -367,22 +370,22 @@ class _Run:
         try:
             grid = await asyncio.to_thread(foreach.grid, self.store, name, each) if each is not None else None
         except BaseException as error:
-            self.hook.laminar_layer_started(layer=reader, splits=0)
-            self.hook.laminar_layer_finished(layer=reader, splits=0, error=error)
+            self.hook.laminar_layer_started(layer=reader, splits=0, run=self.run)
+            self.hook.laminar_layer_finished(layer=reader, splits=0, error=error, run=self.run)
             raise
         count = grid.splits if grid is not None else 1
         # Read before the layer-started event, whose status record reserves this run's numbers.
         first = await asyncio.to_thread(self._first_attempts, name) if self.resume else _first_try
-        self.hook.laminar_layer_started(layer=reader, splits=count)
+        self.hook.laminar_layer_started(layer=reader, splits=count, run=self.run)
         try:
             await self._run_splits(name, reader, count, grid, first)
         except BaseException as error:
-            self.hook.laminar_layer_finished(layer=reader, splits=count, error=error)
+            self.hook.laminar_layer_finished(layer=reader, splits=count, error=error, run=self.run)
             raise
         if self.errors:
-            self.hook.laminar_layer_finished(layer=reader, splits=count, error=self.errors[0])
+            self.hook.laminar_layer_finished(layer=reader, splits=count, error=self.errors[0], run=self.run)
             return FAILED
-        self.hook.laminar_layer_finished(layer=reader, splits=count, error=None)
+        self.hook.laminar_layer_finished(layer=reader, splits=count, error=None, run=self.run)
         return FINISHED
 
     async def _run_splits(
@@ -436,7 +439,7 @@ class _Run:
         return self.executor.concurrency if hooked else self.executor.window
 
     def _skipped(self, name: str, reason: str) -> str:
-        self.hook.laminar_layer_skipped(layer=self._reader(name), reason=reason)
+        self.hook.laminar_layer_skipped(layer=self._reader(name), reason=reason, run=self.run)
         return SKIPPED
 
     def _recorded(self, name: str) -> bool:
@@ -508,7 +511,7 @@ class _Run:
             index=index if grid is not None else None,
             splits=count if grid is not None else None,
             attempt=first,
-            retry=self.execution.retry,
+            resumed=self.execution.retry,
             bindings=grid.bindings(index) if grid is not None else {},
         )
         submission = self.plan.layer_hooks[(name, "submission")]
@@ -543,11 +546,14 @@ class _Run:
                 started=started,
                 ended=ended,
                 caught=caught,
+                run=self.run,
             )
 
         while True:
             running = await start(submission)
-            self.hook.laminar_split_started(layer=reader, index=task.index, attempt=task.attempt)
+            self.hook.laminar_split_started(
+                layer=reader, index=task.index, attempt=task.attempt, run=self.run
+            )
             handed = time.time()
             try:
                 outcome = await self._submit(task)
@@ -572,6 +578,7 @@ class _Run:
                     error=error,
                     started=started,
                     ended=ended,
+                    run=self.run,
                 )
                 retrying = await start(retry_hooks)
                 with contextlib.suppress(asyncio.TimeoutError):  # the delay, or less if the run fails

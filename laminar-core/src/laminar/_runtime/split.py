@@ -9,7 +9,7 @@ import time
 from laminar._model.execution import Execution
 from laminar._model.layer import Layer
 from laminar._runtime import hook_calls, tracebacks
-from laminar._runtime.context import LayerContext
+from laminar._runtime.context import LayerContext, store_for
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage import layout
 from laminar._storage.records import SplitRecord
@@ -39,9 +39,9 @@ def run_split(task: SplitTask) -> SplitOutcome:
 def _run_split(task: SplitTask, started: float) -> SplitOutcome:
     flow = task.flow
     execution = flow.execution(task.execution)
-    if task.retry:
-        execution = execution.retried()
-    store = _store(task)
+    if task.resumed:
+        execution = execution.as_resumed()
+    store = store_for(execution)
     context = LayerContext(
         execution,
         task.layer,
@@ -132,4 +132,5 @@ def recorded_outcome(task: SplitTask) -> SplitOutcome:
 
 
 def _store(task: SplitTask) -> ExecutionStore:
-    return task.flow.configuration.store(task.flow.name, task.execution)
+    """The store of the task's execution (its own process: no run object reaches it)."""
+    return store_for(task.flow.execution(task.execution))

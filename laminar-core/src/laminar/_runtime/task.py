@@ -30,9 +30,10 @@ class SplitTask:
     """Run split ``index`` of ``splits`` of layer ``layer`` in execution ``execution`` of ``flow``.
 
     ``index`` and ``splits`` are ``None`` for a layer without ForEach. ``attempt`` numbers the
-    split's attempts across every run of the execution (a resume goes on from the last recorded). ``configuration`` is set when
-    submission hooks changed it for this split. ``bindings`` say which item of each ForEach
-    parameter this split reads, computed once per layer by the scheduler.
+    split's attempts across every run of the execution (a resume goes on from the last recorded).
+    ``resumed`` says whether the split runs in a resumed run of the execution. ``configuration`` is
+    set when submission hooks changed it for this split. ``bindings`` say which item of each
+    ForEach parameter this split reads, computed once per layer by the scheduler.
     """
 
     flow: FlowDefinition
@@ -41,9 +42,14 @@ class SplitTask:
     index: int | None = None
     splits: int | None = None
     attempt: int = 0
-    retry: bool = False
+    resumed: bool = False
     configuration: Configuration | None = None
     bindings: Bindings = field(default_factory=dict)
+
+    @property
+    def retry(self) -> bool:
+        """The earlier name of ``resumed`` (a resumed run, not a retried attempt)."""
+        return self.resumed
 
     def describe(self) -> str:
         split = f", split {self.index} of {self.splits}" if self.index is not None else ""

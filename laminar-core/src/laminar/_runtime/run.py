@@ -1,0 +1,85 @@
+"""The run object: one run (or resume) of one execution, built once by the scheduler.
+
+Every lifecycle hook is handed it as ``run``. It says which execution runs, with which store,
+whether it resumes and since when, and carries a :class:`Stash` where each plugin keeps what it
+tracks of this run, under a :class:`StashKey` of its own (as pytest's ``Stash`` does for a test
+session). The state of a run lives and dies with its run object, so executions running at once in
+one process never see each other's, and a plugin keeps no per-run state at module level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+if TYPE_CHECKING:
+    from laminar._model.execution import Execution
+    from laminar._storage.store import ExecutionStore
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+
+class StashKey(Generic[T]):
+    """A key of a :class:`Stash`, typed by what it stores. Keys compare by identity: make one per
+    kind of state, at module level (``RECORDS = StashKey[MyRecords]()``)."""
+
+    __slots__ = ()
+
+
+class Stash:
+    """Each plugin's state of one run, keyed by the plugin's own :class:`StashKey`.
+
+    A mapping typed per key: ``stash[key] = value`` checks against ``StashKey[T]`` for a type
+    checker, and ``stash[key]`` gives a ``T`` back.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: dict[StashKey[Any], object] = {}
+
+    def __setitem__(self, key: StashKey[T], value: T) -> None:
+        self._values[key] = value
+
+    def __getitem__(self, key: StashKey[T]) -> T:
+        return cast("T", self._values[key])
+
+    def get(self, key: StashKey[T], default: D) -> T | D:
+        """The value under ``key``, or ``default`` when nothing is stored there."""
+        return cast("T | D", self._values.get(key, default))
+
+    def setdefault(self, key: StashKey[T], default: T) -> T:
+        """The value under ``key``; ``default`` stored there first when there is none."""
+        return cast("T", self._values.setdefault(key, default))
+
+    def __delitem__(self, key: StashKey[T]) -> None:
+        del self._values[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+@dataclass(eq=False, repr=False)
+class Run:
+    """One run or resume of ``execution``, as the lifecycle hooks see it.
+
+    ``store`` is the execution's store (the one its application object owns); ``resumed`` says
+    whether this run resumes an execution an earlier run started; ``started`` is when this run
+    started (``time.time()``); ``stash`` holds each plugin's state of this run.
+    """
+
+    execution: Execution
+    store: ExecutionStore
+    resumed: bool
+    started: float
+    stash: Stash = field(default_factory=Stash)
+
+    def __repr__(self) -> str:
+        return (
+            f"Run(flow={self.execution.flow.name}, execution={self.execution.id!r}, "
+            f"resumed={self.resumed}, started={self.started:.3f})"
+        )
