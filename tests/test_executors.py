@@ -123,10 +123,12 @@ class Sleeper(Layer):
 
 
 def test_process_executor_timeout_kills_the_split(tmp_path: Path) -> None:
-    sleep = 4.0  # twice the timeout: the worker has time to start, and the layer to begin its sleep
-    flow = Slow(datastore=datastores.Local(tmp_path / "store"), executor=executors.Process(timeout=2))
+    # Twice the timeout: the worker has time to start (its interpreter and imports count against the
+    # timeout: on a loaded machine that took over 2 s), and the layer to begin its sleep.
+    sleep = 8.0
+    flow = Slow(datastore=datastores.Local(tmp_path / "store"), executor=executors.Process(timeout=4))
     started = time.monotonic()
-    with pytest.raises(TimeoutError, match="ran longer than the executor's timeout of 2 s"):
+    with pytest.raises(TimeoutError, match="ran longer than the executor's timeout of 4 s"):
         flow(root=str(tmp_path), sleep=sleep)
     assert (tmp_path / "pid").exists(), "the layer never started; the check below would prove nothing"
     # Wait past the moment the layer would have finished had its worker been left running.
