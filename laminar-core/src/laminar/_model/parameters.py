@@ -58,6 +58,24 @@ class Field:
         return type_text(self.annotation)
 
     @property
+    def default_text(self) -> str:
+        """The default as it is written on a command line (JSON for lists, dicts and settings)."""
+        import pydantic
+
+        if self.required:
+            return ""
+        if self.compound:
+            return pydantic.TypeAdapter(self.annotation).dump_json(self.default).decode()
+        value = pydantic.TypeAdapter(self.annotation).dump_python(self.default, mode="json")
+        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+    def json_value(self, value: Any) -> Any:
+        """``value`` as JSON data, as the JSON Schema describes it."""
+        import pydantic
+
+        return pydantic.TypeAdapter(self.annotation).dump_python(value, mode="json")
+
+    @property
     def compound(self) -> bool:
         """Whether its text on the command line is JSON (lists, dicts, nested settings)."""
         return _compound(self.annotation)
