@@ -309,3 +309,81 @@ def test_a_plain_flow_reads_a_parameters_file_as_it_is(plain_file: Path, store: 
     file.write_text("rates = [1, 2]\n")
     assert run(plain_file, store, "--params", str(file), "--execution", "f").exit_code == 0
     assert parameters_of(plain_file, store, "f") == {"rates": [1, 2]}
+
+
+# ---- stored with their types, and shown ---------------------------------------------------------
+
+
+def ran(flow_file: Path, store: str, execution: str, *extra: str) -> None:
+    result = run(flow_file, store, "--execution", execution, "--title", "t", *extra)
+    assert result.exit_code == 0, result.output
+
+
+def test_show_gives_each_value_with_its_type(flow_file: Path, store: str) -> None:
+    ran(flow_file, store, "a", "--lr", "0.05", "--region", "east")
+    result = laminar("show", flow_file, "a", "--datastore", store)
+    assert result.exit_code == 0, result.output
+    assert "lr=0.05 (float)" in result.stdout
+    assert "region='east' (Literal['west', 'east'])" in result.stdout
+    assert "rates=[0.1, 0.2] (list[float])" in result.stdout
+
+
+def test_show_json_has_a_json_schema_that_validates_the_stored_values(flow_file: Path, store: str) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    ran(flow_file, store, "a", "--day", "2026-03-04", "--optimizer", '{"name": "adam"}', "--data", "x.csv")
+    result = laminar("show", flow_file, "a", "--datastore", store, "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    values, schema = document["parameters"], document["parameter_schema"]
+    assert values["day"] == "2026-03-04" and values["data"] == "x.csv" and values["color"] == "red"
+    assert values["optimizer"] == {"name": "adam", "momentum": 0.9}
+    assert (
+        document["parameter_types"]["day"] == "date" and document["parameter_types"]["seed"] == "int | None"
+    )
+    jsonschema.validate(values, schema)
+    for name, wrong in [("region", "north"), ("epochs", "ten"), ("bogus", 1), ("window", {"start": 1})]:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**values, name: wrong}, schema)
+    without = dict(values)
+    del without["title"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(without, schema)
+
+
+def test_show_json_of_a_flow_without_declared_parameters(plain_file: Path, store: str) -> None:
+    assert run(plain_file, store, "--param", "rates=[1]", "--execution", "p").exit_code == 0
+    document = json.loads(laminar("show", plain_file, "p", "--datastore", store, "--json").stdout)
+    assert document["parameters"] == {"rates": [1]}
+    assert document["parameter_types"] == {"rates": "list"} and document["parameter_schema"] is None
+
+
+def test_diff_names_a_changed_parameter_with_its_type(flow_file: Path, store: str) -> None:
+    ran(flow_file, store, "a", "--lr", "0.05")
+    ran(flow_file, store, "b", "--lr", "0.5")
+    rows = json.loads(laminar("diff", flow_file, "a", "b", "--datastore", store, "--json").stdout)
+    found = {(row["layer"], row["name"]): row for row in rows}
+    assert found[("Parameters", "lr")]["type"] == "float"
+    assert (found[("Parameters", "lr")]["a"], found[("Parameters", "lr")]["b"]) == ("0.05", "0.5")
+    assert "lr (float)" in laminar("diff", flow_file, "a", "b", "--datastore", store).stdout
+
+
+def test_the_report_gives_each_parameter_its_type(flow_file: Path, store: str, tmp_path: Path) -> None:
+    ran(flow_file, store, "a", "--lr", "0.05")
+    page = tmp_path / "report.html"
+    result = laminar("report", flow_file, "a", "--datastore", store, "-o", str(page))
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert "<th>type</th>" in html
+    assert "<tr><td><code>lr</code></td><td><code>0.05</code></td><td><code>float</code></td></tr>" in html
+
+
+def test_resume_refuses_new_parameters_and_changes_nothing(flow_file: Path, store: str) -> None:
+    ran(flow_file, store, "a", "--lr", "0.05")
+    for extra in (["--lr", "0.5"], ["--param", "lr=0.5"], ["--params", "p.json"]):
+        line = error_line(laminar("resume", flow_file, "a", "--datastore", store, *extra))
+        assert "execution a resumes with the parameters it was started with, and takes no " in line
+        assert " ".join(extra) in line
+    assert parameters_of(flow_file, store, "a")["lr"] == 0.05
+    flow = loading.load(str(flow_file)).kind(datastore=store, executor="thread")
+    assert len(flow.execution("a").status.runs) == 1  # nothing resumed
+    assert laminar("resume", flow_file, "a", "--datastore", store, "--executor", "thread").exit_code == 0

@@ -287,16 +287,36 @@ def run(
     _report(execution, "ran", file)
 
 
-@click.command()
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @file_argument
 @click.argument("execution_id", metavar="EXECUTION")
 @datastore_option
 @click.option("--executor", metavar="NAME", default=None, help="Executor name or URL.")
+@click.option("--param", "params", multiple=True, hidden=True)
+@click.option("--params", "params_file", default=None, hidden=True)
 @click.pass_context
 def resume(
-    ctx: click.Context, file: str, execution_id: str, datastore: str | None, executor: str | None
+    ctx: click.Context,
+    /,
+    file: str,
+    execution_id: str,
+    datastore: str | None,
+    executor: str | None,
+    params: tuple[str, ...],
+    params_file: str | None,
 ) -> None:
-    """Run EXECUTION again, skipping the layers and splits that already finished."""
+    """Run EXECUTION again, skipping the layers and splits that already finished, with the parameters
+    it was started with."""
+    given = [
+        *(f"--param {pair}" for pair in params),
+        *([f"--params {params_file}"] if params_file else []),
+        *ctx.args,
+    ]
+    if given:
+        raise click.UsageError(
+            f"execution {execution_id} resumes with the parameters it was started with, and takes no "
+            f"{' '.join(given)}; to change them, run a new execution: `laminar run {file} ...`"
+        )
     flow = open_flow(file, datastore=datastore, executor=executor)
     execution = find_execution(flow, execution_id)
     try:
