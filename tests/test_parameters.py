@@ -8,6 +8,8 @@ import dataclasses
 import datetime
 import enum
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -251,3 +253,48 @@ def test_the_declaration_is_stored_with_the_execution(tmp_path: Path) -> None:
     assert stored["types"]["region"] == "Literal['west', 'east']"
     assert stored["schema"]["properties"]["lr"]["description"] == "learning rate"
     assert stored["schema"]["required"] == ["region"]
+
+
+TYPED = Path(__file__).parent / "data" / "typed_parameters.py"
+
+
+def mypy(path: Path) -> subprocess.CompletedProcess[str]:
+    """mypy --strict as ``./run lint`` runs it (the repository's configuration), on one file."""
+    root = Path(__file__).parent.parent
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(root / "pyproject.toml"),
+            "--cache-dir",
+            str(path.parent / ".mypy_cache"),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+    )
+
+
+def test_a_type_checker_reads_a_declared_float_as_a_float(tmp_path: Path) -> None:
+    assert (
+        "tests/data/typed_parameters.py" in (Path(__file__).parent.parent / "run").read_text()
+    )  # ./run lint
+    fixture = tmp_path / "typed_parameters.py"
+    fixture.write_text(TYPED.read_text())
+    accepted = mypy(fixture)
+    assert accepted.returncode == 0, accepted.stdout
+    lines = TYPED.read_text().splitlines()
+    fixture.write_text(
+        "\n".join([*lines, "        steps: int = parameters.lr", "        self.steps = steps", ""])
+    )
+    rejected = mypy(fixture)
+    assert rejected.returncode == 1
+    errors = [line for line in rejected.stdout.splitlines() if ": error: " in line]
+    assert errors == [
+        f"{fixture}:{len(lines) + 1}: error: Incompatible types in assignment (expression has type "
+        '"float", variable has type "int")  [assignment]'
+    ]
