@@ -8,11 +8,13 @@ import dataclasses
 import datetime
 import enum
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
+import cloudpickle
 import pydantic
 import pytest
 from helpers import EXECUTORS
@@ -298,3 +300,14 @@ def test_a_type_checker_reads_a_declared_float_as_a_float(tmp_path: Path) -> Non
         f"{fixture}:{len(lines) + 1}: error: Incompatible types in assignment (expression has type "
         '"float", variable has type "int")  [assignment]'
     ]
+
+
+def test_a_declaration_travels_to_workers_without_its_model() -> None:
+    declared = Settings.__laminar_parameters__
+    assert declared is not None
+    declared.validate({"region": "west"}, flow="Training")  # builds (and caches) the Pydantic model
+    copy = pickle.loads(cloudpickle.dumps(declared))
+    assert "model" not in vars(copy) and "fields" not in vars(copy)
+    assert copy.fields["region"].required and not copy.fields["lr"].required  # the sentinel kept
+    with pytest.raises(ConfigurationError, match="parameter 'region' of flow Training is required"):
+        copy.validate({}, flow="Training")

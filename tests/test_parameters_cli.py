@@ -387,3 +387,15 @@ def test_resume_refuses_new_parameters_and_changes_nothing(flow_file: Path, stor
     flow = loading.load(str(flow_file)).kind(datastore=store, executor="thread")
     assert len(flow.execution("a").status.runs) == 1  # nothing resumed
     assert laminar("resume", flow_file, "a", "--datastore", store, "--executor", "thread").exit_code == 0
+
+
+def test_a_flow_file_with_declared_parameters_runs_on_the_process_executor(
+    flow_file: Path, store: str
+) -> None:
+    result = laminar(
+        "run", flow_file, "--datastore", store, "--executor", "process", "--execution", "p",
+        "--title", "t", "--epochs", "4", "--window", '{"start": 1, "stop": 2}',
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    flow = loading.load(str(flow_file)).kind(datastore=store, executor="thread")
+    assert flow.execution("p").layer("Fit").steps == 8

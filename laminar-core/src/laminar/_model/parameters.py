@@ -37,7 +37,18 @@ CALL_KEYWORDS = frozenset(
     {"execution", "parameters", "resume", "datastore", "executor", "param", "params", "file"}
 )
 
-_NO_DEFAULT = object()
+
+class _Required:
+    """The default of a parameter declared without one: the same object when unpickled."""
+
+    def __reduce__(self) -> str:
+        return "_NO_DEFAULT"
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_NO_DEFAULT = _Required()
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,11 @@ class Declaration:
     def __init__(self, owner: type, defaults: Mapping[str, Any]) -> None:
         self.owner = owner
         self._defaults = dict(defaults)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A class shipped to workers by value takes its declaration along: not the Pydantic model
+        # built from it (made again where it is needed).
+        return {"owner": self.owner, "_defaults": self._defaults}
 
     @cached_property
     def fields(self) -> dict[str, Field]:
@@ -208,13 +224,15 @@ def declare(owner: type, *, layer_names: frozenset[str]) -> Declaration:
             continue
         if typing.get_origin(annotation) is typing.ClassVar:  # type: ignore[comparison-overlap]
             continue
-        if name.startswith("_") or name in reserved:
+        if name.startswith("_"):
+            raise FlowDefinitionError(
+                f"parameter {name!r} of {owner.__name__} starts with '_'; parameters are public names"
+            )
+        if name in reserved:
             raise FlowDefinitionError(
                 f"parameter {name!r} of {owner.__name__} has a name reserved by Laminar (a keyword of "
                 f"flow(...) or `laminar run`, or what a layer is told: {', '.join(sorted(reserved))}); "
                 "choose another name"
-                if not name.startswith("_")
-                else f"parameter {name!r} of {owner.__name__} starts with '_'; parameters are public names"
             )
         defaults[name] = owner.__dict__.get(name, _NO_DEFAULT)
         if name in owner.__dict__:
