@@ -311,3 +311,24 @@ def test_a_declaration_travels_to_workers_without_its_model() -> None:
     assert copy.fields["region"].required and not copy.fields["lr"].required  # the sentinel kept
     with pytest.raises(ConfigurationError, match="parameter 'region' of flow Training is required"):
         copy.validate({}, flow="Training")
+
+
+def test_help_sits_beside_other_constraints_and_the_class_reads_its_layer(tmp_path: Path) -> None:
+    class Bounded(Flow): ...
+
+    @Bounded.register
+    class Limits(Parameters):
+        workers: Annotated[int, pydantic.Field(gt=0), Help("how many")] = 1
+
+    declared = Limits.__laminar_parameters__
+    assert declared is not None and declared.fields["workers"].help == "how many"
+    flow = Bounded(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    with pytest.raises(
+        ConfigurationError, match="parameter 'workers' of flow Bounded: got 0 \\(int\\), expected"
+    ):
+        flow(workers=0)  # the other constraint still holds
+    run = flow(workers="2")
+    assert run.layer(Limits).workers == 2 and run.layer(Parameters).workers == 2  # by class, either one
+    assert declared.schema()["properties"]["workers"] == {
+        "default": 1, "description": "how many", "exclusiveMinimum": 0, "title": "Workers", "type": "integer"
+    }  # fmt: skip
