@@ -110,9 +110,16 @@ def test_the_committed_store_holds_every_record_kind() -> None:
     assert found["number"]["inline"] is not None
 
 
+#: Fields records gained since da5febf, and what a record written before them reads them as.
+ADDED_SINCE: dict[Any, dict[str, Any]] = {records.ExecutionMetadata: {"parameters": None}}
+
+
 @pytest.mark.parametrize("path", sorted(FIELDS))
 def test_every_record_reads_back_with_every_field(path: str) -> None:
-    assert fields(kind(path).loads((DATA / path).read_bytes())) == FIELDS[path]
+    read = fields(kind(path).loads((DATA / path).read_bytes()))
+    for name, absence in ADDED_SINCE.get(kind(path), {}).items():
+        assert read.pop(name) == absence
+    assert read == FIELDS[path]
 
 
 @pytest.mark.parametrize("path", sorted(FIELDS))

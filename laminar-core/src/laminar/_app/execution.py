@@ -44,6 +44,8 @@ class Execution(model.Execution):
         ``skipped`` names the others) or ``None`` (``None`` in their place).
         """
         name = layer if isinstance(layer, str) else getattr(layer, "__name__", repr(layer))
+        if isinstance(layer, type) and issubclass(layer, Parameters):
+            name = "Parameters"  # the class declaring them, or Parameters itself
         if name not in self.flow.registry:
             raise FlowDefinitionError(
                 f"flow {self.flow.name} has no layer {name!r}; its layers are {', '.join(sorted(self.flow.registry))}"
@@ -83,6 +85,14 @@ class Execution(model.Execution):
         """
         for name in parameters or {}:  # named as parameters, before anything is stored
             validate(name, what="parameter name")
+        if resume and parameters:
+            raise ConfigurationError(
+                f"execution {self.id} of flow {self.flow.name} resumes with the parameters it was started "
+                f"with; it cannot take {', '.join(map(repr, parameters))}. Run a new execution to change them"
+            )
+        declared = self.flow.declared_parameters()
+        if declared is not None and not resume:  # checked and converted, defaults filled in
+            parameters = declared.validate(parameters or {}, flow=self.flow.name)
         reading.refuse_run(self.flow.name)
         try:
             self.flow.configuration.scheduler.run(self, parameters=parameters or {}, resume=resume)

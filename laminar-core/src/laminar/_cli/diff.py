@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from laminar import Execution, Flow
+from laminar._cli import parameters
 from laminar._cli.common import datastore_option, file_argument, find_execution, open_flow
 from laminar._cli.output import emit_json, json_option, preview, table
 from laminar._serialization.hashing import WRITE_HASH
@@ -91,6 +92,8 @@ def differences(flow: Flow, a: Execution, b: Execution) -> list[dict[str, Any]]:
     store_b = b.store
     addresses = _Addresses(flow.configuration.datastore)
     order = {name: position for position, name in enumerate(flow.layer_names())}
+    declared = [parameters.declaration(a), parameters.declaration(b)]
+    typed = [found.get("types", {}) if found is not None else {} for found in declared]
     rows = []
     for key in sorted(set(left) | set(right), key=lambda k: (order.get(k[0], 0), k[1])):
         x, y = left.get(key), right.get(key)
@@ -114,9 +117,19 @@ def differences(flow: Flow, a: Execution, b: Execution) -> list[dict[str, Any]]:
                 "splits": changed,
                 "a": shown_a,
                 "b": shown_b,
+                "type": _declared_type(key, typed),
             }
         )
     return rows
+
+
+def _declared_type(key: tuple[str, str], typed: list[dict[str, str]]) -> str | None:
+    """A declared parameter's type (``float``; ``float / int`` when the two executions declared it
+    differently); None for an artifact or a parameter of a flow that declared none."""
+    if key[0] != "Parameters":
+        return None
+    found = list(dict.fromkeys(types[key[1]] for types in typed if key[1] in types))
+    return " / ".join(found) or None
 
 
 @click.command()
@@ -139,6 +152,16 @@ def diff(file: str, execution_a: str, execution_b: str, datastore: str | None, a
         return
     table(
         ("kind", "layer", "name", "difference", "A", "B"),
-        [(r["kind"], r["layer"], r["name"], r["difference"], r["a"], r["b"]) for r in rows],
+        [
+            (
+                r["kind"],
+                r["layer"],
+                r["name"] + (f" ({r['type']})" if r["type"] else ""),
+                r["difference"],
+                r["a"],
+                r["b"],
+            )
+            for r in rows
+        ],
         title=f"A = {a.id}, B = {b.id}",
     )

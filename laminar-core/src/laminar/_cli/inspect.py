@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from laminar import Execution, Flow
-from laminar._cli import records
+from laminar._cli import parameters, records
 from laminar._cli.common import (
     check_layer,
     datastore_option,
@@ -24,7 +24,6 @@ from laminar._cli.output import (
     emit_json,
     error_text,
     json_option,
-    json_value,
     preview,
     size_text,
     table,
@@ -120,7 +119,7 @@ def show_json(execution: Execution, status: Any, layers: Sequence[records.LayerS
             }
             for run in status.runs
         ],
-        "parameters": {name: json_value(value) for name, value in status.parameters.items()},
+        **_parameters_json(execution, status.parameters),
         "error": dict(status.error) if status.error else None,
         "layers": [
             {
@@ -137,6 +136,17 @@ def show_json(execution: Execution, status: Any, layers: Sequence[records.LayerS
             }
             for layer in layers
         ],
+    }
+
+
+def _parameters_json(execution: Execution, values: dict[str, Any]) -> dict[str, Any]:
+    """The parameters' values, their types, and the JSON Schema of the declared class (None when
+    the flow declared none)."""
+    declared = parameters.declaration(execution)
+    return {
+        "parameters": parameters.values_json(values, declared),
+        "parameter_types": parameters.types(values, declared),
+        "parameter_schema": declared.get("schema") if declared is not None else None,
     }
 
 
@@ -166,10 +176,12 @@ def show(file: str, execution_id: str, datastore: str | None, as_json: bool) -> 
                 f"    {what} {number}: {run.status}, started {time_text(run.started)}, "
                 f"ended {time_text(run.ended)}, took {duration_text(run.duration)}"
             )
-    parameters = status.parameters
-    if parameters:
+    values = status.parameters
+    if values:
+        typed = parameters.types(values, parameters.declaration(execution))
         click.echo(
-            "  parameters: " + ", ".join(f"{name}={preview(value, 60)}" for name, value in parameters.items())
+            "  parameters: "
+            + ", ".join(f"{name}={preview(value, 60)} ({typed[name]})" for name, value in values.items())
         )
     if status.error:
         click.echo(f"  error: {error_text(status.error)}")

@@ -23,7 +23,7 @@ import click
 import jinja2
 
 from laminar import Execution, Flow
-from laminar._cli import records
+from laminar._cli import parameters, records
 from laminar._cli.common import datastore_option, file_argument, find_execution, is_foreach, open_flow
 from laminar._cli.graph import Graph
 from laminar._cli.output import duration_text, error_text, one_line, preview, size_text, time_text
@@ -167,7 +167,7 @@ class Report:
     ended: str
     duration: str
     generated: str
-    parameters: list[tuple[str, str]]
+    parameters: list[tuple[str, str, str]]  # name, value, type
     dag: Dag
     layers: list[LayerRow]
     bars: list[Bar]
@@ -316,9 +316,11 @@ def build_report(flow: Flow, execution: Execution) -> Report:
     bars, left_out = _timeline(layers, status)
     logs, notes = _logs(execution, layers)
     try:
-        parameters = [(name, preview(value, PREVIEW_CHARS)) for name, value in status.parameters.items()]
+        values = status.parameters
+        typed = parameters.types(values, parameters.declaration(execution))
+        shown = [(name, preview(value, PREVIEW_CHARS), typed[name]) for name, value in values.items()]
     except Exception as error:
-        parameters = []
+        shown = []
         notes.append(f"parameters: {type(error).__name__}: {one_line(str(error))}")
     return Report(
         flow=flow.name,
@@ -329,7 +331,7 @@ def build_report(flow: Flow, execution: Execution) -> Report:
         ended=time_text(status.ended),
         duration=duration_text(status.duration),
         generated=time_text(datetime.now(timezone.utc)),
-        parameters=parameters,
+        parameters=shown,
         dag=dag,
         layers=[
             LayerRow(
@@ -401,8 +403,8 @@ started {{ r.started or "—" }} · ended {{ r.ended or "—" }} · took {{ r.du
 <main>
 <section id="parameters">
 <h2>Parameters</h2>
-{% if r.parameters %}<table><tr><th>name</th><th>value</th></tr>
-{% for name, value in r.parameters %}<tr><td><code>{{ name }}</code></td><td><code>{{ value }}</code></td></tr>
+{% if r.parameters %}<table><tr><th>name</th><th>value</th><th>type</th></tr>
+{% for name, value, kind in r.parameters %}<tr><td><code>{{ name }}</code></td><td><code>{{ value }}</code></td><td><code>{{ kind }}</code></td></tr>
 {% endfor %}</table>{% else %}<p class="muted">none</p>{% endif %}
 </section>
 

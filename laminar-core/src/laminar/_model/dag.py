@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from laminar._model.layer import Layer
+from laminar._model.layer import Layer, Parameters
 from laminar.errors import FlowDefinitionError
 
 
@@ -55,7 +55,7 @@ def signature(function: Callable[..., Any], *, owner: str, known: Mapping[str, t
                 f"parameter {name!r} of {owner} is annotated with {shown!r}, which is not a Layer registered to "
                 "the flow; layer parameters must be annotated with Layer classes"
             )
-        parameters.append((name, annotation.__name__))
+        parameters.append((name, "Parameters" if issubclass(annotation, Parameters) else annotation.__name__))
     return Signature(tuple(parameters))
 
 

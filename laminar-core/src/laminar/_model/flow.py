@@ -20,6 +20,7 @@ from laminar._names import validate
 from laminar.errors import FlowDefinitionError
 
 if TYPE_CHECKING:
+    from laminar._model.parameters import Declaration
     from laminar._runtime.configuration import FlowConfiguration
 
 L = TypeVar("L", bound=type[Layer])
@@ -51,6 +52,12 @@ class FlowDefinition:
             if not (isinstance(base, type) and issubclass(base, FlowDefinition)):
                 continue
             for name, definition in base.registry.items():
+                if name == "Parameters" and definition.layer is Parameters and name in merged:
+                    continue  # a flow that declares none takes the other's declared parameters
+                if name == "Parameters" and merged.get(name, definition).layer is Parameters:
+                    merged[name] = definition
+                    origin[name] = base.__name__
+                    continue
                 if name in merged and merged[name] != definition:
                     if merged[name].layer is definition.layer:
                         raise FlowDefinitionError(
@@ -105,6 +112,8 @@ class FlowDefinition:
         def add(layer: L) -> L:
             if not (isinstance(layer, type) and issubclass(layer, Layer)):
                 raise FlowDefinitionError(f"{cls.__name__}.register takes a Layer subclass, got {layer!r}")
+            if issubclass(layer, Parameters):
+                return declare_parameters(layer)
             name = validate(layer.__name__, what="layer name")
             if name in cls.registry:
                 raise FlowDefinitionError(
@@ -115,7 +124,30 @@ class FlowDefinition:
             cls.registry = {**cls.registry, name: LayerDefinition(layer, configuration)}
             return layer
 
+        def declare_parameters(layer: L) -> L:
+            # The flow's parameters, declared: they take the place of the plain Parameters layer.
+            if layer is Parameters or configuration != Configuration():
+                raise FlowDefinitionError(
+                    f"{cls.__name__}.register takes a subclass of Parameters to declare the flow's parameters "
+                    f"(class {cls.__name__}Parameters(Parameters): lr: float = 0.01), without options"
+                )
+            current = cls.registry["Parameters"].layer
+            if current is not Parameters and current is not layer:
+                raise FlowDefinitionError(
+                    f"flow {cls.__name__} already declares its parameters with {_where(current)}; "
+                    f"cannot also declare {_where(layer)}. Declare them in one class"
+                )
+            cls.registry = {**cls.registry, "Parameters": LayerDefinition(layer)}
+            return layer
+
         return add(layer) if layer is not None else add
+
+    @classmethod
+    def declared_parameters(cls) -> Declaration | None:
+        """The flow's declared parameters (``laminar._model.parameters``); None when it declares
+        none, and any keyword is a parameter."""
+        layer = cls.registry["Parameters"].layer
+        return layer.__laminar_parameters__ if issubclass(layer, Parameters) else None
 
     # ---- instances -----------------------------------------------------------------------------
     @property

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from laminar._model.configuration import LAYER_MARKER, Configuration
 
 if TYPE_CHECKING:
     from laminar._model.execution import Execution
     from laminar._model.flow import FlowDefinition
+    from laminar._model.parameters import Declaration
 
 #: Attributes Laminar owns on a layer; everything else assigned on ``self`` is an artifact.
 RESERVED = frozenset(
@@ -189,5 +190,21 @@ setattr(Layer, LAYER_MARKER, True)
 class Parameters(Layer):
     """The layer every flow has: ``flow(foo=1)`` stores ``foo`` as an artifact of Parameters.
 
-    Its artifacts are stored by the scheduler when the execution starts; it never runs.
+    Its artifacts are stored by the scheduler when the execution starts; it never runs. A subclass
+    declares a flow's parameters (``lr: float = 0.01``), registered with ``@MyFlow.register``: they
+    are checked before a run starts (``laminar._model.parameters``).
     """
+
+    #: What a subclass declares; None on ``Parameters`` itself (any keyword is a parameter).
+    __laminar_parameters__: ClassVar[Declaration | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from laminar._model.parameters import declare
+
+        taken = RESERVED | {name for name in dir(Layer) if not name.startswith("_")}
+        cls.__laminar_parameters__ = declare(cls, layer_names=frozenset(taken))
+
+    @property
+    def name(self) -> str:
+        return "Parameters"  # declared or not, the layer a flow stores its parameters in

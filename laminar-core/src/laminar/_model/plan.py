@@ -44,6 +44,7 @@ def build_plan(flow: type[FlowDefinition], *, base: type) -> Plan:
     """
     registry = flow.registry
     known = {name: definition.layer for name, definition in registry.items()}
+    known.setdefault(registry["Parameters"].layer.__name__, registry["Parameters"].layer)  # declared
 
     def analyse(function: Callable[..., Any]) -> LayerHook:
         owner = f"hook {function.__qualname__}"

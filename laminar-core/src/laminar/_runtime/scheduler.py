@@ -309,6 +309,8 @@ class _Runner:
                 )
 
             record = self.store.stage_split(self.parameters, {}, on_error=unserializable)
+        declared = self.flow.declared_parameters()
+        declaration = declared.stored() if declared is not None and record is not None else None
         self.lease.acquire()
         try:
             if record is not None:
@@ -316,7 +318,7 @@ class _Runner:
                 self.store.write_record(
                     "Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.archives
                 )
-                self.store.write_metadata()
+                self.store.write_metadata(parameters=declaration)
             elif self.store.record("Parameters") is None:
                 raise MissingParameters(
                     f"execution {self.execution.id} of flow {self.flow.name} has no stored parameters (the record "

@@ -322,6 +322,9 @@ class ExecutionMetadata(Document):
     flow: str
     id: str
     created: float
+    #: The flow's declared parameters (``laminar._model.parameters``: class, types, JSON Schema) as
+    #: compact JSON; left out for a flow that declares none, as before it existed.
+    parameters: str | None = field(default=None, metadata=sparse(None))
 
 
 #: An execution's statuses, as stored. A "running" record whose scheduler's lease is no longer live

@@ -100,8 +100,9 @@ class ExecutionStore:
         layout.execution(flow, execution)  # validates both names before anything is written
 
     # ---- execution ----------------------------------------------------------------------------
-    def write_metadata(self) -> None:
-        metadata = ExecutionMetadata(self.flow, self.execution, time.time())
+    def write_metadata(self, *, parameters: str | None = None) -> None:
+        """Mark the execution started; ``parameters``: its flow's declared parameters, if any."""
+        metadata = ExecutionMetadata(self.flow, self.execution, time.time(), parameters)
         self.datastore.write_bytes(layout.execution_metadata(self.flow, self.execution), metadata.dumps())
 
     def write_status(self, status: ExecutionStatus) -> None:

@@ -1,0 +1,79 @@
+"""Benchmark: what starting costs a flow that declares no parameters, against another source tree.
+
+Declared parameters are checked with Pydantic, which is heavy to import; it must stay off the path
+of flows that declare none (issue 26). Two programs, each in a fresh process: ``import laminar``,
+and a one-layer flow without declared parameters run to the end (Thread executor, Local datastore
+in a new temporary directory). Each runs against this checkout's ``laminar-core/src`` (A) and
+against ``--baseline`` (B, another checkout's ``laminar-core/src``, e.g. one made with
+``git archive 835feec laminar-core/src | tar -x -C /tmp/base``), interleaved A B A B ... so drift
+falls on both, with one interpreter and one set of installed packages. Prints each side's median
+wall time, the median of the per-pair ratios A/B, and whether A imported pydantic (it must not).
+
+    .venv/bin/python benchmarks/startup.py --baseline /tmp/base/laminar-core/src [--pairs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SOURCE = Path(__file__).resolve().parent.parent / "laminar-core" / "src"
+
+FLOW = """
+import sys, tempfile
+from laminar import Flow, Layer, Parameters
+from laminar.configurations import datastores
+
+class One(Flow): ...
+
+@One.register
+class Only(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.out = parameters.n + 1
+
+if flow := One(datastore=datastores.Local(tempfile.mkdtemp()), executor="thread"):
+    assert flow(n=1).layer(Only).out == 2
+print("pydantic" in sys.modules)
+"""
+PROGRAMS = {"import laminar": 'import sys, laminar; print("pydantic" in sys.modules)', "one-layer flow": FLOW}
+
+
+def timed(code: str, source: Path) -> tuple[float, str]:
+    environment = {**os.environ, "PYTHONPATH": str(source)}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+    )
+    return time.perf_counter() - start, done.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--baseline", type=Path, required=True, help="another checkout's laminar-core/src")
+    parser.add_argument("--pairs", type=int, default=20)
+    arguments = parser.parse_args()
+    for name, code in PROGRAMS.items():
+        timed(code, SOURCE), timed(code, arguments.baseline)  # warm-up: bytecode compiled, files cached
+        a, b, imported = [], [], set()
+        for _ in range(arguments.pairs):
+            seconds, said = timed(code, SOURCE)
+            a.append(seconds)
+            imported.add(said)
+            b.append(timed(code, arguments.baseline)[0])
+        ratios = [x / y for x, y in zip(a, b, strict=True)]
+        print(
+            f"{name}: A {statistics.median(a) * 1000:.0f} ms, B {statistics.median(b) * 1000:.0f} ms, "
+            f"A/B median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}); "
+            f"A imported pydantic: {', '.join(sorted(imported))}"
+        )
+
+
+if __name__ == "__main__":
+    main()
