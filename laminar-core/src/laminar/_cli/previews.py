@@ -124,19 +124,19 @@ def _array(value: Any) -> Preview:
 
 
 def of_value(value: Any) -> Preview:
-    """The preview of a loaded value, by its type (found by name: nothing is imported for it)."""
-    kind = type(value)
-    names = {f"{c.__module__}.{c.__qualname__}" for c in kind.__mro__}
+    """The preview of a loaded value, by its type (found by package and class name: nothing is
+    imported for it)."""
+    names = {(c.__module__.partition(".")[0], c.__name__) for c in type(value).__mro__}
     try:
-        if "pandas.core.frame.DataFrame" in names:
+        if ("pandas", "DataFrame") in names:
             return _dataframe(value)
-        if "numpy.ndarray" in names:
+        if ("numpy", "ndarray") in names:
             return _array(value)
-        if "matplotlib.figure.Figure" in names:
+        if ("matplotlib", "Figure") in names:
             return Preview("image", image=_png(lambda out: value.savefig(out, format="png", dpi=80)))
-        if "PIL.Image.Image" in names:
+        if ("PIL", "Image") in names:
             return Preview("image", image=_png(lambda out: value.save(out, format="PNG")))
-        if "plotly.graph_objs._figure.Figure" in names:  # drawn without plotly.js: its static image
+        if ("plotly", "Figure") in names:  # drawn without plotly.js: its static image (needs kaleido)
             return Preview("image", image=_png(lambda out: out.write(value.to_image(format="png"))))
     except Exception as error:  # a value that cannot draw itself still shows as text
         return Preview("text", text=f"{preview(value, PREVIEW_CHARS)}  (not drawn: {type(error).__name__})")
