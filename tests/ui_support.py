@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,6 +12,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from laminar._ids import new_execution_id
+from laminar._storage.records import seal, unseal
 
 #: The `laminar` console script of this environment.
 LAMINAR = str(Path(sys.executable).with_name("laminar"))
@@ -22,12 +27,6 @@ HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><b id="planted-repr">bo
 FLOW = textwrap.dedent(
     f"""
     import os
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.figure
-    import numpy
-    import pandas
 
     from laminar import Flow, Layer, Parameters
     from laminar.configurations.layers import ForEach, Parameter
@@ -46,6 +45,10 @@ FLOW = textwrap.dedent(
     @Shown.register
     class Values(Layer):
         def __call__(self, parameters: Parameters) -> None:
+            import matplotlib.figure  # here, so the other flows' runs do not import it
+            import numpy
+            import pandas
+
             print("values made")
             self.frame = pandas.DataFrame({{"city": ["Oslo", "Lima", "Pune"], "temp": [3.5, 19.0, 27.25]}})
             self.array = numpy.arange(1000, dtype="float64")
@@ -138,14 +141,37 @@ def run(
     )
 
 
+def clone(root: Path, flow: str, execution: str, count: int) -> list[str]:
+    """``count`` copies of a Local execution under new ids (ids Laminar makes, so they sort after the
+    original): each record rewritten with its own id and sealed again with its checksum."""
+    source = root / "flows" / flow / "executions" / execution
+    made = []
+    for _ in range(count):
+        new = new_execution_id()
+        target = source.parent / new
+        shutil.copytree(source, target)
+        for path in target.rglob("*.json"):
+            data = path.read_bytes()
+            if not data.startswith(b'{"sha256"'):  # a lease: not sealed
+                path.write_bytes(data.replace(execution.encode(), new.encode()))
+                continue
+            record = unseal(data)
+            record.pop("sha256", None)
+            path.write_bytes(seal(json.loads(json.dumps(record).replace(execution, new))))
+        made.append(new)
+    return made
+
+
 @contextmanager
-def ui_server(datastore: str, *arguments: str) -> Iterator[str]:
-    """``laminar ui DATASTORE --port 0`` running; yields the URL it printed. Stopped (SIGTERM) after."""
+def ui_server(datastore: str, *arguments: str, cwd: Path | None = None) -> Iterator[str]:
+    """``laminar ui DATASTORE --port 0`` running (no DATASTORE when ``""``); yields the URL it printed.
+    Stopped (SIGTERM) after."""
     process = subprocess.Popen(
-        [LAMINAR, "ui", datastore, "--port", "0", *arguments],
+        [LAMINAR, "ui", *([datastore] if datastore else []), "--port", "0", *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=cwd,
     )
     try:
         assert process.stdout is not None
