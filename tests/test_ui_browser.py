@@ -138,7 +138,14 @@ def test_an_execution_shows_its_previews_and_a_hostile_repr_stays_text(
     edges = {
         (e.get_attribute("data-from"), e.get_attribute("data-to")) for e in page.locator("path.edge").all()
     }
-    assert ("Values", "Total") in edges  # the edge that skips Square's column is drawn
+    assert ("Values", "Total") in edges  # the edge that skips Square's column is drawn, below its box
+    skipping = page.locator('path.edge[data-from="Values"][data-to="Total"]').evaluate(
+        "edge => { const box = edge.getBBox(); return box.y + box.height; }"
+    )
+    square = page.locator('g.node[data-layer="Square"] rect').evaluate(
+        "rect => rect.y.baseVal.value + rect.height.baseVal.value"
+    )
+    assert skipping > square
     keep(page, "ui-execution.png", tmp_path)
 
 
