@@ -155,3 +155,12 @@ def test_object_stores_show_as_local_does(
         shown = httpx.get(f"{url}flows/Broken/executions/{execution}", timeout=60).text
         assert "ValueError: the gauge read &lt;img" in shown and "Traceback (most recent call last)" in shown
         assert 'data-layer="Fine" data-status="finished"' in shown
+
+
+def test_an_untrusted_store_previews_no_pickled_value(local: tuple[str, str, dict[str, str]]) -> None:
+    _, store, ids = local
+    with ui_server(store, "--trust", "none") as url:
+        shown = httpx.get(f"{url}flows/Gated/executions/{ids['gated']}", timeout=60).text
+    opened = shown.split('data-artifact="opened"', 1)[1].split("</tr>", 1)[0]
+    assert "(not previewed: UntrustedArtifact: " in opened  # named, never unpickled
+    assert "at once" not in opened
