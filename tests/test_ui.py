@@ -164,3 +164,22 @@ def test_an_untrusted_store_previews_no_pickled_value(local: tuple[str, str, dic
     opened = shown.split('data-artifact="opened"', 1)[1].split("</tr>", 1)[0]
     assert "(not previewed: UntrustedArtifact: " in opened  # named, never unpickled
     assert "at once" not in opened
+
+
+def test_laminar_core_never_imports_laminar_ui() -> None:
+    """``laminar report`` and every other command work without laminar-ui installed."""
+    import ast
+
+    core = Path(__file__).resolve().parents[1] / "laminar-core" / "src"
+    found = []
+    for path in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [f"{path.name}: {name}" for name in names if name.split(".")[0] == "laminar_ui"]
+    assert found == []

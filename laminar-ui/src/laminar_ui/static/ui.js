@@ -16,5 +16,7 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     for (const log of live.querySelectorAll("pre.log")) log.scrollTop = log.scrollHeight; // like tail -f
     document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+    const status = document.getElementById("execution-status");
+    if (status && status.textContent.trim() !== "running") source.close(); // it ended: nothing more to follow
   });
 });
