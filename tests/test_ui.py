@@ -6,15 +6,19 @@ The server is the real command in a subprocess; requests go over a socket with h
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
 from laminar._cli.main import cli
+from laminar._cli.report import build_report
 from laminar._ids import new_execution_id
 from laminar._plugins.manager import resolve_datastore
+from laminar.configurations import datastores, executors
 from laminar_ui.reading import Reader
 from ui_support import FLOW, clone, laminar, run, ui_server
 
@@ -183,3 +187,42 @@ def test_laminar_core_never_imports_laminar_ui() -> None:
             )
             found += [f"{path.name}: {name}" for name in names if name.split(".")[0] == "laminar_ui"]
     assert found == []
+
+
+LARGE = textwrap.dedent(
+    """
+    import numpy
+    from laminar import Flow, Layer
+
+
+    class Large(Flow): ...
+
+
+    @Large.register
+    class Big(Layer):
+        def __call__(self) -> None:
+            self.array = numpy.arange(1_000_000, dtype="float64")  # 7.6 MiB
+            self.text = "line of text\\n" * 100_000  # 1.2 MiB
+            self.pickled = set(range(100_000))  # no safe protocol for a set: cloudpickle
+    """
+)
+
+
+def test_a_large_value_is_previewed_from_the_start_of_its_bytes(tmp_path: Path) -> None:
+    store = tmp_path / ".laminar"
+    store.mkdir()
+    namespace: dict[str, Any] = {}
+    exec(compile(LARGE, str(tmp_path / "large.py"), "exec"), namespace)
+    datastore = datastores.Local(str(store)).use_safe_protocols()
+    namespace["Large"](datastore=datastore, executor=executors.Thread())(execution="big")
+    found = Reader(datastores.Local(str(store))).flow("Large", "big")
+    rows = {row.name: row.preview for row in build_report(found, found.execution("big")).artifacts}
+    assert rows["array"].kind == "array" and rows["array"].shape == "1000000 · float64"
+    assert (
+        "the histogram is of its first 100000 values" in rows["array"].text and len(rows["array"].chart) == 20
+    )
+    assert (
+        rows["text"].text.startswith("line of text\nline of text")
+        and "(the start of 1.2 MiB)" in rows["text"].text
+    )
+    assert rows["pickled"].kind == "note" and rows["pickled"].text.startswith("(not loaded: ")

@@ -17,7 +17,7 @@ import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from laminar._cli.output import one_line, preview, size_text
 
@@ -143,9 +143,57 @@ def of_value(value: Any) -> Preview:
     return Preview("text", text=preview(value, PREVIEW_CHARS))
 
 
-def of_artifact(load: Callable[[Any], Any], artifact: Any) -> Preview:
-    """The preview of one stored artifact (``load`` reads it), or a note saying why it is not shown."""
+#: Elements of a large array read for its histogram.
+SAMPLE = 100_000
+
+
+def _head(artifact: Any, stored: BinaryIO) -> Preview | None:
+    """A large value of a safe, uncompressed protocol previewed from the start of its stored bytes:
+    an ``.npy`` array's shape and dtype from its header and a histogram of its first values, text's
+    first characters. None for any other."""
+    if artifact.codec != "none":
+        return None
+    if artifact.protocol in ("laminar.str", "laminar.bytes"):
+        start = stored.read(PREVIEW_CHARS * 4)
+        text = start.decode("utf-8", errors="replace") if artifact.protocol == "laminar.str" else repr(start)
+        return Preview("text", text=f"{text[:PREVIEW_CHARS]}… (the start of {size_text(artifact.size)})")
+    if artifact.protocol == "laminar.npy":
+        import numpy
+        from numpy.lib import format as npy
+
+        version = npy.read_magic(stored)
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read_header(stored)
+        if dtype.hasobject:
+            return None
+        count = min(math.prod(shape), SAMPLE)
+        sample = numpy.frombuffer(stored.read(count * dtype.itemsize), dtype=dtype)
+        found = _array(sample)
+        shown = " x ".join(map(str, shape)) or "scalar"
+        return Preview(
+            "array",
+            text=f"(not loaded whole: {size_text(artifact.size)}; the histogram is of its first {len(sample)} values)",
+            shape=f"{shown} · {dtype}",
+            chart=found.chart,
+        )
+    return None
+
+
+def of_artifact(
+    load: Callable[[Any], Any], artifact: Any, open_stored: Callable[[Any], BinaryIO] | None = None
+) -> Preview:
+    """The preview of one stored artifact (``load`` reads it), or a note saying why it is not shown. A
+    large one is previewed from the start of its stored bytes (``open_stored``) when its protocol
+    allows (:func:`_head`), else named with its size."""
     if artifact.size > PREVIEW_BYTES:
+        if open_stored is not None and artifact.inline is None:
+            try:
+                with open_stored(artifact) as stored:
+                    found = _head(artifact, stored)
+            except Exception:  # a damaged header: say the size, as for any other
+                found = None
+            if found is not None:
+                return found
         return Preview("note", text=f"(not loaded: {size_text(artifact.size)})")
     try:
         value = load(artifact)

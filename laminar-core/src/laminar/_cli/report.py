@@ -29,6 +29,7 @@ from laminar._cli import previews, records
 from laminar._cli.common import datastore_option, file_argument, find_execution, is_foreach, open_flow
 from laminar._cli.graph import Graph
 from laminar._cli.output import duration_text, error_text, one_line, preview, size_text, time_text
+from laminar._storage import layout
 
 PREVIEW_BYTES = previews.PREVIEW_BYTES
 PREVIEW_CHARS = previews.PREVIEW_CHARS
@@ -292,6 +293,11 @@ def _errors(layers: list[records.LayerStatus], status: Any) -> list[ErrorBlock]:
     return found
 
 
+def _opener(store: Any) -> Any:
+    """How a preview reads the start of an artifact's stored bytes, without loading it whole."""
+    return lambda artifact: store.datastore.open_read(layout.artifact(artifact.hexdigest))
+
+
 def _artifacts(flow: Flow, execution: Execution) -> list[ArtifactRow]:
     store = execution.store
     rows = []
@@ -319,7 +325,14 @@ def _artifacts(flow: Flow, execution: Execution) -> list[ArtifactRow]:
                 )
             elif len(found) == 1:
                 row = ArtifactRow(
-                    layer, name, 1, 1, size, previews.of_artifact(store.load, found[0]), None, digests
+                    layer,
+                    name,
+                    1,
+                    1,
+                    size,
+                    previews.of_artifact(store.load, found[0], _opener(store)),
+                    None,
+                    digests,
                 )
             else:
                 items = previews.of_items(store.load, found)
