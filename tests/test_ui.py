@@ -15,10 +15,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from laminar._cli.main import cli
+from laminar._cli.previews import Preview
 from laminar._cli.report import build_report
 from laminar._ids import new_execution_id
 from laminar._plugins.manager import resolve_datastore
 from laminar.configurations import datastores, executors
+from laminar_ui.app import Previewed
 from laminar_ui.reading import Reader
 from ui_support import FLOW, clone, laminar, run, ui_server
 
@@ -226,3 +228,26 @@ def test_a_large_value_is_previewed_from_the_start_of_its_bytes(tmp_path: Path) 
         and "(the start of 1.2 MiB)" in rows["text"].text
     )
     assert rows["pickled"].kind == "note" and rows["pickled"].text.startswith("(not loaded: ")
+
+
+def test_previews_are_kept_by_content_between_reads(tmp_path: Path) -> None:
+    """A running execution is read every half second; each value is loaded and drawn once."""
+    store = tmp_path / ".laminar"
+    store.mkdir()
+    namespace: dict[str, Any] = {}
+    exec(compile(LARGE, str(tmp_path / "large.py"), "exec"), namespace)
+    namespace["Large"](
+        datastore=datastores.Local(str(store)).use_safe_protocols(), executor=executors.Thread()
+    )(execution="big")
+    found = Reader(datastores.Local(str(store))).flow("Large", "big")
+    previewed = Previewed(limit=2)
+    first = {
+        row.name: row for row in build_report(found, found.execution("big"), previewed=previewed).artifacts
+    }
+    assert len(previewed) == 2  # three values, the least recently used dropped
+    kept = next(iter(previewed))
+    planted = Preview("text", text="kept from before")
+    previewed[kept] = planted
+    again = build_report(found, found.execution("big"), previewed=previewed).artifacts
+    assert [row.preview for row in again if row.digests[0] == kept] == [planted]
+    assert first["array"].preview.kind == "array"

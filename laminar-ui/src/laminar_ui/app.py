@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +59,31 @@ def environment() -> jinja2.Environment:
     )
 
 
+#: Previews kept by content, so a running execution's values are loaded and drawn once.
+PREVIEWS = 2000
+
+
+class Previewed(OrderedDict[str, Any]):
+    """Previews by content (their digests), the least recently used dropped beyond ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> Any:
+        with self.lock:
+            self.move_to_end(key)
+            return super().__getitem__(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        with self.lock:
+            super().__setitem__(key, value)
+            self.move_to_end(key)
+            while len(self) > self.limit:
+                self.popitem(last=False)
+
+
 class Token(BaseHTTPMiddleware):
     """Every request needs the token (``?token=`` once, then its cookie), when the app has one."""
 
@@ -98,6 +125,7 @@ class UI:
         self.reader = reader
         self.poll = poll
         self.templates = environment()
+        self.previewed = Previewed(PREVIEWS)
 
     def render(self, name: str, **values: Any) -> str:
         return self.templates.get_template(name).render(
@@ -123,7 +151,7 @@ class UI:
             if self.reader.has_dag(flow)
             else f"dependencies are drawn when the flow's file is given: laminar ui --flow FILE (flow {flow})"
         )
-        return report.build_report(found, run, dag_note=note)
+        return report.build_report(found, run, dag_note=note, previewed=self.previewed)
 
     def _sections(self, flow: str, execution: str) -> tuple[str, str, str]:
         built = self._execution(flow, execution)

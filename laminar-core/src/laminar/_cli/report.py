@@ -16,6 +16,8 @@ at most :data:`TIMELINE_ROWS` attempts.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -298,8 +300,20 @@ def _opener(store: Any) -> Any:
     return lambda artifact: store.datastore.open_read(layout.artifact(artifact.hexdigest))
 
 
-def _artifacts(flow: Flow, execution: Execution) -> list[ArtifactRow]:
+def _artifacts(
+    flow: Flow, execution: Execution, previewed: MutableMapping[str, Any] | None = None
+) -> list[ArtifactRow]:
+    """Every artifact with its preview; ``previewed`` keeps previews by content (the UI's, across the
+    reads of a running execution), so a value is loaded and drawn once."""
     store = execution.store
+
+    def cached(key: str, make: Callable[[], Any]) -> Any:
+        if previewed is None:
+            return make()
+        if key not in previewed:
+            previewed[key] = make()
+        return previewed[key]
+
     rows = []
     for layer in flow.layer_names():
         splits = store.finished_splits(layer)
@@ -330,12 +344,15 @@ def _artifacts(flow: Flow, execution: Execution) -> list[ArtifactRow]:
                     1,
                     1,
                     size,
-                    previews.of_artifact(store.load, found[0], _opener(store)),
+                    cached(
+                        digests[0],
+                        functools.partial(previews.of_artifact, store.load, found[0], _opener(store)),
+                    ),
                     None,
                     digests,
                 )
             else:
-                items = previews.of_items(store.load, found)
+                items = cached(" ".join(digests), functools.partial(previews.of_items, store.load, found))
                 row = ArtifactRow(
                     layer, name, len(archives), len(found), size, items.previews[0], items, digests
                 )
@@ -368,9 +385,11 @@ def _logs(execution: Execution, layers: list[records.LayerStatus]) -> tuple[list
     return found, notes
 
 
-def build_report(flow: Flow, execution: Execution, *, dag_note: str = "") -> Report:
+def build_report(
+    flow: Flow, execution: Execution, *, dag_note: str = "", previewed: MutableMapping[str, Any] | None = None
+) -> Report:
     """Everything the page shows, read from the execution's records (values only for previews);
-    ``dag_note`` is said under the DAG."""
+    ``dag_note`` is said under the DAG, ``previewed`` keeps previews by content between calls."""
     status = records.status_of(execution)
     layers = records.layers_of(execution, status)
     graph = Graph.of(flow)
@@ -410,7 +429,7 @@ def build_report(flow: Flow, execution: Execution, *, dag_note: str = "") -> Rep
         bars_left_out=left_out,
         axis=axis,
         errors=_errors(layers, status),
-        artifacts=_artifacts(flow, execution),
+        artifacts=_artifacts(flow, execution, previewed),
         logs=logs,
         notes=notes,
         runs=[
