@@ -80,6 +80,7 @@ def test_every_hookspec_has_a_built_in_implementation() -> None:
                 "laminar_layer_finished",
                 "laminar_split_context",
                 "laminar_execution_finished",
+                "laminar_cli_commands",
             ]
         )
         == HOOKSPECS

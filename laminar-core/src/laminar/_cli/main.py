@@ -12,6 +12,7 @@ import click
 
 from laminar._cli import diff, gc, graph, inspect, plugins, report, runs, verify
 from laminar._cli.output import one_line
+from laminar._plugins.manager import plugin_manager
 
 DEBUG_VARIABLE = "LAMINAR_DEBUG"
 
@@ -70,6 +71,12 @@ for command in (
     verify.verify,
 ):
     cli.add_command(command)
+
+# Commands plugins add (``laminar_cli_commands``), after the built-in ones, which keep their names.
+for added in plugin_manager().hook.laminar_cli_commands():
+    for command in added:
+        if isinstance(command, click.Command) and command.name not in cli.commands:
+            cli.add_command(command)
 
 
 def main() -> None:

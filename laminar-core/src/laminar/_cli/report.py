@@ -1,19 +1,23 @@
 """``laminar report``: one self-contained HTML file that shows a whole execution.
 
 The page needs nothing but itself: its CSS is inline, the DAG is an inline SVG drawn here (a layered
-layout: each layer one column right of its deepest dependency), and it has no JavaScript at all. A
+layout: each layer one column right of its deepest dependency), and it has no JavaScript at all. Its
+templates (``_cli/templates``) and previews (:mod:`laminar._cli.previews`) are the ones ``laminar ui``
+draws an execution with, so the two show the same. A
 Content-Security-Policy forbids scripts and every fetch, so even markup that slipped through could
 not run. Everything that comes from the user — names, parameters, artifact previews, error
 messages, tracebacks, logs — goes through Jinja's autoescaping and shows as text.
 
 Artifact previews are capped: only values stored in at most :data:`PREVIEW_BYTES` bytes are loaded,
-one item of each, and their repr is cut at :data:`PREVIEW_CHARS`. Logs are excerpts (the last
+and a repr is cut at :data:`PREVIEW_CHARS`; a foreach artifact shows its items. Logs are excerpts (the last
 :data:`LOG_CHARS` characters of at most :data:`LOG_SPLITS` splits per layer), and the timeline shows
 at most :data:`TIMELINE_ROWS` attempts.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,13 +27,14 @@ import click
 import jinja2
 
 from laminar import Execution, Flow
-from laminar._cli import parameters, records
+from laminar._cli import parameters, previews, records
 from laminar._cli.common import datastore_option, file_argument, find_execution, is_foreach, open_flow
 from laminar._cli.graph import Graph
 from laminar._cli.output import duration_text, error_text, one_line, preview, size_text, time_text
+from laminar._storage import layout
 
-PREVIEW_BYTES = 256 * 1024
-PREVIEW_CHARS = 300
+PREVIEW_BYTES = previews.PREVIEW_BYTES
+PREVIEW_CHARS = previews.PREVIEW_CHARS
 LOG_CHARS = 6000
 LOG_SPLITS = 10
 TIMELINE_ROWS = 400
@@ -60,6 +65,8 @@ class Node:
 
 @dataclass(frozen=True)
 class Edge:
+    source: str
+    target: str
     path: str
 
 
@@ -69,10 +76,17 @@ class Dag:
     edges: list[Edge]
     width: float
     height: float
+    note: str = ""
 
 
-def layout_dag(graph: Graph, statuses: dict[str, str]) -> Dag:
-    """Place each layer in the column of its rank, in plan order within the column; edges as curves."""
+#: Vertical distance between the lanes of edges that skip columns.
+LANE_GAP = 10
+
+
+def layout_dag(graph: Graph, statuses: dict[str, str], note: str = "") -> Dag:
+    """A layered layout: each layer in the column of its rank (longest path from a source), in plan
+    order within the column. An edge to the next column is one curve; an edge that skips columns runs
+    in a lane of its own below the columns it passes, so no box hides it."""
     ranks = graph.ranks()
     rows: dict[int, int] = {}
     places: dict[str, tuple[float, float]] = {}
@@ -87,25 +101,36 @@ def layout_dag(graph: Graph, statuses: dict[str, str]) -> Dag:
         x, y = places[name]
         label = name if len(name) <= 20 else name[:19] + "…"
         nodes.append(Node(name, status, COLOURS.get(status, "#cfd8dc"), x, y, label, name in graph.foreach))
+    bottom = MARGIN + max(rows.values(), default=1) * (NODE_HEIGHT + ROW_GAP) - ROW_GAP
     edges = []
+    lanes = 0
     for source, target in graph.edges():
         (x1, y1), (x2, y2) = places[source], places[target]
         start = (x1 + NODE_WIDTH, y1 + NODE_HEIGHT / 2)
-        end = (x2, y2 + NODE_HEIGHT / 2)
-        bend = (end[0] - start[0]) / 2
-        edges.append(
-            Edge(
+        end = (x2 - 6, y2 + NODE_HEIGHT / 2)
+        if ranks[target] - ranks[source] <= 1:
+            bend = (end[0] - start[0]) / 2
+            path = (
                 f"M {start[0]:.1f} {start[1]:.1f} C {start[0] + bend:.1f} {start[1]:.1f}, "
-                f"{end[0] - bend:.1f} {end[1]:.1f}, {end[0] - 6:.1f} {end[1]:.1f}"
+                f"{end[0] - bend:.1f} {end[1]:.1f}, {end[0]:.1f} {end[1]:.1f}"
             )
-        )
+        else:  # down into a lane below every box, across, and up into the target
+            lanes += 1
+            lane = bottom + lanes * LANE_GAP
+            out, into = start[0] + COLUMN_GAP / 2, x2 - COLUMN_GAP / 2
+            path = (
+                f"M {start[0]:.1f} {start[1]:.1f} C {out:.1f} {start[1]:.1f}, {start[0]:.1f} {lane:.1f}, "
+                f"{out:.1f} {lane:.1f} L {into:.1f} {lane:.1f} C {x2:.1f} {lane:.1f}, "
+                f"{into:.1f} {end[1]:.1f}, {end[0]:.1f} {end[1]:.1f}"
+            )
+        edges.append(Edge(source, target, path))
     columns = max(ranks.values(), default=0) + 1
-    height_rows = max(rows.values(), default=1)
     return Dag(
         nodes,
         edges,
         width=2 * MARGIN + columns * NODE_WIDTH + (columns - 1) * COLUMN_GAP,
-        height=2 * MARGIN + height_rows * NODE_HEIGHT + (height_rows - 1) * ROW_GAP,
+        height=bottom + MARGIN + lanes * LANE_GAP,
+        note=note,
     )
 
 
@@ -118,6 +143,7 @@ class Bar:
     width: float
     failed: bool
     label: str
+    wait: float = 0.0  # how long (in % of the span) the attempt waited after its layer started
 
 
 @dataclass
@@ -125,9 +151,11 @@ class ArtifactRow:
     layer: str
     name: str
     splits: int
-    items: int
+    count: int  # items across splits
     size: int
-    preview: str
+    preview: previews.Preview
+    items: previews.Items | None = None  # a foreach artifact's items, each previewed
+    digests: tuple[str, ...] = ()  # the items' content hashes: equal values, equal digests
 
 
 @dataclass
@@ -172,6 +200,7 @@ class Report:
     layers: list[LayerRow]
     bars: list[Bar]
     bars_left_out: int
+    axis: list[str]
     errors: list[ErrorBlock]
     artifacts: list[ArtifactRow]
     logs: list[LogBlock]
@@ -183,7 +212,16 @@ def _timestamp(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
 
-def _timeline(layers: list[records.LayerStatus], status: Any) -> tuple[list[Bar], int]:
+#: Ticks on the timeline's time axis.
+TICKS = 5
+
+
+def _axis(span: float) -> list[str]:
+    return [duration_text(span * tick / (TICKS - 1)) if tick else "0 s" for tick in range(TICKS)]
+
+
+def _timeline(layers: list[records.LayerStatus], status: Any) -> tuple[list[Bar], int, list[str]]:
+    layer_starts = {layer.name: _timestamp(layer.started) for layer in layers}
     attempts = [
         (layer.name, index, attempt)
         for layer in layers
@@ -192,7 +230,7 @@ def _timeline(layers: list[records.LayerStatus], status: Any) -> tuple[list[Bar]
         if attempt.started is not None
     ]
     if not attempts:
-        return [], 0
+        return [], 0, []
     starts: list[float] = [_timestamp(a.started) or 0.0 for _, _, a in attempts]
     ends: list[float] = [_timestamp(a.ended) or _timestamp(a.started) or 0.0 for _, _, a in attempts]
     origin = min([*starts, *([status.started.timestamp()] if status.started else [])])
@@ -201,6 +239,8 @@ def _timeline(layers: list[records.LayerStatus], status: Any) -> tuple[list[Bar]
     bars = []
     for (layer, index, attempt), start, end in list(zip(attempts, starts, ends, strict=True))[:TIMELINE_ROWS]:
         left = (start - origin) / span * 100
+        began = layer_starts.get(layer)
+        wait = (start - began) / span * 100 if began is not None and attempt.attempt == 1 else 0.0
         bars.append(
             Bar(
                 layer,
@@ -212,9 +252,10 @@ def _timeline(layers: list[records.LayerStatus], status: Any) -> tuple[list[Bar]
                 f"{duration_text(attempt.duration)}"
                 + (f" — {error_text(attempt.error)}" if attempt.error else "")
                 + (f" — caught {error_text(attempt.caught)}" if attempt.caught else ""),
+                max(min(wait, left), 0.0),
             )
         )
-    return bars, max(len(attempts) - TIMELINE_ROWS, 0)
+    return bars, max(len(attempts) - TIMELINE_ROWS, 0), _axis(span)
 
 
 def _errors(layers: list[records.LayerStatus], status: Any) -> list[ErrorBlock]:
@@ -254,8 +295,25 @@ def _errors(layers: list[records.LayerStatus], status: Any) -> list[ErrorBlock]:
     return found
 
 
-def _artifacts(flow: Flow, execution: Execution) -> list[ArtifactRow]:
+def _opener(store: Any) -> Any:
+    """How a preview reads the start of an artifact's stored bytes, without loading it whole."""
+    return lambda artifact: store.datastore.open_read(layout.artifact(artifact.hexdigest))
+
+
+def _artifacts(
+    flow: Flow, execution: Execution, previewed: MutableMapping[str, Any] | None = None
+) -> list[ArtifactRow]:
+    """Every artifact with its preview; ``previewed`` keeps previews by content (the UI's, across the
+    reads of a running execution), so a value is loaded and drawn once."""
     store = execution.store
+
+    def cached(key: str, make: Callable[[], Any]) -> Any:
+        if previewed is None:
+            return make()
+        if key not in previewed:
+            previewed[key] = make()
+        return previewed[key]
+
     rows = []
     for layer in flow.layer_names():
         splits = store.finished_splits(layer)
@@ -265,20 +323,40 @@ def _artifacts(flow: Flow, execution: Execution) -> list[ArtifactRow]:
                 names.setdefault(name, []).append(archive)
         for name in sorted(names):
             archives = names[name]
-            items = [artifact for archive in archives for artifact in archive.artifacts]
-            first = items[0] if items else None
-            if first is None:
-                text = "(empty)"
-            elif first.size > PREVIEW_BYTES:
-                text = f"(not loaded: {size_text(first.size)})"
+            found = [artifact for archive in archives for artifact in archive.artifacts]
+            size = sum(a.size for a in found)
+            digests = tuple(a.hexdigest for a in found)
+            if not found:
+                row = ArtifactRow(
+                    layer,
+                    name,
+                    len(archives),
+                    0,
+                    size,
+                    previews.Preview("note", text="(empty)"),
+                    None,
+                    digests,
+                )
+            elif len(found) == 1:
+                row = ArtifactRow(
+                    layer,
+                    name,
+                    1,
+                    1,
+                    size,
+                    cached(
+                        digests[0],
+                        functools.partial(previews.of_artifact, store.load, found[0], _opener(store)),
+                    ),
+                    None,
+                    digests,
+                )
             else:
-                try:
-                    text = preview(store.load(first), PREVIEW_CHARS)
-                except Exception as error:
-                    text = f"(not previewed: {type(error).__name__}: {one_line(str(error))[:PREVIEW_CHARS]})"
-                if len(items) > 1:
-                    text = f"[item 0 of {len(items)}] {text}"
-            rows.append(ArtifactRow(layer, name, len(archives), len(items), sum(a.size for a in items), text))
+                items = cached(" ".join(digests), functools.partial(previews.of_items, store.load, found))
+                row = ArtifactRow(
+                    layer, name, len(archives), len(found), size, items.previews[0], items, digests
+                )
+            rows.append(row)
     return rows
 
 
@@ -307,13 +385,16 @@ def _logs(execution: Execution, layers: list[records.LayerStatus]) -> tuple[list
     return found, notes
 
 
-def build_report(flow: Flow, execution: Execution) -> Report:
-    """Everything the page shows, read from the execution's records (values only for previews)."""
+def build_report(
+    flow: Flow, execution: Execution, *, dag_note: str = "", previewed: MutableMapping[str, Any] | None = None
+) -> Report:
+    """Everything the page shows, read from the execution's records (values only for previews);
+    ``dag_note`` is said under the DAG, ``previewed`` keeps previews by content between calls."""
     status = records.status_of(execution)
     layers = records.layers_of(execution, status)
     graph = Graph.of(flow)
-    dag = layout_dag(graph, {layer.name: layer.status for layer in layers})
-    bars, left_out = _timeline(layers, status)
+    dag = layout_dag(graph, {layer.name: layer.status for layer in layers}, dag_note)
+    bars, left_out, axis = _timeline(layers, status)
     logs, notes = _logs(execution, layers)
     try:
         values = status.parameters
@@ -348,8 +429,9 @@ def build_report(flow: Flow, execution: Execution) -> Report:
         ],
         bars=bars,
         bars_left_out=left_out,
+        axis=axis,
         errors=_errors(layers, status),
-        artifacts=_artifacts(flow, execution),
+        artifacts=_artifacts(flow, execution, previewed),
         logs=logs,
         notes=notes,
         runs=[
@@ -360,118 +442,33 @@ def build_report(flow: Flow, execution: Execution) -> Report:
     )
 
 
-TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Laminar report: {{ r.flow }} {{ r.execution }}</title>
-<style>
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1d2327; background: #f6f7f9; }
-header { background: #1d2327; color: #fff; padding: 16px 24px; }
-header h1 { margin: 0 0 4px; font-size: 20px; }
-header .meta { opacity: .85; }
-main { padding: 8px 24px 40px; max-width: 1400px; }
-section { background: #fff; border: 1px solid #dde1e6; border-radius: 6px; padding: 12px 16px; margin: 16px 0; overflow-x: auto; }
-h2 { font-size: 16px; margin: 0 0 8px; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #eceff1; vertical-align: top; }
-th { font-weight: 600; color: #455a64; }
-code, pre { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-pre { background: #f3f4f6; padding: 8px; border-radius: 4px; white-space: pre-wrap; word-break: break-word; max-height: 420px; overflow: auto; margin: 4px 0; }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; font-weight: 600; }
-.badge.not-started { color: #37474f; }
-.timeline { position: relative; }
-.row { display: flex; align-items: center; height: 18px; margin: 2px 0; }
-.row .name { width: 220px; flex: none; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; font-size: 12px; }
-.row .track { position: relative; flex: 1; height: 12px; background: #eceff1; border-radius: 2px; }
-.row .bar { position: absolute; top: 0; height: 12px; border-radius: 2px; background: #2e7d32; }
-.row .bar.failed { background: #c62828; }
-.error h3 { font-size: 14px; margin: 8px 0 2px; }
-.muted { color: #78909c; }
-svg text { font: 12px system-ui, sans-serif; }
-</style>
-</head>
-<body>
-<header>
-<h1>{{ r.flow }} · execution <code>{{ r.execution }}</code></h1>
-<div class="meta"><span class="badge" id="execution-status" style="background: {{ r.colour }}">{{ r.status }}</span>
-started {{ r.started or "—" }} · ended {{ r.ended or "—" }} · took {{ r.duration or "—" }} · report written {{ r.generated }}</div>
-{% if r.runs|length > 1 %}<ol class="runs meta" start="0">{% for run in r.runs %}<li>{{ "run" if loop.first else "resume" }}: {{ run }}</li>{% endfor %}</ol>{% endif %}
-</header>
-<main>
-<section id="parameters">
-<h2>Parameters</h2>
-{% if r.parameters %}<table><tr><th>name</th><th>value</th><th>type</th></tr>
-{% for name, value, kind in r.parameters %}<tr><td><code>{{ name }}</code></td><td><code>{{ value }}</code></td><td><code>{{ kind }}</code></td></tr>
-{% endfor %}</table>{% else %}<p class="muted">none</p>{% endif %}
-</section>
+def environment() -> jinja2.Environment:
+    """The templates the report and ``laminar ui`` share (``_cli/templates``), autoescaping everything."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("laminar._cli", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
 
-<section id="dag">
-<h2>Layers</h2>
-<svg xmlns="http://www.w3.org/2000/svg" width="{{ r.dag.width }}" height="{{ r.dag.height }}" viewBox="0 0 {{ r.dag.width }} {{ r.dag.height }}" role="img" aria-label="the flow's DAG">
-<defs><marker id="arrow" viewBox="0 0 10 10" refX="4" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#78909c"/></marker></defs>
-{% for edge in r.dag.edges %}<path class="edge" d="{{ edge.path }}" fill="none" stroke="#90a4ae" stroke-width="1.5" marker-end="url(#arrow)"/>
-{% endfor %}{% for node in r.dag.nodes %}<g class="node status-{{ node.status|replace(' ', '-') }}" data-layer="{{ node.name }}" data-status="{{ node.status }}">
-<title>{{ node.name }}: {{ node.status }}</title>
-<rect x="{{ node.x }}" y="{{ node.y }}" width="{{ W }}" height="{{ H }}" rx="{{ 12 if node.foreach else 4 }}" fill="{{ node.colour }}" stroke="{{ '#7f0000' if node.status == 'failed' else '#37474f' }}" stroke-width="{{ 3 if node.status == 'failed' else 1 }}"/>
-<text x="{{ node.x + 10 }}" y="{{ node.y + 19 }}" fill="{{ '#263238' if node.status == 'not started' else '#fff' }}" font-weight="600">{{ node.label }}</text>
-<text x="{{ node.x + 10 }}" y="{{ node.y + 36 }}" fill="{{ '#263238' if node.status == 'not started' else '#fff' }}">{{ node.status }}{{ " ✗" if node.status == "failed" else "" }}{{ " · foreach" if node.foreach else "" }}</text>
-</g>
-{% endfor %}</svg>
-<table>
-<tr><th>layer</th><th>status</th><th>splits</th><th>attempts</th><th>duration</th><th>error / reason</th></tr>
-{% for layer in r.layers %}<tr class="layer status-{{ layer.status|replace(' ', '-') }}"><td><code>{{ layer.name }}</code></td>
-<td><span class="badge {{ layer.status|replace(' ', '-') }}" style="background: {{ layer.colour }}">{{ layer.status }}</span></td>
-<td>{{ layer.splits }}</td><td>{{ layer.attempts or "" }}</td><td>{{ layer.duration }}</td><td>{{ layer.error or layer.reason }}</td></tr>
-{% endfor %}</table>
-</section>
 
-<section id="timeline">
-<h2>Timeline</h2>
-{% if r.bars %}<div class="timeline">
-{% for bar in r.bars %}<div class="row"><div class="name" title="{{ bar.layer }}">{{ bar.layer }} #{{ bar.index }} · attempt {{ bar.attempt }}</div>
-<div class="track"><div class="bar{{ ' failed' if bar.failed else '' }}" style="left: {{ '%.3f'|format(bar.left) }}%; width: {{ '%.3f'|format(bar.width) }}%" title="{{ bar.label }}"></div></div></div>
-{% endfor %}</div>{% if r.bars_left_out %}<p class="muted">{{ r.bars_left_out }} more attempts not shown</p>{% endif %}
-{% else %}<p class="muted">no attempts recorded</p>{% endif %}
-</section>
+_environment = environment()
 
-<section id="errors">
-<h2>Errors</h2>
-{% for error in r.errors %}<div class="error"><h3>{{ error.where }}: <code>{{ error.type }}</code></h3>
-<pre class="message">{{ error.message }}</pre>
-{% if error.traceback %}<details><summary>traceback</summary><pre class="traceback">{{ error.traceback }}</pre></details>{% endif %}
-</div>
-{% else %}<p class="muted">none</p>{% endfor %}
-</section>
 
-<section id="artifacts">
-<h2>Artifacts</h2>
-{% if r.artifacts %}<table><tr><th>layer</th><th>artifact</th><th>splits</th><th>items</th><th>size</th><th>preview</th></tr>
-{% for a in r.artifacts %}<tr><td><code>{{ a.layer }}</code></td><td><code>{{ a.name }}</code></td><td>{{ a.splits }}</td><td>{{ a.items }}</td><td>{{ size(a.size) }}</td><td><pre class="preview">{{ a.preview }}</pre></td></tr>
-{% endfor %}</table>{% else %}<p class="muted">none</p>{% endif %}
-</section>
-
-<section id="logs">
-<h2>Logs</h2>
-{% for log in r.logs %}<h3><code>{{ log.where }}</code></h3>{% if log.cut %}<p class="muted">last {{ LOG_CHARS }} characters</p>{% endif %}
-<pre class="log">{{ log.text }}</pre>
-{% else %}<p class="muted">none</p>{% endfor %}
-{% for note in r.notes %}<p class="muted">{{ note }}</p>{% endfor %}
-</section>
-</main>
-</body>
-</html>
-"""
-
-_environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+def context(report: Report, *, live: bool = False) -> dict[str, Any]:
+    """What the shared templates are rendered with."""
+    return {
+        "r": report,
+        "W": NODE_WIDTH,
+        "H": NODE_HEIGHT,
+        "size": size_text,
+        "LOG_CHARS": LOG_CHARS,
+        "live": live,
+    }
 
 
 def render(report: Report) -> str:
     """The report as one HTML page; every value in it is escaped by the template."""
-    template = _environment.from_string(TEMPLATE)
-    return template.render(r=report, W=NODE_WIDTH, H=NODE_HEIGHT, size=size_text, LOG_CHARS=LOG_CHARS)
+    return _environment.get_template("report.html").render(context(report))
 
 
 @click.command(name="report")

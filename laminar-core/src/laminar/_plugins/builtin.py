@@ -112,3 +112,9 @@ def laminar_execution_finished(execution: Execution, error: BaseException | None
             type(error).__name__,
             error,
         )
+
+
+@hookimpl
+def laminar_cli_commands() -> Sequence[Any]:
+    """None: the built-in commands are laminar's own group (``_cli/main.py``)."""
+    return []

@@ -150,6 +150,17 @@ def laminar_execution_finished(execution: Execution, error: BaseException | None
     """An execution ended, with the error that ended it (``None`` when it succeeded)."""
 
 
+# ---- the command line ------------------------------------------------------------------------------
+@hookspec
+def laminar_cli_commands() -> Sequence[Any]:  # type: ignore[empty-body]
+    """Click commands this plugin adds to the ``laminar`` command (laminar-ui adds ``laminar ui``).
+
+    Called once, when the ``laminar`` command is built; keep the module that implements it cheap to
+    import (import a command's heavy dependencies inside the command). A command named as a built-in
+    one, or as one an earlier plugin added, is left out.
+    """
+
+
 # ---- in the process that runs a split (a worker) ---------------------------------------------------
 @hookspec
 def laminar_split_context(

@@ -1,0 +1,301 @@
+"""The web app: the executions list, an execution (live), and two executions compared.
+
+Pages are rendered on the server with the templates the static report uses (``laminar._cli``'s
+``execution.html`` and previews), autoescaped. An execution page follows its run through a stream
+of Server-Sent Events: the server reads the run records every :data:`POLL` seconds and sends the
+page's sections again whenever they changed, and the page's one script swaps them in. Reading runs
+in threads, so a slow object store blocks no other request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from laminar._cli import report
+from laminar._cli.output import duration_text, preview, time_text
+from laminar._names import is_valid
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from laminar_ui.reading import STATUSES, Reader, parse_parameter
+
+#: Seconds between two reads of a running execution's records.
+POLL = 0.5
+#: Executions on a page of the list.
+PAGE = 50
+#: The cookie a token is kept in once a link with ``?token=`` was opened.
+COOKIE = "laminar_ui_token"
+#: Scripts only from the app itself, nothing fetched from elsewhere.
+POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'"
+)
+
+
+def environment() -> jinja2.Environment:
+    """The UI's templates, then the ones it shares with the report."""
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(
+            [
+                jinja2.PackageLoader("laminar_ui", "templates"),
+                jinja2.PackageLoader("laminar._cli", "templates"),
+            ]
+        ),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+#: Previews kept by content, so a running execution's values are loaded and drawn once.
+PREVIEWS = 2000
+
+
+class Previewed(OrderedDict[str, Any]):
+    """Previews by content (their digests), the least recently used dropped beyond ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> Any:
+        with self.lock:
+            self.move_to_end(key)
+            return super().__getitem__(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        with self.lock:
+            super().__setitem__(key, value)
+            self.move_to_end(key)
+            while len(self) > self.limit:
+                self.popitem(last=False)
+
+
+class Token(BaseHTTPMiddleware):
+    """Every request needs the token (``?token=`` once, then its cookie), when the app has one."""
+
+    def __init__(self, app: Any, token: str | None) -> None:
+        super().__init__(app)
+        self.token = token
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if self.token is None:
+            response = await call_next(request)
+        else:
+            given = request.query_params.get("token") or request.cookies.get(COOKIE) or ""
+            if not secrets.compare_digest(given, self.token):
+                return PlainTextResponse(
+                    "this laminar ui needs its token: open the URL `laminar ui` printed, with ?token=...",
+                    status_code=403,
+                )
+            response = await call_next(request)
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+        response.headers["Content-Security-Policy"] = POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+@dataclass(frozen=True)
+class Compared:
+    """One row of a comparison: a name, the two sides, and whether they differ."""
+
+    name: str
+    left: Any
+    right: Any
+    differs: bool
+
+
+class UI:
+    """The app's state: the datastore reader and the templates."""
+
+    def __init__(self, reader: Reader, *, poll: float = POLL) -> None:
+        self.reader = reader
+        self.poll = poll
+        self.templates = environment()
+        self.previewed = Previewed(PREVIEWS)
+
+    def render(self, name: str, **values: Any) -> str:
+        return self.templates.get_template(name).render(
+            datastore=self.reader.datastore.url,
+            time=time_text,
+            duration=duration_text,
+            preview=preview,
+            **values,
+        )
+
+    # ---- reading (in a thread) ----------------------------------------------------------------------
+    def _execution(self, flow: str, execution: str) -> report.Report:
+        if not (is_valid(flow) and is_valid(execution)):
+            raise LookupError(f"no execution {execution!r} of flow {flow!r}")
+        found = self.reader.flow(flow, execution)
+        run = found.execution(execution)
+        if run.store.metadata() is None:
+            raise LookupError(
+                f"execution {execution} of flow {flow} does not exist in {self.reader.datastore.url}"
+            )
+        note = (
+            ""
+            if self.reader.has_dag(flow)
+            else f"dependencies are drawn when the flow's file is given: laminar ui --flow FILE (flow {flow})"
+        )
+        return report.build_report(found, run, dag_note=note, previewed=self.previewed)
+
+    def _sections(self, flow: str, execution: str) -> tuple[str, str, str]:
+        built = self._execution(flow, execution)
+        values = report.context(built, live=True)
+        header = self.templates.get_template("execution_header.html").render(values)
+        body = self.templates.get_template("execution.html").render(values)
+        return header, body, built.status
+
+    # ---- pages -------------------------------------------------------------------------------------
+    async def executions(self, request: Request) -> Response:
+        query = request.query_params
+        flow = query.get("flow") or None
+        status = query.get("status") or None
+        try:
+            parameter = parse_parameter(query.get("parameter"))
+            start = int(query.get("start") or 0)
+        except ValueError as error:
+            return HTMLResponse(self.render("problem.html", message=str(error)), status_code=400)
+        if flow is not None and not is_valid(flow):
+            return HTMLResponse(self.render("problem.html", message=f"no flow {flow!r}"), status_code=404)
+        if status is not None and status not in STATUSES:
+            message = f"status must be one of {', '.join(STATUSES)}, not {status!r}"
+            return HTMLResponse(self.render("problem.html", message=message), status_code=400)
+        page, flows = await asyncio.to_thread(
+            lambda: (
+                self.reader.page(
+                    flow=flow, status=status, parameter=parameter, start=max(start, 0), size=PAGE
+                ),
+                self.reader.flow_names(),
+            )
+        )
+        return HTMLResponse(
+            self.render(
+                "executions.html",
+                page=page,
+                flows=flows,
+                chosen={
+                    "flow": flow or "",
+                    "status": status or "",
+                    "parameter": query.get("parameter") or "",
+                },
+                statuses=STATUSES,
+                colours=report.COLOURS,
+            )
+        )
+
+    async def execution(self, request: Request) -> Response:
+        flow, execution = request.path_params["flow"], request.path_params["execution"]
+        try:
+            header, body, _ = await asyncio.to_thread(self._sections, flow, execution)
+        except LookupError as error:
+            return HTMLResponse(self.render("problem.html", message=str(error)), status_code=404)
+        return HTMLResponse(
+            self.render("execution_page.html", flow=flow, execution=execution, header=header, body=body)
+        )
+
+    async def events(self, request: Request) -> Response:
+        """The execution's sections again each time its records change (``event: update``)."""
+        flow, execution = request.path_params["flow"], request.path_params["execution"]
+
+        async def stream() -> AsyncIterator[str]:
+            last: tuple[str, str] | None = None
+            while not await request.is_disconnected():
+                try:
+                    header, body, _ = await asyncio.to_thread(self._sections, flow, execution)
+                except LookupError:
+                    return
+                if (header, body) != last:
+                    last = (header, body)
+                    yield f"event: update\ndata: {json.dumps({'header': header, 'body': body})}\n\n"
+                else:
+                    yield ": unchanged\n\n"  # a comment: notices a client that left
+                await asyncio.sleep(self.poll)
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    async def compare(self, request: Request) -> Response:
+        query = request.query_params
+        try:
+            (flow_a, id_a), (flow_b, id_b) = (_pair(query.get("a")), _pair(query.get("b")))
+            left, right = await asyncio.gather(
+                asyncio.to_thread(self._execution, flow_a, id_a),
+                asyncio.to_thread(self._execution, flow_b, id_b),
+            )
+        except (LookupError, ValueError) as error:
+            return HTMLResponse(self.render("problem.html", message=str(error)), status_code=404)
+        return HTMLResponse(self.render("compare.html", a=left, b=right, **comparison(left, right)))
+
+
+def _pair(text: str | None) -> tuple[str, str]:
+    """``Flow/execution`` from a compare link."""
+    flow, separator, execution = (text or "").partition("/")
+    if not separator:
+        raise ValueError(f"compare takes ?a=Flow/execution&b=Flow/execution, not {text!r}")
+    return flow, execution
+
+
+def comparison(left: report.Report, right: report.Report) -> dict[str, list[Compared]]:
+    """Parameters, artifacts and layers of two executions side by side, each marked if it differs."""
+    params_a, params_b = dict(left.parameters), dict(right.parameters)
+    parameters = [
+        Compared(name, params_a.get(name), params_b.get(name), params_a.get(name) != params_b.get(name))
+        for name in sorted({*params_a, *params_b})
+    ]
+    arts_a = {(a.layer, a.name): a for a in left.artifacts}
+    arts_b = {(a.layer, a.name): a for a in right.artifacts}
+    artifacts = [
+        Compared(
+            f"{layer}.{name}",
+            arts_a.get((layer, name)),
+            arts_b.get((layer, name)),
+            getattr(arts_a.get((layer, name)), "digests", None)
+            != getattr(arts_b.get((layer, name)), "digests", None),
+        )
+        for layer, name in sorted({*arts_a, *arts_b})
+    ]
+    changed = {key[0] for key, row in zip(sorted({*arts_a, *arts_b}), artifacts, strict=True) if row.differs}
+    layers_a = {layer.name: layer for layer in left.layers}
+    layers_b = {layer.name: layer for layer in right.layers}
+    layers = [
+        Compared(
+            name,
+            layers_a.get(name),
+            layers_b.get(name),
+            name in changed
+            or getattr(layers_a.get(name), "status", None) != getattr(layers_b.get(name), "status", None),
+        )
+        for name in [*layers_a, *(n for n in layers_b if n not in layers_a)]
+    ]
+    return {"parameters": parameters, "artifacts": artifacts, "layers": layers}
+
+
+def create_app(reader: Reader, *, token: str | None = None, poll: float = POLL) -> Starlette:
+    """The ASGI app over ``reader``; ``token``: the one every request must carry."""
+    ui = UI(reader, poll=poll)
+    return Starlette(
+        routes=[
+            Route("/", ui.executions),
+            Route("/flows/{flow}/executions/{execution}", ui.execution),
+            Route("/flows/{flow}/executions/{execution}/events", ui.events),
+            Route("/compare", ui.compare),
+            Mount("/static", StaticFiles(packages=[("laminar_ui", "static")]), name="static"),
+        ],
+        middleware=[Middleware(Token, token=token)],
+    )

@@ -1,0 +1,202 @@
+"""``laminar ui`` in a real headless Chromium (Debian's, driven by Playwright; no browser download).
+
+One server and one browser for the module, over a datastore holding a run with every kind of
+preview, a failed run, and a run held at a gate (a named pipe) that the test opens while the page is
+shown: the layer finishing appears without a reload. ``LAMINAR_UI_SCREENSHOTS=docs/images`` keeps the
+screenshots for the docs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from laminar._ids import new_execution_id
+from ui_support import FLOW, HOSTILE, Background, run, ui_server
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+
+#: The executions the module's datastore holds, by what they are.
+IDS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def flow_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("flows") / "shown_flow.py"
+    path.write_text(FLOW)
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(flow_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The UI over a datastore with two runs of Shown (n=1, n=2) and a failed run of Broken, in that
+    order, with ids Laminar made (they sort by creation time)."""
+    store = (tmp_path_factory.mktemp("store") / ".laminar").as_uri()
+    for name, flow, n, code in (
+        ("one", "Shown", "1", 0),
+        ("two", "Shown", "2", 0),
+        ("broken", "Broken", "0", 1),
+    ):
+        execution = new_execution_id()
+        IDS[name] = execution
+        result = run(flow_file, flow, store, execution, f"n={n}")
+        assert result.returncode == code, result.stderr
+    with ui_server(store, "--flow", f"{flow_file}:Shown", "--flow", f"{flow_file}:Gated") as url:
+        yield url, store
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"headless Chromium is missing at {CHROMIUM}: apt-get install chromium", pytrace=False)
+    with playwright_api.sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def keep(page: Any, name: str, tmp_path: Path) -> None:
+    """A full-page screenshot: checked to be a PNG, kept for the docs when asked."""
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    target = os.environ.get("LAMINAR_UI_SCREENSHOTS")
+    if target:
+        shutil.copy(shot, Path(target) / name)
+
+
+def test_the_executions_list_shows_every_run_newest_first(
+    served: tuple[str, str], page: Any, tmp_path: Path
+) -> None:
+    url, _ = served
+    page.goto(url)
+    rows = page.locator("tr.execution")
+    found = [(r.get_attribute("data-flow"), r.get_attribute("data-execution"), r.get_attribute("data-status"))
+             for r in rows.all()]  # fmt: skip
+    assert found == [
+        ("Broken", IDS["broken"], "failed"),
+        ("Shown", IDS["two"], "succeeded"),
+        ("Shown", IDS["one"], "succeeded"),
+    ]
+    assert "n=2" in rows.nth(1).inner_text() and "n=1" in rows.nth(2).inner_text()
+    page.select_option("select[name=status]", "failed")
+    page.click("form.filters button")
+    assert [r.get_attribute("data-execution") for r in page.locator("tr.execution").all()] == [IDS["broken"]]
+    page.goto(url + "?parameter=n%3D2")
+    assert [r.get_attribute("data-execution") for r in page.locator("tr.execution").all()] == [IDS["two"]]
+    page.goto(url)
+    keep(page, "ui-executions.png", tmp_path)
+    page.click(f"a:has-text('{IDS['one']}')")
+    page.wait_for_selector("#dag svg")
+    assert page.url.endswith(f"/flows/Shown/executions/{IDS['one']}")
+
+
+def test_an_execution_shows_its_previews_and_a_hostile_repr_stays_text(
+    served: tuple[str, str], page: Any, tmp_path: Path
+) -> None:
+    url, _ = served
+    page.goto(url + "flows/Shown/executions/" + IDS["one"])
+    frame = page.locator('tr.artifact[data-artifact="frame"]')
+    assert frame.locator(".shape").inner_text() == "3 rows x 2 columns"
+    assert (
+        frame.locator(".dtype").all_inner_texts()[1] == "float64"
+    )  # the str column: object or str by pandas version
+    assert "Pune" in frame.inner_text() and "27.25" in frame.inner_text()
+    figure = page.locator('tr.artifact[data-artifact="figure"] img')
+    assert figure.get_attribute("src").startswith("data:image/png;base64,")
+    assert figure.evaluate("image => image.complete && image.naturalWidth") > 100  # drawn, not broken
+    array = page.locator('tr.artifact[data-artifact="array"]')
+    assert "1000 · float64" in array.locator(".shape").inner_text()
+    assert array.locator(".chart rect").count() == 20  # the histogram's bins
+    squared = page.locator('tr.artifact[data-artifact="squared"]')
+    assert squared.locator(".chart rect").count() == 4  # every item, charted over the splits
+    assert [text.split("] ")[1] for text in squared.locator("pre.preview").all_inner_texts()] == [
+        "1",
+        "25",
+        "4",
+        "81",
+    ]
+    hostile = page.locator('tr.artifact[data-artifact="hostile"] pre.preview')
+    assert hostile.inner_text() == HOSTILE  # shown as the text it is
+    assert page.locator("#planted-repr").count() == 0 and page.locator("#artifacts b").count() == 0
+    assert "pwned" not in page.title()
+    edges = {
+        (e.get_attribute("data-from"), e.get_attribute("data-to")) for e in page.locator("path.edge").all()
+    }
+    assert ("Values", "Total") in edges  # the edge that skips Square's column is drawn, below its box
+    skipping = page.locator('path.edge[data-from="Values"][data-to="Total"]').evaluate(
+        "edge => { const box = edge.getBBox(); return box.y + box.height; }"
+    )
+    square = page.locator('g.node[data-layer="Square"] rect').evaluate(
+        "rect => rect.y.baseVal.value + rect.height.baseVal.value"
+    )
+    assert skipping > square
+    keep(page, "ui-execution.png", tmp_path)
+
+
+def test_a_failed_run_shows_its_traceback(served: tuple[str, str], page: Any, tmp_path: Path) -> None:
+    url, _ = served
+    page.goto(url + "flows/Broken/executions/" + IDS["broken"])
+    assert page.locator("#execution-status").inner_text() == "failed"
+    assert page.locator('g.node[data-layer="Explode"]').get_attribute("data-status") == "failed"
+    page.locator("#errors summary").first.click()
+    traceback = page.locator("#errors pre.traceback").first.inner_text()
+    assert "Traceback (most recent call last)" in traceback and "ValueError: the gauge read <img" in traceback
+    assert "pwned" not in page.title()
+    keep(page, "ui-failed.png", tmp_path)
+
+
+def test_the_compare_page_shows_what_differs(served: tuple[str, str], page: Any, tmp_path: Path) -> None:
+    url, _ = served
+    page.goto(url + f"compare?a=Shown/{IDS['one']}&b=Shown/{IDS['two']}")
+    row = page.locator('#compare-parameters tr[data-name="n"]')
+    assert row.get_attribute("class") == "differs" and row.locator("td").all_inner_texts()[1:] == ["1", "2"]
+    frame = page.locator('#compare-artifacts tr[data-name="Values.frame"]')
+    assert frame.get_attribute("class") == "same" and frame.locator("table").count() == 2  # both tables shown
+    assert page.locator('#compare-layers tr[data-name="Square"]').get_attribute("class") == "same"
+    keep(page, "ui-compare.png", tmp_path)
+
+
+def test_a_layer_finishing_appears_without_a_reload(
+    served: tuple[str, str], flow_file: Path, page: Any, tmp_path: Path
+) -> None:
+    url, store = served
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    background = Background(flow_file, "Gated", store, "gated", gate).start()
+    opened: list[Any] = []
+    opener = threading.Thread(target=lambda: opened.append(open(gate, "w")), daemon=True)  # noqa: SIM115
+    opener.start()
+    opener.join(timeout=120)  # returns once the Gate layer opened the pipe: it runs
+    assert opened, "the Gate layer never started"
+    page.goto(url + "flows/Gated/executions/gated")
+    page.evaluate("window.notReloaded = true")
+    gate_node = page.locator('g.node[data-layer="Gate"]')
+    # Its record says "running" as soon as the status plugin writes it: on this page, or by an update.
+    page.wait_for_selector('g.node[data-layer="Gate"][data-status="running"]', timeout=60_000)
+    assert page.locator("#execution-status").inner_text() == "running"
+    assert page.locator('g.node[data-layer="After"]').get_attribute("data-status") == "not started"
+    keep(page, "ui-live.png", tmp_path)
+    opened[0].write("opened")
+    opened[0].close()
+    page.wait_for_selector('g.node[data-layer="After"][data-status="finished"]', timeout=60_000)
+    page.wait_for_selector('#execution-status:has-text("succeeded")', timeout=60_000)
+    assert gate_node.get_attribute("data-status") == "finished"
+    assert page.evaluate("window.notReloaded") is True  # the same page, updated in place
+    assert "through the gate" in page.locator("#logs").inner_text()
+    assert background.join().returncode == 0

@@ -1,0 +1,210 @@
+"""What the ``laminar ui`` tests share: flows to run, and the UI as a real server in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from laminar._ids import new_execution_id
+from laminar._storage.records import seal, unseal
+
+#: The `laminar` console script of this environment.
+LAMINAR = str(Path(sys.executable).with_name("laminar"))
+
+#: A repr and a value that would be markup if the page did not escape them.
+HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><b id="planted-repr">bold-repr</b>'
+
+#: A flow with a value of every kind the UI previews, one that fails, and one held at a gate (a
+#: named pipe: its layer blocks reading it until the test writes to it).
+FLOW = textwrap.dedent(
+    f"""
+    import os
+
+    from laminar import Flow, Layer, Parameters
+    from laminar.configurations.layers import ForEach, Parameter
+
+    HOSTILE = {HOSTILE!r}
+
+
+    class Hostile:
+        def __repr__(self) -> str:
+            return HOSTILE
+
+
+    class Shown(Flow): ...
+
+
+    @Shown.register
+    class Values(Layer):
+        def __call__(self, parameters: Parameters) -> None:
+            import matplotlib.figure  # here, so the other flows' runs do not import it
+            import numpy
+            import pandas
+
+            print("values made")
+            self.frame = pandas.DataFrame({{"city": ["Oslo", "Lima", "Pune"], "temp": [3.5, 19.0, 27.25]}})
+            self.array = numpy.arange(1000, dtype="float64")
+            figure = matplotlib.figure.Figure(figsize=(3, 2))
+            figure.add_subplot().plot([1, 4, 2, 8])
+            self.figure = figure
+            self.hostile = Hostile()
+            self.shard(item=[1, 5, 2, 9])
+
+
+    @Shown.register(foreach=ForEach(parameters=[Parameter(layer=Values, attribute="item")]))
+    class Square(Layer):
+        def __call__(self, values: Values) -> None:
+            self.squared = values.item ** 2
+
+
+    @Shown.register
+    class Total(Layer):
+        def __call__(self, values: Values, square: Square) -> None:
+            self.total = sum(square.squared) + len(values.frame)
+
+
+    class Broken(Flow): ...
+
+
+    @Broken.register
+    class Fine(Layer):
+        def __call__(self) -> None:
+            self.ok = 1
+
+
+    @Broken.register
+    class Explode(Layer):
+        def __call__(self, fine: Fine) -> None:
+            raise ValueError("the gauge read " + HOSTILE)
+
+
+    class Gated(Flow): ...
+
+
+    @Gated.register
+    class First(Layer):
+        def __call__(self) -> None:
+            self.ready = True
+
+
+    @Gated.register
+    class Gate(Layer):
+        def __call__(self, first: First) -> None:
+            print("waiting at the gate", flush=True)
+            with open(os.environ["UI_TEST_GATE"]) as gate:  # blocks until the test writes
+                self.opened = gate.read()
+            print("through the gate", flush=True)
+
+
+    @Gated.register
+    class After(Layer):
+        def __call__(self, first: First, gate: Gate) -> None:
+            self.done = gate.opened
+    """
+)
+
+
+def laminar(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The ``laminar`` command in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [LAMINAR, *arguments],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+def run(
+    flow_file: Path, flow: str, datastore: str, execution: str, *parameters: str
+) -> subprocess.CompletedProcess[str]:
+    params = [item for pair in parameters for item in ("--param", pair)]
+    return laminar(
+        "run",
+        f"{flow_file}:{flow}",
+        "--datastore",
+        datastore,
+        "--executor",
+        "thread",
+        "--execution",
+        execution,
+        *params,
+    )
+
+
+def clone(root: Path, flow: str, execution: str, count: int) -> list[str]:
+    """``count`` copies of a Local execution under new ids (ids Laminar makes, so they sort after the
+    original): each record rewritten with its own id and sealed again with its checksum."""
+    source = root / "flows" / flow / "executions" / execution
+    made = []
+    for _ in range(count):
+        new = new_execution_id()
+        target = source.parent / new
+        shutil.copytree(source, target)
+        for path in target.rglob("*.json"):
+            data = path.read_bytes()
+            if not data.startswith(b'{"sha256"'):  # a lease: not sealed
+                path.write_bytes(data.replace(execution.encode(), new.encode()))
+                continue
+            record = unseal(data)
+            record.pop("sha256", None)
+            path.write_bytes(seal(json.loads(json.dumps(record).replace(execution, new))))
+        made.append(new)
+    return made
+
+
+@contextmanager
+def ui_server(datastore: str, *arguments: str, cwd: Path | None = None) -> Iterator[str]:
+    """``laminar ui DATASTORE --port 0`` running (no DATASTORE when ``""``); yields the URL it printed.
+    Stopped (SIGTERM) after."""
+    process = subprocess.Popen(
+        [LAMINAR, "ui", *([datastore] if datastore else []), "--port", "0", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline(), process.stdout.readline()]  # the datastore, then the URL
+        if not lines[1].startswith("http://"):
+            process.kill()
+            raise AssertionError(f"laminar ui did not print its URL: {lines} {process.communicate()[1]}")
+        yield lines[1].strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+class Background:
+    """A run in a thread (its own ``laminar run`` subprocess), for a test to release and join."""
+
+    def __init__(self, flow_file: Path, flow: str, datastore: str, execution: str, gate: Path) -> None:
+        self.result: subprocess.CompletedProcess[str] | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(flow_file, flow, datastore, execution, gate), daemon=True
+        )
+
+    def _run(self, flow_file: Path, flow: str, datastore: str, execution: str, gate: Path) -> None:
+        self.result = laminar(
+            "run", f"{flow_file}:{flow}", "--datastore", datastore, "--executor", "thread", "--execution", execution,
+            env={"UI_TEST_GATE": str(gate)},
+        )  # fmt: skip
+
+    def start(self) -> Background:
+        self.thread.start()
+        return self
+
+    def join(self) -> subprocess.CompletedProcess[str]:
+        self.thread.join(timeout=120)
+        assert self.result is not None, "the gated run did not end"
+        return self.result
