@@ -253,7 +253,8 @@ def _pair(text: str | None) -> tuple[str, str]:
 
 def comparison(left: report.Report, right: report.Report) -> dict[str, list[Compared]]:
     """Parameters, artifacts and layers of two executions side by side, each marked if it differs."""
-    params_a, params_b = dict(left.parameters), dict(right.parameters)
+    params_a = {name: value for name, value, _ in left.parameters}  # (name, value, type)
+    params_b = {name: value for name, value, _ in right.parameters}
     parameters = [
         Compared(name, params_a.get(name), params_b.get(name), params_a.get(name) != params_b.get(name))
         for name in sorted({*params_a, *params_b})
