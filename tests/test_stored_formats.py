@@ -112,7 +112,10 @@ def test_the_committed_store_holds_every_record_kind() -> None:
 
 @pytest.mark.parametrize("path", sorted(FIELDS))
 def test_every_record_reads_back_with_every_field(path: str) -> None:
-    assert fields(kind(path).loads((DATA / path).read_bytes())) == FIELDS[path]
+    expected = dict(FIELDS[path])
+    if path.endswith("/status.json") and "/layers/" in path:  # added since, read as absent
+        expected.update(reused=None, why=None)
+    assert fields(kind(path).loads((DATA / path).read_bytes())) == expected
 
 
 @pytest.mark.parametrize("path", sorted(FIELDS))

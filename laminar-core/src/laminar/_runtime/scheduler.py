@@ -20,17 +20,17 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from laminar._runtime import commit, foreach, hook_calls, tracebacks
+from laminar._runtime import commit, fingerprint, foreach, hook_calls, reuse, tracebacks
 from laminar._runtime.commit import SplitLog
 from laminar._runtime.configuration import check_compatible
 from laminar._runtime.context import LayerContext, store_for
 from laminar._runtime.executor import SplitNotStarted
 from laminar._runtime.run import Run
 from laminar._runtime.task import SplitOutcome, SplitTask
-from laminar._storage import layout
+from laminar._storage import layout, reuse_index
 from laminar._storage.lease import Lease
 from laminar._storage.records import runs
 from laminar.errors import (
@@ -73,12 +73,29 @@ def _caught(outcome: SplitOutcome) -> Mapping[str, str] | None:
 class Scheduler:
     """Runs executions. ``Flow(scheduler=Scheduler())`` is the default."""
 
-    def run(self, execution: Execution, *, parameters: dict[str, Any], resume: bool = False) -> None:
-        """Run ``execution`` to the end; raise the first layer failure."""
+    def run(
+        self,
+        execution: Execution,
+        *,
+        parameters: dict[str, Any],
+        resume: bool = False,
+        reuse: bool = False,
+        force: Iterable[str] = (),
+    ) -> None:
+        """Run ``execution`` to the end; raise the first layer failure. With ``reuse``, layers whose
+        key matches an earlier execution's are reused; ``force`` names layers that run regardless
+        (and so do the layers depending on them)."""
         flow = execution.flow
         check_compatible(flow.configuration)
         flow.plan  # noqa: B018 - validates the DAG before anything is written
-        run = _Runner(execution, parameters=parameters, resume=resume)
+        forced = sorted(set(force))
+        unknown = [name for name in forced if name not in flow.registry]
+        if unknown:
+            raise FlowDefinitionError(
+                f"cannot force layer {unknown[0]}: flow {flow.name} has no such layer (its layers: "
+                f"{', '.join(name for name in flow.plan.order if name != 'Parameters')})"
+            )
+        run = _Runner(execution, parameters=parameters, resume=resume, reuse=reuse, force=forced)
         try:
             asyncio.get_running_loop()
             inside_loop = True
@@ -156,12 +173,38 @@ async def _on_a_thread_of_its_own(call: Callable[[], object]) -> None:
     await asyncio.wrap_future(done)
 
 
+def _with_dependents(dependencies: Mapping[str, frozenset[str]], names: Iterable[str]) -> frozenset[str]:
+    """``names`` and every layer that depends on one of them, directly or not."""
+    found = set(names)
+    grew = True
+    while grew:
+        grew = False
+        for layer, needs in dependencies.items():
+            if layer not in found and needs & found:
+                found.add(layer)
+                grew = True
+    return frozenset(found)
+
+
 class _Runner:
     """Drives one run of one execution: the scheduler's own state of it, and the run object
     (:class:`~laminar._runtime.run.Run`) it hands the lifecycle hooks."""
 
-    def __init__(self, execution: Execution, *, parameters: dict[str, Any], resume: bool) -> None:
+    def __init__(
+        self,
+        execution: Execution,
+        *,
+        parameters: dict[str, Any],
+        resume: bool,
+        reuse: bool = False,
+        force: Iterable[str] = (),
+    ) -> None:
         self.execution = execution
+        self.reusing = reuse
+        self.forced = _with_dependents(execution.flow.plan.dependencies, force)
+        self.forced_asked = frozenset(force)
+        self.keys: dict[str, tuple[str, dict[str, str]]] = {}  # with reuse on: each layer's key
+        self.outputs: dict[str, dict[str, str]] = {}  # finished layers' values, summarised per artifact
         self.flow = execution.flow
         self.plan = self.flow.plan
         self.parameters = parameters
@@ -365,6 +408,13 @@ class _Runner:
                 if d != "Parameters" and self.states[d].result() == SKIPPED
             )
             return self._skipped(name, f"layer {', '.join(skipped)} it depends on was skipped")
+        if self.reusing:
+            reused = await asyncio.to_thread(self._reuse, name)
+            if reused is not None:
+                reader = self._reader(name)
+                self.hook.laminar_layer_started(layer=reader, splits=reused, run=self.run)
+                self.hook.laminar_layer_finished(layer=reader, splits=reused, error=None, run=self.run)
+                return FINISHED
         reader = self._reader(name)
         each = self.flow.registry[name].configuration.foreach
         try:
@@ -385,6 +435,8 @@ class _Runner:
         if self.errors:
             self.hook.laminar_layer_finished(layer=reader, splits=count, error=self.errors[0], run=self.run)
             return FAILED
+        if name in self.keys and self.flow.registry[name].configuration.reuse:
+            await asyncio.to_thread(self._publish, name)
         self.hook.laminar_layer_finished(layer=reader, splits=count, error=None, run=self.run)
         return FINISHED
 
@@ -431,6 +483,106 @@ class _Runner:
                 artifacts=artifacts,
             ),
         )
+
+    # ---- reuse --------------------------------------------------------------------------------
+    def _components(self, name: str) -> tuple[dict[str, str], fingerprint.Fingerprint]:
+        """The parts of ``name``'s key: its code, packages, inputs, parameters, configuration."""
+        flow = self.flow
+        root = reuse.root_of(flow)
+        code = fingerprint.of_layer(
+            type(flow),
+            flow.registry[name].layer,
+            name,
+            [definition.layer for definition in flow.registry.values()],
+            root,
+        )
+        components = {"code": code.digest, **{f"code:{part}": d for part, d in code.parts.items()}}
+        components.update({f"package:{n}" if n != "python" else n: v for n, v in code.packages.items()})
+        for upstream in reuse.ancestors(self.plan.dependencies, name):
+            if upstream not in self.outputs:
+                self.outputs[upstream] = reuse.outputs(self.store, upstream)
+            kind = "parameter:" if upstream == "Parameters" else f"input:{upstream}."
+            components.update({kind + artifact: d for artifact, d in self.outputs[upstream].items()})
+        configuration = flow.registry[name].configuration
+        components["configuration"] = reuse.configuration_text(flow, name)
+        components.update(reuse.extra_inputs(configuration.inputs, root, name))
+        return components, code
+
+    def _reuse(self, name: str) -> int | None:
+        """Reuse ``name`` from an earlier execution with its key, if one left it whole: returns its
+        number of splits; else None (it runs), with why it runs in the run's explanations."""
+        components, code = self._components(name)
+        key = reuse.key_of(components)
+        self.keys[name] = (key, components)
+        datastore = self.flow.configuration.datastore
+        if not self.flow.registry[name].configuration.reuse:
+            self.run.explanations[name] = (
+                None,
+                "ran because the layer refuses reuse (register(reuse=False))",
+            )
+            return None
+        if name in self.forced:
+            self.run.explanations[name] = (None, f"ran because it was forced ({self._forced_by(name)})")
+            return None
+        found = reuse_index.entry(datastore, self.flow.name, name, key)
+        if found is not None and found.execution != self.execution.id:
+            batches = reuse_index.usable(datastore, self.store.protocols, found, name)
+            if batches is not None:
+                reuse_index.adopt(self.store, name, batches)
+                self.outputs[name] = reuse.outputs(self.store, name)
+                self.run.explanations[name] = (found.execution, f"reused from execution {found.execution}")
+                return sum(len(batch.splits) for batch in batches.values())
+        latest = reuse_index.latest(datastore, self.flow.name, name)
+        if latest is None:
+            why = "first run: no earlier execution with reuse on finished it"
+        elif found is not None:
+            why = f"the values execution {found.execution} stored for it are gone or damaged"
+        else:
+            why = reuse.difference(
+                latest.components, components, code.places, self._parameters_of(latest, components)
+            )
+        self.run.explanations[name] = (None, f"ran because {why}")
+        return None
+
+    def _forced_by(self, name: str) -> str:
+        return "asked for" if name in self.forced_asked else "it depends on a forced layer"
+
+    def _parameters_of(
+        self, latest: reuse_index.ReuseEntry, components: Mapping[str, str]
+    ) -> tuple[dict[str, object], dict[str, object]] | None:
+        """Both executions' values of the parameters that differ, to say old -> new."""
+        changed = [
+            n.partition(":")[2]
+            for n in set(latest.components) | set(components)
+            if n.startswith("parameter:") and latest.components.get(n) != components.get(n)
+        ]
+        if not changed:
+            return None
+        sides: list[dict[str, object]] = []
+        for execution in (latest.execution, self.execution.id):
+            store = self.flow.configuration.store(self.flow.name, execution)
+            values: dict[str, object] = {}
+            try:
+                split = store.split_record("Parameters", 0)
+                for parameter in changed:
+                    archive = split.archives.get(parameter) if split is not None else None
+                    if archive is not None and len(archive.artifacts) == 1:
+                        values[parameter] = store.load(archive.artifacts[0])
+            except Exception:  # the explanation then names the parameter only
+                return None
+            sides.append(values)
+        return sides[0], sides[1]
+
+    def _publish(self, name: str) -> None:
+        """Enter the finished layer in the reuse index (its record is written)."""
+        key, components = self.keys[name]
+        self.outputs[name] = reuse.outputs(self.store, name)
+        try:
+            reuse_index.publish(
+                self.flow.configuration.datastore, self.flow.name, name, key, self.execution.id, components
+            )
+        except Exception as error:  # the layer finished; only later reuse of it is lost
+            logger.warning("layer %s could not be entered in the reuse index: %s", name, error)
 
     def _window(self, name: str) -> int:
         """Splits of ``name`` in flight at once: the executor's window, or only ``concurrency`` for a
