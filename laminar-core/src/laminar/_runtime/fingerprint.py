@@ -45,6 +45,7 @@ _DEPTH = 6
 class Fingerprint:
     """The digest of a layer's code, and what it is made of, for saying what changed."""
 
+    #: The digest of the user's code reached (the packages' versions are kept apart).
     digest: str
     #: Each function and class of the user's code reached, by ``module.qualname``: its own digest.
     parts: Mapping[str, str] = field(default_factory=dict)
@@ -96,6 +97,11 @@ def _normalized(source: str) -> str:
             if isinstance(first, ast.Constant) and isinstance(first.value, str):
                 node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def _is_dunder(name: str) -> bool:
+    """A module's own attribute (``__name__``, ``__spec__``...): where it is, not what it does."""
+    return name.startswith("__") and name.endswith("__")
 
 
 def _names(code: types.CodeType) -> set[str]:
@@ -197,7 +203,9 @@ class _Walk:
         names = _names(function.__code__)
         namespace = function.__globals__
         for global_name in sorted(names):
-            if global_name in namespace:
+            if global_name in ("__file__", "__cached__") and isinstance(namespace.get(global_name), str):
+                pieces.append(f"{global_name}={self._relative(namespace[global_name])}")
+            elif global_name in namespace and not _is_dunder(global_name):
                 pieces.append(f"{global_name}={self.reference(namespace[global_name], names)}")
         for cell_name, cell in zip(function.__code__.co_freevars, function.__closure__ or (), strict=False):
             try:
@@ -209,6 +217,11 @@ class _Walk:
         pieces.append(f"kwdefaults={self.value(function.__kwdefaults__)}")
         self._record(name, pieces, function)
         return f"fn:{name}"
+
+    def _relative(self, file: str) -> str:
+        """A path the code reads as a global, as the key may hold it: relative to the project."""
+        path = Path(file).resolve()
+        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else path.name
 
     def reference(self, value: Any, names: set[str]) -> str:
         """A global the code names; a user's module is followed through the attributes it uses."""
@@ -259,10 +272,8 @@ def fingerprint(objects: Iterable[Any], *, root: Path, skip: Iterable[type] = ()
         **dict(sorted(walk.packages.items())),
         "python": f"{sys.version_info[0]}.{sys.version_info[1]}",
     }
-    whole = "\n".join(
-        [*top, *(f"{name}:{digest}" for name, digest in sorted(walk.parts.items()))]
-        + [f"{name}=={version}" for name, version in packages.items()]
-    )
+    # The packages are a part of the key of their own (so a new version is said as such).
+    whole = "\n".join([*top, *(f"{name}:{digest}" for name, digest in sorted(walk.parts.items()))])
     return Fingerprint(
         hashlib.sha256(whole.encode()).hexdigest(),
         dict(sorted(walk.parts.items())),

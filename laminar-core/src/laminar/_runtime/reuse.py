@@ -115,7 +115,7 @@ def difference(
 ) -> str:
     """The first difference between two keys' components, said as why the layer ran."""
     changed = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
-    order = ("code:", "code", "file:", "env:", "configuration", "parameter:", "input:", "package:", "python")
+    order = ("code:", "file:", "env:", "configuration", "parameter:", "input:", "package:", "python", "code")
     for prefix in order:
         for name in changed:
             if not name.startswith(prefix) or (prefix == "code" and name != "code"):
