@@ -35,7 +35,9 @@ def make_scaler(factor):
 
 scale = make_scaler(2)
 
-def shifted(value, by=1):
+SHIFT = 1
+
+def shifted(value, by=SHIFT):
     return value + by
 
 class Numbers(Flow): ...
@@ -65,10 +67,12 @@ class Scaled(Layer):
 class Unrelated(Layer):
     def __call__(self, parameters: Parameters) -> None:
         self.text = "unrelated"
+        self.big = __import__("random").Random(0).randbytes(300_000)  # under artifacts/, not inline
 """
 
 HELPERS = """
 def double(value):
+    '''Twice the value.'''
     return value * 2
 """
 
@@ -147,7 +151,8 @@ def test_comments_formatting_and_docstrings_do_not_count(project: Project) -> No
         "helpers.py", "    return value * 2", "    # twice\n    return (value\n            * 2)  # done"
     )
     project.edit("flow.py", "'''Reads the data file.'''", "'''Reads the data file, one number a word.'''")
-    project.edit("flow.py", "def shifted(value, by=1):", "def shifted(value,   by = 1) :  # moves")
+    project.edit("flow.py", "def shifted(value, by=SHIFT):", "def shifted(value,   by = SHIFT) :  # moves")
+    project.edit("helpers.py", "Twice the value.", "The value, doubled.")
     assert ran(project.run()) == []
 
 
@@ -193,7 +198,7 @@ def test_a_closure_value_changed(project: Project) -> None:
 
 
 def test_a_default_argument_changed(project: Project) -> None:
-    project.edit("flow.py", "def shifted(value, by=1):", "def shifted(value, by=5):")
+    project.edit("flow.py", "SHIFT = 1", "SHIFT = 5")
     again = project.run()
     assert ran(again) == ["Scaled"]
     assert again["Scaled"]["why"].startswith("ran because code changed: flow.shifted (flow.py, line ")
@@ -322,6 +327,13 @@ def test_values_deleted_under_an_entry_make_the_layer_run(project: Project) -> N
     again = project.run()
     assert "Doubled" in ran(again)
     assert again["values"] == [5, 9, 13]
+
+
+def test_values_collected_under_an_entry_make_the_layer_run(project: Project) -> None:
+    shutil.rmtree(project.store / "artifacts")
+    again = project.run()
+    assert ran(again) == ["Unrelated"]
+    assert again["Unrelated"]["why"] == "ran because the values execution run1 stored for it are gone or damaged"
 
 
 def test_keys_hold_no_absolute_path(project: Project) -> None:
