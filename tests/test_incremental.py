@@ -333,7 +333,9 @@ def test_values_collected_under_an_entry_make_the_layer_run(project: Project) ->
     shutil.rmtree(project.store / "artifacts")
     again = project.run()
     assert ran(again) == ["Unrelated"]
-    assert again["Unrelated"]["why"] == "ran because the values execution run1 stored for it are gone or damaged"
+    assert (
+        again["Unrelated"]["why"] == "ran because the values execution run1 stored for it are gone or damaged"
+    )
 
 
 def test_keys_hold_no_absolute_path(project: Project) -> None:
