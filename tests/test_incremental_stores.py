@@ -89,13 +89,16 @@ def test_gc_deletes_the_entries_naming_what_it_deletes_and_a_rerun_recomputes(tm
     other = flow(count=2, reuse=True)  # Items and Square differ; its entries stay
     entries = sorted(p.name for p in tmp_path.glob("flows/Shared/reuse/*/*.json"))
     assert len(entries) == 6
+    assert len(list(tmp_path.glob("flows/Shared/reuse/Square/splits/*.json"))) == 1  # one base: the latest
     gc.collect(datastore, keep_last=1)
     assert not (tmp_path / layout.execution("Shared", first.id)).exists()
     left = sorted(tmp_path.glob("flows/Shared/reuse/*/*.json"))
     assert len(left) == 3 and all(other.id in p.read_text() for p in left)
+    (split_index,) = tmp_path.glob("flows/Shared/reuse/Square/splits/*.json")
+    assert first.id not in split_index.read_text() and other.id in split_index.read_text()
     RAN.clear()
-    again = flow(count=3, reuse=True)
-    assert RAN.count("Items") == 1 and RAN.count("Square") == 3 and RAN.count("Total") == 1
+    again = flow(count=3, reuse=True)  # the kept execution's two splits are reused
+    assert RAN.count("Items") == 1 and RAN.count("Square") == 1 and RAN.count("Total") == 1
     assert again.layer(Total).total == 5 + 8192
 
 
@@ -104,8 +107,8 @@ def test_gc_removes_entries_of_executions_already_gone(tmp_path: Path) -> None:
     flow = Shared(datastore=datastore, executor=executors.Thread())
     first = flow(count=3, reuse=True)
     gc.delete_execution(datastore, "Shared", first.id)  # as an older gc, or a hand, did
-    assert gc.drop_entries(datastore, set()) == 3
-    assert not list(tmp_path.glob("flows/Shared/reuse/*/*.json"))
+    assert gc.drop_entries(datastore, set()) == 4  # three layers' entries and Square's split index
+    assert not list(tmp_path.glob("flows/Shared/reuse/**/*.json"))
 
 
 class Slow(Flow): ...
@@ -144,3 +147,28 @@ def test_two_executions_computing_the_same_layer_at_once_both_succeed(tmp_path: 
     flow = Slow(datastore=datastore, executor=executors.Thread())
     third = flow(count=3, reuse=True)
     assert third.store.layer_status("Meet").reused in ("one", "two")  # type: ignore[union-attr]
+
+
+def test_new_foreach_items_run_only_their_splits_and_the_join(tmp_path: Path) -> None:
+    flow = Shared(datastore=datastores.Local(str(tmp_path)), executor=executors.Thread())
+    flow(count=100, reuse=True)
+    RAN.clear()
+    grown = flow(count=103, reuse=True)
+    assert RAN.count("Items") == 1 and RAN.count("Square") == 3 and RAN.count("Total") == 1
+    assert grown.layer(Total).total == sum(i * i for i in range(103)) + 8192
+    assert list(grown.layer(Square).value) == [i * i for i in range(103)]
+    why = grown.store.layer_status("Square").why  # type: ignore[union-attr]
+    assert why is not None and why.endswith("; 100 of 103 splits reused")
+    RAN.clear()
+    again = flow(count=103, reuse=True)  # the copied splits are indexed under the new execution
+    assert RAN == []
+    assert again.store.layer_status("Square").reused == grown.id  # type: ignore[union-attr]
+
+
+def test_a_layer_whose_inputs_came_out_the_same_is_reused(tmp_path: Path) -> None:
+    flow = Shared(datastore=datastores.Local(str(tmp_path)), executor=executors.Thread())
+    first = flow(count=10, reuse=True)
+    RAN.clear()
+    again = flow(count=10, reuse=True, offset=0)  # a parameter no layer uses: Items runs again
+    assert RAN == ["Items"]
+    assert again.store.layer_status("Square").reused == first.id  # type: ignore[union-attr]

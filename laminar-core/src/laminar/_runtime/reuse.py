@@ -2,7 +2,7 @@
 
 The key is the digest of its components, each a name and a digest: the code (``code`` and, to say
 what changed, ``code:<module.qualname>`` per function and class reached), ``package:<name>`` and
-``python`` versions, ``input:<Layer>.<artifact>`` per artifact of every layer upstream (summarised
+``python`` versions, ``input:<Layer>.<artifact>`` per artifact of every layer it takes (summarised
 per layer: its splits' content digests and protocols, so a key costs the same however many splits
 the upstream layer had), ``parameter:<name>``, ``configuration`` (foreach, Catch) and the declared
 extra inputs (``file:<path>``, ``env:<NAME>``: their contents' digests, never their values).
@@ -22,6 +22,7 @@ from laminar._runtime import fingerprint
 
 if TYPE_CHECKING:
     from laminar._model.flow import FlowDefinition
+    from laminar._storage.records import SplitRecord
     from laminar._storage.store import ExecutionStore
 
 
@@ -54,16 +55,18 @@ def outputs(store: ExecutionStore, layer: str) -> dict[str, str]:
     return found
 
 
-def ancestors(dependencies: Mapping[str, frozenset[str]], name: str) -> list[str]:
-    """Every layer ``name`` can read, directly or through others, sorted."""
-    seen: set[str] = set()
-    todo = list(dependencies.get(name, ()))
-    while todo:
-        layer = todo.pop()
-        if layer not in seen:
-            seen.add(layer)
-            todo.extend(dependencies.get(layer, ()))
-    return sorted(seen)
+def split_digest(split: SplitRecord | None) -> str:
+    """One finished split's values: its archives' content digests and protocols."""
+    if split is None:
+        return "missing"
+    return _sha(
+        ";".join(
+            f"{name}:{archive.sharded}:"
+            + ",".join(f"{a.hash}:{a.hexdigest}:{a.protocol}" for a in archive.artifacts)
+            for name, archive in sorted(split.archives.items())
+        )
+        + f"|{split.caught}"
+    )
 
 
 def configuration_text(flow: FlowDefinition, name: str) -> str:

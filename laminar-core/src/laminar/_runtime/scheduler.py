@@ -32,7 +32,7 @@ from laminar._runtime.run import Run
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage import layout, reuse_index
 from laminar._storage.lease import Lease
-from laminar._storage.records import runs
+from laminar._storage.records import SplitRecord, runs
 from laminar.errors import (
     DatastoreError,
     ExecutorContractError,
@@ -205,6 +205,7 @@ class _Runner:
         self.forced_asked = frozenset(force)
         self.keys: dict[str, tuple[str, dict[str, str]]] = {}  # with reuse on: each layer's key
         self.outputs: dict[str, dict[str, str]] = {}  # finished layers' values, summarised per artifact
+        self.split_keys: dict[str, tuple[str, list[str]]] = {}  # foreach layers: base key, split keys
         self.flow = execution.flow
         self.plan = self.flow.plan
         self.parameters = parameters
@@ -409,11 +410,11 @@ class _Runner:
             )
             return self._skipped(name, f"layer {', '.join(skipped)} it depends on was skipped")
         if self.reusing:
-            reused = await asyncio.to_thread(self._reuse, name)
-            if reused is not None:
+            whole = await asyncio.to_thread(self._reuse, name)
+            if whole is not None:
                 reader = self._reader(name)
-                self.hook.laminar_layer_started(layer=reader, splits=reused, run=self.run)
-                self.hook.laminar_layer_finished(layer=reader, splits=reused, error=None, run=self.run)
+                self.hook.laminar_layer_started(layer=reader, splits=whole, run=self.run)
+                self.hook.laminar_layer_finished(layer=reader, splits=whole, error=None, run=self.run)
                 return FINISHED
         reader = self._reader(name)
         each = self.flow.registry[name].configuration.foreach
@@ -424,11 +425,14 @@ class _Runner:
             self.hook.laminar_layer_finished(layer=reader, splits=0, error=error, run=self.run)
             raise
         count = grid.splits if grid is not None else 1
+        reused: Mapping[int, SplitRecord] = {}
+        if grid is not None and name in self.keys and self.flow.registry[name].configuration.reuse:
+            reused = await asyncio.to_thread(self._reuse_splits, name, grid)
         # Read before the layer-started event, whose status record reserves this run's numbers.
         first = await asyncio.to_thread(self._first_attempts, name) if self.resume else _first_try
         self.hook.laminar_layer_started(layer=reader, splits=count, run=self.run)
         try:
-            await self._run_splits(name, reader, count, grid, first)
+            await self._run_splits(name, reader, count, grid, first, reused)
         except BaseException as error:
             self.hook.laminar_layer_finished(layer=reader, splits=count, error=error, run=self.run)
             raise
@@ -441,12 +445,19 @@ class _Runner:
         return FINISHED
 
     async def _run_splits(
-        self, name: str, reader: Layer, count: int, grid: foreach.Grid | None, first: Callable[[int], int]
+        self,
+        name: str,
+        reader: Layer,
+        count: int,
+        grid: foreach.Grid | None,
+        first: Callable[[int], int],
+        reused: Mapping[int, SplitRecord] | None = None,
     ) -> None:
-        """Run the splits of ``name`` not finished before, each from its ``first`` attempt number;
-        write the layer's record if they all finish."""
+        """Run the splits of ``name`` not finished before (nor ``reused`` from another execution),
+        each from its ``first`` attempt number; write the layer's record if they all finish."""
         earlier = await asyncio.to_thread(self._earlier_batches, name) if self.resume else {}
         done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
+        done.update(reused or {})
         pending = (i for i in range(count) if i not in done)
         log = SplitLog(self.store, name, fail=self._fail, splits=count - len(done))
 
@@ -472,6 +483,8 @@ class _Runner:
             batches = await log.close()  # finished splits are kept even when others failed
         if self.errors:
             return
+        if reused:  # their records, copied: the values they point to are the other execution's
+            batches[await asyncio.to_thread(self.store.write_splits, name, dict(reused))] = runs(reused)
         artifacts = log.artifacts.union(*(record.archives for record in done.values()))
         await commit.write(
             self.store,
@@ -498,7 +511,7 @@ class _Runner:
         )
         components = {"code": code.digest, **{f"code:{part}": d for part, d in code.parts.items()}}
         components.update({f"package:{n}" if n != "python" else n: v for n, v in code.packages.items()})
-        for upstream in reuse.ancestors(self.plan.dependencies, name):
+        for upstream in sorted(self.plan.dependencies[name]):  # what it reads: its inputs' values
             if upstream not in self.outputs:
                 self.outputs[upstream] = reuse.outputs(self.store, upstream)
             kind = "parameter:" if upstream == "Parameters" else f"input:{upstream}."
@@ -544,6 +557,53 @@ class _Runner:
         self.run.explanations[name] = (None, f"ran because {why}")
         return None
 
+    def _split_keys(self, name: str, grid: foreach.Grid) -> tuple[str, list[str]]:
+        """A foreach layer's key without its axes (``base``), and each split's key: the digests of
+        the items (or upstream split) it is given. The layer's other inputs stay in ``base``."""
+        _, components = self.keys[name]
+        prefixes = tuple(
+            ("parameter:" if axis.layer == "Parameters" else f"input:{axis.layer}.")
+            + (axis.attribute if axis.artifacts is not None else "")
+            for axis in grid.axes
+        )
+        base = reuse.key_of({n: v for n, v in components.items() if not n.startswith(prefixes)})
+        chained = {
+            axis.layer: [
+                reuse.split_digest(record)
+                for record in self.store.split_records(axis.layer, range(axis.size))
+            ]
+            for axis in grid.axes
+            if axis.artifacts is None
+        }
+        keys = []
+        for index in range(grid.splits):
+            parts = [base]
+            for layer, attributes in sorted(grid.bindings(index).items()):
+                for attribute, binding in sorted(attributes.items()):
+                    if binding.artifact is not None:
+                        item = binding.artifact
+                        parts.append(f"{layer}.{attribute}={item.hash}:{item.hexdigest}:{item.protocol}")
+                    else:
+                        parts.append(f"{layer}[{binding.split}]={chained[layer][binding.split or 0]}")
+            keys.append(reuse.key_of(dict(enumerate(parts))))  # type: ignore[arg-type]
+        return base, keys
+
+    def _reuse_splits(self, name: str, grid: foreach.Grid) -> dict[int, SplitRecord]:
+        """The splits of a foreach layer that did not reuse whole, reused one by one where an
+        earlier execution finished one with the same split key; their count joins the explanation."""
+        base, keys = self._split_keys(name, grid)
+        self.split_keys[name] = (base, keys)
+        if name in self.forced or self.resume:
+            return {}
+        datastore = self.flow.configuration.datastore
+        known = reuse_index.split_entries(datastore, self.flow.name, name, base)
+        wanted = {index: known[key] for index, key in enumerate(keys) if key in known}
+        found = reuse_index.usable_splits(datastore, self.store.protocols, self.flow.name, name, wanted)
+        if found:
+            source, why = self.run.explanations.get(name, (None, "ran"))
+            self.run.explanations[name] = (source, f"{why}; {len(found)} of {len(keys)} splits reused")
+        return found
+
     def _forced_by(self, name: str) -> str:
         return "asked for" if name in self.forced_asked else "it depends on a forced layer"
 
@@ -581,6 +641,15 @@ class _Runner:
             reuse_index.publish(
                 self.flow.configuration.datastore, self.flow.name, name, key, self.execution.id, components
             )
+            if name in self.split_keys:
+                base, keys = self.split_keys[name]
+                reuse_index.publish_splits(
+                    self.flow.configuration.datastore,
+                    self.flow.name,
+                    name,
+                    base,
+                    {key: f"{self.execution.id}/{index}" for index, key in enumerate(keys)},
+                )
         except Exception as error:  # the layer finished; only later reuse of it is lost
             logger.warning("layer %s could not be entered in the reuse index: %s", name, error)
 

@@ -296,16 +296,34 @@ def drop_entries(datastore: Datastore, kept: set[tuple[str, str]]) -> int:
         for layer in datastore.list_prefix(index):
             if not is_valid(layer):
                 continue
-            for name in datastore.list_prefix(layout.reuse_entries(flow, layer)):
+            entries = layout.reuse_entries(flow, layer)
+            for name in datastore.list_prefix(entries):
                 key = name.removesuffix(".json")
+                if name == "splits":  # a foreach layer's split index goes if any split it names does
+                    doomed.extend(_doomed_splits(datastore, flow, layer, kept))
+                    continue
                 try:
                     found = reuse_index.entry(datastore, flow, layer, key)
                 except ValueError:  # not a key: nothing Laminar wrote
                     found = None
                 if found is None or (flow, found.execution) not in kept:
-                    doomed.append(layout.reuse_entries(flow, layer) + name)
+                    doomed.append(entries + name)
     datastore.map_parallel(datastore.delete, doomed)
     return len(doomed)
+
+
+def _doomed_splits(datastore: Datastore, flow: str, layer: str, kept: set[tuple[str, str]]) -> list[str]:
+    doomed = []
+    for name in datastore.list_prefix(layout.reuse_entries(flow, layer) + "splits/"):
+        base = name.removesuffix(".json")
+        try:
+            named = reuse_index.split_entries(datastore, flow, layer, base).values()
+            key = layout.reuse_splits(flow, layer, base)
+        except ValueError:  # not a key: nothing Laminar wrote
+            key, named = layout.reuse_entries(flow, layer) + "splits/" + name, ["/"]
+        if not named or any((flow, where.rpartition("/")[0]) not in kept for where in named):
+            doomed.append(key)
+    return doomed
 
 
 def delete_execution(datastore: Datastore, flow: str, execution_id: str) -> None:

@@ -20,6 +20,8 @@
     flows/<Flow>/reuse/<Layer>/<key>.json                         the reuse index: the execution whose
                                                                   finished layer has this key (written
                                                                   after that layer's record; JSON only)
+    flows/<Flow>/reuse/<Layer>/splits/<base>.json                 a foreach layer's splits by their own
+                                                                  keys, for its key without the axes
     flows/<Flow>/executions/<id>/repaired/<time>/<key>            what ``laminar verify --repair`` moved
                                                                   aside at <time>: records and batches under
                                                                   their keys in the execution, damaged
@@ -155,6 +157,12 @@ def reuse_entry(flow: str, layer_name: str, key: str) -> str:
     if not _KEY.fullmatch(key):
         raise ValueError(f"not a reuse key: {key!r}")
     return reuse_entries(flow, layer_name) + f"{key}.json"
+
+
+def reuse_splits(flow: str, layer_name: str, base: str) -> str:
+    if not _KEY.fullmatch(base):
+        raise ValueError(f"not a reuse key: {base!r}")
+    return reuse_entries(flow, layer_name) + f"splits/{base}.json"
 
 
 def reuse_index(flow: str) -> str:

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from laminar._serialization.registry import Protocols
 from laminar._storage import layout
-from laminar._storage.records import Document, Malformed, SplitBatch, runs
+from laminar._storage.records import Document, Malformed, SplitBatch, SplitRecord, runs
 from laminar._storage.schema import record, sorted_keys
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
@@ -135,3 +135,84 @@ def adopt(store: ExecutionStore, layer: str, batches: Mapping[str, SplitBatch]) 
         batches={name: runs(batch.splits) for name, batch in names.items()},
         artifacts=artifacts,
     )
+
+
+@record
+@dataclass(frozen=True)
+class SplitEntries(Document):
+    """The reuse index of a foreach layer's splits: for the layer's key without its foreach axes
+    (``base``), each split's key (the digests of the items it was given) -> ``"<execution>/<index>"``.
+
+    One record per layer and base, so finding which splits of a run are unchanged costs one read.
+    """
+
+    described: ClassVar[str] = "reuse index of the splits of layer {layer}"
+
+    flow: str
+    layer: str
+    base: str
+    splits: Mapping[str, str] = field(default_factory=dict, metadata=sorted_keys())
+
+
+def publish_splits(datastore: Datastore, flow: str, layer: str, base: str, splits: Mapping[str, str]) -> None:
+    entries = SplitEntries(flow, layer, base, dict(splits))
+    datastore.write_bytes(layout.reuse_splits(flow, layer, base), entries.dumps())
+
+
+def split_entries(datastore: Datastore, flow: str, layer: str, base: str) -> Mapping[str, str]:
+    """Split key -> ``"<execution>/<index>"`` for ``base``; empty if none or not one Laminar wrote."""
+    try:
+        found = SplitEntries.loads(datastore.read_bytes(layout.reuse_splits(flow, layer, base)))
+    except FileNotFoundError:
+        return {}
+    except (Malformed, ValueError) as error:
+        logger.warning("reuse index of the splits of layer %s of flow %s is ignored: %s", layer, flow, error)
+        return {}
+    if (found.flow, found.layer, found.base) != (flow, layer, base):
+        return {}
+    return found.splits
+
+
+def usable_splits(
+    datastore: Datastore, protocols: Protocols, flow: str, layer: str, wanted: Mapping[int, str]
+) -> dict[int, SplitRecord]:
+    """The records of the splits ``wanted`` names (index here -> ``"<execution>/<index>"``) that read
+    back whole and whose values all exist; the others are left out (they run)."""
+    by_execution: dict[str, list[tuple[int, int]]] = {}
+    for index, where in wanted.items():
+        execution, _, there = where.rpartition("/")
+        if there.isdigit() and execution:
+            by_execution.setdefault(execution, []).append((index, int(there)))
+    found: dict[int, SplitRecord] = {}
+    for execution, pairs in by_execution.items():
+        try:
+            source = ExecutionStore(datastore, flow, execution, protocols)
+            if source.record(layer) is None:
+                continue
+            records = source.split_records(layer, [there for _, there in pairs])
+        except (IntegrityError, ValueError) as error:
+            logger.warning("splits of layer %s are not reused from execution %s: %s", layer, execution, error)
+            continue
+        for (index, _), split in zip(pairs, records, strict=True):
+            if split is not None:
+                found[index] = split
+    keys = sorted(
+        {
+            layout.artifact(artifact.hexdigest)
+            for split in found.values()
+            for archive in split.archives.values()
+            for artifact in archive.artifacts
+            if artifact.inline is None
+        }
+    )
+    present = dict(zip(keys, datastore.map_parallel(datastore.exists, keys), strict=True))
+    return {
+        index: split
+        for index, split in found.items()
+        if all(
+            present[layout.artifact(a.hexdigest)]
+            for archive in split.archives.values()
+            for a in archive.artifacts
+            if a.inline is None
+        )
+    }
