@@ -317,7 +317,7 @@ def _doomed_splits(datastore: Datastore, flow: str, layer: str, kept: set[tuple[
     for name in datastore.list_prefix(layout.reuse_entries(flow, layer) + "splits/"):
         base = name.removesuffix(".json")
         try:
-            named = reuse_index.split_entries(datastore, flow, layer, base).values()
+            named = list(reuse_index.split_entries(datastore, flow, layer, base).values())
             key = layout.reuse_splits(flow, layer, base)
         except ValueError:  # not a key: nothing Laminar wrote
             key, named = layout.reuse_entries(flow, layer) + "splits/" + name, ["/"]
