@@ -123,18 +123,15 @@ def usable(
 
 
 def adopt(store: ExecutionStore, layer: str, batches: Mapping[str, SplitBatch]) -> None:
-    """Write ``batches`` (another execution's finished layer) as ``layer``'s own, then its record."""
-    names = {store.write_splits(layer, dict(batch.splits)): batch for batch in batches.values()}
-    splits = sum(len(batch.splits) for batch in batches.values())
-    artifacts = {
-        name for batch in batches.values() for split in batch.splits.values() for name in split.archives
-    }
-    store.write_record(
-        layer,
-        splits,
-        batches={name: runs(batch.splits) for name, batch in names.items()},
-        artifacts=artifacts,
-    )
+    """Write ``batches`` (another execution's finished layer) as ``layer``'s own, then its record.
+
+    The splits are written as one batch: one request, however many batches the layer was first
+    committed in (on an object store each is a round trip).
+    """
+    splits = {index: split for batch in batches.values() for index, split in batch.splits.items()}
+    artifacts = {name for split in splits.values() for name in split.archives}
+    written = {store.write_splits(layer, splits): runs(splits)} if splits else {}
+    store.write_record(layer, len(splits), batches=written, artifacts=artifacts)
 
 
 @record
