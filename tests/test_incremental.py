@@ -320,6 +320,22 @@ def test_a_forged_entry_costs_a_recomputation_not_a_wrong_value(project: Project
     assert again["values"] == [5, 9, 13]
 
 
+def test_a_well_formed_entry_naming_an_execution_with_other_inputs_is_not_trusted(project: Project) -> None:
+    """A forger (or a damaged index) writes a sealed entry under this run's key naming an execution
+    computed from other inputs: the layer's inputs are checked against that execution's records."""
+    from laminar._storage.reuse_index import ReuseEntry
+
+    other = project.run(env={"BASE": "1"})  # every layer ran from base 1: other values
+    entries = project.store / layout.reuse_entries("Numbers", "Scaled")
+    ours = next(p for p in entries.iterdir() if "run1" in p.read_text())
+    honest = ReuseEntry.loads(ours.read_bytes())
+    forged = ReuseEntry(honest.flow, honest.layer, honest.key, other["id"], honest.created, honest.components)
+    ours.write_bytes(forged.dumps())
+    again = project.run()
+    assert "Scaled" in ran(again)
+    assert again["values"] == [5, 9, 13]
+
+
 def test_values_deleted_under_an_entry_make_the_layer_run(project: Project) -> None:
     (doubled,) = (project.store / layout.reuse_entries("Numbers", "Doubled")).iterdir()
     first = json.loads(doubled.read_text())["execution"]

@@ -540,6 +540,8 @@ class _Runner:
         found = reuse_index.entry(datastore, self.flow.name, name, key)
         if found is not None and found.execution != self.execution.id:
             batches = reuse_index.usable(datastore, self.store.protocols, found, name)
+            if batches is not None and not self._same_inputs(found.execution, name, components):
+                batches = None
             if batches is not None:
                 reuse_index.adopt(self.store, name, batches)
                 self.outputs[name] = reuse.outputs(self.store, name)
@@ -603,6 +605,30 @@ class _Runner:
             source, why = self.run.explanations.get(name, (None, "ran"))
             self.run.explanations[name] = (source, f"{why}; {len(found)} of {len(keys)} splits reused")
         return found
+
+    def _same_inputs(self, execution: str, name: str, components: Mapping[str, str]) -> bool:
+        """Whether ``execution`` computed ``name`` from the inputs this run gives it, as its own
+        records say: an index entry is trusted for nothing, so one naming an execution whose inputs
+        differ (forged, or damaged) costs a recomputation, not a wrong value."""
+        source = self.flow.configuration.store(self.flow.name, execution)
+        theirs: dict[str, str] = {}
+        try:
+            for upstream in sorted(self.plan.dependencies[name]):
+                kind = "parameter:" if upstream == "Parameters" else f"input:{upstream}."
+                theirs.update({kind + a: d for a, d in reuse.outputs(source, upstream).items()})
+        except (IntegrityError, ValueError) as error:
+            logger.warning("layer %s is not reused from execution %s: %s", name, execution, error)
+            return False
+        ours = {n: v for n, v in components.items() if n.startswith(("parameter:", "input:"))}
+        if theirs != ours:
+            logger.warning(
+                "layer %s is not reused from execution %s: its index entry names an execution whose inputs "
+                "differ from this run's",
+                name,
+                execution,
+            )
+            return False
+        return True
 
     def _forced_by(self, name: str) -> str:
         return "asked for" if name in self.forced_asked else "it depends on a forced layer"
