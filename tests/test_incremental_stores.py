@@ -172,3 +172,36 @@ def test_a_layer_whose_inputs_came_out_the_same_is_reused(tmp_path: Path) -> Non
     again = flow(count=10, reuse=True, offset=0)  # a parameter no layer uses: Items runs again
     assert RAN == ["Items"]
     assert again.store.layer_status("Square").reused == first.id  # type: ignore[union-attr]
+
+
+class ByDefault(Flow):
+    reuse = True
+
+
+@ByDefault.register
+class Once(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        RAN.append("Once")
+        self.value = parameters.count
+
+
+def test_a_flow_can_reuse_by_default_and_a_run_can_say_no(tmp_path: Path) -> None:
+    flow = ByDefault(datastore=datastores.Local(str(tmp_path)), executor=executors.Thread())
+    first = flow(count=1)
+    RAN.clear()
+    second = flow(count=1)
+    assert RAN == [] and second.store.layer_status("Once").reused == first.id  # type: ignore[union-attr]
+    third = flow(count=1, reuse=False)
+    assert RAN == ["Once"] and third.store.layer_status("Once").why is None  # type: ignore[union-attr]
+
+
+def test_bad_reuse_options_are_refused_at_registration() -> None:
+    from laminar.errors import ConfigurationError
+
+    class Bad(Flow): ...
+
+    with pytest.raises(ConfigurationError, match=r"register\(reuse=\.\.\.\) takes True or False, got 'yes'"):
+        Bad.register(reuse="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"register\(inputs=\.\.\.\) takes a list of file paths"):
+        Bad.register(inputs="data.csv")
+    assert Bad.registry == {} or set(Bad.registry) == {"Parameters"}
