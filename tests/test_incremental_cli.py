@@ -157,3 +157,16 @@ def test_the_report_says_where_each_layer_was_reused_from(project: Project, tmp_
     page = tmp_path / "report.html"
     laminar(project, "report", "flow.py", "c2", "--datastore", project.store.as_uri(), "--output", str(page))
     assert page.read_text().count("reused from execution c1") == 4
+
+
+def test_the_command_reuses_what_another_checkout_computed(project: Project, tmp_path: Path) -> None:
+    """The command imports a flow file under a name derived from its path; keys name it by its
+    path under the project instead."""
+    import shutil
+
+    moved = Project.__new__(Project)
+    moved.root, moved.store, moved.runs = tmp_path / "elsewhere" / "checkout", project.store, 0
+    shutil.copytree(project.root, moved.root)
+    run(moved, "c2")
+    said = laminar(moved, "explain", "flow.py", "c2", "--datastore", project.store.as_uri()).stdout
+    assert said.count("reused from execution c1") == 4, said

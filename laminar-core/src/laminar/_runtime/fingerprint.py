@@ -138,6 +138,19 @@ class _Walk:
             return False
         return path.is_relative_to(self.root)
 
+    def _named(self, module_name: str) -> str:
+        """A user's module as keys name it: its file's path under the project's root, dotted, so a
+        flow file run as ``__main__``, or imported by the ``laminar`` command under a name of its
+        own, is keyed as the same module."""
+        file = getattr(sys.modules.get(module_name), "__file__", None)
+        if file is None:
+            return module_name
+        path = Path(file).resolve()
+        if not path.is_relative_to(self.root):
+            return module_name
+        parts = path.relative_to(self.root).with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+
     def _package(self, module_name: str | None) -> str:
         """Count a third-party module by its distribution's version; what to put in the digest."""
         top = (module_name or "").partition(".")[0]
@@ -163,7 +176,7 @@ class _Walk:
             return f"dict({','.join(pairs)})"
         if isinstance(value, types.ModuleType):
             if self._is_users(value.__name__):
-                return f"module:{value.__name__}"
+                return f"module:{self._named(value.__name__)}"
             return self._package(value.__name__)
         if isinstance(value, types.MethodType):
             return self.value(value.__func__, depth)
@@ -188,9 +201,9 @@ class _Walk:
         return f"{origin}:{kind.__qualname__}:{text}"
 
     def function(self, function: types.FunctionType) -> str:
-        name = f"{function.__module__}.{function.__qualname__}"
         if not self._is_users(function.__module__):
             return f"{self._package(function.__module__)}:{function.__qualname__}"
+        name = f"{self._named(function.__module__)}.{function.__qualname__}"
         if id(function) in self.seen:
             return self.seen[id(function)]
         self.seen[id(function)] = f"fn:{name}"
@@ -228,13 +241,13 @@ class _Walk:
         if isinstance(value, types.ModuleType) and self._is_users(value.__name__):
             used = sorted(n for n in names if n in vars(value))
             inner = ",".join(f"{n}={self.value(vars(value)[n])}" for n in used)
-            return f"module:{value.__name__}({inner})"
+            return f"module:{self._named(value.__name__)}({inner})"
         return self.value(value)
 
     def cls(self, kind: type) -> str:
-        name = f"{kind.__module__}.{kind.__qualname__}"
         if not self._is_users(kind.__module__):
             return f"{self._package(kind.__module__)}:{kind.__qualname__}"
+        name = f"{self._named(kind.__module__)}.{kind.__qualname__}"
         if kind in self.skip:  # another layer: its values are inputs, its code is its own key's
             return f"layer:{name}"
         if id(kind) in self.seen:
