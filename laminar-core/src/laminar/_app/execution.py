@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from laminar._app import reading
@@ -76,7 +76,14 @@ class Execution(model.Execution):
         names = self.flow.configuration.datastore.list_artifacts(layer=layer)
         return {name: getattr(layer, name) for name in names}
 
-    def run(self, *, parameters: dict[str, Any] | None = None, resume: bool = False) -> Execution:
+    def run(
+        self,
+        *,
+        parameters: dict[str, Any] | None = None,
+        resume: bool = False,
+        reuse: bool | None = None,
+        force: Iterable[str] = (),
+    ) -> Execution:
         """Run (or resume) this execution with the flow's scheduler; raise the first layer failure.
 
         The error raised shows the layer's own frames, wherever it ran, without Laminar's and
@@ -95,7 +102,13 @@ class Execution(model.Execution):
             parameters = declared.validate(parameters or {}, flow=self.flow.name)
         reading.refuse_run(self.flow.name)
         try:
-            self.flow.configuration.scheduler.run(self, parameters=parameters or {}, resume=resume)
+            reusing = self.flow.reuse if reuse is None else reuse
+            if reusing or force:  # only then: a scheduler of its own need not know reuse
+                self.flow.configuration.scheduler.run(
+                    self, parameters=parameters or {}, resume=resume, reuse=reusing, force=force
+                )
+            else:
+                self.flow.configuration.scheduler.run(self, parameters=parameters or {}, resume=resume)
         except BaseException as error:
             if self._resumable_after(error):
                 add_note(

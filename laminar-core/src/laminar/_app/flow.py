@@ -39,6 +39,9 @@ class Flow(FlowDefinition):
     _framework_base: ClassVar[bool] = True
     #: How the default datastore was found, for messages that say where; None when one was chosen.
     _default_datastore: discovery.Found | None = None
+    #: Whether runs reuse unchanged layers by default (``class MyFlow(Flow): reuse = True``);
+    #: ``flow(..., reuse=...)`` and ``laminar run --reuse`` decide for one run.
+    reuse: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -70,7 +73,9 @@ class Flow(FlowDefinition):
         """The execution ``id`` of this flow, bound to the flow's datastore, ready to read results."""
         return Execution(flow=self, id=id)
 
-    def __call__(self, *, execution: str | None = None, **parameters: Any) -> Execution:
+    def __call__(
+        self, *, execution: str | None = None, reuse: bool | None = None, **parameters: Any
+    ) -> Execution:
         """Run the flow with these parameters and return the finished Execution."""
         if environment.runs_a_split():
             raise FlowDefinitionError(
@@ -85,7 +90,7 @@ class Flow(FlowDefinition):
                 "set by Laminar) and could not be read back; choose other names"
             )
         run = self.execution(execution if execution is not None else new_execution_id())
-        return run.run(parameters=parameters)
+        return run.run(parameters=parameters, reuse=reuse)
 
     def __bool__(self) -> bool:
         """The execution guard: ``if flow := MyFlow(): flow()``.

@@ -133,6 +133,8 @@ def show_json(execution: Execution, status: Any, layers: Sequence[records.LayerS
                 "attempts": _attempts_json(layer),
                 "caught": layer.caught,
                 "error": dict(layer.error) if layer.error else None,
+                "reused": layer.reused,
+                "why": layer.why,
             }
             for layer in layers
         ],
@@ -194,7 +196,7 @@ def show(file: str, execution_id: str, datastore: str | None, as_json: bool) -> 
                 layer.splits,
                 attempt_count(layer) or "",
                 duration_text(layer.duration),
-                error_text(layer.error) or layer.reason or records.caught_text(layer),
+                error_text(layer.error) or layer.reason or records.caught_text(layer) or layer.why or "",
             )
             for layer in layers
         ],

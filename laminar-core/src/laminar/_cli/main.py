@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from laminar._cli import diff, gc, graph, inspect, plugins, report, runs, verify
+from laminar._cli import diff, explain, gc, graph, inspect, plugins, report, runs, verify
 from laminar._cli.output import one_line
 from laminar._plugins.manager import plugin_manager
 
@@ -60,6 +60,7 @@ for command in (
     runs.resume,
     inspect.executions,
     inspect.show,
+    explain.explain,
     inspect.artifacts,
     inspect.get,
     inspect.logs,

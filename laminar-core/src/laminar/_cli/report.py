@@ -419,7 +419,7 @@ def build_report(
                 layer.name,
                 layer.status,
                 COLOURS.get(layer.status, "#cfd8dc"),
-                layer.reason or records.caught_text(layer),
+                layer.reason or records.caught_text(layer) or layer.why or "",
                 "" if layer.splits is None else str(layer.splits),
                 sum(len(a) for a in layer.attempts.values()),
                 duration_text(layer.duration),

@@ -251,6 +251,8 @@ def _failed(execution: Execution, error: Exception, file: str) -> click.ClickExc
     help="Executor name or URL (thread, process, dask://host:8786).",
 )
 @click.option("--execution", "execution_id", metavar="ID", default=None, help="Run with this execution id.")
+@click.option("--reuse/--no-reuse", default=None, help="Reuse layers unchanged since an earlier execution.")
+@click.option("--force", multiple=True, metavar="LAYER", help="With --reuse: run LAYER and its dependents.")
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -261,6 +263,8 @@ def run(
     datastore: str | None,
     executor: str | None,
     execution_id: str | None,
+    reuse: bool | None = None,
+    force: tuple[str, ...] = (),
     **declared: str | None,
 ) -> None:
     """Run the flow in FILE with the given parameters.
@@ -275,7 +279,10 @@ def run(
     parameters = _given(flow, params_file, params, declared)
     execution = flow.execution(execution_id if execution_id is not None else new_execution_id())
     try:
-        flow(execution=execution.id, **parameters)
+        if reuse is None and not force:
+            flow(execution=execution.id, **parameters)
+        else:
+            execution.run(parameters=parameters, reuse=reuse if reuse is not None else True, force=force)
     except Interrupted as error:
         if ctx.meta.get("laminar.debug"):
             raise

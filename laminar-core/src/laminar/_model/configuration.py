@@ -127,6 +127,11 @@ class Configuration:
     container: Container = field(default_factory=Container)
     foreach: ForEach | None = None
     retry: Retry = field(default_factory=Retry)
+    #: Whether a run with reuse on may reuse the layer (False: side effects, randomness, time).
+    reuse: bool = True
+    #: What the layer reads that its code does not show: files (relative to the project's root)
+    #: and ``$NAME`` environment variables, keyed by content (see docs/incremental.md).
+    inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, Any, type]] = [
@@ -138,3 +143,9 @@ class Configuration:
         for name, value, kind in checks:
             if value is not None and not isinstance(value, kind):
                 raise ConfigurationError(f"register({name}=...) takes a {kind.__name__}, got {value!r}")
+        if not isinstance(self.reuse, bool):
+            raise ConfigurationError(f"register(reuse=...) takes True or False, got {self.reuse!r}")
+        if isinstance(self.inputs, str) or not all(isinstance(i, str) and i for i in self.inputs):
+            raise ConfigurationError(
+                f"register(inputs=...) takes a list of file paths and $ENVIRONMENT variables, got {self.inputs!r}"
+            )

@@ -7,7 +7,7 @@ whose ``Flow`` subclasses this one and is the class users import.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
@@ -90,6 +90,8 @@ class FlowDefinition:
         container: Container | None = None,
         foreach: ForEach | None = None,
         retry: Retry | None = None,
+        reuse: bool = True,
+        inputs: Sequence[str] = (),
     ) -> Callable[[L], L]: ...
 
     @classmethod
@@ -101,12 +103,19 @@ class FlowDefinition:
         container: Container | None = None,
         foreach: ForEach | None = None,
         retry: Retry | None = None,
+        reuse: bool = True,
+        inputs: Sequence[str] = (),
     ) -> L | Callable[[L], L]:
         """Add a layer to this flow: ``@MyFlow.register`` or ``@MyFlow.register(retry=Retry(3))``."""
         if is_framework_base(cls):
             raise FlowDefinitionError("register layers on a subclass of Flow: class MyFlow(Flow): ...")
         configuration = Configuration(
-            catch=catch, container=container or Container(), foreach=foreach, retry=retry or Retry()
+            catch=catch,
+            container=container or Container(),
+            foreach=foreach,
+            retry=retry or Retry(),
+            reuse=reuse,
+            inputs=tuple(inputs) if not isinstance(inputs, str) else inputs,  # type: ignore[arg-type]
         )
 
         def add(layer: L) -> L:

@@ -603,6 +603,14 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
         running.done = splits
         counted = running.counts() if running.foreach else "1 split"
         notes = running.notes()
+        reused, why = run.explanations.get(layer.name, (None, None))
+        if reused is not None:  # with reuse on: where its values come from, or why it ran
+            progress.display.message(
+                f"{progress.label}: layer {layer.name} reused from execution {reused}: {counted} "
+                f"[{progress.counts()}]"
+            )
+            return
+        notes = "; ".join(note for note in (notes, why) if note)
         progress.display.message(
             f"{progress.label}: layer {layer.name} finished: {counted}"
             + (f" ({notes})" if notes else "")

@@ -363,6 +363,7 @@ def _record(
     ended: float | None = None,
     next_attempt: int | None = None,
 ) -> LayerStatusRecord:
+    reused, why = run.explanations.get(layer, (None, None))
     return LayerStatusRecord(
         run.execution.flow.name,
         run.execution.id,
@@ -376,4 +377,6 @@ def _record(
         attempts=tuple(layer_run.attempts),
         omitted=layer_run.omitted,
         next_attempt=layer_run.next_attempt if next_attempt is None else next_attempt,
+        reused=reused,
+        why=why,
     )

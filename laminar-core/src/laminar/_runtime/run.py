@@ -77,6 +77,9 @@ class Run:
     resumed: bool
     started: float
     stash: Stash = field(default_factory=Stash)
+    #: With reuse on, each layer's explanation: the execution it was reused from (or None: it ran)
+    #: and why, in a line.
+    explanations: dict[str, tuple[str | None, str]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return (

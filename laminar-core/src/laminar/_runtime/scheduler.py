@@ -20,19 +20,19 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from laminar._runtime import commit, foreach, hook_calls, tracebacks
+from laminar._runtime import commit, fingerprint, foreach, hook_calls, reuse, tracebacks
 from laminar._runtime.commit import SplitLog
 from laminar._runtime.configuration import check_compatible
 from laminar._runtime.context import LayerContext, store_for
 from laminar._runtime.executor import SplitNotStarted
 from laminar._runtime.run import Run
 from laminar._runtime.task import SplitOutcome, SplitTask
-from laminar._storage import layout
+from laminar._storage import layout, reuse_index
 from laminar._storage.lease import Lease
-from laminar._storage.records import runs
+from laminar._storage.records import SplitRecord, runs
 from laminar.errors import (
     DatastoreError,
     ExecutorContractError,
@@ -73,12 +73,29 @@ def _caught(outcome: SplitOutcome) -> Mapping[str, str] | None:
 class Scheduler:
     """Runs executions. ``Flow(scheduler=Scheduler())`` is the default."""
 
-    def run(self, execution: Execution, *, parameters: dict[str, Any], resume: bool = False) -> None:
-        """Run ``execution`` to the end; raise the first layer failure."""
+    def run(
+        self,
+        execution: Execution,
+        *,
+        parameters: dict[str, Any],
+        resume: bool = False,
+        reuse: bool = False,
+        force: Iterable[str] = (),
+    ) -> None:
+        """Run ``execution`` to the end; raise the first layer failure. With ``reuse``, layers whose
+        key matches an earlier execution's are reused; ``force`` names layers that run regardless
+        (and so do the layers depending on them)."""
         flow = execution.flow
         check_compatible(flow.configuration)
         flow.plan  # noqa: B018 - validates the DAG before anything is written
-        run = _Runner(execution, parameters=parameters, resume=resume)
+        forced = sorted(set(force))
+        unknown = [name for name in forced if name not in flow.registry]
+        if unknown:
+            raise FlowDefinitionError(
+                f"cannot force layer {unknown[0]}: flow {flow.name} has no such layer (its layers: "
+                f"{', '.join(name for name in flow.plan.order if name != 'Parameters')})"
+            )
+        run = _Runner(execution, parameters=parameters, resume=resume, reuse=reuse, force=forced)
         try:
             asyncio.get_running_loop()
             inside_loop = True
@@ -156,12 +173,39 @@ async def _on_a_thread_of_its_own(call: Callable[[], object]) -> None:
     await asyncio.wrap_future(done)
 
 
+def _with_dependents(dependencies: Mapping[str, frozenset[str]], names: Iterable[str]) -> frozenset[str]:
+    """``names`` and every layer that depends on one of them, directly or not."""
+    found = set(names)
+    grew = True
+    while grew:
+        grew = False
+        for layer, needs in dependencies.items():
+            if layer not in found and needs & found:
+                found.add(layer)
+                grew = True
+    return frozenset(found)
+
+
 class _Runner:
     """Drives one run of one execution: the scheduler's own state of it, and the run object
     (:class:`~laminar._runtime.run.Run`) it hands the lifecycle hooks."""
 
-    def __init__(self, execution: Execution, *, parameters: dict[str, Any], resume: bool) -> None:
+    def __init__(
+        self,
+        execution: Execution,
+        *,
+        parameters: dict[str, Any],
+        resume: bool,
+        reuse: bool = False,
+        force: Iterable[str] = (),
+    ) -> None:
         self.execution = execution
+        self.reusing = reuse
+        self.forced = _with_dependents(execution.flow.plan.dependencies, force)
+        self.forced_asked = frozenset(force)
+        self.keys: dict[str, tuple[str, dict[str, str]]] = {}  # with reuse on: each layer's key
+        self.outputs: dict[str, dict[str, str]] = {}  # finished layers' values, summarised per artifact
+        self.split_keys: dict[str, tuple[str, list[str]]] = {}  # foreach layers: base key, split keys
         self.flow = execution.flow
         self.plan = self.flow.plan
         self.parameters = parameters
@@ -367,6 +411,13 @@ class _Runner:
                 if d != "Parameters" and self.states[d].result() == SKIPPED
             )
             return self._skipped(name, f"layer {', '.join(skipped)} it depends on was skipped")
+        if self.reusing:
+            whole = await asyncio.to_thread(self._reuse, name)
+            if whole is not None:
+                reader = self._reader(name)
+                self.hook.laminar_layer_started(layer=reader, splits=whole, run=self.run)
+                self.hook.laminar_layer_finished(layer=reader, splits=whole, error=None, run=self.run)
+                return FINISHED
         reader = self._reader(name)
         each = self.flow.registry[name].configuration.foreach
         try:
@@ -376,27 +427,39 @@ class _Runner:
             self.hook.laminar_layer_finished(layer=reader, splits=0, error=error, run=self.run)
             raise
         count = grid.splits if grid is not None else 1
+        reused: Mapping[int, SplitRecord] = {}
+        if grid is not None and name in self.keys and self.flow.registry[name].configuration.reuse:
+            reused = await asyncio.to_thread(self._reuse_splits, name, grid)
         # Read before the layer-started event, whose status record reserves this run's numbers.
         first = await asyncio.to_thread(self._first_attempts, name) if self.resume else _first_try
         self.hook.laminar_layer_started(layer=reader, splits=count, run=self.run)
         try:
-            await self._run_splits(name, reader, count, grid, first)
+            await self._run_splits(name, reader, count, grid, first, reused)
         except BaseException as error:
             self.hook.laminar_layer_finished(layer=reader, splits=count, error=error, run=self.run)
             raise
         if self.errors:
             self.hook.laminar_layer_finished(layer=reader, splits=count, error=self.errors[0], run=self.run)
             return FAILED
+        if name in self.keys and self.flow.registry[name].configuration.reuse:
+            await asyncio.to_thread(self._publish, name)
         self.hook.laminar_layer_finished(layer=reader, splits=count, error=None, run=self.run)
         return FINISHED
 
     async def _run_splits(
-        self, name: str, reader: Layer, count: int, grid: foreach.Grid | None, first: Callable[[int], int]
+        self,
+        name: str,
+        reader: Layer,
+        count: int,
+        grid: foreach.Grid | None,
+        first: Callable[[int], int],
+        reused: Mapping[int, SplitRecord] | None = None,
     ) -> None:
-        """Run the splits of ``name`` not finished before, each from its ``first`` attempt number;
-        write the layer's record if they all finish."""
+        """Run the splits of ``name`` not finished before (nor ``reused`` from another execution),
+        each from its ``first`` attempt number; write the layer's record if they all finish."""
         earlier = await asyncio.to_thread(self._earlier_batches, name) if self.resume else {}
         done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
+        done.update(reused or {})
         pending = (i for i in range(count) if i not in done)
         log = SplitLog(self.store, name, fail=self._fail, splits=count - len(done))
 
@@ -422,6 +485,8 @@ class _Runner:
             batches = await log.close()  # finished splits are kept even when others failed
         if self.errors:
             return
+        if reused:  # their records, copied: the values they point to are the other execution's
+            batches[await asyncio.to_thread(self.store.write_splits, name, dict(reused))] = runs(reused)
         artifacts = log.artifacts.union(*(record.archives for record in done.values()))
         await commit.write(
             self.store,
@@ -433,6 +498,188 @@ class _Runner:
                 artifacts=artifacts,
             ),
         )
+
+    # ---- reuse --------------------------------------------------------------------------------
+    def _components(self, name: str) -> tuple[dict[str, str], fingerprint.Fingerprint]:
+        """The parts of ``name``'s key: its code, packages, inputs, parameters, configuration."""
+        flow = self.flow
+        root = reuse.root_of(flow)
+        code = fingerprint.of_layer(
+            type(flow),
+            flow.registry[name].layer,
+            name,
+            [definition.layer for definition in flow.registry.values()],
+            root,
+        )
+        components = {"code": code.digest, **{f"code:{part}": d for part, d in code.parts.items()}}
+        components.update({f"package:{n}" if n != "python" else n: v for n, v in code.packages.items()})
+        for upstream in sorted(self.plan.dependencies[name]):  # what it reads: its inputs' values
+            if upstream not in self.outputs:
+                self.outputs[upstream] = reuse.outputs(self.store, upstream)
+            kind = "parameter:" if upstream == "Parameters" else f"input:{upstream}."
+            components.update({kind + artifact: d for artifact, d in self.outputs[upstream].items()})
+        configuration = flow.registry[name].configuration
+        components["configuration"] = reuse.configuration_text(flow, name)
+        components.update(reuse.extra_inputs(configuration.inputs, root, name))
+        return components, code
+
+    def _reuse(self, name: str) -> int | None:
+        """Reuse ``name`` from an earlier execution with its key, if one left it whole: returns its
+        number of splits; else None (it runs), with why it runs in the run's explanations."""
+        components, code = self._components(name)
+        key = reuse.key_of(components)
+        self.keys[name] = (key, components)
+        datastore = self.flow.configuration.datastore
+        if not self.flow.registry[name].configuration.reuse:
+            self.run.explanations[name] = (
+                None,
+                "ran because the layer refuses reuse (register(reuse=False))",
+            )
+            return None
+        if name in self.forced:
+            self.run.explanations[name] = (None, f"ran because it was forced ({self._forced_by(name)})")
+            return None
+        found = reuse_index.entry(datastore, self.flow.name, name, key)
+        if found is not None and found.execution != self.execution.id:
+            batches = reuse_index.usable(datastore, self.store.protocols, found, name)
+            if batches is not None and not self._same_inputs(found.execution, name, components):
+                batches = None
+            if batches is not None:
+                reuse_index.adopt(self.store, name, batches)
+                self.outputs[name] = reuse.outputs(self.store, name)
+                self.run.explanations[name] = (found.execution, f"reused from execution {found.execution}")
+                return sum(len(batch.splits) for batch in batches.values())
+        latest = reuse_index.latest(datastore, self.flow.name, name)
+        if latest is None:
+            why = "first run: no earlier execution with reuse on finished it"
+        elif found is not None:
+            why = f"the values execution {found.execution} stored for it are gone or damaged"
+        else:
+            why = reuse.difference(
+                latest.components, components, code.places, self._parameters_of(latest, components)
+            )
+        self.run.explanations[name] = (None, f"ran because {why}")
+        return None
+
+    def _split_keys(self, name: str, grid: foreach.Grid) -> tuple[str, list[str]]:
+        """A foreach layer's key without its axes (``base``), and each split's key: the digests of
+        the items (or upstream split) it is given. The layer's other inputs stay in ``base``."""
+        _, components = self.keys[name]
+        prefixes = tuple(
+            ("parameter:" if axis.layer == "Parameters" else f"input:{axis.layer}.")
+            + (axis.attribute if axis.artifacts is not None else "")
+            for axis in grid.axes
+        )
+        base = reuse.key_of({n: v for n, v in components.items() if not n.startswith(prefixes)})
+        chained = {
+            axis.layer: [
+                reuse.split_digest(record)
+                for record in self.store.split_records(axis.layer, range(axis.size))
+            ]
+            for axis in grid.axes
+            if axis.artifacts is None
+        }
+        keys = []
+        for index in range(grid.splits):
+            parts = [base]
+            for layer, attributes in sorted(grid.bindings(index).items()):
+                for attribute, binding in sorted(attributes.items()):
+                    if binding.artifact is not None:
+                        item = binding.artifact
+                        parts.append(f"{layer}.{attribute}={item.hash}:{item.hexdigest}:{item.protocol}")
+                    else:
+                        parts.append(f"{layer}[{binding.split}]={chained[layer][binding.split or 0]}")
+            keys.append(reuse.key_of(dict(enumerate(parts))))  # type: ignore[arg-type]
+        return base, keys
+
+    def _reuse_splits(self, name: str, grid: foreach.Grid) -> dict[int, SplitRecord]:
+        """The splits of a foreach layer that did not reuse whole, reused one by one where an
+        earlier execution finished one with the same split key; their count joins the explanation."""
+        base, keys = self._split_keys(name, grid)
+        self.split_keys[name] = (base, keys)
+        if name in self.forced or self.resume:
+            return {}
+        datastore = self.flow.configuration.datastore
+        known = reuse_index.split_entries(datastore, self.flow.name, name, base)
+        wanted = {index: known[key] for index, key in enumerate(keys) if key in known}
+        found = reuse_index.usable_splits(datastore, self.store.protocols, self.flow.name, name, wanted)
+        if found:
+            source, why = self.run.explanations.get(name, (None, "ran"))
+            self.run.explanations[name] = (source, f"{why}; {len(found)} of {len(keys)} splits reused")
+        return found
+
+    def _same_inputs(self, execution: str, name: str, components: Mapping[str, str]) -> bool:
+        """Whether ``execution`` computed ``name`` from the inputs this run gives it, as its own
+        records say: an index entry is trusted for nothing, so one naming an execution whose inputs
+        differ (forged, or damaged) costs a recomputation, not a wrong value."""
+        source = self.flow.configuration.store(self.flow.name, execution)
+        theirs: dict[str, str] = {}
+        try:
+            for upstream in sorted(self.plan.dependencies[name]):
+                kind = "parameter:" if upstream == "Parameters" else f"input:{upstream}."
+                theirs.update({kind + a: d for a, d in reuse.outputs(source, upstream).items()})
+        except (IntegrityError, ValueError) as error:
+            logger.warning("layer %s is not reused from execution %s: %s", name, execution, error)
+            return False
+        ours = {n: v for n, v in components.items() if n.startswith(("parameter:", "input:"))}
+        if theirs != ours:
+            logger.warning(
+                "layer %s is not reused from execution %s: its index entry names an execution whose inputs "
+                "differ from this run's",
+                name,
+                execution,
+            )
+            return False
+        return True
+
+    def _forced_by(self, name: str) -> str:
+        return "asked for" if name in self.forced_asked else "it depends on a forced layer"
+
+    def _parameters_of(
+        self, latest: reuse_index.ReuseEntry, components: Mapping[str, str]
+    ) -> tuple[dict[str, object], dict[str, object]] | None:
+        """Both executions' values of the parameters that differ, to say old -> new."""
+        changed = [
+            n.partition(":")[2]
+            for n in set(latest.components) | set(components)
+            if n.startswith("parameter:") and latest.components.get(n) != components.get(n)
+        ]
+        if not changed:
+            return None
+        sides: list[dict[str, object]] = []
+        for execution in (latest.execution, self.execution.id):
+            store = self.flow.configuration.store(self.flow.name, execution)
+            values: dict[str, object] = {}
+            try:
+                split = store.split_record("Parameters", 0)
+                for parameter in changed:
+                    archive = split.archives.get(parameter) if split is not None else None
+                    if archive is not None and len(archive.artifacts) == 1:
+                        values[parameter] = store.load(archive.artifacts[0])
+            except Exception:  # the explanation then names the parameter only
+                return None
+            sides.append(values)
+        return sides[0], sides[1]
+
+    def _publish(self, name: str) -> None:
+        """Enter the finished layer in the reuse index (its record is written)."""
+        key, components = self.keys[name]
+        self.outputs[name] = reuse.outputs(self.store, name)
+        try:
+            reuse_index.publish(
+                self.flow.configuration.datastore, self.flow.name, name, key, self.execution.id, components
+            )
+            if name in self.split_keys:
+                base, keys = self.split_keys[name]
+                reuse_index.publish_splits(
+                    self.flow.configuration.datastore,
+                    self.flow.name,
+                    name,
+                    base,
+                    {key: f"{self.execution.id}/{index}" for index, key in enumerate(keys)},
+                )
+        except Exception as error:  # the layer finished; only later reuse of it is lost
+            logger.warning("layer %s could not be entered in the reuse index: %s", name, error)
 
     def _window(self, name: str) -> int:
         """Splits of ``name`` in flight at once: the executor's window, or only ``concurrency`` for a

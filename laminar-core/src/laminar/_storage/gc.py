@@ -8,8 +8,9 @@ value. So a blob may be deleted only when no execution that stays references it:
 2. the executions to delete are chosen (``keep_last`` per flow, ``older_than`` seconds);
 3. the blobs every *kept* execution references are collected from its split batches (the only
    records that name artifacts); every other blob under ``artifacts/`` is garbage;
-4. the chosen executions are deleted (their metadata first, so a half-deleted one reads as missing,
-   not as damaged), then the garbage blobs.
+4. the reuse index's entries naming a chosen execution (or one no longer stored) are deleted, so no
+   entry ever names deleted values; then the chosen executions (their metadata first, so a
+   half-deleted one reads as missing, not as damaged), then the garbage blobs.
 
 A running execution (a live lease) may reference any blob at any moment: a split that stores a value
 already stored writes nothing and points at the existing blob, before its split batch exists. So
@@ -27,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from laminar._names import is_valid
-from laminar._storage import layout
+from laminar._storage import layout, reuse_index
 from laminar._storage.lease import Holder, Lease
 from laminar._storage.records import ExecutionMetadata, Malformed, SplitBatch
 from laminar._transport.datastore import Datastore
@@ -274,6 +275,7 @@ def collect(
     result = Collection(dry_run, chosen, kept, garbage, freed, kept_usage, len(present))
     if dry_run:
         return result
+    drop_entries(datastore, {(e.flow, e.id) for e in kept})
     for execution in chosen:
         delete_execution(datastore, execution.flow, execution.id)
     _refuse_if_live(
@@ -281,6 +283,47 @@ def collect(
     )  # a run that started meanwhile may reuse any blob
     datastore.map_parallel(lambda digest: datastore.delete(layout.artifact(digest)), garbage)
     return result
+
+
+def drop_entries(datastore: Datastore, kept: set[tuple[str, str]]) -> int:
+    """Delete every reuse index entry that names an execution not in ``kept`` (or that is not an
+    entry Laminar wrote); returns how many. Runs before executions are deleted."""
+    doomed: list[str] = []
+    for flow in datastore.list_prefix("flows/"):
+        if not is_valid(flow):
+            continue
+        index = layout.reuse_index(flow)
+        for layer in datastore.list_prefix(index):
+            if not is_valid(layer):
+                continue
+            entries = layout.reuse_entries(flow, layer)
+            for name in datastore.list_prefix(entries):
+                key = name.removesuffix(".json")
+                if name == "splits":  # a foreach layer's split index goes if any split it names does
+                    doomed.extend(_doomed_splits(datastore, flow, layer, kept))
+                    continue
+                try:
+                    found = reuse_index.entry(datastore, flow, layer, key)
+                except ValueError:  # not a key: nothing Laminar wrote
+                    found = None
+                if found is None or (flow, found.execution) not in kept:
+                    doomed.append(entries + name)
+    datastore.map_parallel(datastore.delete, doomed)
+    return len(doomed)
+
+
+def _doomed_splits(datastore: Datastore, flow: str, layer: str, kept: set[tuple[str, str]]) -> list[str]:
+    doomed = []
+    for name in datastore.list_prefix(layout.reuse_entries(flow, layer) + "splits/"):
+        base = name.removesuffix(".json")
+        try:
+            named = list(reuse_index.split_entries(datastore, flow, layer, base).values())
+            key = layout.reuse_splits(flow, layer, base)
+        except ValueError:  # not a key: nothing Laminar wrote
+            key, named = layout.reuse_entries(flow, layer) + "splits/" + name, ["/"]
+        if not named or any((flow, where.rpartition("/")[0]) not in kept for where in named):
+            doomed.append(key)
+    return doomed
 
 
 def delete_execution(datastore: Datastore, flow: str, execution_id: str) -> None:

@@ -17,6 +17,11 @@
     flows/<Flow>/executions/<id>/layers/<Layer>/logs/<i>/<attempt>/<n>.log
                                                                   what attempt <attempt> of split i printed
                                                                   and logged, in chunks n = 0, 1, ...
+    flows/<Flow>/reuse/<Layer>/<key>.json                         the reuse index: the execution whose
+                                                                  finished layer has this key (written
+                                                                  after that layer's record; JSON only)
+    flows/<Flow>/reuse/<Layer>/splits/<base>.json                 a foreach layer's splits by their own
+                                                                  keys, for its key without the axes
     flows/<Flow>/executions/<id>/repaired/<time>/<key>            what ``laminar verify --repair`` moved
                                                                   aside at <time>: records and batches under
                                                                   their keys in the execution, damaged
@@ -138,3 +143,27 @@ def parse_log_chunk(name: str) -> int | None:
 def repaired(flow: str, execution_id: str, stamp: str) -> str:
     """Where one ``laminar verify --repair`` of the execution moves what it sets aside."""
     return execution(flow, execution_id) + f"repaired/{validate(stamp, what='repair time')}/"
+
+
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def reuse_entries(flow: str, layer_name: str) -> str:
+    """The reuse index's entries for one layer of a flow."""
+    return f"flows/{validate(flow, what='flow name')}/reuse/{validate(layer_name, what='layer name')}/"
+
+
+def reuse_entry(flow: str, layer_name: str, key: str) -> str:
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"not a reuse key: {key!r}")
+    return reuse_entries(flow, layer_name) + f"{key}.json"
+
+
+def reuse_splits(flow: str, layer_name: str, base: str) -> str:
+    if not _KEY.fullmatch(base):
+        raise ValueError(f"not a reuse key: {base!r}")
+    return reuse_entries(flow, layer_name) + f"splits/{base}.json"
+
+
+def reuse_index(flow: str) -> str:
+    return f"flows/{validate(flow, what='flow name')}/reuse/"

@@ -426,6 +426,10 @@ class LayerStatusRecord(Document):
     attempts: tuple[AttemptRecord, ...] = ()
     omitted: int = field(default=0, metadata=absent(0))
     next_attempt: int = field(default=0, metadata=absent(0))
+    #: The execution a reused layer's values come from (its records were copied, not its values).
+    reused: str | None = field(default=None, metadata=sparse(None))
+    #: Why the layer ran, or where it was reused from, in a line (runs with reuse on).
+    why: str | None = field(default=None, metadata=sparse(None))
 
     def __post_init__(self) -> None:
         recorded = max((attempt.attempt + 1 for attempt in self.attempts), default=0)

@@ -86,7 +86,8 @@ class LayerStatus:
     ``reason`` says why it was skipped or cancelled; ``attempts`` maps each split index (0 for a
     layer without ForEach) to its attempts, every failed or caught one kept and the others up to a
     limit (``omitted`` counts those left out); ``error`` is the error of its split that failed for
-    good; ``caught`` counts the attempts that finished with an error ``Catch`` absorbed.
+    good; ``caught`` counts the attempts that finished with an error ``Catch`` absorbed. In a run
+    with reuse on, ``reused`` names the execution it was reused from and ``why`` says why it ran.
     """
 
     name: str
@@ -98,6 +99,9 @@ class LayerStatus:
     attempts: Mapping[int, tuple[Attempt, ...]] = field(default_factory=dict)
     error: Mapping[str, str] | None = None
     omitted: int = 0
+    #: With reuse on: the execution whose values the layer reused (None: it ran), and why, in a line.
+    reused: str | None = None
+    why: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -270,4 +274,6 @@ def layer_status(store: ExecutionStore, name: str, execution: Status | Callable[
         },
         error=record.error,
         omitted=record.omitted,
+        reused=record.reused,
+        why=record.why,
     )

@@ -1,0 +1,193 @@
+"""Benchmark: incremental runs against the first run, measured in the same invocation.
+
+A flow of 20 layers: ``Items`` shards N items (10,000 by default), ``Square`` is a foreach over
+them, ``Join`` sums them, and ``Step01`` ... ``Step17`` follow in a chain. Each run is a fresh
+process running the flow file with reuse on (``execution.run(reuse=True)``), as a user runs again
+after an edit; only the run is timed. Measured, each against the first run:
+
+1. the same flow run again unchanged: its time (target: at most 5% of the first run's) and how
+   many layers ran (target: none);
+2. one middle layer (``Step09``) edited: which layers ran (target: exactly it and its 8
+   descendants, counted from the status records);
+3. 1% new items: how many of ``Square``'s splits ran (target: 1%), read from its explanation;
+4. what the datastore grew by in the unchanged rerun, per reused layer (target: a few KiB; a
+   foreach layer's records are copied, so it grows with its number of splits, not its values).
+
+A split does ``--work`` iterations of a loop (20,000: about a millisecond), so the first run does
+what a small real flow does; the reruns' cost is mostly fixed (reading the records to key each
+layer, and writing the reused layers' records).
+
+    .venv/bin/python benchmarks/incremental.py [--items 10000] [--executor thread|process]
+                                               [--datastore URL]   # e.g. an S3 emulator's s3://...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FLOW = """
+from laminar import Flow, Layer, Parameters
+from laminar.configurations.layers import ForEach, Parameter
+
+WORK = {work}  # iterations of a split's loop: what a split costs
+
+def work(value):
+    total = 0
+    for i in range(WORK):
+        total += (value * i) % 7
+    return total
+
+
+class Bench(Flow): ...
+
+
+@Bench.register
+class Items(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(values=list(range(parameters.items)))
+
+
+@Bench.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="values")]))
+class Square(Layer):
+    def __call__(self, items: Items) -> None:
+        self.value = work(items.values)
+
+
+@Bench.register
+class Join(Layer):
+    def __call__(self, square: Square) -> None:
+        self.total = sum(square.value)
+"""
+
+STEP = """
+
+@Bench.register
+class Step{n:02d}(Layer):
+    def __call__(self, before: {before}) -> None:
+        self.total = before.total + {n}  # step {n}
+"""
+
+DRIVER = """
+import json, sys, time
+import flow
+from laminar.configurations import executors
+
+url, executor, items = sys.argv[1], sys.argv[2], int(sys.argv[3])
+bench = flow.Bench(datastore=url, executor=executors.Thread() if executor == "thread" else executors.Process())
+execution = bench.execution("run" + sys.argv[4])
+started = time.perf_counter()
+execution.run(parameters={"items": items}, reuse=True)
+took = time.perf_counter() - started
+layers = {}
+for name in bench.layer_names():
+    if name != "Parameters":
+        status = execution.store.layer_status(name)
+        layers[name] = {"reused": status.reused, "why": status.why}
+print(json.dumps({"seconds": took, "layers": layers}))
+"""
+
+
+def write_project(root: Path, work: int) -> None:
+    source = FLOW.replace("{work}", str(work))
+    before = "Join"
+    for n in range(1, 18):
+        source += STEP.format(n=n, before=before)
+        before = f"Step{n:02d}"
+    (root / "flow.py").write_text(source)
+    (root / "driver.py").write_text(DRIVER)
+    (root / "pyproject.toml").write_text("[project]\nname = 'bench'\n")
+
+
+def run(root: Path, url: str, executor: str, items: int, number: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, "driver.py", url, executor, str(items), str(number)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(root), "LAMINAR_PROGRESS": "off"},
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def ran(result: dict) -> list[str]:
+    return [name for name, layer in result["layers"].items() if layer["reused"] is None]
+
+
+def size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--work", type=int, default=20_000, help="iterations of each split's loop")
+    parser.add_argument("--executor", choices=("thread", "process"), default="thread")
+    parser.add_argument("--datastore", default=None, help="a datastore URL (default: a temporary folder)")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        root, store = Path(scratch) / "project", Path(scratch) / "store"
+        root.mkdir()
+        write_project(root, options.work)
+        url = options.datastore or store.as_uri()
+        items = options.items
+
+        first = run(root, url, options.executor, items, 1)
+        print(
+            f"first run: {first['seconds']:.2f} s, {len(ran(first))} layers ran ({options.executor}, {items} items)"
+        )
+
+        local = options.datastore is None
+        before = size(store) if local else 0
+        again = run(root, url, options.executor, items, 2)
+        share = again["seconds"] / first["seconds"]
+        print(
+            f"unchanged rerun: {again['seconds']:.2f} s = {share:.1%} of the first run (target <= 5%): "
+            f"{'OK' if share <= 0.05 else 'MISSED'}; layers that ran: {ran(again) or 'none'}"
+        )
+        if local:
+            grown = size(store) - before
+            layers = store / "flows" / "Bench" / "executions" / "run2" / "layers"
+            each = {layer.name: size(layer) for layer in layers.iterdir()}
+            plain = max(v for k, v in each.items() if k not in ("Items", "Square", "Parameters"))
+            print(
+                f"datastore growth: {grown / 1024:.1f} KiB in all (first run stored {before / 1024:.0f} KiB): "
+                f"at most {plain / 1024:.1f} KiB per reused one-split layer; Items {each['Items'] / 1024:.0f} KiB "
+                f"and Square {each['Square'] / 1024:.0f} KiB (their records for {items} splits, copied, small values inline in them)"
+            )
+
+        flow = root / "flow.py"
+        flow.write_text(flow.read_text().replace("before.total + 9  # step 9", "before.total + 90  # step 9"))
+        edited = run(root, url, options.executor, items, 3)
+        expected = [f"Step{n:02d}" for n in range(9, 18)]
+        print(
+            f"Step09 edited: {edited['seconds']:.2f} s = {edited['seconds'] / first['seconds']:.1%}; ran "
+            f"{len(ran(edited))} layers {ran(edited)} (target: exactly Step09 and its 8 descendants): "
+            f"{'OK' if ran(edited) == expected else 'MISSED'}"
+        )
+
+        grown_items = items + items // 100
+        more = run(root, url, options.executor, grown_items, 4)
+        why = more["layers"]["Square"]["why"] or ""
+        reused = int(why.rsplit("; ", 1)[-1].split(" of ")[0]) if " splits reused" in why else 0
+        splits_ran = grown_items - reused
+        print(
+            f"1% new items: {more['seconds']:.2f} s = {more['seconds'] / first['seconds']:.1%}; Square ran "
+            f"{splits_ran} of {grown_items} splits = {splits_ran / grown_items:.1%} (target 1%): "
+            f"{'OK' if splits_ran == items // 100 else 'MISSED'}; layers that ran: {ran(more)}"
+        )
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    main()
+    print(f"(benchmark took {time.perf_counter() - started:.0f} s)")
