@@ -34,7 +34,18 @@ class Help:
 #: Keywords of ``flow(...)`` and ``Execution.run``, and options of ``laminar run``: a parameter named
 #: so could not be given.
 CALL_KEYWORDS = frozenset(
-    {"execution", "parameters", "resume", "reuse", "force", "datastore", "executor", "param", "params", "file"}
+    {
+        "execution",
+        "parameters",
+        "resume",
+        "reuse",
+        "force",
+        "datastore",
+        "executor",
+        "param",
+        "params",
+        "file",
+    }
 )
 
 
