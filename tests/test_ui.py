@@ -94,6 +94,16 @@ def test_the_default_is_localhost_without_a_token(local: tuple[str, str, dict[st
     assert ids["gated"] in page.text and ids["broken"] in page.text
 
 
+def test_a_request_for_another_site_name_is_refused(local: tuple[str, str, dict[str, str]]) -> None:
+    """A DNS rebinding: another site's page, its name pointed at 127.0.0.1, sends that name as Host."""
+    url, _, ids = local
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    refused = httpx.get(url, headers={"Host": f"evil.example:{port}"})
+    assert refused.status_code == 403 and "answers only requests for 127.0.0.1" in refused.text
+    assert ids["gated"] not in refused.text
+    assert httpx.get(url, headers={"Host": f"localhost:{port}"}).status_code == 200
+
+
 def test_the_default_datastore_is_the_nearest_laminar(flow_file: Path, tmp_path: Path) -> None:
     (tmp_path / ".laminar").mkdir()
     nested = tmp_path / "a" / "b"

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from laminar._cli import report
@@ -36,6 +37,8 @@ from laminar_ui.reading import STATUSES, Reader, parse_parameter
 POLL = 0.5
 #: Executions on a page of the list.
 PAGE = 50
+#: The names a request to a UI bound to the loopback may be addressed to (its Host header).
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 #: The cookie a token is kept in once a link with ``?token=`` was opened.
 COOKIE = "laminar_ui_token"
 #: Scripts only from the app itself, nothing fetched from elsewhere.
@@ -93,6 +96,15 @@ class Token(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         if self.token is None:
+            # Bound to the loopback: a page of another site whose name a DNS rebinding points at
+            # 127.0.0.1 sends its own name as Host; only this machine's loopback names are answered.
+            if urlsplit("//" + request.headers.get("host", "")).hostname not in LOOPBACK_NAMES:
+                return PlainTextResponse(
+                    "this laminar ui answers only requests for 127.0.0.1, localhost or [::1] (the Host "
+                    "header names another site); to serve other machines, start it with --host and "
+                    "--allow-remote",
+                    status_code=403,
+                )
             response = await call_next(request)
         else:
             given = request.query_params.get("token") or request.cookies.get(COOKIE) or ""
