@@ -289,7 +289,7 @@ def module_state(path: Path) -> list[str]:
 
 
 def test_no_plugin_module_keeps_per_run_state_at_module_level() -> None:
-    assert len(PLUGIN_MODULES) > 5 and any(path.name == "status.py" for path in PLUGIN_MODULES)
+    assert len(PLUGIN_MODULES) > 5 and any(path.name == "run_records.py" for path in PLUGIN_MODULES)
     assert [found for path in PLUGIN_MODULES for found in module_state(path)] == []
 
 

@@ -508,7 +508,7 @@ class CountingLocal(datastores.Local):
 def test_a_layer_that_ends_before_the_delay_writes_only_its_final_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from laminar._plugins import status as status_plugin
+    from laminar._plugins import run_records as status_plugin
 
     monkeypatch.setattr(status_plugin, "RUNNING_AFTER", 60.0)  # no layer here runs that long
     datastore = CountingLocal(tmp_path)
@@ -521,7 +521,7 @@ def test_the_status_writer_wakes_only_for_a_record_due_before_it_would_wake(tmp_
     """A chain's quick layers each put a "running" record that is never written: the writer thread
     wakes for the first, not once a layer (a wake-up costs the event loop what a small write does),
     and still for a record due sooner than it would wake by itself."""
-    from laminar._plugins import status as status_plugin
+    from laminar._plugins import run_records as status_plugin
     from laminar._storage.records import LayerStatusRecord
 
     store = Far(datastore=datastores.Local(tmp_path), executor=executors.Thread()).configuration.store(
@@ -588,7 +588,7 @@ class Slow(Layer):
 def test_a_layer_still_running_after_the_delay_reads_as_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, datastore_class: type[datastores.Local]
 ) -> None:
-    from laminar._plugins import status as status_plugin
+    from laminar._plugins import run_records as status_plugin
 
     monkeypatch.setattr(status_plugin, "RUNNING_AFTER", 0.05)
     monkeypatch.setenv("SLOW_STATUS", str(tmp_path / layout.layer_status("Slowly", "slow", "Slow")))
@@ -621,7 +621,7 @@ class Quick(Layer):
 def test_a_layer_s_final_record_waits_for_its_running_record_being_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from laminar._plugins import status as status_plugin
+    from laminar._plugins import run_records as status_plugin
 
     monkeypatch.setattr(status_plugin, "RUNNING_AFTER", 0.01)
     SlowRunningRecord.started.clear()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pluggy
 
-from laminar._plugins import builtin, discovery, hookspecs, log_capture, progress, status
+from laminar._plugins import builtin, discovery, hookspecs, log_capture, progress, run_records
 from laminar._runtime.executor import Executor
 from laminar._serialization.registry import ProtocolRegistry
 from laminar._transport.datastore import Datastore
@@ -47,7 +47,7 @@ BROKEN: dict[str, str] = {}
 #: The plugins every flow is configured with, in registration order: ``name -> plugin``.
 _BUILT_IN: tuple[tuple[str, object], ...] = (
     ("laminar.builtin", builtin),
-    ("laminar.status", status),
+    ("laminar.status", run_records),
     ("laminar.progress", progress),
     ("laminar.logs", log_capture),
 )

@@ -1,6 +1,6 @@
 """Reading the run records: how an execution's latest run went, layer by layer, split by split.
 
-The status records say what the scheduler last wrote (see :mod:`laminar._plugins.status`); the
+The status records say what the scheduler last wrote (see :mod:`laminar._plugins.run_records`); the
 lease says whether that scheduler is still alive, so a run whose scheduler was killed reads as
 failed once its lease is no longer live, and so do the layers it was running.
 """
