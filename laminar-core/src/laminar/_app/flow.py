@@ -18,9 +18,9 @@ from laminar._model.layer import RESERVED
 from laminar._plugins import discovery
 from laminar._plugins.manager import configured_manager, protocols_of, resolve_datastore, resolve_executor
 from laminar._runtime import environment
-from laminar._runtime.configuration import FlowConfiguration
 from laminar._runtime.scheduler import Scheduler
 from laminar._runtime.split import run_and_record_split
+from laminar._runtime.wiring import FlowConfiguration
 from laminar.errors import ConfigurationError, FlowDefinitionError
 
 if TYPE_CHECKING:

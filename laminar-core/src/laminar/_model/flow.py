@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-from laminar._model.configuration import Catch, Configuration, Container, ForEach, Retry
 from laminar._model.execution import Execution
 from laminar._model.layer import Layer, Parameters
+from laminar._model.layer_options import Catch, Configuration, Container, ForEach, Retry
 from laminar._model.plan import Plan, build_plan
 from laminar._names import validate
 from laminar.errors import FlowDefinitionError
 
 if TYPE_CHECKING:
     from laminar._model.parameters import Declaration
-    from laminar._runtime.configuration import FlowConfiguration
+    from laminar._runtime.wiring import FlowConfiguration
 
 L = TypeVar("L", bound=type[Layer])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from laminar._model.configuration import LAYER_MARKER, Configuration
+from laminar._model.layer_options import LAYER_MARKER, Configuration
 
 if TYPE_CHECKING:
     from laminar._model.execution import Execution

@@ -22,9 +22,9 @@ from laminar._storage.store import ExecutionStore
 from laminar.errors import ExecutionNotFound, MissingArtifact, SplitNotFound
 
 if TYPE_CHECKING:
-    from laminar._model.configuration import Configuration
     from laminar._model.execution import Execution
     from laminar._model.flow import FlowDefinition
+    from laminar._model.layer_options import Configuration
 
 
 #: What a foreach layer's artifact that some splits have no value of reads as (``LayerContext.reader``).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from laminar._model.configuration import ForEach
+from laminar._model.layer_options import ForEach
 from laminar._runtime.task import Binding, Bindings
 from laminar._storage.records import Artifact, stored
 from laminar._storage.store import ExecutionStore

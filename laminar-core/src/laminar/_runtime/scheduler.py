@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from laminar._runtime import commit, fingerprint, foreach, hook_calls, reuse, tracebacks
 from laminar._runtime.commit import SplitLog
-from laminar._runtime.configuration import check_compatible
 from laminar._runtime.context import LayerContext, store_for
 from laminar._runtime.executor import SplitNotStarted
 from laminar._runtime.run import Run
 from laminar._runtime.task import SplitOutcome, SplitTask
+from laminar._runtime.wiring import check_compatible
 from laminar._storage import layout, reuse_index
 from laminar._storage.lease import Lease
 from laminar._storage.records import SplitRecord, runs

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from laminar._storage.records import Artifact, SplitRecord
 
 if TYPE_CHECKING:
-    from laminar._model.configuration import Configuration
     from laminar._model.flow import FlowDefinition
+    from laminar._model.layer_options import Configuration
 
 
 @dataclass(frozen=True)

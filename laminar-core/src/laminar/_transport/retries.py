@@ -2,7 +2,7 @@
 
 One policy (:class:`StoragePolicy`) for S3, GCS and Azure: a transient error (a reset or refused
 connection, a time-out, HTTP 408/429/500/502/503/504) is tried again after a jittered exponential
-back-off (:meth:`laminar._model.configuration.Retry.wait`, the one back-off formula), at most
+back-off (:meth:`laminar._model.layer_options.Retry.wait`, the one back-off formula), at most
 ``attempts`` times in all and never past one overall ``deadline`` per storage call. Every retry is one
 WARNING line on the ``laminar.storage`` logger. Anything else fails at once.
 
@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from laminar._model.configuration import Retry
+from laminar._model.layer_options import Retry
 from laminar._transport.masking import causes, describe_error, redact, scrub
 from laminar.errors import ConfigurationError, DatastoreError
 

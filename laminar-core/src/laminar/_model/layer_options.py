@@ -1,4 +1,4 @@
-"""Per-layer configuration: fan-out (ForEach), recovery (Catch, Retry) and resources (Container).
+"""Per-layer options: fan-out (ForEach), recovery (Catch, Retry) and resources (Container).
 
 Public as :mod:`laminar.configurations.layers`. Pure values: nothing here runs or stores anything.
 """
