@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 # pyarrow is imported where a value is written or read, not here: every Laminar process loads this
 # module through the plugin's entry point (to read what these protocols stored), and importing
-# pyarrow cost each of them about 0.2 s, the scripts, the `laminar` command and worker processes
-# alike, whether they ever touch a columnar value or not.
+# pyarrow would cost each of them its import time (docs/performance.md), the scripts, the `laminar`
+# command and worker processes alike, whether they ever touch a columnar value or not.
 
 #: Schema metadata saying what was stored, so a pandas frame reads back as one and a Table as a Table.
 KIND = b"laminar.kind"

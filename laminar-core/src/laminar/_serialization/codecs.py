@@ -244,8 +244,8 @@ class EncodingWriter(io.RawIOBase):
         A whole frame worth compressing is copied (a fraction of compressing it) and compressed on
         the pool, so up to ``threads.width()`` frames compress at once, across writes too: a value
         written as many one-frame columns compresses on every core. A shorter one (a value's last,
-        or all of a small value) is compressed here: handing it to the pool and back cost more
-        (20,000 splits each storing 4 KiB took 8.8 s that way, 5.0 s so). A frame stored as it is goes
+        or all of a small value) is compressed here: handing it to the pool and back costs more
+        than compressing it (docs/performance.md has the figures). A frame stored as it is goes
         straight to the sink from the caller's memory, unless frames before it are still
         compressing; then a copy waits its turn. Nothing refers to the caller's memory once
         ``write`` returns.

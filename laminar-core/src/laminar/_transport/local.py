@@ -28,9 +28,10 @@ class Local(Datastore):
     small_writes_inline = True
     atomic_create = True
     max_workers = 1  # small local writes are faster in a row than handed to threads
-    # zstd level 1 compresses 0.3-0.5 GB/s of a DataFrame's ids, codes or timestamps here, and a local
-    # disk takes 1.5-2.4 GB/s into its cache: compressing costs more time than the bytes it saves,
-    # unless they shrink fifty-fold (zeros, long runs, sparse columns), which zstd does at 4-12 GB/s.
+    # zstd compresses a DataFrame's ids, codes or timestamps several times slower than a local disk
+    # takes bytes into its cache: compressing costs more time than the bytes it saves, unless they
+    # shrink fifty-fold (zeros, long runs, sparse columns), which zstd compresses fast (figures:
+    # docs/performance.md).
     worth_compressing = 0.02
 
     def __init__(self, root: str | os.PathLike[str] = ".laminar") -> None:
@@ -56,7 +57,7 @@ class Local(Datastore):
         fd = os.open(self._path(key), os.O_RDONLY)  # raw calls: most keys are small metadata
         try:
             # One read of the file's size (and a byte more, to see it end), not of a fixed 1 MiB:
-            # the 1 MiB bytes object made for a small file cost 11 us a read here, this 1.7 us; and
+            # making a 1 MiB bytes object for a small file costs several times the read itself; and
             # a larger file is read in one call rather than in chunks joined after.
             size = os.fstat(fd).st_size
             first = os.read(fd, size + 1)
