@@ -139,7 +139,7 @@ def test_a_failing_run_is_one_line_naming_the_execution_and_show_tells_the_attem
         "--execution", "broken", env=env,
     )  # fmt: skip
     assert "execution broken of flow Numbers failed" in line
-    assert "total refused on attempt 1" in line
+    assert "ValueError (its message is above)" in line  # on the progress line of the failed attempt
     assert f"laminar resume {flow_file} broken" in line
 
     shown = ok("show", flow_file, "broken", "--datastore", store)

@@ -177,16 +177,29 @@ UNPICKLABLE = textwrap.dedent(
 PICKLE_ERROR = "cannot pickle 'Unpicklable' object"
 
 
-def test_an_unpicklable_value_is_told_once_by_the_progress_and_once_as_the_error(tmp_path: Path) -> None:
+def test_an_unpicklable_value_is_told_once(tmp_path: Path) -> None:
+    """The progress line of the split names the error; the last line names its type, not again its
+    message (which it had four times before), and says how to see and resume the run."""
     path = tmp_path / "locked.py"
     path.write_text(UNPICKLABLE)
     result = laminar("run", path, "--datastore", (tmp_path / "store").as_uri(), "--executor", "thread")
-    line = error_line(result)
-    assert line.count(PICKLE_ERROR) == 1
+    assert (result.stdout + result.stderr).count(PICKLE_ERROR) == 1, result.stderr
     progress = [line for line in result.stderr.splitlines() if line.startswith("laminar: ")]
-    assert sum(line.count(PICKLE_ERROR) for line in progress) == 1, progress
     assert PICKLE_ERROR in next(line for line in progress if "layer Hold failed on attempt 0" in line)
     assert any("layer Hold stopped after" in line for line in progress), progress  # said, without it
+    line = error_line(result)
+    assert "failed: SerializationError (its message is above)" in line and "laminar resume" in line
+
+
+def test_without_the_progress_display_the_error_line_tells_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAMINAR_PROGRESS", "0")
+    path = tmp_path / "locked.py"
+    path.write_text(UNPICKLABLE)
+    result = laminar("run", path, "--datastore", (tmp_path / "store").as_uri(), "--executor", "thread")
+    assert (result.stdout + result.stderr).count(PICKLE_ERROR) == 1, result.stderr
+    assert PICKLE_ERROR in error_line(result)
 
 
 def test_an_unpicklable_value_raised_by_a_script_carries_one_note_naming_the_split(tmp_path: Path) -> None:

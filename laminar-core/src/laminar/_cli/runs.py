@@ -17,6 +17,7 @@ from laminar._cli.common import datastore_option, file_argument, find_execution,
 from laminar._cli.output import duration_text, one_line
 from laminar._ids import new_execution_id
 from laminar._model.parameters import type_text
+from laminar._plugins import progress
 from laminar.errors import ConfigurationError, Interrupted
 
 if sys.version_info >= (3, 11):
@@ -225,10 +226,19 @@ def _failed(execution: Execution, error: Exception, file: str) -> click.ClickExc
         return click.ClickException(
             f"execution {execution.id} of flow {execution.flow.name} did not run: {what}"
         )
+    if _progress_showed_errors(execution):  # its message is on a progress line above: not again
+        what = f"{type(error).__name__} (its message is above)"
     return click.ClickException(
         f"execution {execution.id} of flow {execution.flow.name} failed: {what} (see `laminar show {file} "
         f"{execution.id}`; resume it with `laminar resume {file} {execution.id}`)"
     )
+
+
+def _progress_showed_errors(execution: Execution) -> bool:
+    """Whether the progress display ran for ``execution``: it shows the error that failed the run,
+    once, on the line of the split that raised it or on the run's last line."""
+    plugins = execution.flow.configuration.plugins
+    return progress.enabled() and plugins is not None and plugins.has_plugin("laminar.progress")
 
 
 @click.command(cls=RunCommand)
