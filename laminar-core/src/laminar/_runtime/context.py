@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from laminar._model.accessor import Accessor
 from laminar._model.layer import Layer
 from laminar._runtime.task import Binding
-from laminar._storage import layout
-from laminar._storage.logs import read_logs
+from laminar._storage.logs import logged_attempts, read_logs
 from laminar._storage.records import Archive, stored
 from laminar._storage.status import LayerStatus, Status, layer_status, not_found, read_status
 from laminar._storage.store import ExecutionStore
@@ -161,8 +160,7 @@ class LayerContext:
         return record.splits if record is not None else 0
 
     def _logged_attempts(self, index: int) -> list[int]:
-        prefix = layout.logs(self.flow.name, self.execution.id, self.name, index)
-        return sorted(int(name) for name in self.store.datastore.list_prefix(prefix) if name.isdigit())
+        return logged_attempts(self.store.datastore, self.flow.name, self.execution.id, self.name, index)
 
     # ---- reading ------------------------------------------------------------------------------
     def read(self, attribute: str) -> Any:

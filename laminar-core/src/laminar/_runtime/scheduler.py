@@ -30,7 +30,7 @@ from laminar._runtime.executor import SplitNotStarted
 from laminar._runtime.run import Run
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._runtime.wiring import check_compatible
-from laminar._storage import layout, reuse_index
+from laminar._storage import logs, reuse_index
 from laminar._storage.lease import Lease
 from laminar._storage.records import SplitRecord, runs
 from laminar.errors import (
@@ -724,17 +724,11 @@ class _Runner:
             return record.first_attempts()
         # No run of the layer recorded its status, yet one may have run splits (its scheduler died
         # before the first record): their logs say which attempt numbers were used.
-        datastore, flow, execution = self.store.datastore, self.flow.name, self.execution.id
-        splits = layout.logs(flow, execution, name, 0).removesuffix("0/")
-        logged: dict[int, int] = {}
-        for split in datastore.list_prefix(splits):
-            if split.isdigit():
-                used = [
-                    int(n)
-                    for n in datastore.list_prefix(layout.logs(flow, execution, name, int(split)))
-                    if n.isdigit()
-                ]
-                logged[int(split)] = max(used, default=-1) + 1
+        where = (self.store.datastore, self.flow.name, self.execution.id, name)
+        logged = {
+            split: max(logs.logged_attempts(*where, split), default=-1) + 1
+            for split in logs.logged_splits(*where)
+        }
         return lambda index: logged.get(index, 0)
 
     def _entry(self, name: str) -> bool:

@@ -121,9 +121,14 @@ def layer_status(flow: str, execution_id: str, layer_name: str) -> str:
     return layer(flow, execution_id, layer_name) + "status.json"
 
 
-def logs(flow: str, execution_id: str, layer_name: str, index: int, attempt: int | None = None) -> str:
-    """The directory of split ``index``'s logs, or of one of its attempts."""
-    split = layer(flow, execution_id, layer_name) + f"logs/{int(index)}/"
+def logs(
+    flow: str, execution_id: str, layer_name: str, index: int | None = None, attempt: int | None = None
+) -> str:
+    """The directory of a layer's logs, of split ``index``'s, or of one of its attempts."""
+    logged = layer(flow, execution_id, layer_name) + "logs/"
+    if index is None:
+        return logged
+    split = logged + f"{int(index)}/"
     return split if attempt is None else split + f"{int(attempt)}/"
 
 

@@ -97,3 +97,16 @@ def read_logs(datastore: Datastore, flow: str, execution: str, layer: str, index
         if (number := layout.parse_log_chunk(name)) is not None
     )
     return b"".join(datastore.read_many([key for _, key in chunks])).decode("utf-8", "replace")
+
+
+def logged_attempts(datastore: Datastore, flow: str, execution: str, layer: str, index: int) -> list[int]:
+    """The attempts of split ``index`` that stored logs, in order."""
+    prefix = layout.logs(flow, execution, layer, index)
+    return sorted(int(name) for name in datastore.list_prefix(prefix) if name.isdigit())
+
+
+def logged_splits(datastore: Datastore, flow: str, execution: str, layer: str) -> list[int]:
+    """The splits of ``layer`` that stored logs."""
+    return sorted(
+        int(name) for name in datastore.list_prefix(layout.logs(flow, execution, layer)) if name.isdigit()
+    )
