@@ -9,7 +9,10 @@
                                                                   succeeded, failed, cancelled)
     flows/<Flow>/executions/<id>/leases/<generation>.json         who runs the execution (one file per
                                                                   run or resume, created exclusively)
-    flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished
+    flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished; a reused
+                                                                  layer's also points at the splits other
+                                                                  executions hold (``borrowed``), which it
+                                                                  reads there: no batch of its own for them
     flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>-<j>.json  a batch of finished splits' records
                                                                   (their archives), lowest index i, highest j
     flows/<Flow>/executions/<id>/layers/<Layer>/status.json       how the layer's latest run went: its

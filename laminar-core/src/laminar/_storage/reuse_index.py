@@ -6,8 +6,9 @@ An entry is trusted for nothing: before a layer is reused its record and split b
 and checked (their checksums, their shape) and every value they point to outside them must exist,
 so a forged or stale entry (its values collected) costs at worst a recomputation.
 
-Reusing a layer copies its records (the split batches and the layer record) into the new
-execution; the values they point to are the same, under ``artifacts/``, not copied.
+Reusing a layer writes one record in the new execution: its layer record, which points at the
+split records of the execution that stored them (``Record.borrowed``, see
+:mod:`laminar._storage.borrowing`). Neither a split record nor a value is copied.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from laminar._serialization.registry import Protocols
-from laminar._storage import layout
-from laminar._storage.records import Document, Malformed, SplitBatch, SplitRecord, runs
+from laminar._storage import borrowing, layout
+from laminar._storage.borrowing import Place
+from laminar._storage.records import Document, Malformed, SplitRecord
 from laminar._storage.schema import record, sorted_keys
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
@@ -87,26 +89,24 @@ def latest(datastore: Datastore, flow: str, layer: str) -> ReuseEntry | None:
 
 def usable(
     datastore: Datastore, protocols: Protocols, found: ReuseEntry, layer: str
-) -> dict[str, SplitBatch] | None:
-    """The split batches of the entry's layer if its records read back whole and every value they
-    point to exists; else None (the layer runs)."""
+) -> dict[int, SplitRecord] | None:
+    """The split records of the entry's layer if they read back whole (from wherever its record
+    says they are stored) and every value they point to exists; else None (the layer runs)."""
     try:
         source = ExecutionStore(datastore, found.flow, found.execution, protocols)
         finished = source.record(layer)
         if finished is None:
             return None
-        batches = source.finished_batches(layer)
+        splits = source.finished_splits(layer)
     except (IntegrityError, ValueError) as error:
         logger.warning("layer %s is not reused from execution %s: %s", layer, found.execution, error)
         return None
-    held = {i for batch in batches.values() for i in batch.splits}
-    if held != set(range(finished.splits)):
+    if set(splits) != set(range(finished.splits)):
         return None
     keys = sorted(
         {
             layout.artifact(artifact.hexdigest)
-            for batch in batches.values()
-            for split in batch.splits.values()
+            for split in splits.values()
             for archive in split.archives.values()
             for artifact in archive.artifacts
             if artifact.inline is None
@@ -119,19 +119,29 @@ def usable(
             found.execution,
         )
         return None
-    return batches
+    return splits
 
 
-def adopt(store: ExecutionStore, layer: str, batches: Mapping[str, SplitBatch]) -> None:
-    """Write ``batches`` (another execution's finished layer) as ``layer``'s own, then its record.
+def adopt(store: ExecutionStore, layer: str, execution: str) -> None:
+    """Record ``layer`` (finished by ``execution``, checked by ``usable``) as finished here: its
+    record points at the splits where ``execution``'s record says they are stored."""
+    source = ExecutionStore(store.datastore, store.flow, execution, store.protocols)
+    finished = source.record(layer)
+    if finished is None:  # usable() just read it
+        raise IntegrityError(f"the record of layer {layer} of execution {execution} is gone")
+    places = borrowing.resolve(source.lent(layer), execution, range(finished.splits))
+    store.write_record(
+        layer, finished.splits, batches={}, artifacts=finished.artifacts, borrowed=borrowing.fold(places)
+    )
 
-    The splits are written as one batch: one request, however many batches the layer was first
-    committed in (on an object store each is a round trip).
-    """
-    splits = {index: split for batch in batches.values() for index, split in batch.splits.items()}
-    artifacts = {name for split in splits.values() for name in split.archives}
-    written = {store.write_splits(layer, splits): runs(splits)} if splits else {}
-    store.write_record(layer, len(splits), batches=written, artifacts=artifacts)
+
+@dataclass(frozen=True)
+class Reused:
+    """Splits of a layer reused from earlier executions, by index here: their records, and where
+    each is stored (what the layer's record points at)."""
+
+    records: dict[int, SplitRecord]
+    places: dict[int, Place]
 
 
 @record
@@ -172,27 +182,30 @@ def split_entries(datastore: Datastore, flow: str, layer: str, base: str) -> Map
 
 def usable_splits(
     datastore: Datastore, protocols: Protocols, flow: str, layer: str, wanted: Mapping[int, str]
-) -> dict[int, SplitRecord]:
-    """The records of the splits ``wanted`` names (index here -> ``"<execution>/<index>"``) that read
-    back whole and whose values all exist; the others are left out (they run)."""
+) -> Reused:
+    """The splits ``wanted`` names (index here -> ``"<execution>/<index>"``) that read back whole
+    and whose values all exist; the others are left out (they run)."""
     by_execution: dict[str, list[tuple[int, int]]] = {}
     for index, where in wanted.items():
         execution, _, there = where.rpartition("/")
         if there.isdigit() and execution:
             by_execution.setdefault(execution, []).append((index, int(there)))
     found: dict[int, SplitRecord] = {}
+    places: dict[int, Place] = {}
     for execution, pairs in by_execution.items():
         try:
             source = ExecutionStore(datastore, flow, execution, protocols)
             if source.record(layer) is None:
                 continue
             records = source.split_records(layer, [there for _, there in pairs])
+            lent = source.lent(layer)
         except (IntegrityError, ValueError) as error:
             logger.warning("splits of layer %s are not reused from execution %s: %s", layer, execution, error)
             continue
-        for (index, _), split in zip(pairs, records, strict=True):
+        for (index, position), split in zip(pairs, records, strict=True):
             if split is not None:
                 found[index] = split
+                places[index] = borrowing.place(lent, execution, position)
     keys = sorted(
         {
             layout.artifact(artifact.hexdigest)
@@ -203,7 +216,7 @@ def usable_splits(
         }
     )
     present = dict(zip(keys, datastore.map_parallel(datastore.exists, keys), strict=True))
-    return {
+    usable = {
         index: split
         for index, split in found.items()
         if all(
@@ -213,3 +226,4 @@ def usable_splits(
             if a.inline is None
         )
     }
+    return Reused(usable, {index: places[index] for index in usable})
