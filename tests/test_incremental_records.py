@@ -368,3 +368,107 @@ def test_the_commands_read_a_reused_layer_where_its_splits_are(tmp_path: Path) -
     )
     assert laminar("get", "script.py", "two", "Square", "value", "--index", "4", *where).strip() == "16"
     assert intact in laminar("verify", "script.py", "two", *where)
+
+
+# ---- a foreach's split index keeps every execution's splits ----------------------------------------
+
+
+class Picks(Flow): ...
+
+
+@Picks.register
+class Chosen(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(values=list(parameters.items))
+
+
+@Picks.register(foreach=ForEach(parameters=[Parameter(layer=Chosen, attribute="values")]))
+class Cube(Layer):
+    def __call__(self, chosen: Chosen) -> None:
+        RAN.append(f"Cube {chosen.values}")
+        self.value = chosen.values**3
+
+
+def cubes(flow: Flow, items: list[int]) -> tuple[Any, list[str]]:
+    RAN.clear()
+    execution = flow(items=items, reuse=True)
+    assert list(execution.layer(Cube).value) == [i**3 for i in items]
+    return execution, sorted(RAN)
+
+
+def test_items_an_older_execution_computed_are_reused_when_they_come_back(tmp_path: Path) -> None:
+    datastore = datastores.Local(str(tmp_path))
+    flow = Picks(datastore=datastore, executor=executors.Thread())
+    first, _ = cubes(flow, list(range(1, 11)))
+    second, _ = cubes(flow, list(range(11, 21)))
+    third, ran = cubes(flow, [1, 2, 3, 11, 12, 99])
+    assert ran == ["Cube 99"]  # 1-3 from the first execution, 11-12 from the second
+    assert Record.loads(datastore.read_bytes(layout.record("Picks", third.id, "Cube"))).borrowed == {
+        first.id: ((0, 2, 0),),
+        second.id: ((3, 4, 0),),
+    }
+    (index,) = tmp_path.glob("flows/Picks/reuse/Cube/splits/*.json")
+    assert json.loads(index.read_text())["executions"] == [first.id, second.id, third.id]
+
+
+def test_gc_drops_from_the_split_index_only_the_splits_of_what_it_deletes(tmp_path: Path) -> None:
+    datastore = datastores.Local(str(tmp_path))
+    flow = Picks(datastore=datastore, executor=executors.Thread())
+    cubes(flow, list(range(1, 11)))
+    second, _ = cubes(flow, list(range(11, 21)))
+    gc.collect(datastore, keep_last=1)
+    (index,) = tmp_path.glob("flows/Picks/reuse/Cube/splits/*.json")
+    named = {where.split("/")[0] for where in json.loads(index.read_text())["splits"].values()}
+    assert named == {second.id} and json.loads(index.read_text())["executions"] == [second.id]
+    _, ran = cubes(flow, [1, 11, 12])
+    assert ran == ["Cube 1"]
+
+
+def test_gc_hands_a_layer_reused_whole_its_split_index_entries(tmp_path: Path) -> None:
+    datastore = datastores.Local(str(tmp_path))
+    flow = Picks(datastore=datastore, executor=executors.Thread())
+    cubes(flow, list(range(1, 11)))
+    second, ran = cubes(flow, list(range(1, 11)))  # reused whole: it published no split entries
+    assert ran == []
+    gc.collect(datastore, keep_last=1)
+    (index,) = tmp_path.glob("flows/Picks/reuse/Cube/splits/*.json")
+    assert {where.split("/")[0] for where in json.loads(index.read_text())["splits"].values()} == {second.id}
+    third, ran = cubes(flow, [4, 5, 42])
+    assert ran == ["Cube 42"]
+    assert Record.loads(datastore.read_bytes(layout.record("Picks", third.id, "Cube"))).borrowed == {
+        second.id: ((0, 1, 3),)
+    }
+
+
+def test_the_split_index_drops_its_oldest_executions_first_past_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from laminar._storage import reuse_index
+    from laminar._storage.reuse_index import SplitEntries
+
+    monkeypatch.setattr(reuse_index, "KEPT_AT_LEAST", 0)
+    monkeypatch.setattr(reuse_index, "KEPT_FACTOR", 3)
+    earlier = SplitEntries(
+        "F",
+        "L",
+        "b",
+        {"k1": "e1/0", "k2": "e1/1", "k3": "e1/2", "k4": "e2/0", "k5": "e2/1", "k6": "e2/2"},
+        ("e1", "e2"),
+    )
+    newest = SplitEntries("F", "L", "b", {"k1": "e3/0", "k7": "e3/1"})
+    # 7 entries, over 3 x 2: e1 goes (its k1 is e3's now), and the 5 left fit.
+    assert reuse_index.merged(earlier, newest) == SplitEntries(
+        "F", "L", "b", {"k1": "e3/0", "k4": "e2/0", "k5": "e2/1", "k6": "e2/2", "k7": "e3/1"}, ("e2", "e3")
+    )
+    monkeypatch.setattr(reuse_index, "KEPT_FACTOR", 4)  # 7 fit in 8: nothing goes
+    assert reuse_index.merged(earlier, newest).executions == ("e1", "e2", "e3")
+    # An index written before it listed its executions: they count as older than any listed.
+    unlisted = SplitEntries("F", "L", "b", {"k1": "e0/0", "k2": "e1/0"}, ("e1",))
+    monkeypatch.setattr(reuse_index, "KEPT_FACTOR", 1)
+    monkeypatch.setattr(reuse_index, "KEPT_AT_LEAST", 3)  # 4 entries: the unlisted e0 goes first
+    assert reuse_index.merged(
+        unlisted, SplitEntries("F", "L", "b", {"k3": "e3/0", "k4": "e3/1"})
+    ).executions == (
+        "e1",
+        "e3",
+    )

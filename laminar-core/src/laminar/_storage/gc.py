@@ -10,7 +10,9 @@ value. So a blob may be deleted only when no execution that stays references it:
    records that name artifacts), and from the splits its reused layers borrow from a chosen
    execution (see :mod:`laminar._storage.borrowing`); every other blob under ``artifacts/`` is garbage;
 4. the reuse index's entries naming a chosen execution (or one no longer stored) are deleted, so no
-   entry ever names deleted values; the split records a kept execution borrows from a chosen one are
+   entry ever names deleted values (a foreach's split index loses those executions' splits only;
+   an entry of a layer a kept execution reused whole from a chosen one names the kept one instead,
+   which has the same key and, once its records are copied in, the same splits); the split records a kept execution borrows from a chosen one are
    copied into it (records only, never a value: a batch of its own, then its layer record written
    again without that pointer, the one record gc rewrites); then the chosen executions (their
    metadata first, so a half-deleted one reads as missing, not as damaged), then the garbage blobs.
@@ -423,8 +425,8 @@ def drop_entries(
             entries = layout.reuse_entries(flow, layer)
             for name in datastore.list_prefix(entries):
                 key = name.removesuffix(".json")
-                if name == "splits":  # a foreach layer's split index goes if any split it names does
-                    doomed.extend(_doomed_splits(datastore, flow, layer, kept))
+                if name == "splits":  # a foreach layer's split indices lose the splits that go
+                    doomed.extend(_drop_splits(datastore, flow, layer, kept, successors or {}))
                     continue
                 try:
                     found = reuse_index.entry(datastore, flow, layer, key)
@@ -439,17 +441,33 @@ def drop_entries(
     return len(doomed)
 
 
-def _doomed_splits(datastore: Datastore, flow: str, layer: str, kept: set[tuple[str, str]]) -> list[str]:
+def _drop_splits(
+    datastore: Datastore,
+    flow: str,
+    layer: str,
+    kept: set[tuple[str, str]],
+    successors: Mapping[tuple[str, str, str], str],
+) -> list[str]:
+    """Rewrite each split index of ``layer`` without the splits of executions not ``kept`` (those of
+    one a kept execution reused the layer whole from then name that one, at the same index); returns
+    the keys of those left empty, or that are not indices Laminar wrote, to delete."""
+
+    def kept_as(where: str) -> str | None:
+        execution, _, index = where.rpartition("/")
+        if (flow, execution) in kept:
+            return where
+        heir = successors.get((flow, layer, execution))
+        return f"{heir}/{index}" if heir is not None else None
+
     doomed = []
     for name in datastore.list_prefix(layout.reuse_entries(flow, layer) + "splits/"):
         base = name.removesuffix(".json")
         try:
-            named = list(reuse_index.split_entries(datastore, flow, layer, base).values())
-            key = layout.reuse_splits(flow, layer, base)
+            emptied = reuse_index.keep_splits(datastore, flow, layer, base, kept_as)
         except ValueError:  # not a key: nothing Laminar wrote
-            key, named = layout.reuse_entries(flow, layer) + "splits/" + name, ["/"]
-        if not named or any((flow, where.rpartition("/")[0]) not in kept for where in named):
-            doomed.append(key)
+            emptied = True
+        if emptied:
+            doomed.append(layout.reuse_entries(flow, layer) + "splits/" + name)
     return doomed
 
 

@@ -24,7 +24,8 @@
                                                                   finished layer has this key (written
                                                                   after that layer's record; JSON only)
     flows/<Flow>/reuse/<Layer>/splits/<base>.json                 a foreach layer's splits by their own
-                                                                  keys, for its key without the axes
+                                                                  keys, for its key without the axes: every
+                                                                  execution's, the oldest dropped past a bound
     flows/<Flow>/executions/<id>/repaired/<time>/<key>            what ``laminar verify --repair`` moved
                                                                   aside at <time>: records and batches under
                                                                   their keys in the execution, damaged

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from laminar._serialization.registry import Protocols
 from laminar._storage import borrowing, layout
 from laminar._storage.borrowing import Place
 from laminar._storage.records import Document, Malformed, SplitRecord
-from laminar._storage.schema import record, sorted_keys
+from laminar._storage.schema import record, sorted_keys, sparse
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
 from laminar.errors import IntegrityError
@@ -144,6 +145,13 @@ class Reused:
     places: dict[int, Place]
 
 
+#: A split index keeps older executions' splits while it holds at most this many times as many
+#: entries as the execution publishing has splits...
+KEPT_FACTOR = 4
+#: ... or this many entries (about 1 MB), whichever is more.
+KEPT_AT_LEAST = 10_000
+
+
 @record
 @dataclass(frozen=True)
 class SplitEntries(Document):
@@ -151,6 +159,11 @@ class SplitEntries(Document):
     (``base``), each split's key (the digests of the items it was given) -> ``"<execution>/<index>"``.
 
     One record per layer and base, so finding which splits of a run are unchanged costs one read.
+    It keeps the splits of every execution that published to it (a split computed again names the
+    newest), so items an older execution computed are reused when they come back, within a bound:
+    ``executions`` lists them oldest first, and the oldest go, whole, once the index would hold more
+    than ``KEPT_FACTOR`` times the publishing execution's splits (and ``KEPT_AT_LEAST``). An index
+    written before it kept them has no ``executions``: its entries count as older than any.
     """
 
     described: ClassVar[str] = "reuse index of the splits of layer {layer}"
@@ -159,25 +172,83 @@ class SplitEntries(Document):
     layer: str
     base: str
     splits: Mapping[str, str] = field(default_factory=dict, metadata=sorted_keys())
+    executions: tuple[str, ...] = field(default=(), metadata=sparse(()))
+
+
+def _execution_of(where: str) -> str:
+    return where.rpartition("/")[0]
+
+
+def merged(earlier: SplitEntries | None, entries: SplitEntries) -> SplitEntries:
+    """``entries`` (one execution's splits) added to the ``earlier`` index, within its bound."""
+    (execution,) = {_execution_of(where) for where in entries.splits.values()} or {""}
+    if earlier is None:
+        return replace(entries, executions=(execution,) if execution else ())
+    splits = {**earlier.splits, **entries.splits}
+    counts = Counter(_execution_of(where) for where in splits.values())
+    listed = [e for e in earlier.executions if e in counts and e != execution]
+    older = sorted(set(counts) - set(listed) - {execution}) + listed  # unlisted ones first: the oldest
+    limit = max(KEPT_FACTOR * len(entries.splits), KEPT_AT_LEAST)
+    held = len(splits)
+    dropped = set()
+    for oldest in older:
+        if held <= limit:
+            break
+        dropped.add(oldest)
+        held -= counts[oldest]
+    if dropped:
+        splits = {key: where for key, where in splits.items() if _execution_of(where) not in dropped}
+    kept = tuple(e for e in older if e not in dropped) + ((execution,) if execution else ())
+    return replace(entries, splits=splits, executions=kept)
 
 
 def publish_splits(datastore: Datastore, flow: str, layer: str, base: str, splits: Mapping[str, str]) -> None:
-    entries = SplitEntries(flow, layer, base, dict(splits))
+    """Add one execution's splits (``splits`` all name it) to the layer's split index for ``base``.
+
+    Two executions publishing at once may each miss the other's splits: that costs reuse, never a
+    wrong value.
+    """
+    earlier = _split_entries(datastore, flow, layer, base)
+    entries = merged(earlier, SplitEntries(flow, layer, base, dict(splits)))
     datastore.write_bytes(layout.reuse_splits(flow, layer, base), entries.dumps())
 
 
 def split_entries(datastore: Datastore, flow: str, layer: str, base: str) -> Mapping[str, str]:
     """Split key -> ``"<execution>/<index>"`` for ``base``; empty if none or not one Laminar wrote."""
+    found = _split_entries(datastore, flow, layer, base)
+    return found.splits if found is not None else {}
+
+
+def _split_entries(datastore: Datastore, flow: str, layer: str, base: str) -> SplitEntries | None:
     try:
         found = SplitEntries.loads(datastore.read_bytes(layout.reuse_splits(flow, layer, base)))
     except FileNotFoundError:
-        return {}
+        return None
     except (Malformed, ValueError) as error:
         logger.warning("reuse index of the splits of layer %s of flow %s is ignored: %s", layer, flow, error)
-        return {}
+        return None
     if (found.flow, found.layer, found.base) != (flow, layer, base):
-        return {}
-    return found.splits
+        return None
+    return found
+
+
+def keep_splits(
+    datastore: Datastore, flow: str, layer: str, base: str, kept: Callable[[str], str | None]
+) -> bool:
+    """Rewrite the split index for ``base`` with each entry's ``"<execution>/<index>"`` as ``kept``
+    gives it (None: the entry goes). Returns whether it is to be deleted: none of it is left, or it
+    is not one Laminar wrote."""
+    found = _split_entries(datastore, flow, layer, base)
+    if found is None:
+        return True
+    splits = {key: where for key, found_at in found.splits.items() if (where := kept(found_at)) is not None}
+    if splits and splits != found.splits:
+        named = {_execution_of(where) for where in splits.values()}
+        listed = [e for e in found.executions if e in named]
+        executions = (*sorted(named - set(listed)), *listed)  # unlisted ones are the oldest
+        rewritten = replace(found, splits=splits, executions=executions)
+        datastore.write_bytes(layout.reuse_splits(flow, layer, base), rewritten.dumps())
+    return not splits
 
 
 def usable_splits(
