@@ -160,7 +160,7 @@ def test_new_foreach_items_run_only_their_splits_and_the_join(tmp_path: Path) ->
     why = grown.store.layer_status("Square").why  # type: ignore[union-attr]
     assert why is not None and why.endswith("; 100 of 103 splits reused")
     RAN.clear()
-    again = flow(count=103, reuse=True)  # the copied splits are indexed under the new execution
+    again = flow(count=103, reuse=True)  # the reused splits are indexed under the new execution
     assert RAN == []
     assert again.store.layer_status("Square").reused == grown.id  # type: ignore[union-attr]
 

@@ -70,12 +70,21 @@ def gc(datastore: str, keep_last: int | None, older_than: float | None, dry_run:
                 "stored_bytes": kept.unique_bytes,
                 "dedup_saved_bytes": saved,
                 "inline_values": kept.inline,
+                "copied_layers": [
+                    {"flow": loan.flow, "execution": loan.execution, "layer": loan.layer}
+                    for loan in result.copied
+                ],
             }
         )
         return
     verb = "would delete" if dry_run else "deleted"
     for execution in result.deleted_executions:
         click.echo(f"{verb} execution {execution.id} of flow {execution.flow}")
+    for loan in result.copied:
+        click.echo(
+            f"{'would copy' if dry_run else 'copied'} the records of the {len(loan.splits)} split(s) layer "
+            f"{loan.layer} of execution {loan.execution} reuses from {', '.join(sorted(loan.lenders))} into it"
+        )
     click.echo(
         f"{verb} {len(result.deleted_executions)} execution(s) and {len(result.deleted_blobs)} blob(s): "
         f"{'would free' if dry_run else 'freed'} {size_text(result.freed_bytes)} ({result.freed_bytes} bytes)"

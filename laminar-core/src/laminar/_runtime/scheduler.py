@@ -30,9 +30,9 @@ from laminar._runtime.executor import SplitNotStarted
 from laminar._runtime.run import Run
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._runtime.wiring import check_compatible
-from laminar._storage import logs, reuse_index
+from laminar._storage import borrowing, logs, reuse_index
 from laminar._storage.lease import Lease
-from laminar._storage.records import SplitRecord, runs
+from laminar._storage.records import runs
 from laminar.errors import (
     DatastoreError,
     ExecutorContractError,
@@ -427,7 +427,7 @@ class _Runner:
             self.hook.laminar_layer_finished(layer=reader, splits=0, error=error, run=self.run)
             raise
         count = grid.splits if grid is not None else 1
-        reused: Mapping[int, SplitRecord] = {}
+        reused: reuse_index.Reused | None = None
         if grid is not None and name in self.keys and self.flow.registry[name].configuration.reuse:
             reused = await asyncio.to_thread(self._reuse_splits, name, grid)
         # Read before the layer-started event, whose status record reserves this run's numbers.
@@ -453,13 +453,13 @@ class _Runner:
         count: int,
         grid: foreach.Grid | None,
         first: Callable[[int], int],
-        reused: Mapping[int, SplitRecord] | None = None,
+        reused: reuse_index.Reused | None = None,
     ) -> None:
         """Run the splits of ``name`` not finished before (nor ``reused`` from another execution),
         each from its ``first`` attempt number; write the layer's record if they all finish."""
         earlier = await asyncio.to_thread(self._earlier_batches, name) if self.resume else {}
         done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
-        done.update(reused or {})
+        done.update(reused.records if reused is not None else {})
         pending = (i for i in range(count) if i not in done)
         log = SplitLog(self.store, name, fail=self._fail, splits=count - len(done))
 
@@ -485,8 +485,6 @@ class _Runner:
             batches = await log.close()  # finished splits are kept even when others failed
         if self.errors:
             return
-        if reused:  # their records, copied: the values they point to are the other execution's
-            batches[await asyncio.to_thread(self.store.write_splits, name, dict(reused))] = runs(reused)
         artifacts = log.artifacts.union(*(record.archives for record in done.values()))
         await commit.write(
             self.store,
@@ -496,6 +494,7 @@ class _Runner:
                 count,
                 batches={**{n: runs(batch.splits) for n, batch in earlier.items()}, **batches},
                 artifacts=artifacts,
+                borrowed=borrowing.fold(reused.places) if reused is not None else None,
             ),
         )
 
@@ -541,14 +540,14 @@ class _Runner:
             return None
         found = reuse_index.entry(datastore, self.flow.name, name, key)
         if found is not None and found.execution != self.execution.id:
-            batches = reuse_index.usable(datastore, self.store.protocols, found, name)
-            if batches is not None and not self._same_inputs(found.execution, name, components):
-                batches = None
-            if batches is not None:
-                reuse_index.adopt(self.store, name, batches)
+            splits = reuse_index.usable(datastore, self.store.protocols, found, name)
+            if splits is not None and not self._same_inputs(found.execution, name, components):
+                splits = None
+            if splits is not None:
+                reuse_index.adopt(self.store, name, found.execution)
                 self.outputs[name] = reuse.outputs(self.store, name)
                 self.run.explanations[name] = (found.execution, f"reused from execution {found.execution}")
-                return sum(len(batch.splits) for batch in batches.values())
+                return len(splits)
         latest = reuse_index.latest(datastore, self.flow.name, name)
         if latest is None:
             why = "first run: no earlier execution with reuse on finished it"
@@ -592,20 +591,23 @@ class _Runner:
             keys.append(reuse.key_of(dict(enumerate(parts))))  # type: ignore[arg-type]
         return base, keys
 
-    def _reuse_splits(self, name: str, grid: foreach.Grid) -> dict[int, SplitRecord]:
+    def _reuse_splits(self, name: str, grid: foreach.Grid) -> reuse_index.Reused | None:
         """The splits of a foreach layer that did not reuse whole, reused one by one where an
         earlier execution finished one with the same split key; their count joins the explanation."""
         base, keys = self._split_keys(name, grid)
         self.split_keys[name] = (base, keys)
         if name in self.forced or self.resume:
-            return {}
+            return None
         datastore = self.flow.configuration.datastore
         known = reuse_index.split_entries(datastore, self.flow.name, name, base)
         wanted = {index: known[key] for index, key in enumerate(keys) if key in known}
         found = reuse_index.usable_splits(datastore, self.store.protocols, self.flow.name, name, wanted)
-        if found:
+        if found.records:
             source, why = self.run.explanations.get(name, (None, "ran"))
-            self.run.explanations[name] = (source, f"{why}; {len(found)} of {len(keys)} splits reused")
+            self.run.explanations[name] = (
+                source,
+                f"{why}; {len(found.records)} of {len(keys)} splits reused",
+            )
         return found
 
     def _same_inputs(self, execution: str, name: str, components: Mapping[str, str]) -> bool:
@@ -700,7 +702,7 @@ class _Runner:
         try:
             if self.store.record(name) is None:
                 return False
-            self.store.finished_batches(name)
+            self.store.finished_splits(name)  # its own batches, and those it borrows from
             return True
         except IntegrityError as error:
             logger.warning("layer %s of execution %s runs again: %s", name, self.execution.id, error)

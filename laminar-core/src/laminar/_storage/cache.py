@@ -70,6 +70,11 @@ class MetadataCache:
             self.weight += weight
             self._balance(key)
 
+    def forget(self, key: str) -> None:
+        """Drop ``key``: what it held was replaced (``laminar gc`` rewrites a borrowing record)."""
+        with self.lock:
+            self._drop(key)
+
     def _drop(self, key: str) -> None:
         previous = self.protected.pop(key, None)
         if previous is not None:

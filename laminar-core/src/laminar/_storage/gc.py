@@ -7,10 +7,15 @@ value. So a blob may be deleted only when no execution that stays references it:
 1. every execution of every flow in the datastore is listed with its creation time and its lease;
 2. the executions to delete are chosen (``keep_last`` per flow, ``older_than`` seconds);
 3. the blobs every *kept* execution references are collected from its split batches (the only
-   records that name artifacts); every other blob under ``artifacts/`` is garbage;
+   records that name artifacts), and from the splits its reused layers borrow from a chosen
+   execution (see :mod:`laminar._storage.borrowing`); every other blob under ``artifacts/`` is garbage;
 4. the reuse index's entries naming a chosen execution (or one no longer stored) are deleted, so no
-   entry ever names deleted values; then the chosen executions (their metadata first, so a
-   half-deleted one reads as missing, not as damaged), then the garbage blobs.
+   entry ever names deleted values (a foreach's split index loses those executions' splits only;
+   an entry of a layer a kept execution reused whole from a chosen one names the kept one instead,
+   which has the same key and, once its records are copied in, the same splits); the split records a kept execution borrows from a chosen one are
+   copied into it (records only, never a value: a batch of its own, then its layer record written
+   again without that pointer, the one record gc rewrites); then the chosen executions (their
+   metadata first, so a half-deleted one reads as missing, not as damaged), then the garbage blobs.
 
 A running execution (a live lease) may reference any blob at any moment: a split that stores a value
 already stored writes nothing and points at the existing blob, before its split batch exists. So
@@ -24,15 +29,20 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from laminar._names import is_valid
+from laminar._serialization.registry import Protocols
 from laminar._storage import layout, reuse_index
 from laminar._storage.lease import Holder, Lease
-from laminar._storage.records import ExecutionMetadata, Malformed, SplitBatch
+from laminar._storage.records import ExecutionMetadata, Malformed, Record, SplitBatch, SplitRecord, runs
+from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
-from laminar.errors import LeaseHeld
+from laminar.errors import IntegrityError, LeaseHeld
+
+#: Split records per batch gc writes when it copies borrowed splits in (as the scheduler's group commit).
+COPIED_PER_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,19 @@ class Usage:
         return sum(self.sizes.values())
 
 
+@dataclass(frozen=True)
+class Loan:
+    """Splits layer ``layer`` of kept execution ``execution`` borrows from executions being deleted:
+    their records by index in ``execution``, which gc copies into it before deleting them."""
+
+    flow: str
+    execution: str
+    layer: str
+    record: Record
+    lenders: frozenset[str]
+    splits: dict[int, SplitRecord]
+
+
 @dataclass
 class Collection:
     """The outcome of a collection (or, with ``dry_run``, what it would do)."""
@@ -80,6 +103,8 @@ class Collection:
     freed_bytes: int
     kept: Usage
     blobs_before: int
+    #: The reused layers whose borrowed split records were (or would be) copied into them.
+    copied: list[Loan] = field(default_factory=list)
 
     @property
     def blobs_after(self) -> int:
@@ -179,9 +204,12 @@ def _keys_below(datastore: Datastore, prefix: str) -> list[str]:
     return keys
 
 
-def usage(datastore: Datastore, kept: Iterable[StoredExecution]) -> Usage:
-    """The blobs ``kept`` executions reference, read from their split batches."""
+def usage(datastore: Datastore, kept: Iterable[StoredExecution], loans: Iterable[Loan] = ()) -> Usage:
+    """The blobs ``kept`` executions reference, read from their split batches, and those the
+    split records they borrow from executions being deleted (``loans``) reference."""
     found = Usage()
+    for loan in loans:
+        _count(found, loan.splits.values())
     for execution in kept:
         for layer in datastore.list_prefix(layout.layers(execution.flow, execution.id)):
             if not is_valid(layer):
@@ -196,15 +224,89 @@ def usage(datastore: Datastore, kept: Iterable[StoredExecution]) -> Usage:
                         f"a split batch of layer {layer} in execution {execution.id} of flow {execution.flow} "
                         f"is damaged ({error}); nothing was deleted, since what it references is unknown"
                     ) from None
-                for split in batch.splits.values():
-                    for archive in split.archives.values():
-                        for artifact in archive.artifacts:
-                            if artifact.inline is not None:
-                                found.inline += 1
-                                found.inline_bytes += artifact.size
-                            else:
-                                found.add(artifact.hexdigest, artifact.size)
+                _count(found, batch.splits.values())
     return found
+
+
+def _count(found: Usage, splits: Iterable[SplitRecord]) -> None:
+    for split in splits:
+        for archive in split.archives.values():
+            for artifact in archive.artifacts:
+                if artifact.inline is not None:
+                    found.inline += 1
+                    found.inline_bytes += artifact.size
+                else:
+                    found.add(artifact.hexdigest, artifact.size)
+
+
+def loans(
+    datastore: Datastore, kept: Iterable[StoredExecution], deleting: set[tuple[str, str]]
+) -> list[Loan]:
+    """The splits ``kept`` executions' reused layers borrow from the executions in ``deleting``
+    (read from their batches), which gc copies into them. Raises ``Malformed`` (deleting nothing)
+    for a damaged layer record of a kept execution: what it borrows is unknown."""
+    lenders = {execution for _, execution in deleting}
+    found = []
+    for execution in kept:
+        layers = [
+            name
+            for name in datastore.list_prefix(layout.layers(execution.flow, execution.id))
+            if is_valid(name)
+        ]
+        store = ExecutionStore(datastore, execution.flow, execution.id, Protocols())
+        try:
+            records = datastore.map_parallel(store.record, layers)
+        except IntegrityError as error:
+            raise Malformed(f"{error}; nothing was deleted, since what it reuses is unknown") from None
+        for layer, record in zip(layers, records, strict=True):
+            if record is None or not lenders.intersection(record.borrowed):
+                continue
+            going = frozenset(e for e in record.borrowed if (execution.flow, e) in deleting)
+            if going:
+                found.append(_loan(datastore, execution, layer, record, going))
+    return found
+
+
+def _loan(
+    datastore: Datastore, execution: StoredExecution, layer: str, record: Record, going: frozenset[str]
+) -> Loan:
+    splits: dict[int, SplitRecord] = {}
+    for lender in sorted(going):
+        here = [
+            (first + i, there + i)
+            for first, last, there in record.borrowed[lender]
+            for i in range(last - first + 1)
+        ]
+        source = ExecutionStore(datastore, execution.flow, lender, Protocols())
+        try:
+            records = source.own_split_records(layer, [there for _, there in here])
+        except IntegrityError as error:
+            raise Malformed(
+                f"layer {layer} of execution {execution.id} of flow {execution.flow} reuses splits of execution "
+                f"{lender}, whose records are damaged ({error}); nothing was deleted"
+            ) from None
+        splits.update(
+            (index, split) for (index, _), split in zip(here, records, strict=True) if split is not None
+        )
+    return Loan(execution.flow, execution.id, layer, record, going, splits)
+
+
+def copy_in(datastore: Datastore, loan: Loan) -> None:
+    """Write the borrowed split records of ``loan`` into its execution as batches of its own, then its
+    layer record again without the pointers to the executions being deleted. Records only."""
+    store = ExecutionStore(datastore, loan.flow, loan.execution, Protocols())
+    indices = sorted(loan.splits)
+    batches = dict(loan.record.batches)
+    for start in range(0, len(indices), COPIED_PER_BATCH):
+        chunk = {index: loan.splits[index] for index in indices[start : start + COPIED_PER_BATCH]}
+        batches[store.write_splits(loan.layer, chunk)] = runs(chunk)
+    store.write_record(
+        loan.layer,
+        loan.record.splits,
+        batches=batches,
+        artifacts=loan.record.artifacts,
+        borrowed={e: found for e, found in loan.record.borrowed.items() if e not in loan.lenders},
+    )
 
 
 def blobs(datastore: Datastore) -> list[str]:
@@ -268,14 +370,17 @@ def collect(
     chosen = choose(found, keep_last=keep_last, older_than=older_than, now=now)
     deleting = {(e.flow, e.id) for e in chosen}
     kept = [e for e in found if (e.flow, e.id) not in deleting]
-    kept_usage = usage(datastore, kept)
+    borrowed = loans(datastore, kept, deleting)
+    kept_usage = usage(datastore, kept, borrowed)
     present = blobs(datastore)
     garbage = [digest for digest in present if digest not in kept_usage.sizes]
     freed = sum(stored_size(datastore, layout.artifact(digest)) for digest in garbage)
-    result = Collection(dry_run, chosen, kept, garbage, freed, kept_usage, len(present))
+    result = Collection(dry_run, chosen, kept, garbage, freed, kept_usage, len(present), borrowed)
     if dry_run:
         return result
-    drop_entries(datastore, {(e.flow, e.id) for e in kept})
+    drop_entries(datastore, {(e.flow, e.id) for e in kept}, successors(datastore, borrowed))
+    for loan in borrowed:  # before their lenders go: a kept execution never points at nothing
+        copy_in(datastore, loan)
     for execution in chosen:
         delete_execution(datastore, execution.flow, execution.id)
     _refuse_if_live(
@@ -285,9 +390,30 @@ def collect(
     return result
 
 
-def drop_entries(datastore: Datastore, kept: set[tuple[str, str]]) -> int:
+def successors(datastore: Datastore, loans: Iterable[Loan]) -> dict[tuple[str, str, str], str]:
+    """``(flow, layer, deleted execution) -> kept execution`` for each layer a kept execution reused
+    whole from one being deleted (its status says so): the kept one then has the same key, so the
+    index entry can name it instead of going."""
+    found = {}
+    for loan in loans:
+        store = ExecutionStore(datastore, loan.flow, loan.execution, Protocols())
+        try:
+            status = store.layer_status(loan.layer)
+        except IntegrityError:  # the entry goes: a later run computes the layer again
+            continue
+        if status is not None and status.reused in loan.lenders:
+            found[(loan.flow, loan.layer, status.reused)] = loan.execution
+    return found
+
+
+def drop_entries(
+    datastore: Datastore,
+    kept: set[tuple[str, str]],
+    successors: Mapping[tuple[str, str, str], str] | None = None,
+) -> int:
     """Delete every reuse index entry that names an execution not in ``kept`` (or that is not an
-    entry Laminar wrote); returns how many. Runs before executions are deleted."""
+    entry Laminar wrote), unless ``successors`` names a kept execution that reused the layer whole
+    from it: the entry then names that one. Returns how many went. Runs before executions are deleted."""
     doomed: list[str] = []
     for flow in datastore.list_prefix("flows/"):
         if not is_valid(flow):
@@ -299,30 +425,49 @@ def drop_entries(datastore: Datastore, kept: set[tuple[str, str]]) -> int:
             entries = layout.reuse_entries(flow, layer)
             for name in datastore.list_prefix(entries):
                 key = name.removesuffix(".json")
-                if name == "splits":  # a foreach layer's split index goes if any split it names does
-                    doomed.extend(_doomed_splits(datastore, flow, layer, kept))
+                if name == "splits":  # a foreach layer's split indices lose the splits that go
+                    doomed.extend(_drop_splits(datastore, flow, layer, kept, successors or {}))
                     continue
                 try:
                     found = reuse_index.entry(datastore, flow, layer, key)
                 except ValueError:  # not a key: nothing Laminar wrote
                     found = None
-                if found is None or (flow, found.execution) not in kept:
+                heir = (successors or {}).get((flow, layer, found.execution)) if found is not None else None
+                if found is not None and heir is not None:
+                    reuse_index.publish(datastore, flow, layer, found.key, heir, found.components)
+                elif found is None or (flow, found.execution) not in kept:
                     doomed.append(entries + name)
     datastore.map_parallel(datastore.delete, doomed)
     return len(doomed)
 
 
-def _doomed_splits(datastore: Datastore, flow: str, layer: str, kept: set[tuple[str, str]]) -> list[str]:
+def _drop_splits(
+    datastore: Datastore,
+    flow: str,
+    layer: str,
+    kept: set[tuple[str, str]],
+    successors: Mapping[tuple[str, str, str], str],
+) -> list[str]:
+    """Rewrite each split index of ``layer`` without the splits of executions not ``kept`` (those of
+    one a kept execution reused the layer whole from then name that one, at the same index); returns
+    the keys of those left empty, or that are not indices Laminar wrote, to delete."""
+
+    def kept_as(where: str) -> str | None:
+        execution, _, index = where.rpartition("/")
+        if (flow, execution) in kept:
+            return where
+        heir = successors.get((flow, layer, execution))
+        return f"{heir}/{index}" if heir is not None else None
+
     doomed = []
     for name in datastore.list_prefix(layout.reuse_entries(flow, layer) + "splits/"):
         base = name.removesuffix(".json")
         try:
-            named = list(reuse_index.split_entries(datastore, flow, layer, base).values())
-            key = layout.reuse_splits(flow, layer, base)
+            emptied = reuse_index.keep_splits(datastore, flow, layer, base, kept_as)
         except ValueError:  # not a key: nothing Laminar wrote
-            key, named = layout.reuse_entries(flow, layer) + "splits/" + name, ["/"]
-        if not named or any((flow, where.rpartition("/")[0]) not in kept for where in named):
-            doomed.append(key)
+            emptied = True
+        if emptied:
+            doomed.append(layout.reuse_entries(flow, layer) + "splits/" + name)
     return doomed
 
 

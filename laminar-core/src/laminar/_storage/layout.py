@@ -9,7 +9,10 @@
                                                                   succeeded, failed, cancelled)
     flows/<Flow>/executions/<id>/leases/<generation>.json         who runs the execution (one file per
                                                                   run or resume, created exclusively)
-    flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished
+    flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished; a reused
+                                                                  layer's also points at the splits other
+                                                                  executions hold (``borrowed``), which it
+                                                                  reads there: no batch of its own for them
     flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>-<j>.json  a batch of finished splits' records
                                                                   (their archives), lowest index i, highest j
     flows/<Flow>/executions/<id>/layers/<Layer>/status.json       how the layer's latest run went: its
@@ -21,7 +24,8 @@
                                                                   finished layer has this key (written
                                                                   after that layer's record; JSON only)
     flows/<Flow>/reuse/<Layer>/splits/<base>.json                 a foreach layer's splits by their own
-                                                                  keys, for its key without the axes
+                                                                  keys, for its key without the axes: every
+                                                                  execution's, the oldest dropped past a bound
     flows/<Flow>/executions/<id>/repaired/<time>/<key>            what ``laminar verify --repair`` moved
                                                                   aside at <time>: records and batches under
                                                                   their keys in the execution, damaged

@@ -18,6 +18,7 @@ shape raises :class:`Malformed`, which the store turns into an ``IntegrityError`
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import sys
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
+from laminar._names import is_valid
 from laminar._serialization.codecs import CODECS
 from laminar._serialization.hashing import HASHES, LEGACY_HASH, WRITE_HASH
 from laminar._storage import earlier
@@ -55,6 +57,9 @@ SEALED_LAYOUTS = (3,)
 
 #: Split indices as inclusive ``(first, last)`` runs, e.g. ``((0, 150), (152, 156))``.
 Runs = tuple[tuple[int, int], ...]
+#: Splits another execution stored, as inclusive ``(first, last, there)`` runs: split ``i`` of a run
+#: is split ``there + i - first`` of that execution, e.g. ``((0, 9999, 0),)`` for a whole layer.
+Borrowed = tuple[tuple[int, int, int], ...]
 #: A stored error: its type, message and traceback text.
 Error = Mapping[str, str]
 
@@ -301,6 +306,12 @@ class Record(Document):
     It also maps each split batch holding the layer's splits to the runs of split indices in it, and
     lists the artifact names they stored, so reading a finished layer needs no listing and finds any
     split's batch directly.
+
+    ``borrowed`` points at the splits a reused layer took from other executions of the flow, by
+    execution: their records stay in that execution's batches (found through its record of the layer)
+    and are read there, never copied, so reusing a layer of any size writes this record alone. Each
+    named execution holds the splits in batches of its own (a pointer never leads to another
+    pointer). A record without it (every record before reuse) holds all its splits itself.
     """
 
     described: ClassVar[str] = "record of layer {layer}"
@@ -310,6 +321,30 @@ class Record(Document):
     splits: int
     batches: Mapping[str, Runs] = field(default_factory=dict, metadata=sorted_keys())
     artifacts: tuple[str, ...] = ()
+    borrowed: Mapping[str, Borrowed] = field(default_factory=dict, metadata=sorted_keys(**sparse({})))
+
+    def __post_init__(self) -> None:
+        if self.borrowed:
+            _check_borrowed(self.borrowed, self.splits)
+
+
+def _check_borrowed(borrowed: Mapping[str, Borrowed], splits: int) -> None:
+    """Raise ValueError unless every run names a valid execution and lies within the layer's
+    splits, and no two runs overlap (a split is read from one place)."""
+    spans = []
+    for execution, found in borrowed.items():
+        if not is_valid(execution):
+            raise ValueError(f"borrowed names {execution!r}, not an execution id")
+        for first, last, _ in found:
+            if not first <= last < splits:
+                raise ValueError(
+                    f"borrowed run {first}-{last} of {execution} is outside splits 0-{splits - 1}"
+                )
+            spans.append((first, last))
+    spans.sort()
+    for (_, last), (first, _) in itertools.pairwise(spans):
+        if first <= last:
+            raise ValueError(f"borrowed runs overlap at split {first}")
 
 
 @record
@@ -426,7 +461,7 @@ class LayerStatusRecord(Document):
     attempts: tuple[AttemptRecord, ...] = ()
     omitted: int = field(default=0, metadata=absent(0))
     next_attempt: int = field(default=0, metadata=absent(0))
-    #: The execution a reused layer's values come from (its records were copied, not its values).
+    #: The execution a reused layer was reused from (its record points at the splits it reads).
     reused: str | None = field(default=None, metadata=sparse(None))
     #: Why the layer ran, or where it was reused from, in a line (runs with reuse on).
     why: str | None = field(default=None, metadata=sparse(None))

@@ -6,22 +6,25 @@ An entry is trusted for nothing: before a layer is reused its record and split b
 and checked (their checksums, their shape) and every value they point to outside them must exist,
 so a forged or stale entry (its values collected) costs at worst a recomputation.
 
-Reusing a layer copies its records (the split batches and the layer record) into the new
-execution; the values they point to are the same, under ``artifacts/``, not copied.
+Reusing a layer writes one record in the new execution: its layer record, which points at the
+split records of the execution that stored them (``Record.borrowed``, see
+:mod:`laminar._storage.borrowing`). Neither a split record nor a value is copied.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from laminar._serialization.registry import Protocols
-from laminar._storage import layout
-from laminar._storage.records import Document, Malformed, SplitBatch, SplitRecord, runs
-from laminar._storage.schema import record, sorted_keys
+from laminar._storage import borrowing, layout
+from laminar._storage.borrowing import Place
+from laminar._storage.records import Document, Malformed, SplitRecord
+from laminar._storage.schema import record, sorted_keys, sparse
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
 from laminar.errors import IntegrityError
@@ -87,26 +90,24 @@ def latest(datastore: Datastore, flow: str, layer: str) -> ReuseEntry | None:
 
 def usable(
     datastore: Datastore, protocols: Protocols, found: ReuseEntry, layer: str
-) -> dict[str, SplitBatch] | None:
-    """The split batches of the entry's layer if its records read back whole and every value they
-    point to exists; else None (the layer runs)."""
+) -> dict[int, SplitRecord] | None:
+    """The split records of the entry's layer if they read back whole (from wherever its record
+    says they are stored) and every value they point to exists; else None (the layer runs)."""
     try:
         source = ExecutionStore(datastore, found.flow, found.execution, protocols)
         finished = source.record(layer)
         if finished is None:
             return None
-        batches = source.finished_batches(layer)
+        splits = source.finished_splits(layer)
     except (IntegrityError, ValueError) as error:
         logger.warning("layer %s is not reused from execution %s: %s", layer, found.execution, error)
         return None
-    held = {i for batch in batches.values() for i in batch.splits}
-    if held != set(range(finished.splits)):
+    if set(splits) != set(range(finished.splits)):
         return None
     keys = sorted(
         {
             layout.artifact(artifact.hexdigest)
-            for batch in batches.values()
-            for split in batch.splits.values()
+            for split in splits.values()
             for archive in split.archives.values()
             for artifact in archive.artifacts
             if artifact.inline is None
@@ -119,19 +120,36 @@ def usable(
             found.execution,
         )
         return None
-    return batches
+    return splits
 
 
-def adopt(store: ExecutionStore, layer: str, batches: Mapping[str, SplitBatch]) -> None:
-    """Write ``batches`` (another execution's finished layer) as ``layer``'s own, then its record.
+def adopt(store: ExecutionStore, layer: str, execution: str) -> None:
+    """Record ``layer`` (finished by ``execution``, checked by ``usable``) as finished here: its
+    record points at the splits where ``execution``'s record says they are stored."""
+    source = ExecutionStore(store.datastore, store.flow, execution, store.protocols)
+    finished = source.record(layer)
+    if finished is None:  # usable() just read it
+        raise IntegrityError(f"the record of layer {layer} of execution {execution} is gone")
+    places = borrowing.resolve(source.lent(layer), execution, range(finished.splits))
+    store.write_record(
+        layer, finished.splits, batches={}, artifacts=finished.artifacts, borrowed=borrowing.fold(places)
+    )
 
-    The splits are written as one batch: one request, however many batches the layer was first
-    committed in (on an object store each is a round trip).
-    """
-    splits = {index: split for batch in batches.values() for index, split in batch.splits.items()}
-    artifacts = {name for split in splits.values() for name in split.archives}
-    written = {store.write_splits(layer, splits): runs(splits)} if splits else {}
-    store.write_record(layer, len(splits), batches=written, artifacts=artifacts)
+
+@dataclass(frozen=True)
+class Reused:
+    """Splits of a layer reused from earlier executions, by index here: their records, and where
+    each is stored (what the layer's record points at)."""
+
+    records: dict[int, SplitRecord]
+    places: dict[int, Place]
+
+
+#: A split index keeps older executions' splits while it holds at most this many times as many
+#: entries as the execution publishing has splits...
+KEPT_FACTOR = 4
+#: ... or this many entries (about 1 MB), whichever is more.
+KEPT_AT_LEAST = 10_000
 
 
 @record
@@ -141,6 +159,11 @@ class SplitEntries(Document):
     (``base``), each split's key (the digests of the items it was given) -> ``"<execution>/<index>"``.
 
     One record per layer and base, so finding which splits of a run are unchanged costs one read.
+    It keeps the splits of every execution that published to it (a split computed again names the
+    newest), so items an older execution computed are reused when they come back, within a bound:
+    ``executions`` lists them oldest first, and the oldest go, whole, once the index would hold more
+    than ``KEPT_FACTOR`` times the publishing execution's splits (and ``KEPT_AT_LEAST``). An index
+    written before it kept them has no ``executions``: its entries count as older than any.
     """
 
     described: ClassVar[str] = "reuse index of the splits of layer {layer}"
@@ -149,50 +172,111 @@ class SplitEntries(Document):
     layer: str
     base: str
     splits: Mapping[str, str] = field(default_factory=dict, metadata=sorted_keys())
+    executions: tuple[str, ...] = field(default=(), metadata=sparse(()))
+
+
+def _execution_of(where: str) -> str:
+    return where.rpartition("/")[0]
+
+
+def merged(earlier: SplitEntries | None, entries: SplitEntries) -> SplitEntries:
+    """``entries`` (one execution's splits) added to the ``earlier`` index, within its bound."""
+    (execution,) = {_execution_of(where) for where in entries.splits.values()} or {""}
+    if earlier is None:
+        return replace(entries, executions=(execution,) if execution else ())
+    splits = {**earlier.splits, **entries.splits}
+    counts = Counter(_execution_of(where) for where in splits.values())
+    listed = [e for e in earlier.executions if e in counts and e != execution]
+    older = sorted(set(counts) - set(listed) - {execution}) + listed  # unlisted ones first: the oldest
+    limit = max(KEPT_FACTOR * len(entries.splits), KEPT_AT_LEAST)
+    held = len(splits)
+    dropped = set()
+    for oldest in older:
+        if held <= limit:
+            break
+        dropped.add(oldest)
+        held -= counts[oldest]
+    if dropped:
+        splits = {key: where for key, where in splits.items() if _execution_of(where) not in dropped}
+    kept = tuple(e for e in older if e not in dropped) + ((execution,) if execution else ())
+    return replace(entries, splits=splits, executions=kept)
 
 
 def publish_splits(datastore: Datastore, flow: str, layer: str, base: str, splits: Mapping[str, str]) -> None:
-    entries = SplitEntries(flow, layer, base, dict(splits))
+    """Add one execution's splits (``splits`` all name it) to the layer's split index for ``base``.
+
+    Two executions publishing at once may each miss the other's splits: that costs reuse, never a
+    wrong value.
+    """
+    earlier = _split_entries(datastore, flow, layer, base)
+    entries = merged(earlier, SplitEntries(flow, layer, base, dict(splits)))
     datastore.write_bytes(layout.reuse_splits(flow, layer, base), entries.dumps())
 
 
 def split_entries(datastore: Datastore, flow: str, layer: str, base: str) -> Mapping[str, str]:
     """Split key -> ``"<execution>/<index>"`` for ``base``; empty if none or not one Laminar wrote."""
+    found = _split_entries(datastore, flow, layer, base)
+    return found.splits if found is not None else {}
+
+
+def _split_entries(datastore: Datastore, flow: str, layer: str, base: str) -> SplitEntries | None:
     try:
         found = SplitEntries.loads(datastore.read_bytes(layout.reuse_splits(flow, layer, base)))
     except FileNotFoundError:
-        return {}
+        return None
     except (Malformed, ValueError) as error:
         logger.warning("reuse index of the splits of layer %s of flow %s is ignored: %s", layer, flow, error)
-        return {}
+        return None
     if (found.flow, found.layer, found.base) != (flow, layer, base):
-        return {}
-    return found.splits
+        return None
+    return found
+
+
+def keep_splits(
+    datastore: Datastore, flow: str, layer: str, base: str, kept: Callable[[str], str | None]
+) -> bool:
+    """Rewrite the split index for ``base`` with each entry's ``"<execution>/<index>"`` as ``kept``
+    gives it (None: the entry goes). Returns whether it is to be deleted: none of it is left, or it
+    is not one Laminar wrote."""
+    found = _split_entries(datastore, flow, layer, base)
+    if found is None:
+        return True
+    splits = {key: where for key, found_at in found.splits.items() if (where := kept(found_at)) is not None}
+    if splits and splits != found.splits:
+        named = {_execution_of(where) for where in splits.values()}
+        listed = [e for e in found.executions if e in named]
+        executions = (*sorted(named - set(listed)), *listed)  # unlisted ones are the oldest
+        rewritten = replace(found, splits=splits, executions=executions)
+        datastore.write_bytes(layout.reuse_splits(flow, layer, base), rewritten.dumps())
+    return not splits
 
 
 def usable_splits(
     datastore: Datastore, protocols: Protocols, flow: str, layer: str, wanted: Mapping[int, str]
-) -> dict[int, SplitRecord]:
-    """The records of the splits ``wanted`` names (index here -> ``"<execution>/<index>"``) that read
-    back whole and whose values all exist; the others are left out (they run)."""
+) -> Reused:
+    """The splits ``wanted`` names (index here -> ``"<execution>/<index>"``) that read back whole
+    and whose values all exist; the others are left out (they run)."""
     by_execution: dict[str, list[tuple[int, int]]] = {}
     for index, where in wanted.items():
         execution, _, there = where.rpartition("/")
         if there.isdigit() and execution:
             by_execution.setdefault(execution, []).append((index, int(there)))
     found: dict[int, SplitRecord] = {}
+    places: dict[int, Place] = {}
     for execution, pairs in by_execution.items():
         try:
             source = ExecutionStore(datastore, flow, execution, protocols)
             if source.record(layer) is None:
                 continue
             records = source.split_records(layer, [there for _, there in pairs])
+            lent = source.lent(layer)
         except (IntegrityError, ValueError) as error:
             logger.warning("splits of layer %s are not reused from execution %s: %s", layer, execution, error)
             continue
-        for (index, _), split in zip(pairs, records, strict=True):
+        for (index, position), split in zip(pairs, records, strict=True):
             if split is not None:
                 found[index] = split
+                places[index] = borrowing.place(lent, execution, position)
     keys = sorted(
         {
             layout.artifact(artifact.hexdigest)
@@ -203,7 +287,7 @@ def usable_splits(
         }
     )
     present = dict(zip(keys, datastore.map_parallel(datastore.exists, keys), strict=True))
-    return {
+    usable = {
         index: split
         for index, split in found.items()
         if all(
@@ -213,3 +297,4 @@ def usable_splits(
             if a.inline is None
         )
     }
+    return Reused(usable, {index: places[index] for index in usable})

@@ -7,6 +7,9 @@ names. Batches and records never change once written, so this process caches wha
 Every record, batch and metadata file read is checked (its checksum, its shape, that it belongs
 where it was found) before it is used; a damaged one raises ``IntegrityError`` naming flow,
 execution, layer and the file's URL. A missing record is not an error: the layer has not finished.
+
+A reused layer's record may borrow splits from other executions (see :mod:`laminar._storage.borrowing`):
+its split records are then read from those executions' batches, in place.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from typing import Any
 
 from laminar._names import validate
 from laminar._serialization.registry import Protocols
-from laminar._storage import layout, loading, staging
+from laminar._storage import borrowing, layout, loading, staging
 from laminar._storage.cache import cache_for
 from laminar._storage.records import (
     Archive,
     Artifact,
+    Borrowed,
     ExecutionMetadata,
     ExecutionStatus,
     LayerStatusRecord,
@@ -77,6 +81,14 @@ class _Locator:
                 found.append(self.names[position])
             position -= 1
         return found
+
+
+class _Gone(Exception):
+    """An execution a record borrows splits from has no record of the layer."""
+
+    def __init__(self, execution: str) -> None:
+        super().__init__(execution)
+        self.execution = execution
 
 
 def _batch_order(name: str) -> tuple[int, int]:
@@ -245,10 +257,19 @@ class ExecutionStore:
         return name
 
     def write_record(
-        self, layer: str, splits: int, *, batches: Mapping[str, Runs], artifacts: Iterable[str] = ()
+        self,
+        layer: str,
+        splits: int,
+        *,
+        batches: Mapping[str, Runs],
+        artifacts: Iterable[str] = (),
+        borrowed: Mapping[str, Borrowed] | None = None,
     ) -> None:
-        """Mark ``layer`` finished: ``batches`` maps each batch name to the runs of split indices in it."""
-        record = Record(self.flow, layer, splits, dict(batches), tuple(sorted(set(artifacts))))
+        """Mark ``layer`` finished: ``batches`` maps each batch name to the runs of split indices in
+        it, ``borrowed`` each execution the other splits are read from to theirs (``Record``)."""
+        record = Record(
+            self.flow, layer, splits, dict(batches), tuple(sorted(set(artifacts))), dict(borrowed or {})
+        )
         key = layout.record(self.flow, self.execution, layer)
         self.datastore.write_bytes(key, record.dumps())
         self._cache.put(key, record, written=True)
@@ -329,7 +350,74 @@ class ExecutionStore:
         return self._parse_batch(layer, key, data)
 
     def split_records(self, layer: str, indices: Iterable[int]) -> list[SplitRecord | None]:
-        """The records of these splits (None for a split that has not finished), in that order."""
+        """The records of these splits (None for a split that has not finished), in that order,
+        read from the executions a reused layer borrows them from where its record says so."""
+        indices = list(indices)
+        lent = self.lent(layer)
+        if lent is None:
+            return self.own_split_records(layer, indices)
+        try:
+            return self._borrowed_records(layer, lent, indices)
+        except _Gone:  # this process read the record before gc copied the splits in: read it again
+            self._forget_record(layer)
+            lent = self.lent(layer)
+            if lent is None:
+                return self.own_split_records(layer, indices)
+            try:
+                return self._borrowed_records(layer, lent, indices)
+            except _Gone as gone:
+                key = self.record_key(layer)
+                raise self._damaged(
+                    key,
+                    f"the record of layer {layer}",
+                    f"it reuses splits of execution {gone.execution}, which has no record of layer {layer} "
+                    "any more (deleted other than by laminar gc, or set aside by laminar verify --repair)",
+                ) from None
+
+    def lent(self, layer: str) -> borrowing.Lent | None:
+        """Where the splits a finished layer borrows are stored, or None if it holds all its own."""
+        record = self.record(layer)
+        if record is None or not record.borrowed:
+            return None
+        key = self.record_key(layer) + "#lent"
+        lent: borrowing.Lent | None = self._cache.get(key)
+        if lent is None:
+            lent = borrowing.Lent(record)
+            self._cache.put(key, lent, weight=1 + len(lent.spans) // 64)
+        return lent
+
+    def _forget_record(self, layer: str) -> None:
+        key = self.record_key(layer)
+        for cached in (key, key + "#locator", key + "#lent"):
+            self._cache.forget(cached)
+
+    def _borrowed_records(
+        self, layer: str, lent: borrowing.Lent, indices: list[int]
+    ) -> list[SplitRecord | None]:
+        found: list[SplitRecord | None] = [None] * len(indices)
+        own: list[int] = []
+        lenders: dict[str, list[tuple[int, int]]] = {}  # execution -> (position here, index there)
+        for position, index in enumerate(indices):
+            place = lent.find(index)
+            if place is None:
+                own.append(position)
+            else:
+                lenders.setdefault(place[0], []).append((position, place[1]))
+        if own:
+            records = self.own_split_records(layer, [indices[position] for position in own])
+            for position, split in zip(own, records, strict=True):
+                found[position] = split
+        for execution, pairs in lenders.items():
+            lender = ExecutionStore(self.datastore, self.flow, execution, self.protocols)
+            if lender.record(layer) is None:
+                raise _Gone(execution)
+            records = lender.own_split_records(layer, [there for _, there in pairs])
+            for (position, _), split in zip(pairs, records, strict=True):
+                found[position] = split
+        return found
+
+    def own_split_records(self, layer: str, indices: Iterable[int]) -> list[SplitRecord | None]:
+        """The records of these splits held in this execution's own batches (not borrowed ones)."""
         indices = list(indices)
         locator = self._locator(layer)
         candidates = [locator.candidates(index) for index in indices]
@@ -372,15 +460,24 @@ class ExecutionStore:
         return sorted(names)
 
     def finished_batches(self, layer: str) -> dict[str, SplitBatch]:
-        """The layer's split batches by name, from its record or one listing."""
+        """The layer's own split batches by name, from its record or one listing (not those of the
+        executions it borrows splits from: ``finished_splits`` reads those too)."""
         names = self.batch_names(layer)
         return dict(zip(names, self._batches(layer, names), strict=True))
 
     def finished_splits(self, layer: str) -> dict[int, SplitRecord]:
-        """The layer's finished splits and their records."""
+        """The layer's finished splits and their records, those it borrows included."""
         found: dict[int, SplitRecord] = {}
         for batch in self.finished_batches(layer).values():
             found.update(batch.splits)
+        lent = self.lent(layer)
+        if lent is not None:
+            indices = list(lent.indices())
+            found.update(
+                (index, split)
+                for index, split in zip(indices, self.split_records(layer, indices), strict=True)
+                if split is not None
+            )
         return found
 
     def load(self, artifact: Artifact) -> Any:

@@ -3,7 +3,8 @@
 :func:`verify` reads each layer's record and split batches afresh (their checksums and shapes are
 checked as they are parsed) and streams every stored value they name through its hash, each blob
 once, on the datastore's I/O threads (in parallel on object stores), deserializing nothing. It
-returns what is damaged or missing, by layer.
+returns what is damaged or missing, by layer. A reused layer's splits are checked where its record
+points (the batches of the execution it borrows them from), as its readers read them.
 
 :func:`repair` marks the layers whose values are damaged (or whose batches are) as not finished, so
 that a resume computes them again, and with them every layer that depends on them. It deletes
@@ -14,7 +15,9 @@ nothing: what it takes away is moved to ``repaired/<time>/`` in the execution (s
 2. each damaged value's blob, so the rerun writes its bytes again (a value already stored is never
    written again);
 3. the split batches of the damaged splits (and every batch of a dependent layer), so those splits
-   run again; the other splits of a damaged layer keep their results.
+   run again; the other splits of a damaged layer keep their results. A batch another execution
+   holds (a reused layer borrows it) is left where it is: moving the layer's record aside is what
+   makes its borrowed splits run again.
 
 Interrupted, it leaves the execution resumable, and running it again completes it.
 """
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 
 from laminar._storage import layout, loading
 from laminar._storage.lease import Lease
-from laminar._storage.records import Artifact, SplitBatch
+from laminar._storage.records import Artifact, Record, SplitBatch
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
 from laminar.errors import IntegrityError, LeaseHeld
@@ -57,11 +60,12 @@ class Finding:
     reason: str
     key: str | None = None  # the stored key at fault (None: a value kept inline in its batch)
     batch: str | None = None  # the batch whose splits must run again, if any
+    execution: str | None = None  # the execution holding that batch, if the layer borrows it
 
     @property
     def recomputed(self) -> bool:
         """Whether repairing it runs splits of the layer again (not just rewrites a record)."""
-        return self.batch is not None
+        return self.batch is not None or self.execution is not None
 
 
 @dataclass
@@ -90,6 +94,7 @@ class _Reference:
     index: int
     name: str
     artifact: Artifact
+    execution: str | None = None  # the execution holding the batch, if the layer borrows it
 
 
 def verify(store: ExecutionStore, layers: Sequence[str], *, progress: Progress | None = None) -> Verification:
@@ -155,6 +160,9 @@ def _layer(
             )
 
     references: list[_Reference] = []
+    if record is not None and record.borrowed:
+        findings_there, references = _borrowed(store, layer, record)
+        findings += findings_there
     for name, batch in zip(names, store.datastore.map_parallel(read, names), strict=True):
         if isinstance(batch, Finding):
             findings.append(batch)
@@ -172,6 +180,79 @@ def _layer(
                 for artifact in archive.artifacts
             ]
     return findings, references
+
+
+def _borrowed(store: ExecutionStore, layer: str, record: Record) -> tuple[list[Finding], list[_Reference]]:
+    """The findings and values of the splits ``layer`` borrows, read where its record points."""
+    findings: list[Finding] = []
+    references: list[_Reference] = []
+    for execution, runs in sorted(record.borrowed.items()):
+        lender = ExecutionStore(store.datastore, store.flow, execution, store.protocols)
+        key = lender.record_key(layer)
+        what = f"the splits it reuses from execution {execution}"
+        try:
+            theirs = lender.record(layer)
+        except IntegrityError as error:
+            findings.append(
+                Finding(layer, DAMAGED, RECORD, what, _url(store, key), _reason(error), execution=execution)
+            )
+            continue
+        if theirs is None:
+            reason = (
+                f"execution {execution} has no record of layer {layer} (deleted other than by laminar gc?)"
+            )
+            findings.append(
+                Finding(layer, MISSING, RECORD, what, _url(store, key), reason, execution=execution)
+            )
+            continue
+        here = {there + i: first + i for first, last, there in runs for i in range(last - first + 1)}
+        names = [name for name, held in theirs.batches.items() if any(_overlaps(run, here) for run in held)]
+        for name in sorted(names, key=lambda name: layout.parse_split_batch(name) or (-1, -1)):
+            batch_key = layout.split_batch(store.flow, execution, layer, name)
+            try:
+                batch = lender.read_batch(layer, name)
+            except IntegrityError as error:
+                findings.append(
+                    Finding(
+                        layer,
+                        DAMAGED,
+                        BATCH,
+                        f"split batch {name} of execution {execution}",
+                        _url(store, batch_key),
+                        _reason(error),
+                        batch_key,
+                        name,
+                        execution,
+                    )
+                )
+                continue
+            if batch is None:
+                findings.append(
+                    Finding(
+                        layer,
+                        MISSING,
+                        BATCH,
+                        f"split batch {name} of execution {execution}",
+                        _url(store, batch_key),
+                        "its record names it, and it is not there",
+                        batch_key,
+                        name,
+                        execution,
+                    )
+                )
+                continue
+            references += [
+                _Reference(layer, name, here[index], archive_name, artifact, execution)
+                for index, split in sorted(batch.splits.items())
+                if index in here
+                for archive_name, archive in split.archives.items()
+                for artifact in archive.artifacts
+            ]
+    return findings, references
+
+
+def _overlaps(run: tuple[int, int], indices: Mapping[int, int]) -> bool:
+    return any(index in indices for index in range(run[0], run[1] + 1))
 
 
 def _values(
@@ -225,6 +306,7 @@ def _values(
                 outcome[1],
                 key,
                 reference.batch,
+                reference.execution,
             )
         )
     return findings
@@ -234,12 +316,20 @@ def _identity(reference: _Reference) -> tuple[object, ...]:
     """What makes two references one check: the same stored blob, or one inline value."""
     artifact = reference.artifact
     if artifact.inline is not None:
-        return (reference.layer, reference.batch, reference.index, reference.name, id(artifact))
+        return (
+            reference.layer,
+            reference.batch,
+            reference.index,
+            reference.name,
+            id(artifact),
+            reference.execution,
+        )
     return (artifact.hexdigest, artifact.stored, artifact.codec, artifact.hash, artifact.protocol)
 
 
 def _batch_key(store: ExecutionStore, reference: _Reference) -> str:
-    return layout.split_batch(store.flow, store.execution, reference.layer, reference.batch)
+    execution = reference.execution or store.execution
+    return layout.split_batch(store.flow, execution, reference.layer, reference.batch)
 
 
 # ---- repair ------------------------------------------------------------------------------------
@@ -300,7 +390,7 @@ def repair(
     batches = {  # of damaged or missing values, and damaged batches (a missing one is not there)
         layout.split_batch(store.flow, store.execution, f.layer, f.batch)
         for f in verification.findings
-        if f.batch is not None
+        if f.batch is not None and f.execution is None  # another execution's batch stays where it is
     }
     for name in dependents:
         prefix = layout.splits(store.flow, store.execution, name)
