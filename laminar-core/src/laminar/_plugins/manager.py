@@ -10,8 +10,9 @@ import functools
 import importlib.metadata
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pluggy
 
@@ -149,6 +150,28 @@ def protocols_of(manager: pluggy.PluginManager) -> ProtocolRegistry:
     return registry
 
 
+def _first_claim(hook: pluggy.HookCaller, claims: str, wanted: str) -> Any:  # a class, or None
+    """The class of the plugin that wins ``wanted`` (a scheme or an executor name) among the results
+    of the no-argument ``hook``, as :func:`datastore_classes` and :func:`executor_classes` decide:
+    the first registered claim wins. The plugins are asked in that order and the asking stops at the
+    first claim, so resolving ``file://`` or ``process`` does not import every plugin's classes (and
+    what they import: fsspec, to list its protocols). None: no plugin claims it.
+    """
+    implementations = hook.get_hookimpls()
+    if any(each.hookwrapper or each.wrapper for each in implementations):  # wrappers see the whole call
+        for classes in reversed(hook()):
+            for kind in classes:
+                if wanted in getattr(kind, claims):
+                    return kind
+        return None
+    for implementation in implementations:  # the order pluggy calls them in, reversed
+        claimed = cast("Iterable[Any]", implementation.function() or ())
+        for kind in claimed:
+            if wanted in getattr(kind, claims):
+                return kind
+    return None
+
+
 def _missing(kind: str, wanted: str, installed: list[str]) -> PluginNotFound:
     provider = KNOWN_PROVIDERS.get(wanted)
     bridged = [name for name in installed if name.startswith("fsspec+")]
@@ -177,9 +200,11 @@ def resolve_datastore(spec: Datastore | str | None, manager: pluggy.PluginManage
             f"datastore URL {spec!r} has no scheme; write it as s3://bucket/prefix, gs://bucket/prefix, "
             "az://container/prefix, file:///absolute/path or memory://"
         )
-    classes = datastore_classes(manager)
-    kind = classes.get(scheme.lower())
+    kind: type[Datastore] | None = _first_claim(
+        (manager or plugin_manager()).hook.laminar_datastores, "schemes", scheme.lower()
+    )
     if kind is None:
+        classes = datastore_classes(manager)
         raise _missing("datastore scheme", scheme.lower(), [f"{s}://" for s in sorted(classes)])
     return kind.from_url(spec)
 
@@ -193,10 +218,11 @@ def resolve_executor(spec: Executor | str | None, manager: pluggy.PluginManager 
     if not isinstance(spec, str):
         raise ConfigurationError(f"executor must be an Executor or a name such as 'thread', got {spec!r}")
     name = spec.partition("://")[0].lower()
-    classes = executor_classes(manager)
-    kind = classes.get(name)
+    kind: type[Executor] | None = _first_claim(
+        (manager or plugin_manager()).hook.laminar_executors, "names", name
+    )
     if kind is None:
-        raise _missing("executor", name, sorted(classes))
+        raise _missing("executor", name, sorted(executor_classes(manager)))
     return kind.from_url(spec)
 
 
