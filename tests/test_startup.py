@@ -208,6 +208,27 @@ def test_laminar_help_lists_every_command_without_importing_the_built_in_ones(tm
     assert listed == sorted([*BUILT_IN, "ui"])  # the plugin's command too
     command_modules = {where.partition(":")[0] for where, _ in BUILT_IN.values()}
     assert not (command_modules | {"jinja2", "rich"}) & modules
+    # listing the plugins' commands loads the entry points, not the built-in plugins and the runtime
+    assert "laminar_ui.plugin" in modules
+    assert (
+        not {"laminar._plugins.builtin", "laminar._plugins.run_records", "laminar._runtime.scheduler"}
+        & modules
+    )
+
+
+def test_a_plugin_asking_for_hookimpl_alone_imports_no_runtime(tmp_path: Path) -> None:
+    modules = imported_by("from laminar.plugins import Datastore, hookimpl", tmp_path)
+    assert "laminar._transport.datastore" in modules
+    assert not {"laminar._runtime.scheduler", "laminar._runtime.split", "laminar._plugins.manager"} & modules
+    import laminar.plugins
+
+    assert {name: getattr(laminar.plugins, name) for name in laminar.plugins.__all__}  # every name resolves
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        laminar.plugins.nope  # noqa: B018
+
+
+def test_commands_come_from_the_installed_plugins_once_this_process_has_them() -> None:
+    assert manager.command_plugins() is manager.plugin_manager()  # made by this test session already
 
 
 def test_a_command_imports_its_own_module_only(tmp_path: Path) -> None:
@@ -216,7 +237,10 @@ def test_a_command_imports_its_own_module_only(tmp_path: Path) -> None:
     )
     modules, printed = command_imports(tmp_path, "graph", "flow.py")
     assert "A" in printed and "laminar._cli.graph" in modules
-    assert not {"laminar._cli.report", "laminar._cli.diff", "laminar._cli.gc", "jinja2", "laminar_ui.command"} & modules
+    assert (
+        not {"laminar._cli.report", "laminar._cli.diff", "laminar._cli.gc", "jinja2", "laminar_ui.command"}
+        & modules
+    )
 
 
 def test_each_built_in_command_is_listed_with_its_own_summary() -> None:

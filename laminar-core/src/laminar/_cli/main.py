@@ -129,9 +129,9 @@ class LaminarGroup(click.Group):
         if self._with_plugins:
             return
         self._with_plugins = True
-        from laminar._plugins.manager import plugin_manager
+        from laminar._plugins.manager import command_plugins
 
-        for added in plugin_manager().hook.laminar_cli_commands():
+        for added in command_plugins().hook.laminar_cli_commands():
             for command in added:
                 if isinstance(command, click.Command) and command.name not in self.commands:
                     self.add_command(command)

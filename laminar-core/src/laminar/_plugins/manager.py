@@ -12,15 +12,17 @@ import warnings
 import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
-from laminar._plugins import builtin, discovery, hookspecs, log_capture, progress, run_records
+from laminar._plugins import discovery, hookspecs
 from laminar._runtime.executor import Executor
-from laminar._serialization.registry import ProtocolRegistry
 from laminar._transport.datastore import Datastore
 from laminar.errors import ConfigurationError, PluginNotFound
+
+if TYPE_CHECKING:
+    from laminar._serialization.registry import ProtocolRegistry
 
 #: What a flow uses when neither its arguments nor the environment choose.
 DEFAULT_EXECUTOR = "process"
@@ -45,12 +47,13 @@ KNOWN_PROVIDERS = {
 #: Entry points that failed to load: name -> why. Entry points load once per process (``_entry_points``).
 BROKEN: dict[str, str] = {}
 
-#: The plugins every flow is configured with, in registration order: ``name -> plugin``.
-_BUILT_IN: tuple[tuple[str, object], ...] = (
-    ("laminar.builtin", builtin),
-    ("laminar.status", run_records),
-    ("laminar.progress", progress),
-    ("laminar.logs", log_capture),
+#: The plugins every flow is configured with, in registration order: ``name -> module``, imported
+#: when the installed plugins are first needed (:func:`plugin_manager`).
+_BUILT_IN: tuple[tuple[str, str], ...] = (
+    ("laminar.builtin", "laminar._plugins.builtin"),
+    ("laminar.status", "laminar._plugins.run_records"),
+    ("laminar.progress", "laminar._plugins.progress"),
+    ("laminar.logs", "laminar._plugins.log_capture"),
 )
 
 
@@ -91,8 +94,24 @@ def plugin_manager() -> pluggy.PluginManager:
     ``laminar`` command's ``--datastore``, ``laminar plugins``). Registering a plugin here (a test
     does) configures the flows made afterwards with it.
     """
+    import importlib
+
     manager = _new_manager()
-    for name, plugin in (*_BUILT_IN, *_entry_points()):
+    for name, module in _BUILT_IN:
+        manager.register(importlib.import_module(module), name=name)
+    for name, plugin in _entry_points():
+        manager.register(plugin, name=name)
+    return manager
+
+
+def command_plugins() -> pluggy.PluginManager:
+    """The plugins that add ``laminar`` commands (``laminar_cli_commands``): the installed ones as
+    :func:`plugin_manager` has them once this process made it; before that, the entry points alone,
+    since no built-in plugin adds a command, so listing the commands does not import the runtime."""
+    if plugin_manager.cache_info().currsize:
+        return plugin_manager()
+    manager = _new_manager()
+    for name, plugin in _entry_points():
         manager.register(plugin, name=name)
     return manager
 
@@ -143,6 +162,8 @@ def protocols_of(manager: pluggy.PluginManager) -> ProtocolRegistry:
     ``@datastore.protocol`` wins). Hook results come newest plugin first, so a later plugin wins
     over an earlier one per type.
     """
+    from laminar._serialization.registry import ProtocolRegistry
+
     registry = ProtocolRegistry()
     for pairs in manager.hook.laminar_protocols():
         for types, protocol in pairs:
