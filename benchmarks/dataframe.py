@@ -11,8 +11,8 @@ cut it into 8 shards, transform each shard (two derived columns), and concatenat
 * plain pandas with pickle writes behind: every value is written once with ``pickle`` on a second
   thread while the next step goes on from the value in memory, and the run ends when the last write
   does; nothing is read back, hashed or recorded. It is the least any tool that stores what every
-  step produced can cost on this machine, and what 1.5x plain pandas should be read against (on
-  2026-12-02 it took 1.41x plain pandas by itself, median of 5 rounds);
+  step produced can cost on this machine, and what Laminar on Thread is read against (its figures
+  are in docs/performance.md);
 * Laminar runs it as a flow: ``Make`` shards the frame, ``Transform`` is a foreach with one split per
   shard, ``Join`` concatenates (a Local datastore in a fresh temporary directory per run), on the
   Thread and the Process executors, with the default protocol (pickle protocol 5, out-of-band
@@ -21,10 +21,10 @@ cut it into 8 shards, transform each shard (two derived columns), and concatenat
 
 The variants run interleaved, round after round, so the machine's drift falls on all of them alike;
 medians are printed, and each variant's ratio to plain pandas (median of the per-round ratios).
-Target (issue 14): Thread at most 1.5x plain pandas. Each variant's ratio to the pickle files and
-to the writes behind is printed too, then what the writes behind leave of the target, and the bytes
-each Laminar variant stored (``Local`` compresses only what shrinks
-fifty-fold: see docs/protocols.md).
+Targets (issue 29, re-based from issue 14's 1.5x plain pandas on the floor measured in the same run):
+Thread at most 1.5x the writes behind, Process at most 2x. Each variant's ratio to plain pandas, to
+the pickle files and to the writes behind is printed, then the bytes each Laminar variant stored
+(``Local`` compresses only what shrinks fifty-fold: see docs/protocols.md).
 
     .venv/bin/python benchmarks/dataframe.py [--rows 1000000] [--rounds 3]
     .venv/bin/python benchmarks/dataframe.py --quick        # 100,000 rows, 2 rounds
@@ -224,16 +224,22 @@ def main() -> None:
         ratios = [a / b for a, b in zip(each, base, strict=True)]
         to_files = statistics.median(a / b for a, b in zip(each, files, strict=True))
         to_behind = statistics.median(a / b for a, b in zip(each, behind, strict=True))
-        target = " (target <= 1.5x)" if label.startswith("laminar thread") else ""
-        verdict = ("  ok" if statistics.median(ratios) <= 1.5 else "  MISSED") if target else ""
+        bound = (
+            1.5
+            if label.startswith("laminar thread")
+            else 2.0
+            if label.startswith("laminar process")
+            else None
+        )
+        target = f" (target <= {bound}x writes behind)" if bound is not None else ""
+        verdict = ("  ok" if to_behind <= bound else "  MISSED") if bound is not None else ""
         print(
             f"{label:<28} {statistics.median(each):7.3f} s   {statistics.median(ratios):5.2f}x plain pandas"
             f"   {to_files:5.2f}x pickle files   {to_behind:5.2f}x writes behind{target}{verdict}"
         )
     floor = statistics.median(a / b for a, b in zip(behind, base, strict=True))
     print(
-        f"the least a tool that stores every step's value costs here (writes behind): {floor:.2f}x plain "
-        f"pandas, leaving {max(0.0, 1.5 - floor):.2f}x of the target for hashing, reading back and records"
+        f"the least a tool that stores every step's value costs here (writes behind): {floor:.2f}x plain pandas"
     )
     for (name, columnar), size in STORED.items():
         kind = "columnar" if columnar else "default"

@@ -10,6 +10,13 @@ falls on both, with one interpreter and one set of installed packages. Prints ea
 wall time, the median of the per-pair ratios A/B, and whether A imported pydantic (it must not).
 
     .venv/bin/python benchmarks/startup.py --baseline /tmp/base/laminar-core/src [--pairs 20]
+
+With ``--earlier PYTHON`` (an interpreter of a virtual environment where the earlier, unrelated
+``laminar`` 2022.5a1 from PyPI is installed: ``uv venv /tmp/earlier && uv pip install --python
+/tmp/earlier laminar==2022.5a1``), it also times the same one-layer flow on this checkout's default
+(process) executor against that flow written for the earlier laminar, on its ``Thread`` executor (its
+default, Docker, needs a daemon), interleaved the same way; and ``import laminar`` against bare
+``python -c pass``.
 """
 
 from __future__ import annotations
@@ -40,26 +47,74 @@ if flow := One(datastore=datastores.Local(tempfile.mkdtemp()), executor="thread"
     assert flow(n=1).layer(Only).out == 2
 print("pydantic" in sys.modules)
 """
+EARLIER_FLOW = """
+import tempfile
+from laminar import Flow, Layer, Parameters
+from laminar.configurations import datastores, executors
+
+class One(Flow): ...
+
+@One.register
+class Only(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.out = parameters.n + 1
+
+if flow := One(datastore=datastores.Local(root=tempfile.mkdtemp()), executor=executors.Thread()):
+    assert flow(n=1).layer(Only).out == 2
+print("earlier")
+"""
+DEFAULT_EXECUTOR_FLOW = FLOW.replace(', executor="thread"', "")
 PROGRAMS = {"import laminar": 'import sys, laminar; print("pydantic" in sys.modules)', "one-layer flow": FLOW}
 
 
-def timed(code: str, source: Path) -> tuple[float, str]:
-    environment = {**os.environ, "PYTHONPATH": str(source)}
+def timed(code: str, source: Path | None, python: str = sys.executable) -> tuple[float, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LAMINAR_")}
+    if source is not None:
+        environment["PYTHONPATH"] = str(source)
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+    done = subprocess.run([python, "-c", code], env=environment, capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, (done.stdout.strip().splitlines() or [""])[-1]
+
+
+def side_by_side(
+    name: str, a: tuple[str, Path | None, str], b: tuple[str, Path | None, str], pairs: int
+) -> None:
+    """``a`` and ``b`` (code, source tree, interpreter) interleaved; each side's median, A/B per pair."""
+    timed(*a), timed(*b)  # warm-up
+    first, second = [], []
+    for _ in range(pairs):
+        first.append(timed(*a)[0])
+        second.append(timed(*b)[0])
+    ratios = [x / y for x, y in zip(first, second, strict=True)]
+    print(
+        f"{name}: A {statistics.median(first) * 1000:.0f} ms, B {statistics.median(second) * 1000:.0f} ms, "
+        f"A-B median {statistics.median(x - y for x, y in zip(first, second, strict=True)) * 1000:.0f} ms, "
+        f"A/B median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})"
     )
-    return time.perf_counter() - start, done.stdout.strip().splitlines()[-1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--baseline", type=Path, required=True, help="another checkout's laminar-core/src")
+    parser.add_argument("--baseline", type=Path, help="another checkout's laminar-core/src")
     parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--earlier", help="the python of a virtual environment with laminar 2022.5a1")
     arguments = parser.parse_args()
-    for name, code in PROGRAMS.items():
+    if arguments.earlier:
+        side_by_side(
+            "import laminar (A) against python -c pass (B)",
+            ("import laminar", SOURCE, sys.executable),
+            ("pass", None, sys.executable),
+            arguments.pairs,
+        )
+        side_by_side(
+            "one-layer flow, default executor (A) against the earlier laminar 2022.5a1 on Thread (B)",
+            (DEFAULT_EXECUTOR_FLOW, SOURCE, sys.executable),
+            (EARLIER_FLOW, None, arguments.earlier),
+            arguments.pairs,
+        )
+    for name, code in PROGRAMS.items() if arguments.baseline else ():
         timed(code, SOURCE), timed(code, arguments.baseline)  # warm-up: bytecode compiled, files cached
         a, b, imported = [], [], set()
         for _ in range(arguments.pairs):

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from laminar.plugins import Executor, hookimpl
 
-from laminar_dask.executor import Dask
-
 
 @hookimpl
 def laminar_executors() -> Sequence[type[Executor]]:
+    from laminar_dask.executor import Dask  # when an executor is looked up by name, not at start-up
+
     return [Dask]

@@ -24,24 +24,28 @@ span is started with an explicit parent, never from the current context; nothing
 current. A run's open spans live in its run object's stash (``SPANS``), so executions running at
 once in one process never share them. Each split hook is a few dictionary look-ups. When an
 execution's span is not recorded (no SDK configured, or sampled out), its layers and splits make no
-spans at all.
+spans at all. When no provider could be configured (neither :data:`tracer_provider`, nor
+``opentelemetry.trace`` imported by the application, nor ``OTEL_PYTHON_TRACER_PROVIDER`` set) no
+span could be recorded, and a run does not import OpenTelemetry at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING
 
 from laminar.plugins import Run, SplitNotStarted, StashKey, hookimpl
-from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 if TYPE_CHECKING:
     from laminar import Execution, Layer
+    from opentelemetry import trace
     from opentelemetry.context import Context
+    from opentelemetry.trace import Span, Tracer
 
 __all__ = ["TRACER_NAME", "tracer_provider"]
 
@@ -96,13 +100,29 @@ def _cancelled(error: BaseException) -> bool:
 
 
 def _fail(span: Span, error: BaseException) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
     span.record_exception(error)
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
 # ---- execution -----------------------------------------------------------------------------------
+def _may_record() -> bool:
+    """Whether a provider that records could be in place: set here, configured by an application
+    that imported OpenTelemetry's API, or named by the environment for the API to load."""
+    return (
+        tracer_provider is not None
+        or "opentelemetry.trace" in sys.modules
+        or "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+    )
+
+
 @hookimpl
 def laminar_execution_started(execution: Execution, run: Run) -> None:
+    if not _may_record():  # every span would be a no-op one: spare importing OpenTelemetry
+        return
+    from opentelemetry import trace
+
     tracer = trace.get_tracer(TRACER_NAME, _version(), tracer_provider=tracer_provider)
     span = tracer.start_span(
         f"execution {execution.flow.name}",
@@ -152,14 +172,14 @@ def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
     execution = run.stash.get(SPANS, None)
     if execution is None:
         return
+    from opentelemetry.trace import set_span_in_context
+
     span = execution.tracer.start_span(
         f"layer {layer.name}",
         context=execution.context,
         attributes={"laminar.layer": layer.name, "laminar.layer.splits": splits},
     )
-    execution.layers[layer.name] = _LayerSpans(
-        execution.tracer, span, splits, trace.set_span_in_context(span)
-    )
+    execution.layers[layer.name] = _LayerSpans(execution.tracer, span, splits, set_span_in_context(span))
 
 
 @hookimpl
@@ -195,6 +215,8 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
         span.set_attribute("laminar.layer.status", "finished")
     elif spans.failed is not None:
         span.set_attribute("laminar.layer.status", "failed")
+        from opentelemetry.trace import Status, StatusCode
+
         span.set_status(Status(StatusCode.ERROR, f"{type(spans.failed).__name__}: {spans.failed}"))
     elif spans.splits == 0 and not spans.attempted and not _cancelled(error):  # no ForEach grid
         span.set_attribute("laminar.layer.status", "failed")

@@ -1,4 +1,8 @@
-"""``Execution``: one run of a flow, with what users do with one: run, resume, chain, read results."""
+"""``Execution``: one run of a flow, with what users do with one: run, resume, chain, read results.
+
+The runtime and the storage it reads through are imported when an execution is read or run, not
+with ``import laminar``.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,13 @@ from laminar._app import reading
 from laminar._model import execution as model
 from laminar._model.layer import Layer, Parameters
 from laminar._names import validate
-from laminar._runtime import tracebacks
-from laminar._runtime.context import LayerContext, Missing
-from laminar._storage.status import Status, read_status
-from laminar._storage.store import ExecutionStore
 from laminar.errors import ConfigurationError, DatastoreError, FlowDefinitionError, Interrupted, add_note
 
 if TYPE_CHECKING:
     from laminar._app.flow import Flow
+    from laminar._runtime.context import Missing
+    from laminar._storage.status import Status
+    from laminar._storage.store import ExecutionStore
 
 
 class Execution(model.Execution):
@@ -54,6 +57,8 @@ class Execution(model.Execution):
             raise ConfigurationError(
                 f"execution.layer({name!r}, missing=...) takes 'raise', 'skip' or None, not {missing!r}"
             )
+        from laminar._runtime.context import LayerContext
+
         return LayerContext.reader(self, name, missing=missing)
 
     @property
@@ -68,6 +73,8 @@ class Execution(model.Execution):
         return self._read_status(self.store)
 
     def _read_status(self, store: ExecutionStore) -> Status:
+        from laminar._storage.status import read_status
+
         layers = [name for name in self.flow.plan.order if name != "Parameters"]
         return read_status(store, layers, self._parameters)
 
@@ -116,6 +123,8 @@ class Execution(model.Execution):
                     f"resume execution {self.id} with flow.execution({self.id!r}).resume(), or "
                     f"`laminar resume {_script()} {self.id}`; what finished is kept",
                 )
+            from laminar._runtime import tracebacks
+
             tracebacks.for_user(error)
             raise
         return self

@@ -2,6 +2,8 @@
 
 ``MyFlow(datastore=..., executor=...)`` resolves plugins into the flow's configuration, which the
 runtime is handed; ``flow(...)`` runs an execution; ``if flow := MyFlow():`` is the execution guard.
+The plugins and the runtime are imported when a flow object is made, not with ``import laminar``:
+a script that only declares flows, or reads nothing, does not pay for them.
 """
 
 from __future__ import annotations
@@ -16,15 +18,12 @@ from laminar._ids import new_execution_id
 from laminar._model.flow import FlowDefinition, is_framework_base
 from laminar._model.layer import RESERVED
 from laminar._plugins import discovery
-from laminar._plugins.manager import configured_manager, protocols_of, resolve_datastore, resolve_executor
-from laminar._runtime import environment
-from laminar._runtime.scheduler import Scheduler
-from laminar._runtime.split import run_and_record_split
-from laminar._runtime.wiring import FlowConfiguration
 from laminar.errors import ConfigurationError, FlowDefinitionError
 
 if TYPE_CHECKING:
     from laminar._runtime.executor import Executor
+    from laminar._runtime.scheduler import Scheduler
+    from laminar._runtime.wiring import FlowConfiguration
     from laminar._transport.datastore import Datastore
 
 
@@ -50,6 +49,15 @@ class Flow(FlowDefinition):
         executor: Executor | str | None = None,
         scheduler: Scheduler | None = None,
     ) -> None:
+        from laminar._plugins.manager import (
+            configured_manager,
+            protocols_of,
+            resolve_datastore,
+            resolve_executor,
+        )
+        from laminar._runtime.scheduler import Scheduler
+        from laminar._runtime.wiring import FlowConfiguration
+
         if is_framework_base(type(self)):
             raise FlowDefinitionError("declare a flow by subclassing: class MyFlow(Flow): ...")
         if datastore is None:
@@ -77,6 +85,8 @@ class Flow(FlowDefinition):
         self, *, execution: str | None = None, reuse: bool | None = None, **parameters: Any
     ) -> Execution:
         """Run the flow with these parameters and return the finished Execution."""
+        from laminar._runtime import environment
+
         if environment.runs_a_split():
             raise FlowDefinitionError(
                 f"{self.name}() was called in a process that runs layer splits (a worker importing the flow's "
@@ -99,6 +109,9 @@ class Flow(FlowDefinition):
         layer and is false. Otherwise it is true only in the script being run, so importing the
         script (to read results, or in a worker process) never starts a run.
         """
+        from laminar._runtime import environment
+        from laminar._runtime.split import run_and_record_split
+
         task = environment.task_from_environment(self)
         if task is not None:
             run_and_record_split(task)
@@ -114,6 +127,8 @@ class Flow(FlowDefinition):
 
 def _rebuild_flow(kind: type[Flow], configuration: FlowConfiguration) -> Flow:
     """A flow unpickled in a worker: its plugin manager does not travel, so the worker's is attached."""
+    from laminar._plugins.manager import configured_manager
+
     flow = kind.__new__(kind)
     configuration.plugins = configured_manager()
     configuration.hook = configuration.plugins.hook

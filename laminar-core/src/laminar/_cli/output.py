@@ -6,11 +6,12 @@ import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,6 +26,8 @@ def json_option(function: F) -> F:
 
 def console() -> Console:
     """A console on the current stdout; wide when it is not a terminal, so piped tables do not fold."""
+    from rich.console import Console  # when a command prints a table, not when the group is built
+
     terminal = sys.stdout.isatty()
     return Console(file=sys.stdout, width=None if terminal else 250, soft_wrap=not terminal, highlight=False)
 
@@ -34,6 +37,8 @@ def emit_json(data: Any) -> None:
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
+    from rich.table import Table
+
     found = Table(*columns, title=title, title_justify="left", show_edge=False, pad_edge=False)
     for row in rows:
         found.add_row(*("" if cell is None else str(cell) for cell in row))

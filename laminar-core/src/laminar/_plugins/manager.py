@@ -10,16 +10,19 @@ import functools
 import importlib.metadata
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
-from laminar._plugins import builtin, discovery, hookspecs, log_capture, progress, run_records
+from laminar._plugins import discovery, hookspecs
 from laminar._runtime.executor import Executor
-from laminar._serialization.registry import ProtocolRegistry
 from laminar._transport.datastore import Datastore
 from laminar.errors import ConfigurationError, PluginNotFound
+
+if TYPE_CHECKING:
+    from laminar._serialization.registry import ProtocolRegistry
 
 #: What a flow uses when neither its arguments nor the environment choose.
 DEFAULT_EXECUTOR = "process"
@@ -44,12 +47,13 @@ KNOWN_PROVIDERS = {
 #: Entry points that failed to load: name -> why. Entry points load once per process (``_entry_points``).
 BROKEN: dict[str, str] = {}
 
-#: The plugins every flow is configured with, in registration order: ``name -> plugin``.
-_BUILT_IN: tuple[tuple[str, object], ...] = (
-    ("laminar.builtin", builtin),
-    ("laminar.status", run_records),
-    ("laminar.progress", progress),
-    ("laminar.logs", log_capture),
+#: The plugins every flow is configured with, in registration order: ``name -> module``, imported
+#: when the installed plugins are first needed (:func:`plugin_manager`).
+_BUILT_IN: tuple[tuple[str, str], ...] = (
+    ("laminar.builtin", "laminar._plugins.builtin"),
+    ("laminar.status", "laminar._plugins.run_records"),
+    ("laminar.progress", "laminar._plugins.progress"),
+    ("laminar.logs", "laminar._plugins.log_capture"),
 )
 
 
@@ -90,8 +94,24 @@ def plugin_manager() -> pluggy.PluginManager:
     ``laminar`` command's ``--datastore``, ``laminar plugins``). Registering a plugin here (a test
     does) configures the flows made afterwards with it.
     """
+    import importlib
+
     manager = _new_manager()
-    for name, plugin in (*_BUILT_IN, *_entry_points()):
+    for name, module in _BUILT_IN:
+        manager.register(importlib.import_module(module), name=name)
+    for name, plugin in _entry_points():
+        manager.register(plugin, name=name)
+    return manager
+
+
+def command_plugins() -> pluggy.PluginManager:
+    """The plugins that add ``laminar`` commands (``laminar_cli_commands``): the installed ones as
+    :func:`plugin_manager` has them once this process made it; before that, the entry points alone,
+    since no built-in plugin adds a command, so listing the commands does not import the runtime."""
+    if plugin_manager.cache_info().currsize:
+        return plugin_manager()
+    manager = _new_manager()
+    for name, plugin in _entry_points():
         manager.register(plugin, name=name)
     return manager
 
@@ -142,11 +162,35 @@ def protocols_of(manager: pluggy.PluginManager) -> ProtocolRegistry:
     ``@datastore.protocol`` wins). Hook results come newest plugin first, so a later plugin wins
     over an earlier one per type.
     """
+    from laminar._serialization.registry import ProtocolRegistry
+
     registry = ProtocolRegistry()
     for pairs in manager.hook.laminar_protocols():
         for types, protocol in pairs:
             registry.add(types, protocol, replace=False)
     return registry
+
+
+def _first_claim(hook: pluggy.HookCaller, claims: str, wanted: str) -> Any:  # a class, or None
+    """The class of the plugin that wins ``wanted`` (a scheme or an executor name) among the results
+    of the no-argument ``hook``, as :func:`datastore_classes` and :func:`executor_classes` decide:
+    the first registered claim wins. The plugins are asked in that order and the asking stops at the
+    first claim, so resolving ``file://`` or ``process`` does not import every plugin's classes (and
+    what they import: fsspec, to list its protocols). None: no plugin claims it.
+    """
+    implementations = hook.get_hookimpls()
+    if any(each.hookwrapper or each.wrapper for each in implementations):  # wrappers see the whole call
+        for classes in reversed(hook()):
+            for kind in classes:
+                if wanted in getattr(kind, claims):
+                    return kind
+        return None
+    for implementation in implementations:  # the order pluggy calls them in, reversed
+        claimed = cast("Iterable[Any]", implementation.function() or ())
+        for kind in claimed:
+            if wanted in getattr(kind, claims):
+                return kind
+    return None
 
 
 def _missing(kind: str, wanted: str, installed: list[str]) -> PluginNotFound:
@@ -177,9 +221,11 @@ def resolve_datastore(spec: Datastore | str | None, manager: pluggy.PluginManage
             f"datastore URL {spec!r} has no scheme; write it as s3://bucket/prefix, gs://bucket/prefix, "
             "az://container/prefix, file:///absolute/path or memory://"
         )
-    classes = datastore_classes(manager)
-    kind = classes.get(scheme.lower())
+    kind: type[Datastore] | None = _first_claim(
+        (manager or plugin_manager()).hook.laminar_datastores, "schemes", scheme.lower()
+    )
     if kind is None:
+        classes = datastore_classes(manager)
         raise _missing("datastore scheme", scheme.lower(), [f"{s}://" for s in sorted(classes)])
     return kind.from_url(spec)
 
@@ -193,10 +239,11 @@ def resolve_executor(spec: Executor | str | None, manager: pluggy.PluginManager 
     if not isinstance(spec, str):
         raise ConfigurationError(f"executor must be an Executor or a name such as 'thread', got {spec!r}")
     name = spec.partition("://")[0].lower()
-    classes = executor_classes(manager)
-    kind = classes.get(name)
+    kind: type[Executor] | None = _first_claim(
+        (manager or plugin_manager()).hook.laminar_executors, "names", name
+    )
     if kind is None:
-        raise _missing("executor", name, sorted(classes))
+        raise _missing("executor", name, sorted(executor_classes(manager)))
     return kind.from_url(spec)
 
 

@@ -441,13 +441,15 @@ def _start_display(execution: Execution) -> _Display:
     Workers of other executors write straight to the terminal, where a redraw could draw over their
     lines: their runs get plain lines, which never touch what others wrote.
     """
-    from rich.console import Console
-
     from laminar._runtime.thread import Thread
 
     mode = os.environ.get(ENVIRONMENT, "").strip().lower()
     in_process = isinstance(execution.flow.configuration.executor, Thread)
     stderr = _innermost(sys.stderr)
+    if mode == "plain" or not (in_process or mode == "live") or not _may_be_terminal(stderr):
+        return _Plain(interval())  # without importing rich, which a script's start would pay for
+    from rich.console import Console
+
     console = Console(file=stderr) if stderr is not None else None
     if console is not None and console.is_interactive and mode != "plain" and (in_process or mode == "live"):
         try:
@@ -455,6 +457,21 @@ def _start_display(execution: Execution) -> _Display:
         except Exception:  # an odd terminal: plain lines still tell the story
             pass
     return _Plain(interval())
+
+
+#: The variables by which rich takes a stream that is not a terminal for one.
+_TERMINAL_VARIABLES = ("FORCE_TERMINAL", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
+def _may_be_terminal(stream: Any) -> bool:
+    """Whether rich could take ``stream`` for an interactive terminal: it is a tty, or a variable
+    tells rich to treat it as one. False spares importing rich where it would say no anyway."""
+    if any(name in os.environ for name in _TERMINAL_VARIABLES):
+        return True
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _stop_display() -> None:

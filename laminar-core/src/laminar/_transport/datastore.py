@@ -20,19 +20,19 @@ from __future__ import annotations
 import abc
 import io
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol, TypeVar, cast
 
-from laminar._serialization.registry import ProtocolRegistry
 from laminar.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from laminar._model.execution import Execution
     from laminar._model.layer import Layer
     from laminar._serialization import protocols
+    from laminar._serialization.registry import ProtocolRegistry
 
 P = TypeVar("P", bound="type[protocols.Protocol[Any]]")
 E = TypeVar("E", bound="Execution")
@@ -100,8 +100,10 @@ class Datastore(abc.ABC):
     results_api: ClassVar[ResultsAPI | None] = None
 
     def __init__(self) -> None:
+        from laminar._serialization.registry import ProtocolRegistry  # with the first datastore made
+
         #: The user's ``@datastore.protocol`` registrations (see :meth:`protocol`).
-        self.protocols = ProtocolRegistry()
+        self.protocols: ProtocolRegistry = ProtocolRegistry()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -219,6 +221,8 @@ class Datastore(abc.ABC):
 
     def staging_directory(self) -> str:
         """A local directory for values too large to hold in memory while they are serialized."""
+        import tempfile
+
         return tempfile.gettempdir()
 
     def close(self) -> None:
@@ -235,6 +239,8 @@ class Datastore(abc.ABC):
             return [function(item) for item in items]
         with self._pool_lock:
             if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="laminar-io")
             pool = self._pool
         return list(pool.map(function, items))
