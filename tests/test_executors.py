@@ -356,7 +356,8 @@ def test_a_split_goes_to_a_ready_worker_rather_than_wait_for_a_new_ones_imports(
     import slow_import_flow
 
     flow = slow_import_flow.SlowImport(
-        datastore=datastores.Local(tmp_path / "store"), executor=executors.Process(concurrency=2, start_method="spawn")
+        datastore=datastores.Local(tmp_path / "store"),
+        executor=executors.Process(concurrency=2, start_method="spawn"),
     )
     execution = flow()
     first = execution.layer("First").pid
