@@ -109,7 +109,8 @@ class WorkerTemplate:
         await loop.sock_sendall(self._control, data)
 
     async def _listen(self) -> None:
-        try:
+        # Until the template ends (EOF), or says what cannot be read: either way it is of no more use.
+        with contextlib.suppress(Exception):
             while True:
                 message = await read_message(self._answers)
                 if message[0] == "exited":
@@ -118,8 +119,6 @@ class WorkerTemplate:
                 if message[0] == "forked":  # known before its exit can be told
                     self._exits[message[1]] = asyncio.get_running_loop().create_future()
                 self._pending.put_nowait(message)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
         self._lost()
 
     def _exited(self, pid: int, code: int) -> None:

@@ -1,8 +1,9 @@
 """The worker process of the process executor: runs splits it is sent, one at a time, until EOF.
 
 Started as ``python -m laminar._runtime.worker RESULT_FD``, or forked from the template
-(``laminar._runtime.template``), which enters :func:`serve` with the flow's modules imported. Tasks arrive on stdin; outcomes go back on
-the inherited file descriptor ``RESULT_FD``, so the layer's own stdout and stderr stay the user's.
+(``laminar._runtime.template``), which enters :func:`serve` with the flow's modules imported. Tasks
+arrive on stdin; outcomes go back on the file descriptor ``RESULT_FD``, so the layer's own stdout
+and stderr stay the user's.
 The flow arrives pickled once per worker, on its own as soon as the worker starts (a task of
 ``None``: the worker imports what the flow needs and answers ``ok``), and is reused for every split.
 """
