@@ -74,6 +74,20 @@ class Crashes(Layer):
                 os._exit(3)
             os.kill(os.getpid(), getattr(signal, how))
         self.pid, self.parent = os.getpid(), os.getppid()
+
+
+class Orphaning(Flow): ...
+
+
+@Orphaning.register(retry=Retry(attempts=2, delay=0))
+class KillsTheTemplate(Layer):
+    \"\"\"On the first attempt, kills the template its worker was forked from, then waits (bounded).\"\"\"
+
+    def __call__(self) -> None:
+        if self.attempt == 0:
+            os.kill(os.getppid(), signal.SIGKILL)
+            time.sleep(30)
+        self.pid, self.parent = os.getpid(), os.getppid()
 """
 
 
@@ -175,3 +189,16 @@ def test_an_unknown_start_method_is_refused_naming_it(
         "LAMINAR_PROCESS_START of the process executor must be 'forkserver' or 'spawn', got 'threads'"
     )
     assert not list(tmp_path.iterdir())
+
+
+def test_workers_of_a_template_that_is_killed_are_killed_and_later_ones_spawned(
+    tmp_path: Path, module: ModuleType
+) -> None:
+    """Without the template no one would tell when its workers end: they are not left running unseen."""
+    flow = module.Orphaning(
+        datastore=datastores.Local(tmp_path / "store"), executor=executors.Process(start_method="forkserver")
+    )
+    execution = flow()
+    first, second = execution.status.layers["KillsTheTemplate"].attempts[0]
+    assert first.error["type"] == WorkerLost.__name__ and "exited with code -9" in first.error["message"]
+    assert second.error is None and execution.layer("KillsTheTemplate").parent == os.getpid()
