@@ -11,7 +11,9 @@ Each is run as a whole process (``python -c``, Local datastore in a new temporar
 Thread executor, on the Process executor with workers forked from the template (``forkserver``, the
 default) and with workers started as new interpreters (``spawn``, how they started before),
 interleaved round after round (the order reversed every other round) so drift falls on all alike.
-Prints each variant's median and range, and the median of the per-round ratios to Thread. Targets
+Prints each variant's median and range, the median of the per-round ratios to Thread, and the CPU
+seconds of the whole process tree (the scheduler, the template, the workers), which the machine's
+load moves much less than wall time. Targets
 (issue 29): Sweep on Process at most 0.65x Thread on 2 cores; One on Process at most 1.3x Thread.
 
     .venv/bin/python benchmarks/process_start.py [--rounds 5] [--split-seconds 0.2] [--concurrency 8]
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -104,14 +107,23 @@ def loops_for(seconds: float) -> int:
         loops *= 4
 
 
-def timed(directory: Path, flow: str, variant: tuple[str, str], loops: int, concurrency: int) -> float:
+def cpu_of_children() -> float:
+    """CPU seconds of every process waited for so far, theirs included (workers, the template)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(
+    directory: Path, flow: str, variant: tuple[str, str], loops: int, concurrency: int
+) -> tuple[float, float]:
+    """Wall and CPU seconds of one whole process."""
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(directory), os.environ.get("PYTHONPATH", "")]),
         "PROCESS_START_LOOPS": str(loops),
         "LAMINAR_PROGRESS": "0",
     }
-    start = time.perf_counter()
+    cpu, start = cpu_of_children(), time.perf_counter()
     subprocess.run(
         [
             sys.executable,
@@ -123,7 +135,7 @@ def timed(directory: Path, flow: str, variant: tuple[str, str], loops: int, conc
         check=True,
         stderr=subprocess.DEVNULL,
     )
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_of_children() - cpu
 
 
 def main() -> None:
@@ -140,14 +152,13 @@ def main() -> None:
         (directory / "sweep_module.py").write_text(MODULE)
         runs = [(flow, variant) for flow in TARGETS for variant in VARIANTS]
         times: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
-        timed(
-            directory, "One", VARIANTS["thread"], loops, args.concurrency
-        )  # warm-up: the page cache, .pyc files
+        cpus: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+        timed(directory, "One", VARIANTS["thread"], loops, args.concurrency)  # warm-up: page cache, .pyc
         for round_ in range(args.rounds):
             for flow, variant in runs if round_ % 2 == 0 else runs[::-1]:
-                times[flow, variant].append(
-                    timed(directory, flow, VARIANTS[variant], loops, args.concurrency)
-                )
+                wall, cpu = timed(directory, flow, VARIANTS[variant], loops, args.concurrency)
+                times[flow, variant].append(wall)
+                cpus[flow, variant].append(cpu)
             print(
                 f"round {round_ + 1}: " + "  ".join(f"{f} {v} {t[-1]:.2f}s" for (f, v), t in times.items()),
                 flush=True,
@@ -167,6 +178,7 @@ def main() -> None:
             print(
                 f"{flow:<6}{variant:<21}{statistics.median(each):6.2f} s  ({min(each):.2f}-{max(each):.2f})"
                 f"  {statistics.median(ratios):5.2f}x thread ({min(ratios):.2f}-{max(ratios):.2f}){verdict}"
+                f"   CPU {statistics.median(cpus[flow, variant]):6.2f} s"
             )
 
 

@@ -1,11 +1,11 @@
 """``process`` — run splits in worker processes on this machine, reusing them across splits.
 
 Worker processes start on demand (up to ``concurrency``) and live for the execution. They are forked
-from a template (``start_method="forkserver"``, see ``forking.py``) that imports the flow's modules
-once, or started as new interpreters (``"spawn"``; where forking is unsafe). A new worker is sent the flow as soon as it starts, so
-it imports the flow's modules (pandas, torch...) before its first split, and a split goes to
-whichever worker is ready first: a warm worker that finishes its split takes the next rather than
-leave it waiting for a new one's second of imports. A split that passes ``timeout`` has its worker
+from a template that has imported the flow's modules once (``start_method="forkserver"``, see
+``forking.py``), or started as new interpreters (``"spawn"``, and where forking is unsafe). A new
+worker is sent the flow as soon as it starts, so it has the flow's modules (pandas, torch...) before
+its first split, and a split goes to whichever worker is ready first: a warm worker that finishes
+its split takes the next rather than leave it waiting for a new one's imports. A split that passes ``timeout`` has its worker
 killed; a worker that dies mid-split fails that split with :class:`~laminar.errors.WorkerLost`
 (retried per the layer's ``Retry``) and is replaced.
 
