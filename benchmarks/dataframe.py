@@ -15,7 +15,8 @@ cut it into 8 shards, transform each shard (two derived columns), and concatenat
   are in docs/performance.md);
 * Laminar runs it as a flow: ``Make`` shards the frame, ``Transform`` is a foreach with one split per
   shard, ``Join`` concatenates (a Local datastore in a fresh temporary directory per run), on the
-  Thread and the Process executors, with the default protocol (pickle protocol 5, out-of-band
+  Thread and the Process executors (and on Process with workers started as new interpreters,
+  ``start_method="spawn"``, as before the worker template), with the default protocol (pickle protocol 5, out-of-band
   buffers, zstd where it pays) and with the columnar one (``laminar_arrow.use(datastore)``: Arrow
   IPC). Every Laminar run is checked against the plain result.
 
@@ -154,7 +155,7 @@ def written_behind(rows: int) -> tuple[float, pd.DataFrame]:
 
 
 def laminar(
-    rows: int, executor: Callable[[], executors.Executor], columnar: bool
+    rows: int, name: str, executor: Callable[[], executors.Executor], columnar: bool
 ) -> tuple[float, pd.DataFrame]:
     with tempfile.TemporaryDirectory(
         prefix="laminar-frames-", dir=os.environ.get("LAMINAR_BENCH_DIR")
@@ -169,7 +170,7 @@ def laminar(
         execution = flow(rows=rows)
         elapsed = time.perf_counter() - start
         result = execution.layer(Join).result
-        STORED[(executor.__name__, columnar)] = stored_bytes(root)
+        STORED[(name, columnar)] = stored_bytes(root)
     return elapsed, result
 
 
@@ -204,10 +205,16 @@ def main() -> None:
         "pandas + pickle files": lambda: pickled(args.rows),
         "pandas + writes behind": lambda: written_behind(args.rows),
     }
-    for name, executor in [("thread", executors.Thread), ("process", executors.Process)]:
-        for columnar in kinds:
+    kinds_of: dict[str, tuple[Callable[[], executors.Executor], list[bool]]] = {
+        "thread": (executors.Thread, kinds),
+        "process": (executors.Process, kinds),
+        # workers started as new interpreters, as before the worker template: the gain, in the same run
+        "process spawn": (lambda: executors.Process(start_method="spawn"), [False]),
+    }
+    for name, (executor, columnars) in kinds_of.items():
+        for columnar in columnars:
             label = f"laminar {name}, {'columnar' if columnar else 'default'}"
-            variants[label] = lambda e=executor, c=columnar: laminar(args.rows, e, c)  # type: ignore[misc]
+            variants[label] = lambda n=name, e=executor, c=columnar: laminar(args.rows, n, e, c)  # type: ignore[misc]
     _, expected = plain(args.rows)  # warm-up: imports, first-touch allocations
     times: dict[str, list[float]] = {label: [] for label in variants}
     for round_ in range(args.rounds):

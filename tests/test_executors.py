@@ -346,7 +346,8 @@ def test_a_split_goes_to_a_ready_worker_rather_than_wait_for_a_new_ones_imports(
 ) -> None:
     """Quick's splits are handed over while a second worker is still importing the flow's module:
     the first worker, ready and free again within milliseconds, runs them all, and the execution
-    ends without waiting for the second's imports (it is killed before it finishes them)."""
+    ends without waiting for the second's imports (it is killed before it finishes them). Workers
+    started as new interpreters (``spawn``): forked ones import nothing (tests/test_process_template.py)."""
     (tmp_path / "slow_import_flow.py").write_text(SLOW_IMPORT)
     monkeypatch.syspath_prepend(str(tmp_path))  # workers are given this process's path
     marks = tmp_path / "marks"
@@ -355,7 +356,8 @@ def test_a_split_goes_to_a_ready_worker_rather_than_wait_for_a_new_ones_imports(
     import slow_import_flow
 
     flow = slow_import_flow.SlowImport(
-        datastore=datastores.Local(tmp_path / "store"), executor=executors.Process(concurrency=2)
+        datastore=datastores.Local(tmp_path / "store"),
+        executor=executors.Process(concurrency=2, start_method="spawn"),
     )
     execution = flow()
     first = execution.layer("First").pid

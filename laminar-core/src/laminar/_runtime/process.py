@@ -1,10 +1,11 @@
 """``process`` — run splits in worker processes on this machine, reusing them across splits.
 
-Worker processes start on demand (up to ``concurrency``) and live for the execution, so interpreter
-start-up is paid per worker, not per split. A new worker is sent the flow as soon as it starts, so
-it imports the flow's modules (pandas, torch...) before its first split, and a split goes to
-whichever worker is ready first: a warm worker that finishes its split takes the next rather than
-leave it waiting for a new one's second of imports. A split that passes ``timeout`` has its worker
+Worker processes start on demand (up to ``concurrency``) and live for the execution. They are forked
+from a template that has imported the flow's modules once (``start_method="forkserver"``, see
+``forking.py``), or started as new interpreters (``"spawn"``, and where forking is unsafe). A new
+worker is sent the flow as soon as it starts, so it has the flow's modules (pandas, torch...) before
+its first split, and a split goes to whichever worker is ready first: a warm worker that finishes
+its split takes the next rather than leave it waiting for a new one's imports. A split that passes ``timeout`` has its worker
 killed; a worker that dies mid-split fails that split with :class:`~laminar.errors.WorkerLost`
 (retried per the layer's ``Retry``) and is replaced.
 
@@ -19,20 +20,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 import cloudpickle
 
 from laminar._runtime import environment, wire
 from laminar._runtime.executor import Executor
+from laminar._runtime.forking import WorkerTemplate, read_pipe
 from laminar._runtime.shipping import FlowPacker, PackedFlow, without_flow
 from laminar._runtime.task import SplitOutcome, SplitTask
-from laminar.errors import LaminarError, WorkerLost
+from laminar.errors import ConfigurationError, LaminarError, WorkerLost
 from laminar.exceptions import LayerError
+
+logger = logging.getLogger(__name__)
+
+#: How workers start when neither ``start_method`` nor this variable says.
+START_METHOD = "LAMINAR_PROCESS_START"
+START_METHODS = ("forkserver", "spawn")
+
+
+def default_start_method() -> str:
+    """``forkserver`` where a forked process may go on without ``exec`` (not on macOS, whose system
+    libraries do not survive it), else ``spawn``."""
+    return "spawn" if sys.platform == "darwin" or not hasattr(os, "fork") else "forkserver"
+
+
+class WorkerProcess(Protocol):
+    """What a worker's process gives: an ``asyncio.subprocess.Process``, or a forked one."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def stdin(self) -> asyncio.StreamWriter | None: ...
+
+    async def wait(self) -> int: ...
 
 
 class RemoteError(LaminarError, LayerError, RuntimeError):
@@ -44,7 +73,7 @@ class _Worker:
 
     def __init__(
         self,
-        process: asyncio.subprocess.Process,
+        process: WorkerProcess,
         results: asyncio.StreamReader,
         transport: asyncio.BaseTransport,
     ) -> None:
@@ -63,14 +92,19 @@ class _Worker:
             start_new_session=True,  # the terminal's signals are the scheduler's to act on
         )  # fmt: skip
         os.close(write_fd)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 30)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb")
-        )
-        worker = cls(process, reader, transport)
+        worker = cls(process, *await read_pipe(read_fd))
         worker.send((sys.path, os.getcwd()))
         return worker
+
+    @classmethod
+    async def fork(cls, template: WorkerTemplate) -> _Worker | None:
+        """A worker forked from ``template`` (its path and directory are the template's); ``None`` if
+        the template forks none."""
+        forked = await template.fork()
+        if forked is None:
+            return None
+        process, results = forked
+        return cls(process, *await read_pipe(results))
 
     def send(self, message: Any) -> None:
         assert self.process.stdin is not None
@@ -121,7 +155,10 @@ class _Worker:
         """Kill the worker and every process of its session (what its layer started, too)."""
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):  # it has just exited
-                os.killpg(self.process.pid, signal.SIGKILL)
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:  # forked a moment ago: not yet in a session of its own
+                    os.kill(self.process.pid, signal.SIGKILL)
         self.transport.close()
 
     async def close(self) -> None:
@@ -141,8 +178,17 @@ class Process(Executor):
 
     names = ("process", "local")
 
-    def __init__(self, *, concurrency: int | None = None, timeout: float | None = None) -> None:
+    def __init__(
+        self, *, concurrency: int | None = None, timeout: float | None = None, start_method: str | None = None
+    ) -> None:
         super().__init__(concurrency=concurrency, timeout=timeout)
+        chosen = start_method or os.environ.get(START_METHOD) or default_start_method()
+        if chosen not in START_METHODS:
+            where = "start_method" if start_method else START_METHOD
+            raise ConfigurationError(
+                f"{where} of the process executor must be 'forkserver' or 'spawn', got {chosen!r}"
+            )
+        self.start_method = chosen
         self._reset()
 
     def _reset(self) -> None:
@@ -152,9 +198,18 @@ class Process(Executor):
         self._waiting: deque[asyncio.Future[_Worker]] = deque()  # splits waiting for a worker
         self._starting: set[asyncio.Task[None]] = set()
         self._packer = FlowPacker()
+        self._template: WorkerTemplate | None = None
 
     async def start(self) -> None:
+        """Start the template workers are forked from (``forkserver``): it imports Laminar meanwhile,
+        and the flow's modules as soon as the first split names the flow."""
         self._reset()
+        if self.start_method == "forkserver":
+            try:
+                self._template = await WorkerTemplate.start()
+            except OSError as error:
+                logger.warning("the process executor's worker template did not start (%s): workers start "
+                               "as new interpreters", error)  # fmt: skip
 
     async def _acquire(self, flow: PackedFlow) -> _Worker:
         """A ready worker: an idle one, else whichever is ready first of those busy and one started
@@ -181,7 +236,9 @@ class Process(Executor):
     async def _start(self, flow: PackedFlow) -> None:
         """Start a worker, install ``flow`` in it, and hand it on; a failure to start goes to the
         split that has waited longest, as its own error."""
-        spawning = asyncio.ensure_future(_Worker.spawn())
+        if self._template is not None:
+            await self._template.preload(flow)  # not shielded: an execution that ends does not wait
+        spawning = asyncio.ensure_future(self._new_worker())
         try:
             worker = await asyncio.shield(spawning)  # a process once made is always reaped
         except asyncio.CancelledError:
@@ -199,6 +256,15 @@ class Process(Executor):
             worker.kill()
             raise
         self._release(worker)
+
+    async def _new_worker(self) -> _Worker:
+        """A worker forked from the template, or else one started as a new interpreter."""
+        template = self._template
+        if template is not None:
+            worker = await _Worker.fork(template)
+            if worker is not None:
+                return worker
+        return await _Worker.spawn()
 
     def _waiter(self) -> asyncio.Future[_Worker] | None:
         while self._waiting:
@@ -245,9 +311,12 @@ class Process(Executor):
         await asyncio.gather(*starting, return_exceptions=True)
         workers, self._all, self._idle = self._all, [], []
         await asyncio.gather(*(worker.close() for worker in workers))
+        template, self._template = self._template, None
+        if template is not None:  # after its workers: it tells when they end
+            await template.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"concurrency": self.concurrency, "timeout": self.timeout}
+        return {"concurrency": self.concurrency, "timeout": self.timeout, "start_method": self.start_method}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

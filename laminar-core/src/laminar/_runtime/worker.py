@@ -1,7 +1,9 @@
 """The worker process of the process executor: runs splits it is sent, one at a time, until EOF.
 
-Started as ``python -m laminar._runtime.worker RESULT_FD``. Tasks arrive on stdin; outcomes go back on
-the inherited file descriptor ``RESULT_FD``, so the layer's own stdout and stderr stay the user's.
+Started as ``python -m laminar._runtime.worker RESULT_FD``, or forked from the template
+(``laminar._runtime.template``), which enters :func:`serve` with the flow's modules imported. Tasks
+arrive on stdin; outcomes go back on the file descriptor ``RESULT_FD``, so the layer's own stdout
+and stderr stay the user's.
 The flow arrives pickled once per worker, on its own as soon as the worker starts (a task of
 ``None``: the worker imports what the flow needs and answers ``ok``), and is reused for every split.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, BinaryIO
 
 import cloudpickle
 
@@ -47,6 +49,11 @@ def main() -> None:
     path, cwd = wire.read_message(stdin)
     sys.path[:] = path
     os.chdir(cwd)
+    serve(stdin, out)
+
+
+def serve(stdin: BinaryIO, out: BinaryIO) -> None:
+    """Run the splits that arrive on ``stdin`` until EOF (a worker forked from the template starts here)."""
     from laminar._runtime.split import run_split
 
     flows = FlowUnpacker()
