@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from laminar._ids import new_execution_id
-from ui_support import FLOW, HOSTILE, Background, run, ui_server
+from ui_support import FLOW, HOSTILE, Background, clone, run, ui_server, without_dependencies
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -50,6 +50,19 @@ def served(flow_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         assert result.returncode == code, result.stderr
     with ui_server(store, "--flow", f"{flow_file}:Shown", "--flow", f"{flow_file}:Gated") as url:
         yield url, store
+
+
+@pytest.fixture(scope="module")
+def unflowed(served: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The UI given no flow file, over a copy of the datastore that also holds run one as runs stored
+    it before they recorded their flow's dependencies (``IDS["earlier"]``)."""
+    _, store = served
+    copy = tmp_path_factory.mktemp("copy") / ".laminar"
+    shutil.copytree(Path(store.removeprefix("file://")), copy)
+    (IDS["earlier"],) = clone(copy, "Shown", IDS["one"], 1)
+    without_dependencies(copy, "Shown", IDS["earlier"])
+    with ui_server(copy.as_uri()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +213,29 @@ def test_a_layer_finishing_appears_without_a_reload(
     assert page.evaluate("window.notReloaded") is True  # the same page, updated in place
     assert "through the gate" in page.locator("#logs").inner_text()
     assert background.join().returncode == 0
+
+
+def edges_of(page: Any) -> set[tuple[str, str]]:
+    return {
+        (e.get_attribute("data-from"), e.get_attribute("data-to")) for e in page.locator("path.edge").all()
+    }
+
+
+def test_the_dag_has_its_edges_without_the_flow_file(unflowed: str, page: Any) -> None:
+    """A run stores its flow's dependencies when it starts: the UI draws them with no --flow."""
+    page.goto(unflowed + "flows/Shown/executions/" + IDS["one"])
+    assert edges_of(page) == {("Values", "Square"), ("Values", "Total"), ("Square", "Total")}
+    skipping = page.locator('path.edge[data-from="Values"][data-to="Total"]').evaluate(
+        "edge => { const box = edge.getBBox(); return box.y + box.height; }"
+    )
+    square = page.locator('g.node[data-layer="Square"] rect').evaluate(
+        "rect => rect.y.baseVal.value + rect.height.baseVal.value"
+    )
+    assert skipping > square  # the edge that skips Square's column runs below its box
+    assert "stored before runs recorded their dependencies" not in page.locator("#dag").inner_text()
+    # An execution stored before runs recorded them: its layers, no edges, and what to do about it.
+    page.goto(unflowed + "flows/Shown/executions/" + IDS["earlier"])
+    layers = [g.get_attribute("data-layer") for g in page.locator("g.node").all()]
+    assert sorted(layers) == ["Square", "Total", "Values"] and edges_of(page) == set()
+    assert page.locator('g.node[data-layer="Total"]').get_attribute("data-status") == "finished"
+    assert "laminar ui --flow FILE (flow Shown)" in page.locator("#dag").inner_text()

@@ -162,6 +162,15 @@ def clone(root: Path, flow: str, execution: str, count: int) -> list[str]:
     return made
 
 
+def without_dependencies(root: Path, flow: str, execution: str) -> None:
+    """A Local execution's metadata as runs wrote it before they stored their flow's dependencies."""
+    path = root / "flows" / flow / "executions" / execution / "execution.json"
+    record = unseal(path.read_bytes())
+    record.pop("sha256")
+    assert record.pop("dependencies")
+    path.write_bytes(seal(record))
+
+
 @contextmanager
 def ui_server(datastore: str, *arguments: str, cwd: Path | None = None) -> Iterator[str]:
     """``laminar ui DATASTORE --port 0`` running (no DATASTORE when ``""``); yields the URL it printed.

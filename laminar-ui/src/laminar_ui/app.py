@@ -152,7 +152,7 @@ class UI:
     def _execution(self, flow: str, execution: str) -> report.Report:
         if not (is_valid(flow) and is_valid(execution)):
             raise LookupError(f"no execution {execution!r} of flow {flow!r}")
-        found = self.reader.flow(flow, execution)
+        found, known = self.reader.flow_of(flow, execution)
         run = found.execution(execution)
         if run.store.metadata() is None:
             raise LookupError(
@@ -160,8 +160,9 @@ class UI:
             )
         note = (
             ""
-            if self.reader.has_dag(flow)
-            else f"dependencies are drawn when the flow's file is given: laminar ui --flow FILE (flow {flow})"
+            if known
+            else f"this execution was stored before runs recorded their dependencies: they are drawn "
+            f"when the flow's file is given, laminar ui --flow FILE (flow {flow})"
         )
         return report.build_report(found, run, dag_note=note, previewed=self.previewed)
 
