@@ -6,13 +6,19 @@ read with its own class; any other with a stand-in class built from the layers a
 execution stored when it started (its metadata), so its DAG has its edges. An execution stored before
 runs recorded their dependencies is read with the layers it stored, drawn without edges.
 
-Execution ids sort by creation time, so the newest first is one listing per flow; only the
-executions a page shows have their records read, in parallel (batched requests on object stores).
+The list is newest first by when each execution was created, as its metadata says (ids are the
+user's to choose, so their order says nothing): one listing per flow, then one small record per
+execution, read in parallel on object stores and kept, since it never changes, so a page after the
+first reads only the executions made since. Only the executions a page shows have their status and
+parameters read, in parallel too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import json
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +27,7 @@ from laminar import Flow, Layer, Parameters
 from laminar._names import is_valid
 from laminar._storage import layout
 from laminar._storage.status import Status
-from laminar.errors import ExecutionNotFound
+from laminar.errors import DatastoreError, ExecutionNotFound
 from laminar.plugins import Datastore
 
 #: Executions read at once while a filter looks for a page's worth.
@@ -86,6 +92,15 @@ class Reader:
         self.datastore = datastore
         self.flows = dict(flows or {})
         self._stand_ins: dict[tuple[str, Shape], Flow] = {}
+        self._created: dict[tuple[str, str], float] = {}  # (flow, execution): when it was created
+        self._reading = threading.Lock()
+
+    def warm(self) -> None:
+        """Read when every execution was created, so the first page asked for finds it known (the
+        UI starts this as it starts serving). A datastore that cannot be read is reported by the
+        page that reads it, not here."""
+        with contextlib.suppress(Exception):
+            self._newest_first(None)
 
     def flow_names(self) -> list[str]:
         return [name for name in self.datastore.list_prefix("flows/") if is_valid(name)]
@@ -149,11 +164,34 @@ class Reader:
             parameters = {"(not read)": f"{type(error).__name__}"}
         return Row(flow, execution, status, parameters)
 
+    def created(self, flow: str, execution: str) -> float | None:
+        """When ``execution`` was created, from its metadata; None when it has none (a run killed
+        before it stored it) or it cannot be read. Only its ``created`` member is parsed, unchecked
+        (cheaper than reading the record whole, for each of every execution): it only places the
+        row, and the row's own records are read checked."""
+        try:
+            created = json.loads(self.datastore.read_bytes(layout.execution_metadata(flow, execution)))[
+                "created"
+            ]
+        except (FileNotFoundError, DatastoreError, ValueError, TypeError, KeyError):
+            return None
+        return float(created) if type(created) in (int, float) else None
+
     def _newest_first(self, flow: str | None) -> list[tuple[str, str]]:
+        """Every execution (of ``flow``, or of every flow), the most recently created first; those
+        created at once by id, and those with no readable metadata last."""
         names = [flow] if flow is not None else self.flow_names()
-        found = [(execution, name) for name in names for execution in self.execution_ids(name)]
-        found.sort(reverse=True)  # ids sort by creation time, across flows too
-        return [(name, execution) for execution, name in found]
+        found = [(name, execution) for name in names for execution in self.execution_ids(name)]
+        with self._reading:  # one reader of what is not known yet; the others wait and find it
+            unknown = [pair for pair in found if pair not in self._created]
+            read = self.datastore.map_parallel(lambda pair: self.created(*pair), unknown)
+            for pair, created in zip(unknown, read, strict=True):
+                if created is not None:  # a missing one may be written yet: read again next time
+                    self._created[pair] = created
+        found.sort(
+            key=lambda pair: (pair in self._created, self._created.get(pair, 0.0), pair[1]), reverse=True
+        )
+        return found
 
     def page(
         self,
