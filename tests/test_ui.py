@@ -133,7 +133,8 @@ def test_the_events_stream_sends_the_sections(local: tuple[str, str, dict[str, s
         assert next(lines) == "event: update"
         data = json.loads(next(lines).removeprefix("data: "))
     assert 'data-layer="Gate" data-status="finished"' in data["body"]
-    assert "through the gate" in data["body"]  # the logs, as they are
+    assert 'data-log="Gate/0/0"' in data["body"] and "through the gate" not in data["body"]
+    assert "through the gate" in data["logs"]["Gate/0/0"] and data["fresh"] == ["Gate/0/0"]  # the log's end
     assert ">succeeded<" in data["header"]
 
 

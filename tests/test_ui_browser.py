@@ -8,16 +8,19 @@ screenshots for the docs.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from laminar._ids import new_execution_id
-from ui_support import FLOW, HOSTILE, Background, clone, run, ui_server, without_dependencies
+from ui_support import FLOW, HOSTILE, Background, clone, opener, run, ui_server, without_dependencies
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -239,3 +242,48 @@ def test_the_dag_has_its_edges_without_the_flow_file(unflowed: str, page: Any) -
     assert sorted(layers) == ["Square", "Total", "Values"] and edges_of(page) == set()
     assert page.locator('g.node[data-layer="Total"]').get_attribute("data-status") == "finished"
     assert "laminar ui --flow FILE (flow Shown)" in page.locator("#dag").inner_text()
+
+
+def updates(stream: Any) -> Iterator[dict[str, Any]]:
+    """The ``update`` events of an execution's event stream, parsed (at most two minutes of them:
+    the stream sends a line every half second)."""
+    lines = stream.iter_lines()
+    for _ in range(240):
+        line = next(lines)
+        if line == "event: update":
+            yield json.loads(next(lines).removeprefix("data: "))
+
+
+def first(found: Iterator[dict[str, Any]], wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    return next(update for update in found if wanted(update))
+
+
+def test_a_running_split_s_log_is_appended_like_tail_f(
+    served: tuple[str, str], flow_file: Path, page: Any, tmp_path: Path
+) -> None:
+    """Talk prints a line, waits at a gate, prints another, waits at a second gate: each line is
+    sent once, the second event carries only the new line, and the page shows both."""
+    url, store = served
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    os.mkfifo(tmp_path / "gate.then")
+    background = Background(flow_file, "Chatty", store, "chatty", gate).start()
+    at_first = opener(gate)()  # Talk printed its first line and waits
+    page.goto(url + "flows/Chatty/executions/chatty")
+    log = playwright_api.expect(page.locator('pre.log[data-log="Talk/0/0"]'))
+    with httpx.stream("GET", f"{url}flows/Chatty/executions/chatty/events", timeout=60) as stream:
+        found = updates(stream)
+        sent = first(found, lambda update: "Talk/0/0" in update["logs"])
+        assert sent["logs"]["Talk/0/0"] == "first line\n" and sent["fresh"] == ["Talk/0/0"]
+        log.to_have_text(re.compile("^first line\n$"), timeout=60_000)
+        at_second = opener(tmp_path / "gate.then")
+        at_first.write("go")
+        at_first.close()
+        waiting = at_second()  # Talk printed its second line and waits again: it still runs
+        sent = first(found, lambda update: "Talk/0/0" in update["logs"])
+        assert sent["logs"] == {"Talk/0/0": "second line\n"} and sent["fresh"] == []  # only what is new
+    log.to_have_text(re.compile("^first line\nsecond line\n$"), timeout=60_000)  # both, each once
+    assert page.locator("#execution-status").inner_text() == "running"
+    waiting.write("go")
+    waiting.close()
+    assert background.join().returncode == 0

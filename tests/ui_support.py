@@ -9,9 +9,10 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from laminar._ids import new_execution_id
 from laminar._storage.records import seal, unseal
@@ -22,8 +23,9 @@ LAMINAR = str(Path(sys.executable).with_name("laminar"))
 #: A repr and a value that would be markup if the page did not escape them.
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><b id="planted-repr">bold-repr</b>'
 
-#: A flow with a value of every kind the UI previews, one that fails, and one held at a gate (a
-#: named pipe: its layer blocks reading it until the test writes to it).
+#: A flow with a value of every kind the UI previews, one that fails, one held at a gate (a named
+#: pipe: its layer blocks reading it until the test writes to it), and one that prints a line at
+#: each of two gates.
 FLOW = textwrap.dedent(
     f"""
     import os
@@ -108,6 +110,19 @@ FLOW = textwrap.dedent(
     class After(Layer):
         def __call__(self, first: First, gate: Gate) -> None:
             self.done = gate.opened
+
+
+    class Chatty(Flow): ...
+
+
+    @Chatty.register
+    class Talk(Layer):
+        def __call__(self) -> None:
+            for line, gate in (("first line", ""), ("second line", ".then")):
+                print(line, flush=True)  # stored while the split runs: it flushed
+                with open(os.environ["UI_TEST_GATE"] + gate) as opened:  # blocks until the test writes
+                    opened.read()
+            self.done = True
     """
 )
 
@@ -192,6 +207,21 @@ def ui_server(datastore: str, *arguments: str, cwd: Path | None = None) -> Itera
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def opener(gate: Path) -> Callable[[], TextIO]:
+    """Opens the named pipe ``gate`` for writing, in a thread: the call it returns gives the open
+    pipe once the layer opened it to read (it is waiting there)."""
+    opened: list[TextIO] = []
+    thread = threading.Thread(target=lambda: opened.append(open(gate, "w")), daemon=True)  # noqa: SIM115
+    thread.start()
+
+    def waited() -> TextIO:
+        thread.join(timeout=120)
+        assert opened, f"no layer opened {gate}"
+        return opened[0]
+
+    return waited
 
 
 class Background:
