@@ -19,7 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
+from laminar._cli import report
 from laminar._ids import new_execution_id
+from laminar._plugins.manager import resolve_datastore
+from laminar_ui.reading import Reader
 from ui_support import FLOW, HOSTILE, Background, clone, opener, run, ui_server, without_dependencies
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -287,3 +290,24 @@ def test_a_running_split_s_log_is_appended_like_tail_f(
     waiting.write("go")
     waiting.close()
     assert background.join().returncode == 0
+
+
+def test_a_plotly_figure_is_drawn_with_the_installed_plotly_js(
+    served: tuple[str, str], page: Any, tmp_path: Path
+) -> None:
+    url, store = served
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(url + "flows/Shown/executions/" + IDS["one"])
+    figure = page.locator('tr.artifact[data-artifact="plotly"]')
+    figure.locator(".plotly-figure svg.main-svg").first.wait_for(timeout=60_000)  # plotly.js drew it
+    assert figure.locator(".scatterlayer .trace").count() == 1 and "a plotly figure" in figure.inner_text()
+    assert figure.locator("pre.preview").is_hidden()  # the text the static report shows instead
+    assert f"{url}static/plotly.min.js" in requested
+    assert all(request.startswith(url) for request in requested)  # nothing from another site
+    # The static report, which runs no script, says what the figure holds.
+    found = Reader(resolve_datastore(store)).flow("Shown", IDS["one"])
+    html = report.render(report.build_report(found, found.execution(IDS["one"])))
+    row = html.split('data-artifact="plotly"', 1)[1].split("</tr>", 1)[0]
+    assert "Plotly figure &#39;a plotly figure&#39;: 1 trace: scatter &#39;rise&#39; (3 points)" in row
+    assert "<script" not in html

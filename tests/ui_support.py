@@ -50,6 +50,7 @@ FLOW = textwrap.dedent(
             import matplotlib.figure  # here, so the other flows' runs do not import it
             import numpy
             import pandas
+            import plotly.graph_objects
 
             print("values made")
             self.frame = pandas.DataFrame({{"city": ["Oslo", "Lima", "Pune"], "temp": [3.5, 19.0, 27.25]}})
@@ -57,6 +58,10 @@ FLOW = textwrap.dedent(
             figure = matplotlib.figure.Figure(figsize=(3, 2))
             figure.add_subplot().plot([1, 4, 2, 8])
             self.figure = figure
+            self.plotly = plotly.graph_objects.Figure(
+                plotly.graph_objects.Scatter(x=[1, 2, 3], y=[2, 1, 3], name="rise"),
+                layout={{"title": {{"text": "a plotly figure"}}}},
+            )
             self.hostile = Hostile()
             self.shard(item=[1, 5, 2, 9])
 

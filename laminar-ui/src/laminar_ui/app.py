@@ -10,12 +10,14 @@ in threads, so a slow object store blocks no other request.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,7 +30,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -285,6 +287,24 @@ class UI:
         return HTMLResponse(self.render("compare.html", a=left, b=right, **comparison(left, right)))
 
 
+def plotly_bundle() -> Path | None:
+    """The plotly.js the installed ``plotly`` package ships (``package_data/plotly.min.js``), or None
+    when plotly is not installed: a Plotly figure can only have been stored, and loaded, with it."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = Path(spec.submodule_search_locations[0]) / "package_data" / "plotly.min.js"
+    return found if found.is_file() else None
+
+
+async def plotly_js(request: Request) -> Response:
+    """plotly.js from the installed plotly package, for the page to draw Plotly figures with no network."""
+    found = plotly_bundle()
+    if found is None:
+        return PlainTextResponse("plotly is not installed where laminar ui runs: pip install plotly", 404)
+    return FileResponse(found, media_type="text/javascript")
+
+
 def _pair(text: str | None) -> tuple[str, str]:
     """``Flow/execution`` from a compare link."""
     flow, separator, execution = (text or "").partition("/")
@@ -338,6 +358,7 @@ def create_app(reader: Reader, *, token: str | None = None, poll: float = POLL) 
             Route("/flows/{flow}/executions/{execution}", ui.execution),
             Route("/flows/{flow}/executions/{execution}/events", ui.events),
             Route("/compare", ui.compare),
+            Route("/static/plotly.min.js", plotly_js),
             Mount("/static", StaticFiles(packages=[("laminar_ui", "static")]), name="static"),
         ],
         middleware=[Middleware(Token, token=token)],
