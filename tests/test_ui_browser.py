@@ -22,6 +22,7 @@ import pytest
 from laminar._cli import report
 from laminar._ids import new_execution_id
 from laminar._plugins.manager import resolve_datastore
+from laminar.configurations import datastores, executors
 from laminar_ui.reading import Reader
 from ui_support import FLOW, HOSTILE, Background, clone, opener, run, ui_server, without_dependencies
 
@@ -311,3 +312,30 @@ def test_a_plotly_figure_is_drawn_with_the_installed_plotly_js(
     row = html.split('data-artifact="plotly"', 1)[1].split("</tr>", 1)[0]
     assert "Plotly figure &#39;a plotly figure&#39;: 1 trace: scatter &#39;rise&#39; (3 points)" in row
     assert "<script" not in html
+
+
+def test_the_timeline_shows_how_long_each_split_waited(
+    served: tuple[str, str], flow_file: Path, page: Any
+) -> None:
+    """Three splits on one thread: each waits for the one before, and its wait is drawn from the
+    layer's start to its own bar."""
+    url, store = served
+    namespace: dict[str, Any] = {}
+    exec(compile(FLOW, str(flow_file), "exec"), namespace)
+    datastore = datastores.Local(store.removeprefix("file://"))
+    namespace["Queued"](datastore=datastore, executor=executors.Thread(concurrency=1))(execution="queued")
+    page.goto(url + "flows/Queued/executions/queued")
+
+    def box(split: int, part: str) -> Any:
+        found = (
+            page.locator("#timeline .row").filter(has_text=f"Each #{split} · attempt 0").locator(f".{part}")
+        )
+        assert found.count() == 1, f"split {split} of Each shows no {part}"
+        return found.bounding_box()
+
+    waits = [box(split, "wait") for split in (1, 2)]
+    for split, wait in zip((1, 2), waits, strict=True):
+        assert wait["width"] > 0
+        assert abs(wait["x"] + wait["width"] - box(split, "bar")["x"]) < 1  # it ends where its bar begins
+    assert abs(waits[0]["x"] - waits[1]["x"]) < 1  # both from the layer's start
+    assert waits[1]["width"] > waits[0]["width"]  # the third split waited for two

@@ -117,6 +117,21 @@ FLOW = textwrap.dedent(
             self.done = gate.opened
 
 
+    class Queued(Flow): ...
+
+
+    @Queued.register
+    class Items(Layer):
+        def __call__(self) -> None:
+            self.shard(item=[1, 2, 3])
+
+
+    @Queued.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="item")]))
+    class Each(Layer):
+        def __call__(self, items: Items) -> None:
+            self.value = items.item
+
+
     class Chatty(Flow): ...
 
 

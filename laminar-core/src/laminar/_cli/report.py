@@ -239,10 +239,14 @@ def _timeline(layers: list[records.LayerStatus], status: Any) -> tuple[list[Bar]
     finish = max([*ends, *([status.ended.timestamp()] if status.ended else [])])
     span = max(finish - origin, 1e-6)
     bars = []
+    waited: set[tuple[str, int]] = set()  # splits whose wait is drawn: before their first attempt
     for (layer, index, attempt), start, end in list(zip(attempts, starts, ends, strict=True))[:TIMELINE_ROWS]:
         left = (start - origin) / span * 100
         began = layer_starts.get(layer)
-        wait = (start - began) / span * 100 if began is not None and attempt.attempt == 1 else 0.0
+        first = began is not None and start >= began and (layer, index) not in waited
+        wait = (start - began) / span * 100 if first and began is not None else 0.0
+        if first:
+            waited.add((layer, index))
         bars.append(
             Bar(
                 layer,
