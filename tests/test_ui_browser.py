@@ -85,6 +85,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(60_000)  # a bound for hangs: the machine may be shared and slow
     opened = context.new_page()
     yield opened
     context.close()
