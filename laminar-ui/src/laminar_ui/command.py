@@ -48,7 +48,8 @@ def url_of(host: str, port: int, token: str | None) -> str:
     "flow_files",
     multiple=True,
     metavar="FILE",
-    help="A flow file (FILE or FILE:FlowName), so its executions' DAGs show their dependencies. Repeatable.",
+    help="A flow file (FILE or FILE:FlowName), to read its executions with its own class: their DAGs show "
+    "their dependencies even when stored by a Laminar that did not record them. Repeatable.",
 )
 @click.option(
     "--trust",
