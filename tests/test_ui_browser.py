@@ -91,6 +91,20 @@ def page(browser: Any) -> Iterator[Any]:
     context.close()
 
 
+@pytest.fixture
+def started() -> Iterator[Callable[..., Background]]:
+    """Starts runs held at a gate (:class:`Background`), and kills those still running after the test."""
+    made: list[Background] = []
+
+    def start(*arguments: Any) -> Background:
+        made.append(Background(*arguments))
+        return made[-1]
+
+    yield start
+    for background in made:
+        background.stop()
+
+
 def keep(page: Any, name: str, tmp_path: Path) -> None:
     """A full-page screenshot: checked to be a PNG, kept for the docs when asked."""
     shot = tmp_path / name
@@ -194,12 +208,12 @@ def test_the_compare_page_shows_what_differs(served: tuple[str, str], page: Any,
 
 
 def test_a_layer_finishing_appears_without_a_reload(
-    served: tuple[str, str], flow_file: Path, page: Any, tmp_path: Path
+    served: tuple[str, str], flow_file: Path, page: Any, tmp_path: Path, started: Callable[..., Background]
 ) -> None:
     url, store = served
     gate = tmp_path / "gate"
     os.mkfifo(gate)
-    background = Background(flow_file, "Gated", store, "gated", gate).start()
+    background = started(flow_file, "Gated", store, "gated", gate)
     opened: list[Any] = []
     opener = threading.Thread(target=lambda: opened.append(open(gate, "w")), daemon=True)  # noqa: SIM115
     opener.start()
@@ -264,7 +278,7 @@ def first(found: Iterator[dict[str, Any]], wanted: Callable[[dict[str, Any]], bo
 
 
 def test_a_running_split_s_log_is_appended_like_tail_f(
-    served: tuple[str, str], flow_file: Path, page: Any, tmp_path: Path
+    served: tuple[str, str], flow_file: Path, page: Any, tmp_path: Path, started: Callable[..., Background]
 ) -> None:
     """Talk prints a line, waits at a gate, prints another, waits at a second gate: each line is
     sent once, the second event carries only the new line, and the page shows both."""
@@ -272,7 +286,7 @@ def test_a_running_split_s_log_is_appended_like_tail_f(
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     os.mkfifo(tmp_path / "gate.then")
-    background = Background(flow_file, "Chatty", store, "chatty", gate).start()
+    background = started(flow_file, "Chatty", store, "chatty", gate)
     at_first = opener(gate)()  # Talk printed its first line and waits
     page.goto(url + "flows/Chatty/executions/chatty")
     log = playwright_api.expect(page.locator('pre.log[data-log="Talk/0/0"]'))

@@ -245,25 +245,22 @@ def opener(gate: Path) -> Callable[[], TextIO]:
 
 
 class Background:
-    """A run in a thread (its own ``laminar run`` subprocess), for a test to release and join."""
+    """A ``laminar run`` subprocess held at a gate, for a test to release and join; :meth:`stop` kills
+    it if it still runs (a test that failed before releasing it would leave it waiting for ever)."""
 
     def __init__(self, flow_file: Path, flow: str, datastore: str, execution: str, gate: Path) -> None:
-        self.result: subprocess.CompletedProcess[str] | None = None
-        self.thread = threading.Thread(
-            target=self._run, args=(flow_file, flow, datastore, execution, gate), daemon=True
-        )
-
-    def _run(self, flow_file: Path, flow: str, datastore: str, execution: str, gate: Path) -> None:
-        self.result = laminar(
-            "run", f"{flow_file}:{flow}", "--datastore", datastore, "--executor", "thread", "--execution", execution,
-            env={"UI_TEST_GATE": str(gate)},
+        self.process = subprocess.Popen(
+            [LAMINAR, "run", f"{flow_file}:{flow}", "--datastore", datastore, "--executor", "thread",
+             "--execution", execution],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "UI_TEST_GATE": str(gate)},
         )  # fmt: skip
 
-    def start(self) -> Background:
-        self.thread.start()
-        return self
-
     def join(self) -> subprocess.CompletedProcess[str]:
-        self.thread.join(timeout=120)
-        assert self.result is not None, "the gated run did not end"
-        return self.result
+        stdout, stderr = self.process.communicate(timeout=120)
+        return subprocess.CompletedProcess(self.process.args, self.process.returncode, stdout, stderr)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
