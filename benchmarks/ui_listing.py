@@ -5,7 +5,11 @@ ids (each record rewritten with its id and sealed again) until the datastore hol
 The UI is the real command in a subprocess (``laminar ui DATASTORE --port 0``); the figures are
 wall-clock times of HTTP requests to it, each the median of ``--rounds``:
 
-- the first page (50 executions, newest first: one listing, then the 50 records the page shows);
+- the first page (50 executions, newest first), cold: the UI's first request, which reads every
+  execution's metadata for when it was created (ids are the user's, so they do not say), then the
+  50 records the page shows;
+- the first page again, warm: creation times never change, so the UI keeps them and reads only the
+  executions made since, and the 50 records;
 - a page far down the list (``start=9000``), which reads its 50 records only, as the first does;
 - a status filter that matches nothing, which has to read every execution's record: the cost a
   filter pays on a datastore where few executions match.
@@ -116,6 +120,7 @@ def main() -> None:
             server.stdout.readline()
             url = server.stdout.readline().strip()
             with httpx.Client(timeout=600) as client:
+                cold, _ = timed(client, url, 1)
                 first_page, text = timed(client, url, arguments.rounds)
                 assert text.count('class="execution"') == 50, "the first page does not show 50 executions"
                 far, _ = timed(client, f"{url}?start={arguments.executions - 1000}", arguments.rounds)
@@ -126,7 +131,8 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     print(
-        f"first page (50 of {arguments.executions}, newest first): {first_page * 1000:.0f} ms (target: at most 1000 ms)"
+        f"first page (50 of {arguments.executions}, newest first), cold: {cold * 1000:.0f} ms, warm: "
+        f"{first_page * 1000:.0f} ms (target: at most 1000 ms)"
     )
     print(f"a page at start={arguments.executions - 1000}: {far * 1000:.0f} ms")
     print(f"a status filter matching none (reads all {arguments.executions} records): {scan * 1000:.0f} ms")

@@ -133,7 +133,8 @@ def test_the_events_stream_sends_the_sections(local: tuple[str, str, dict[str, s
         assert next(lines) == "event: update"
         data = json.loads(next(lines).removeprefix("data: "))
     assert 'data-layer="Gate" data-status="finished"' in data["body"]
-    assert "through the gate" in data["body"]  # the logs, as they are
+    assert 'data-log="Gate/0/0"' in data["body"] and "through the gate" not in data["body"]
+    assert "through the gate" in data["logs"]["Gate/0/0"] and data["fresh"] == ["Gate/0/0"]  # the log's end
     assert ">succeeded<" in data["header"]
 
 
@@ -162,15 +163,33 @@ def test_a_page_reads_only_the_executions_it_shows(flow_file: Path, tmp_path: Pa
 def test_object_stores_show_as_local_does(
     datastore_fixture: str, flow_file: Path, request: pytest.FixtureRequest
 ) -> None:
+    """The list, a failed run, a run's previews and DAG, and two runs compared, on each emulator."""
     store = request.getfixturevalue(datastore_fixture)
-    execution = new_execution_id()
-    assert run(flow_file, "Broken", store, execution).returncode == 1
+    ids = {name: new_execution_id() for name in ("broken", "one", "two")}
+    assert run(flow_file, "Broken", store, ids["broken"]).returncode == 1
+    for name, n in (("one", "1"), ("two", "2")):
+        result = run(flow_file, "Shown", store, ids[name], f"n={n}")
+        assert result.returncode == 0, result.stderr
     with ui_server(store) as url:
         listed = httpx.get(url, timeout=60).text
-        assert execution in listed and ">failed<" in listed
-        shown = httpx.get(f"{url}flows/Broken/executions/{execution}", timeout=60).text
+        assert [listed.index(f'data-execution="{ids[name]}"') for name in ("two", "one", "broken")] == sorted(
+            listed.index(f'data-execution="{ids[name]}"') for name in ids
+        )  # newest first
+        assert ">failed<" in listed
+        shown = httpx.get(f"{url}flows/Broken/executions/{ids['broken']}", timeout=60).text
         assert "ValueError: the gauge read &lt;img" in shown and "Traceback (most recent call last)" in shown
         assert 'data-layer="Fine" data-status="finished"' in shown
+        shown = httpx.get(f"{url}flows/Shown/executions/{ids['one']}", timeout=60).text
+        assert '<p class="shape">3 rows x 2 columns</p>' in shown  # the DataFrame
+        assert '<p class="shape">1000 · float64</p>' in shown  # the array
+        assert '<img alt="figure" src="data:image/png;base64,' in shown  # the matplotlib figure
+        assert 'class="plotly-figure" data-figure="{&#34;data&#34;:' in shown  # the Plotly figure
+        assert "&lt;b id=&#34;planted-repr&#34;&gt;" in shown and 'id="planted-repr"' not in shown
+        assert 'data-from="Values" data-to="Total"' in shown  # the stored dependencies, no --flow
+        compared = httpx.get(f"{url}compare?a=Shown/{ids['one']}&b=Shown/{ids['two']}", timeout=60).text
+        assert '<tr class="differs" data-name="n">' in compared
+        assert '<tr class="same" data-name="Values.frame">' in compared
+        assert compared.count('<p class="shape">3 rows x 2 columns</p>') == 2  # both sides' previews
 
 
 def test_an_untrusted_store_previews_no_pickled_value(local: tuple[str, str, dict[str, str]]) -> None:

@@ -8,16 +8,23 @@ screenshots for the docs.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from laminar._cli import report
 from laminar._ids import new_execution_id
-from ui_support import FLOW, HOSTILE, Background, run, ui_server
+from laminar._plugins.manager import resolve_datastore
+from laminar.configurations import datastores, executors
+from laminar_ui.reading import Reader
+from ui_support import FLOW, HOSTILE, Background, clone, opener, run, ui_server, without_dependencies
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -53,6 +60,19 @@ def served(flow_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
+def unflowed(served: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The UI given no flow file, over a copy of the datastore that also holds run one as runs stored
+    it before they recorded their flow's dependencies (``IDS["earlier"]``)."""
+    _, store = served
+    copy = tmp_path_factory.mktemp("copy") / ".laminar"
+    shutil.copytree(Path(store.removeprefix("file://")), copy)
+    (IDS["earlier"],) = clone(copy, "Shown", IDS["one"], 1)
+    without_dependencies(copy, "Shown", IDS["earlier"])
+    with ui_server(copy.as_uri()) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"headless Chromium is missing at {CHROMIUM}: apt-get install chromium", pytrace=False)
@@ -65,9 +85,24 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(60_000)  # a bound for hangs: the machine may be shared and slow
     opened = context.new_page()
     yield opened
     context.close()
+
+
+@pytest.fixture
+def started() -> Iterator[Callable[..., Background]]:
+    """Starts runs held at a gate (:class:`Background`), and kills those still running after the test."""
+    made: list[Background] = []
+
+    def start(*arguments: Any) -> Background:
+        made.append(Background(*arguments))
+        return made[-1]
+
+    yield start
+    for background in made:
+        background.stop()
 
 
 def keep(page: Any, name: str, tmp_path: Path) -> None:
@@ -173,12 +208,12 @@ def test_the_compare_page_shows_what_differs(served: tuple[str, str], page: Any,
 
 
 def test_a_layer_finishing_appears_without_a_reload(
-    served: tuple[str, str], flow_file: Path, page: Any, tmp_path: Path
+    served: tuple[str, str], flow_file: Path, page: Any, tmp_path: Path, started: Callable[..., Background]
 ) -> None:
     url, store = served
     gate = tmp_path / "gate"
     os.mkfifo(gate)
-    background = Background(flow_file, "Gated", store, "gated", gate).start()
+    background = started(flow_file, "Gated", store, "gated", gate)
     opened: list[Any] = []
     opener = threading.Thread(target=lambda: opened.append(open(gate, "w")), daemon=True)  # noqa: SIM115
     opener.start()
@@ -200,3 +235,122 @@ def test_a_layer_finishing_appears_without_a_reload(
     assert page.evaluate("window.notReloaded") is True  # the same page, updated in place
     assert "through the gate" in page.locator("#logs").inner_text()
     assert background.join().returncode == 0
+
+
+def edges_of(page: Any) -> set[tuple[str, str]]:
+    return {
+        (e.get_attribute("data-from"), e.get_attribute("data-to")) for e in page.locator("path.edge").all()
+    }
+
+
+def test_the_dag_has_its_edges_without_the_flow_file(unflowed: str, page: Any) -> None:
+    """A run stores its flow's dependencies when it starts: the UI draws them with no --flow."""
+    page.goto(unflowed + "flows/Shown/executions/" + IDS["one"])
+    assert edges_of(page) == {("Values", "Square"), ("Values", "Total"), ("Square", "Total")}
+    skipping = page.locator('path.edge[data-from="Values"][data-to="Total"]').evaluate(
+        "edge => { const box = edge.getBBox(); return box.y + box.height; }"
+    )
+    square = page.locator('g.node[data-layer="Square"] rect').evaluate(
+        "rect => rect.y.baseVal.value + rect.height.baseVal.value"
+    )
+    assert skipping > square  # the edge that skips Square's column runs below its box
+    assert "stored before runs recorded their dependencies" not in page.locator("#dag").inner_text()
+    # An execution stored before runs recorded them: its layers, no edges, and what to do about it.
+    page.goto(unflowed + "flows/Shown/executions/" + IDS["earlier"])
+    layers = [g.get_attribute("data-layer") for g in page.locator("g.node").all()]
+    assert sorted(layers) == ["Square", "Total", "Values"] and edges_of(page) == set()
+    assert page.locator('g.node[data-layer="Total"]').get_attribute("data-status") == "finished"
+    assert "laminar ui --flow FILE (flow Shown)" in page.locator("#dag").inner_text()
+
+
+def updates(stream: Any) -> Iterator[dict[str, Any]]:
+    """The ``update`` events of an execution's event stream, parsed (at most two minutes of them:
+    the stream sends a line every half second)."""
+    lines = stream.iter_lines()
+    for _ in range(240):
+        line = next(lines)
+        if line == "event: update":
+            yield json.loads(next(lines).removeprefix("data: "))
+
+
+def first(found: Iterator[dict[str, Any]], wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    return next(update for update in found if wanted(update))
+
+
+def test_a_running_split_s_log_is_appended_like_tail_f(
+    served: tuple[str, str], flow_file: Path, page: Any, tmp_path: Path, started: Callable[..., Background]
+) -> None:
+    """Talk prints a line, waits at a gate, prints another, waits at a second gate: each line is
+    sent once, the second event carries only the new line, and the page shows both."""
+    url, store = served
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    os.mkfifo(tmp_path / "gate.then")
+    background = started(flow_file, "Chatty", store, "chatty", gate)
+    at_first = opener(gate)()  # Talk printed its first line and waits
+    page.goto(url + "flows/Chatty/executions/chatty")
+    log = playwright_api.expect(page.locator('pre.log[data-log="Talk/0/0"]'))
+    with httpx.stream("GET", f"{url}flows/Chatty/executions/chatty/events", timeout=60) as stream:
+        found = updates(stream)
+        sent = first(found, lambda update: "Talk/0/0" in update["logs"])
+        assert sent["logs"]["Talk/0/0"] == "first line\n" and sent["fresh"] == ["Talk/0/0"]
+        log.to_have_text(re.compile("^first line\n$"), timeout=60_000)
+        at_second = opener(tmp_path / "gate.then")
+        at_first.write("go")
+        at_first.close()
+        waiting = at_second()  # Talk printed its second line and waits again: it still runs
+        sent = first(found, lambda update: "Talk/0/0" in update["logs"])
+        assert sent["logs"] == {"Talk/0/0": "second line\n"} and sent["fresh"] == []  # only what is new
+    log.to_have_text(re.compile("^first line\nsecond line\n$"), timeout=60_000)  # both, each once
+    assert page.locator("#execution-status").inner_text() == "running"
+    waiting.write("go")
+    waiting.close()
+    assert background.join().returncode == 0
+
+
+def test_a_plotly_figure_is_drawn_with_the_installed_plotly_js(
+    served: tuple[str, str], page: Any, tmp_path: Path
+) -> None:
+    url, store = served
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(url + "flows/Shown/executions/" + IDS["one"])
+    figure = page.locator('tr.artifact[data-artifact="plotly"]')
+    figure.locator(".plotly-figure svg.main-svg").first.wait_for(timeout=60_000)  # plotly.js drew it
+    assert figure.locator(".scatterlayer .trace").count() == 1 and "a plotly figure" in figure.inner_text()
+    assert figure.locator("pre.preview").is_hidden()  # the text the static report shows instead
+    assert f"{url}static/plotly.min.js" in requested
+    assert all(request.startswith(url) for request in requested)  # nothing from another site
+    # The static report, which runs no script, says what the figure holds.
+    found = Reader(resolve_datastore(store)).flow("Shown", IDS["one"])
+    html = report.render(report.build_report(found, found.execution(IDS["one"])))
+    row = html.split('data-artifact="plotly"', 1)[1].split("</tr>", 1)[0]
+    assert "Plotly figure &#39;a plotly figure&#39;: 1 trace: scatter &#39;rise&#39; (3 points)" in row
+    assert "<script" not in html
+
+
+def test_the_timeline_shows_how_long_each_split_waited(
+    served: tuple[str, str], flow_file: Path, page: Any
+) -> None:
+    """Three splits on one thread: each waits for the one before, and its wait is drawn from the
+    layer's start to its own bar."""
+    url, store = served
+    namespace: dict[str, Any] = {}
+    exec(compile(FLOW, str(flow_file), "exec"), namespace)
+    datastore = datastores.Local(store.removeprefix("file://"))
+    namespace["Queued"](datastore=datastore, executor=executors.Thread(concurrency=1))(execution="queued")
+    page.goto(url + "flows/Queued/executions/queued")
+
+    def box(split: int, part: str) -> Any:
+        found = (
+            page.locator("#timeline .row").filter(has_text=f"Each #{split} · attempt 0").locator(f".{part}")
+        )
+        assert found.count() == 1, f"split {split} of Each shows no {part}"
+        return found.bounding_box()
+
+    waits = [box(split, "wait") for split in (1, 2)]
+    for split, wait in zip((1, 2), waits, strict=True):
+        assert wait["width"] > 0
+        assert abs(wait["x"] + wait["width"] - box(split, "bar")["x"]) < 1  # it ends where its bar begins
+    assert abs(waits[0]["x"] - waits[1]["x"]) < 1  # both from the layer's start
+    assert waits[1]["width"] > waits[0]["width"]  # the third split waited for two

@@ -9,9 +9,10 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from laminar._ids import new_execution_id
 from laminar._storage.records import seal, unseal
@@ -22,8 +23,9 @@ LAMINAR = str(Path(sys.executable).with_name("laminar"))
 #: A repr and a value that would be markup if the page did not escape them.
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><b id="planted-repr">bold-repr</b>'
 
-#: A flow with a value of every kind the UI previews, one that fails, and one held at a gate (a
-#: named pipe: its layer blocks reading it until the test writes to it).
+#: A flow with a value of every kind the UI previews, one that fails, one held at a gate (a named
+#: pipe: its layer blocks reading it until the test writes to it), and one that prints a line at
+#: each of two gates.
 FLOW = textwrap.dedent(
     f"""
     import os
@@ -48,6 +50,7 @@ FLOW = textwrap.dedent(
             import matplotlib.figure  # here, so the other flows' runs do not import it
             import numpy
             import pandas
+            import plotly.graph_objects
 
             print("values made")
             self.frame = pandas.DataFrame({{"city": ["Oslo", "Lima", "Pune"], "temp": [3.5, 19.0, 27.25]}})
@@ -55,6 +58,10 @@ FLOW = textwrap.dedent(
             figure = matplotlib.figure.Figure(figsize=(3, 2))
             figure.add_subplot().plot([1, 4, 2, 8])
             self.figure = figure
+            self.plotly = plotly.graph_objects.Figure(
+                plotly.graph_objects.Scatter(x=[1, 2, 3], y=[2, 1, 3], name="rise"),
+                layout={{"title": {{"text": "a plotly figure"}}}},
+            )
             self.hostile = Hostile()
             self.shard(item=[1, 5, 2, 9])
 
@@ -108,6 +115,34 @@ FLOW = textwrap.dedent(
     class After(Layer):
         def __call__(self, first: First, gate: Gate) -> None:
             self.done = gate.opened
+
+
+    class Queued(Flow): ...
+
+
+    @Queued.register
+    class Items(Layer):
+        def __call__(self) -> None:
+            self.shard(item=[1, 2, 3])
+
+
+    @Queued.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="item")]))
+    class Each(Layer):
+        def __call__(self, items: Items) -> None:
+            self.value = items.item
+
+
+    class Chatty(Flow): ...
+
+
+    @Chatty.register
+    class Talk(Layer):
+        def __call__(self) -> None:
+            for line, gate in (("first line", ""), ("second line", ".then")):
+                print(line, flush=True)  # stored while the split runs: it flushed
+                with open(os.environ["UI_TEST_GATE"] + gate) as opened:  # blocks until the test writes
+                    opened.read()
+            self.done = True
     """
 )
 
@@ -162,6 +197,15 @@ def clone(root: Path, flow: str, execution: str, count: int) -> list[str]:
     return made
 
 
+def without_dependencies(root: Path, flow: str, execution: str) -> None:
+    """A Local execution's metadata as runs wrote it before they stored their flow's dependencies."""
+    path = root / "flows" / flow / "executions" / execution / "execution.json"
+    record = unseal(path.read_bytes())
+    record.pop("sha256")
+    assert record.pop("dependencies")
+    path.write_bytes(seal(record))
+
+
 @contextmanager
 def ui_server(datastore: str, *arguments: str, cwd: Path | None = None) -> Iterator[str]:
     """``laminar ui DATASTORE --port 0`` running (no DATASTORE when ``""``); yields the URL it printed.
@@ -185,26 +229,38 @@ def ui_server(datastore: str, *arguments: str, cwd: Path | None = None) -> Itera
         process.wait(timeout=30)
 
 
+def opener(gate: Path) -> Callable[[], TextIO]:
+    """Opens the named pipe ``gate`` for writing, in a thread: the call it returns gives the open
+    pipe once the layer opened it to read (it is waiting there)."""
+    opened: list[TextIO] = []
+    thread = threading.Thread(target=lambda: opened.append(open(gate, "w")), daemon=True)  # noqa: SIM115
+    thread.start()
+
+    def waited() -> TextIO:
+        thread.join(timeout=120)
+        assert opened, f"no layer opened {gate}"
+        return opened[0]
+
+    return waited
+
+
 class Background:
-    """A run in a thread (its own ``laminar run`` subprocess), for a test to release and join."""
+    """A ``laminar run`` subprocess held at a gate, for a test to release and join; :meth:`stop` kills
+    it if it still runs (a test that failed before releasing it would leave it waiting for ever)."""
 
     def __init__(self, flow_file: Path, flow: str, datastore: str, execution: str, gate: Path) -> None:
-        self.result: subprocess.CompletedProcess[str] | None = None
-        self.thread = threading.Thread(
-            target=self._run, args=(flow_file, flow, datastore, execution, gate), daemon=True
-        )
-
-    def _run(self, flow_file: Path, flow: str, datastore: str, execution: str, gate: Path) -> None:
-        self.result = laminar(
-            "run", f"{flow_file}:{flow}", "--datastore", datastore, "--executor", "thread", "--execution", execution,
-            env={"UI_TEST_GATE": str(gate)},
+        self.process = subprocess.Popen(
+            [LAMINAR, "run", f"{flow_file}:{flow}", "--datastore", datastore, "--executor", "thread",
+             "--execution", execution],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "UI_TEST_GATE": str(gate)},
         )  # fmt: skip
 
-    def start(self) -> Background:
-        self.thread.start()
-        return self
-
     def join(self) -> subprocess.CompletedProcess[str]:
-        self.thread.join(timeout=120)
-        assert self.result is not None, "the gated run did not end"
-        return self.result
+        stdout, stderr = self.process.communicate(timeout=120)
+        return subprocess.CompletedProcess(self.process.args, self.process.returncode, stdout, stderr)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()

@@ -10,16 +10,19 @@ in threads, so a slow object store blocks no other request.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
+from laminar import Flow
 from laminar._cli import report
 from laminar._cli.output import duration_text, preview, time_text
 from laminar._names import is_valid
@@ -27,11 +30,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from laminar_ui.reading import STATUSES, Reader, parse_parameter
+from laminar_ui.tailing import Appended, Tail
 
 #: Seconds between two reads of a running execution's records.
 POLL = 0.5
@@ -149,10 +153,14 @@ class UI:
         )
 
     # ---- reading (in a thread) ----------------------------------------------------------------------
-    def _execution(self, flow: str, execution: str) -> report.Report:
+    def _execution(self, flow: str, execution: str, *, logs: bool) -> report.Report:
+        return self._read(flow, execution, logs=logs)[1]
+
+    def _read(self, flow: str, execution: str, *, logs: bool) -> tuple[Flow, report.Report]:
+        """The flow ``execution`` is read with, and everything its page shows."""
         if not (is_valid(flow) and is_valid(execution)):
             raise LookupError(f"no execution {execution!r} of flow {flow!r}")
-        found = self.reader.flow(flow, execution)
+        found, known = self.reader.flow_of(flow, execution)
         run = found.execution(execution)
         if run.store.metadata() is None:
             raise LookupError(
@@ -160,17 +168,28 @@ class UI:
             )
         note = (
             ""
-            if self.reader.has_dag(flow)
-            else f"dependencies are drawn when the flow's file is given: laminar ui --flow FILE (flow {flow})"
+            if known
+            else f"this execution was stored before runs recorded their dependencies: they are drawn "
+            f"when the flow's file is given, laminar ui --flow FILE (flow {flow})"
         )
-        return report.build_report(found, run, dag_note=note, previewed=self.previewed)
+        return found, report.build_report(found, run, dag_note=note, previewed=self.previewed, logs=logs)
 
-    def _sections(self, flow: str, execution: str) -> tuple[str, str, str]:
-        built = self._execution(flow, execution)
+    def _sections(
+        self, flow: str, execution: str, tail: Tail, *, with_logs: bool = False
+    ) -> tuple[str, str, Appended]:
+        """The page's header and body, and the logs' text ``tail`` has not sent yet. The body's log
+        blocks are empty (the page keeps the text it was sent, and appends), unless ``with_logs``:
+        then they hold that text."""
+        found, built = self._read(flow, execution, logs=False)
+        built.logs, appended = tail.read(found, built.layer_statuses)
+        built.notes.extend(appended.notes)
+        if with_logs:
+            for block in built.logs:
+                block.text = appended.text.get(block.key, "")
         values = report.context(built, live=True)
         header = self.templates.get_template("execution_header.html").render(values)
         body = self.templates.get_template("execution.html").render(values)
-        return header, body, built.status
+        return header, body, appended
 
     # ---- pages -------------------------------------------------------------------------------------
     async def executions(self, request: Request) -> Response:
@@ -213,7 +232,8 @@ class UI:
     async def execution(self, request: Request) -> Response:
         flow, execution = request.path_params["flow"], request.path_params["execution"]
         try:
-            header, body, _ = await asyncio.to_thread(self._sections, flow, execution)
+            tail = Tail(self.reader.datastore, execution)
+            header, body, _ = await asyncio.to_thread(self._sections, flow, execution, tail, with_logs=True)
         except LookupError as error:
             return HTMLResponse(self.render("problem.html", message=str(error)), status_code=404)
         return HTMLResponse(
@@ -221,19 +241,31 @@ class UI:
         )
 
     async def events(self, request: Request) -> Response:
-        """The execution's sections again each time its records change (``event: update``)."""
+        """The execution's sections again each time its records change, and the text its logs got
+        since the last event, like ``tail -f`` (``event: update``: ``header`` and ``body``, None when
+        they did not change; ``logs``: new text by log key; ``fresh``: the keys this stream sends
+        the first time, whose text replaces what the page shows). The stream keeps how much of each
+        split attempt's log it sent."""
         flow, execution = request.path_params["flow"], request.path_params["execution"]
+        tail = Tail(self.reader.datastore, execution)
 
         async def stream() -> AsyncIterator[str]:
             last: tuple[str, str] | None = None
             while not await request.is_disconnected():
                 try:
-                    header, body, _ = await asyncio.to_thread(self._sections, flow, execution)
+                    header, body, appended = await asyncio.to_thread(self._sections, flow, execution, tail)
                 except LookupError:
                     return
-                if (header, body) != last:
+                changed = (header, body) != last
+                if changed or appended.text:
                     last = (header, body)
-                    yield f"event: update\ndata: {json.dumps({'header': header, 'body': body})}\n\n"
+                    update = {
+                        "header": header if changed else None,
+                        "body": body if changed else None,
+                        "logs": appended.text,
+                        "fresh": appended.fresh,
+                    }
+                    yield f"event: update\ndata: {json.dumps(update)}\n\n"
                 else:
                     yield ": unchanged\n\n"  # a comment: notices a client that left
                 await asyncio.sleep(self.poll)
@@ -247,12 +279,30 @@ class UI:
         try:
             (flow_a, id_a), (flow_b, id_b) = (_pair(query.get("a")), _pair(query.get("b")))
             left, right = await asyncio.gather(
-                asyncio.to_thread(self._execution, flow_a, id_a),
-                asyncio.to_thread(self._execution, flow_b, id_b),
+                asyncio.to_thread(self._execution, flow_a, id_a, logs=False),  # the page shows no logs
+                asyncio.to_thread(self._execution, flow_b, id_b, logs=False),
             )
         except (LookupError, ValueError) as error:
             return HTMLResponse(self.render("problem.html", message=str(error)), status_code=404)
         return HTMLResponse(self.render("compare.html", a=left, b=right, **comparison(left, right)))
+
+
+def plotly_bundle() -> Path | None:
+    """The plotly.js the installed ``plotly`` package ships (``package_data/plotly.min.js``), or None
+    when plotly is not installed: a Plotly figure can only have been stored, and loaded, with it."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = Path(spec.submodule_search_locations[0]) / "package_data" / "plotly.min.js"
+    return found if found.is_file() else None
+
+
+async def plotly_js(request: Request) -> Response:
+    """plotly.js from the installed plotly package, for the page to draw Plotly figures with no network."""
+    found = plotly_bundle()
+    if found is None:
+        return PlainTextResponse("plotly is not installed where laminar ui runs: pip install plotly", 404)
+    return FileResponse(found, media_type="text/javascript")
 
 
 def _pair(text: str | None) -> tuple[str, str]:
@@ -308,6 +358,7 @@ def create_app(reader: Reader, *, token: str | None = None, poll: float = POLL) 
             Route("/flows/{flow}/executions/{execution}", ui.execution),
             Route("/flows/{flow}/executions/{execution}/events", ui.events),
             Route("/compare", ui.compare),
+            Route("/static/plotly.min.js", plotly_js),
             Mount("/static", StaticFiles(packages=[("laminar_ui", "static")]), name="static"),
         ],
         middleware=[Middleware(Token, token=token)],

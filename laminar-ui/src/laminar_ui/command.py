@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
+import threading
 from pathlib import Path
 
 import click
@@ -47,7 +48,8 @@ def url_of(host: str, port: int, token: str | None) -> str:
     "flow_files",
     multiple=True,
     metavar="FILE",
-    help="A flow file (FILE or FILE:FlowName), so its executions' DAGs show their dependencies. Repeatable.",
+    help="A flow file (FILE or FILE:FlowName), to read its executions with its own class: their DAGs show "
+    "their dependencies even when stored by a Laminar that did not record them. Repeatable.",
 )
 @click.option(
     "--trust",
@@ -89,7 +91,9 @@ def ui(
         kind = load(file).kind
         flows[kind.__name__] = kind(datastore=store)
     token = None if is_local(host) else secrets.token_urlsafe(24)
-    app = create_app(Reader(store, flows), token=token)
+    reader = Reader(store, flows)
+    threading.Thread(target=reader.warm, name="laminar-ui-warm", daemon=True).start()
+    app = create_app(reader, token=token)
     # The socket is bound here, so the URL printed has the port the system chose for --port 0.
     listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     config = uvicorn.Config(app, log_level="warning", lifespan="off")

@@ -2,28 +2,39 @@
 
 The datastore keeps each execution's run records (status, run history, each layer's attempts and
 errors, logs) but not the flow's code. A flow whose file was given (``laminar ui --flow FILE``) is
-read with its own class, so its DAG has its edges; any other is read with a stand-in class built
-from the layers its execution stored, which draws the layers without dependencies.
+read with its own class; any other with a stand-in class built from the layers and dependencies its
+execution stored when it started (its metadata), so its DAG has its edges. An execution stored before
+runs recorded their dependencies is read with the layers it stored, drawn without edges.
 
-Execution ids sort by creation time, so the newest first is one listing per flow; only the
-executions a page shows have their records read, in parallel (batched requests on object stores).
+The list is newest first by when each execution was created, as its metadata says (ids are the
+user's to choose, so their order says nothing): one listing per flow, then one small record per
+execution, read in parallel on object stores and kept, since it never changes, so a page after the
+first reads only the executions made since. Only the executions a page shows have their status and
+parameters read, in parallel too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import contextlib
+import inspect
+import json
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from laminar import Flow, Layer
+from laminar import Flow, Layer, Parameters
 from laminar._names import is_valid
 from laminar._storage import layout
 from laminar._storage.status import Status
-from laminar.errors import ExecutionNotFound
+from laminar.errors import DatastoreError, ExecutionNotFound
 from laminar.plugins import Datastore
 
 #: Executions read at once while a filter looks for a page's worth.
 BATCH = 200
+
+#: A flow's layers in plan order, each with the layers it depends on.
+Shape = tuple[tuple[str, tuple[str, ...]], ...]
 
 #: The statuses an execution can have.
 STATUSES = ("running", "succeeded", "failed", "cancelled")
@@ -31,6 +42,25 @@ STATUSES = ("running", "succeeded", "failed", "cancelled")
 
 def _nothing(self: Layer) -> None:
     """The call of a stand-in layer: it is only read, never run."""
+
+
+def _taking(dependencies: Sequence[type[Layer]]) -> Callable[..., None]:
+    """A stand-in layer's call that takes ``dependencies`` (by annotation, as a layer's own call
+    does), so the stand-in flow's plan has the stored edges."""
+
+    def call(self: Layer, *given: Layer) -> None:
+        """A stand-in layer's call: it is only read, never run."""
+
+    names = [f"dependency_{position}" for position in range(len(dependencies))]
+    call.__annotations__ = dict(zip(names, dependencies, strict=True))
+    call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind)
+            for name, kind in zip(names, dependencies, strict=True)
+        ]
+    )
+    return call
 
 
 @dataclass(frozen=True)
@@ -61,7 +91,16 @@ class Reader:
     def __init__(self, datastore: Datastore, flows: Mapping[str, Flow] | None = None) -> None:
         self.datastore = datastore
         self.flows = dict(flows or {})
-        self._stand_ins: dict[tuple[str, tuple[str, ...]], Flow] = {}
+        self._stand_ins: dict[tuple[str, Shape], Flow] = {}
+        self._created: dict[tuple[str, str], float] = {}  # (flow, execution): when it was created
+        self._reading = threading.Lock()
+
+    def warm(self) -> None:
+        """Read when every execution was created, so the first page asked for finds it known (the
+        UI starts this as it starts serving). A datastore that cannot be read is reported by the
+        page that reads it, not here."""
+        with contextlib.suppress(Exception):
+            self._newest_first(None)
 
     def flow_names(self) -> list[str]:
         return [name for name in self.datastore.list_prefix("flows/") if is_valid(name)]
@@ -73,23 +112,46 @@ class Reader:
         found = self.datastore.list_prefix(layout.layers(flow, execution))
         return [name for name in found if is_valid(name) and name != "Parameters"]
 
+    def stored_dependencies(self, flow: str, execution: str) -> Mapping[str, tuple[str, ...]] | None:
+        """Each layer of ``execution`` with the layers it depends on, as its run stored them when it
+        started; None for an execution stored before runs recorded them, or with no metadata."""
+        metadata = self._stand_in(flow, ()).execution(execution).store.metadata()
+        return None if metadata is None else metadata.dependencies
+
     def flow(self, name: str, execution: str | None = None) -> Flow:
         """The flow to read ``name``'s executions with: its own when its file was given, else a
-        stand-in with the layers ``execution`` stored."""
+        stand-in with the layers and dependencies ``execution`` stored (:meth:`shape`)."""
         if name in self.flows:
             return self.flows[name]
-        layers = tuple(self.stored_layers(name, execution)) if execution is not None else ()
-        key = (name, layers)
+        return self._stand_in(name, self.shape(name, execution)[0] if execution is not None else ())
+
+    def flow_of(self, name: str, execution: str) -> tuple[Flow, bool]:
+        """The flow to read ``execution`` with (as :meth:`flow`), and whether its dependencies are
+        known: its flow's file was given, or its run stored them."""
+        if name in self.flows:
+            return self.flows[name], True
+        shape, known = self.shape(name, execution)
+        return self._stand_in(name, shape), known
+
+    def shape(self, flow: str, execution: str) -> tuple[Shape, bool]:
+        """``execution``'s layers, each with the layers it depends on, and whether those are known:
+        stored by its run, else (an execution stored before runs recorded them) the layers it
+        stored, without dependencies."""
+        stored = self.stored_dependencies(flow, execution)
+        if stored is None:
+            return tuple((layer, ()) for layer in self.stored_layers(flow, execution)), False
+        return tuple(_drawable(stored)), True
+
+    def _stand_in(self, name: str, shape: Shape) -> Flow:
+        key = (name, shape)
         if key not in self._stand_ins:
             kind: type[Flow] = type(name, (Flow,), {"__module__": __name__, "__qualname__": name})
-            for layer in layers:
-                kind.register(type(layer, (Layer,), {"__module__": __name__, "__call__": _nothing}))
+            made: dict[str, type[Layer]] = {"Parameters": Parameters}
+            for layer, dependencies in shape:
+                call = _taking([made[d] for d in dependencies]) if dependencies else _nothing
+                made[layer] = kind.register(type(layer, (Layer,), {"__module__": __name__, "__call__": call}))
             self._stand_ins[key] = kind(datastore=self.datastore)
         return self._stand_ins[key]
-
-    def has_dag(self, name: str) -> bool:
-        """Whether ``name``'s dependencies are known (its file was given)."""
-        return name in self.flows
 
     def _row(self, flow: str, execution: str) -> Row | None:
         try:
@@ -102,11 +164,34 @@ class Reader:
             parameters = {"(not read)": f"{type(error).__name__}"}
         return Row(flow, execution, status, parameters)
 
+    def created(self, flow: str, execution: str) -> float | None:
+        """When ``execution`` was created, from its metadata; None when it has none (a run killed
+        before it stored it) or it cannot be read. Only its ``created`` member is parsed, unchecked
+        (cheaper than reading the record whole, for each of every execution): it only places the
+        row, and the row's own records are read checked."""
+        try:
+            created = json.loads(self.datastore.read_bytes(layout.execution_metadata(flow, execution)))[
+                "created"
+            ]
+        except (FileNotFoundError, DatastoreError, ValueError, TypeError, KeyError):
+            return None
+        return float(created) if type(created) in (int, float) else None
+
     def _newest_first(self, flow: str | None) -> list[tuple[str, str]]:
+        """Every execution (of ``flow``, or of every flow), the most recently created first; those
+        created at once by id, and those with no readable metadata last."""
         names = [flow] if flow is not None else self.flow_names()
-        found = [(execution, name) for name in names for execution in self.execution_ids(name)]
-        found.sort(reverse=True)  # ids sort by creation time, across flows too
-        return [(name, execution) for execution, name in found]
+        found = [(name, execution) for name in names for execution in self.execution_ids(name)]
+        with self._reading:  # one reader of what is not known yet; the others wait and find it
+            unknown = [pair for pair in found if pair not in self._created]
+            read = self.datastore.map_parallel(lambda pair: self.created(*pair), unknown)
+            for pair, created in zip(unknown, read, strict=True):
+                if created is not None:  # a missing one may be written yet: read again next time
+                    self._created[pair] = created
+        found.sort(
+            key=lambda pair: (pair in self._created, self._created.get(pair, 0.0), pair[1]), reverse=True
+        )
+        return found
 
     def page(
         self,
@@ -143,6 +228,16 @@ class Reader:
             if len(rows) == size:
                 break
         return Page(rows, position if position < len(listed) else None, position - start, len(listed))
+
+
+def _drawable(stored: Mapping[str, tuple[str, ...]]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """The stored layers that can be drawn, each with its dependencies among the layers before it
+    (a damaged or hostile record's other names, and edges that would make a cycle, are left out)."""
+    seen = {"Parameters"}
+    for layer, dependencies in stored.items():
+        if is_valid(layer) and layer not in seen:
+            yield layer, tuple(dict.fromkeys(d for d in dependencies if d in seen))
+            seen.add(layer)
 
 
 def _text(value: Any) -> str:

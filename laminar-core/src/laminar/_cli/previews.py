@@ -2,7 +2,10 @@
 
 A preview is data, not markup: the templates (``_cli/templates/``) draw it, escaping every string. A
 DataFrame becomes a table with its dtypes and shape, an array its shape, dtype and a histogram, an
-image or a matplotlib figure a PNG (a ``data:`` URI), anything else its repr as text. A foreach
+image or a matplotlib figure a PNG (a ``data:`` URI), a Plotly figure its JSON (which ``laminar ui``
+draws with the installed plotly's own plotly.js) with what the static report shows instead: its
+static image when kaleido can make one, else its title and traces as text; anything else its repr
+as text. A foreach
 artifact is previewed as all its items (up to :data:`ITEMS`), with a chart when they are numbers.
 
 Only values stored in at most :data:`PREVIEW_BYTES` bytes are loaded; larger ones say their size. An
@@ -45,13 +48,14 @@ class Bar:
 class Preview:
     """What a value looks like. ``kind`` says which fields the templates draw."""
 
-    kind: str  # "text", "table", "array", "image", "note"
+    kind: str  # "text", "table", "array", "image", "plotly", "note"
     text: str = ""
     shape: str = ""
     columns: tuple[tuple[str, str], ...] = ()  # (name, dtype)
     rows: tuple[tuple[str, ...], ...] = ()
     image: str = ""  # a data: URI
     chart: tuple[Bar, ...] = ()
+    figure: str = ""  # a Plotly figure as JSON, for plotly.js to draw
 
 
 @dataclass(frozen=True)
@@ -136,11 +140,34 @@ def of_value(value: Any) -> Preview:
             return Preview("image", image=_png(lambda out: value.savefig(out, format="png", dpi=80)))
         if ("PIL", "Image") in names:
             return Preview("image", image=_png(lambda out: value.save(out, format="PNG")))
-        if ("plotly", "Figure") in names:  # drawn without plotly.js: its static image (needs kaleido)
-            return Preview("image", image=_png(lambda out: out.write(value.to_image(format="png"))))
+        if ("plotly", "Figure") in names:
+            return _plotly(value)
     except Exception as error:  # a value that cannot draw itself still shows as text
         return Preview("text", text=f"{preview(value, PREVIEW_CHARS)}  (not drawn: {type(error).__name__})")
     return Preview("text", text=preview(value, PREVIEW_CHARS))
+
+
+def _plotly(value: Any) -> Preview:
+    """A Plotly figure: its JSON, its static image when kaleido makes one, and its title and traces."""
+    try:
+        image = _png(lambda out: out.write(value.to_image(format="png")))
+    except Exception:  # no kaleido (or no browser for it): the text says what the figure holds
+        image = ""
+    traces = []
+    for trace in value.data:
+        points = next((len(axis) for axis in (trace["y"], trace["x"]) if axis is not None), None)
+        name = f" {trace.name!r}" if trace.name else ""
+        traces.append(f"{trace.type}{name}" + (f" ({points} points)" if points is not None else ""))
+    title = value.layout.title.text
+    text = (
+        f"Plotly figure{f' {title!r}' if title else ''}: {len(traces)} trace{'s' if len(traces) != 1 else ''}"
+    )
+    return Preview(
+        "plotly",
+        text=preview(text + (": " + ", ".join(traces) if traces else ""), PREVIEW_CHARS),
+        image=image,
+        figure=value.to_json(),
+    )
 
 
 #: Elements of a large array read for its histogram.

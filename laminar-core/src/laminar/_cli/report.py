@@ -171,6 +171,7 @@ class LogBlock:
     where: str
     text: str
     cut: bool
+    key: str = ""  # layer/index/attempt, for laminar ui, which appends to it what the split prints next
 
 
 @dataclass
@@ -205,6 +206,7 @@ class Report:
     artifacts: list[ArtifactRow]
     logs: list[LogBlock]
     notes: list[str] = field(default_factory=list)
+    layer_statuses: list[records.LayerStatus] = field(default_factory=list)  # as read, for laminar ui
     runs: list[str] = field(default_factory=list)  # the run history, when it was resumed
 
 
@@ -237,10 +239,14 @@ def _timeline(layers: list[records.LayerStatus], status: Any) -> tuple[list[Bar]
     finish = max([*ends, *([status.ended.timestamp()] if status.ended else [])])
     span = max(finish - origin, 1e-6)
     bars = []
+    waited: set[tuple[str, int]] = set()  # splits whose wait is drawn: before their first attempt
     for (layer, index, attempt), start, end in list(zip(attempts, starts, ends, strict=True))[:TIMELINE_ROWS]:
         left = (start - origin) / span * 100
         began = layer_starts.get(layer)
-        wait = (start - began) / span * 100 if began is not None and attempt.attempt == 1 else 0.0
+        first = began is not None and start >= began and (layer, index) not in waited
+        wait = (start - began) / span * 100 if first and began is not None else 0.0
+        if first:
+            waited.add((layer, index))
         bars.append(
             Bar(
                 layer,
@@ -386,16 +392,22 @@ def _logs(execution: Execution, layers: list[records.LayerStatus]) -> tuple[list
 
 
 def build_report(
-    flow: Flow, execution: Execution, *, dag_note: str = "", previewed: MutableMapping[str, Any] | None = None
+    flow: Flow,
+    execution: Execution,
+    *,
+    dag_note: str = "",
+    previewed: MutableMapping[str, Any] | None = None,
+    logs: bool = True,
 ) -> Report:
     """Everything the page shows, read from the execution's records (values only for previews);
-    ``dag_note`` is said under the DAG, ``previewed`` keeps previews by content between calls."""
+    ``dag_note`` is said under the DAG, ``previewed`` keeps previews by content between calls.
+    ``logs=False`` reads no logs (``laminar ui`` follows them itself, reading only what is new)."""
     status = records.status_of(execution)
     layers = records.layers_of(execution, status)
     graph = Graph.of(flow)
     dag = layout_dag(graph, {layer.name: layer.status for layer in layers}, dag_note)
     bars, left_out, axis = _timeline(layers, status)
-    logs, notes = _logs(execution, layers)
+    logged, notes = _logs(execution, layers) if logs else ([], [])
     try:
         values = status.parameters
         typed = parameters.types(values, parameters.declaration(execution))
@@ -432,8 +444,9 @@ def build_report(
         axis=axis,
         errors=_errors(layers, status),
         artifacts=_artifacts(flow, execution, previewed),
-        logs=logs,
+        logs=logged,
         notes=notes,
+        layer_statuses=layers,
         runs=[
             f"{run.status}, started {time_text(run.started)}, ended {time_text(run.ended)}, "
             f"took {duration_text(run.duration)}"

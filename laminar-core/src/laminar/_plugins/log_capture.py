@@ -8,8 +8,10 @@ everything through (so output is shown live) and hands what the current thread w
 writer; a handler on the root logger does the same for ``logging`` records that pass their
 logger's level. Output of threads a layer starts itself, and of C code writing to the file
 descriptors directly, is not captured. The tee writes through whole lines only (see ``_Tee``), so
-lines that splits print at once on threads do not glue together. A split that failed because the
-datastore failed stores no more of its log: that would wait out another storage deadline.
+lines that splits print at once on threads do not glue together. What a split flushes (and each
+``logging`` record) is stored while it runs, at most once a second (``LogWriter.flush``). A split
+that failed because the datastore failed stores no more of its log: that would wait out another
+storage deadline.
 """
 
 from __future__ import annotations
@@ -137,6 +139,9 @@ class _Tee(io.TextIOBase):
             if begun:
                 self.stream.write(begun)
         self.stream.flush()
+        capture = _capturing()
+        if capture is not None and capture.writer is not None:
+            capture.writer.flush()  # stored while the split runs, for whoever follows its log
 
     def isatty(self) -> bool:
         return self.stream.isatty()
@@ -175,6 +180,8 @@ class _CaptureHandler(logging.Handler):
             return  # a handler writes it to a captured stream: kept as that handler wrote it
         if writer is not None:
             writer.write(self.format(record) + "\n")
+            if writer.writer is not None:
+                writer.writer.flush()
 
 
 def _other_handlers(name: str, capture: logging.Handler) -> list[logging.Handler]:

@@ -362,7 +362,7 @@ class _Runner:
                 self.store.write_record(
                     "Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.archives
                 )
-                self.store.write_metadata(parameters=declaration)
+                self.store.write_metadata(parameters=declaration, dependencies=self._dependencies())
             elif self.store.record("Parameters") is None:
                 raise MissingParameters(
                     f"execution {self.execution.id} of flow {self.flow.name} has no stored parameters (the record "
@@ -372,6 +372,15 @@ class _Runner:
         except BaseException:
             self.lease.release()
             raise
+
+    def _dependencies(self) -> dict[str, tuple[str, ...]]:
+        """Each layer but Parameters, in plan order, with the layers it depends on, in plan order."""
+        order = self.plan.order
+        return {
+            name: tuple(d for d in order if d in self.plan.dependencies[name])
+            for name in order
+            if name != "Parameters"
+        }
 
     # ---- layers -------------------------------------------------------------------------------
     async def _layer(self, name: str) -> None:

@@ -3,21 +3,29 @@
 A :class:`LogWriter` holds at most ``CHUNK`` bytes before it writes them as the next chunk
 (``logs/<index>/<attempt>/<n>.log``, see :mod:`laminar._storage.layout`), so a layer that prints
 without end costs bounded memory; past its cap it keeps counting and stores one line saying how
-much was left out. Chunks are plain UTF-8 text, readable by any tool. Nothing is written for an
-attempt that printed nothing.
+much was left out. Chunks are plain UTF-8 text, readable by any tool, and never rewritten, so a
+reader that follows a running split (``laminar ui``, like ``tail -f``) reads only the chunks it has
+not read. What a split flushes (``print(..., flush=True)``, each ``logging`` record) is stored
+while it runs: the process's one flushing thread stores it at once, and at most once every
+:data:`FLUSH_INTERVAL` seconds for each attempt, so a split that flushes each line costs a write a
+second, not one a line. Nothing is written for an attempt that printed nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
+import time
 
 from laminar._storage import layout
 from laminar._transport.datastore import Datastore
 from laminar.errors import ConfigurationError
 
 CHUNK = 256 * 1024  # bytes held in memory before they are written
+#: Seconds between two stores of what one split attempt flushed.
+FLUSH_INTERVAL = 1.0
 CAP = "LAMINAR_LOG_CAP"  # bytes kept per split attempt, e.g. 10M; 0 keeps none
 DEFAULT_CAP = 16 * 1024 * 1024
 _SIZE = re.compile(r"(\d+)\s*([kmg]i?b?|b)?", re.IGNORECASE)
@@ -69,6 +77,17 @@ class LogWriter:
             if self._holding >= CHUNK:
                 self._flush()
 
+    def flush(self) -> None:
+        """Store what is held soon (at once, or within :data:`FLUSH_INTERVAL`): the split flushed its
+        output, and whoever follows the log sees it while the split runs."""
+        if self._holding:
+            _flusher().want(self)
+
+    def store_held(self) -> None:
+        """Store what is held now, as the next chunk."""
+        with self._lock:
+            self._flush()
+
     def close(self) -> None:
         """Store what is held, and a last line saying how much the cap left out."""
         with self._lock:
@@ -86,6 +105,45 @@ class LogWriter:
         data, self._held, self._holding = b"".join(self._held), [], 0
         self.datastore.write_bytes(layout.log_chunk(*self._where, self._chunks), data)
         self._chunks += 1
+
+
+class _Flusher:
+    """The thread that stores what splits flushed, in the process that runs them: each writer asked
+    for is stored at once, then the thread rests :data:`FLUSH_INTERVAL` before storing again."""
+
+    def __init__(self) -> None:
+        self._wanted: dict[int, LogWriter] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, name="laminar-logs", daemon=True).start()
+
+    def want(self, writer: LogWriter) -> None:
+        with self._lock:
+            self._wanted[id(writer)] = writer
+            self._ready.set()
+
+    def _run(self) -> None:
+        while True:
+            self._ready.wait()
+            with self._lock:
+                writers, self._wanted = list(self._wanted.values()), {}
+                self._ready.clear()
+            for writer in writers:
+                with contextlib.suppress(Exception):  # the split's own close stores it, or says why not
+                    writer.store_held()
+            time.sleep(FLUSH_INTERVAL)  # a write an interval for each attempt, however often it flushes
+
+
+_flushers: dict[int, _Flusher] = {}  # by process id: a forked worker starts its own thread
+_flushers_lock = threading.Lock()
+
+
+def _flusher() -> _Flusher:
+    with _flushers_lock:
+        found = _flushers.get(os.getpid())
+        if found is None:
+            found = _flushers[os.getpid()] = _Flusher()
+        return found
 
 
 def read_logs(datastore: Datastore, flow: str, execution: str, layer: str, index: int, attempt: int) -> str:

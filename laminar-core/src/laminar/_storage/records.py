@@ -360,6 +360,10 @@ class ExecutionMetadata(Document):
     #: The flow's declared parameters (``laminar._model.parameters``: class, types, JSON Schema) as
     #: compact JSON; left out for a flow that declares none, as before it existed.
     parameters: str | None = field(default=None, metadata=sparse(None))
+    #: Each layer of the flow's plan but ``Parameters``, in plan order, with the layers it depends on
+    #: (the plan's edges), so a reader without the flow's code draws its DAG; left out by runs
+    #: before it existed, whose DAG is drawn without edges.
+    dependencies: Mapping[str, tuple[str, ...]] | None = field(default=None, metadata=sparse(None))
 
 
 #: An execution's statuses, as stored. A "running" record whose scheduler's lease is no longer live

@@ -112,9 +112,12 @@ class ExecutionStore:
         layout.execution(flow, execution)  # validates both names before anything is written
 
     # ---- execution ----------------------------------------------------------------------------
-    def write_metadata(self, *, parameters: str | None = None) -> None:
-        """Mark the execution started; ``parameters``: its flow's declared parameters, if any."""
-        metadata = ExecutionMetadata(self.flow, self.execution, time.time(), parameters)
+    def write_metadata(
+        self, *, parameters: str | None = None, dependencies: Mapping[str, tuple[str, ...]] | None = None
+    ) -> None:
+        """Mark the execution started; ``parameters``: its flow's declared parameters, if any;
+        ``dependencies``: each layer's, in plan order (its DAG, for readers without the flow's code)."""
+        metadata = ExecutionMetadata(self.flow, self.execution, time.time(), parameters, dependencies)
         self.datastore.write_bytes(layout.execution_metadata(self.flow, self.execution), metadata.dumps())
 
     def write_status(self, status: ExecutionStatus) -> None:
