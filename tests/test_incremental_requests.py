@@ -5,14 +5,146 @@ requests (not one per split), and an index entry is used only under the flow, la
 from __future__ import annotations
 
 import os
+import random
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from laminar import Flow, Layer, Parameters
+from laminar._runtime import reuse
+from laminar._storage import layout
+from laminar._storage.store import ExecutionStore
 from laminar.configurations import executors
+from laminar.configurations.layers import ForEach, Parameter
 
 from tests.helpers import CountingLocal
+
+
+class Counting(CountingLocal):
+    """A CountingLocal that also records the keys whose existence it is asked, however batched."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__(root)
+        self.checked: list[str] = []
+
+    def exists(self, key: str) -> bool:
+        self.checked.append(key)
+        return super().exists(key)
+
+    def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        return [self.exists(key) for key in keys]
+
+
+class Chain(Flow): ...
+
+
+@Chain.register
+class Items(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(values=list(range(parameters.count)))
+        self.noise = random.Random(0).randbytes(8192)  # under artifacts/, not inline
+
+
+@Chain.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="values")]))
+class Square(Layer):
+    def __call__(self, items: Items) -> None:
+        self.value = items.values**2
+
+
+@Chain.register
+class Total(Layer):
+    def __call__(self, square: Square) -> None:
+        self.total = sum(square.value)
+
+
+@Chain.register
+class Later(Layer):
+    def __call__(self, total: Total) -> None:
+        self.total = total.total + 1
+
+
+@Chain.register
+class Last(Layer):
+    def __call__(self, later: Later) -> None:
+        self.total = later.total + 1
+
+
+LAYERS = ("Parameters", "Items", "Square", "Total", "Later", "Last")
+
+
+@dataclass
+class Requests:
+    reads: list[str]
+    listings: list[str]
+    checked: list[str]
+
+
+def _rerun(root: Path, count: int) -> tuple[str, Requests]:
+    """Run Chain, then again unchanged through a new datastore object (an empty metadata cache, as
+    in a new process): the first execution's id, and the requests the rerun made."""
+    first = Chain(datastore=Counting(root), executor=executors.Thread())(count=count, reuse=True)
+    datastore = Counting(root)
+    second = Chain(datastore=datastore, executor=executors.Thread())(count=count, reuse=True)
+    made = Requests(list(datastore.reads), list(datastore.listings), list(datastore.checked))
+    assert [second.store.layer_status(n).reused for n in LAYERS[1:]] == [first.id] * 5  # type: ignore[union-attr]
+    assert second.layer(Last).total == sum(n * n for n in range(count)) + 2
+    return first.id, made
+
+
+@pytest.mark.parametrize("count", [30, 300])
+def test_an_unchanged_rerun_reads_each_record_once_and_checks_values_not_splits(
+    tmp_path: Path, count: int
+) -> None:
+    """An unchanged rerun reads one index entry per layer and the records and split batches of the
+    execution it reuses, each once, and checks that each value stored outside them exists (Items'
+    noise): nothing per split, so 300 splits cost what 30 do, but for the batches they came in."""
+    first, datastore = _rerun(tmp_path, count)
+    theirs = layout.execution("Chain", first)
+    source = Chain(datastore=Counting(tmp_path), executor=executors.Thread()).execution(first).store
+    records = {layout.record("Chain", first, layer) for layer in LAYERS}
+    batches = {layout.split_batch("Chain", first, n, b) for n in LAYERS for b in source.batch_names(n)}
+    entries = [key for key in datastore.reads if key.startswith(layout.reuse_index("Chain"))]
+    ours = [key for key in datastore.reads if not key.startswith((theirs, layout.reuse_index("Chain")))]
+    read = [key for key in datastore.reads if key.startswith(theirs)]
+    assert sorted(read) == sorted(records | batches)  # each once
+    assert [key.split("/")[3] for key in entries] == list(LAYERS[1:])  # one entry per layer
+    assert ours == [layout.execution_status("Chain", datastore.reads[0].split("/")[3])]
+    assert not [prefix for prefix in datastore.listings if prefix.startswith(theirs)]
+    values = [key for key in datastore.checked if key.startswith("artifacts/")]
+    assert len(values) == 1  # the noise; Square's values are inline in its records
+
+
+def test_the_records_of_the_execution_reused_from_are_read_at_once(tmp_path: Path) -> None:
+    """Down a chain, each layer's reuse waits for the one before: reading the records it will check
+    one layer at a time costs a round trip per layer on an object store. The first layer reused
+    from an execution reads the records of every layer of it together, before the next entry."""
+    first, datastore = _rerun(tmp_path, 30)
+    second_entry = next(i for i, key in enumerate(datastore.reads) if "/reuse/Square/" in key)
+    before = datastore.reads[:second_entry]
+    assert {layout.record("Chain", first, layer) for layer in LAYERS} <= set(before)
+
+
+def test_each_layer_of_the_execution_reused_from_is_summarised_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking a reused layer's inputs summarises its upstream layers in the execution it reuses
+    from (a pass over every split's record); a chain asks for each one twice, once as a layer
+    reused and once as its reader's input. Each (execution, layer) is summarised once per run."""
+    summarised: list[tuple[str, str]] = []
+    outputs = reuse.outputs
+
+    def counted(store: ExecutionStore, layer: str) -> dict[str, str]:
+        summarised.append((store.execution, layer))
+        return outputs(store, layer)
+
+    first = Chain(datastore=Counting(tmp_path), executor=executors.Thread())(count=30, reuse=True)
+    monkeypatch.setattr(reuse, "outputs", counted)
+    second = Chain(datastore=Counting(tmp_path), executor=executors.Thread())(count=30, reuse=True)
+    assert second.layer(Last).total == sum(n * n for n in range(30)) + 2
+    assert len(summarised) == len(set(summarised))
+    assert {layer for execution, layer in summarised if execution == first.id} == set(LAYERS)
 
 
 class Scaled(Flow): ...

@@ -12,15 +12,16 @@ execution; the values they point to are the same, under ``artifacts/``, not copi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from laminar._serialization.registry import Protocols
 from laminar._storage import layout
-from laminar._storage.records import Document, Malformed, SplitBatch, SplitRecord, runs
+from laminar._storage.records import Document, Malformed, Record, SplitBatch, SplitRecord, runs
 from laminar._storage.schema import record, sorted_keys
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
@@ -112,7 +113,7 @@ def usable(
             if artifact.inline is None
         }
     )
-    if not all(datastore.map_parallel(datastore.exists, keys)):
+    if not all(datastore.exists_many(keys)):
         logger.warning(
             "layer %s is not reused from execution %s: values it points to were deleted",
             layer,
@@ -120,6 +121,29 @@ def usable(
         )
         return None
     return batches
+
+
+def prefetch(store: ExecutionStore, layers: Iterable[str]) -> None:
+    """Read the records and split batches of ``layers`` in ``store`` (an execution a run reuses
+    from) at once, into the metadata cache, so that checking each layer before reusing it, one
+    after another down a chain, costs no request of its own. What cannot be read is left to those
+    checks, which read it again and say why."""
+    layers = list(layers)
+
+    def read_record(layer: str) -> Record | None:
+        try:
+            return store.record(layer)
+        except (IntegrityError, ValueError):
+            return None
+
+    records = store.datastore.map_parallel(read_record, layers)
+    finished = [layer for layer, found in zip(layers, records, strict=True) if found is not None]
+
+    def read_batches(layer: str) -> None:
+        with contextlib.suppress(IntegrityError, ValueError):
+            store.finished_batches(layer)
+
+    store.datastore.map_parallel(read_batches, finished)
 
 
 def adopt(store: ExecutionStore, layer: str, batches: Mapping[str, SplitBatch]) -> None:
@@ -202,7 +226,7 @@ def usable_splits(
             if artifact.inline is None
         }
     )
-    present = dict(zip(keys, datastore.map_parallel(datastore.exists, keys), strict=True))
+    present = dict(zip(keys, datastore.exists_many(keys), strict=True))
     return {
         index: split
         for index, split in found.items()
