@@ -21,6 +21,7 @@ layer, and writing the reused layers' records).
 
     .venv/bin/python benchmarks/incremental.py [--items 10000] [--executor thread|process]
                                                [--datastore URL]   # e.g. an S3 emulator's s3://...
+                                               [--unchanged-only]  # the first run and the rerun
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def main() -> None:
     parser.add_argument("--work", type=int, default=20_000, help="iterations of each split's loop")
     parser.add_argument("--executor", choices=("thread", "process"), default="thread")
     parser.add_argument("--datastore", default=None, help="a datastore URL (default: a temporary folder)")
+    parser.add_argument("--unchanged-only", action="store_true", help="stop after the unchanged rerun")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         root, store = Path(scratch) / "project", Path(scratch) / "store"
@@ -174,6 +176,8 @@ def main() -> None:
                 f"and Square {each['Square'] / 1024:.0f} KiB (their records for {items} splits, copied, small values inline in them)"
             )
 
+        if options.unchanged_only:
+            return
         flow = root / "flow.py"
         flow.write_text(flow.read_text().replace("before.total + 9  # step 9", "before.total + 90  # step 9"))
         edited = run(root, url, options.executor, items, 3)
