@@ -7,13 +7,15 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from laminar import Flow, Layer, Parameters
-from laminar._runtime import reuse
+from laminar._runtime import commit, reuse
 from laminar._storage import layout
 from laminar._storage.store import ExecutionStore
 from laminar.configurations import executors
@@ -145,6 +147,62 @@ def test_each_layer_of_the_execution_reused_from_is_summarised_once(
     assert second.layer(Last).total == sum(n * n for n in range(30)) + 2
     assert len(summarised) == len(set(summarised))
     assert {layer for execution, layer in summarised if execution == first.id} == set(LAYERS)
+
+
+class Wide(Flow): ...
+
+
+@Wide.register
+class Many(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(values=list(range(parameters.count)))
+
+
+@Wide.register(foreach=ForEach(parameters=[Parameter(layer=Many, attribute="values")]))
+class First(Layer):
+    def __call__(self, many: Many) -> None:
+        self.value = many.values + 1
+
+
+@Wide.register(foreach=ForEach(parameters=[Parameter(layer=Many, attribute="values")]))
+class Second(Layer):
+    def __call__(self, many: Many) -> None:
+        self.value = many.values + 2
+
+
+@Wide.register(foreach=ForEach(parameters=[Parameter(layer=Many, attribute="values")]))
+class Third(Layer):
+    def __call__(self, many: Many) -> None:
+        self.value = many.values + 3
+
+
+class Pooled(Counting):
+    max_workers = 2  # fewer threads than layers of several batches
+
+
+def test_reading_ahead_layers_of_several_batches_does_not_wait_on_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records read ahead are read on the datastore's threads; a layer of several batches
+    reads them on those threads too. Three such layers on two threads must not each hold a thread
+    while waiting for one to read its batches: the rerun finishes (within a minute)."""
+    monkeypatch.setattr(commit, "LIMIT", 10)  # each foreach of 200 splits: several batches
+    one_at_a_time = executors.Thread(concurrency=1)  # so that batches are written as splits end
+    first = Wide(datastore=Pooled(tmp_path), executor=one_at_a_time)(count=200, reuse=True)
+    for layer in ("First", "Second", "Third"):
+        assert len(first.store.record(layer).batches) > 1  # type: ignore[union-attr]
+    done: list[Any] = []
+    rerun = threading.Thread(
+        target=lambda: done.append(
+            Wide(datastore=Pooled(tmp_path), executor=executors.Thread())(count=200, reuse=True)
+        ),
+        daemon=True,
+    )
+    rerun.start()
+    rerun.join(60)
+    assert done, "the rerun did not finish within a minute: reading ahead waits on itself"
+    assert done[0].store.layer_status("Third").reused == first.id
+    assert list(done[0].layer(Third).value) == [n + 3 for n in range(200)]
 
 
 class Scaled(Flow): ...

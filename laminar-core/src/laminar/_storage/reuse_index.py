@@ -127,7 +127,10 @@ def prefetch(store: ExecutionStore, layers: Iterable[str]) -> None:
     """Read the records and split batches of ``layers`` in ``store`` (an execution a run reuses
     from) at once, into the metadata cache, so that checking each layer before reusing it, one
     after another down a chain, costs no request of its own. What cannot be read is left to those
-    checks, which read it again and say why."""
+    checks, which read it again and say why.
+
+    A layer of several batches reads them in parallel itself, from this thread: on the datastore's
+    threads it would wait for threads its neighbours hold, waiting in turn."""
     layers = list(layers)
 
     def read_record(layer: str) -> Record | None:
@@ -136,14 +139,16 @@ def prefetch(store: ExecutionStore, layers: Iterable[str]) -> None:
         except (IntegrityError, ValueError):
             return None
 
-    records = store.datastore.map_parallel(read_record, layers)
-    finished = [layer for layer, found in zip(layers, records, strict=True) if found is not None]
-
     def read_batches(layer: str) -> None:
         with contextlib.suppress(IntegrityError, ValueError):
             store.finished_batches(layer)
 
-    store.datastore.map_parallel(read_batches, finished)
+    records = dict(zip(layers, store.datastore.map_parallel(read_record, layers), strict=True))
+    store.datastore.map_parallel(
+        read_batches, [n for n, r in records.items() if r is not None and len(r.batches) == 1]
+    )
+    for layer in [n for n, r in records.items() if r is not None and len(r.batches) > 1]:
+        read_batches(layer)
 
 
 def adopt(store: ExecutionStore, layer: str, batches: Mapping[str, SplitBatch]) -> None:
