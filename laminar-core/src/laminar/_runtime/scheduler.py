@@ -206,6 +206,8 @@ class _Runner:
         self.keys: dict[str, tuple[str, dict[str, str]]] = {}  # with reuse on: each layer's key
         self.outputs: dict[str, dict[str, str]] = {}  # finished layers' values, summarised per artifact
         self.split_keys: dict[str, tuple[str, list[str]]] = {}  # foreach layers: base key, split keys
+        self.sources: dict[tuple[str, str], dict[str, str]] = {}  # (execution, layer) -> its outputs
+        self.prefetched: set[str] = set()  # executions this run reuses from, their records read
         self.flow = execution.flow
         self.plan = self.flow.plan
         self.parameters = parameters
@@ -549,12 +551,17 @@ class _Runner:
             return None
         found = reuse_index.entry(datastore, self.flow.name, name, key)
         if found is not None and found.execution != self.execution.id:
+            if found.execution not in self.prefetched:
+                # Its other layers are likely reused too: read their records at once, not one by one.
+                self.prefetched.add(found.execution)
+                source = self.flow.configuration.store(self.flow.name, found.execution)
+                reuse_index.prefetch(source, self.plan.dependencies)
             splits = reuse_index.usable(datastore, self.store.protocols, found, name)
             if splits is not None and not self._same_inputs(found.execution, name, components):
                 splits = None
             if splits is not None:
                 reuse_index.adopt(self.store, name, found.execution)
-                self.outputs[name] = reuse.outputs(self.store, name)
+                self.outputs[name] = self._outputs_in(found.execution, name)  # the same splits
                 self.run.explanations[name] = (found.execution, f"reused from execution {found.execution}")
                 return len(splits)
         latest = reuse_index.latest(datastore, self.flow.name, name)
@@ -623,12 +630,11 @@ class _Runner:
         """Whether ``execution`` computed ``name`` from the inputs this run gives it, as its own
         records say: an index entry is trusted for nothing, so one naming an execution whose inputs
         differ (forged, or damaged) costs a recomputation, not a wrong value."""
-        source = self.flow.configuration.store(self.flow.name, execution)
         theirs: dict[str, str] = {}
         try:
             for upstream in sorted(self.plan.dependencies[name]):
                 kind = "parameter:" if upstream == "Parameters" else f"input:{upstream}."
-                theirs.update({kind + a: d for a, d in reuse.outputs(source, upstream).items()})
+                theirs.update({kind + a: d for a, d in self._outputs_in(execution, upstream).items()})
         except (IntegrityError, ValueError) as error:
             logger.warning("layer %s is not reused from execution %s: %s", name, execution, error)
             return False
@@ -642,6 +648,14 @@ class _Runner:
             )
             return False
         return True
+
+    def _outputs_in(self, execution: str, layer: str) -> dict[str, str]:
+        """``reuse.outputs`` of ``layer`` in another execution, computed once per run: a chain of
+        layers reused from it asks for each one twice (to check its readers' inputs, and as its own)."""
+        if (execution, layer) not in self.sources:
+            source = self.flow.configuration.store(self.flow.name, execution)
+            self.sources[(execution, layer)] = reuse.outputs(source, layer)
+        return self.sources[(execution, layer)]
 
     def _forced_by(self, name: str) -> str:
         return "asked for" if name in self.forced_asked else "it depends on a forced layer"

@@ -13,17 +13,18 @@ split records of the execution that stored them (``Record.borrowed``, see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from laminar._serialization.registry import Protocols
 from laminar._storage import borrowing, layout
 from laminar._storage.borrowing import Place
-from laminar._storage.records import Document, Malformed, SplitRecord
+from laminar._storage.records import Document, Malformed, Record, SplitRecord
 from laminar._storage.schema import record, sorted_keys, sparse
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
@@ -113,7 +114,7 @@ def usable(
             if artifact.inline is None
         }
     )
-    if not all(datastore.map_parallel(datastore.exists, keys)):
+    if not all(datastore.exists_many(keys)):
         logger.warning(
             "layer %s is not reused from execution %s: values it points to were deleted",
             layer,
@@ -121,6 +122,34 @@ def usable(
         )
         return None
     return splits
+
+
+def prefetch(store: ExecutionStore, layers: Iterable[str]) -> None:
+    """Read the records and split batches of ``layers`` in ``store`` (an execution a run reuses
+    from) at once, into the metadata cache, so that checking each layer before reusing it, one
+    after another down a chain, costs no request of its own. What cannot be read is left to those
+    checks, which read it again and say why.
+
+    A layer of several batches reads them in parallel itself, from this thread: on the datastore's
+    threads it would wait for threads its neighbours hold, waiting in turn."""
+    layers = list(layers)
+
+    def read_record(layer: str) -> Record | None:
+        try:
+            return store.record(layer)
+        except (IntegrityError, ValueError):
+            return None
+
+    def read_batches(layer: str) -> None:
+        with contextlib.suppress(IntegrityError, ValueError):
+            store.finished_batches(layer)
+
+    records = dict(zip(layers, store.datastore.map_parallel(read_record, layers), strict=True))
+    store.datastore.map_parallel(
+        read_batches, [n for n, r in records.items() if r is not None and len(r.batches) == 1]
+    )
+    for layer in [n for n, r in records.items() if r is not None and len(r.batches) > 1]:
+        read_batches(layer)
 
 
 def adopt(store: ExecutionStore, layer: str, execution: str) -> None:
@@ -286,7 +315,7 @@ def usable_splits(
             if artifact.inline is None
         }
     )
-    present = dict(zip(keys, datastore.map_parallel(datastore.exists, keys), strict=True))
+    present = dict(zip(keys, datastore.exists_many(keys), strict=True))
     usable = {
         index: split
         for index, split in found.items()

@@ -1,6 +1,7 @@
 """Test helpers for plugin authors: :class:`DatastoreConformance` and :class:`ExecutorConformance` run
 Laminar's datastore and executor contracts against any backend (see :mod:`laminar.testing.datastore`
-and :mod:`laminar.testing.executor`).
+and :mod:`laminar.testing.executor`); both run the incremental-run checks of
+:mod:`laminar.testing.reuse`.
 
 Importing this package does not import pytest; the conformance classes load on first use.
 """

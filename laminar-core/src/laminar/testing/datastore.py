@@ -17,7 +17,8 @@ empty storage (a new bucket, directory, database) for each test::
 pytest then runs every ``test_*`` method below against it: the primitives, atomic overwrite,
 delimiter listing, ``FileNotFoundError`` for missing keys, the batch calls, streaming reads and
 uploads, large values, pickling, whole flows (shard, foreach, a join) whose results are read back,
-content addressing (one blob under ``artifacts/`` per distinct value too large to be kept inline), and
+content addressing (one blob under ``artifacts/`` per distinct value too large to be kept inline),
+incremental runs (:mod:`laminar.testing.reuse`: the reuse index lives in the datastore), and
 the errors a user meets: storage that does not exist, credentials the store refuses, and no secret
 shown in either.
 
@@ -49,6 +50,12 @@ from laminar.configurations import executors
 from laminar.configurations.layers import ForEach, Parameter
 from laminar.errors import ConfigurationError, LaminarError
 from laminar.plugins import Datastore
+from laminar.testing.reuse import (
+    check_a_changed_input_runs_what_reads_it,
+    check_a_rerun_after_gc_computes_again,
+    check_an_unchanged_rerun_runs_nothing,
+    check_two_executions_computing_a_layer_at_once_both_succeed,
+)
 
 # ---- a small flow that exercises parameters, shard, foreach (a grid and a chain) and a join ------
 
@@ -583,6 +590,23 @@ class DatastoreConformance:
         assert (large.first, large.again, large.other) == (large_value(1), large_value(1), large_value(2))
         assert list(large.items) == [large_value(3), large_value(4), large_value(5)]
         assert execution.layer(Equal).same == large_value(1)
+
+    # ---- incremental runs (laminar.testing.reuse) -----------------------------------------------
+    def test_reuse_an_unchanged_rerun_runs_nothing(self, datastore: Datastore) -> None:
+        check_an_unchanged_rerun_runs_nothing(datastore, executors.Thread)
+
+    def test_reuse_a_changed_input_runs_what_reads_it(self, datastore: Datastore) -> None:
+        check_a_changed_input_runs_what_reads_it(datastore, executors.Thread)
+
+    def test_reuse_a_rerun_after_gc_computes_again(self, datastore: Datastore) -> None:
+        check_a_rerun_after_gc_computes_again(datastore, executors.Thread)
+
+    def test_reuse_two_executions_computing_a_layer_at_once_both_succeed(
+        self, datastore: Datastore, tmp_path: Any
+    ) -> None:
+        check_two_executions_computing_a_layer_at_once_both_succeed(
+            datastore, executors.Thread, tmp_path / "marks"
+        )
 
     @staticmethod
     def _artifact_keys(datastore: Datastore) -> set[str]:

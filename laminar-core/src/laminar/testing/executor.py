@@ -34,6 +34,12 @@ from laminar.configurations import hooks
 from laminar.configurations.datastores import Local
 from laminar.configurations.layers import Catch, ForEach, Parameter, Retry
 from laminar.plugins import Datastore, Executor
+from laminar.testing.reuse import (
+    check_a_changed_input_runs_what_reads_it,
+    check_a_rerun_after_gc_computes_again,
+    check_an_unchanged_rerun_runs_nothing,
+    check_two_executions_computing_a_layer_at_once_both_succeed,
+)
 
 MakeExecutor = Callable[..., Executor]
 
@@ -301,6 +307,29 @@ class ExecutorConformance:
     ) -> None:
         layer = Hooked(datastore=datastore, executor=make_executor())().layer(Wrapped)
         assert layer.hook_pid == layer.call_pid and layer.after is True
+
+    # ---- incremental runs (laminar.testing.reuse) -----------------------------------------------
+    def test_reuse_an_unchanged_rerun_runs_nothing(
+        self, make_executor: MakeExecutor, datastore: Datastore
+    ) -> None:
+        check_an_unchanged_rerun_runs_nothing(datastore, make_executor)
+
+    def test_reuse_a_changed_input_runs_what_reads_it(
+        self, make_executor: MakeExecutor, datastore: Datastore
+    ) -> None:
+        check_a_changed_input_runs_what_reads_it(datastore, make_executor)
+
+    def test_reuse_a_rerun_after_gc_computes_again(
+        self, make_executor: MakeExecutor, datastore: Datastore
+    ) -> None:
+        check_a_rerun_after_gc_computes_again(datastore, make_executor)
+
+    def test_reuse_two_executions_computing_a_layer_at_once_both_succeed(
+        self, make_executor: MakeExecutor, datastore: Datastore, tmp_path: Path
+    ) -> None:
+        check_two_executions_computing_a_layer_at_once_both_succeed(
+            datastore, make_executor, tmp_path / "marks"
+        )
 
     def test_the_executor_survives_pickling(self, make_executor: MakeExecutor) -> None:
         executor = make_executor(concurrency=3, timeout=7)
