@@ -287,7 +287,9 @@ def _values(
     result.bytes = sum(found for found in outcomes.values() if isinstance(found, int))
     result.unchecked = sum(1 for found in outcomes.values() if found is None)
     findings = []
-    for reference in references:
+    place = {layer: at for at, layer in reversed(list(enumerate(r.layer for r in references)))}
+    # in layer order, then by split: the same findings in the same order, however the splits were batched
+    for reference in sorted(references, key=lambda r: (place[r.layer], r.index, r.name)):
         outcome = outcomes[_identity(reference)]
         if not isinstance(outcome, tuple):
             continue
