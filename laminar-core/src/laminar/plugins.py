@@ -24,7 +24,7 @@ from laminar._runtime.environment import environment_for, mark_worker
 from laminar._runtime.executor import Executor, SplitNotStarted
 from laminar._runtime.run import Run, Stash, StashKey
 from laminar._runtime.shipping import FlowNotInstalled, FlowPacker, FlowUnpacker, PackedFlow, without_flow
-from laminar._runtime.split import recorded_outcome, run_split
+from laminar._runtime.split import recorded_outcome, run_split, run_splits
 from laminar._runtime.task import Binding, SplitOutcome, SplitTask
 from laminar._serialization.protocols import Protocol
 from laminar._transport.datastore import Datastore
@@ -66,6 +66,7 @@ __all__ = [
     "redact",
     "remaining",
     "run_split",
+    "run_splits",
     "scrub",
     "with_retries",
     "without_flow",
