@@ -104,6 +104,7 @@ class Dask(Executor):
         self._client: Any = None  # distributed.Client
         self._cluster: Any = None  # distributed.LocalCluster
         self._declared: dict[str, float] = {}
+        self._threads = 0  # the cluster's worker threads, as the execution started
         self._packer = FlowPacker()
         self._installed: dict[str, asyncio.Future[Any]] = {}  # flow token -> plugin registration
         self._pending: list[_Submission] = []
@@ -111,6 +112,12 @@ class Dask(Executor):
         self._gathering: set[asyncio.Future[None]] = set()
         self._keys = itertools.count()
         self._run = uuid.uuid4().hex[:8]
+
+    @property
+    def batch_window(self) -> int:
+        """Two batches per thread of the cluster's workers when the execution started (a Dask task
+        each), at most ``concurrency``: more would only queue on the Dask scheduler."""
+        return max(1, min(self.concurrency, 2 * self._threads)) if self._threads else self.concurrency
 
     @classmethod
     def from_url(cls, url: str) -> Dask:
@@ -381,6 +388,9 @@ class Dask(Executor):
     async def _refresh_resources(self) -> None:
         identity = await self._running().scheduler.identity(n_workers=-1)
         declared: dict[str, float] = {}
+        self._threads = sum(
+            int(worker.get("nthreads") or 0) for worker in identity.get("workers", {}).values()
+        )
         for worker in identity.get("workers", {}).values():
             for name, amount in (worker.get("resources") or {}).items():
                 declared[name] = max(declared.get(name, 0), amount)

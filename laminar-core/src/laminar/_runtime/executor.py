@@ -72,6 +72,12 @@ class Executor(abc.ABC):
         """
         return self.concurrency
 
+    @property
+    def batch_window(self) -> int:
+        """How many batches the scheduler hands this executor at once (see ``batch_seconds``):
+        ``window`` by default. Batches are long enough that a few per slot keep every slot busy."""
+        return self.window
+
     def __init__(self, *, concurrency: int | None = None, timeout: float | None = None) -> None:
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigurationError(f"concurrency must be a whole number of at least 1, got {concurrency!r}")

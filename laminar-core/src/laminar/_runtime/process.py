@@ -170,6 +170,10 @@ class Process(Executor):
     names = ("process", "local")
     batch_seconds = 0.02
 
+    @property
+    def batch_window(self) -> int:
+        return self.concurrency * 2  # a worker finishing a batch finds the next one waiting
+
     def __init__(self, *, concurrency: int | None = None, timeout: float | None = None) -> None:
         super().__init__(concurrency=concurrency, timeout=timeout)
         self._reset()

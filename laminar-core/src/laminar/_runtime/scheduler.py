@@ -491,8 +491,9 @@ class _Runner:
                         assert size is not None
                         await self._batch(name, reader, indices, count, grid, first, log, size, one)
 
+        window = self._window(name) if size is None else self.executor.batch_window
         try:
-            await asyncio.gather(*(runner() for _ in range(min(count, self._window(name)))))
+            await asyncio.gather(*(runner() for _ in range(min(count, window))))
         finally:
             batches = await log.close()  # finished splits are kept even when others failed
         if self.errors:
@@ -872,7 +873,7 @@ class _Runner:
         hooked = self.plan.layer_hooks[(name, "submission")] or self.plan.layer_hooks[(name, "retry")]
         if seconds is None or splits < 2 or hooked or self.executor.timeout is not None:
             return None
-        return batching.BatchSize(seconds, runners=min(splits, self._window(name)))
+        return batching.BatchSize(seconds, runners=min(splits, self.executor.batch_window))
 
     async def _batch(
         self,

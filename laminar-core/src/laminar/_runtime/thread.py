@@ -149,6 +149,10 @@ class Thread(Executor):
     def window(self) -> int:
         return self.concurrency * QUEUED_PER_THREAD
 
+    @property
+    def batch_window(self) -> int:
+        return self.concurrency * 2  # one running, one queued per thread
+
     def __init__(self, *, concurrency: int | None = None, timeout: float | None = None) -> None:
         super().__init__(concurrency=concurrency, timeout=timeout)
         # The pool of each execution running on this executor object, by its event loop: several
