@@ -214,3 +214,24 @@ def test_a_worker_dying_in_a_batch_fails_its_split_and_the_rest_run_once(
     error = attempts[150][0].error
     assert error is not None and error["type"] == "WorkerLost" and "exited with code 3" in error["message"]
     assert [attempt.attempt for attempt in attempts[151]] == [0] and attempts[151][0].error is None
+
+
+class Wrapped(executors.Thread):
+    """A Thread executor whose own ``run`` does more: it must see every split."""
+
+    def __init__(self) -> None:
+        super().__init__(concurrency=1)
+        self.runs = 0
+
+    async def run(self, task: SplitTask) -> SplitOutcome:
+        self.runs += 1
+        return await super().run(task)
+
+
+def test_a_subclass_that_overrides_run_but_not_run_batch_runs_every_split_through_its_run(
+    tmp_path: Path,
+) -> None:
+    executor = Wrapped()
+    sizes = _counting(executor)
+    assert list(_run(executor, tmp_path, 300).layer(Each).value)[-1] == 598
+    assert sizes == [] and executor.runs == 1 + 300

@@ -34,18 +34,31 @@ def batch_seconds(executor: Executor) -> float | None:
     """The seconds a batch of splits should take on ``executor``; ``None`` hands splits over one at a
     time (an executor that knows nothing of batches, or ``LAMINAR_BATCH_SECONDS=0``)."""
     text = os.environ.get(BATCH_SECONDS)
-    if text is None:
-        return executor.batch_seconds
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise ConfigurationError(
-            f"{BATCH_SECONDS}={text!r} is not a number of seconds; set it to the seconds a batch of splits "
-            "should take (0.02, say), or 0 to hand splits over one at a time"
-        )
-    return seconds or None
+    seconds = executor.batch_seconds
+    if text is not None:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0:
+            raise ConfigurationError(
+                f"{BATCH_SECONDS}={text!r} is not a number of seconds; set it to the seconds a batch of "
+                "splits should take (0.02, say), or 0 to hand splits over one at a time"
+            )
+    if not seconds or not _runs_batches_as_it_runs_splits(executor):
+        return None
+    return seconds
+
+
+def _runs_batches_as_it_runs_splits(executor: Executor) -> bool:
+    """Whether ``executor``'s ``run_batch`` goes where its ``run`` does: a subclass that overrides
+    ``run`` (of Thread, say) but not ``run_batch`` is handed every split through its own ``run``."""
+    from laminar._runtime.executor import Executor
+
+    kind = type(executor)
+    batches = next(klass for klass in kind.__mro__ if "run_batch" in vars(klass))
+    runs = next(klass for klass in kind.__mro__ if "run" in vars(klass))
+    return batches is Executor or issubclass(batches, runs)
 
 
 class BatchSize:
