@@ -15,7 +15,7 @@ machine's speed drifts from minute to minute; every run is printed.
     .venv/bin/python benchmarks/foreach_scale.py            # the full set (100k takes a while)
     .venv/bin/python benchmarks/foreach_scale.py --quick    # N = 100, 1,000, 5,000; Process 1,000
     .venv/bin/python benchmarks/foreach_scale.py --records  # only the run records' cost
-    .venv/bin/python benchmarks/foreach_scale.py --million  # N = 100,000 and 1,000,000 (issue 14)
+    .venv/bin/python benchmarks/foreach_scale.py --million  # N = 100,000 and 1,000,000 against a plain loop
 
 The run records' cost (issue 11): N = 10,000 on Thread with the status records and the log capture
 on, and with both off (``laminar.plugins.disabled``), in interleaved pairs (on/off, then off/on, ...);
@@ -118,8 +118,13 @@ def records_cost(n: int, pairs: int) -> bool:
 
 def plain_writes(n: int) -> float:
     """The same number of small file writes done by a plain loop: one file per split, then a sum."""
+    return plain_writes_timed(n)[0]
+
+
+def plain_writes_timed(n: int) -> tuple[float, float]:
+    """``plain_writes``: its wall-clock and CPU seconds."""
     with tempfile.TemporaryDirectory(prefix="laminar-plain-") as root:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         for i in range(n):
             directory = os.path.join(root, str(i // 1000))
             if i % 1000 == 0:
@@ -131,35 +136,46 @@ def plain_writes(n: int) -> float:
             with open(os.path.join(root, str(i // 1000), str(i))) as file:
                 total += int(file.read())
         assert total == n * (n - 1)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, cpu_seconds() - cpu
 
 
-def million() -> bool:
-    """Issue 14: 100,000 splits within 10 s, 1,000,000 within 150 s, ratio <= 11, peak RSS <= 1.5 GiB."""
+def million(largest: int = 1_000_000) -> bool:
+    """Issue 29: 100,000 and 1,000,000 splits on Thread at most 1.0x the plain loop (the same number
+    of small files written and read), measured interleaved in this run; peak RSS at most 0.75 GiB.
+
+    100,000 runs plain, laminar, plain, laminar, plain; 1,000,000 runs plain, laminar, plain. Each
+    laminar run is set against the mean of the plain runs either side of it, and the median of those
+    ratios counts: the machine's speed drifts from minute to minute, the ratio much less.
+    """
     os.environ.setdefault("LAMINAR_PROGRESS", "0")
     ok = True
-    timed: dict[int, float] = {}
-    for n, target in ((100_000, 10.0), (1_000_000, 150.0)):
-        plain = plain_writes(n)
-        seconds, cpu = measure(n, executors.Thread())
-        timed[n] = seconds
-        ok &= seconds <= target
-        report("thread", n, seconds, cpu, target)
+    for n, rounds in ((n, rounds) for n, rounds in ((100_000, 2), (1_000_000, 1)) if n <= largest):
+        plains = [plain_writes_timed(n)]
+        ratios, cpu_ratios = [], []
+        for _ in range(rounds):
+            seconds, cpu = measure(n, executors.Thread())
+            plains.append(plain_writes_timed(n))
+            (before, before_cpu), (after, after_cpu) = plains[-2], plains[-1]
+            ratios.append(seconds / ((before + after) / 2))
+            cpu_ratios.append(cpu / ((before_cpu + after_cpu) / 2))
+            report("thread", n, seconds, cpu, None)
+            print(
+                f"plain    N={n:>7,}  {before:8.2f} s and {after:8.2f} s either side (cpu {before_cpu:.2f} s and "
+                f"{after_cpu:.2f} s: a loop writing and reading one small file per split); laminar/plain = "
+                f"{ratios[-1]:.2f}, in CPU time {cpu_ratios[-1]:.2f}",
+                flush=True,
+            )
+        median = sorted(ratios)[len(ratios) // 2]
+        ok &= median <= 1.0
         print(
-            f"plain    N={n:>7,}  {plain:8.2f} s  {plain / n * 1e6:8.1f} us/file (a loop writing and reading one "
-            f"small file per split); laminar/plain = {seconds / plain:.2f}",
+            f"ratio    N={n:>7,}  laminar/plain, median of {rounds}: {median:.2f}"
+            + ("  ok" if median <= 1.0 else "  MISSED (target 1.0)")
+            + f"; in CPU time {sorted(cpu_ratios)[len(cpu_ratios) // 2]:.2f}",
             flush=True,
         )
-    ratio = timed[1_000_000] / timed[100_000]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    ok &= ratio <= 11 and peak <= 1.5 * 1024
-    print(
-        f"ratio    time(1,000,000) / time(100,000) = {ratio:.2f}"
-        + ("  ok" if ratio <= 11 else "  MISSED (target 11)")
-    )
-    print(
-        f"peak RSS {peak:,.0f} MiB" + ("  ok" if peak <= 1536 else "  MISSED (target 1,536 MiB)"), flush=True
-    )
+    ok &= peak <= 768
+    print(f"peak RSS {peak:,.0f} MiB" + ("  ok" if peak <= 768 else "  MISSED (target 768 MiB)"), flush=True)
     return ok
 
 
@@ -169,12 +185,22 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smaller N, for a smoke test")
     parser.add_argument("--records", action="store_true", help="only the run records' cost at N = 10,000")
-    parser.add_argument("--million", action="store_true", help="only N = 100,000 and 1,000,000 (about 3 min)")
+    parser.add_argument(
+        "--million",
+        action="store_true",
+        help="only N = 100,000 and 1,000,000, against the plain loop (minutes)",
+    )
+    parser.add_argument(
+        "--largest",
+        type=int,
+        default=1_000_000,
+        help="with --million: skip N above this (100000: only 100,000)",
+    )
     arguments = parser.parse_args()
     if arguments.records:
         return 0 if records_cost(10_000, 5) else 1
     if arguments.million:
-        return 0 if million() else 1
+        return 0 if million(arguments.largest) else 1
 
     if arguments.quick:
         thread_ns, process_n, small, large = [100, 1_000, 5_000], 1_000, 1_000, 5_000

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from laminar._runtime.executor import Executor, SplitNotStarted
     from laminar._runtime.run import Run, Stash, StashKey
     from laminar._runtime.shipping import FlowNotInstalled, FlowPacker, FlowUnpacker, PackedFlow, without_flow
-    from laminar._runtime.split import recorded_outcome, run_split
+    from laminar._runtime.split import recorded_outcome, run_split, run_splits
     from laminar._runtime.task import Binding, SplitOutcome, SplitTask
     from laminar._serialization.protocols import Protocol
     from laminar._transport.datastore import Datastore
@@ -69,6 +69,7 @@ _WHERE = {
     "redact": "laminar._transport.masking",
     "remaining": "laminar._transport.retries",
     "run_split": "laminar._runtime.split",
+    "run_splits": "laminar._runtime.split",
     "scrub": "laminar._transport.masking",
     "with_retries": "laminar._transport.retries",
     "without_flow": "laminar._runtime.shipping",
@@ -108,6 +109,7 @@ __all__ = [
     "redact",
     "remaining",
     "run_split",
+    "run_splits",
     "scrub",
     "with_retries",
     "without_flow",

@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import itertools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -67,6 +67,8 @@ class Dask(Executor):
 
     names: ClassVar[tuple[str, ...]] = ("dask",)
     in_process: ClassVar[bool] = False
+    #: A Dask task costs the scheduler about a millisecond: short splits go in batches of about this.
+    batch_seconds = 0.1
 
     def __init__(
         self,
@@ -102,6 +104,7 @@ class Dask(Executor):
         self._client: Any = None  # distributed.Client
         self._cluster: Any = None  # distributed.LocalCluster
         self._declared: dict[str, float] = {}
+        self._threads = 0  # the cluster's worker threads, as the execution started
         self._packer = FlowPacker()
         self._installed: dict[str, asyncio.Future[Any]] = {}  # flow token -> plugin registration
         self._pending: list[_Submission] = []
@@ -109,6 +112,12 @@ class Dask(Executor):
         self._gathering: set[asyncio.Future[None]] = set()
         self._keys = itertools.count()
         self._run = uuid.uuid4().hex[:8]
+
+    @property
+    def batch_window(self) -> int:
+        """Two batches per thread of the cluster's workers when the execution started (a Dask task
+        each), at most ``concurrency``: more would only queue on the Dask scheduler."""
+        return max(1, min(self.concurrency, 2 * self._threads)) if self._threads else self.concurrency
 
     @classmethod
     def from_url(cls, url: str) -> Dask:
@@ -246,6 +255,39 @@ class Dask(Executor):
             ) from error
         return outcome
 
+    async def run_batch(self, tasks: Sequence[SplitTask]) -> list[SplitOutcome | BaseException | None]:
+        """The batch is one Dask task: its splits run one after another on one worker. If that
+        worker dies, none of the batch's splits is known to have finished: each is handed over
+        again (``None``), on its own."""
+        from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+
+        token = await self._install(tasks[0].flow)
+        resources = await self._resources(tasks[0])  # a batch's splits share their layer's Container
+        first = tasks[0]
+        submission = _Submission(
+            key=f"laminar-{first.layer}-batch-{first.index}-{len(tasks)}-{self._run}-{next(self._keys)}",
+            token=token,
+            task=[without_flow(task) for task in tasks],
+            resources=resources,
+            future=asyncio.get_running_loop().create_future(),
+        )
+        self._submit(submission)
+        future: Any = None
+        try:
+            future = await submission.future
+            results: list[SplitOutcome | BaseException | None] = await self._outcome(future)  # type: ignore[assignment]
+        except asyncio.CancelledError:  # the run was abandoned: stop the task
+            if future is None and submission.future.done() and not submission.future.cancelled():
+                future = submission.future.result()
+            if future is not None:
+                with contextlib.suppress(Exception):  # best effort
+                    await asyncio.shield(self._running().cancel([future], force=True))
+            raise
+        except (KilledWorker, FutureCancelledError):
+            return [None] * len(tasks)
+        return results
+
     async def _outcome(self, future: Any) -> SplitOutcome:
         """The split's outcome: results of splits that finish close together are fetched together.
 
@@ -346,6 +388,9 @@ class Dask(Executor):
     async def _refresh_resources(self) -> None:
         identity = await self._running().scheduler.identity(n_workers=-1)
         declared: dict[str, float] = {}
+        self._threads = sum(
+            int(worker.get("nthreads") or 0) for worker in identity.get("workers", {}).values()
+        )
         for worker in identity.get("workers", {}).values():
             for name, amount in (worker.get("resources") or {}).items():
                 declared[name] = max(declared.get(name, 0), amount)
@@ -401,7 +446,7 @@ class _Submission:
 
     key: str
     token: str
-    task: SplitTask
+    task: SplitTask | list[SplitTask]  # a list: a batch of splits in one task
     resources: dict[str, float] | None
     future: asyncio.Future[Any]
 

@@ -11,9 +11,10 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
+import cloudpickle
 from distributed import WorkerPlugin
 from laminar.errors import WorkerLost
-from laminar.plugins import FlowNotInstalled, FlowUnpacker, mark_worker, run_split
+from laminar.plugins import FlowNotInstalled, FlowUnpacker, mark_worker, run_split, run_splits
 
 if TYPE_CHECKING:
     from laminar.plugins import SplitOutcome, SplitTask
@@ -61,13 +62,33 @@ class TerminalSignals(WorkerPlugin):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def run_task(token: str, task: SplitTask) -> SplitOutcome:
-    """What one Dask task runs: the split, with the flow this worker already holds."""
+def run_task(
+    token: str, task: SplitTask | list[SplitTask]
+) -> SplitOutcome | list[SplitOutcome | BaseException]:
+    """What one Dask task runs: the split, with the flow this worker already holds; or a batch of
+    splits, one after another, each one's outcome or error in a list (one failing stops none)."""
     try:
-        task = _FLOWS.attach(token, task)
+        if isinstance(task, list):
+            tasks = [_FLOWS.attach(token, each) for each in task]
+        else:
+            task = _FLOWS.attach(token, task)
     except FlowNotInstalled:
         raise WorkerLost(
             f"the flow of this execution is not installed on Dask worker pid {os.getpid()} "
             "(the worker joined while the plugin was being registered, or it was unregistered)"
         ) from None
+    if isinstance(task, list):
+        return [_portable(result) for result in run_splits(tasks)]
     return run_split(task)
+
+
+def _portable(result: SplitOutcome | BaseException) -> SplitOutcome | BaseException:
+    """A split's error as it can travel back in the batch's result: itself, or its text if it does
+    not pickle (an unpicklable error would lose the whole batch's results)."""
+    if not isinstance(result, BaseException):
+        return result
+    try:
+        cloudpickle.loads(cloudpickle.dumps(result))
+    except Exception:
+        return RuntimeError(f"{type(result).__name__}: {result} (on Dask worker pid {os.getpid()})")
+    return result

@@ -9,12 +9,18 @@ The scheduler enforces ``timeout`` by cancelling :meth:`Executor.run`; an execut
 work on cancellation (kill a process, cancel a Dask future) should. Once a run has failed or was
 stopped, it calls :meth:`Executor.cancel_queued`, so that an executor queueing splits (``window``
 above ``concurrency``) starts none of those it still holds.
+
+An executor that sets ``batch_seconds`` is also handed short splits several at a time, through
+:meth:`Executor.run_batch` (see ``laminar._runtime.batching``); one that does not is handed every
+split on its own, through ``run``, as before.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from laminar.errors import ConfigurationError
@@ -51,6 +57,12 @@ class Executor(abc.ABC):
     #: over); otherwise the scheduler does, around ``run``.
     times_itself: ClassVar[bool] = False
 
+    #: Seconds a batch of short splits should take when handed over in one :meth:`run_batch` call;
+    #: ``None`` (the default): every split is handed over on its own, through :meth:`run`. The
+    #: scheduler hands over batches only when ``timeout`` is not set and the layer has no submission
+    #: or retry hooks; ``LAMINAR_BATCH_SECONDS`` overrides this (``0``: no batches).
+    batch_seconds: float | None = None
+
     @property
     def window(self) -> int:
         """How many splits the scheduler hands this executor at once: ``concurrency`` by default.
@@ -59,6 +71,12 @@ class Executor(abc.ABC):
         for the scheduler between two short splits; ``concurrency`` still caps how many *run*.
         """
         return self.concurrency
+
+    @property
+    def batch_window(self) -> int:
+        """How many batches the scheduler hands this executor at once (see ``batch_seconds``):
+        ``window`` by default. Batches are long enough that a few per slot keep every slot busy."""
+        return self.window
 
     def __init__(self, *, concurrency: int | None = None, timeout: float | None = None) -> None:
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
@@ -86,6 +104,19 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def run(self, task: SplitTask) -> SplitOutcome:
         """Run one split and return its outcome, or raise the exception the layer raised."""
+
+    async def run_batch(self, tasks: Sequence[SplitTask]) -> list[SplitOutcome | BaseException | None]:
+        """Run several splits of one layer and return, in order, each one's outcome, or the exception
+        it raised, or ``None`` for a split that did not start (its worker was lost before it): the
+        scheduler hands that one over again, as the same attempt.
+
+        Each split runs as :meth:`run` would run it (:func:`~laminar._runtime.split.run_split` on its
+        task; :func:`~laminar._runtime.split.run_splits` runs a batch where the splits run). After
+        :meth:`cancel_queued`, a split of the batch not started yet is not started: its entry is
+        :class:`SplitNotStarted`. The default runs each through :meth:`run`, together.
+        """
+        results = await asyncio.gather(*(self.run(task) for task in tasks), return_exceptions=True)
+        return list(results)
 
     def cancel_queued(self) -> None:
         """The run failed or was stopped: start none of the splits handed over and not yet started.

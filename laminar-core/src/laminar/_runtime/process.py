@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import cloudpickle
@@ -151,6 +152,33 @@ class _Worker:
         error: BaseException = cloudpickle.loads(value) if value is not None else RemoteError(text)
         raise error
 
+    async def run_batch(
+        self, flow: PackedFlow, tasks: Sequence[SplitTask]
+    ) -> list[SplitOutcome | BaseException | None]:
+        """Run ``tasks`` one after another; each answer comes back as its split ends. If the worker
+        dies, the split it was running fails with ``WorkerLost`` and those after it did not start."""
+        first = self.flow_token != flow.token
+        self.send((flow.token, flow.payload if first else None, [without_flow(task) for task in tasks]))
+        self.flow_token = flow.token
+        results: list[SplitOutcome | BaseException | None] = []
+        for task in tasks:
+            try:
+                kind, value, text = await self._reply()
+            except EOFError:
+                code = await self.process.wait()
+                results.append(
+                    WorkerLost(
+                        f"the worker process (pid {self.process.pid}) running {task.describe()} exited with "
+                        f"code {code} before it finished"
+                    )
+                )
+                return results + [None] * (len(tasks) - len(results))
+            if kind == "ok":
+                results.append(value)
+            else:
+                results.append(cloudpickle.loads(value) if value is not None else RemoteError(text))
+        return results
+
     def kill(self) -> None:
         """Kill the worker and every process of its session (what its layer started, too)."""
         if self.process.returncode is None:
@@ -177,6 +205,11 @@ class Process(Executor):
     """Runs each split in a worker process on this machine. The default executor."""
 
     names = ("process", "local")
+    batch_seconds = 0.02
+
+    @property
+    def batch_window(self) -> int:
+        return self.concurrency * 2  # a worker finishing a batch finds the next one waiting
 
     def __init__(
         self, *, concurrency: int | None = None, timeout: float | None = None, start_method: str | None = None
@@ -303,6 +336,25 @@ class Process(Executor):
             raise
         self._release(worker)
         return outcome
+
+    async def run_batch(self, tasks: Sequence[SplitTask]) -> list[SplitOutcome | BaseException | None]:
+        """The batch runs in one worker, its splits one after another."""
+        flow = self._packer.pack(tasks[0].flow)
+        worker = await self._acquire(flow)
+        try:
+            results = await worker.run_batch(flow, tasks)
+        except asyncio.CancelledError:  # the run was abandoned: stop the work
+            self._usable -= 1
+            worker.kill()
+            raise
+        except BaseException:
+            self._release(worker)
+            raise
+        if worker.process.returncode is not None:
+            self._usable -= 1  # the worker died in the batch; stop() reaps it
+        else:
+            self._release(worker)
+        return results
 
     async def stop(self) -> None:
         starting = list(self._starting)

@@ -16,14 +16,15 @@ import contextlib
 import copy
 import functools
 import gc
+import itertools
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from laminar._runtime import commit, fingerprint, foreach, hook_calls, reuse, tracebacks
+from laminar._runtime import batching, commit, fingerprint, foreach, hook_calls, reuse, tracebacks
 from laminar._runtime.commit import SplitLog
 from laminar._runtime.context import LayerContext, store_for
 from laminar._runtime.executor import SplitNotStarted
@@ -213,6 +214,7 @@ class _Runner:
         self.parameters = parameters
         self.resume = resume
         self.executor: Executor = self.flow.configuration.executor
+        self.batch_seconds = batching.batch_seconds(self.executor)  # read before anything is written
         self.store: ExecutionStore = store_for(execution)
         self.run = Run(execution, self.store, resumed=resume, started=time.time())
         self.hook = self.flow.configuration.hook  # the plugin hook relay, handed down
@@ -473,25 +475,36 @@ class _Runner:
         done.update(reused.records if reused is not None else {})
         pending = (i for i in range(count) if i not in done)
         log = SplitLog(self.store, name, fail=self._fail, splits=count - len(done))
+        size = self._batch_size(name, count - len(done))
+
+        async def one(index: int, attempt: int | None = None) -> None:
+            try:
+                outcome = await self._split(name, reader, index, count, grid, first(index), attempt)
+            except SplitNotStarted as error:  # the run had failed or was stopped
+                if not self.errors:  # not asked for: the split is missing, so the run fails
+                    self._fail(error)
+            except BaseException as error:
+                self._fail(error)
+            else:
+                log.add(index, outcome.record)
+                if size is not None and outcome.ended > outcome.started > 0:
+                    size.measured(1, outcome.ended - outcome.started)
 
         async def runner() -> None:
-            for index in pending:
-                if self.errors:
+            while not self.errors:
+                indices = list(itertools.islice(pending, size.size if size is not None else 1))
+                if not indices:
                     return
                 async with self.semaphore:
-                    try:
-                        outcome = await self._split(name, reader, index, count, grid, first(index))
-                    except SplitNotStarted as error:  # the run had failed or was stopped
-                        if not self.errors:  # not asked for: the split is missing, so the run fails
-                            self._fail(error)
-                        return
-                    except BaseException as error:
-                        self._fail(error)
+                    if len(indices) == 1:
+                        await one(indices[0])
                     else:
-                        log.add(index, outcome.record)
+                        assert size is not None
+                        await self._batch(name, reader, indices, count, grid, first, log, size, one)
 
+        window = self._window(name) if size is None else self.executor.batch_window
         try:
-            await asyncio.gather(*(runner() for _ in range(min(count, self._window(name)))))
+            await asyncio.gather(*(runner() for _ in range(min(count, window))))
         finally:
             batches = await log.close()  # finished splits are kept even when others failed
         if self.errors:
@@ -766,22 +779,33 @@ class _Runner:
         return LayerContext.reader(self.execution, name, store=self.store)
 
     # ---- splits -------------------------------------------------------------------------------
-    async def _split(
-        self, name: str, reader: Layer, index: int, count: int, grid: foreach.Grid | None, first: int
-    ) -> SplitOutcome:
-        """Run split ``index`` as attempt ``first``, then retry it as ``first + 1``... while its
-        ``Retry`` allows: each run gives a split ``attempts`` tries, wherever its numbering starts."""
-        configuration = self.flow.registry[name].configuration
-        task = SplitTask(
+    def _task(self, name: str, index: int, count: int, grid: foreach.Grid | None, attempt: int) -> SplitTask:
+        return SplitTask(
             flow=self.flow,
             execution=self.execution.id,
             layer=name,
             index=index if grid is not None else None,
             splits=count if grid is not None else None,
-            attempt=first,
+            attempt=attempt,
             resumed=self.execution.retry,
             bindings=grid.bindings(index) if grid is not None else {},
         )
+
+    async def _split(
+        self,
+        name: str,
+        reader: Layer,
+        index: int,
+        count: int,
+        grid: foreach.Grid | None,
+        first: int,
+        attempt: int | None = None,
+    ) -> SplitOutcome:
+        """Run split ``index`` as attempt ``first`` (or ``attempt``, a retry of a split that failed in
+        a batch), then retry it as the next... while its ``Retry`` allows: each run gives a split
+        ``attempts`` tries, wherever its numbering starts."""
+        configuration = self.flow.registry[name].configuration
+        task = self._task(name, index, count, grid, first if attempt is None else attempt)
         submission = self.plan.layer_hooks[(name, "submission")]
         retry_hooks = self.plan.layer_hooks[(name, "retry")]
         context: LayerContext | None = None
@@ -865,6 +889,121 @@ class _Runner:
                 await asyncio.to_thread(hook_calls.finish, running)
             finished(None, outcome.started or handed, outcome.ended or time.time(), _caught(outcome))
             return outcome
+
+    def _batch_size(self, name: str, splits: int) -> batching.BatchSize | None:
+        """How many splits of ``name`` go to the executor in one call, growing from one as they are
+        measured; ``None`` when they go one at a time: the executor does not take batches, or a
+        timeout or the layer's submission or retry hooks apply to each split as it starts."""
+        seconds = self.batch_seconds
+        hooked = self.plan.layer_hooks[(name, "submission")] or self.plan.layer_hooks[(name, "retry")]
+        if seconds is None or splits < 2 or hooked or self.executor.timeout is not None:
+            return None
+        return batching.BatchSize(seconds, runners=min(splits, self.executor.batch_window))
+
+    async def _batch(
+        self,
+        name: str,
+        reader: Layer,
+        indices: list[int],
+        count: int,
+        grid: foreach.Grid | None,
+        first: Callable[[int], int],
+        log: SplitLog,
+        size: batching.BatchSize,
+        one: Callable[[int, int | None], Awaitable[None]],
+    ) -> None:
+        """Run the splits ``indices`` as one batch (``Executor.run_batch``), each from its ``first``
+        attempt: each split gets the hook calls and record it would get on its own; one that fails
+        is retried on its own while its ``Retry`` allows, one not started is handed over again."""
+        tasks = [self._task(name, index, count, grid, first(index)) for index in indices]
+        for task in tasks:
+            self.hook.laminar_split_started(
+                layer=reader, index=task.index, attempt=task.attempt, run=self.run
+            )
+        handed = time.time()
+        try:
+            results = await self.executor.run_batch(tasks)
+            if len(results) != len(tasks) or not all(
+                result is None or isinstance(result, (SplitOutcome, BaseException)) for result in results
+            ):
+                raise ExecutorContractError(
+                    f"executor {self.executor!r} returned {results!r} for a batch of {len(tasks)} splits of layer "
+                    f"{name}; an executor's run_batch() must return one SplitOutcome, exception or None per split"
+                )
+        except BaseException as error:  # the executor failed, or the batch was cancelled: ends each split
+            ended = time.time()
+            for task in tasks:
+                self._split_finished(reader, task, error, handed, ended)
+            raise
+        attempts = self.flow.registry[name].configuration.retry
+        again: list[tuple[int, int | None]] = []  # splits to run on their own: not started, or retried
+        ran, seconds = 0, 0.0
+        for index, task, result in zip(indices, tasks, results, strict=True):
+            if result is None:  # its worker was lost before it started: the same attempt again
+                size.lost()
+                again.append((index, None))
+            elif isinstance(result, SplitOutcome):
+                self._split_finished(
+                    reader, task, None, result.started or handed, result.ended or time.time(), _caught(result)
+                )
+                log.add(index, result.record)
+                if result.ended > result.started > 0:
+                    ran, seconds = ran + 1, seconds + result.ended - result.started
+            else:
+                started, ended = tracebacks.ran(result) or (handed, time.time())
+                retried = (
+                    isinstance(result, Exception)
+                    and not isinstance(result, ExecutorContractError)
+                    and task.attempt - first(index) + 1 < attempts.attempts
+                )
+                if not retried:  # as on its own: the layer's error, or not started (the run had failed)
+                    if isinstance(result, Exception):
+                        add_note(result, f"raised by {task.describe()}")
+                    self._split_finished(reader, task, result, started, ended)
+                    if not isinstance(result, SplitNotStarted) or not self.errors:
+                        self._fail(result)
+                    continue
+                self.hook.laminar_split_retried(
+                    layer=reader,
+                    index=task.index,
+                    attempt=task.attempt + 1,
+                    error=result,
+                    started=started,
+                    ended=ended,
+                    run=self.run,
+                )
+                again.append((index, task.attempt + 1))
+        if ran:
+            size.measured(ran, seconds)
+        for index, attempt in again:
+            if self.errors:
+                break
+            if attempt is not None:  # the retry's delay, or less if the run fails
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), attempts.wait(attempt - first(index)))
+                if self.errors:  # the run failed or was stopped meanwhile: this attempt never starts
+                    break
+            await one(index, attempt)
+
+    def _split_finished(
+        self,
+        reader: Layer,
+        task: SplitTask,
+        error: BaseException | None,
+        started: float,
+        ended: float,
+        caught: Mapping[str, str] | None = None,
+    ) -> None:
+        self.hook.laminar_split_finished(
+            layer=reader,
+            index=task.index,
+            attempt=task.attempt,
+            error=error,
+            started=started,
+            ended=ended,
+            caught=caught,
+            run=self.run,
+        )
 
     async def _submit(self, task: SplitTask) -> SplitOutcome:
         timeout = self.executor.timeout

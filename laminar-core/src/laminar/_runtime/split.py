@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 
 from laminar._model.execution import Execution
 from laminar._model.layer import Layer
 from laminar._runtime import hook_calls, tracebacks
 from laminar._runtime.context import LayerContext, store_for
+from laminar._runtime.executor import SplitNotStarted
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._storage import layout
 from laminar._storage.records import SplitRecord
@@ -28,19 +30,55 @@ def run_split(task: SplitTask) -> SplitOutcome:
     :func:`run_and_record_split` writes it here instead. Plugins' ``laminar_split_context`` managers
     (the log capture, say) are entered around it all.
     """
+    return _run_split_once(task, None)
+
+
+def _run_split_once(task: SplitTask, execution: Execution | None) -> SplitOutcome:
     started = time.time()
     try:
-        return _run_split(task, started)
+        return _run_split(task, started, execution)
     except BaseException as error:
         tracebacks.remember(error, started, time.time())  # frames and times travel with the error
         raise
 
 
-def _run_split(task: SplitTask, started: float) -> SplitOutcome:
+def run_splits(
+    tasks: Iterable[SplitTask], *, cancelled: Callable[[], bool] = lambda: False
+) -> Iterator[SplitOutcome | BaseException]:
+    """Run a batch's splits one after another, each as :func:`run_split` would: yields each one's
+    outcome, or the exception it raised, as it ends; one that fails does not stop the others.
+
+    Once ``cancelled()`` is true, the splits not started yet are not: each yields
+    :class:`~laminar._runtime.executor.SplitNotStarted`. ``KeyboardInterrupt`` and ``SystemExit``
+    end the batch, as they would end a single split.
+    """
+    executions: dict[tuple[str, bool], Execution] = {}  # one per batch: its store is built once
+    for task in tasks:
+        if cancelled():
+            yield SplitNotStarted.of(task)
+            continue
+        key = (task.execution, task.resumed)
+        if key not in executions:
+            executions[key] = _execution(task)
+        try:
+            outcome = _run_split_once(task, executions[key])
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as error:
+            yield error
+        else:
+            yield outcome
+
+
+def _execution(task: SplitTask) -> Execution:
+    execution = task.flow.execution(task.execution)
+    return execution.as_resumed() if task.resumed else execution
+
+
+def _run_split(task: SplitTask, started: float, execution: Execution | None) -> SplitOutcome:
     flow = task.flow
-    execution = flow.execution(task.execution)
-    if task.resumed:
-        execution = execution.as_resumed()
+    if execution is None:
+        execution = _execution(task)
     store = store_for(execution)
     context = LayerContext(
         execution,

@@ -6,14 +6,18 @@ import asyncio
 import collections
 import queue
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from laminar._runtime.executor import Executor, SplitNotStarted
-from laminar._runtime.split import run_split
+from laminar._runtime.split import run_split, run_splits
 from laminar._runtime.task import SplitOutcome, SplitTask
 
-#: A finished split on its way back to the event loop: its future, and its outcome or error.
-_Finished = tuple["asyncio.Future[SplitOutcome]", SplitOutcome | None, BaseException | None]
+#: What a thread is given: one split, or a batch of them (whose future gets each one's result).
+_Work = SplitTask | list[SplitTask]
+_Results = SplitOutcome | list[SplitOutcome | BaseException | None]
+#: Finished work on its way back to the event loop: its future, and its outcome(s) or error.
+_Finished = tuple["asyncio.Future[Any]", _Results | None, BaseException | None]
 
 
 class _Pool:
@@ -23,24 +27,23 @@ class _Pool:
         self.loop = loop
         self.size = size
         self.tasks: queue.SimpleQueue[
-            tuple[asyncio.Future[SplitOutcome], SplitTask, asyncio.Future[None] | None] | None
+            tuple[asyncio.Future[Any], _Work, asyncio.Future[None] | None] | None
         ] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
         self.finished: collections.deque[_Finished] = collections.deque()
         self.lock = threading.Lock()
         self.wake_pending = False
         self.stopping = False
+        self.cancelled = False  # the run failed or was stopped: batches start no further split
 
-    def submit(
-        self, task: SplitTask, started: asyncio.Future[None] | None = None
-    ) -> asyncio.Future[SplitOutcome]:
+    def submit(self, task: _Work, started: asyncio.Future[None] | None = None) -> asyncio.Future[Any]:
         if len(self.threads) < self.size:  # threads start on demand, up to concurrency
             thread = threading.Thread(
                 target=self.work, name=f"laminar-layer_{len(self.threads)}", daemon=True
             )
             self.threads.append(thread)
             thread.start()
-        future: asyncio.Future[SplitOutcome] = self.loop.create_future()
+        future: asyncio.Future[Any] = self.loop.create_future()
         self.tasks.put((future, task, started))
         return future
 
@@ -55,7 +58,13 @@ class _Pool:
             if started is not None:  # its timeout counts from now
                 self.loop.call_soon_threadsafe(_settle, started)
             try:
-                finished: _Finished = (future, run_split(task), None)
+                if isinstance(task, list):
+                    results: list[SplitOutcome | BaseException | None] = list(
+                        run_splits(task, cancelled=lambda: self.cancelled)
+                    )
+                    finished: _Finished = (future, results, None)
+                else:
+                    finished = (future, run_split(task), None)
             except BaseException as error:
                 finished = (future, None, error)
             with self.lock:
@@ -71,6 +80,7 @@ class _Pool:
         """On the event loop: take every split no thread has started off the queue; its run raises
         SplitNotStarted. A thread taking one at the same moment starts it, as it would have anyway.
         Never after stop(): Thread.stop drops the pool first, so no stop marker is in the queue."""
+        self.cancelled = True
         while True:
             try:
                 item = self.tasks.get_nowait()
@@ -78,6 +88,10 @@ class _Pool:
                 return
             assert item is not None
             future, task, started = item
+            if isinstance(task, list):  # a batch: none of its splits started
+                if not future.done():
+                    future.set_result([SplitNotStarted.of(each) for each in task])
+                continue
             waiting = started if started is not None else future  # run() awaits started first
             if not waiting.done():
                 waiting.set_exception(SplitNotStarted.of(task))
@@ -129,10 +143,15 @@ class Thread(Executor):
     names = ("thread",)
     in_process = True
     times_itself = True
+    batch_seconds = 0.02
 
     @property
     def window(self) -> int:
         return self.concurrency * QUEUED_PER_THREAD
+
+    @property
+    def batch_window(self) -> int:
+        return self.concurrency * 2  # one running, one queued per thread
 
     def __init__(self, *, concurrency: int | None = None, timeout: float | None = None) -> None:
         super().__init__(concurrency=concurrency, timeout=timeout)
@@ -149,7 +168,8 @@ class Thread(Executor):
         if pool is None:
             raise RuntimeError("the thread executor is not started; it runs inside Flow.__call__")
         if self.timeout is None:
-            return await pool.submit(task)
+            outcome: SplitOutcome = await pool.submit(task)
+            return outcome
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future = pool.submit(task, started)
         try:
@@ -161,7 +181,17 @@ class Thread(Executor):
         if not done:
             future.cancel()
             raise self.timed_out(task, self.timeout)
-        return future.result()
+        result: SplitOutcome = future.result()
+        return result
+
+    async def run_batch(self, tasks: Sequence[SplitTask]) -> list[SplitOutcome | BaseException | None]:
+        """The batch runs on one thread, its splits one after another (no timeout: the scheduler
+        hands batches over only without one)."""
+        pool = self._pools.get(asyncio.get_running_loop())
+        if pool is None:
+            raise RuntimeError("the thread executor is not started; it runs inside Flow.__call__")
+        results: list[SplitOutcome | BaseException | None] = await pool.submit(list(tasks))
+        return results
 
     def cancel_queued(self) -> None:
         pool = self._pools.get(asyncio.get_running_loop())

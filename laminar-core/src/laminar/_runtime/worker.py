@@ -1,5 +1,7 @@
 """The worker process of the process executor: runs splits it is sent, one at a time, until EOF.
 
+A batch of splits (a list of tasks) runs one split after another, each one's answer sent as it ends.
+
 Started as ``python -m laminar._runtime.worker RESULT_FD``, or forked from the template
 (``laminar._runtime.template``), which enters :func:`serve` with the flow's modules imported. Tasks
 arrive on stdin; outcomes go back on the file descriptor ``RESULT_FD``, so the layer's own stdout
@@ -54,7 +56,7 @@ def main() -> None:
 
 def serve(stdin: BinaryIO, out: BinaryIO) -> None:
     """Run the splits that arrive on ``stdin`` until EOF (a worker forked from the template starts here)."""
-    from laminar._runtime.split import run_split
+    from laminar._runtime.split import run_split, run_splits
 
     flows = FlowUnpacker()
     while True:
@@ -62,6 +64,7 @@ def serve(stdin: BinaryIO, out: BinaryIO) -> None:
             token, flow_payload, task = wire.read_message(stdin)
         except EOFError:
             return
+        owed = len(task) if isinstance(task, list) else 1  # answers due: one per split
         try:
             if flow_payload is not None:
                 flows.clear()  # one flow at a time per worker
@@ -70,9 +73,19 @@ def serve(stdin: BinaryIO, out: BinaryIO) -> None:
                 flows.flow(token)
                 _send(out, ("ok", None, None))
                 continue
+            if isinstance(task, list):  # a batch: each split's answer goes back as it ends
+                for result in run_splits([flows.attach(token, each) for each in task]):
+                    _send(
+                        out,
+                        _error_message(result) if isinstance(result, BaseException) else ("ok", result, None),
+                    )
+                    owed -= 1
+                continue
             outcome = run_split(flows.attach(token, task))
         except BaseException as error:
-            _send(out, _error_message(error))
+            message = _error_message(error)
+            for _ in range(owed):  # every split not answered yet meets the error
+                _send(out, message)
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 return
             continue

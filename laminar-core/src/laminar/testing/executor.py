@@ -16,6 +16,7 @@ reachable. The flows live at module level so any executor can import them where 
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import signal
@@ -219,6 +220,75 @@ class Waited(Layer):
         self.total = sum(waiting.value)
 
 
+class Batched(Flow):
+    """Many short splits, handed over in batches where the executor takes them: each prints and
+    logs; some fail their first attempt and are retried; ``Catch`` absorbs the error of others."""
+
+
+@Batched.register
+class Numbers(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(item=range(parameters.count))
+
+
+@Batched.register(
+    foreach=ForEach(parameters=[Parameter(layer=Numbers, attribute="item")]),
+    retry=Retry(attempts=2, delay=0, jitter=0),
+    catch=Catch(KeyError),
+)
+class Short(Layer):
+    def __call__(self, numbers: Numbers) -> None:
+        item = numbers.item
+        print(f"split {item} attempt {self.attempt}")
+        logging.getLogger("laminar.conformance").warning("logged by split %s", item)
+        self.value = item * 3
+        if item % 7 == 3 and self.attempt == 0:
+            raise RuntimeError(f"item {item} fails its first attempt")
+        if item % 11 == 5:
+            raise KeyError(f"item {item} is caught")
+
+
+class BatchedFailing(Flow):
+    """Many short splits; one fails for good while ``broken`` exists. Each split notes each start."""
+
+
+@BatchedFailing.register
+class Counted(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(item=range(parameters.count))
+
+
+@BatchedFailing.register(foreach=ForEach(parameters=[Parameter(layer=Counted, attribute="item")]))
+class Noted(Layer):
+    def __call__(self, parameters: Parameters, counted: Counted) -> None:
+        with open(Path(parameters.marks, str(counted.item)), "a") as file:
+            file.write("started\n")
+        if counted.item == parameters.breaks and Path(parameters.marks, "broken").exists():
+            raise ValueError(f"item {counted.item} is broken")
+        self.value = counted.item
+
+
+def _attempts(execution: Any, layer: type[Layer]) -> dict[int, list[tuple[int, Any, Any]]]:
+    """Each split's attempts as the run records keep them, without their times."""
+    return {
+        index: [(attempt.attempt, attempt.error, attempt.caught) for attempt in attempts]
+        for index, attempts in execution.status.layers[layer.__name__].attempts.items()
+    }
+
+
+def _counting_batches(executor: Executor) -> list[int]:
+    """The sizes of the batches ``executor`` is handed from now on (it is wrapped in place)."""
+    sizes: list[int] = []
+    run_batch = executor.run_batch
+
+    async def counted(tasks: Any) -> Any:
+        sizes.append(len(tasks))
+        return await run_batch(tasks)
+
+    executor.run_batch = counted  # type: ignore[method-assign]
+    return sizes
+
+
 #: The script of the process the Ctrl-C check starts: ``Interruptible`` on the pickled executor and store.
 INTERRUPTIBLE = """
 import sys
@@ -307,6 +377,69 @@ class ExecutorConformance:
     ) -> None:
         layer = Hooked(datastore=datastore, executor=make_executor())().layer(Wrapped)
         assert layer.hook_pid == layer.call_pid and layer.after is True
+
+    def test_batched_splits_keep_each_splits_records_retries_and_logs(
+        self, make_executor: MakeExecutor, datastore: Datastore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Splits handed over in batches (``Executor.run_batch``, for an executor that sets
+        ``batch_seconds``) leave the same values, attempts (retried, caught) and logs as splits
+        handed over one at a time."""
+        seen = {}
+        for mode, seconds in (("single", "0"), ("batched", "30")):
+            monkeypatch.setenv("LAMINAR_BATCH_SECONDS", seconds)
+            executor = make_executor(concurrency=2)
+            sizes = _counting_batches(executor)
+            execution = Batched(datastore=datastore, executor=executor)(execution=mode, count=300)
+            state = execution.layer(Short).state
+            logs = {
+                (index, attempt): state.logs(index=index, attempt=attempt).replace(mode, "EXECUTION")
+                for index, attempts in _attempts(execution, Short).items()
+                for attempt, _, _ in attempts
+            }
+            seen[mode] = (list(execution.layer(Short).value), _attempts(execution, Short), logs)
+            if mode == "single":
+                assert sizes == [], "LAMINAR_BATCH_SECONDS=0 still handed splits over in batches"
+            elif executor.batch_seconds is not None:
+                assert max(sizes, default=1) > 1, f"an executor that takes batches was handed {sizes}"
+        single, batched = seen["single"], seen["batched"]
+        assert batched[0] == single[0] == [item * 3 for item in range(300)]
+        assert batched[1] == single[1]
+        assert [attempt for attempt, _, _ in single[1][3]] == [0, 1] and single[1][5][0][2] is not None
+        differ = {
+            key: (text, batched[2].get(key)) for key, text in single[2].items() if batched[2].get(key) != text
+        }
+        assert batched[2].keys() == single[2].keys() and not differ, differ
+        assert "split 3 attempt 1" in single[2][(3, 1)] and "logged by split 3" in single[2][(3, 1)]
+
+    def test_a_failure_among_batched_splits_keeps_what_finished(
+        self,
+        make_executor: MakeExecutor,
+        datastore: Datastore,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A split failing for good in a batch fails the run with its own error; splits not started
+        by then are not started (``cancel_queued``), what finished is kept: a resume runs each
+        split that did not finish, and none twice."""
+        monkeypatch.setenv("LAMINAR_BATCH_SECONDS", "30")
+        marks = tmp_path / "noted"
+        marks.mkdir()
+        (marks / "broken").touch()
+        flow = BatchedFailing(datastore=datastore, executor=make_executor(concurrency=2))
+        with pytest.raises(ValueError, match="item 40 is broken") as error:
+            flow(execution="failing", count=2000, marks=str(marks), breaks=40)
+        assert "split 40 of 2000" in "\n".join(getattr(error.value, "__notes__", []))
+        started = {int(mark.name) for mark in marks.iterdir() if mark.name != "broken"}
+        assert 40 in started and len(started) < 1000, (
+            f"{len(started)} of 2000 splits started after split 40 failed"
+        )
+        attempts = _attempts(flow.execution("failing"), Noted)
+        assert attempts[40][0][1]["message"] == "item 40 is broken"
+        (marks / "broken").unlink()
+        execution = flow.execution("failing").resume()
+        assert list(execution.layer(Noted).value) == list(range(2000))
+        runs = {int(mark.name): mark.read_text().count("started") for mark in marks.iterdir()}
+        assert runs == {item: 2 if item == 40 else 1 for item in range(2000)}
 
     # ---- incremental runs (laminar.testing.reuse) -----------------------------------------------
     def test_reuse_an_unchanged_rerun_runs_nothing(
