@@ -235,7 +235,9 @@ def test_resume_reruns_only_the_splits_that_did_not_finish(
         flow(execution="resume-me", root=str(tmp_path), n=n, failing=failing)
     first = lines(tmp_path / "runs")
     assert first.count("Numbers1k") == 1
-    assert {f"split {i}" for i in range(n - 3)} <= set(first)  # every split before the failures ran
+    # splits handed over in a batch with a failing one, or still queued, may not have started
+    unstarted = {f"split {i}" for i in range(n - 3)} - set(first)
+    assert len(unstarted) < n // 2 and {f"split {i}" for i in failing} <= set(first)
     assert not flow.execution("resume-me").layer(MaybeFails).state.finished
 
     (tmp_path / "broken").unlink()
@@ -243,7 +245,8 @@ def test_resume_reruns_only_the_splits_that_did_not_finish(
     resumed = flow.execution("resume-me").resume()
     assert resumed.id == "resume-me" and resumed.retry
     rerun = lines(tmp_path / "runs")
-    assert sorted(rerun) == sorted(f"split {i}" for i in failing)  # Numbers1k and 997 splits skipped
+    # Numbers1k and every split that finished skipped; the failed and the unstarted ones run, once
+    assert sorted(rerun) == sorted({f"split {i}" for i in failing} | unstarted)
     assert resumed.layer(SumSquares).total == sum(i * i for i in range(n))
     assert resumed.layer(MaybeFails).square[n - 1] == (n - 1) ** 2
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import cloudpickle
 
 from laminar._runtime import environment, wire
-from laminar._runtime.executor import Executor
+from laminar._runtime.executor import Executor, SplitNotStarted
 from laminar._runtime.forking import WorkerTemplate, read_pipe
 from laminar._runtime.shipping import FlowPacker, PackedFlow, without_flow
 from laminar._runtime.task import SplitOutcome, SplitTask
@@ -201,6 +201,10 @@ class _Worker:
         self.transport.close()
 
 
+class _NotStarted(Exception):
+    """Given to the splits waiting for a worker when the run fails or is stopped."""
+
+
 class Process(Executor):
     """Runs each split in a worker process on this machine. The default executor."""
 
@@ -232,6 +236,7 @@ class Process(Executor):
         self._starting: set[asyncio.Task[None]] = set()
         self._packer = FlowPacker()
         self._template: WorkerTemplate | None = None
+        self._cancelled = False  # the run failed or was stopped: start nothing still waiting
 
     async def start(self) -> None:
         """Start the template workers are forked from (``forkserver``): it imports Laminar meanwhile,
@@ -319,9 +324,32 @@ class Process(Executor):
         if waiter is not None:
             waiter.set_exception(error)
 
+    def cancel_queued(self) -> None:
+        """Start none of the splits waiting for a worker (with ``batch_window`` above the workers, a
+        batch waits for one): each waiting ``run`` raises SplitNotStarted, each waiting batch comes
+        back as not started. Splits running in workers finish as usual."""
+        self._cancelled = True
+        while (waiter := self._waiter()) is not None:
+            waiter.set_exception(_NotStarted())
+
+    async def _acquire_unless_cancelled(self, flow: PackedFlow) -> _Worker | None:
+        """A ready worker, or None once the run has failed or was stopped (``cancel_queued``)."""
+        if self._cancelled:
+            return None
+        try:
+            worker = await self._acquire(flow)
+        except _NotStarted:
+            return None
+        if self._cancelled:  # handed over as the run stopped: it goes back unused
+            self._release(worker)
+            return None
+        return worker
+
     async def run(self, task: SplitTask) -> SplitOutcome:
         flow = self._packer.pack(task.flow)
-        worker = await self._acquire(flow)
+        worker = await self._acquire_unless_cancelled(flow)
+        if worker is None:
+            raise SplitNotStarted.of(task)
         try:
             outcome = await worker.run(flow, task)
         except WorkerLost:
@@ -340,7 +368,9 @@ class Process(Executor):
     async def run_batch(self, tasks: Sequence[SplitTask]) -> list[SplitOutcome | BaseException | None]:
         """The batch runs in one worker, its splits one after another."""
         flow = self._packer.pack(tasks[0].flow)
-        worker = await self._acquire(flow)
+        worker = await self._acquire_unless_cancelled(flow)
+        if worker is None:
+            return [None] * len(tasks)  # not started
         try:
             results = await worker.run_batch(flow, tasks)
         except asyncio.CancelledError:  # the run was abandoned: stop the work
