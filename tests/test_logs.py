@@ -10,8 +10,9 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from laminar import Flow, Layer
@@ -306,3 +307,35 @@ def test_disabling_a_plugin_that_is_not_registered_names_the_registered_ones() -
         disabled("laminar.nope"),
     ):
         pass
+
+
+class _WarningLocal(datastores.Local):
+    """A Local whose writes of log chunks warn, as a retried request does on an object store: the
+    warning is logged from inside the log writer's own store, on the split's thread or the flushing
+    thread, while the split goes on logging."""
+
+    warned_from: ClassVar[set[str]] = set()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if "/logs/" in key:
+            self.warned_from.add(threading.current_thread().name)
+            logging.getLogger("laminar.storage").warning("retrying a write of %s", key.rsplit("/", 1)[-1])
+        super().write_bytes(key, data)
+
+
+@pytest.mark.timeout(120)
+def test_a_store_that_logs_while_a_log_chunk_is_written_does_not_hang_the_split(tmp_path: Path) -> None:
+    class Chatty(Flow): ...
+
+    @Chatty.register
+    class Talk(Layer):
+        def __call__(self) -> None:
+            import logging
+
+            for line in range(3000):  # about 300 KiB: a chunk is written while the split logs
+                logging.getLogger("user").warning("line %d %s", line, "x" * 80)
+
+    execution = Chatty(datastore=_WarningLocal(tmp_path / "store"), executor=executors.Thread())()
+    logs = execution.layer(Talk).state.logs()
+    assert "line 0 " in logs and "line 2999 " in logs
+    assert "laminar-logs" in _WarningLocal.warned_from  # the flushing thread's store warned

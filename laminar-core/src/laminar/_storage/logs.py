@@ -60,6 +60,11 @@ class LogWriter:
         self._holding = 0
         self._chunks = 0
         self._lock = threading.Lock()
+        self._stored = threading.Condition(self._lock)  # notified as each chunk's write ends
+        self._storing = 0  # chunks being written now
+
+    # A chunk is taken under the lock and written outside it: a write that logs (a retried request
+    # warns) comes back here, from this thread or another, and must find the lock free.
 
     def write(self, text: str) -> None:
         data = text.encode("utf-8", "replace")
@@ -74,8 +79,8 @@ class LogWriter:
             self.kept += len(data)
             self._held.append(data)
             self._holding += len(data)
-            if self._holding >= CHUNK:
-                self._flush()
+            chunk = self._take() if self._holding >= CHUNK else None
+        self._store(chunk)
 
     def flush(self) -> None:
         """Store what is held soon (at once, or within :data:`FLUSH_INTERVAL`): the split flushed its
@@ -86,10 +91,12 @@ class LogWriter:
     def store_held(self) -> None:
         """Store what is held now, as the next chunk."""
         with self._lock:
-            self._flush()
+            chunk = self._take()
+        self._store(chunk)
 
     def close(self) -> None:
-        """Store what is held, and a last line saying how much the cap left out."""
+        """Store what is held, and a last line saying how much the cap left out; return once every
+        chunk taken before is stored too."""
         with self._lock:
             if self.dropped:
                 self._held.append(
@@ -97,14 +104,29 @@ class LogWriter:
                     f"attempt; raise it with {CAP}]\n".encode()
                 )
                 self.dropped = 0
-            self._flush()
+            chunk = self._take()
+        self._store(chunk)
+        with self._lock:
+            self._stored.wait_for(lambda: self._storing == 0)
 
-    def _flush(self) -> None:
+    def _take(self) -> tuple[int, bytes] | None:
+        """What is held, as the next chunk's number and bytes (under the lock)."""
         if not self._held:
-            return
+            return None
         data, self._held, self._holding = b"".join(self._held), [], 0
-        self.datastore.write_bytes(layout.log_chunk(*self._where, self._chunks), data)
         self._chunks += 1
+        self._storing += 1
+        return self._chunks - 1, data
+
+    def _store(self, chunk: tuple[int, bytes] | None) -> None:
+        if chunk is None:
+            return
+        try:
+            self.datastore.write_bytes(layout.log_chunk(*self._where, chunk[0]), chunk[1])
+        finally:
+            with self._lock:
+                self._storing -= 1
+                self._stored.notify_all()
 
 
 class _Flusher:
