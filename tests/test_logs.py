@@ -331,11 +331,19 @@ def test_a_store_that_logs_while_a_log_chunk_is_written_does_not_hang_the_split(
     class Talk(Layer):
         def __call__(self) -> None:
             import logging
+            import time
 
-            for line in range(3000):  # about 300 KiB: a chunk is written while the split logs
+            # Until the flushing thread has stored (and warned) while this split logs: bounded
+            ends = time.monotonic() + 60
+            line = 0
+            while line < 3000 or (
+                "laminar-logs" not in _WarningLocal.warned_from and time.monotonic() < ends
+            ):
                 logging.getLogger("user").warning("line %d %s", line, "x" * 80)
+                line += 1
+            self.lines = line
 
     execution = Chatty(datastore=_WarningLocal(tmp_path / "store"), executor=executors.Thread())()
     logs = execution.layer(Talk).state.logs()
-    assert "line 0 " in logs and "line 2999 " in logs
+    assert "line 0 " in logs and f"line {execution.layer(Talk).lines - 1} " in logs
     assert "laminar-logs" in _WarningLocal.warned_from  # the flushing thread's store warned
