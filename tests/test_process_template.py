@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,7 @@ def test_the_template_is_forked_from_the_scheduler_so_the_flows_module_is_import
     """Workers see the module as the scheduler had it when the run began, as multiprocessing's fork
     does; what the scheduler had open (a file here) is not held by the template or its workers."""
     module.STATE.append("changed in the scheduler")
+    kept = tempfile.TemporaryDirectory()  # removed at the scheduler's exit: not as a worker ends
     held = open(tmp_path / "held", "w")  # noqa: SIM115 - open across the run
     monkeypatch.setenv("HELD_FD", str(held.fileno()))
     flow = module.Spread(
@@ -166,6 +168,8 @@ def test_the_template_is_forked_from_the_scheduler_so_the_flows_module_is_import
     assert list(each.seen) == [["as imported", "changed in the scheduler"]] * 3
     assert list(each.held) == [os.devnull] * 3
     assert children() == []  # the template and its workers are reaped
+    assert Path(kept.name).is_dir()
+    kept.cleanup()
 
 
 def test_a_thread_in_the_scheduler_makes_the_template_a_new_interpreter_and_says_why(

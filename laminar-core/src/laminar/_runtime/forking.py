@@ -160,13 +160,16 @@ class WorkerTemplate:
         self._preloaded: dict[str, asyncio.Future[None]] = {}
         self.gone = False
         self.refused: str | None = None  # why the template forks no more workers
+        self.imported = False  # whether the template has the flows' modules without a preload
         self._listening = asyncio.ensure_future(self._listen())
 
     @classmethod
     async def adopt(cls, forked: ForkedTemplate) -> WorkerTemplate:
         """The template forked from this process before the run began."""
         forked.control.setblocking(False)
-        return cls(forked, forked.control, await read_pipe(forked.answers))
+        template = cls(forked, forked.control, await read_pipe(forked.answers))
+        template.imported = True  # as the scheduler imported them
+        return template
 
     @classmethod
     async def start(cls) -> WorkerTemplate:
@@ -244,6 +247,8 @@ class WorkerTemplate:
 
     async def preload(self, flow: PackedFlow) -> None:
         """Have the template import ``flow``'s modules, once per flow; callers wait for it to finish."""
+        if self.imported:
+            return
         loading = self._preloaded.get(flow.token)
         if loading is None:
             loading = self._preloaded[flow.token] = asyncio.ensure_future(

@@ -9,7 +9,8 @@ Requests come on the socket ``CONTROL_FD``; answers go back on the pipe ``ANSWER
 
 - ``("setup", (sys.path, cwd))``: the scheduler's path and directory (no answer);
 - ``("preload", payload)``: unpickle a flow, which imports its modules, and drop it; answered
-  ``("preloaded", None)`` (an error is left to the worker that installs the flow, as before);
+  ``("preloaded", None)`` (an error is left to the worker that installs the flow, as before); not
+  sent to a template forked from the scheduler, which has the modules already;
 - ``("fork", None)`` with a worker's two pipe ends attached: answered ``("forked", pid)``, or
   ``("refused", why)`` when a thread runs here, which a fork would not carry into the worker.
 
@@ -31,6 +32,7 @@ import sys
 import threading
 import traceback
 import warnings
+import weakref
 from typing import Any, BinaryIO, NoReturn
 
 import cloudpickle
@@ -171,6 +173,16 @@ def _drop_inherited(keep: set[int]) -> None:
     os.close(null)
 
 
+def _forget_exit_calls() -> None:
+    """Drop what the scheduler registered to run at its exit (``atexit``, ``weakref.finalize``: a
+    temporary directory's removal...): it is the scheduler's to run, not each worker's as it ends.
+    What the flow's modules register from here on runs in the worker, as in a new interpreter."""
+    atexit._clear()
+    for info in getattr(weakref.finalize, "_registry", {}).values():
+        info.atexit = False
+    weakref.finalize._registered_with_atexit = False  # type: ignore[attr-defined]  # the next one registers again
+
+
 def become(control: socket.socket, answers: int) -> NoReturn:
     """In a child just forked from the scheduler's process, before its run began: be the template.
 
@@ -187,9 +199,11 @@ def become(control: socket.socket, answers: int) -> NoReturn:
             original = getattr(sys, f"__{name}__")
             if original is not None:
                 setattr(sys, name, original)
+        _forget_exit_calls()
         environment.mark_worker()
         from laminar._runtime import split  # noqa: F401  (what every worker needs, imported once here)
 
+        gc.freeze()  # what the scheduler had is not touched again here: workers share its pages
         serve(control, os.fdopen(answers, "wb"))
     except BaseException:
         traceback.print_exc()
