@@ -88,6 +88,18 @@ class Crashes(Layer):
         self.grandparent = parent_of(self.parent)
 
 
+class Large(Flow): ...
+
+
+@Large.register
+class Stores(Layer):
+    \"\"\"A value hashed on BLAKE3's own threads (over 1 MiB), here and in a worker.\"\"\"
+
+    def __call__(self) -> None:
+        self.blob = bytes(range(256)) * 16384  # 4 MiB
+        self.pid = os.getpid()
+
+
 class Orphaning(Flow): ...
 
 
@@ -291,3 +303,22 @@ def test_workers_of_a_template_that_is_killed_are_killed_and_later_ones_spawned(
     first, second = execution.status.layers["KillsTheTemplate"].attempts[0]
     assert first.error["type"] == WorkerLost.__name__ and "exited with code -9" in first.error["message"]
     assert second.error is None and execution.layer("KillsTheTemplate").parent == os.getpid()
+
+
+def test_a_scheduler_whose_pools_have_run_still_forks_the_template_and_its_workers_hash_large_values(
+    tmp_path: Path, module: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run on Thread leaves Laminar's pool idle and BLAKE3's threads started here: the next run
+    still forks the template (the idle pool is no reason not to), and its worker hashes on its own
+    thread rather than wait forever for BLAKE3's threads, which a fork does not carry over."""
+    thread_run = module.Large(datastore=datastores.Local(tmp_path / "store"), executor=executors.Thread())()
+    assert thread_run.layer("Stores").pid == os.getpid()
+    flow = module.Large(
+        datastore=datastores.Local(tmp_path / "store"),
+        executor=executors.Process(start_method="forkserver", timeout=60),  # a deadlock fails, bounded
+    )
+    with caplog.at_level(logging.DEBUG, logger="laminar"):
+        layer = flow().layer("Stores")
+    assert layer.pid != os.getpid() and len(layer.blob) == 4 << 20
+    assert imports(tmp_path) == [os.getpid()]  # forked from here, not a new interpreter
+    assert not [record for record in caplog.records if "not as a fork" in record.getMessage()]

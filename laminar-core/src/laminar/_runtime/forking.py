@@ -25,6 +25,7 @@ import cloudpickle
 
 from laminar._runtime import environment, template, wire
 from laminar._runtime.shipping import PackedFlow
+from laminar._serialization import threads
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +63,16 @@ class ForkedProcess:
 
 def unsafe_to_fork() -> str | None:
     """Why this process may not fork the template now (``None`` if it may): a thread would be left
-    behind with its locks held, and macOS's system libraries do not survive a fork without ``exec``."""
+    behind with its locks held (Laminar's own pools, idle between runs, excepted), and macOS's system
+    libraries do not survive a fork without ``exec``."""
     if not hasattr(os, "fork"):
         return "this platform has no fork"
     if sys.platform == "darwin":
         return "macOS's system libraries may not survive a fork"
-    threads = [thread.name for thread in threading.enumerate() if thread is not threading.current_thread()]
-    if threads:
-        return f"threads run in this process: {', '.join(threads)}"
+    idle = [threading.current_thread(), *threads.idle_threads()]
+    running = [thread.name for thread in threading.enumerate() if thread not in idle]
+    if running:
+        return f"threads run in this process: {', '.join(running)}"
     return None
 
 
