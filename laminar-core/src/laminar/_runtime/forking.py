@@ -102,8 +102,10 @@ class ForkedTemplate:
         """Fork the template now; ``OSError`` if the system refuses."""
         ours, theirs = socket.socketpair()
         answers_read, answers_write = os.pipe()
-        for stream in (sys.stdout, sys.stderr):  # what is buffered is printed once, not once more there
-            with contextlib.suppress(Exception):
+        # What is buffered is printed once, not once more there (the interpreter's own streams too:
+        # the template takes them up in place of any the program set in sys.stdout).
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            if stream is not None:
                 stream.flush()
         try:
             with warnings.catch_warnings():
