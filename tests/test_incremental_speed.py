@@ -28,6 +28,10 @@ from pathlib import Path
 scans = []
 distributions = importlib.metadata.distributions
 importlib.metadata.distributions = lambda *a, **k: scans.append(1) or distributions(*a, **k)
+parsed = []  # file lists (RECORD) parsed, to infer a distribution's modules
+files = importlib.metadata.Distribution.files
+importlib.metadata.Distribution.files = property(lambda self: parsed.append(1) or files.fget(self))
+unlisted = sum(1 for d in distributions() if not d.read_text("top_level.txt"))
 
 from laminar._runtime import fingerprint
 import user
@@ -35,13 +39,16 @@ import user
 root = Path(sys.argv[1])
 plain = fingerprint.fingerprint([user.plain], root=root)
 after_plain = len(scans)
-found = [fingerprint.fingerprint([f], root=root) for f in (user.with_yaml, user.with_yaml_again)]
-print(json.dumps({"after_plain": after_plain, "after_all": len(scans),
+found = [fingerprint.fingerprint([f], root=root) for f in (user.with_yaml, user.with_yaml_again, user.with_click)]
+print(json.dumps({"after_plain": after_plain, "after_all": len(scans), "parsed": len(parsed),
+                  "unlisted": unlisted,
                   "packages": [sorted(f.packages) for f in found]}))
 """
 
 USER = """
 import json
+
+import click
 import yaml
 
 def plain(x):
@@ -52,13 +59,17 @@ def with_yaml(x):
 
 def with_yaml_again(x):
     return yaml.safe_load(x)
+
+def with_click(x):
+    return click.style(yaml.safe_dump(x))
 """
 
 
 def test_the_installed_packages_are_scanned_once_per_process_and_only_when_needed(tmp_path: Path) -> None:
     """Fingerprinting code that reaches only the standard library and the user's own modules scans
     no installed package; code reaching third-party modules scans them once for the process, however
-    many fingerprints ask, and still counts the distribution by its version."""
+    many fingerprints ask, without parsing every distribution's file list, and still counts the
+    distribution by its version."""
     (tmp_path / "user.py").write_text(USER)
     (tmp_path / "scan.py").write_text(SCAN)
     out = subprocess.run(
@@ -77,7 +88,12 @@ def test_the_installed_packages_are_scanned_once_per_process_and_only_when_neede
     counted = json.loads(out.strip().splitlines()[-1])
     assert counted["after_plain"] == 0
     assert counted["after_all"] == 1
-    assert counted["packages"] == [["PyYAML", "python"], ["PyYAML", "python"]]
+    # packages_distributions() parsed the file list of each of the many distributions that declare
+    # no top-level modules; the look-up parses only those listing a file under ``yaml`` or
+    # ``click`` (click's own, which declares none): one per module at most.
+    assert counted["unlisted"] > 10
+    assert counted["parsed"] <= 2
+    assert counted["packages"] == [["PyYAML", "python"], ["PyYAML", "python"], ["PyYAML", "click", "python"]]
 
 
 def test_modules_map_to_the_distributions_packages_distributions_names() -> None:
