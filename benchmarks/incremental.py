@@ -13,7 +13,7 @@ starts. Measured, each against the first run:
    descendants, counted from the status records);
 3. 1% new items: how many of ``Square``'s splits ran (target: 1%), read from its explanation;
 4. what the datastore grew by in the unchanged rerun, per reused layer (target: a few KiB; a
-   foreach layer's records are copied, so it grows with its number of splits, not its values).
+   reused layer, a foreach's too, writes one record pointing at the earlier execution's splits).
 
 A split does ``--work`` iterations of a loop (20,000: about a millisecond), so the first run does
 what a small real flow does; the reruns' cost is mostly fixed (reading the records to key each
@@ -173,7 +173,7 @@ def main() -> None:
             print(
                 f"datastore growth: {grown / 1024:.1f} KiB in all (first run stored {before / 1024:.0f} KiB): "
                 f"at most {plain / 1024:.1f} KiB per reused one-split layer; Items {each['Items'] / 1024:.0f} KiB "
-                f"and Square {each['Square'] / 1024:.0f} KiB (their records for {items} splits, copied, small values inline in them)"
+                f"and Square {each['Square'] / 1024:.0f} KiB (one record each, pointing at the first run's {items} split records)"
             )
 
         if options.unchanged_only:

@@ -56,8 +56,38 @@ class Fingerprint:
 
 
 @functools.cache
-def _distributions() -> Mapping[str, list[str]]:
-    return importlib.metadata.packages_distributions()
+def _installed() -> tuple[tuple[importlib.metadata.Distribution, frozenset[str] | None, str], ...]:
+    """Every installed distribution, read once per process: the top-level modules it declares
+    (``top_level.txt``), or else its file list (``RECORD``) as text, with a newline before it."""
+    found = []
+    for distribution in importlib.metadata.distributions():
+        declared = distribution.read_text("top_level.txt")
+        listed = "" if declared else "\n" + (distribution.read_text("RECORD") or "")
+        found.append((distribution, frozenset(declared.split()) if declared else None, listed))
+    return tuple(found)
+
+
+@functools.cache
+def _distributions(top: str) -> tuple[str, ...]:
+    """The distributions that provide top-level module ``top``, as
+    ``importlib.metadata.packages_distributions()`` says, for a fraction of its cost: that infers
+    every distribution's modules from its whole file list (half a second in an environment of 180
+    distributions); this infers them only for a distribution whose list has a line starting with
+    ``top``."""
+    lines = ("\n" + top + "/", "\n" + top + ".", '\n"' + top)
+    names = []
+    for distribution, declared, listed in _installed():
+        if declared is not None:
+            provides = top in declared
+        else:
+            provides = any(line in listed for line in lines) and top in {
+                file.parts[0] if len(file.parts) > 1 else file.with_suffix("").name
+                for file in distribution.files or ()
+                if file.suffix == ".py"
+            }
+        if provides:
+            names.append(distribution.metadata["Name"])
+    return tuple(names)
 
 
 @functools.cache
@@ -156,7 +186,7 @@ class _Walk:
         top = (module_name or "").partition(".")[0]
         if not top or top in sys.stdlib_module_names or top == "builtins":
             return f"stdlib:{top}"
-        for distribution in _distributions().get(top, []):
+        for distribution in _distributions(top):
             self.packages[distribution] = _version(distribution)
         return f"package:{top}"
 

@@ -212,6 +212,7 @@ class _Runner:
         self.split_keys: dict[str, tuple[str, list[str]]] = {}  # foreach layers: base key, split keys
         self.sources: dict[tuple[str, str], dict[str, str]] = {}  # (execution, layer) -> its outputs
         self.prefetched: set[str] = set()  # executions this run reuses from, their records read
+        self.ahead: dict[tuple[str, str], reuse_index.ReuseEntry | None] = {}  # (layer, key) -> entry
         self.flow = execution.flow
         self.plan = self.flow.plan
         self.parameters = parameters
@@ -526,8 +527,11 @@ class _Runner:
         )
 
     # ---- reuse --------------------------------------------------------------------------------
-    def _components(self, name: str) -> tuple[dict[str, str], fingerprint.Fingerprint]:
-        """The parts of ``name``'s key: its code, packages, inputs, parameters, configuration."""
+    def _components(
+        self, name: str, outputs: Mapping[str, dict[str, str]] | None = None
+    ) -> tuple[dict[str, str], fingerprint.Fingerprint]:
+        """The parts of ``name``'s key: its code, packages, inputs, parameters, configuration;
+        its inputs' values as ``outputs`` gives them (all of them) if given, else as this run has them."""
         flow = self.flow
         root = reuse.root_of(flow)
         code = fingerprint.of_layer(
@@ -540,10 +544,11 @@ class _Runner:
         components = {"code": code.digest, **{f"code:{part}": d for part, d in code.parts.items()}}
         components.update({f"package:{n}" if n != "python" else n: v for n, v in code.packages.items()})
         for upstream in sorted(self.plan.dependencies[name]):  # what it reads: its inputs' values
-            if upstream not in self.outputs:
+            if outputs is None and upstream not in self.outputs:
                 self.outputs[upstream] = reuse.outputs(self.store, upstream)
+            given = (self.outputs if outputs is None else outputs)[upstream]
             kind = "parameter:" if upstream == "Parameters" else f"input:{upstream}."
-            components.update({kind + artifact: d for artifact, d in self.outputs[upstream].items()})
+            components.update({kind + artifact: d for artifact, d in given.items()})
         configuration = flow.registry[name].configuration
         components["configuration"] = reuse.configuration_text(flow, name)
         components.update(reuse.extra_inputs(configuration.inputs, root, name))
@@ -565,13 +570,17 @@ class _Runner:
         if name in self.forced:
             self.run.explanations[name] = (None, f"ran because it was forced ({self._forced_by(name)})")
             return None
-        found = reuse_index.entry(datastore, self.flow.name, name, key)
+        if (name, key) in self.ahead:
+            found = self.ahead.pop((name, key))
+        else:
+            found = reuse_index.entry(datastore, self.flow.name, name, key)
         if found is not None and found.execution != self.execution.id:
             if found.execution not in self.prefetched:
                 # Its other layers are likely reused too: read their records at once, not one by one.
                 self.prefetched.add(found.execution)
                 source = self.flow.configuration.store(self.flow.name, found.execution)
                 reuse_index.prefetch(source, self.plan.dependencies)
+                self._reuse_ahead(name, found.execution)
             splits = reuse_index.usable(datastore, self.store.protocols, found, name)
             if splits is not None and not self._same_inputs(found.execution, name, components):
                 splits = None
@@ -591,6 +600,39 @@ class _Runner:
             )
         self.run.explanations[name] = (None, f"ran because {why}")
         return None
+
+    def _reuse_ahead(self, name: str, execution: str) -> None:
+        """Read at once, in parallel, the index entries of the layers not keyed yet, with the keys
+        they have if every layer they read that this run has not finished is reused from
+        ``execution`` (with the values its records hold): down a chain of reused layers each then
+        finds its entry read, instead of waiting for one request after its upstream's. An entry is
+        used only for the key it was read for, and checked as any other before reuse; a guess that
+        proves wrong (an upstream ran after all) costs its one read."""
+        source = self.flow.configuration.store(self.flow.name, execution)
+        guessed: dict[str, str] = {}
+        for layer in self.plan.order:
+            if layer in ("Parameters", name) or layer in self.keys or layer in self.forced:
+                continue
+            if not self.flow.registry[layer].configuration.reuse:
+                continue
+            outputs: dict[str, dict[str, str]] = {}
+            try:
+                for upstream in self.plan.dependencies[layer]:
+                    if upstream in self.outputs:
+                        outputs[upstream] = self.outputs[upstream]
+                    elif upstream != "Parameters" and source.record(upstream) is not None:
+                        outputs[upstream] = self._outputs_in(execution, upstream)
+                    else:
+                        break
+                else:
+                    guessed[layer] = reuse.key_of(self._components(layer, outputs)[0])
+            except (IntegrityError, ValueError):  # its checks before reuse will say why
+                continue
+        datastore = self.flow.configuration.datastore
+        entries = datastore.map_parallel(
+            lambda layer: reuse_index.entry(datastore, self.flow.name, layer, guessed[layer]), list(guessed)
+        )
+        self.ahead.update(zip(((layer, guessed[layer]) for layer in guessed), entries, strict=True))
 
     def _split_keys(self, name: str, grid: foreach.Grid) -> tuple[str, list[str]]:
         """A foreach layer's key without its axes (``base``), and each split's key: the digests of
