@@ -257,8 +257,9 @@ class Slowly(Layer):
 
 
 def test_a_split_still_queued_when_the_run_fails_has_a_span_that_reads_not_started(
-    tmp_path: Path, exporter: InMemorySpanExporter, opened: Opened
+    tmp_path: Path, exporter: InMemorySpanExporter, opened: Opened, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("LAMINAR_BATCH_SECONDS", "0")  # one split a hand-over: 64 queued at once
     flow = Queued(datastore=datastores.Local(tmp_path), executor=executors.Thread(concurrency=2))
     with pytest.raises(ValueError, match="item 1 is broken"):
         flow()
