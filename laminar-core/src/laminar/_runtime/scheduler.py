@@ -872,16 +872,7 @@ class _Runner:
         def finished(
             error: BaseException | None, started: float, ended: float, caught: Mapping[str, str] | None = None
         ) -> None:
-            self.hook.laminar_split_finished(
-                layer=reader,
-                index=task.index,
-                attempt=task.attempt,
-                error=error,
-                started=started,
-                ended=ended,
-                caught=caught,
-                run=self.run,
-            )
+            self._split_finished(reader, task, error, started, ended, caught)
 
         while True:
             running = await start(submission)
