@@ -222,28 +222,11 @@ class Dask(Executor):
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
 
-        token = await self._install(task.flow)
-        resources = await self._resources(task)
         index = "" if task.index is None else f"-{task.index}"
-        submission = _Submission(
-            key=f"laminar-{task.layer}{index}-attempt-{task.attempt}-{self._run}-{next(self._keys)}",
-            token=token,
-            task=without_flow(task),  # the worker holds the flow
-            resources=resources,
-            future=asyncio.get_running_loop().create_future(),
-        )
-        self._submit(submission)
-        future: Any = None
         try:
-            future = await submission.future
-            outcome = await self._outcome(future)
-        except asyncio.CancelledError:  # timed out, or the run was abandoned: stop the task
-            if future is None and submission.future.done() and not submission.future.cancelled():
-                future = submission.future.result()  # submitted in the same turn it was cancelled
-            if future is not None:
-                with contextlib.suppress(Exception):  # best effort
-                    await asyncio.shield(self._running().cancel([future], force=True))
-            raise
+            outcome: SplitOutcome = await self._run_task(
+                task, f"{task.layer}{index}-attempt-{task.attempt}", without_flow(task)
+            )
         except KilledWorker as error:
             raise WorkerLost(
                 f"the Dask worker running {task.describe()} died before it finished ({error})"
@@ -262,31 +245,38 @@ class Dask(Executor):
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
 
-        token = await self._install(tasks[0].flow)
-        resources = await self._resources(tasks[0])  # a batch's splits share their layer's Container
-        first = tasks[0]
+        first = tasks[0]  # a batch's splits share their layer's flow and Container
+        try:
+            results: list[SplitOutcome | BaseException | None] = await self._run_task(
+                first, f"{first.layer}-batch-{first.index}-{len(tasks)}", [without_flow(t) for t in tasks]
+            )
+        except (KilledWorker, FutureCancelledError):
+            return [None] * len(tasks)
+        return results
+
+    async def _run_task(self, task: SplitTask, name: str, payload: SplitTask | list[SplitTask]) -> Any:
+        """Submit ``payload`` (one split, or a batch) as one Dask task and return its result; the
+        Dask task is cancelled if this is (a timeout, or the run abandoned)."""
+        token = await self._install(task.flow)
         submission = _Submission(
-            key=f"laminar-{first.layer}-batch-{first.index}-{len(tasks)}-{self._run}-{next(self._keys)}",
+            key=f"laminar-{name}-{self._run}-{next(self._keys)}",
             token=token,
-            task=[without_flow(task) for task in tasks],
-            resources=resources,
+            task=payload,  # the worker holds the flow
+            resources=await self._resources(task),
             future=asyncio.get_running_loop().create_future(),
         )
         self._submit(submission)
         future: Any = None
         try:
             future = await submission.future
-            results: list[SplitOutcome | BaseException | None] = await self._outcome(future)  # type: ignore[assignment]
-        except asyncio.CancelledError:  # the run was abandoned: stop the task
+            return await self._outcome(future)
+        except asyncio.CancelledError:
             if future is None and submission.future.done() and not submission.future.cancelled():
-                future = submission.future.result()
+                future = submission.future.result()  # submitted in the same turn it was cancelled
             if future is not None:
                 with contextlib.suppress(Exception):  # best effort
                     await asyncio.shield(self._running().cancel([future], force=True))
             raise
-        except (KilledWorker, FutureCancelledError):
-            return [None] * len(tasks)
-        return results
 
     async def _outcome(self, future: Any) -> SplitOutcome:
         """The split's outcome: results of splits that finish close together are fetched together.
