@@ -26,13 +26,14 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent.parent / "laminar-core" / "src"
 
 FLOW = """
-import sys, tempfile
+import sys
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores
 
@@ -43,12 +44,12 @@ class Only(Layer):
     def __call__(self, parameters: Parameters) -> None:
         self.out = parameters.n + 1
 
-if flow := One(datastore=datastores.Local(tempfile.mkdtemp()), executor="thread"):
+if flow := One(datastore=datastores.Local(sys.argv[1]), executor="thread"):
     assert flow(n=1).layer(Only).out == 2
 print("pydantic" in sys.modules)
 """
 EARLIER_FLOW = """
-import tempfile
+import sys
 from laminar import Flow, Layer, Parameters
 from laminar.configurations import datastores, executors
 
@@ -59,7 +60,7 @@ class Only(Layer):
     def __call__(self, parameters: Parameters) -> None:
         self.out = parameters.n + 1
 
-if flow := One(datastore=datastores.Local(root=tempfile.mkdtemp()), executor=executors.Thread()):
+if flow := One(datastore=datastores.Local(root=sys.argv[1]), executor=executors.Thread()):
     assert flow(n=1).layer(Only).out == 2
 print("earlier")
 """
@@ -71,9 +72,12 @@ def timed(code: str, source: Path | None, python: str = sys.executable) -> tuple
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LAMINAR_")}
     if source is not None:
         environment["PYTHONPATH"] = str(source)
-    start = time.perf_counter()
-    done = subprocess.run([python, "-c", code], env=environment, capture_output=True, text=True, check=True)
-    return time.perf_counter() - start, (done.stdout.strip().splitlines() or [""])[-1]
+    with tempfile.TemporaryDirectory() as root:  # the flow's datastore, new each run (sys.argv[1])
+        start = time.perf_counter()
+        done = subprocess.run(
+            [python, "-c", code, root], env=environment, capture_output=True, text=True, check=True
+        )
+        return time.perf_counter() - start, (done.stdout.strip().splitlines() or [""])[-1]
 
 
 def side_by_side(
