@@ -263,6 +263,37 @@ def test_concurrency_caps_splits_in_flight(tmp_path: Path, address: str) -> None
     assert list(execution.layer(B).y) == list(range(6))
 
 
+@pytest.mark.parametrize("batch_seconds", ["0", "30"], ids=["single", "batched"])
+def test_a_failed_run_starts_none_of_the_tasks_queued_on_the_cluster(
+    tmp_path: Path, address: str, batch_seconds: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dask holds up to ``concurrency`` (1,024) of a run's splits queued: once the run fails, the
+    workers are told and start none of them, in a task of its own or a batch's."""
+    monkeypatch.setenv("LAMINAR_BATCH_SECONDS", batch_seconds)
+    marks = tmp_path / "started"
+    marks.mkdir()
+
+    class Failing(Flow): ...
+
+    @Failing.register
+    class Items(Layer):
+        def __call__(self) -> None:
+            self.shard(x=range(400))
+
+    @Failing.register(foreach=ForEach(parameters=[Parameter(layer=Items, attribute="x")]))
+    class Slow(Layer):
+        def __call__(self, items: Items) -> None:
+            (marks / str(items.x)).touch()
+            if items.x == 100:  # batches have grown to dozens of splits by then
+                raise ValueError("item 100 is broken")
+            time.sleep(0.01)
+
+    with pytest.raises(ValueError, match="item 100 is broken"):
+        Failing(datastore=datastores.Local(tmp_path / "store"), executor=Dask(address))()
+    started = len(list(marks.iterdir()))
+    assert started < 200, f"{started} of 400 splits started on Dask after split 100 failed"
+
+
 def test_timeout_cancels_the_task_and_fails_the_flow(tmp_path: Path) -> None:
     class Slow(Flow): ...
 

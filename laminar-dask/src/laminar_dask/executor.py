@@ -18,6 +18,8 @@ How a split travels:
 * ``Container(cpu, memory)`` becomes Dask worker ``resources`` only for the resource names the
   cluster's workers declare (``dask worker --resources "cpu=4,memory=16000"``).
 * When the scheduler gives up on a split (``timeout``) its Dask future is cancelled.
+* When the run fails or is stopped (``cancel_queued``), every worker is told (``client.run``): tasks
+  of the run still queued there, and the splits of a batch not started yet, do not start.
 * The worker processes of a LocalCluster it started ignore SIGINT: Ctrl-C (the terminal's SIGINT to
   the whole job) is the scheduler's to act on, and the running splits finish, as on every executor.
 """
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from laminar.errors import ConfigurationError, WorkerLost
-from laminar.plugins import Executor, FlowPacker, without_flow
+from laminar.plugins import Executor, FlowPacker, SplitNotStarted, without_flow
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -112,6 +114,8 @@ class Dask(Executor):
         self._gathering: set[asyncio.Future[None]] = set()
         self._keys = itertools.count()
         self._run = uuid.uuid4().hex[:8]
+        self._stopped = False
+        self._stopping: asyncio.Future[Any] | None = None
 
     @property
     def batch_window(self) -> int:
@@ -191,6 +195,9 @@ class Dask(Executor):
 
     async def stop(self) -> None:
         client, cluster, installed = self._client, self._cluster, self._installed
+        if self._stopping is not None:
+            with contextlib.suppress(Exception):  # best effort: the workers may be gone
+                await self._stopping
         self._reset()
         try:
             if client is not None and client.status == "running":
@@ -223,8 +230,10 @@ class Dask(Executor):
         from distributed.client import FutureCancelledError
 
         index = "" if task.index is None else f"-{task.index}"
+        if self._stopped:
+            raise SplitNotStarted.of(task)
         try:
-            outcome: SplitOutcome = await self._run_task(
+            outcome: SplitOutcome | SplitNotStarted = await self._run_task(
                 task, f"{task.layer}{index}-attempt-{task.attempt}", without_flow(task)
             )
         except KilledWorker as error:
@@ -236,6 +245,8 @@ class Dask(Executor):
                 f"Dask cancelled the task running {task.describe()} ({error}); its worker or the scheduler "
                 "may have restarted"
             ) from error
+        if isinstance(outcome, SplitNotStarted):
+            raise outcome
         return outcome
 
     async def run_batch(self, tasks: Sequence[SplitTask]) -> list[SplitOutcome | BaseException | None]:
@@ -245,6 +256,8 @@ class Dask(Executor):
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
 
+        if self._stopped:
+            return [SplitNotStarted.of(task) for task in tasks]
         first = tasks[0]  # a batch's splits share their layer's flow and Container
         try:
             results: list[SplitOutcome | BaseException | None] = await self._run_task(
@@ -254,6 +267,17 @@ class Dask(Executor):
             return [None] * len(tasks)
         return results
 
+    def cancel_queued(self) -> None:
+        """Tell every worker that this run's tasks still queued there, and the splits of a batch not
+        started yet, must not start (``laminar_dask.worker.stop_run``); hand Dask nothing more."""
+        if self._stopped or self._client is None:
+            self._stopped = True
+            return
+        from laminar_dask.worker import stop_run
+
+        self._stopped = True
+        self._stopping = asyncio.ensure_future(self._client.run(stop_run, self._run))
+
     async def _run_task(self, task: SplitTask, name: str, payload: SplitTask | list[SplitTask]) -> Any:
         """Submit ``payload`` (one split, or a batch) as one Dask task and return its result; the
         Dask task is cancelled if this is (a timeout, or the run abandoned)."""
@@ -261,6 +285,7 @@ class Dask(Executor):
         submission = _Submission(
             key=f"laminar-{name}-{self._run}-{next(self._keys)}",
             token=token,
+            run=self._run,
             task=payload,  # the worker holds the flow
             resources=await self._resources(task),
             future=asyncio.get_running_loop().create_future(),
@@ -341,6 +366,7 @@ class Dask(Executor):
                 futures = self._running().map(
                     run_task,
                     [submission.token for submission in group],
+                    [submission.run for submission in group],
                     [submission.task for submission in group],
                     key=[submission.key for submission in group],
                     pure=False,
@@ -436,6 +462,7 @@ class _Submission:
 
     key: str
     token: str
+    run: str
     task: SplitTask | list[SplitTask]  # a list: a batch of splits in one task
     resources: dict[str, float] | None
     future: asyncio.Future[Any]

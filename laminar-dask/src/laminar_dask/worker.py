@@ -14,13 +14,23 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 from distributed import WorkerPlugin
 from laminar.errors import WorkerLost
-from laminar.plugins import FlowNotInstalled, FlowUnpacker, mark_worker, run_split, run_splits
+from laminar.plugins import (
+    FlowNotInstalled,
+    FlowUnpacker,
+    SplitNotStarted,
+    mark_worker,
+    run_split,
+    run_splits,
+)
 
 if TYPE_CHECKING:
     from laminar.plugins import SplitOutcome, SplitTask
 
 #: The flows :class:`FlowPlugin` installed on this worker, by token.
 _FLOWS = FlowUnpacker()
+
+#: Runs (the executor's run id) that failed or were stopped: their tasks start no further split.
+_STOPPED: set[str] = set()
 
 
 def origin() -> tuple[str, int]:
@@ -62,11 +72,21 @@ class TerminalSignals(WorkerPlugin):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def stop_run(run: str) -> None:
+    """Sent to every worker (``client.run``) when run ``run`` failed or was stopped: its tasks
+    still queued on this worker, and the splits of its batch not started yet, do not start."""
+    _STOPPED.add(run)
+
+
 def run_task(
-    token: str, task: SplitTask | list[SplitTask]
-) -> SplitOutcome | list[SplitOutcome | BaseException]:
+    token: str, run: str, task: SplitTask | list[SplitTask]
+) -> SplitOutcome | BaseException | list[SplitOutcome | BaseException]:
     """What one Dask task runs: the split, with the flow this worker already holds; or a batch of
-    splits, one after another, each one's outcome or error in a list (one failing stops none)."""
+    splits, one after another, each one's outcome or error in a list (one failing stops none).
+
+    A split of a run that was stopped (:func:`stop_run`) is not started: its result is
+    :class:`~laminar.plugins.SplitNotStarted`, returned, not raised, as Dask takes only
+    ``Exception`` for a task's error."""
     try:
         if isinstance(task, list):
             tasks = [_FLOWS.attach(token, each) for each in task]
@@ -78,7 +98,9 @@ def run_task(
             "(the worker joined while the plugin was being registered, or it was unregistered)"
         ) from None
     if isinstance(task, list):
-        return [_portable(result) for result in run_splits(tasks)]
+        return [_portable(result) for result in run_splits(tasks, cancelled=lambda: run in _STOPPED)]
+    if run in _STOPPED:
+        return SplitNotStarted.of(task)
     return run_split(task)
 
 
