@@ -1,6 +1,7 @@
 """A chain of small layers: what each layer writes, on which thread and in which order (issue 29).
 
-A quick layer's "finished" status record is written by the status plugin's thread, after the layer's
+A layer of one split writes one record file, which holds its split's record (no batch file, no
+``splits/`` directory). A quick layer's "finished" status record is written by the status plugin's thread, after the layer's
 record, so the event loop does not wait on it and a crash never leaves a layer "finished" without
 its record.
 """
@@ -11,8 +12,11 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
 from laminar import Flow, Layer
+from laminar._storage import layout, records, verification
 from laminar.configurations import datastores, executors
+from laminar.errors import IntegrityError
 
 
 class Chain(Flow): ...
@@ -74,3 +78,31 @@ def test_a_quick_layer_s_finished_status_is_written_off_the_event_loop_after_its
         "B": "finished",
         "C": "finished",
     }
+
+
+def test_a_layer_of_one_split_is_one_record_file_holding_its_split(tmp_path: Path) -> None:
+    execution = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="e")
+    layer_directory = tmp_path / layout.layers("Chain", "e") / "B"
+    assert sorted(path.name for path in layer_directory.iterdir()) == ["record.json", "status.json"]
+    stored = json.loads((layer_directory / "record.json").read_bytes())
+    assert stored["layout"] == records.HELD_LAYOUT  # a reader of layout 3 refuses it, not misreads it
+    assert stored["batches"] == {"0-0.json": [[0, 0]]} and list(stored["held"]) == ["0"]
+    # read back by a new store (nothing cached), and checked whole
+    again = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution(execution.id)
+    assert again.layer(C).carried == {"a": 1, "b": 2, "c": 3}
+    assert verification.verify(again.store, ["A", "B", "C"]).intact
+
+
+def test_a_record_holding_splits_it_does_not_name_is_damaged(tmp_path: Path) -> None:
+    Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="e")
+    path = tmp_path / layout.record("Chain", "e", "B")
+    payload = json.loads(path.read_bytes())
+    del payload["sha256"]
+    payload["held"] = {"1": payload["held"]["0"]}  # resealed: only its shape is wrong
+    path.write_bytes(records.seal(payload))
+    again = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution("e")
+    with pytest.raises(IntegrityError) as raised:
+        again.layer(B).carried  # noqa: B018
+    message = str(raised.value)
+    assert f"the record of layer B of execution e of flow Chain at {path.as_uri()} is corrupt" in message
+    assert "held splits [1] are not a batch it names of its 1 splits" in message
