@@ -106,3 +106,24 @@ def test_a_record_holding_splits_it_does_not_name_is_damaged(tmp_path: Path) -> 
     message = str(raised.value)
     assert f"the record of layer B of execution e of flow Chain at {path.as_uri()} is corrupt" in message
     assert "held splits [1] are not a batch it names of its 1 splits" in message
+
+
+def test_every_flow_object_of_a_class_shares_its_plan_until_a_layer_is_registered() -> None:
+    class Grows(Flow): ...
+
+    @Grows.register
+    class First(Layer):
+        def __call__(self) -> None:
+            self.value = 1
+
+    plan = Grows(datastore=datastores.Memory(), executor=executors.Thread()).plan
+    assert Grows(datastore=datastores.Memory(), executor=executors.Thread()).plan is plan
+
+    @Grows.register
+    class Second(Layer):
+        def __call__(self, first: First) -> None:
+            self.value = first.value + 1
+
+    grown = Grows(datastore=datastores.Memory(), executor=executors.Thread())
+    assert grown.plan.order == ("Parameters", "First", "Second")
+    assert grown().layer(Second).value == 2
