@@ -127,3 +127,29 @@ def test_every_flow_object_of_a_class_shares_its_plan_until_a_layer_is_registere
     grown = Grows(datastore=datastores.Memory(), executor=executors.Thread())
     assert grown.plan.order == ("Parameters", "First", "Second")
     assert grown().layer(Second).value == 2
+
+
+class Threads(datastores.Local):
+    """Keeps the thread that wrote or created each key."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writers: dict[str, str] = {}
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.writers[key.rsplit("/", 2)[-2] + "/" + key.rsplit("/", 1)[-1]] = threading.current_thread().name
+        super().write_bytes(key, data)
+
+    def create(self, key: str, data: bytes) -> bool:
+        self.writers[key.rsplit("/", 2)[-2] + "/" + key.rsplit("/", 1)[-1]] = threading.current_thread().name
+        return super().create(key, data)
+
+
+def test_a_run_on_a_local_disk_takes_and_releases_its_lease_on_the_event_loop(tmp_path: Path) -> None:
+    """No thread is started for the run's first and last small writes (lease, metadata, Parameters)."""
+    datastore = Threads(tmp_path)
+    Chain(datastore=datastore, executor=executors.Thread())(execution="e")
+    here = threading.current_thread().name
+    assert datastore.writers["e/execution.json"] == here
+    assert datastore.writers["leases/0000000001.json"] == here  # created, then released
+    assert datastore.writers["Parameters/record.json"] == here

@@ -274,7 +274,9 @@ class _Runner:
         )
 
     async def _main(self) -> None:
-        await asyncio.to_thread(self._begin)
+        # Nothing else runs yet: on a local disk, where its small writes cost less than a thread (the
+        # first of asyncio's default executor, started and joined for this alone), on the loop.
+        await commit.write(self.store, self._begin)
         heartbeat = asyncio.ensure_future(self._heartbeat())
         try:
             self.hook.laminar_execution_started(execution=self.execution, run=self.run)
@@ -304,7 +306,7 @@ class _Runner:
                 self.lease.forget()  # the store failed: it goes stale instead of costing another deadline
             else:
                 try:
-                    await asyncio.to_thread(self.lease.release)
+                    await commit.write(self.store, self.lease.release)
                 except Exception as error:  # the run's own outcome matters more; the lease goes stale
                     logger.warning(
                         "could not release the lease on execution %s: %s", self.execution.id, error
