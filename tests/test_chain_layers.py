@@ -1,9 +1,10 @@
 """A chain of small layers: what each layer writes, on which thread and in which order (issue 29).
 
 A layer of one split writes one record file, which holds its split's record (no batch file, no
-``splits/`` directory). A quick layer's "finished" status record is written by the status plugin's thread, after the layer's
-record, so the event loop does not wait on it and a crash never leaves a layer "finished" without
-its record.
+``splits/`` directory). A quick layer's "finished" status record is written by the status plugin's
+thread, after the layer's record, so the event loop does not wait on it and a crash never leaves a
+layer "finished" without its record. A flow class's plan is built once, and a run on a local disk
+starts no thread for its lease.
 """
 
 from __future__ import annotations
