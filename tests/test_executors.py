@@ -420,8 +420,12 @@ def test_environment_protocol_runs_one_layer_and_the_guard_is_false(tmp_path: Pa
         "import sys\nfrom main import B, flow\nprint(flow.execution(sys.argv[1]).layer(B).foo)\n"
     )
     assert run_script(tmp_path, "read.py", execution_id).strip() == "bar!"
+    # What the process recorded, where the executor's recorded_outcome reads it (the scheduler then
+    # writes it into B's record; this execution's record still holds the first run's attempt 0).
     (tmp_path / "attempt.py").write_text(
-        "import sys\nfrom main import B, flow\nprint(flow.execution(sys.argv[1]).layer(B).attempt_seen)\n"
+        "import sys\nfrom main import flow\nstore = flow.execution(sys.argv[1]).store\n"
+        "split = store.read_batch('B', '0-0.json').splits[0]\n"
+        "print(store.load(split.archives['attempt_seen'].artifacts[0]))\n"
     )
     assert run_script(tmp_path, "attempt.py", execution_id).strip() == "1"
 

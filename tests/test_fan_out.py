@@ -541,9 +541,10 @@ def test_scheduling_cost_is_linear_in_the_number_of_splits(
         execution = Linear(datastore=store, executor=executors.Thread())(n=n)
         assert execution.layer(Gather).total == sum(2 * (i + 1) for i in range(n))
         counts[n] = len(store.reads) + len(store.listings)
-        archive_reads[n] = sum(1 for key in store.reads if "/layers/Range/splits/" in key)
+        archive_reads[n] = sum(1 for key in store.reads if "/layers/Range/" in key)
         assert all("/layers/Range/" not in prefix for prefix in store.listings)
         assert sorted(grids) == ["Again", "Bump"]  # each foreach grid is computed once
     assert counts[50] > 50 and counts[200] <= 4.5 * counts[50], counts
-    # The foreach's upstream archives are read a bounded number of times, not once per split.
-    assert 1 <= archive_reads[200] == archive_reads[50] <= 4, archive_reads
+    # The foreach's upstream archives are read a bounded number of times, not once per split (in
+    # its layer record, which holds its one split, read too whenever the uncached record is).
+    assert 1 <= archive_reads[200] == archive_reads[50] <= 8, archive_reads

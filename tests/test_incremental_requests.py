@@ -106,7 +106,12 @@ def test_an_unchanged_rerun_reads_each_record_once_and_checks_values_not_splits(
     theirs = layout.execution("Chain", first)
     source = Chain(datastore=Counting(tmp_path), executor=executors.Thread()).execution(first).store
     records = {layout.record("Chain", first, layer) for layer in LAYERS}
-    batches = {layout.split_batch("Chain", first, n, b) for n in LAYERS for b in source.batch_names(n)}
+    batches = {  # in files of their own: a layer of one split's is held in its record
+        layout.split_batch("Chain", first, n, b)
+        for n in LAYERS
+        for b in source.batch_names(n)
+        if b != source.record(n).held_batch  # type: ignore[union-attr]
+    }
     entries = [key for key in datastore.reads if key.startswith(layout.reuse_index("Chain"))]
     ours = [key for key in datastore.reads if not key.startswith((theirs, layout.reuse_index("Chain")))]
     read = [key for key in datastore.reads if key.startswith(theirs)]

@@ -291,24 +291,29 @@ def test_resume_of_an_unknown_execution_is_refused(tmp_path: Path) -> None:
 
 
 class FailingBatches(datastores.Local):
-    """A Local datastore whose writes of one layer's split batches fail, as a full disk would."""
+    """A Local datastore whose writes of one layer's split batches (and of its record, which holds
+    the split of a layer of one split) fail, as a full disk would."""
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        if "/layers/Double/splits/" in key:
+        if "/layers/Double/splits/" in key or key.endswith("/layers/Double/record.json"):
             raise OSError(28, "No space left on device")
         super().write_bytes(key, data)
 
 
-@pytest.mark.parametrize("n", [50, 1])  # batches written by the log's task; one split's, at its close
+@pytest.mark.parametrize(
+    ("n", "note"),
+    [
+        (50, "while writing the records of finished splits of layer Double"),  # by the log's task
+        (1, "while writing the record of layer Double"),  # one split: held in the layer's record
+    ],
+)
 def test_a_failed_batch_write_fails_the_run_and_resume_runs_those_splits_again(
-    tmp_path: Path, n: int
+    tmp_path: Path, n: int, note: str
 ) -> None:
     flow = Batched(datastore=FailingBatches(tmp_path), executor=executors.Thread())
     with pytest.raises(OSError, match="No space left on device") as raised:
         flow(execution="full", n=n)
-    assert "while writing the records of finished splits of layer Double" in "\n".join(
-        getattr(raised.value, "__notes__", [])
-    )
+    assert note in "\n".join(getattr(raised.value, "__notes__", []))
     assert not flow.execution("full").layer(Double).state.finished
     assert not flow.execution("full").layer(Sum).state.finished
     assert batch_files(tmp_path, "full", "Double") == []  # nothing claims a split finished

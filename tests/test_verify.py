@@ -276,20 +276,27 @@ def test_verify_writes_nothing_and_repair_moves_aside_what_it_takes_away(
     assert {key for key in before if key not in after} == set(repaired["moved"])  # nothing else went
 
 
-def test_a_damaged_layer_record_is_written_again_without_running_a_split(
-    flow_file: Path, store: str, ran: Path
+@pytest.mark.parametrize(
+    ("layer", "runs_again"),
+    [
+        ("Big", []),  # its splits' results were whole, in batches: only the record is written again
+        ("Side", ["Side"]),  # a layer of one split: its record held the split's result, so it runs again
+    ],
+)
+def test_a_damaged_layer_record_is_written_again(
+    flow_file: Path, store: str, ran: Path, layer: str, runs_again: list[str]
 ) -> None:
     run(flow_file, store, ran)
-    record = Path(store.removeprefix("file://")) / layout.record("Chain", "e1", "Side")
-    record.write_bytes(record.read_bytes().replace(b'"splits":1', b'"splits":2'))
+    record = Path(store.removeprefix("file://")) / layout.record("Chain", "e1", layer)
+    record.write_bytes(record.read_bytes().replace(b'"splits":', b'"splits":1'))
 
     found = json.loads(verify(flow_file, store, "--json").output)["findings"]
-    assert [(f["layer"], f["problem"], f["what"]) for f in found] == [("Side", "damaged", "its record")]
+    assert [(f["layer"], f["problem"], f["what"]) for f in found] == [(layer, "damaged", "its record")]
     assert "do not match its checksum" in found[0]["reason"]
     repaired = verify(flow_file, store, "--repair")
-    assert "marked not finished: Side\n" in repaired.output, repaired.output
+    assert f"marked not finished: {layer}\n" in repaired.output, repaired.output
     assert laminar("resume", flow_file, "e1", "--datastore", store).exit_code == 0
-    assert ran_since(ran) == []  # its splits' results were whole: only the record is written again
+    assert ran_since(ran) == runs_again
     assert verify(flow_file, store).exit_code == 0
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 from laminar._model.execution import Execution
 from laminar._model.layer import Layer, Parameters
 from laminar._model.layer_options import Catch, Configuration, Container, ForEach, Retry
-from laminar._model.plan import Plan, build_plan
+from laminar._model.plan import Plan, plan_of
 from laminar._names import validate
 from laminar.errors import FlowDefinitionError
 
@@ -170,7 +170,7 @@ class FlowDefinition:
     @cached_property
     def plan(self) -> Plan:
         """Validate the DAG (dependencies, cycles, annotations) and analyse every layer once."""
-        return build_plan(type(self), base=FlowDefinition)
+        return plan_of(type(self), base=FlowDefinition)
 
     def execution(self, id: str) -> Execution:
         """The execution ``id`` of this flow. The application's Flow returns one that can run and read."""

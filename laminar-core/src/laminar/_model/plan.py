@@ -5,7 +5,8 @@ Computed once per flow class from the registry; pure analysis of the classes, no
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,22 @@ class Plan:
     dependencies: dict[str, frozenset[str]]
     calls: dict[str, dag.Signature]
     layer_hooks: dict[tuple[str, str], tuple[LayerHook, ...]]  # (layer, kind) -> hooks, flow hooks first
+
+
+#: Each flow class's plan, with the registry it was built from: a class's registry is a new dict
+#: whenever a layer is registered, so a plan is reused while its registry is the class's own.
+_PLANS: weakref.WeakKeyDictionary[type, tuple[Mapping[str, Any], Plan]] = weakref.WeakKeyDictionary()
+
+
+def plan_of(flow: type[FlowDefinition], *, base: type) -> Plan:
+    """``flow``'s plan, built once per class and registry (every flow object of a class shares it:
+    a chain of 50 layers took about 36 us a layer to analyse again for each)."""
+    found = _PLANS.get(flow)
+    if found is not None and found[0] is flow.registry:
+        return found[1]
+    plan = build_plan(flow, base=base)
+    _PLANS[flow] = (flow.registry, plan)
+    return plan
 
 
 def build_plan(flow: type[FlowDefinition], *, base: type) -> Plan:

@@ -10,9 +10,14 @@ one whose error ``Catch`` absorbed, that error as ``caught``). A resume carries 
 earlier runs recorded; ``next_attempt`` stays above every attempt number used, and a "running"
 record reserves the numbers its run may use, so a resume after a crash numbers after them too. A
 layer that ends sooner gets only its final record: one small write per layer of a chain, not two.
-Split events only touch memory. A layer's final record is written at once to a local datastore (a
-small local write costs less than a hop to a thread), by a thread of its own (``_Writer``) to an
-object store, so the scheduler does not wait on a request per layer. The execution's record is
+Split events only touch memory. A layer's final record is written by a thread of its own
+(``_Writer``), so the scheduler does not wait on a write per layer: a "finished" one up to
+``FINISHED_AFTER`` seconds later, with those of the layers that finished meanwhile, in one wake-up
+of that thread; a failed, cancelled or skipped one at once (on the caller's thread to a local
+datastore, where a small write costs less than a hop to a thread). Either lands after the layer's
+record (written before the layer-finished event), so a crash never leaves a layer "finished" without
+its record: at worst a finished layer still reads "running", or has no record of its run, as a layer
+of a scheduler that died does. The execution's record is
 written last, after every layer record of it: whoever reads "succeeded" or "failed" reads the
 layers' final records too. The results API reads them (``execution.status``,
 ``execution.status.layers``). What the plugin keeps of a run (its times, its running layers, its
@@ -45,6 +50,9 @@ ATTEMPT_LIMIT = 10_000
 FAILED_LIMIT = 1_000
 #: Seconds a layer runs before its "running" record is written (see ``_Writer``).
 RUNNING_AFTER = 0.25
+#: Seconds a "finished" layer record may wait, so the records of a chain's quick layers are written
+#: together by the writer's thread, off the event loop (see ``_Writer``).
+FINISHED_AFTER = 0.05
 
 
 @dataclass
@@ -69,8 +77,9 @@ class _Writer:
     it. A "running" record waits ``RUNNING_AFTER`` seconds before it is due, so a layer that ends
     sooner (most layers of a chain) has one write, its final record, not two; a layer still running
     then reads as running. A record due no sooner than the thread wakes by itself does not wake it,
-    so a chain's quick layers wake it once in ``RUNNING_AFTER``, not once each. Other records are
-    written at once: on the caller's thread to a local datastore (cheaper than a hop to a thread),
+    so a chain's quick layers wake it once in ``RUNNING_AFTER``, not once each; their "finished"
+    records, due ``FINISHED_AFTER`` seconds after each is put, wake it once in that. Other records
+    are written at once: on the caller's thread to a local datastore (cheaper than a hop to a thread),
     else by the thread. A write that fails is raised by the run's next hook, as a synchronous
     write's would be.
     """
@@ -350,7 +359,8 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
             "cancelled",
             f"the run stopped before the layer was done: {type(error).__name__}: {error}",
         )
-    records.writer.put(_record(run, layer.name, layer_run, status, reason=reason, ended=time.time()))
+    final = _record(run, layer.name, layer_run, status, reason=reason, ended=time.time())
+    records.writer.put(final, after=FINISHED_AFTER if status == "finished" else 0.0)
 
 
 def _record(

@@ -72,6 +72,13 @@ class SplitLog:
         if len(self.pending) >= LIMIT:
             self._full.set()
 
+    def take(self) -> dict[int, SplitRecord]:
+        """The records queued and not written, taken out of the log: for a layer of one split, whose
+        record holds it (``Record.held``) instead of a batch of its own. Only when no writer runs."""
+        assert self._writer is None
+        taken, self.pending = self.pending, {}
+        return taken
+
     async def close(self) -> dict[str, Runs]:
         """Write what is queued and stop; returns every batch written, with its runs of split indices."""
         self._closing = True

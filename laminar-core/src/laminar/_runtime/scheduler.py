@@ -33,7 +33,7 @@ from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._runtime.wiring import check_compatible
 from laminar._storage import borrowing, logs, reuse_index
 from laminar._storage.lease import Lease
-from laminar._storage.records import runs
+from laminar._storage.records import SplitRecord, runs
 from laminar.errors import (
     DatastoreError,
     ExecutorContractError,
@@ -274,7 +274,9 @@ class _Runner:
         )
 
     async def _main(self) -> None:
-        await asyncio.to_thread(self._begin)
+        # Nothing else runs yet: on a local disk, where its small writes cost less than a thread (the
+        # first of asyncio's default executor, started and joined for this alone), on the loop.
+        await commit.write(self.store, self._begin)
         heartbeat = asyncio.ensure_future(self._heartbeat())
         try:
             self.hook.laminar_execution_started(execution=self.execution, run=self.run)
@@ -304,7 +306,7 @@ class _Runner:
                 self.lease.forget()  # the store failed: it goes stale instead of costing another deadline
             else:
                 try:
-                    await asyncio.to_thread(self.lease.release)
+                    await commit.write(self.store, self.lease.release)
                 except Exception as error:  # the run's own outcome matters more; the lease goes stale
                     logger.warning(
                         "could not release the lease on execution %s: %s", self.execution.id, error
@@ -504,24 +506,32 @@ class _Runner:
                         await self._batch(name, reader, indices, count, grid, first, log, size, one)
 
         window = self._window(name) if size is None else self.executor.batch_window
+        held: dict[int, SplitRecord] = {}
         try:
             await asyncio.gather(*(runner() for _ in range(min(count, window))))
+            if count == 1 and not done and not self.errors:  # the layer's record holds its one split
+                held = log.take()
         finally:
             batches = await log.close()  # finished splits are kept even when others failed
         if self.errors:
             return
         artifacts = log.artifacts.union(*(record.archives for record in done.values()))
-        await commit.write(
-            self.store,
-            functools.partial(
-                self.store.write_record,
-                name,
-                count,
-                batches={**{n: runs(batch.splits) for n, batch in earlier.items()}, **batches},
-                artifacts=artifacts,
-                borrowed=borrowing.fold(reused.places) if reused is not None else None,
-            ),
-        )
+        try:
+            await commit.write(
+                self.store,
+                functools.partial(
+                    self.store.write_record,
+                    name,
+                    count,
+                    batches={**{n: runs(batch.splits) for n, batch in earlier.items()}, **batches},
+                    artifacts=artifacts,
+                    borrowed=borrowing.fold(reused.places) if reused is not None else None,
+                    held=held,
+                ),
+            )
+        except Exception as error:
+            add_note(error, f"while writing the record of layer {name}")
+            raise
 
     # ---- reuse --------------------------------------------------------------------------------
     def _components(

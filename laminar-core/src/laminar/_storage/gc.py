@@ -214,6 +214,7 @@ def usage(datastore: Datastore, kept: Iterable[StoredExecution], loans: Iterable
         for layer in datastore.list_prefix(layout.layers(execution.flow, execution.id)):
             if not is_valid(layer):
                 continue
+            _count(found, _held(datastore, execution, layer))
             prefix = layout.splits(execution.flow, execution.id, layer)
             names = [name for name in datastore.list_prefix(prefix) if layout.parse_split_batch(name)]
             for data in datastore.read_many([prefix + name for name in names]):
@@ -226,6 +227,16 @@ def usage(datastore: Datastore, kept: Iterable[StoredExecution], loans: Iterable
                     ) from None
                 _count(found, batch.splits.values())
     return found
+
+
+def _held(datastore: Datastore, execution: StoredExecution, layer: str) -> Iterable[SplitRecord]:
+    """The splits the layer's record holds itself (``Record.held``: a layer of one split)."""
+    store = ExecutionStore(datastore, execution.flow, execution.id, Protocols())
+    try:
+        record = store.record(layer)
+    except IntegrityError as error:
+        raise Malformed(f"{error}; nothing was deleted, since what it references is unknown") from None
+    return record.held.values() if record is not None else ()
 
 
 def _count(found: Usage, splits: Iterable[SplitRecord]) -> None:
@@ -306,6 +317,7 @@ def copy_in(datastore: Datastore, loan: Loan) -> None:
         batches=batches,
         artifacts=loan.record.artifacts,
         borrowed={e: found for e, found in loan.record.borrowed.items() if e not in loan.lenders},
+        held=loan.record.held,
     )
 
 

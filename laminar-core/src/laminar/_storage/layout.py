@@ -12,7 +12,9 @@
     flows/<Flow>/executions/<id>/layers/<Layer>/record.json       written when the layer finished; a reused
                                                                   layer's also points at the splits other
                                                                   executions hold (``borrowed``), which it
-                                                                  reads there: no batch of its own for them
+                                                                  reads there: no batch of its own for them;
+                                                                  a layer of one split's holds that split's
+                                                                  record (``held``): no batch file for it
     flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>-<j>.json  a batch of finished splits' records
                                                                   (their archives), lowest index i, highest j
     flows/<Flow>/executions/<id>/layers/<Layer>/status.json       how the layer's latest run went: its

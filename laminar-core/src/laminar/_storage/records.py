@@ -17,6 +17,7 @@ shape raises :class:`Malformed`, which the store turns into an ``IntegrityError`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -29,7 +30,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 from laminar._names import is_valid
 from laminar._serialization.codecs import CODECS
 from laminar._serialization.hashing import HASHES, LEGACY_HASH, WRITE_HASH
-from laminar._storage import earlier
+from laminar._storage import earlier, layout
 from laminar._storage.schema import (
     Schema,
     absent,
@@ -50,10 +51,14 @@ from laminar.errors import DatastoreError
 #: instead), and every record is layout 3 since a record without its checksum is refused: a layout-3
 #: record always carries one, so removing it cannot pass a change off as an earlier record.
 LAYOUT = 3
+#: The layout of a layer record that holds its split's record itself (``Record.held``), which a
+#: reader of layout 3 would misread as naming a batch that is missing: it refuses layout 4 instead.
+#: Every other record is still written in layout 3, which the releases before read.
+HELD_LAYOUT = 4
 #: The layouts this code reads.
-LAYOUTS = (*earlier.LAYOUTS, LAYOUT)
+LAYOUTS = (*earlier.LAYOUTS, LAYOUT, HELD_LAYOUT)
 #: The layouts whose records always carry their checksum.
-SEALED_LAYOUTS = (3,)
+SEALED_LAYOUTS = (3, HELD_LAYOUT)
 
 #: Split indices as inclusive ``(first, last)`` runs, e.g. ``((0, 150), (152, 156))``.
 Runs = tuple[tuple[int, int], ...]
@@ -312,6 +317,10 @@ class Record(Document):
     and are read there, never copied, so reusing a layer of any size writes this record alone. Each
     named execution holds the splits in batches of its own (a pointer never leads to another
     pointer). A record without it (every record before reuse) holds all its splits itself.
+
+    ``held`` is a batch of splits this record holds itself instead of in a file of its own (a layer
+    of one split: one file a layer, not two); ``batches`` names it as any batch (``held_batch``).
+    Such a record is written in ``HELD_LAYOUT``.
     """
 
     described: ClassVar[str] = "record of layer {layer}"
@@ -322,10 +331,33 @@ class Record(Document):
     batches: Mapping[str, Runs] = field(default_factory=dict, metadata=sorted_keys())
     artifacts: tuple[str, ...] = ()
     borrowed: Mapping[str, Borrowed] = field(default_factory=dict, metadata=sorted_keys(**sparse({})))
+    held: Mapping[int, SplitRecord] = field(default_factory=dict, metadata=sorted_keys(**sparse({})))
 
     def __post_init__(self) -> None:
         if self.borrowed:
             _check_borrowed(self.borrowed, self.splits)
+        if self.held:
+            name = self.held_batch
+            if name is None or self.batches.get(name) != runs(self.held) or max(self.held) >= self.splits:
+                raise ValueError(
+                    f"held splits {sorted(self.held)} are not a batch it names of its {self.splits} splits"
+                )
+
+    @property
+    def held_batch(self) -> str | None:
+        """The name of the batch this record holds itself, or None."""
+        return layout.split_batch_name(min(self.held), max(self.held)) if self.held else None
+
+    @functools.cached_property
+    def held_splits(self) -> SplitBatch:
+        """The batch this record holds, as a batch read from a file of its own is (empty if none)."""
+        return SplitBatch(dict(self.held))
+
+    def dumps(self) -> bytes:
+        payload = self._write(self)
+        if self.held:
+            payload["layout"] = HELD_LAYOUT
+        return seal(payload)
 
 
 def _check_borrowed(borrowed: Mapping[str, Borrowed], splits: int) -> None:

@@ -15,6 +15,7 @@ its split records are then read from those executions' batches, in place.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import time
 from collections.abc import Iterable, Mapping
@@ -37,6 +38,7 @@ from laminar._storage.records import (
     Runs,
     SplitBatch,
     SplitRecord,
+    runs,
 )
 from laminar._transport.datastore import Datastore
 from laminar.errors import IntegrityError
@@ -188,7 +190,9 @@ class ExecutionStore:
             raise self._damaged(key, what, str(error)) from None
 
     def _parse_record(self, layer: str, key: str, data: bytes) -> Record:
-        record: Record = self._parse(key, data, Record.loads, f"the record of layer {layer}")
+        origin = Origin(self.flow, self.execution, layer, key)  # of the splits it holds (``Record.held``)
+        parse = functools.partial(Record.loads, origin=origin)
+        record: Record = self._parse(key, data, parse, f"the record of layer {layer}")
         if (record.flow, record.layer) != (self.flow, layer):
             raise self._damaged(
                 key,
@@ -267,11 +271,22 @@ class ExecutionStore:
         batches: Mapping[str, Runs],
         artifacts: Iterable[str] = (),
         borrowed: Mapping[str, Borrowed] | None = None,
+        held: Mapping[int, SplitRecord] | None = None,
     ) -> None:
         """Mark ``layer`` finished: ``batches`` maps each batch name to the runs of split indices in
-        it, ``borrowed`` each execution the other splits are read from to theirs (``Record``)."""
+        it, ``borrowed`` each execution the other splits are read from to theirs, ``held`` is a
+        batch of splits the record holds itself, not in a file of its own (``Record``)."""
+        held = dict(held or {})
+        if held:  # named as any batch
+            batches = {**batches, layout.split_batch_name(min(held), max(held)): runs(held)}
         record = Record(
-            self.flow, layer, splits, dict(batches), tuple(sorted(set(artifacts))), dict(borrowed or {})
+            self.flow,
+            layer,
+            splits,
+            dict(batches),
+            tuple(sorted(set(artifacts))),
+            dict(borrowed or {}),
+            held,
         )
         key = layout.record(self.flow, self.execution, layer)
         self.datastore.write_bytes(key, record.dumps())
@@ -322,7 +337,12 @@ class ExecutionStore:
     def _batches(self, layer: str, names: Iterable[str]) -> list[SplitBatch]:
         """Read these batches of ``layer``, the uncached ones in parallel, and cache those in order."""
         keys = [layout.split_batch(self.flow, self.execution, layer, name) for name in names]
-        found: list[SplitBatch | None] = [self._cache.get(key) for key in keys]
+        record = self.record(layer)
+        held = record.held_batch if record is not None else None
+        found: list[SplitBatch | None] = [
+            record.held_splits if record is not None and name == held else self._cache.get(key)
+            for name, key in zip(names, keys, strict=True)
+        ]
         unread = [key for key, batch in zip(keys, found, strict=True) if batch is None]
         if unread:
 
@@ -344,12 +364,14 @@ class ExecutionStore:
         return [batch for batch in found if batch is not None]
 
     def read_batch(self, layer: str, name: str) -> SplitBatch | None:
-        """One batch, read afresh (not from the cache), or None if it does not exist."""
+        """One batch, read afresh (not from the cache), or the one the layer's record holds itself
+        (``Record.held``), or None if it does not exist."""
         key = layout.split_batch(self.flow, self.execution, layer, name)
         try:
             data = self.datastore.read_bytes(key)
         except FileNotFoundError:
-            return None
+            record = self.record(layer)
+            return record.held_splits if record is not None and record.held_batch == name else None
         return self._parse_batch(layer, key, data)
 
     def split_records(self, layer: str, indices: Iterable[int]) -> list[SplitRecord | None]:
