@@ -4,6 +4,7 @@ round trip after another, and what a crash between those writes leaves is not tr
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
@@ -124,3 +125,49 @@ def test_a_resume_runs_again_a_recorded_layer_whose_upstream_layer_ran(tmp_path:
     ran = [resumed.layer(layer).ran for layer in (Second, Third, Fourth)]
     assert not {*ran} & {first.layer(layer).ran for layer in (Second, Third, Fourth)}
     assert resumed.layer(Fourth).total == 4
+
+
+class Held(CountingLocal):
+    """Holds the write of layer ``First``'s status record until ``go`` is set; the status records
+    of the other layers then wait at ``barrier`` until three are in flight (or a bounded wait ends)."""
+
+    small_writes_inline = False  # as an object store: the status thread writes them
+    max_workers = 4
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__(root)
+        self.go = threading.Event()
+        self.barrier = threading.Barrier(3, timeout=20)
+        self.together = True
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if key.endswith("/First/status.json"):
+            self.go.wait(20)
+        elif key.endswith("/status.json"):
+            try:
+                self.barrier.wait()
+            except threading.BrokenBarrierError:
+                self.together = False
+        super().write_bytes(key, data)
+
+
+def test_the_status_records_due_together_are_written_together(tmp_path: Path) -> None:
+    """A chain of reused layers finishes within moments: status records written one after another
+    would cost a round trip each at the end of the run. Those that came while a write was in
+    flight are written together, next: three, in flight at once."""
+    from laminar._plugins import run_records
+    from laminar._storage.records import LayerStatusRecord
+
+    datastore = Held(tmp_path)
+    store = Chain(datastore=datastore, executor=executors.Thread()).configuration.store("Chain", "x")
+    writer = run_records._Writer(store)
+    for layer in CHAIN:
+        writer.put(LayerStatusRecord("Chain", "x", layer, "finished", 1.0))
+    datastore.go.set()
+    writer.close()
+    assert datastore.together, "the status records were written one after another"
+    for layer in CHAIN:
+        assert (
+            json.loads((tmp_path / layout.layer_status("Chain", "x", layer)).read_text())["status"]
+            == "finished"
+        )
