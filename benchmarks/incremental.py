@@ -13,7 +13,13 @@ starts. Measured, each against the first run:
    descendants, counted from the status records);
 3. 1% new items: how many of ``Square``'s splits ran (target: 1%), read from its explanation;
 4. what the datastore grew by in the unchanged rerun, per reused layer (target: a few KiB; a
-   reused layer, a foreach's too, writes one record pointing at the earlier execution's splits).
+   reused layer, a foreach's too, writes one record pointing at the earlier execution's splits);
+5. the floor under the unchanged rerun: the requests it made (counted in its process: each read,
+   existence check, listing and write) made again in a fresh process without Laminar around them,
+   all at once on as many threads as the datastore uses (the reads of the same keys, the writes of
+   as many bytes under ``floor/``): through the datastore object, and on S3 with boto3 too. It
+   ignores the order a rerun must keep (a record is checked before the next layer's key is known),
+   so no rerun can go below it; how far above it the rerun is says what Laminar itself costs.
 
 A split does ``--work`` iterations of a loop (20,000: about a millisecond), so the first run does
 what a small real flow does; the reruns' cost is mostly fixed (reading the records to key each
@@ -78,7 +84,7 @@ class Step{n:02d}(Layer):
 """
 
 DRIVER = """
-import json, sys, time
+import json, sys, threading, time
 import flow
 from laminar.configurations import executors
 
@@ -87,15 +93,74 @@ bench = flow.Bench(datastore=url, executor=executors.Thread() if executor == "th
 execution = bench.execution("run" + sys.argv[4])
 opened = time.perf_counter()
 bench.configuration.datastore.exists("flows/Bench/connected")  # opens the client, as imports are done
+requests = []  # (operation, key, bytes written) of each request this process makes, for the floor
+kind = type(bench.configuration.datastore)
+for name in ("read_bytes", "write_bytes", "create", "exists", "list_prefix", "delete"):
+    def counted(self, key, *rest, _name=name, _method=getattr(kind, name)):
+        requests.append((_name, key, len(rest[0]) if rest and isinstance(rest[0], bytes) else 0))
+        return _method(self, key, *rest)
+    setattr(kind, name, counted)
 started = time.perf_counter()
 execution.run(parameters={"items": items}, reuse=True)
 took = time.perf_counter() - started
+if len(sys.argv) > 5:
+    with open(sys.argv[5], "w") as out:
+        json.dump(requests, out)
 layers = {}
 for name in bench.layer_names():
     if name != "Parameters":
         status = execution.store.layer_status(name)
         layers[name] = {"reused": status.reused, "why": status.why}
 print(json.dumps({"seconds": took, "connecting": started - opened, "layers": layers}))
+"""
+
+
+FLOOR = """
+import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+import flow
+
+url, made = sys.argv[1], json.load(open(sys.argv[2]))
+datastore = flow.Bench(datastore=url).configuration.datastore  # as the rerun's driver opens it
+datastore.exists("flows/Bench/connected")  # opens the client, as the rerun's driver does
+scratch = "floor/"
+reads = [key for operation, key, _ in made if operation == "read_bytes"]
+checks = [key for operation, key, _ in made if operation == "exists"]
+listings = [key for operation, key, _ in made if operation == "list_prefix"]
+writes = {scratch + key: b"x" * size for operation, key, size in made if operation in ("write_bytes", "create")}
+
+
+def everything(read, check, listing, write):
+    started = time.perf_counter()
+    jobs = [(read, k) for k in reads] + [(check, k) for k in checks] + [(listing, k) for k in listings]
+    jobs += [(lambda item: write(*item), item) for item in writes.items()]
+    with ThreadPoolExecutor(datastore.max_workers) as pool:
+        list(pool.map(lambda job: job[0](job[1]), jobs))
+    return time.perf_counter() - started
+
+
+found = {"requests": len(made), "datastore": everything(
+    datastore.read_bytes, datastore.exists, datastore.list_prefix, datastore.write_bytes)}
+if url.startswith("s3://"):
+    import boto3, botocore.config, botocore.exceptions
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    client = boto3.client("s3", config=botocore.config.Config(max_pool_connections=datastore.max_workers))
+    where = lambda key: f"{prefix}/{key}" if prefix else key
+    client.list_objects_v2(Bucket=bucket, Prefix=where("flows/"), MaxKeys=1)  # its first connection
+
+    def head(key):
+        try:
+            client.head_object(Bucket=bucket, Key=where(key))
+        except botocore.exceptions.ClientError:
+            pass
+
+    found["boto3"] = everything(
+        lambda key: client.get_object(Bucket=bucket, Key=where(key))["Body"].read(),
+        head,
+        lambda key: client.list_objects_v2(Bucket=bucket, Prefix=where(key)),
+        lambda key, data: client.put_object(Bucket=bucket, Key=where(key), Body=data),
+    )
+print(json.dumps(found))
 """
 
 
@@ -107,12 +172,17 @@ def write_project(root: Path, work: int) -> None:
         before = f"Step{n:02d}"
     (root / "flow.py").write_text(source)
     (root / "driver.py").write_text(DRIVER)
+    (root / "floor.py").write_text(FLOOR)
     (root / "pyproject.toml").write_text("[project]\nname = 'bench'\n")
 
 
-def run(root: Path, url: str, executor: str, items: int, number: int) -> dict:
+def run(root: Path, url: str, executor: str, items: int, number: int, *more: str) -> dict:
+    return _child(root, "driver.py", url, executor, str(items), str(number), *more)
+
+
+def _child(root: Path, script: str, *arguments: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "driver.py", url, executor, str(items), str(number)],
+        [sys.executable, script, *arguments],
         cwd=root,
         capture_output=True,
         text=True,
@@ -159,7 +229,8 @@ def main() -> None:
 
         local = options.datastore is None
         before = size(store) if local else 0
-        again = run(root, url, options.executor, items, 2)
+        made = Path(scratch) / "requests.json"
+        again = run(root, url, options.executor, items, 2, str(made))
         share = again["seconds"] / first["seconds"]
         print(
             f"unchanged rerun: {again['seconds']:.2f} s = {share:.1%} of the first run (target <= 5%): "
@@ -175,6 +246,15 @@ def main() -> None:
                 f"at most {plain / 1024:.1f} KiB per reused one-split layer; Items {each['Items'] / 1024:.0f} KiB "
                 f"and Square {each['Square'] / 1024:.0f} KiB (one record each, pointing at the first run's {items} split records)"
             )
+
+        floor = _child(root, "floor.py", url, str(made))
+        for client in ("datastore", "boto3"):
+            if client in floor:
+                print(
+                    f"floor ({client}): the rerun's {floor['requests']} requests made at once without Laminar: "
+                    f"{floor[client]:.2f} s = {floor[client] / first['seconds']:.1%} of the first run; "
+                    f"the rerun took {again['seconds'] / floor[client]:.1f}x that"
+                )
 
         if options.unchanged_only:
             return

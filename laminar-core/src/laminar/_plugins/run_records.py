@@ -70,8 +70,9 @@ class _LayerRun:
 
 
 class _Writer:
-    """Writes one run's layer status records in order, on a thread of its own for an object store;
-    flushed and closed when the execution ends.
+    """Writes one run's layer status records (each layer's in order; the records of several layers
+    due at once together), on a thread of its own for an object store; flushed and closed when the
+    execution ends.
 
     A layer's record that is still waiting when a newer one of the same layer comes is replaced by
     it. A "running" record waits ``RUNNING_AFTER`` seconds before it is due, so a layer that ends
@@ -89,7 +90,7 @@ class _Writer:
         self._inline = store.datastore.small_writes_inline
         # layer -> what to write and when it is due (time.monotonic()), in order
         self._pending: dict[str, tuple[LayerStatusRecord, float]] = {}
-        self._writing: str | None = None
+        self._writing: set[str] = set()  # layers whose records are being written
         self._wakes: float | None = None  # when the thread wakes by itself (None: only when told)
         self._failure: BaseException | None = None
         self._closed = False
@@ -104,7 +105,7 @@ class _Writer:
         with self._changed:
             self._pending.pop(key, None)  # the newer record replaces it, and goes last
             if inline:
-                while self._writing == key:  # an older record of this layer lands first, not after
+                while key in self._writing:  # an older record of this layer lands first, not after
                     self._changed.wait()
             else:
                 due = time.monotonic() + after
@@ -128,7 +129,7 @@ class _Writer:
             self._pending = {key: (record, 0.0) for key, (record, _) in self._pending.items()}
             self._closed = True
             self._changed.notify_all()
-            while self._pending or self._writing is not None:
+            while self._pending or self._writing:
                 self._changed.wait()
         self._raise_failure()
 
@@ -146,37 +147,43 @@ class _Writer:
         if failure is not None:
             raise failure
 
-    def _next(self) -> str | None:
-        """The first record due, in the order they came; waits for one; ``None`` once closed and
-        all written (call holding the lock)."""
+    def _next(self) -> list[str] | None:
+        """The records due, in the order they came; waits for one; ``None`` once closed and all
+        written (call holding the lock)."""
         while True:
             now = time.monotonic()
             soonest = None
+            due_now = []
             for key, (_, due) in self._pending.items():
                 if due <= now:
-                    self._wakes = None
-                    return key
-                soonest = due if soonest is None else min(soonest, due)
+                    due_now.append(key)
+                else:
+                    soonest = due if soonest is None else min(soonest, due)
+            if due_now:
+                self._wakes = None
+                return due_now
             if self._closed and not self._pending:
                 return None
             self._wakes = soonest
             self._changed.wait(None if soonest is None else soonest - now)
 
     def _run(self) -> None:
+        """Write the records due, those of several layers at once (a chain of reused layers
+        finishes many together), each layer's in the order they came."""
         while True:
             with self._changed:
-                key = self._next()
-                if key is None:
+                keys = self._next()
+                if keys is None:
                     return
-                record, _ = self._pending.pop(key)
-                self._writing = key
+                records = [self._pending.pop(key)[0] for key in keys]
+                self._writing = set(keys)
             try:
-                self._store.write_layer_status(record)
+                self._store.datastore.map_parallel(self._store.write_layer_status, records)
             except BaseException as error:
                 self._failure = self._failure or error
             finally:
                 with self._changed:
-                    self._writing = None
+                    self._writing = set()
                     self._changed.notify_all()
 
 

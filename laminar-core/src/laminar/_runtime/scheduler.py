@@ -210,6 +210,10 @@ class _Runner:
         self.sources: dict[tuple[str, str], dict[str, str]] = {}  # (execution, layer) -> its outputs
         self.prefetched: set[str] = set()  # executions this run reuses from, their records read
         self.ahead: dict[tuple[str, str], reuse_index.ReuseEntry | None] = {}  # (layer, key) -> entry
+        self.checked: dict[
+            str, asyncio.Future[bool]
+        ] = {}  # whether each layer is reused (its record may be in flight)
+        self.ran: set[str] = set()  # layers this run computed or reused (not kept from an earlier run)
         self.flow = execution.flow
         self.plan = self.flow.plan
         self.parameters = parameters
@@ -283,6 +287,7 @@ class _Runner:
             self.semaphore = asyncio.Semaphore(self.executor.window)
             loop = asyncio.get_running_loop()
             self.states = {name: loop.create_future() for name in self.plan.order}
+            self.checked = {name: loop.create_future() for name in self.plan.order}
             try:
                 await self.executor.start()
                 try:
@@ -401,6 +406,9 @@ class _Runner:
         except BaseException as error:
             self._fail(error, f"while scheduling layer {name} of flow {self.flow.name}")
             state = FAILED
+        finally:
+            if not self.checked[name].done():
+                self.checked[name].set_result(False)
         if not future.done():
             future.set_result(state)
 
@@ -411,10 +419,16 @@ class _Runner:
         return states
 
     async def _run_layer(self, name: str) -> str:
+        tried, early = await self._reuse_early(name)
         states = await self._dependency_states(name)
+        if early is not None:  # its record is being written beside its upstream layers'
+            return await self._reused(name, early, states)
         if self.errors or FAILED in states or CANCELLED in states:
             return CANCELLED
-        if self.resume and await asyncio.to_thread(self._recorded, name):
+        # A layer recorded before is kept only if every layer it reads was too: records of reused
+        # layers are written together, so a crash may leave one whose upstream layer is not.
+        ran_upstream = any(d in self.ran for d in self.plan.dependencies[name])
+        if self.resume and not ran_upstream and await asyncio.to_thread(self._recorded, name):
             return FINISHED
         entry = self.plan.layer_hooks[(name, "entry")]
         if entry:
@@ -427,13 +441,13 @@ class _Runner:
                 if d != "Parameters" and self.states[d].result() == SKIPPED
             )
             return self._skipped(name, f"layer {', '.join(skipped)} it depends on was skipped")
-        if self.reusing:
-            whole = await asyncio.to_thread(self._reuse, name)
-            if whole is not None:
-                reader = self._reader(name)
-                self.hook.laminar_layer_started(layer=reader, splits=whole, run=self.run)
-                self.hook.laminar_layer_finished(layer=reader, splits=whole, error=None, run=self.run)
-                return FINISHED
+        if self.reusing and not tried:
+            found = await asyncio.to_thread(self._reuse, name)
+            if found is not None:
+                self.checked[name].set_result(True)
+                write = asyncio.ensure_future(self._adopt(name, found[1]))
+                return await self._reused(name, (found[0], write), states)
+        self.ran.add(name)
         reader = self._reader(name)
         each = self.flow.registry[name].configuration.foreach
         try:
@@ -534,6 +548,41 @@ class _Runner:
             raise
 
     # ---- reuse --------------------------------------------------------------------------------
+    async def _reuse_early(self, name: str) -> tuple[bool, tuple[int, asyncio.Future[None]] | None]:
+        """Once every layer ``name`` reads is found reused, check ``name`` for reuse too, without
+        waiting for their records to be written: returns whether it was checked, and if it is
+        reused, the write of its record, started. Down a chain of reused layers the records are then
+        written together, not one round trip after another; a resume keeps a record only if the
+        layers it reads were kept too, so one written before its upstream's (a crash between) is
+        not trusted."""
+        if not self.reusing or self.resume or self.plan.layer_hooks[(name, "entry")]:
+            return False, None
+        for dependency in self.plan.dependencies[name]:
+            if dependency != "Parameters" and not await self.checked[dependency]:
+                return False, None
+        if self.errors:
+            return False, None
+        found = await asyncio.to_thread(self._reuse, name)
+        if found is None:
+            return True, None
+        self.checked[name].set_result(True)
+        return True, (found[0], asyncio.ensure_future(self._adopt(name, found[1])))
+
+    async def _adopt(self, name: str, execution: str) -> None:
+        await asyncio.to_thread(reuse_index.adopt, self.store, name, execution)
+
+    async def _reused(self, name: str, reused: tuple[int, asyncio.Future[None]], states: list[str]) -> str:
+        """Finish ``name``, reused: once its record is written, its started and finished events."""
+        splits, write = reused
+        self.ran.add(name)
+        await write
+        if self.errors or FAILED in states or CANCELLED in states:
+            return CANCELLED
+        reader = self._reader(name)
+        self.hook.laminar_layer_started(layer=reader, splits=splits, run=self.run)
+        self.hook.laminar_layer_finished(layer=reader, splits=splits, error=None, run=self.run)
+        return FINISHED
+
     def _components(
         self, name: str, outputs: Mapping[str, dict[str, str]] | None = None
     ) -> tuple[dict[str, str], fingerprint.Fingerprint]:
@@ -561,9 +610,10 @@ class _Runner:
         components.update(reuse.extra_inputs(configuration.inputs, root, name))
         return components, code
 
-    def _reuse(self, name: str) -> int | None:
-        """Reuse ``name`` from an earlier execution with its key, if one left it whole: returns its
-        number of splits; else None (it runs), with why it runs in the run's explanations."""
+    def _reuse(self, name: str) -> tuple[int, str] | None:
+        """Whether ``name`` can be reused from an earlier execution with its key, one that left it
+        whole: its number of splits and that execution (its record is for the caller to write); else
+        None (it runs), with why it runs in the run's explanations."""
         components, code = self._components(name)
         key = reuse.key_of(components)
         self.keys[name] = (key, components)
@@ -592,10 +642,9 @@ class _Runner:
             if splits is not None and not self._same_inputs(found.execution, name, components):
                 splits = None
             if splits is not None:
-                reuse_index.adopt(self.store, name, found.execution)
                 self.outputs[name] = self._outputs_in(found.execution, name)  # the same splits
                 self.run.explanations[name] = (found.execution, f"reused from execution {found.execution}")
-                return len(splits)
+                return len(splits), found.execution
         latest = reuse_index.latest(datastore, self.flow.name, name)
         if latest is None:
             why = "first run: no earlier execution with reuse on finished it"
