@@ -3,24 +3,24 @@ the run began (the flow's modules imported already), or, where that fork is unsa
 started as a new interpreter that imports them once.
 
 The flow's module, written here, notes each import in a file (the pid that imported it); each split
-notes its worker's pid, parent and grandparent. Real processes, threads and signals throughout.
+notes its worker's pid, parent and grandparent. Each test runs its flows in a fresh ``python`` (the
+scheduler), so whether the template is forked depends on what the test does there, not on the
+threads other tests left in pytest's process. Real processes, threads and signals throughout.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
+import json
 import os
+import subprocess
 import sys
-import tempfile
-import threading
-from collections.abc import Iterator
+import textwrap
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import pytest
-from laminar.configurations import datastores, executors
-from laminar.errors import ConfigurationError, FlowDefinitionError, WorkerLost
+from laminar.configurations import executors
+from laminar.errors import ConfigurationError
 
 FLOW_MODULE = """
 import os
@@ -100,6 +100,18 @@ class Stores(Layer):
         self.pid = os.getpid()
 
 
+class Logging(Flow): ...
+
+
+@Logging.register
+class Prints(Layer):
+    \"\"\"Flushes what it prints, which the log-flushing thread stores while the split runs.\"\"\"
+
+    def __call__(self) -> None:
+        print("stored while the split runs", flush=True)
+        self.pid = os.getpid()
+
+
 class Orphaning(Flow): ...
 
 
@@ -115,25 +127,41 @@ class KillsTheTemplate(Layer):
 """
 
 
-@pytest.fixture
-def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The flow's module, imported here (the scheduler's import: the first line of ``imports``)."""
-    name = f"template_flow_{abs(hash(tmp_path))}"
-    (tmp_path / f"{name}.py").write_text(FLOW_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))  # workers and the template are given this path
-    (tmp_path / "marks").mkdir()
-    monkeypatch.setenv("TEMPLATE_MARKS", str(tmp_path / "marks"))
-    loaded = importlib.import_module(name)
-    yield loaded
-    sys.modules.pop(name, None)
+#: What each test's script starts with: the flow's module imported here, in the scheduler (the first
+#: line of ``imports``), and what the process executor logs collected; the test's lines follow, and
+#: fill ``result``, printed as JSON at the end with this process's pid and its children left.
+PREAMBLE = """
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from laminar.configurations import datastores, executors
+from laminar.errors import FlowDefinitionError
+
+import template_flow as module
 
 
-def imports(tmp_path: Path) -> list[int]:
-    return [int(line) for line in (tmp_path / "marks" / "imports").read_text().split()]
+class Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+collected = Collected()
+executor_logger = logging.getLogger("laminar._runtime")  # the process executor and its template
+executor_logger.setLevel(logging.DEBUG)
+executor_logger.addHandler(collected)
+store = datastores.Local(Path("store"))
+result = {}
 
 
 def children() -> list[int]:
-    """This process's children still in the process table (zombies included)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -146,111 +174,161 @@ def children() -> list[int]:
     return found
 
 
-@pytest.fixture
-def thread_running() -> Iterator[threading.Thread]:
-    """A thread of the scheduler's process, running while the flow runs."""
+def users_thread() -> threading.Event:
     stop = threading.Event()
-    thread = threading.Thread(target=stop.wait, name="the-users-thread", daemon=True)
-    thread.start()
-    yield thread
-    stop.set()
-    thread.join()
+    threading.Thread(target=stop.wait, name="the-users-thread", daemon=True).start()
+    return stop
+
+
+def records(layer) -> dict:
+    return {name: list(getattr(layer, name)) for name in ("pid", "parent", "grandparent", "seen", "held")}
+
+
+"""
+
+
+def run_scheduler(tmp_path: Path, lines: str, **environment: str) -> dict[str, Any]:
+    """Run ``lines`` after :data:`PREAMBLE` in a new ``python`` in ``tmp_path``; its ``result``, and its
+    pid (``scheduler``), the executor's log messages, its children left and the flow module's imports."""
+    (tmp_path / "template_flow.py").write_text(FLOW_MODULE)
+    (tmp_path / "marks").mkdir(exist_ok=True)
+    script = (
+        PREAMBLE
+        + textwrap.dedent(lines)
+        + (
+            "\nresult.update(scheduler=os.getpid(), logs=collected.messages, children=children())\n"
+            'print("RESULT", json.dumps(result))\n'
+        )
+    )
+    (tmp_path / "scheduler.py").write_text(script)
+    finished = subprocess.run(
+        [sys.executable, "scheduler.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(tmp_path),
+            "TEMPLATE_MARKS": str(tmp_path / "marks"),
+            **environment,
+        },
+    )
+    assert finished.returncode == 0, finished.stderr
+    (line,) = [line for line in finished.stdout.splitlines() if line.startswith("RESULT ")]
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    result["imports"] = [int(pid) for pid in (tmp_path / "marks" / "imports").read_text().split()]
+    return result
+
+
+def not_forked(result: dict[str, Any]) -> list[str]:
+    return [message for message in result["logs"] if "not as a fork" in message]
 
 
 def test_the_template_is_forked_from_the_scheduler_so_the_flows_module_is_imported_once_in_all(
-    tmp_path: Path, module: ModuleType, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """Workers see the module as the scheduler had it when the run began, as multiprocessing's fork
     does; what the scheduler had open (a file here) is not held by the template or its workers."""
-    module.STATE.append("changed in the scheduler")
-    kept = tempfile.TemporaryDirectory()  # removed at the scheduler's exit: not as a worker ends
-    held = open(tmp_path / "held", "w")  # noqa: SIM115 - open across the run
-    monkeypatch.setenv("HELD_FD", str(held.fileno()))
-    flow = module.Spread(
-        datastore=datastores.Local(tmp_path / "store"),
-        executor=executors.Process(concurrency=3, start_method="forkserver"),
-    )
-    try:
-        each = flow().layer("Each")
-    finally:
+    result = run_scheduler(
+        tmp_path,
+        """
+        module.STATE.append("changed in the scheduler")
+        kept = tempfile.TemporaryDirectory()  # removed at the scheduler's exit: not as a worker ends
+        held = open("held", "w")
+        os.environ["HELD_FD"] = str(held.fileno())
+        executor = executors.Process(concurrency=3, start_method="forkserver")
+        result.update(records(module.Spread(datastore=store, executor=executor)().layer("Each")))
         held.close()
-    assert imports(tmp_path) == [os.getpid()]  # the scheduler's import: none in the template or a worker
-    (template,) = set(each.parent)
-    assert len(set(each.pid)) == 3 and template != os.getpid() and set(each.grandparent) == {os.getpid()}
-    assert list(each.seen) == [["as imported", "changed in the scheduler"]] * 3
-    assert list(each.held) == [os.devnull] * 3
-    assert children() == []  # the template and its workers are reaped
-    assert Path(kept.name).is_dir()
-    kept.cleanup()
-
-
-def test_a_thread_in_the_scheduler_makes_the_template_a_new_interpreter_and_says_why(
-    tmp_path: Path, module: ModuleType, thread_running: threading.Thread, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A fork would leave the thread behind, its locks held: the template imports the module itself."""
-    module.STATE.append("changed in the scheduler")
-    flow = module.Spread(
-        datastore=datastores.Local(tmp_path / "store"),
-        executor=executors.Process(concurrency=3, start_method="forkserver"),
+        result["kept"] = Path(kept.name).is_dir()
+        kept.cleanup()
+        """,
     )
-    with caplog.at_level(logging.DEBUG, logger="laminar"):
-        each = flow().layer("Each")
-    scheduler, template = imports(tmp_path)  # one import here, one in the template: none in a worker
-    assert scheduler == os.getpid() and template != scheduler
-    assert len(set(each.pid)) == 3 and set(each.parent) == {template} and set(each.grandparent) == {scheduler}
-    assert list(each.seen) == [["as imported"]] * 3  # the module as a fresh import makes it
-    reasons = [record.getMessage() for record in caplog.records if "not as a fork" in record.getMessage()]
-    assert reasons == [
+    scheduler = result["scheduler"]
+    assert result["imports"] == [scheduler]  # the scheduler's import: none in the template or a worker
+    (template,) = set(result["parent"])
+    assert (
+        len(set(result["pid"])) == 3 and template != scheduler and set(result["grandparent"]) == {scheduler}
+    )
+    assert result["seen"] == [["as imported", "changed in the scheduler"]] * 3
+    assert result["held"] == [os.devnull] * 3
+    assert result["children"] == []  # the template and its workers are reaped
+    assert result["kept"] and not_forked(result) == []
+
+
+def test_a_thread_in_the_scheduler_makes_the_template_a_new_interpreter_and_says_why(tmp_path: Path) -> None:
+    """A fork would leave the thread behind, its locks held: the template imports the module itself."""
+    result = run_scheduler(
+        tmp_path,
+        """
+        stop = users_thread()
+        module.STATE.append("changed in the scheduler")
+        executor = executors.Process(concurrency=3, start_method="forkserver")
+        result.update(records(module.Spread(datastore=store, executor=executor)().layer("Each")))
+        stop.set()
+        """,
+    )
+    scheduler, template = result["imports"]  # one import here, one in the template: none in a worker
+    assert scheduler == result["scheduler"] and template != scheduler
+    assert len(set(result["pid"])) == 3 and set(result["parent"]) == {template}
+    assert set(result["grandparent"]) == {scheduler}
+    assert result["seen"] == [["as imported"]] * 3  # the module as a fresh import makes it
+    assert not_forked(result) == [
         "the process executor's worker template starts as a new interpreter that imports the flow's "
         "modules, not as a fork of this process: threads run in this process: the-users-thread"
     ]
 
 
-def test_a_template_forked_for_a_run_that_fails_before_its_executor_starts_is_ended(
-    tmp_path: Path, module: ModuleType
-) -> None:
-    flow = module.Spread(
-        datastore=datastores.Local(tmp_path / "store"),
-        executor=executors.Process(start_method="forkserver"),
+def test_a_template_forked_for_a_run_that_fails_before_its_executor_starts_is_ended(tmp_path: Path) -> None:
+    result = run_scheduler(
+        tmp_path,
+        """
+        flow = module.Spread(datastore=store, executor=executors.Process(start_method="forkserver"))
+        try:
+            flow.execution("missing").resume()
+        except FlowDefinitionError as error:
+            result["error"] = str(error)
+        """,
     )
-    with pytest.raises(FlowDefinitionError, match="cannot resume execution missing"):
-        flow.execution("missing").resume()
-    assert children() == []
+    assert "cannot resume execution missing" in result["error"]
+    assert result["children"] == [] and not_forked(result) == []
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.json"))
 
 
 def test_the_spawn_start_method_starts_each_worker_as_an_interpreter_that_imports_the_module(
-    tmp_path: Path, module: ModuleType, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LAMINAR_PROCESS_START", "spawn")
-    executor = executors.Process(concurrency=3)
-    assert executor.start_method == "spawn"
-    each = module.Spread(datastore=datastores.Local(tmp_path / "store"), executor=executor)().layer("Each")
-    assert len(set(each.pid)) == 3 and set(each.parent) == {os.getpid()}
-    assert sorted(imports(tmp_path)) == sorted([os.getpid(), *each.pid])
-    assert list(each.seen) == [["as imported"]] * 3
-
-
-def test_threads_in_the_template_make_workers_start_as_new_interpreters(
     tmp_path: Path,
-    module: ModuleType,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    thread_running: threading.Thread,
 ) -> None:
+    result = run_scheduler(
+        tmp_path,
+        """
+        executor = executors.Process(concurrency=3)
+        result["start_method"] = executor.start_method
+        result.update(records(module.Spread(datastore=store, executor=executor)().layer("Each")))
+        """,
+        LAMINAR_PROCESS_START="spawn",
+    )
+    assert result["start_method"] == "spawn"
+    assert len(set(result["pid"])) == 3 and set(result["parent"]) == {result["scheduler"]}
+    assert sorted(result["imports"]) == sorted([result["scheduler"], *result["pid"]])
+    assert result["seen"] == [["as imported"]] * 3
+
+
+def test_threads_in_the_template_make_workers_start_as_new_interpreters(tmp_path: Path) -> None:
     """The template, a new interpreter here (a thread runs in the scheduler), imports the module,
     which starts a thread: a fork would leave it behind, so the template refuses."""
-    monkeypatch.setenv("TEMPLATE_THREAD", "1")
-    flow = module.Spread(
-        datastore=datastores.Local(tmp_path / "store"),
-        executor=executors.Process(concurrency=3, start_method="forkserver"),
+    result = run_scheduler(
+        tmp_path,
+        """
+        stop = users_thread()
+        executor = executors.Process(concurrency=3, start_method="forkserver")
+        result.update(records(module.Spread(datastore=store, executor=executor)().layer("Each")))
+        stop.set()
+        """,
+        TEMPLATE_THREAD="1",
     )
-    with caplog.at_level(logging.WARNING, logger="laminar"):
-        each = flow().layer("Each")
-    assert len(set(each.pid)) == 3 and set(each.parent) == {os.getpid()}
-    assert len(imports(tmp_path)) == 1 + 1 + 3  # here, the template, and each worker
-    refusals = [record.getMessage() for record in caplog.records if "new interpreters" in record.getMessage()]
-    assert refusals == [
+    assert len(set(result["pid"])) == 3 and set(result["parent"]) == {result["scheduler"]}
+    assert len(result["imports"]) == 1 + 1 + 3  # here, the template, and each worker
+    assert [message for message in result["logs"] if "new interpreters" in message] == [
         "the process executor starts its workers as new interpreters: the flow's modules started "
         "threads: started-at-import"
     ]
@@ -258,21 +336,28 @@ def test_threads_in_the_template_make_workers_start_as_new_interpreters(
 
 @pytest.mark.parametrize(("crash", "code"), [("exit", 3), ("SIGKILL", -9), ("SIGSEGV", -11)])
 def test_a_forked_worker_that_crashes_is_replaced_by_another_fork_and_its_exit_told(
-    tmp_path: Path, module: ModuleType, monkeypatch: pytest.MonkeyPatch, crash: str, code: int
+    tmp_path: Path, crash: str, code: int
 ) -> None:
-    monkeypatch.setenv("CRASH", crash)
-    flow = module.Crashing(
-        datastore=datastores.Local(tmp_path / "store"), executor=executors.Process(start_method="forkserver")
+    result = run_scheduler(
+        tmp_path,
+        """
+        execution = module.Crashing(datastore=store, executor=executors.Process(start_method="forkserver"))()
+        layer = execution.layer("Crashes")
+        result.update(pid=layer.pid, parent=layer.parent, grandparent=layer.grandparent)
+        result["attempts"] = [
+            attempt.error for attempt in execution.status.layers["Crashes"].attempts[0]
+        ]
+        """,
+        CRASH=crash,
     )
-    execution = flow()
     crashed = int((tmp_path / "marks" / "crashed").read_text())
-    layer = execution.layer("Crashes")
-    assert imports(tmp_path) == [os.getpid()]
-    assert layer.pid != crashed and layer.parent != os.getpid() and layer.grandparent == os.getpid()
-    first, second = execution.status.layers["Crashes"].attempts[0]
-    assert first.error["type"] == WorkerLost.__name__ and second.error is None
-    assert f"(pid {crashed}) running layer Crashes" in first.error["message"]
-    assert f"exited with code {code} before it finished" in first.error["message"]
+    scheduler = result["scheduler"]
+    assert result["imports"] == [scheduler]
+    assert result["pid"] != crashed and result["parent"] != scheduler and result["grandparent"] == scheduler
+    first, second = result["attempts"]
+    assert first["type"] == "WorkerLost" and second is None
+    assert f"(pid {crashed}) running layer Crashes" in first["message"]
+    assert f"exited with code {code} before it finished" in first["message"]
 
 
 def test_an_unknown_start_method_is_refused_naming_it(
@@ -292,33 +377,62 @@ def test_an_unknown_start_method_is_refused_naming_it(
     assert not list(tmp_path.iterdir())
 
 
-def test_workers_of_a_template_that_is_killed_are_killed_and_later_ones_spawned(
-    tmp_path: Path, module: ModuleType
-) -> None:
+def test_workers_of_a_template_that_is_killed_are_killed_and_later_ones_spawned(tmp_path: Path) -> None:
     """Without the template no one would tell when its workers end: they are not left running unseen."""
-    flow = module.Orphaning(
-        datastore=datastores.Local(tmp_path / "store"), executor=executors.Process(start_method="forkserver")
+    result = run_scheduler(
+        tmp_path,
+        """
+        execution = module.Orphaning(datastore=store, executor=executors.Process(start_method="forkserver"))()
+        result["attempts"] = [
+            attempt.error for attempt in execution.status.layers["KillsTheTemplate"].attempts[0]
+        ]
+        result["parent"] = execution.layer("KillsTheTemplate").parent
+        """,
     )
-    execution = flow()
-    first, second = execution.status.layers["KillsTheTemplate"].attempts[0]
-    assert first.error["type"] == WorkerLost.__name__ and "exited with code -9" in first.error["message"]
-    assert second.error is None and execution.layer("KillsTheTemplate").parent == os.getpid()
+    first, second = result["attempts"]
+    assert first["type"] == "WorkerLost" and "exited with code -9" in first["message"]
+    assert second is None and result["parent"] == result["scheduler"]
+    assert not_forked(result) == []  # the first worker was a fork of the template forked from here
 
 
 def test_a_scheduler_whose_pools_have_run_still_forks_the_template_and_its_workers_hash_large_values(
-    tmp_path: Path, module: ModuleType, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
 ) -> None:
     """A run on Thread leaves Laminar's pool idle and BLAKE3's threads started here: the next run
     still forks the template (the idle pool is no reason not to), and its worker hashes on its own
     thread rather than wait forever for BLAKE3's threads, which a fork does not carry over."""
-    thread_run = module.Large(datastore=datastores.Local(tmp_path / "store"), executor=executors.Thread())()
-    assert thread_run.layer("Stores").pid == os.getpid()
-    flow = module.Large(
-        datastore=datastores.Local(tmp_path / "store"),
-        executor=executors.Process(start_method="forkserver", timeout=60),  # a deadlock fails, bounded
+    result = run_scheduler(
+        tmp_path,
+        """
+        result["thread_run"] = module.Large(datastore=store, executor=executors.Thread())().layer("Stores").pid
+        result["threads"] = sorted({thread.name.split("_")[0] for thread in threading.enumerate()})
+        executor = executors.Process(start_method="forkserver", timeout=60)  # a deadlock fails, bounded
+        layer = module.Large(datastore=store, executor=executor)().layer("Stores")
+        result.update(pid=layer.pid, size=len(layer.blob))
+        """,
     )
-    with caplog.at_level(logging.DEBUG, logger="laminar"):
-        layer = flow().layer("Stores")
-    assert layer.pid != os.getpid() and len(layer.blob) == 4 << 20
-    assert imports(tmp_path) == [os.getpid()]  # forked from here, not a new interpreter
-    assert not [record for record in caplog.records if "not as a fork" in record.getMessage()]
+    assert result["thread_run"] == result["scheduler"] and "laminar-cpu" in result["threads"]
+    assert result["pid"] != result["scheduler"] and result["size"] == 4 << 20
+    assert result["imports"] == [result["scheduler"]]  # forked from here, not a new interpreter
+    assert not_forked(result) == []
+
+
+def test_a_process_run_after_a_thread_run_that_logged_still_forks_the_template(tmp_path: Path) -> None:
+    """The Thread run's split flushed what it printed, which started the log-flushing thread here; it
+    stays for the process's life, and a fork waits until it stores nothing: the next Process run
+    still forks the template from here, and its worker stores its own logs."""
+    result = run_scheduler(
+        tmp_path,
+        """
+        thread_run = module.Logging(datastore=store, executor=executors.Thread())()
+        result["thread_run"] = thread_run.layer("Prints").pid
+        result["threads"] = [thread.name for thread in threading.enumerate()]
+        process_run = module.Logging(datastore=store, executor=executors.Process(start_method="forkserver"))()
+        result["pid"] = process_run.layer("Prints").pid
+        result["logs_stored"] = [run.layer("Prints").state.logs() for run in (thread_run, process_run)]
+        """,
+    )
+    assert result["thread_run"] == result["scheduler"] and "laminar-logs" in result["threads"]
+    assert result["pid"] != result["scheduler"]
+    assert not_forked(result) == []  # forked from here, not a new interpreter
+    assert result["logs_stored"] == ["stored while the split runs\n"] * 2
