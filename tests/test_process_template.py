@@ -436,3 +436,82 @@ def test_a_process_run_after_a_thread_run_that_logged_still_forks_the_template(t
     assert result["pid"] != result["scheduler"]
     assert not_forked(result) == []  # forked from here, not a new interpreter
     assert result["logs_stored"] == ["stored while the split runs\n"] * 2
+
+
+# ---- a flow called outside the execution guard -----------------------------------------------------
+UNGUARDED = """
+import os
+import sys
+import threading
+
+from laminar import Flow, Layer
+from laminar.configurations import datastores, executors
+
+with open("imports", "a") as file:
+    file.write(f"{os.getpid()}\\n")
+
+
+class Unguarded(Flow): ...
+
+
+@Unguarded.register
+class A(Layer):
+    def __call__(self) -> None:
+        self.pid = os.getpid()
+
+
+flow = Unguarded(datastore=datastores.Local("store"), executor=executors.Process())
+execution = flow()  # outside `if flow := Unguarded():`
+print("RESULT", execution.layer("A").pid)
+"""
+
+
+def run_unguarded(tmp_path: Path, main: str) -> subprocess.CompletedProcess[str]:
+    """``python main.py``, whose ``main`` imports the module ``pipeline`` that runs its flow at import."""
+    (tmp_path / "pipeline.py").write_text(UNGUARDED)
+    (tmp_path / "main.py").write_text(textwrap.dedent(main))
+    return subprocess.run(
+        [sys.executable, "main.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+
+
+def test_a_flow_called_outside_the_guard_runs_once_on_workers_forked_from_the_scheduler(
+    tmp_path: Path,
+) -> None:
+    """A forked worker does not import the module again, so nothing would start another run: the
+    flow runs once, as on the Thread executor (spawned workers import it and refuse: test_reliability)."""
+    finished = run_unguarded(tmp_path, "import os\nimport pipeline\nprint('SCHEDULER', os.getpid())\n")
+    assert finished.returncode == 0, finished.stderr
+    lines = dict(
+        line.split() for line in finished.stdout.splitlines() if line.startswith(("RESULT", "SCHEDULER"))
+    )
+    assert (tmp_path / "imports").read_text().split() == [lines["SCHEDULER"]]  # no import in a worker
+    assert lines["RESULT"] != lines["SCHEDULER"]  # the split ran in a worker
+    assert len(list((tmp_path / "store/flows/Unguarded/executions").iterdir())) == 1
+
+
+def test_where_the_template_cannot_be_forked_a_flow_called_outside_the_guard_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A thread in the scheduler (as macOS, or a running event loop) makes the template a new
+    interpreter, which imports the module: the call is refused there, naming the guard, as with
+    ``start_method="spawn"``, and no second run starts."""
+    finished = run_unguarded(
+        tmp_path,
+        """
+        import threading
+
+        threading.Thread(target=threading.Event().wait, name="the-users-thread", daemon=True).start()
+        import pipeline
+        """,
+    )
+    assert finished.returncode != 0
+    assert "Unguarded() was called in a process that runs layer splits" in finished.stderr
+    assert "`if flow := Unguarded(): flow()`" in finished.stderr
+    assert len((tmp_path / "imports").read_text().split()) >= 2  # the template imported it too
+    assert len(list((tmp_path / "store/flows/Unguarded/executions").iterdir())) == 1
