@@ -3,7 +3,7 @@ scikit-learn, against the Thread executor, in the same run.
 
 Two flows in one module that imports pandas and scikit-learn, as a model sweep's does:
 
-* ``Sweep``: a foreach of 8 CPU-bound pure-Python splits of about 0.2 s each (calibrated here), which
+* ``Sweep``: a foreach of 8 CPU-bound pure-Python splits of about 0.2 s of CPU each (calibrated here), which
   the Process executor runs side by side and the Thread executor one after the other (the GIL);
 * ``One``: a one-layer flow, where nothing is gained from processes and only their start is paid.
 
@@ -109,14 +109,15 @@ TARGETS = {"Sweep": 0.65, "One": 1.3}
 
 
 def loops_for(seconds: float) -> int:
-    """How many iterations of the splits' loop take ``seconds`` here, now."""
+    """How many iterations of the splits' loop take ``seconds`` of CPU here (CPU time, not wall: on a
+    loaded machine wall time would make the splits shorter than asked)."""
     loops = 100_000
     while True:
-        start = time.perf_counter()
+        start = time.process_time()
         total = 0
         for i in range(loops):
             total = (total * 31 + i) % 1_000_003
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         if elapsed > 0.05:
             return int(loops * seconds / elapsed)
         loops *= 4
