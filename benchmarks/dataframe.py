@@ -21,7 +21,8 @@ cut it into 8 shards, transform each shard (two derived columns), and concatenat
   IPC). Every Laminar run is checked against the plain result.
 
 The variants run interleaved, round after round, so the machine's drift falls on all of them alike;
-medians are printed, and each variant's ratio to plain pandas (median of the per-round ratios).
+medians are printed, and each variant's ratio to plain pandas (median of the per-round ratios), and
+its CPU seconds (this process and the worker processes it reaped).
 Targets (issue 29, re-based from issue 14's 1.5x plain pandas on the floor measured in the same run):
 Thread at most 1.5x the writes behind, Process at most 2x. Each variant's ratio to plain pandas, to
 the pickle files and to the writes behind is printed, then the bytes each Laminar variant stored
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import resource
 import statistics
 import tempfile
 import time
@@ -184,6 +186,16 @@ def stored_bytes(root: str) -> int:
     )
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of the processes it has waited for (the Process executor's
+    template and, through it, its workers; spawned workers), which the machine's load moves less
+    than wall time. A variant's CPU includes its checks and clean-up around the timed part."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -217,10 +229,13 @@ def main() -> None:
             variants[label] = lambda n=name, e=executor, c=columnar: laminar(args.rows, n, e, c)  # type: ignore[misc]
     _, expected = plain(args.rows)  # warm-up: imports, first-touch allocations
     times: dict[str, list[float]] = {label: [] for label in variants}
+    cpus: dict[str, list[float]] = {label: [] for label in variants}
     for round_ in range(args.rounds):
         order = list(variants) if round_ % 2 == 0 else list(variants)[::-1]
         for label in order:
+            cpu = cpu_seconds()
             seconds, result = variants[label]()
+            cpus[label].append(cpu_seconds() - cpu)
             pd.testing.assert_frame_equal(result, expected)
             times[label].append(seconds)
         print(f"round {round_ + 1}: " + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
@@ -243,6 +258,7 @@ def main() -> None:
         print(
             f"{label:<28} {statistics.median(each):7.3f} s   {statistics.median(ratios):5.2f}x plain pandas"
             f"   {to_files:5.2f}x pickle files   {to_behind:5.2f}x writes behind{target}{verdict}"
+            f"   CPU {statistics.median(cpus[label]):6.2f} s"
         )
     floor = statistics.median(a / b for a, b in zip(behind, base, strict=True))
     print(

@@ -367,8 +367,10 @@ def test_a_split_goes_to_a_ready_worker_rather_than_wait_for_a_new_ones_imports(
 
 
 def test_a_worker_that_cannot_start_fails_its_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spawned workers (a forked one needs no interpreter: it is a copy of the template)."""
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
-    flow = Diamond(datastore=datastores.Local(tmp_path / "store"), executor=executors.Process())
+    executor = executors.Process(start_method="spawn")
+    flow = Diamond(datastore=datastores.Local(tmp_path / "store"), executor=executor)
     with pytest.raises(FileNotFoundError, match="no-python-here"):
         flow(seed=1)
 

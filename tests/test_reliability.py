@@ -366,8 +366,13 @@ def test_a_signal_stops_new_work_keeps_what_finished_and_resume_completes(
 # ---- workers never start runs ------------------------------------------------------------------------
 @pytest.mark.parametrize("executor", ["process", pytest.param("dask", marks=pytest.mark.dask)])
 def test_a_flow_called_outside_the_guard_never_runs_again_in_a_worker(tmp_path: Path, executor: str) -> None:
-    """The module calls ``flow()`` at import; the workers import it to run its layers."""
-    chosen = "executors.Process()" if executor == "process" else "os.environ.get('DASK_ADDRESS', 'thread')"
+    """The module calls ``flow()`` at import; the workers import it to run its layers (spawned ones:
+    a worker forked from the scheduler imports nothing, see test_process_template.py)."""
+    chosen = (
+        "executors.Process(start_method='spawn')"
+        if executor == "process"
+        else "os.environ.get('DASK_ADDRESS', 'thread')"
+    )
     (tmp_path / "pipeline.py").write_text(
         textwrap.dedent(
             f"""

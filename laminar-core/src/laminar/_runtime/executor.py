@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from laminar.errors import ConfigurationError
@@ -90,6 +91,13 @@ class Executor(abc.ABC):
     def from_url(cls, url: str) -> Executor:
         """Build from a name or URL (``"thread"``, ``"dask://host:8786"``). Plugins override."""
         return cls()
+
+    @contextlib.contextmanager
+    def prepared(self) -> Iterator[None]:
+        """Around a run, in the scheduler's process, before the run starts its event loop or any
+        thread: where a fork of this process is safe (the process executor forks its worker template
+        here). Not entered by a run inside a running event loop. By default nothing."""
+        yield
 
     async def start(self) -> None:
         """Acquire resources (pools, clusters) before an execution's first split."""

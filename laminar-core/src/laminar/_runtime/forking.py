@@ -1,7 +1,9 @@
 """The process executor's side of the worker template (``laminar._runtime.template``).
 
-The template is started with the executor, is sent each flow once to import its modules, and forks a
-worker per request; it tells when each worker ends, since workers are its children. A template that
+The template is forked from the scheduler's process before its run starts a thread or an event loop
+(:class:`ForkedTemplate`), so it has the flow's modules as the scheduler imported them; where that is
+unsafe (:func:`unsafe_to_fork`) it is started as a new interpreter with the executor. It is sent each
+flow once (to import its modules, if not yet), and forks a worker per request; it tells when each worker ends, since workers are its children. A template that
 refuses (a thread runs in it) or is gone makes :meth:`WorkerTemplate.fork` give ``None``: the
 executor then starts its workers as new interpreters.
 """
@@ -15,12 +17,16 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+import threading
+import warnings
+from typing import Any, Protocol
 
 import cloudpickle
 
-from laminar._runtime import environment, wire
+from laminar._runtime import environment, template, wire
 from laminar._runtime.shipping import PackedFlow
+from laminar._serialization import threads
+from laminar._storage import logs
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +62,99 @@ class ForkedProcess:
         return await asyncio.shield(self._exit)
 
 
+def unsafe_to_fork() -> str | None:
+    """Why this process may not fork the template now (``None`` if it may): a thread would be left
+    behind with its locks held (Laminar's own pools, idle between runs, and its log-flushing thread,
+    which a fork waits for, excepted), and macOS's system libraries do not survive a fork without
+    ``exec``."""
+    if not hasattr(os, "fork"):
+        return "this platform has no fork"
+    if sys.platform == "darwin":
+        return "macOS's system libraries may not survive a fork"
+    idle = [threading.current_thread(), *threads.idle_threads(), *logs.flushing_threads()]
+    running = [thread.name for thread in threading.enumerate() if thread not in idle]
+    if running:
+        return f"threads run in this process: {', '.join(running)}"
+    return None
+
+
+class TemplateProcess(Protocol):
+    """The template's process: an ``asyncio.subprocess.Process``, or one forked from this process."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+class ForkedTemplate:
+    """A template forked from this process (call :meth:`fork` before the run's threads start): its
+    pid and this end of its socket and answers pipe."""
+
+    def __init__(self, pid: int, control: socket.socket, answers: int) -> None:
+        self.pid = pid
+        self.control = control
+        self.answers = answers
+        self.returncode: int | None = None
+
+    @classmethod
+    def fork(cls) -> ForkedTemplate:
+        """Fork the template now; ``OSError`` if the system refuses."""
+        ours, theirs = socket.socketpair()
+        answers_read, answers_write = os.pipe()
+        # What is buffered is printed once, not once more there (the interpreter's own streams too:
+        # the template takes them up in place of any the program set in sys.stdout).
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns of any OS thread; a BLAS pool numpy started is one and is fork-safe.
+                # Python threads are not: unsafe_to_fork checks there are none.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except BaseException:
+            for fd in (answers_read, answers_write):
+                os.close(fd)
+            ours.close()
+            theirs.close()
+            raise
+        if pid == 0:
+            template.become(theirs, answers_write)
+        theirs.close()
+        os.close(answers_write)
+        return cls(pid, ours, answers_read)
+
+    async def wait(self) -> int:
+        if self.returncode is None:
+            _, status = await asyncio.to_thread(os.waitpid, self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def discard(self) -> None:
+        """End a template the run did not use (it ended before its executor started)."""
+        self.control.close()
+        os.close(self.answers)
+        _kill_session(self.pid)
+        os.waitpid(self.pid, 0)
+
+
+def _kill_session(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:  # forked a moment ago: not yet in a session of its own
+            os.kill(pid, signal.SIGKILL)
+
+
 class WorkerTemplate:
     """The template process, and the requests in flight to it (one at a time)."""
 
     def __init__(
         self,
-        process: asyncio.subprocess.Process,
+        process: TemplateProcess,
         control: socket.socket,
         answers: tuple[asyncio.StreamReader, asyncio.BaseTransport],
     ) -> None:
@@ -74,11 +167,21 @@ class WorkerTemplate:
         self._preloaded: dict[str, asyncio.Future[None]] = {}
         self.gone = False
         self.refused: str | None = None  # why the template forks no more workers
+        self.imported = False  # whether the template has the flows' modules without a preload
         self._listening = asyncio.ensure_future(self._listen())
 
     @classmethod
+    async def adopt(cls, forked: ForkedTemplate) -> WorkerTemplate:
+        """The template forked from this process before the run began."""
+        forked.control.setblocking(False)
+        template = cls(forked, forked.control, await read_pipe(forked.answers))
+        template.imported = True  # as the scheduler imported them
+        return template
+
+    @classmethod
     async def start(cls) -> WorkerTemplate:
-        """Start the template; it imports Laminar's runtime while the scheduler goes on."""
+        """Start the template as a new interpreter; it imports Laminar's runtime while the scheduler
+        goes on, and the flow's modules when asked to preload them."""
         ours, theirs = socket.socketpair()
         answers_read, answers_write = os.pipe()
         try:
@@ -151,6 +254,8 @@ class WorkerTemplate:
 
     async def preload(self, flow: PackedFlow) -> None:
         """Have the template import ``flow``'s modules, once per flow; callers wait for it to finish."""
+        if self.imported:
+            return
         loading = self._preloaded.get(flow.token)
         if loading is None:
             loading = self._preloaded[flow.token] = asyncio.ensure_future(
@@ -190,8 +295,7 @@ class WorkerTemplate:
         """End the template (its workers are ended by the executor, before this)."""
         self._control.close()
         if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)  # it may be importing: nothing to wait for
+            _kill_session(self.process.pid)  # it may be importing: nothing to wait for
         await self.process.wait()
         await asyncio.gather(self._listening, return_exceptions=True)
         self._transport.close()

@@ -1,8 +1,10 @@
 """``process`` — run splits in worker processes on this machine, reusing them across splits.
 
 Worker processes start on demand (up to ``concurrency``) and live for the execution. They are forked
-from a template that has imported the flow's modules once (``start_method="forkserver"``, see
-``forking.py``), or started as new interpreters (``"spawn"``, and where forking is unsafe). A new
+from a template (``start_method="forkserver"``, see ``forking.py``) that is itself forked from the
+scheduler's process before the run starts (so the flow's modules are imported already), or, where that
+fork is unsafe, started as a new interpreter that imports them once; or they are started as new
+interpreters (``"spawn"``, and where forking is unsafe). A new
 worker is sent the flow as soon as it starts, so it has the flow's modules (pandas, torch...) before
 its first split, and a split goes to whichever worker is ready first: a warm worker that finishes
 its split takes the next rather than leave it waiting for a new one's imports. A split that passes ``timeout`` has its worker
@@ -25,14 +27,14 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import cloudpickle
 
 from laminar._runtime import environment, wire
 from laminar._runtime.executor import Executor, SplitNotStarted
-from laminar._runtime.forking import WorkerTemplate, read_pipe
+from laminar._runtime.forking import ForkedTemplate, WorkerTemplate, read_pipe, unsafe_to_fork
 from laminar._runtime.shipping import FlowPacker, PackedFlow, without_flow
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar.errors import ConfigurationError, LaminarError, WorkerLost
@@ -226,6 +228,7 @@ class Process(Executor):
                 f"{where} of the process executor must be 'forkserver' or 'spawn', got {chosen!r}"
             )
         self.start_method = chosen
+        self._forked: ForkedTemplate | None = None  # forked before the run began, for start() to adopt
         self._reset()
 
     def _reset(self) -> None:
@@ -238,11 +241,42 @@ class Process(Executor):
         self._template: WorkerTemplate | None = None
         self._cancelled = False  # the run failed or was stopped: start nothing still waiting
 
+    @contextlib.contextmanager
+    def prepared(self) -> Iterator[None]:
+        """Fork the template from this process (``forkserver``), while it has no thread that a fork
+        would leave behind: the template has the flow's modules as they are imported here."""
+        self._forked = self._fork_template()
+        try:
+            yield
+        finally:
+            forked, self._forked = self._forked, None
+            if forked is not None:  # the run ended before the executor started
+                forked.discard()
+
+    def _fork_template(self) -> ForkedTemplate | None:
+        if self.start_method != "forkserver":
+            return None
+        why = unsafe_to_fork()
+        if why is not None:
+            logger.debug("the process executor's worker template starts as a new interpreter that imports "
+                         "the flow's modules, not as a fork of this process: %s", why)  # fmt: skip
+            return None
+        try:
+            return ForkedTemplate.fork()
+        except OSError as error:
+            logger.warning("the process executor's worker template starts as a new interpreter: this process "
+                           "could not fork (%s)", error)  # fmt: skip
+            return None
+
     async def start(self) -> None:
-        """Start the template workers are forked from (``forkserver``): it imports Laminar meanwhile,
-        and the flow's modules as soon as the first split names the flow."""
+        """Start the template workers are forked from (``forkserver``): the one forked from this
+        process before the run began, else a new interpreter, which imports Laminar meanwhile and the
+        flow's modules as soon as the first split names the flow."""
         self._reset()
-        if self.start_method == "forkserver":
+        forked, self._forked = self._forked, None
+        if forked is not None:
+            self._template = await WorkerTemplate.adopt(forked)
+        elif self.start_method == "forkserver":
             try:
                 self._template = await WorkerTemplate.start()
             except OSError as error:
@@ -402,4 +436,5 @@ class Process(Executor):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._forked = None
         self._reset()

@@ -96,21 +96,24 @@ class Scheduler:
                 f"cannot force layer {unknown[0]}: flow {flow.name} has no such layer (its layers: "
                 f"{', '.join(name for name in flow.plan.order if name != 'Parameters')})"
             )
-        run = _Runner(execution, parameters=parameters, resume=resume, reuse=reuse, force=forced)
         try:
             asyncio.get_running_loop()
             inside_loop = True
         except RuntimeError:
             inside_loop = False
         if not inside_loop:
-            try:
-                with _fewer_collections():
-                    asyncio.run(run.main())
-            except asyncio.CancelledError:  # a second Ctrl-C stopped the running splits too
-                if run.interrupted is None:
-                    raise
-                raise run.interruption() from None
+            # First, before the run's event loop and threads start: the executor may fork this process.
+            with flow.configuration.executor.prepared():
+                run = _Runner(execution, parameters=parameters, resume=resume, reuse=reuse, force=forced)
+                try:
+                    with _fewer_collections():
+                        asyncio.run(run.main())
+                except asyncio.CancelledError:  # a second Ctrl-C stopped the running splits too
+                    if run.interrupted is None:
+                        raise
+                    raise run.interruption() from None
             return
+        run = _Runner(execution, parameters=parameters, resume=resume, reuse=reuse, force=forced)
         # Called from inside an event loop (a notebook): run ours on a thread of its own.
         errors: list[BaseException] = []
 

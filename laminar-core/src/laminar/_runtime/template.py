@@ -1,12 +1,16 @@
 """The template the process executor forks its workers from: a new worker costs a fork, not a new
 interpreter and its ``import pandas``.
 
-Started as ``python -m laminar._runtime.template CONTROL_FD ANSWERS_FD`` in a session of its own.
+Forked from the scheduler's own process before its run starts a thread or an event loop
+(:func:`become`): the flow's modules are imported already. Where that fork is unsafe, started as
+``python -m laminar._runtime.template CONTROL_FD ANSWERS_FD``, which imports them on request. Either
+way it runs in a session of its own.
 Requests come on the socket ``CONTROL_FD``; answers go back on the pipe ``ANSWERS_FD``:
 
 - ``("setup", (sys.path, cwd))``: the scheduler's path and directory (no answer);
 - ``("preload", payload)``: unpickle a flow, which imports its modules, and drop it; answered
-  ``("preloaded", None)`` (an error is left to the worker that installs the flow, as before);
+  ``("preloaded", None)`` (an error is left to the worker that installs the flow, as before); not
+  sent to a template forked from the scheduler, which has the modules already;
 - ``("fork", None)`` with a worker's two pipe ends attached: answered ``("forked", pid)``, or
   ``("refused", why)`` when a thread runs here, which a fork would not carry into the worker.
 
@@ -28,6 +32,7 @@ import sys
 import threading
 import traceback
 import warnings
+import weakref
 from typing import Any, BinaryIO, NoReturn
 
 import cloudpickle
@@ -150,6 +155,61 @@ def serve(control: socket.socket, answers: BinaryIO) -> None:
                     _answer(answers, ("refused", f"the flow's modules started threads: {', '.join(threads)}"))
                 else:
                     _answer(answers, ("forked", _fork(tasks, results, inherited)))
+
+
+def _drop_inherited(keep: set[int]) -> None:
+    """Point every descriptor the scheduler had open (its sockets, pipes, files) at ``/dev/null``, as
+    a new interpreter would not have them: their ends are not held open here or in the workers. The
+    numbers stay taken, so that an object of the scheduler's that closes its own when freed closes
+    nothing this process opens later."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for name in os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"):
+        fd = int(name)
+        if fd in keep or fd == null or fd in (1, 2):  # the output streams stay: workers print there
+            continue
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            os.fstat(fd)
+            os.dup2(null, fd, inheritable=fd == 0)
+    os.close(null)
+
+
+def _forget_exit_calls() -> None:
+    """Drop what the scheduler registered to run at its exit (``atexit``, ``weakref.finalize``: a
+    temporary directory's removal...): it is the scheduler's to run, not each worker's as it ends.
+    What the flow's modules register from here on runs in the worker, as in a new interpreter."""
+    atexit._clear()
+    for info in getattr(weakref.finalize, "_registry", {}).values():
+        info.atexit = False
+    weakref.finalize._registered_with_atexit = False  # type: ignore[attr-defined]  # the next one registers again
+
+
+def become(control: socket.socket, answers: int) -> NoReturn:
+    """In a child just forked from the scheduler's process, before its run began: be the template.
+
+    The child never returns into the scheduler's code (nor runs its ``atexit``): it serves until the
+    scheduler closes ``control``, then exits.
+    """
+    code = 0
+    try:
+        os.setsid()  # the terminal's signals are the scheduler's to act on
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a new interpreter
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _drop_inherited({control.fileno(), answers})
+        for name in ("stdin", "stdout", "stderr"):  # the interpreter's own, as a new one has (not a capture)
+            original = getattr(sys, f"__{name}__")
+            if original is not None:
+                setattr(sys, name, original)
+        _forget_exit_calls()
+        environment.mark_worker()
+        from laminar._runtime import split  # noqa: F401  (what every worker needs, imported once here)
+
+        gc.freeze()  # what the scheduler had is not touched again here: workers share its pages
+        serve(control, os.fdopen(answers, "wb"))
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
 
 
 def main() -> None:

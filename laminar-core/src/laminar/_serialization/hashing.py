@@ -13,6 +13,7 @@ verified by it. Either way the address depends only on the bytes.
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -56,6 +57,27 @@ class Hasher(Protocol):
     def hexdigest(self) -> str: ...
 
 
+#: Whether BLAKE3's own thread pool (rayon's, started on first threaded use) has run in this process,
+#: and whether it did in the process this one was forked from: its threads were not forked, and a
+#: threaded hash would wait for them forever, so a forked child hashes on its own thread.
+_pool_started = [False, False]
+
+
+def _threads() -> int:
+    if _pool_started[1]:
+        return 1
+    _pool_started[0] = True
+    return blake3.blake3.AUTO
+
+
+def _forked() -> None:
+    _pool_started[1] = _pool_started[1] or _pool_started[0]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
 class Blake3Hash:
     """Incremental BLAKE3: what new artifacts are addressed by.
 
@@ -67,7 +89,7 @@ class Blake3Hash:
     """
 
     def __init__(self, *, pieces: bool = False) -> None:
-        self._hasher = blake3.blake3(max_threads=1 if pieces else blake3.blake3.AUTO)
+        self._hasher = blake3.blake3(max_threads=1 if pieces else _threads())
         self._last: Future[None] | None = None  # the latest update still running on the pool
 
     def submit(self, data: Any) -> Pending:
@@ -154,7 +176,7 @@ def hexdigest(data: Any, algorithm: str = WRITE_HASH) -> str:
     if algorithm == WRITE_HASH:
         if memoryview(data).nbytes < THREADED:  # the common small value: no thread pool at all
             return blake3.blake3(data).hexdigest()
-        return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+        return blake3.blake3(data, max_threads=_threads()).hexdigest()
     check_hash(algorithm)
     if memoryview(data).nbytes <= CHUNK:  # one chunk: no thread hand-off for the common small value
         return hashlib.sha256(hashlib.sha256(data).digest()).hexdigest()

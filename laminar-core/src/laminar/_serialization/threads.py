@@ -37,6 +37,25 @@ def staging_pool() -> ThreadPoolExecutor:
         return _staging
 
 
+def idle_threads() -> list[threading.Thread]:
+    """The pools' threads. Between runs they are idle (Laminar waits for all it hands them), so a
+    fork of this process then leaves nothing half done behind; the child makes pools of its own."""
+    with _lock:
+        pools = [pool for pool in (_pool, _staging) if pool is not None]
+    return [thread for pool in pools for thread in list(pool._threads)]
+
+
+def _forget_pools() -> None:
+    """In a forked child: the pools' threads were not forked, so the child starts pools afresh."""
+    global _pool, _staging, _lock
+    _pool = _staging = None
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
 def width() -> int:
     """How many pieces of work to keep in flight on the pool: a couple per thread."""
     return 2 * max(cores(), 2)

@@ -131,18 +131,33 @@ class LogWriter:
 
 class _Flusher:
     """The thread that stores what splits flushed, in the process that runs them: each writer asked
-    for is stored at once, then the thread rests :data:`FLUSH_INTERVAL` before storing again."""
+    for is stored at once, then the thread rests :data:`FLUSH_INTERVAL` before storing again.
+
+    A fork of the process waits until the thread stores nothing (:func:`_before_fork`), so the thread
+    holds no lock of its own or of the datastore's clients at the fork: the process executor forks
+    its worker template from a scheduler that has run splits on threads before."""
 
     def __init__(self) -> None:
         self._wanted: dict[int, LogWriter] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified as the thread stops storing
+        self._storing = False
         self._ready = threading.Event()
-        threading.Thread(target=self._run, name="laminar-logs", daemon=True).start()
+        self.thread = threading.Thread(target=self._run, name="laminar-logs", daemon=True)
+        self.thread.start()
 
     def want(self, writer: LogWriter) -> None:
         with self._lock:
             self._wanted[id(writer)] = writer
             self._ready.set()
+
+    def hold_idle(self) -> None:
+        """Wait until the thread stores nothing, and keep it so until :meth:`release`."""
+        self._lock.acquire()
+        self._idle.wait_for(lambda: not self._storing)
+
+    def release(self) -> None:
+        self._lock.release()
 
     def _run(self) -> None:
         while True:
@@ -150,9 +165,15 @@ class _Flusher:
             with self._lock:
                 writers, self._wanted = list(self._wanted.values()), {}
                 self._ready.clear()
-            for writer in writers:
-                with contextlib.suppress(Exception):  # the split's own close stores it, or says why not
-                    writer.store_held()
+                self._storing = True
+            try:
+                for writer in writers:
+                    with contextlib.suppress(Exception):  # the split's own close stores it, or says why not
+                        writer.store_held()
+            finally:
+                with self._lock:
+                    self._storing = False
+                    self._idle.notify_all()
             time.sleep(FLUSH_INTERVAL)  # a write an interval for each attempt, however often it flushes
 
 
@@ -166,6 +187,41 @@ def _flusher() -> _Flusher:
         if found is None:
             found = _flushers[os.getpid()] = _Flusher()
         return found
+
+
+def flushing_threads() -> list[threading.Thread]:
+    """This process's flushing thread, if it started: safe to fork around, since a fork waits until
+    it stores nothing, and the child starts its own thread when it first needs one."""
+    with _flushers_lock:
+        found = _flushers.get(os.getpid())
+    return [] if found is None else [found.thread]
+
+
+def _before_fork() -> None:
+    _flushers_lock.acquire()
+    found = _flushers.get(os.getpid())
+    if found is not None:
+        found.hold_idle()
+
+
+def _after_fork_in_parent() -> None:
+    found = _flushers.get(os.getpid())
+    if found is not None:
+        found.release()
+    _flushers_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    """The flushing thread was not forked: the child's first flush starts one of its own."""
+    global _flushers_lock
+    _flushers.clear()
+    _flushers_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
 
 
 def read_logs(datastore: Datastore, flow: str, execution: str, layer: str, index: int, attempt: int) -> str:
