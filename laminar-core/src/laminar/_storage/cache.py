@@ -30,9 +30,11 @@ from typing import Any
 
 from laminar._transport.datastore import Datastore
 
-#: The bound: about this many archives (a million tiny inline values take about 0.6 GB), so a join
-#: over a million splits reads what its foreach wrote from memory.
-CAPACITY = 1_000_000
+#: The bound: about this many archives. A tiny inline value's split record takes about 0.55 KB, so
+#: the cache holds at most about 140 MB of them: a join over 200,000 splits reads all its foreach
+#: wrote from memory, and one over a million reads the rest from the store (a few seconds), where
+#: keeping them all took 0.55 GB (issue 29: a million splits in at most 0.75 GiB).
+CAPACITY = 250_000
 #: At most this share of the bound is protected.
 PROTECTED = 7 / 8
 

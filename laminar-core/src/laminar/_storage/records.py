@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import itertools
 import json
 import re
+import secrets
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
@@ -60,6 +62,9 @@ LAYOUTS = (*earlier.LAYOUTS, LAYOUT, HELD_LAYOUT)
 #: The layouts whose records always carry their checksum.
 SEALED_LAYOUTS = (3, HELD_LAYOUT)
 
+#: A split batch's archive of more artifacts than this is written this many at a time (``SplitBatch``).
+CHUNK = 4096
+
 #: Split indices as inclusive ``(first, last)`` runs, e.g. ``((0, 150), (152, 156))``.
 Runs = tuple[tuple[int, int], ...]
 #: Splits another execution stored, as inclusive ``(first, last, there)`` runs: split ``i`` of a run
@@ -69,6 +74,7 @@ Borrowed = tuple[tuple[int, int, int], ...]
 Error = Mapping[str, str]
 
 _SEAL = b'{"sha256":"'
+_COMPACT = (",", ":")
 _SEALED_AT = len(_SEAL) + 64 + 2  # where the checksummed body starts, after '<hex>",'
 _HEX = re.compile(r"[0-9a-f]{8,128}")
 
@@ -79,8 +85,22 @@ class Malformed(ValueError):
 
 def seal(payload: dict[str, Any]) -> bytes:
     """``payload`` as JSON, with the checksum of the rest of it as its first member."""
-    body = json.dumps(payload, separators=(",", ":")).encode()[1:]
+    body = json.dumps(payload, separators=_COMPACT).encode()[1:]
     return b"".join((_SEAL, hashlib.sha256(body).hexdigest().encode(), b'",', body))
+
+
+def seal_pieces(body: Iterable[bytes]) -> bytes:
+    """``seal`` of a payload given as the pieces of its compact JSON after the opening ``{``: each is
+    hashed and gathered as it comes, so no piece is held twice (the bytes are those ``seal`` gives)."""
+    buffer = io.BytesIO()
+    buffer.write(bytes(_SEALED_AT))  # the checksum's place, filled in once the body is hashed
+    digest = hashlib.sha256()
+    for piece in body:
+        digest.update(piece)
+        buffer.write(piece)
+    buffer.seek(0)
+    buffer.write(b"".join((_SEAL, digest.hexdigest().encode(), b'",')))
+    return buffer.getvalue()
 
 
 def unseal(data: bytes) -> dict[str, Any]:
@@ -301,6 +321,47 @@ class SplitBatch(Document):
     described: ClassVar[str] = "split batch"
 
     splits: Mapping[int, SplitRecord] = field(metadata=sorted_keys())
+
+    def dumps(self) -> bytes:
+        """As every record, but an archive of more than ``CHUNK`` artifacts (a large shard) is encoded
+        ``CHUNK`` artifacts at a time: a million artifacts' JSON objects are never built at once."""
+        large = [
+            (index, name)
+            for index, split in sorted(self.splits.items())
+            for name, archive in split.archives.items()
+            if len(archive.artifacts) > CHUNK
+        ]
+        return seal_pieces(self._pieces(large)) if large else seal(self._write(self))
+
+    def _pieces(self, large: list[tuple[int, str]]) -> Iterator[bytes]:
+        """The batch's JSON with each ``large`` archive's artifacts left out (a marker stands in for
+        them), and those artifacts encoded into the marker's place, a chunk at a time, in order."""
+        mark = Artifact(secrets.token_hex(16))
+        marked = {index for index, _ in large}
+        hollow = {
+            index: SplitRecord(
+                {
+                    name: Archive((mark,), archive.sharded) if len(archive.artifacts) > CHUNK else archive
+                    for name, archive in split.archives.items()
+                },
+                split.caught,
+            )
+            if index in marked
+            else split
+            for index, split in self.splits.items()
+        }
+        skeleton = json.dumps(self._write(SplitBatch(hollow)), separators=_COMPACT).encode()
+        parts = skeleton.split(json.dumps([Artifact._write(mark)], separators=_COMPACT).encode())
+        assert len(parts) == len(large) + 1, "the marker stands where each large archive's artifacts go"
+        write = Artifact._write
+        yield parts[0][1:]
+        for (index, name), after in zip(large, parts[1:], strict=True):
+            artifacts = self.splits[index].archives[name].artifacts
+            yield b"["
+            for start in range(0, len(artifacts), CHUNK):
+                chunk = json.dumps([write(a) for a in artifacts[start : start + CHUNK]], separators=_COMPACT)
+                yield (b"," if start else b"") + chunk[1:-1].encode()
+            yield b"]" + after
 
 
 @record

@@ -63,7 +63,7 @@ class _SpillBuffer(io.RawIOBase):
         super().close()
 
 
-@dataclass
+@dataclass(slots=True)
 class StagedArtifact:
     """A serialized value waiting to be written: in memory (``data``) or in a local file (``path``)."""
 

@@ -233,10 +233,13 @@ class ExecutionStore:
         ]
         for name, _, _ in groups:
             validate(name, what="artifact name")
-        flat = [(name, item) for name, items, _ in groups for item in items]
+        # Where each group's items start among all of them: no list of a million (name, item) pairs.
+        starts = list(itertools.accumulate((len(items) for _, items, _ in groups), initial=0))
 
         def stage_one(position: int) -> staging.StagedArtifact:
-            name, item = flat[position]
+            group = bisect.bisect_right(starts, position) - 1
+            name, items, _ = groups[group]
+            item = items[position - starts[group]]
             protocol = self.protocols.for_value(item)
             try:
                 return staging.stage(item, datastore=self.datastore, protocol=protocol)
@@ -245,7 +248,7 @@ class ExecutionStore:
                     raise
                 raise on_error(name, error) from error
 
-        staged = staging.stage_in_order(len(flat), stage_one)
+        staged = staging.stage_in_order(starts[-1], stage_one)
         entries = iter(staged)
         archives = {
             name: Archive(tuple(next(entries).artifact for _ in items), sharded=sharded)
