@@ -541,6 +541,7 @@ class _Runner:
                     artifacts=artifacts,
                     borrowed=borrowing.fold(reused.places) if reused is not None else None,
                     held=held,
+                    **self._computed_with(name),
                 ),
             )
         except Exception as error:
@@ -631,6 +632,7 @@ class _Runner:
             found = self.ahead.pop((name, key))
         else:
             found = reuse_index.entry(datastore, self.flow.name, name, key)
+        unusable: str | None = None
         if found is not None and found.execution != self.execution.id:
             if found.execution not in self.prefetched:
                 # Its other layers are likely reused too: read their records at once, not one by one.
@@ -639,9 +641,14 @@ class _Runner:
                 reuse_index.prefetch(source, self.plan.dependencies)
                 self._reuse_ahead(name, found.execution)
             splits = reuse_index.usable(datastore, self.store.protocols, found, name)
-            if splits is not None and not self._same_inputs(found.execution, name, components):
-                splits = None
-            if splits is not None:
+            if isinstance(splits, str):
+                unusable = splits
+            elif not self._same_inputs(found.execution, name, components):
+                unusable = (
+                    f"the entry's execution {found.execution} computed it from other inputs "
+                    "(the entry is stale or forged)"
+                )
+            else:
                 self.outputs[name] = self._outputs_in(found.execution, name)  # the same splits
                 self.run.explanations[name] = (found.execution, f"reused from execution {found.execution}")
                 return len(splits), found.execution
@@ -649,7 +656,7 @@ class _Runner:
         if latest is None:
             why = "first run: no earlier execution with reuse on finished it"
         elif found is not None:
-            why = f"the values execution {found.execution} stored for it are gone or damaged"
+            why = unusable or f"the values execution {found.execution} stored for it are gone or damaged"
         else:
             why = reuse.difference(
                 latest.components, components, code.places, self._parameters_of(latest, components)
@@ -731,7 +738,7 @@ class _Runner:
         datastore = self.flow.configuration.datastore
         known = reuse_index.split_entries(datastore, self.flow.name, name, base)
         wanted = {index: known[key] for index, key in enumerate(keys) if key in known}
-        found = reuse_index.usable_splits(datastore, self.store.protocols, self.flow.name, name, wanted)
+        found = reuse_index.usable_splits(datastore, self.store.protocols, self.flow.name, name, base, wanted)
         if found.records:
             source, why = self.run.explanations.get(name, (None, "ran"))
             self.run.explanations[name] = (
@@ -739,6 +746,13 @@ class _Runner:
                 f"{why}; {len(found.records)} of {len(keys)} splits reused",
             )
         return found
+
+    def _computed_with(self, name: str) -> dict[str, str | None]:
+        """The reuse key (and a foreach's ``base``) ``name``'s record carries, if it is entered in
+        the reuse index: reuse of it later requires its record to say so (``Record.key``)."""
+        if name not in self.keys or not self.flow.registry[name].configuration.reuse:
+            return {}
+        return {"key": self.keys[name][0], "base": self.split_keys.get(name, (None,))[0]}
 
     def _same_inputs(self, execution: str, name: str, components: Mapping[str, str]) -> bool:
         """Whether ``execution`` computed ``name`` from the inputs this run gives it, as its own
