@@ -163,6 +163,21 @@ def test_a_split_entry_forged_to_name_other_code_s_splits_makes_them_run(project
     assert "splits reused" not in again["Square"]["why"]
 
 
+def test_a_split_entry_forged_to_name_another_split_of_the_same_code_makes_it_run(project: Project) -> None:
+    """The split index of run1's code is rewritten to swap its first and last items' splits: their
+    base matches, but run1 gave those splits other items, so they run; the one left alone is reused."""
+    base = unseal((project.store / layout.record("Numbers", "run1", "Square")).read_bytes())["base"]
+    index = project.store / layout.reuse_splits("Numbers", "Square", base)
+    honest = SplitEntries.loads(index.read_bytes())
+    swap = {"run1/0": "run1/2", "run1/2": "run1/0"}
+    forged = {key: swap.get(where, where) for key, where in honest.splits.items()}
+    assert forged != honest.splits
+    index.write_bytes(SplitEntries(honest.flow, honest.layer, honest.base, forged).dumps())
+    again = project.run(count=4)
+    assert again["squares"] == [1, 4, 9, 16]
+    assert again["Square"]["why"].endswith("; 1 of 4 splits reused")
+
+
 def test_the_split_index_is_still_used_when_honest(project: Project) -> None:
     """With one item more and nothing forged, the three earlier splits are reused (the check passes
     a record written with the key)."""

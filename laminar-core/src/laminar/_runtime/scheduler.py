@@ -35,6 +35,7 @@ from laminar._storage import borrowing, logs, reuse_index
 from laminar._storage.lease import Lease
 from laminar._storage.records import SplitRecord, runs
 from laminar.errors import (
+    ConfigurationError,
     DatastoreError,
     ExecutorContractError,
     FlowDefinitionError,
@@ -707,16 +708,23 @@ class _Runner:
             for axis in grid.axes
         )
         base = reuse.key_of({n: v for n, v in components.items() if not n.startswith(prefixes)})
+        return base, self._keys_of_splits(base, grid, self.store, range(grid.splits))
+
+    @staticmethod
+    def _keys_of_splits(
+        base: str, grid: foreach.Grid, store: ExecutionStore, indices: Iterable[int]
+    ) -> list[str]:
+        """The keys of splits ``indices`` of a foreach whose key without its axes is ``base``, given
+        the items ``grid`` (read from ``store``) gives them."""
         chained = {
             axis.layer: [
-                reuse.split_digest(record)
-                for record in self.store.split_records(axis.layer, range(axis.size))
+                reuse.split_digest(record) for record in store.split_records(axis.layer, range(axis.size))
             ]
             for axis in grid.axes
             if axis.artifacts is None
         }
         keys = []
-        for index in range(grid.splits):
+        for index in indices:
             parts = [base]
             for layer, attributes in sorted(grid.bindings(index).items()):
                 for attribute, binding in sorted(attributes.items()):
@@ -726,7 +734,7 @@ class _Runner:
                     else:
                         parts.append(f"{layer}[{binding.split}]={chained[layer][binding.split or 0]}")
             keys.append(reuse.key_of(dict(enumerate(parts))))  # type: ignore[arg-type]
-        return base, keys
+        return keys
 
     def _reuse_splits(self, name: str, grid: foreach.Grid) -> reuse_index.Reused | None:
         """The splits of a foreach layer that did not reuse whole, reused one by one where an
@@ -737,7 +745,9 @@ class _Runner:
             return None
         datastore = self.flow.configuration.datastore
         known = reuse_index.split_entries(datastore, self.flow.name, name, base)
-        wanted = {index: known[key] for index, key in enumerate(keys) if key in known}
+        wanted = self._given_the_same(
+            name, keys, {i: known[key] for i, key in enumerate(keys) if key in known}
+        )
         found = reuse_index.usable_splits(datastore, self.store.protocols, self.flow.name, name, base, wanted)
         if found.records:
             source, why = self.run.explanations.get(name, (None, "ran"))
@@ -746,6 +756,45 @@ class _Runner:
                 f"{why}; {len(found.records)} of {len(keys)} splits reused",
             )
         return found
+
+    def _given_the_same(self, name: str, keys: list[str], wanted: Mapping[int, str]) -> dict[int, str]:
+        """The splits ``wanted`` names (index here -> ``"<execution>/<index>"``) that their execution
+        gave the items this run gives them, as its own records say: a split index entry is trusted
+        for nothing, so one naming another split (forged, or damaged) costs a recomputation."""
+        base = self.split_keys[name][0]
+        each = self.flow.registry[name].configuration.foreach
+        assert each is not None
+        by_execution: dict[str, list[tuple[int, int]]] = {}
+        for index, where in wanted.items():
+            execution, _, there = where.rpartition("/")
+            if there.isdigit() and execution:
+                by_execution.setdefault(execution, []).append((index, int(there)))
+        kept: dict[int, str] = {}
+        for execution, pairs in by_execution.items():
+            try:
+                source = self.flow.configuration.store(self.flow.name, execution)
+                grid = foreach.grid(source, name, each)
+                inside = [(index, there) for index, there in pairs if there < grid.splits]
+                theirs = self._keys_of_splits(base, grid, source, [there for _, there in inside])
+            except (IntegrityError, ValueError, ConfigurationError) as error:
+                logger.warning(
+                    "splits of layer %s are not reused from execution %s: %s", name, execution, error
+                )
+                continue
+            given = {
+                index: f"{execution}/{there}"
+                for (index, there), key in zip(inside, theirs, strict=True)
+                if key == keys[index]
+            }
+            if len(given) < len(pairs):
+                logger.warning(
+                    "splits of layer %s are not reused from execution %s: its split index names splits there "
+                    "that were given other items",
+                    name,
+                    execution,
+                )
+            kept.update(given)
+        return kept
 
     def _computed_with(self, name: str) -> dict[str, str | None]:
         """The reuse key (and a foreach's ``base``) ``name``'s record carries, if it is entered in
