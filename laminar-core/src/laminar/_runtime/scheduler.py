@@ -35,7 +35,6 @@ from laminar._storage import borrowing, logs, reuse_index
 from laminar._storage.lease import Lease
 from laminar._storage.records import SplitRecord, runs
 from laminar.errors import (
-    ConfigurationError,
     DatastoreError,
     ExecutorContractError,
     FlowDefinitionError,
@@ -698,9 +697,10 @@ class _Runner:
         )
         self.ahead.update(zip(((layer, guessed[layer]) for layer in guessed), entries, strict=True))
 
-    def _split_keys(self, name: str, grid: foreach.Grid) -> tuple[str, list[str]]:
-        """A foreach layer's key without its axes (``base``), and each split's key: the digests of
-        the items (or upstream split) it is given. The layer's other inputs stay in ``base``."""
+    def _split_keys(self, name: str, grid: foreach.Grid) -> tuple[str, list[str], list[tuple[str, ...]]]:
+        """A foreach layer's key without its axes (``base``), each split's key, and what each split
+        is given (``_split_inputs``), of which with ``base`` its key is made. The layer's other
+        inputs stay in ``base``."""
         _, components = self.keys[name]
         prefixes = tuple(
             ("parameter:" if axis.layer == "Parameters" else f"input:{axis.layer}.")
@@ -708,14 +708,16 @@ class _Runner:
             for axis in grid.axes
         )
         base = reuse.key_of({n: v for n, v in components.items() if not n.startswith(prefixes)})
-        return base, self._keys_of_splits(base, grid, self.store, range(grid.splits))
+        given = self._split_inputs(grid, self.store, range(grid.splits))
+        keys = [reuse.key_of(dict(enumerate((base, *parts)))) for parts in given]  # type: ignore[arg-type]
+        return base, keys, given
 
     @staticmethod
-    def _keys_of_splits(
-        base: str, grid: foreach.Grid, store: ExecutionStore, indices: Iterable[int]
-    ) -> list[str]:
-        """The keys of splits ``indices`` of a foreach whose key without its axes is ``base``, given
-        the items ``grid`` (read from ``store``) gives them."""
+    def _split_inputs(
+        grid: foreach.Grid, store: ExecutionStore, indices: Iterable[int]
+    ) -> list[tuple[str, ...]]:
+        """What each of splits ``indices`` of a foreach is given, as ``grid`` (read from ``store``)
+        binds it: the digests of its items (or of the upstream split it reads)."""
         chained = {
             axis.layer: [
                 reuse.split_digest(record) for record in store.split_records(axis.layer, range(axis.size))
@@ -723,9 +725,9 @@ class _Runner:
             for axis in grid.axes
             if axis.artifacts is None
         }
-        keys = []
+        found = []
         for index in indices:
-            parts = [base]
+            parts = []
             for layer, attributes in sorted(grid.bindings(index).items()):
                 for attribute, binding in sorted(attributes.items()):
                     if binding.artifact is not None:
@@ -733,20 +735,20 @@ class _Runner:
                         parts.append(f"{layer}.{attribute}={item.hash}:{item.hexdigest}:{item.protocol}")
                     else:
                         parts.append(f"{layer}[{binding.split}]={chained[layer][binding.split or 0]}")
-            keys.append(reuse.key_of(dict(enumerate(parts))))  # type: ignore[arg-type]
-        return keys
+            found.append(tuple(parts))
+        return found
 
     def _reuse_splits(self, name: str, grid: foreach.Grid) -> reuse_index.Reused | None:
         """The splits of a foreach layer that did not reuse whole, reused one by one where an
         earlier execution finished one with the same split key; their count joins the explanation."""
-        base, keys = self._split_keys(name, grid)
+        base, keys, given = self._split_keys(name, grid)
         self.split_keys[name] = (base, keys)
         if name in self.forced or self.resume:
             return None
         datastore = self.flow.configuration.datastore
         known = reuse_index.split_entries(datastore, self.flow.name, name, base)
         wanted = self._given_the_same(
-            name, keys, {i: known[key] for i, key in enumerate(keys) if key in known}
+            name, given, {i: known[key] for i, key in enumerate(keys) if key in known}
         )
         found = reuse_index.usable_splits(datastore, self.store.protocols, self.flow.name, name, base, wanted)
         if found.records:
@@ -757,11 +759,13 @@ class _Runner:
             )
         return found
 
-    def _given_the_same(self, name: str, keys: list[str], wanted: Mapping[int, str]) -> dict[int, str]:
+    def _given_the_same(
+        self, name: str, given: list[tuple[str, ...]], wanted: Mapping[int, str]
+    ) -> dict[int, str]:
         """The splits ``wanted`` names (index here -> ``"<execution>/<index>"``) that their execution
-        gave the items this run gives them, as its own records say: a split index entry is trusted
-        for nothing, so one naming another split (forged, or damaged) costs a recomputation."""
-        base = self.split_keys[name][0]
+        gave the items this run gives them (``given``), as its own records say: a split index entry
+        is trusted for nothing, so one naming another split (forged, or damaged) costs a
+        recomputation. (That the rest of their key, ``base``, is this run's, ``usable_splits`` checks.)"""
         each = self.flow.registry[name].configuration.foreach
         assert each is not None
         by_execution: dict[str, list[tuple[int, int]]] = {}
@@ -775,25 +779,25 @@ class _Runner:
                 source = self.flow.configuration.store(self.flow.name, execution)
                 grid = foreach.grid(source, name, each)
                 inside = [(index, there) for index, there in pairs if there < grid.splits]
-                theirs = self._keys_of_splits(base, grid, source, [there for _, there in inside])
-            except (IntegrityError, ValueError, ConfigurationError) as error:
+                theirs = self._split_inputs(grid, source, [there for _, there in inside])
+            except (IntegrityError, ValueError) as error:
                 logger.warning(
                     "splits of layer %s are not reused from execution %s: %s", name, execution, error
                 )
                 continue
-            given = {
+            same = {
                 index: f"{execution}/{there}"
-                for (index, there), key in zip(inside, theirs, strict=True)
-                if key == keys[index]
+                for (index, there), inputs in zip(inside, theirs, strict=True)
+                if inputs == given[index]
             }
-            if len(given) < len(pairs):
+            if len(same) < len(pairs):
                 logger.warning(
                     "splits of layer %s are not reused from execution %s: its split index names splits there "
                     "that were given other items",
                     name,
                     execution,
                 )
-            kept.update(given)
+            kept.update(same)
         return kept
 
     def _computed_with(self, name: str) -> dict[str, str | None]:
