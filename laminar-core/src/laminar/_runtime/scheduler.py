@@ -544,6 +544,7 @@ class _Runner:
                     artifacts=artifacts,
                     borrowed=borrowing.fold(reused.places) if reused is not None else None,
                     held=held,
+                    **self._computed_with(name),
                 ),
             )
         except Exception as error:
@@ -634,6 +635,7 @@ class _Runner:
             found = self.ahead.pop((name, key))
         else:
             found = reuse_index.entry(datastore, self.flow.name, name, key)
+        unusable: str | None = None
         if found is not None and found.execution != self.execution.id:
             if found.execution not in self.prefetched:
                 # Its other layers are likely reused too: read their records at once, not one by one.
@@ -642,9 +644,14 @@ class _Runner:
                 reuse_index.prefetch(source, self.plan.dependencies)
                 self._reuse_ahead(name, found.execution)
             splits = reuse_index.usable(datastore, self.store.protocols, found, name)
-            if splits is not None and not self._same_inputs(found.execution, name, components):
-                splits = None
-            if splits is not None:
+            if isinstance(splits, str):
+                unusable = splits
+            elif not self._same_inputs(found.execution, name, components):
+                unusable = (
+                    f"the entry's execution {found.execution} computed it from other inputs "
+                    "(the entry is stale or forged)"
+                )
+            else:
                 self.outputs[name] = self._outputs_in(found.execution, name)  # the same splits
                 self.run.explanations[name] = (found.execution, f"reused from execution {found.execution}")
                 return len(splits), found.execution
@@ -652,7 +659,7 @@ class _Runner:
         if latest is None:
             why = "first run: no earlier execution with reuse on finished it"
         elif found is not None:
-            why = f"the values execution {found.execution} stored for it are gone or damaged"
+            why = unusable or f"the values execution {found.execution} stored for it are gone or damaged"
         else:
             why = reuse.difference(
                 latest.components, components, code.places, self._parameters_of(latest, components)
@@ -693,9 +700,10 @@ class _Runner:
         )
         self.ahead.update(zip(((layer, guessed[layer]) for layer in guessed), entries, strict=True))
 
-    def _split_keys(self, name: str, grid: foreach.Grid) -> tuple[str, list[str]]:
-        """A foreach layer's key without its axes (``base``), and each split's key: the digests of
-        the items (or upstream split) it is given. The layer's other inputs stay in ``base``."""
+    def _split_keys(self, name: str, grid: foreach.Grid) -> tuple[str, list[str], list[tuple[str, ...]]]:
+        """A foreach layer's key without its axes (``base``), each split's key, and what each split
+        is given (``_split_inputs``), of which with ``base`` its key is made. The layer's other
+        inputs stay in ``base``."""
         _, components = self.keys[name]
         prefixes = tuple(
             ("parameter:" if axis.layer == "Parameters" else f"input:{axis.layer}.")
@@ -703,17 +711,26 @@ class _Runner:
             for axis in grid.axes
         )
         base = reuse.key_of({n: v for n, v in components.items() if not n.startswith(prefixes)})
+        given = self._split_inputs(grid, self.store, range(grid.splits))
+        keys = [reuse.key_of(dict(enumerate((base, *parts)))) for parts in given]  # type: ignore[arg-type]
+        return base, keys, given
+
+    @staticmethod
+    def _split_inputs(
+        grid: foreach.Grid, store: ExecutionStore, indices: Iterable[int]
+    ) -> list[tuple[str, ...]]:
+        """What each of splits ``indices`` of a foreach is given, as ``grid`` (read from ``store``)
+        binds it: the digests of its items (or of the upstream split it reads)."""
         chained = {
             axis.layer: [
-                reuse.split_digest(record)
-                for record in self.store.split_records(axis.layer, range(axis.size))
+                reuse.split_digest(record) for record in store.split_records(axis.layer, range(axis.size))
             ]
             for axis in grid.axes
             if axis.artifacts is None
         }
-        keys = []
-        for index in range(grid.splits):
-            parts = [base]
+        found = []
+        for index in indices:
+            parts = []
             for layer, attributes in sorted(grid.bindings(index).items()):
                 for attribute, binding in sorted(attributes.items()):
                     if binding.artifact is not None:
@@ -721,20 +738,22 @@ class _Runner:
                         parts.append(f"{layer}.{attribute}={item.hash}:{item.hexdigest}:{item.protocol}")
                     else:
                         parts.append(f"{layer}[{binding.split}]={chained[layer][binding.split or 0]}")
-            keys.append(reuse.key_of(dict(enumerate(parts))))  # type: ignore[arg-type]
-        return base, keys
+            found.append(tuple(parts))
+        return found
 
     def _reuse_splits(self, name: str, grid: foreach.Grid) -> reuse_index.Reused | None:
         """The splits of a foreach layer that did not reuse whole, reused one by one where an
         earlier execution finished one with the same split key; their count joins the explanation."""
-        base, keys = self._split_keys(name, grid)
+        base, keys, given = self._split_keys(name, grid)
         self.split_keys[name] = (base, keys)
         if name in self.forced or self.resume:
             return None
         datastore = self.flow.configuration.datastore
         known = reuse_index.split_entries(datastore, self.flow.name, name, base)
-        wanted = {index: known[key] for index, key in enumerate(keys) if key in known}
-        found = reuse_index.usable_splits(datastore, self.store.protocols, self.flow.name, name, wanted)
+        wanted = self._given_the_same(
+            name, given, {i: known[key] for i, key in enumerate(keys) if key in known}
+        )
+        found = reuse_index.usable_splits(datastore, self.store.protocols, self.flow.name, name, base, wanted)
         if found.records:
             source, why = self.run.explanations.get(name, (None, "ran"))
             self.run.explanations[name] = (
@@ -742,6 +761,54 @@ class _Runner:
                 f"{why}; {len(found.records)} of {len(keys)} splits reused",
             )
         return found
+
+    def _given_the_same(
+        self, name: str, given: list[tuple[str, ...]], wanted: Mapping[int, str]
+    ) -> dict[int, str]:
+        """The splits ``wanted`` names (index here -> ``"<execution>/<index>"``) that their execution
+        gave the items this run gives them (``given``), as its own records say: a split index entry
+        is trusted for nothing, so one naming another split (forged, or damaged) costs a
+        recomputation. (That the rest of their key, ``base``, is this run's, ``usable_splits`` checks.)"""
+        each = self.flow.registry[name].configuration.foreach
+        assert each is not None
+        by_execution: dict[str, list[tuple[int, int]]] = {}
+        for index, where in wanted.items():
+            execution, _, there = where.rpartition("/")
+            if there.isdigit() and execution:
+                by_execution.setdefault(execution, []).append((index, int(there)))
+        kept: dict[int, str] = {}
+        for execution, pairs in by_execution.items():
+            try:
+                source = self.flow.configuration.store(self.flow.name, execution)
+                grid = foreach.grid(source, name, each)
+                inside = [(index, there) for index, there in pairs if there < grid.splits]
+                theirs = self._split_inputs(grid, source, [there for _, there in inside])
+            except (IntegrityError, ValueError) as error:
+                logger.warning(
+                    "splits of layer %s are not reused from execution %s: %s", name, execution, error
+                )
+                continue
+            same = {
+                index: f"{execution}/{there}"
+                for (index, there), inputs in zip(inside, theirs, strict=True)
+                if inputs == given[index]
+            }
+            if len(same) < len(pairs):
+                logger.warning(
+                    "splits of layer %s are not reused from execution %s: its split index names splits there "
+                    "that were given other items",
+                    name,
+                    execution,
+                )
+            kept.update(same)
+        return kept
+
+    def _computed_with(self, name: str) -> dict[str, str | None]:
+        """The reuse key (and a foreach's ``base``) ``name``'s record carries, if it is entered in
+        the reuse index: reuse of it later requires its record to say so (``Record.key``)."""
+        if name not in self.keys or not self.flow.registry[name].configuration.reuse:
+            return {}
+        return {"key": self.keys[name][0], "base": self.split_keys.get(name, (None,))[0]}
 
     def _same_inputs(self, execution: str, name: str, components: Mapping[str, str]) -> bool:
         """Whether ``execution`` computed ``name`` from the inputs this run gives it, as its own

@@ -318,6 +318,8 @@ def copy_in(datastore: Datastore, loan: Loan) -> None:
         artifacts=loan.record.artifacts,
         borrowed={e: found for e, found in loan.record.borrowed.items() if e not in loan.lenders},
         held=loan.record.held,
+        key=loan.record.key,
+        base=loan.record.base,
     )
 
 

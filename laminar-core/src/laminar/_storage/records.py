@@ -382,6 +382,12 @@ class Record(Document):
     ``held`` is a batch of splits this record holds itself instead of in a file of its own (a layer
     of one split: one file a layer, not two); ``batches`` names it as any batch (``held_batch``).
     Such a record is written in ``HELD_LAYOUT``.
+
+    ``key`` is the reuse key the layer was computed with, and ``base`` (a foreach) its key without
+    its axes, written by runs with reuse on (a reused layer's record carries the key it was reused
+    for): a layer is reused only from a record whose own key is the one wanted, so an index entry,
+    trusted for nothing, cannot pass off values other code computed. A record without them (written
+    before they existed, or without reuse) is never reused. Readers before them ignore them.
     """
 
     described: ClassVar[str] = "record of layer {layer}"
@@ -393,6 +399,8 @@ class Record(Document):
     artifacts: tuple[str, ...] = ()
     borrowed: Mapping[str, Borrowed] = field(default_factory=dict, metadata=sorted_keys(**sparse({})))
     held: Mapping[int, SplitRecord] = field(default_factory=dict, metadata=sorted_keys(**sparse({})))
+    key: str | None = field(default=None, metadata=matching(_HEX, "a hex digest", **sparse(None)))
+    base: str | None = field(default=None, metadata=matching(_HEX, "a hex digest", **sparse(None)))
 
     def __post_init__(self) -> None:
         if self.borrowed:

@@ -2,9 +2,11 @@
 
 An entry (``layout.reuse_entry``) is a sealed JSON record naming the execution; it is written after
 that layer's record, so it never names a layer that did not finish. Reading one decodes JSON only.
-An entry is trusted for nothing: before a layer is reused its record and split batches are read
-and checked (their checksums, their shape) and every value they point to outside them must exist,
-so a forged or stale entry (its values collected) costs at worst a recomputation.
+An entry is trusted for nothing: before a layer is reused its record must carry the key wanted
+(``Record.key``, or for one split ``Record.base``: the execution itself says which code, inputs and
+configuration computed it), its record and split batches are read and checked (their checksums,
+their shape) and every value they point to outside them must exist, so a forged or stale entry
+(naming other code's values, or values collected) costs at worst a recomputation.
 
 Reusing a layer writes one record in the new execution: its layer record, which points at the
 split records of the execution that stored them (``Record.borrowed``, see
@@ -91,20 +93,33 @@ def latest(datastore: Datastore, flow: str, layer: str) -> ReuseEntry | None:
 
 def usable(
     datastore: Datastore, protocols: Protocols, found: ReuseEntry, layer: str
-) -> dict[int, SplitRecord] | None:
-    """The split records of the entry's layer if they read back whole (from wherever its record
-    says they are stored) and every value they point to exists; else None (the layer runs)."""
+) -> dict[int, SplitRecord] | str:
+    """The split records of the entry's layer if its record says it was computed with the entry's
+    key, they read back whole (from wherever its record says they are stored) and every value they
+    point to exists; else why not, in a phrase (the layer runs)."""
+    gone = f"the values execution {found.execution} stored for it are gone or damaged"
     try:
         source = ExecutionStore(datastore, found.flow, found.execution, protocols)
         finished = source.record(layer)
         if finished is None:
-            return None
+            return gone
+        if finished.key != found.key:
+            logger.warning(
+                "layer %s is not reused from execution %s: its record does not say it was computed with "
+                "the key its reuse index entry names",
+                layer,
+                found.execution,
+            )
+            return (
+                f"the entry's execution {found.execution} does not record this key (its record of the layer "
+                "was written before records held keys, or the entry is stale or forged)"
+            )
         splits = source.finished_splits(layer)
     except (IntegrityError, ValueError) as error:
         logger.warning("layer %s is not reused from execution %s: %s", layer, found.execution, error)
-        return None
+        return gone
     if set(splits) != set(range(finished.splits)):
-        return None
+        return gone
     keys = sorted(
         {
             layout.artifact(artifact.hexdigest)
@@ -120,7 +135,7 @@ def usable(
             layer,
             found.execution,
         )
-        return None
+        return gone
     return splits
 
 
@@ -161,7 +176,13 @@ def adopt(store: ExecutionStore, layer: str, execution: str) -> None:
         raise IntegrityError(f"the record of layer {layer} of execution {execution} is gone")
     places = borrowing.resolve(source.lent(layer), execution, range(finished.splits))
     store.write_record(
-        layer, finished.splits, batches={}, artifacts=finished.artifacts, borrowed=borrowing.fold(places)
+        layer,
+        finished.splits,
+        batches={},
+        artifacts=finished.artifacts,
+        borrowed=borrowing.fold(places),
+        key=finished.key,  # the key usable() found it computed with: this run's
+        base=finished.base,
     )
 
 
@@ -281,10 +302,11 @@ def keep_splits(
 
 
 def usable_splits(
-    datastore: Datastore, protocols: Protocols, flow: str, layer: str, wanted: Mapping[int, str]
+    datastore: Datastore, protocols: Protocols, flow: str, layer: str, base: str, wanted: Mapping[int, str]
 ) -> Reused:
-    """The splits ``wanted`` names (index here -> ``"<execution>/<index>"``) that read back whole
-    and whose values all exist; the others are left out (they run)."""
+    """The splits ``wanted`` names (index here -> ``"<execution>/<index>"``) of executions whose
+    record of the layer says it was computed with ``base``, that read back whole and whose values
+    all exist; the others are left out (they run)."""
     by_execution: dict[str, list[tuple[int, int]]] = {}
     for index, where in wanted.items():
         execution, _, there = where.rpartition("/")
@@ -295,7 +317,16 @@ def usable_splits(
     for execution, pairs in by_execution.items():
         try:
             source = ExecutionStore(datastore, flow, execution, protocols)
-            if source.record(layer) is None:
+            finished = source.record(layer)
+            if finished is None:
+                continue
+            if finished.base != base:
+                logger.warning(
+                    "splits of layer %s are not reused from execution %s: its record does not say it was "
+                    "computed with the key its split index names",
+                    layer,
+                    execution,
+                )
                 continue
             records = source.split_records(layer, [there for _, there in pairs])
             lent = source.lent(layer)

@@ -275,10 +275,13 @@ class ExecutionStore:
         artifacts: Iterable[str] = (),
         borrowed: Mapping[str, Borrowed] | None = None,
         held: Mapping[int, SplitRecord] | None = None,
+        key: str | None = None,
+        base: str | None = None,
     ) -> None:
         """Mark ``layer`` finished: ``batches`` maps each batch name to the runs of split indices in
         it, ``borrowed`` each execution the other splits are read from to theirs, ``held`` is a
-        batch of splits the record holds itself, not in a file of its own (``Record``)."""
+        batch of splits the record holds itself, not in a file of its own; ``key`` and ``base`` the
+        reuse key it was computed with (``Record``)."""
         held = dict(held or {})
         if held:  # named as any batch
             batches = {**batches, layout.split_batch_name(min(held), max(held)): runs(held)}
@@ -290,6 +293,8 @@ class ExecutionStore:
             tuple(sorted(set(artifacts))),
             dict(borrowed or {}),
             held,
+            key,
+            base,
         )
         key = layout.record(self.flow, self.execution, layer)
         self.datastore.write_bytes(key, record.dumps())
