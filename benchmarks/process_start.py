@@ -13,7 +13,9 @@ process forks as the run begins (``forkserver``, the default) and with workers s
 interpreters (``spawn``), interleaved round after round (the order reversed every other round) so
 drift falls on all alike. Two measures of each: the run (``flow()``, start to end, timed inside the
 process and printed by it: what the executor changes) and the whole process (its interpreter,
-``import pandas`` and scikit-learn included, which every variant pays alike). Prints each variant's
+``import pandas`` and scikit-learn included, which every variant pays alike). A last variant is the
+floor under the Process executor: the same splits mapped on a ``multiprocessing`` fork pool of the
+same process, storing nothing. Prints each variant's
 median and range, the median of the per-round ratios to Thread, and the CPU seconds of the process
 tree (the scheduler, the template, the workers), which the machine's load moves much less than wall
 time. Targets (issue 29): Sweep on Process at most 0.65x Thread on 2 cores; One on Process at most
@@ -80,7 +82,19 @@ class Only(Layer):
         self.frame = pd.DataFrame({"x": [1, 2, 3]})
 
 
+def _frame(seed: int) -> int:
+    return len(pd.DataFrame({"x": [seed, 2, 3]}))
+
+
 def run(name: str, executor: str, start_method: str, concurrency: int) -> None:
+    if executor == "pool":  # the floor: the same splits on a fork pool of this process, nothing stored
+        import multiprocessing
+
+        cpu, start = _cpu(), time.perf_counter()
+        with multiprocessing.get_context("fork").Pool(concurrency) as pool:
+            pool.map(work if name == "Sweep" else _frame, range(8 if name == "Sweep" else 1), chunksize=1)
+        print(f"run {time.perf_counter() - start} {_cpu() - cpu}", flush=True)
+        return
     chosen = (
         executors.Thread(concurrency=concurrency)
         if executor == "thread"
@@ -104,6 +118,7 @@ VARIANTS = {
     "thread": ("thread", ""),
     "process, forkserver": ("process", "forkserver"),
     "process, spawn": ("process", "spawn"),
+    "fork pool (floor)": ("pool", "fork"),
 }
 TARGETS = {"Sweep": 0.65, "One": 1.3}
 
