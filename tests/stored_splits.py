@@ -56,6 +56,17 @@ class Stored:
         self.rewrite(lambda payload: change(payload[self.member][str(index)]))
 
 
+def member(key: str, payload: dict[str, Any]) -> str | None:
+    """The member of the stored JSON at ``key`` (a datastore key or a path) that holds split records:
+    ``"splits"`` for a split batch, ``"held"`` for a layer record holding its split, else None."""
+    parts = key.split("/")
+    if len(parts) >= 4 and parts[-4] == "layers" and parts[-2] == "splits" and parts[-1].endswith(".json"):
+        return "splits"
+    if len(parts) >= 3 and parts[-3] == "layers" and parts[-1] == "record.json" and payload.get("held"):
+        return "held"
+    return None
+
+
 def of_layer(root: Path, flow: str, execution: str, layer: str) -> list[Stored]:
     """Every file holding split records of ``layer``: its batch files, and its record if it holds one."""
     found = [
@@ -76,8 +87,9 @@ def holding(root: Path, flow: str, execution: str, layer: str, index: int = 0) -
 
 def in_store(root: Path) -> list[Stored]:
     """Every file below ``root`` holding split records: batch files and layer records holding theirs."""
-    found = [Stored(path, "splits") for path in sorted(root.rglob("layers/*/splits/*.json"))]
-    for record in sorted(root.rglob("layers/*/record.json")):
-        if json.loads(record.read_bytes()).get("held"):
-            found.append(Stored(record, "held"))
+    found = []
+    for path in sorted([*root.rglob("layers/*/splits/*.json"), *root.rglob("layers/*/record.json")]):
+        name = member(path.as_posix(), json.loads(path.read_bytes()))
+        if name is not None:
+            found.append(Stored(path, name))
     return found
