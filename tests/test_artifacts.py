@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import stored_splits
 from helpers import Batched, Double, Sum, files
 from laminar import Flow, Layer, Parameters
 
@@ -244,13 +245,12 @@ def test_bad_artifact_name_is_refused(tmp_path: Path) -> None:
 def test_a_corrupt_inline_value_is_detected_on_read(tmp_path: Path) -> None:
     flow = Values(datastore=datastores.Local(tmp_path), executor=executors.Thread())
     execution = flow(value="tiny")
-    batches = [f for f in files(tmp_path) if "/layers/Store/splits/" in f]
-    assert len(batches) == 1
-    path = tmp_path / batches[0]
-    payload = json.loads(path.read_text())
-    inline = payload["splits"]["0"]["archives"]["first"]["artifacts"][0]
-    inline["inline"] = base64.b64encode(pickle.dumps("tamp")).decode()
-    path.write_text(json.dumps(payload))
+    (stored,) = stored_splits.of_layer(tmp_path, "Values", execution.id, "Store")
+
+    def tamper(split: dict[str, Any]) -> None:  # resealed: only the inline value is wrong
+        split["archives"]["first"]["artifacts"][0]["inline"] = base64.b64encode(pickle.dumps("tamp")).decode()
+
+    stored.rewrite_split(tamper)
 
     with pytest.raises(DatastoreError, match="is corrupt"):
         Values(datastore=datastores.Local(tmp_path)).execution(execution.id).layer(Store).first  # noqa: B018
@@ -296,9 +296,10 @@ def test_split_batches_are_layout_3_which_a_layout_2_reader_refuses_instead_of_c
     document = json.loads(batch.read_bytes())
     assert document["layout"] == 3
     document.pop("sha256")
-    batch.write_bytes(records.seal({**document, "layout": 4}))
+    batch.write_bytes(records.seal({**document, "layout": 5}))  # a layout this reader does not know
     with pytest.raises(
-        DatastoreError, match="written in Laminar storage layout 4, and this Laminar reads layouts 2 and 3"
+        DatastoreError,
+        match="written in Laminar storage layout 5, and this Laminar reads layouts 2 and 3 and 4",
     ):
         list(Batched(datastore=datastores.Local(tmp_path)).execution("new").layer(Double).value)
 

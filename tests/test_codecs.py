@@ -8,7 +8,6 @@ an error, not an allocation.
 from __future__ import annotations
 
 import io
-import json
 import os
 import resource
 import zlib
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import stored_splits
 import zstandard
 from laminar import Flow, Layer
 from laminar._serialization import codecs, hashing
@@ -39,8 +39,8 @@ class Values(Layer):
 
 
 def artifacts_of(root: Path) -> dict[str, Any]:
-    (batch,) = (root / layout.splits("Codecs", "x", "Values")).iterdir()
-    archives = json.loads(batch.read_bytes())["splits"]["0"]["archives"]
+    (stored,) = stored_splits.of_layer(root, "Codecs", "x", "Values")
+    archives = stored.split()["archives"]
     return {name: archive["artifacts"][0] for name, archive in archives.items()}
 
 

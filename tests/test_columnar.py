@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import mmap
 import os
 import pickle
@@ -30,6 +29,7 @@ import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
+import stored_splits
 from laminar import Flow, Layer, Parameters
 from laminar._plugins.manager import plugin_protocols
 from laminar._serialization.protocols import FRAMED, Pickle
@@ -91,9 +91,8 @@ class Store(Layer):
 
 
 def entry(root: Path, name: str, flow: str = "Values", layer: str = "Store") -> dict[str, Any]:
-    (batch,) = (root / layout.splits(flow, "x", layer)).iterdir()
-    found: dict[str, Any] = json.loads(batch.read_bytes())["splits"]["0"]["archives"][name]["artifacts"][0]
-    return found
+    (stored,) = stored_splits.of_layer(root, flow, "x", layer)
+    return stored.artifact(name)
 
 
 def blob(root: Path, name: str, flow: str = "Values", layer: str = "Store") -> Path:

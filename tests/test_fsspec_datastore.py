@@ -26,6 +26,7 @@ from typing import Any
 import fsspec
 import numpy as np
 import pytest
+import stored_splits
 from emulators.fixtures import free_port
 from emulators.sftp import SFTPService
 from fsspec.implementations.memory import MemoryFileSystem
@@ -285,7 +286,8 @@ def _keys(store: Datastore, prefix: str = "") -> list[str]:
 
 
 def _digests_by_layer(store: Datastore, keys: list[str]) -> dict[str, list[str]]:
-    """The artifact hashes each layer's split records name (``.../layers/<Layer>/splits/*.json``)."""
+    """The artifact hashes each layer's split records name (in ``.../layers/<Layer>/splits/*.json``,
+    or held in the layer's ``record.json``: see ``stored_splits``)."""
 
     def walk(value: Any) -> Iterator[str]:
         if isinstance(value, dict):
@@ -301,9 +303,12 @@ def _digests_by_layer(store: Datastore, keys: list[str]) -> dict[str, list[str]]
     digests: dict[str, list[str]] = {}
     for key in keys:
         parts = key.split("/")
-        if "layers" in parts and parts[-2] == "splits":
-            layer = parts[parts.index("layers") + 1]
-            digests.setdefault(layer, []).extend(walk(json.loads(store.read_bytes(key))))
+        if "layers" in parts and (parts[-2] == "splits" or parts[-1] == "record.json"):
+            payload = json.loads(store.read_bytes(key))
+            holding = stored_splits.member(key, payload)
+            if holding is not None:
+                layer = parts[parts.index("layers") + 1]
+                digests.setdefault(layer, []).extend(walk(payload[holding]))
     return {layer: sorted(values) for layer, values in digests.items()}
 
 

@@ -128,8 +128,9 @@ def test_a_resume_runs_again_a_recorded_layer_whose_upstream_layer_ran(tmp_path:
 
 
 class Held(CountingLocal):
-    """Holds the write of layer ``First``'s status record until ``go`` is set; the status records
-    of the other layers then wait at ``barrier`` until three are in flight (or a bounded wait ends)."""
+    """Holds the write of layer ``First``'s status record until ``go`` is set (``writing`` says it
+    is in flight); the status records of the other layers then wait at ``barrier`` until three are
+    in flight (or a bounded wait ends)."""
 
     small_writes_inline = False  # as an object store: the status thread writes them
     max_workers = 4
@@ -137,11 +138,13 @@ class Held(CountingLocal):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         super().__init__(root)
         self.go = threading.Event()
+        self.writing = threading.Event()
         self.barrier = threading.Barrier(3, timeout=20)
         self.together = True
 
     def write_bytes(self, key: str, data: bytes) -> None:
         if key.endswith("/First/status.json"):
+            self.writing.set()
             self.go.wait(20)
         elif key.endswith("/status.json"):
             try:
@@ -161,7 +164,9 @@ def test_the_status_records_due_together_are_written_together(tmp_path: Path) ->
     datastore = Held(tmp_path)
     store = Chain(datastore=datastore, executor=executors.Thread()).configuration.store("Chain", "x")
     writer = run_records._Writer(store)
-    for layer in CHAIN:
+    writer.put(LayerStatusRecord("Chain", "x", "First", "finished", 1.0))
+    assert datastore.writing.wait(20)  # in flight, alone: the others come while it is
+    for layer in CHAIN[1:]:
         writer.put(LayerStatusRecord("Chain", "x", layer, "finished", 1.0))
     datastore.go.set()
     writer.close()

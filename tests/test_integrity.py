@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stored_splits
 import zstandard
 from helpers import CountingLocal, compressed_otherwise
 from laminar import Flow, Layer, Parameters
@@ -78,29 +79,24 @@ def reader(root: Path, execution: str = "x") -> Any:
     return Damage(datastore=datastores.Local(root), executor=executors.Thread()).execution(execution)
 
 
-def batch_path(root: Path, layer: str = "Store", execution: str = "x") -> Path:
-    (found,) = (root / layout.splits("Damage", execution, layer)).iterdir()
-    return found
+def stored_store(root: Path, execution: str = "x") -> stored_splits.Stored:
+    """Where the Store layer's one split's record is stored (its layer record holds it)."""
+    return stored_splits.holding(root, "Damage", execution, "Store")
 
 
 def archive(root: Path, name: str, execution: str = "x") -> dict[str, Any]:
-    """The artifact JSON of ``name`` in the Store layer's batch (of ``execution``)."""
-    payload = json.loads(batch_path(root, execution=execution).read_bytes())
-    entry: dict[str, Any] = payload["splits"]["0"]["archives"][name]["artifacts"][0]
-    return entry
+    """The artifact JSON of ``name`` in the Store layer's split record (of ``execution``)."""
+    return stored_store(root, execution).artifact(name)
 
 
 def blob_path(root: Path, name: str) -> Path:
     return root / layout.artifact(archive(root, name)["hexdigest"])
 
 
-def rewrite_batch(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    """Edit the Store batch and seal it again, as a writer would: only the edited part is wrong."""
-    path = batch_path(root)
-    payload = json.loads(path.read_bytes())
-    payload.pop("sha256")
-    change(payload)
-    path.write_bytes(records.seal(payload))
+def rewrite_split(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Edit the Store layer's split record and seal its file again, as a writer would: only the
+    edited part is wrong."""
+    stored_store(root).rewrite_split(change)
 
 
 def url(root: Path, key: str) -> str:
@@ -156,7 +152,7 @@ def test_an_intact_store_reads_back_and_records_what_it_checks(root: Path, decom
     text, noise = archive(root, "text"), archive(root, "noise")
     assert text["codec"] == "zstd" and text["stored"] == records_digest(blob_path(root, "text").read_bytes())
     assert noise["codec"] == "none" and "stored" not in noise
-    assert batch_path(root).read_bytes().startswith(b'{"sha256":"')
+    assert stored_store(root).path.read_bytes().startswith(b'{"sha256":"')
 
 
 def records_digest(data: bytes) -> str:
@@ -190,21 +186,21 @@ def test_a_damaged_stored_artifact_is_named_and_never_decoded(
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "garbage", "delete"])
 def test_a_damaged_inline_artifact_is_named(root: Path, how: str) -> None:
-    def change(payload: dict[str, Any]) -> None:
-        entry = payload["splits"]["0"]["archives"]["tiny"]["artifacts"][0]
+    def change(split: dict[str, Any]) -> None:
+        entry = split["archives"]["tiny"]["artifacts"][0]
         changed = DAMAGES[how](base64.b64decode(entry["inline"]))
         if changed is None:
             del entry["inline"]  # the bytes are gone: the record now points at a blob that is not there
         else:
             entry["inline"] = base64.b64encode(changed).decode()
 
-    rewrite_batch(root, change)
+    rewrite_split(root, change)
     with pytest.raises(IntegrityError) as caught:
         reader(root).layer(Store).tiny  # noqa: B018
     message = str(caught.value)
     assert "artifact 'tiny' of layer Store (split 0) in execution x of flow Damage" in message
-    batch = url(root, layout.split_batch("Damage", "x", "Store", batch_path(root).name))
-    assert (url(root, "artifacts/") if how == "delete" else f"{batch} (kept inline)") in message
+    held_in = url(root, str(stored_store(root).path.relative_to(root)))
+    assert (url(root, "artifacts/") if how == "delete" else f"{held_in} (kept inline)") in message
 
 
 def plant_a_bomb(root: Path, compressor: Any) -> None:
@@ -234,12 +230,12 @@ def test_a_bomb_in_a_record_without_stored_digests_decompresses_no_more_than_rec
     """Records written before the ``stored`` digest are checked after decompressing, which is bounded."""
     plant_a_bomb(root, zlib.compressobj(9))
 
-    def older(payload: dict[str, Any]) -> None:  # such records were written with zlib
-        entry = payload["splits"]["0"]["archives"]["text"]["artifacts"][0]
+    def older(split: dict[str, Any]) -> None:  # such records were written with zlib
+        entry = split["archives"]["text"]["artifacts"][0]
         del entry["stored"]
         entry["codec"] = "zlib"
 
-    rewrite_batch(root, older)
+    rewrite_split(root, older)
     refused_without_a_gigabyte(root, r"decompresses to more than the \d+ bytes recorded")
 
 
@@ -265,11 +261,11 @@ def test_nothing_is_unpickled_from_a_planted_pickle_whose_hash_does_not_match(
         name = "noise"
     else:
 
-        def plant(payload: dict[str, Any]) -> None:
-            entry = payload["splits"]["0"]["archives"]["tiny"]["artifacts"][0]
+        def plant(split: dict[str, Any]) -> None:
+            entry = split["archives"]["tiny"]["artifacts"][0]
             entry["inline"] = base64.b64encode(planted).decode()
 
-        rewrite_batch(root, plant)
+        rewrite_split(root, plant)
         name = "tiny"
     with pytest.raises(IntegrityError, match=f"artifact '{name}' .* is corrupt"):
         getattr(reader(root).layer(Store), name)
@@ -283,14 +279,14 @@ def test_a_record_whose_hash_field_is_damaged_unpickles_nothing(root: Path, tmp_
     marker = tmp_path / "ran"
     planted = pickle.dumps(Marker(marker))
 
-    def plant(payload: dict[str, Any]) -> None:
-        entry = payload["splits"]["0"]["archives"]["tiny"]["artifacts"][0]
+    def plant(split: dict[str, Any]) -> None:
+        entry = split["archives"]["tiny"]["artifacts"][0]
         entry["inline"] = base64.b64encode(planted).decode()
         digest = records_digest(planted)
         entry["hexdigest"] = digest[:-1] + ("1" if digest[-1] == "0" else "0")  # one hex digit off
         entry["size"] = len(planted)
 
-    rewrite_batch(root, plant)
+    rewrite_split(root, plant)
     with pytest.raises(IntegrityError, match=r"artifact 'tiny' .* is corrupt: its bytes hash to"):
         reader(root).layer(Store).tiny  # noqa: B018
     assert not marker.exists()
@@ -301,16 +297,20 @@ def test_a_record_whose_hash_field_is_damaged_unpickles_nothing(root: Path, tmp_
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "garbage", "delete", "shape"])
 def test_a_damaged_split_batch_is_named(root: Path, how: str) -> None:
-    path = batch_path(root)
-    key = layout.split_batch("Damage", "x", "Store", path.name)
+    """A layer of several splits (Double, a foreach) stores them in split batch files."""
+    stored = stored_splits.holding(root, "Damage", "x", "Double")
+    path = stored.path
+    assert stored.member == "splits"
+    key = layout.split_batch("Damage", "x", "Double", path.name)
     if how == "shape":
         path.write_bytes(records.seal({"layout": 2, "splits": {"0": {"archives": []}}}))
     else:
         damage(path, how)
     with pytest.raises(IntegrityError) as caught:
-        reader(root).layer(Store).tiny  # noqa: B018
+        list(reader(root).layer(Double).doubled)
     message = str(caught.value)
-    assert f"split batch 0-0.json of layer Store of execution x of flow Damage at {url(root, key)}" in message
+    batch = f"split batch {path.name} of layer Double of execution x of flow Damage at {url(root, key)}"
+    assert batch in message
     reason = {
         "flip": "do not match its checksum",
         "truncate": "it is truncated or damaged",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stored_splits
 from helpers import datastore_at
 from laminar import Execution, Flow, Layer
 from laminar._plugins import hookspecs
@@ -139,8 +140,8 @@ class EverythingAsJson:
 def stored_protocols(root: Path) -> set[str]:
     """The protocol names recorded with every artifact under ``root``."""
     names: set[str] = set()
-    for path in root.rglob("splits/*.json"):
-        for split in json.loads(path.read_text())["splits"].values():
+    for stored in stored_splits.in_store(root):
+        for split in stored.splits().values():
             for archive in split["archives"].values():
                 names.update(artifact["protocol"] for artifact in archive["artifacts"])
     return names

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import stored_splits
 from laminar import Flow, Layer
 from laminar._serialization import hashing
-from laminar._storage import layout, records
+from laminar._storage import layout
 from laminar.configurations import datastores, executors, serde
 from laminar.errors import (
     ConfigurationError,
@@ -59,8 +60,9 @@ def run(root: Path) -> None:
     Hostile(datastore=datastores.Local(root), executor=executors.Thread())(execution="x")
 
 
-def batch_path(root: Path) -> Path:
-    return root / layout.split_batch("Hostile", "x", "Source", "0-0.json")
+def stored_source(root: Path) -> stored_splits.Stored:
+    """Where Source's one split's record is stored (its layer record holds it)."""
+    return stored_splits.holding(root, "Hostile", "x", "Source")
 
 
 def plant(root: Path, name: str, data: bytes, *, protocol: str = "cloudpickle", inline: bool) -> str:
@@ -70,8 +72,6 @@ def plant(root: Path, name: str, data: bytes, *, protocol: str = "cloudpickle", 
         path = root / layout.artifact(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    payload = json.loads(batch_path(root).read_bytes())
-    payload.pop("sha256")
     entry: dict[str, Any] = {
         "hexdigest": digest,
         "codec": "none",
@@ -81,8 +81,11 @@ def plant(root: Path, name: str, data: bytes, *, protocol: str = "cloudpickle", 
     }
     if inline:
         entry["inline"] = base64.b64encode(data).decode()
-    payload["splits"]["0"]["archives"][name]["artifacts"] = [entry]
-    batch_path(root).write_bytes(records.seal(payload))
+
+    def replace(split: dict[str, Any]) -> None:
+        split["archives"][name]["artifacts"] = [entry]
+
+    stored_source(root).rewrite_split(replace)
     return digest
 
 
@@ -117,7 +120,9 @@ def test_a_planted_pickle_runs_no_code_when_read_untrusted(tmp_path: Path, plant
     )
     assert f"blake3 {digest}" in message
     where = (
-        f"{batch_path(root).as_uri()} (kept inline)" if inline else (root / layout.artifact(digest)).as_uri()
+        f"{stored_source(root).path.as_uri()} (kept inline)"
+        if inline
+        else (root / layout.artifact(digest)).as_uri()
     )
     assert where in message
     assert "protocol 'cloudpickle', which is not marked safe and can run code when read" in message
@@ -271,9 +276,7 @@ class Consume(Layer):
 
 
 def stored_entry(root: Path, execution: str, name: str) -> dict[str, Any]:
-    batch = json.loads((root / layout.split_batch("Safe", execution, "Produce", "0-0.json")).read_bytes())
-    entry: dict[str, Any] = batch["splits"]["0"]["archives"][name]["artifacts"][0]
-    return entry
+    return stored_splits.holding(root, "Safe", execution, "Produce").artifact(name)
 
 
 def stored_bytes(root: Path, execution: str, name: str) -> bytes:
@@ -474,8 +477,8 @@ def test_a_protocol_defined_in_main_is_recorded_under_the_scripts_importable_nam
         env=environment,
     )
     assert ran.returncode == 0, ran.stderr
-    batch = json.loads((store / layout.split_batch("Script", "main", "Make", "0-0.json")).read_bytes())
-    assert batch["splits"]["0"]["archives"]["pair"]["artifacts"][0]["protocol"] == "pairs_script.Pairs"
+    pair = stored_splits.holding(store, "Script", "main", "Make").artifact("pair")
+    assert pair["protocol"] == "pairs_script.Pairs"
     # another program imports the script by that name and reads the value back
     reading = "from pairs_script import Make, Use, flow\nprint(flow.execution('main').layer(Make).pair, flow.execution('main').layer(Use).total)"
     read = subprocess.run(

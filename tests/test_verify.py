@@ -297,7 +297,8 @@ def test_a_damaged_layer_record_is_written_again(
     assert f"marked not finished: {layer}\n" in repaired.output, repaired.output
     assert laminar("resume", flow_file, "e1", "--datastore", store).exit_code == 0
     assert ran_since(ran) == runs_again
-    assert verify(flow_file, store).exit_code == 0
+    final = verify(flow_file, store)
+    assert final.exit_code == 0, final.output
 
 
 def test_repair_refuses_damaged_parameters_and_moves_nothing(flow_file: Path, store: str, ran: Path) -> None:

@@ -490,7 +490,9 @@ class _Runner:
     ) -> None:
         """Run the splits of ``name`` not finished before (nor ``reused`` from another execution),
         each from its ``first`` attempt number; write the layer's record if they all finish."""
-        earlier = await asyncio.to_thread(self._earlier_batches, name) if self.resume else {}
+        earlier, held_before = (
+            await asyncio.to_thread(self._earlier_batches, name) if self.resume else ({}, {})
+        )
         done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
         done.update(reused.records if reused is not None else {})
         pending = (i for i in range(count) if i not in done)
@@ -523,7 +525,7 @@ class _Runner:
                         await self._batch(name, reader, indices, count, grid, first, log, size, one)
 
         window = self._window(name) if size is None else self.executor.batch_window
-        held: dict[int, SplitRecord] = {}
+        held: dict[int, SplitRecord] = held_before  # the record written now holds them again
         try:
             await asyncio.gather(*(runner() for _ in range(min(count, window))))
             if count == 1 and not done and not self.errors:  # the layer's record holds its one split
@@ -915,15 +917,19 @@ class _Runner:
             logger.warning("layer %s of execution %s runs again: %s", name, self.execution.id, error)
             return False
 
-    def _earlier_batches(self, name: str) -> dict[str, Any]:
-        """The split batches a resume keeps; a damaged one makes the layer's splits all run again."""
+    def _earlier_batches(self, name: str) -> tuple[dict[str, Any], dict[int, SplitRecord]]:
+        """The split batches a resume keeps, and the splits of those the layer's record held itself
+        (``Record.held``: no file has them, so the record written now must hold them again); a
+        damaged one makes the layer's splits all run again."""
         try:
-            return self.store.finished_batches(name)
+            batches = self.store.finished_batches(name)
+            record = self.store.record(name)
         except IntegrityError as error:
             logger.warning(
                 "the splits of layer %s of execution %s run again: %s", name, self.execution.id, error
             )
-            return {}
+            return {}, {}
+        return batches, dict(record.held) if record is not None else {}
 
     def _first_attempts(self, name: str) -> Callable[[int], int]:
         """The number of each split's first attempt in this run: after every attempt an earlier run
