@@ -280,7 +280,7 @@ def test_records_of_another_storage_layout_are_refused_with_a_message(tmp_path: 
     record = tmp_path / layout.record("Batched", "old", "Sum")
     record.write_text('{"flow": "Batched", "layer": "Sum", "splits": 1}')  # as layout 1 wrote it
     with pytest.raises(
-        DatastoreError, match="written in Laminar storage layout 1, and this Laminar reads layouts 2 and 3"
+        DatastoreError, match="written in Laminar storage layout 1, and this Laminar reads layouts 2, 3 and 4"
     ):
         Batched(datastore=datastores.Local(tmp_path)).execution("old").layer(Sum).total  # noqa: B018
 
@@ -299,7 +299,7 @@ def test_split_batches_are_layout_3_which_a_layout_2_reader_refuses_instead_of_c
     batch.write_bytes(records.seal({**document, "layout": 5}))  # a layout this reader does not know
     with pytest.raises(
         DatastoreError,
-        match="written in Laminar storage layout 5, and this Laminar reads layouts 2 and 3 and 4",
+        match="written in Laminar storage layout 5, and this Laminar reads layouts 2, 3 and 4",
     ):
         list(Batched(datastore=datastores.Local(tmp_path)).execution("new").layer(Double).value)
 

@@ -163,7 +163,7 @@ def _check_layout(payload: dict[str, Any], kind: type[Document]) -> None:
     if type(found) is not int:
         raise Malformed(f"its storage layout version is {found!r}, not a number")
     if found not in LAYOUTS:
-        layouts = " and ".join(map(str, LAYOUTS))
+        layouts = ", ".join(map(str, LAYOUTS[:-1])) + f" and {LAYOUTS[-1]}"
         what = kind.described.format_map(_Members(payload))
         raise DatastoreError(
             f"this {what} was written in Laminar storage layout {found}, and this Laminar reads layouts "
