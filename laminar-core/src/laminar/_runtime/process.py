@@ -27,8 +27,8 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 import cloudpickle
 
@@ -41,6 +41,8 @@ from laminar.errors import ConfigurationError, LaminarError, WorkerLost
 from laminar.exceptions import LayerError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: How workers start when neither ``start_method`` nor this variable says.
 START_METHOD = "LAMINAR_PROCESS_START"
@@ -384,20 +386,7 @@ class Process(Executor):
         worker = await self._acquire_unless_cancelled(flow)
         if worker is None:
             raise SplitNotStarted.of(task)
-        try:
-            outcome = await worker.run(flow, task)
-        except WorkerLost:
-            self._usable -= 1
-            raise  # the worker is gone; stop() reaps it
-        except asyncio.CancelledError:  # timed out or the run was abandoned: stop the work
-            self._usable -= 1
-            worker.kill()
-            raise
-        except BaseException:
-            self._release(worker)
-            raise
-        self._release(worker)
-        return outcome
+        return await self._in_worker(worker, worker.run(flow, task))
 
     async def run_batch(self, tasks: Sequence[SplitTask]) -> list[SplitOutcome | BaseException | None]:
         """The batch runs in one worker, its splits one after another."""
@@ -405,20 +394,29 @@ class Process(Executor):
         worker = await self._acquire_unless_cancelled(flow)
         if worker is None:
             return [None] * len(tasks)  # not started
+        return await self._in_worker(worker, worker.run_batch(flow, tasks))
+
+    async def _in_worker(self, worker: _Worker, work: Awaitable[T]) -> T:
+        """Await ``work``, running in ``worker``, then settle the worker: abandoned (a timeout, the
+        run stopped), it is killed; else it goes to the next split, unless its process ended in the
+        work (``WorkerLost``), when it is counted lost and ``stop()`` reaps it."""
         try:
-            results = await worker.run_batch(flow, tasks)
-        except asyncio.CancelledError:  # the run was abandoned: stop the work
+            result = await work
+        except asyncio.CancelledError:
             self._usable -= 1
             worker.kill()
             raise
         except BaseException:
-            self._release(worker)
+            self._settle(worker)
             raise
+        self._settle(worker)
+        return result
+
+    def _settle(self, worker: _Worker) -> None:
         if worker.process.returncode is not None:
-            self._usable -= 1  # the worker died in the batch; stop() reaps it
+            self._usable -= 1
         else:
             self._release(worker)
-        return results
 
     async def stop(self) -> None:
         starting = list(self._starting)

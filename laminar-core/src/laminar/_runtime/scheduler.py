@@ -447,9 +447,7 @@ class _Runner:
         if self.reusing and not tried:
             found = await asyncio.to_thread(self._reuse, name)
             if found is not None:
-                self.checked[name].set_result(True)
-                write = asyncio.ensure_future(self._adopt(name, found[1]))
-                return await self._reused(name, (found[0], write), states)
+                return await self._reused(name, self._adopting(name, found), states)
         self.ran.add(name)
         reader = self._reader(name)
         each = self.flow.registry[name].configuration.foreach
@@ -571,11 +569,16 @@ class _Runner:
         found = await asyncio.to_thread(self._reuse, name)
         if found is None:
             return True, None
-        self.checked[name].set_result(True)
-        return True, (found[0], asyncio.ensure_future(self._adopt(name, found[1])))
+        return True, self._adopting(name, found)
 
-    async def _adopt(self, name: str, execution: str) -> None:
-        await asyncio.to_thread(reuse_index.adopt, self.store, name, execution)
+    def _adopting(self, name: str, found: tuple[int, str]) -> tuple[int, asyncio.Future[None]]:
+        """``name`` is reused from execution ``found[1]``: the layers reading it may be checked now;
+        returns its number of splits and the write of its record, started."""
+        self.checked[name].set_result(True)
+        splits, execution = found
+        return splits, asyncio.ensure_future(
+            asyncio.to_thread(reuse_index.adopt, self.store, name, execution)
+        )
 
     async def _reused(self, name: str, reused: tuple[int, asyncio.Future[None]], states: list[str]) -> str:
         """Finish ``name``, reused: once its record is written, its started and finished events."""

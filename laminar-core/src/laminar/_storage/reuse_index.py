@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -120,15 +120,7 @@ def usable(
         return gone
     if set(splits) != set(range(finished.splits)):
         return gone
-    keys = sorted(
-        {
-            layout.artifact(artifact.hexdigest)
-            for split in splits.values()
-            for archive in split.archives.values()
-            for artifact in archive.artifacts
-            if artifact.inline is None
-        }
-    )
+    keys = sorted({key for split in splits.values() for key in _stored_keys(split)})
     if not all(datastore.exists_many(keys)):
         logger.warning(
             "layer %s is not reused from execution %s: values it points to were deleted",
@@ -337,24 +329,17 @@ def usable_splits(
             if split is not None:
                 found[index] = split
                 places[index] = borrowing.place(lent, execution, position)
-    keys = sorted(
-        {
-            layout.artifact(artifact.hexdigest)
-            for split in found.values()
-            for archive in split.archives.values()
-            for artifact in archive.artifacts
-            if artifact.inline is None
-        }
-    )
+    keys = sorted({key for split in found.values() for key in _stored_keys(split)})
     present = dict(zip(keys, datastore.exists_many(keys), strict=True))
     usable = {
-        index: split
-        for index, split in found.items()
-        if all(
-            present[layout.artifact(a.hexdigest)]
-            for archive in split.archives.values()
-            for a in archive.artifacts
-            if a.inline is None
-        )
+        index: split for index, split in found.items() if all(map(present.__getitem__, _stored_keys(split)))
     }
     return Reused(usable, {index: places[index] for index in usable})
+
+
+def _stored_keys(split: SplitRecord) -> Iterator[str]:
+    """The datastore keys of the values ``split`` stores out of its record (not inline)."""
+    for archive in split.archives.values():
+        for artifact in archive.artifacts:
+            if artifact.inline is None:
+                yield layout.artifact(artifact.hexdigest)
