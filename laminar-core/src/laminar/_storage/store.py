@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -42,6 +43,8 @@ from laminar._storage.records import (
 )
 from laminar._transport.datastore import Datastore
 from laminar.errors import IntegrityError
+
+logger = logging.getLogger(__name__)
 
 
 def _weight(batch: SplitBatch) -> int:
@@ -265,6 +268,17 @@ class ExecutionStore:
         self.datastore.write_bytes(key, batch.dumps())
         self._cache.put(key, batch, weight=_weight(batch), written=True)
         return name
+
+    def discard_batches(self, layer: str, names: Iterable[str]) -> None:
+        """Delete batches of ``layer`` its record no longer names (compacted into another: see
+        ``commit``), best effort: one a datastore keeps is garbage ``laminar gc`` deletes."""
+        keys = [layout.split_batch(self.flow, self.execution, layer, name) for name in names]
+        for key in keys:
+            self._cache.forget(key)
+        try:
+            self.datastore.delete_many(keys)
+        except Exception as error:  # nothing reads them: they only take room
+            logger.debug("split batches of layer %s are left for laminar gc: %s", layer, error)
 
     def write_record(
         self,

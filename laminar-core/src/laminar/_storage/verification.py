@@ -146,9 +146,13 @@ def _layer(
         findings.append(
             Finding(layer, DAMAGED, RECORD, "its record", _url(store, record_key), _reason(error), record_key)
         )
-    prefix = layout.splits(store.flow, store.execution, layer)
-    listed = [name for name in store.datastore.list_prefix(prefix) if layout.parse_split_batch(name)]
-    names = sorted(set(listed) | set(record.batches if record is not None else ()))
+    # A finished layer's splits are in the batches its record names (others are batches compacted
+    # into one of those, garbage ``laminar gc`` deletes); a running one's, in those listed.
+    if record is not None:
+        names = sorted(record.batches)
+    else:
+        prefix = layout.splits(store.flow, store.execution, layer)
+        names = [name for name in store.datastore.list_prefix(prefix) if layout.parse_split_batch(name)]
 
     def read(name: str) -> SplitBatch | Finding | None:
         key = layout.split_batch(store.flow, store.execution, layer, name)
