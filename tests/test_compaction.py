@@ -5,6 +5,7 @@ verify all keep the truth (``laminar._runtime.commit``). Counted in reads and fi
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from laminar.configurations.layers import ForEach, Parameter
 from tests.helpers import EXECUTORS, CountingLocal, append, lines
 
 SPLITS = 100
+BIG = 7  # the split that stores a value outside its record
 
 
 class Compacted(Flow): ...
@@ -35,6 +37,8 @@ class Double(Layer):
     def __call__(self, items: Items, parameters: Parameters) -> None:
         append(parameters.log, str(items.item))  # which splits ran, in any process
         self.value = items.item * 2
+        if items.item == BIG:
+            self.big = random.Random(BIG).randbytes(4096)  # stored under artifacts/, not inline
 
 
 @Compacted.register
@@ -155,8 +159,8 @@ def _left_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A run that died after the compacted layer's record, before deleting the batches it superseded."""
     monkeypatch.setattr(ExecutionStore, "discard_batches", lambda self, layer, names: None)
     execution = _run(tmp_path, tmp_path / "ran.log")
+    assert len(_batches(tmp_path, execution.id)) > commit.COMPACT_FROM + 1  # those it superseded too
     monkeypatch.undo()
-    assert len(_batches(tmp_path, execution.id)) > commit.COMPACT_FROM + 1
     return execution
 
 
@@ -203,3 +207,22 @@ def test_a_store_whose_record_names_many_batches_still_reads_and_is_reused(
     assert read == {layout.split_batch("Compacted", first.id, "Double", name) for name in named}
     assert _ran(tmp_path / "ran.log") == list(range(SPLITS))
     assert list(rerun.layer(Double).value) == [2 * n for n in range(SPLITS)]
+
+
+def test_repair_sets_superseded_batches_aside_with_the_compacted_one_so_its_splits_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    execution = _left_over(tmp_path, monkeypatch)
+    (value,) = execution.store.archive("Double", BIG, "big").artifacts
+    (tmp_path / layout.artifact(value.hexdigest)).write_bytes(b"damaged")
+    flow = Compacted(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    store = flow.execution(execution.id).store
+    found = verification.verify(store, list(flow.plan.order))
+    assert [(f.layer, f.kind, f.batch) for f in found.findings] == [
+        ("Double", verification.VALUE, f"0-{SPLITS - 1}.json")
+    ]
+    verification.repair(store, found, list(flow.plan.order), flow.plan.dependencies)
+    assert _batches(tmp_path, execution.id) == []  # the superseded ones too: they name the value
+    flow.execution(execution.id).resume()
+    assert _ran(tmp_path / "ran.log") == sorted([*range(SPLITS), *range(SPLITS)])  # all ran again
+    assert flow.execution(execution.id).layer(Double).big[BIG] == random.Random(BIG).randbytes(4096)
