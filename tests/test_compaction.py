@@ -13,6 +13,7 @@ import pytest
 from laminar import Flow, Layer, Parameters
 from laminar._runtime import commit
 from laminar._storage import gc, layout, verification
+from laminar._storage.records import Archive, Artifact, Record, SplitBatch, SplitRecord
 from laminar._storage.store import ExecutionStore
 from laminar.configurations import datastores, executors
 from laminar.configurations.layers import ForEach, Parameter
@@ -111,14 +112,10 @@ def test_a_layer_of_more_archives_than_a_compacted_batch_holds_keeps_its_batches
 def test_a_compacted_batch_that_cannot_be_written_leaves_the_record_naming_the_batches_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_splits = ExecutionStore.write_splits
+    def failing(self: ExecutionStore, layer: str, records: Any, stored: Any) -> str:
+        raise OSError("disk full")
 
-    def failing(self: ExecutionStore, layer: str, records: Any) -> str:
-        if len(records) == SPLITS:
-            raise OSError("disk full")
-        return write_splits(self, layer, records)
-
-    monkeypatch.setattr(ExecutionStore, "write_splits", failing)
+    monkeypatch.setattr(ExecutionStore, "write_joined", failing)
     execution = _run(tmp_path, tmp_path / "ran.log")
     names = _batches(tmp_path, execution.id)
     assert len(names) > commit.COMPACT_FROM and f"0-{SPLITS - 1}.json" not in names
@@ -226,3 +223,22 @@ def test_repair_sets_superseded_batches_aside_with_the_compacted_one_so_its_spli
     flow.execution(execution.id).resume()
     assert _ran(tmp_path / "ran.log") == sorted([*range(SPLITS), *range(SPLITS)])  # all ran again
     assert flow.execution(execution.id).layer(Double).big[BIG] == random.Random(BIG).randbytes(4096)
+
+
+def _records(first: int, last: int) -> dict[int, SplitRecord]:
+    return {
+        index: SplitRecord({"value": Archive((Artifact(f"{index:064x}", inline=b"%d" % index, size=1),))})
+        for index in range(first, last + 1)
+    }
+
+
+def test_batches_joined_as_written_are_the_batch_of_all_their_splits() -> None:
+    parts = [_records(0, 9), _records(10, 10), _records(11, 30)]
+    whole = {index: split for part in parts for index, split in part.items()}
+    joined = SplitBatch.joined([SplitBatch(part).dumps() for part in parts])
+    assert joined == SplitBatch(whole).dumps()  # the bytes dumps writes, not encoded again
+    interleaved = [{**_records(0, 3), **_records(8, 9)}, _records(4, 7)]  # splits finished out of order
+    read = SplitBatch.loads(SplitBatch.joined([SplitBatch(part).dumps() for part in interleaved]))
+    assert read == SplitBatch(_records(0, 9))
+    with pytest.raises(ValueError, match=r"not a split batch as SplitBatch\.dumps writes it"):
+        SplitBatch.joined([Record("F", "L", 1).dumps()])

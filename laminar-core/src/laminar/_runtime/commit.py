@@ -73,7 +73,7 @@ class SplitLog:
         self.batches: dict[str, Runs] = {}
         self.artifacts: set[str] = set()
         #: the records of the batches written, kept to compact them (None past ``COMPACT_LIMIT``)
-        self._written: list[dict[int, SplitRecord]] | None = []
+        self._written: list[tuple[dict[int, SplitRecord], bytes]] | None = []
         self._kept = 0
         #: the batches ``compact`` wrote again as one, which the layer's record no longer names
         self.superseded: list[str] = []
@@ -116,19 +116,19 @@ class SplitLog:
     async def _write_pending(self) -> None:
         """Write the records queued as one batch (taken here, on the loop, where ``add`` runs)."""
         batch, self.pending = self.pending, {}
-        name = await write(self.store, functools.partial(self.store.write_splits, self.layer, batch))
+        name, data = await write(self.store, functools.partial(self.store.store_splits, self.layer, batch))
         self.batches[name] = runs(batch)
-        self._keep(batch)
+        self._keep(batch, data)
 
-    def _keep(self, batch: dict[int, SplitRecord]) -> None:
-        """Hold a written batch's records for ``compact``, up to ``COMPACT_LIMIT`` archives."""
+    def _keep(self, batch: dict[int, SplitRecord], data: bytes) -> None:
+        """Hold a written batch's records and bytes for ``compact``, up to ``COMPACT_LIMIT`` archives."""
         if self._written is None:
             return
         self._kept += sum(len(record.archives) or 1 for record in batch.values())
         if self._kept > COMPACT_LIMIT:
             self._written = None  # too many to hold: the layer keeps its batches
         else:
-            self._written.append(batch)
+            self._written.append((batch, data))
 
     async def compact(self) -> dict[str, Runs]:
         """Once closed: write the splits of more than ``COMPACT_FROM`` batches again as one batch,
@@ -137,12 +137,15 @@ class SplitLog:
         written (``ExecutionStore.discard_batches``); until then resume reads them by listing."""
         if self._written is None or len(self.batches) <= COMPACT_FROM:
             return self.batches
+        written, self._written = sorted(self._written, key=lambda kept: min(kept[0])), None
         merged: dict[int, SplitRecord] = {}
-        for batch in self._written:
+        for batch, _ in written:
             merged.update(batch)
-        self._written = None
+        stored = [data for _, data in written]  # copied, not encoded again: off most of its cost
         try:
-            name = await write(self.store, functools.partial(self.store.write_splits, self.layer, merged))
+            name = await write(
+                self.store, functools.partial(self.store.write_joined, self.layer, merged, stored)
+            )
         except Exception as error:  # the batches written are whole: the record names them instead
             logger.warning("the split batches of layer %s are kept as written: %s", self.layer, error)
             return self.batches
@@ -173,8 +176,9 @@ class SplitLog:
         except asyncio.CancelledError:  # the run is being torn down (Ctrl-C): keep what finished
             if self.pending:
                 batch, self.pending = self.pending, {}
-                self.batches[self.store.write_splits(self.layer, batch)] = runs(batch)
-                self._keep(batch)
+                name, data = self.store.store_splits(self.layer, batch)
+                self.batches[name] = runs(batch)
+                self._keep(batch, data)
             raise
         except Exception as error:
             self._failed(error)

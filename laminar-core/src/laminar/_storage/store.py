@@ -262,10 +262,25 @@ class ExecutionStore:
 
     def write_splits(self, layer: str, records: Mapping[int, SplitRecord]) -> str:
         """Write finished splits' records as one batch; returns the batch's name."""
+        return self.store_splits(layer, records)[0]
+
+    def store_splits(self, layer: str, records: Mapping[int, SplitRecord]) -> tuple[str, bytes]:
+        """``write_splits``, returning the bytes written too (to join them: ``write_joined``)."""
         name = layout.split_batch_name(min(records), max(records))
         batch = SplitBatch(dict(records))
         key = layout.split_batch(self.flow, self.execution, layer, name)
-        self.datastore.write_bytes(key, batch.dumps())
+        data = batch.dumps()
+        self.datastore.write_bytes(key, data)
+        self._cache.put(key, batch, weight=_weight(batch), written=True)
+        return name, data
+
+    def write_joined(self, layer: str, records: Mapping[int, SplitRecord], stored: Iterable[bytes]) -> str:
+        """Write the splits of batches ``store_splits`` wrote (``stored``, in split order; ``records``
+        their splits) again as one batch, their bytes copied (``SplitBatch.joined``); its name."""
+        name = layout.split_batch_name(min(records), max(records))
+        key = layout.split_batch(self.flow, self.execution, layer, name)
+        self.datastore.write_bytes(key, SplitBatch.joined(stored))
+        batch = SplitBatch(dict(records))
         self._cache.put(key, batch, weight=_weight(batch), written=True)
         return name
 
