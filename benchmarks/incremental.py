@@ -247,6 +247,17 @@ def main() -> None:
                 f"and Square {each['Square'] / 1024:.0f} KiB (one record each, pointing at the first run's {items} split records)"
             )
 
+        kinds: dict[str, int] = {}
+        for operation, key, _ in json.loads(made.read_text()):
+            what = (
+                "reuse entry"
+                if "/reuse/" in key
+                else "split batch"
+                if "/splits/" in key
+                else key.rsplit("/", 1)[-1]
+            )
+            kinds[f"{operation} {what}"] = kinds.get(f"{operation} {what}", 0) + 1
+        print("the rerun's requests by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
         floor = _child(root, "floor.py", url, str(made))
         for client in ("datastore", "boto3"):
             if client in floor:

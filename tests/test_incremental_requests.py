@@ -192,6 +192,7 @@ def test_reading_ahead_layers_of_several_batches_does_not_wait_on_itself(
     reads them on those threads too. Three such layers on two threads must not each hold a thread
     while waiting for one to read its batches: the rerun finishes (within a minute)."""
     monkeypatch.setattr(commit, "LIMIT", 10)  # each foreach of 200 splits: several batches
+    monkeypatch.setattr(commit, "COMPACT_FROM", 1000)  # kept as written, not compacted into one
     one_at_a_time = executors.Thread(concurrency=1)  # so that batches are written as splits end
     first = Wide(datastore=Pooled(tmp_path), executor=one_at_a_time)(count=200, reuse=True)
     for layer in ("First", "Second", "Third"):

@@ -62,6 +62,7 @@ def test_a_join_over_more_splits_than_the_cache_reads_only_what_it_could_not_kee
 ) -> None:
     monkeypatch.setattr(cache_module, "CAPACITY", 300)  # archives: a fifth of the foreach's splits
     monkeypatch.setattr(commit, "LIMIT", 50)  # batches of at most 50 splits
+    monkeypatch.setattr(commit, "COMPACT_FROM", 10**9)  # and kept so, not compacted into one
     monkeypatch.setenv("LAMINAR_BATCH_SECONDS", "0")  # splits handed over one by one, committed by LIMIT
     n = 1_500
     store = CountingLocal(tmp_path)

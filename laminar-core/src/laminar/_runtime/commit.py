@@ -7,6 +7,13 @@ trivial splits so costs a few hundred writes instead of 100,000, and on an objec
 requests instead of one per split. A split's artifacts are stored before its record is handed back,
 so a batch never names anything missing; if the scheduler dies, at most the last ``INTERVAL`` of
 finished splits lose their records and run again on resume.
+
+A layer whose splits took more than ``COMPACT_FROM`` batches is compacted when it ends: its records
+are written once more as one batch, which alone its layer record names, so a reader (a rerun that
+reuses it, a downstream layer) reads one object, not one per ``INTERVAL`` the layer ran. The batches
+it supersedes stay until its record is written (a crash before leaves the layer as it was: resume
+lists them), then are deleted; ``laminar gc`` deletes any a crash left. A layer of more than
+``COMPACT_LIMIT`` archives is not compacted, so the records held for it stay bounded.
 """
 
 from __future__ import annotations
@@ -14,17 +21,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from laminar._storage.records import Runs, SplitRecord, runs
+from laminar._storage.records import Runs, SplitBatch, SplitRecord, runs
 from laminar._storage.store import ExecutionStore
 from laminar.errors import add_note
 
 INTERVAL = 0.05  # seconds a finished split's record may wait for others
 LIMIT = 4096  # records per batch, to keep each batch a modest read
+COMPACT_FROM = 4  # batches a layer's splits may take before they are written again as one
+#: Archives (the metadata cache's weight: a split's named values) a compacted batch may hold: the
+#: records held to write it, and a fifth of the cache (``cache.CAPACITY``), which keeps it whole
+COMPACT_LIMIT = 50_000
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 async def write(store: ExecutionStore, call: Callable[[], T]) -> T:
@@ -58,6 +72,11 @@ class SplitLog:
         #: the batches written so far (name: runs of split indices), and the artifact names stored
         self.batches: dict[str, Runs] = {}
         self.artifacts: set[str] = set()
+        #: the records of the batches written, kept to compact them (None past ``COMPACT_LIMIT``)
+        self._written: list[tuple[dict[int, SplitRecord], bytes]] | None = []
+        self._kept = 0
+        #: the batches ``compact`` wrote again as one, which the layer's record no longer names
+        self.superseded: list[str] = []
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._closing = False
@@ -97,8 +116,42 @@ class SplitLog:
     async def _write_pending(self) -> None:
         """Write the records queued as one batch (taken here, on the loop, where ``add`` runs)."""
         batch, self.pending = self.pending, {}
-        name = await write(self.store, functools.partial(self.store.write_splits, self.layer, batch))
+        name, data = await write(self.store, functools.partial(self.store.store_splits, self.layer, batch))
         self.batches[name] = runs(batch)
+        self._keep(batch, data)
+
+    def _keep(self, batch: dict[int, SplitRecord], data: bytes) -> None:
+        """Hold a written batch's records and bytes for ``compact``, up to ``COMPACT_LIMIT`` archives."""
+        if self._written is None:
+            return
+        self._kept += sum(len(record.archives) or 1 for record in batch.values())
+        if self._kept > COMPACT_LIMIT:
+            self._written = None  # too many to hold: the layer keeps its batches
+        else:
+            self._written.append((batch, data))
+
+    async def compact(self) -> dict[str, Runs]:
+        """Once closed: write the splits of more than ``COMPACT_FROM`` batches again as one batch,
+        and return the batches the layer's record names (that one, or those written if it was not
+        written). The batches it supersedes are listed in ``superseded``, deleted once the record is
+        written (``ExecutionStore.discard_batches``); until then resume reads them by listing."""
+        if self._written is None or len(self.batches) <= COMPACT_FROM:
+            return self.batches
+        written, self._written = sorted(self._written, key=lambda kept: min(kept[0])), None
+        merged: dict[int, SplitRecord] = {}
+        for batch, _ in written:
+            merged.update(batch)
+        stored = [data for _, data in written]  # copied, not encoded again: off most of its cost
+        try:
+            name = await write(
+                self.store, functools.partial(self.store.write_joined, self.layer, merged, stored)
+            )
+        except Exception as error:  # the batches written are whole: the record names them instead
+            logger.warning("the split batches of layer %s are kept as written: %s", self.layer, error)
+            return self.batches
+        self.superseded = [written for written in self.batches if written != name]
+        self.batches = {name: runs(merged)}
+        return self.batches
 
     def _failed(self, error: Exception) -> None:
         """The datastore failed: stop the run; these splits run again on resume."""
@@ -123,7 +176,24 @@ class SplitLog:
         except asyncio.CancelledError:  # the run is being torn down (Ctrl-C): keep what finished
             if self.pending:
                 batch, self.pending = self.pending, {}
-                self.batches[self.store.write_splits(self.layer, batch)] = runs(batch)
+                name, data = self.store.store_splits(self.layer, batch)
+                self.batches[name] = runs(batch)
+                self._keep(batch, data)
             raise
         except Exception as error:
             self._failed(error)
+
+
+def covering(batches: Mapping[str, SplitBatch]) -> tuple[dict[str, SplitBatch], list[str]]:
+    """The batches a resume keeps, and those it drops: each whose splits larger ones hold all (the
+    batches a compaction wrote again as one, left by a crash before the layer's record)."""
+    kept: dict[str, SplitBatch] = {}
+    dropped: list[str] = []
+    held: set[int] = set()
+    for name, batch in sorted(batches.items(), key=lambda item: -len(item[1].splits)):
+        if held.issuperset(batch.splits):
+            dropped.append(name)
+        else:
+            kept[name] = batch
+            held.update(batch.splits)
+    return kept, dropped

@@ -231,6 +231,7 @@ class _Runner:
         self.states: dict[str, asyncio.Future[str]] = {}
         self.interrupted: str | None = None  # the signal that stopped the run
         self.stopping = asyncio.Event()  # set once nothing new may start: ends the retries' waits
+        self.tidying: list[asyncio.Future[None]] = []  # deleting batches compacted into others
 
     async def main(self) -> None:
         installed = self._handle_signals(asyncio.current_task())
@@ -299,6 +300,7 @@ class _Runner:
                     )
                 finally:
                     await self.executor.stop()
+                    await asyncio.gather(*self.tidying)  # each is best effort: none raises
             except BaseException as failure:  # the executor failed to start or stop: that ends the run
                 if not self.errors:
                     self._fail(failure)
@@ -491,6 +493,7 @@ class _Runner:
         earlier, held_before = (
             await asyncio.to_thread(self._earlier_batches, name) if self.resume else ({}, {})
         )
+        earlier, superseded_before = commit.covering(earlier)  # a crash came after a compaction
         done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
         done.update(reused.records if reused is not None else {})
         pending = (i for i in range(count) if i not in done)
@@ -532,6 +535,7 @@ class _Runner:
             batches = await log.close()  # finished splits are kept even when others failed
         if self.errors:
             return
+        batches = await log.compact()
         artifacts = log.artifacts.union(*(record.archives for record in done.values()))
         try:
             await commit.write(
@@ -550,6 +554,10 @@ class _Runner:
         except Exception as error:
             add_note(error, f"while writing the record of layer {name}")
             raise
+        superseded = log.superseded + superseded_before
+        if superseded:  # off the layer's way: the run waits for it only before it ends
+            discard = functools.partial(self.store.discard_batches, name, superseded)
+            self.tidying.append(asyncio.ensure_future(asyncio.to_thread(discard)))
 
     # ---- reuse --------------------------------------------------------------------------------
     async def _reuse_early(self, name: str) -> tuple[bool, tuple[int, asyncio.Future[None]] | None]:

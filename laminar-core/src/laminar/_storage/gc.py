@@ -8,14 +8,17 @@ value. So a blob may be deleted only when no execution that stays references it:
 2. the executions to delete are chosen (``keep_last`` per flow, ``older_than`` seconds);
 3. the blobs every *kept* execution references are collected from its split batches (the only
    records that name artifacts), and from the splits its reused layers borrow from a chosen
-   execution (see :mod:`laminar._storage.borrowing`); every other blob under ``artifacts/`` is garbage;
+   execution (see :mod:`laminar._storage.borrowing`); every other blob under ``artifacts/`` is garbage,
+   and so is every batch of a finished layer its record does not name (compacted into one it names:
+   see :mod:`laminar._runtime.commit`);
 4. the reuse index's entries naming a chosen execution (or one no longer stored) are deleted, so no
    entry ever names deleted values (a foreach's split index loses those executions' splits only;
    an entry of a layer a kept execution reused whole from a chosen one names the kept one instead,
    which has the same key and, once its records are copied in, the same splits); the split records a kept execution borrows from a chosen one are
    copied into it (records only, never a value: a batch of its own, then its layer record written
    again without that pointer, the one record gc rewrites); then the chosen executions (their
-   metadata first, so a half-deleted one reads as missing, not as damaged), then the garbage blobs.
+   metadata first, so a half-deleted one reads as missing, not as damaged), then the garbage batches
+   and blobs.
 
 A running execution (a live lease) may reference any blob at any moment: a split that stores a value
 already stored writes nothing and points at the existing blob, before its split batch exists. So
@@ -68,6 +71,9 @@ class Usage:
     referenced_bytes: int = 0
     inline: int = 0
     inline_bytes: int = 0
+    #: split batches of finished layers their records do not name (compacted into another one
+    #: whose layer record a crash cut off from deleting them): garbage, as the blobs
+    superseded: list[str] = field(default_factory=list)
 
     def add(self, hexdigest: str, size: int) -> None:
         self.sizes[hexdigest] = size
@@ -214,9 +220,14 @@ def usage(datastore: Datastore, kept: Iterable[StoredExecution], loans: Iterable
         for layer in datastore.list_prefix(layout.layers(execution.flow, execution.id)):
             if not is_valid(layer):
                 continue
-            _count(found, _held(datastore, execution, layer))
+            record = _record(datastore, execution, layer)
+            if record is not None:
+                _count(found, record.held.values())
             prefix = layout.splits(execution.flow, execution.id, layer)
             names = [name for name in datastore.list_prefix(prefix) if layout.parse_split_batch(name)]
+            if record is not None:  # a finished layer's batches are those its record names
+                found.superseded += [prefix + name for name in names if name not in record.batches]
+                names = [name for name in names if name in record.batches]
             for data in datastore.read_many([prefix + name for name in names]):
                 try:
                     batch = SplitBatch.loads(data)
@@ -229,14 +240,13 @@ def usage(datastore: Datastore, kept: Iterable[StoredExecution], loans: Iterable
     return found
 
 
-def _held(datastore: Datastore, execution: StoredExecution, layer: str) -> Iterable[SplitRecord]:
-    """The splits the layer's record holds itself (``Record.held``: a layer of one split)."""
+def _record(datastore: Datastore, execution: StoredExecution, layer: str) -> Record | None:
+    """The layer's record (which names its batches, and may hold a split itself: ``Record.held``)."""
     store = ExecutionStore(datastore, execution.flow, execution.id, Protocols())
     try:
-        record = store.record(layer)
+        return store.record(layer)
     except IntegrityError as error:
         raise Malformed(f"{error}; nothing was deleted, since what it references is unknown") from None
-    return record.held.values() if record is not None else ()
 
 
 def _count(found: Usage, splits: Iterable[SplitRecord]) -> None:
@@ -397,6 +407,7 @@ def collect(
         copy_in(datastore, loan)
     for execution in chosen:
         delete_execution(datastore, execution.flow, execution.id)
+    datastore.delete_many(kept_usage.superseded)
     _refuse_if_live(
         executions(datastore), deleted=len(chosen)
     )  # a run that started meanwhile may reuse any blob

@@ -16,7 +16,9 @@
                                                                   a layer of one split's holds that split's
                                                                   record (``held``): no batch file for it
     flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>-<j>.json  a batch of finished splits' records
-                                                                  (their archives), lowest index i, highest j
+                                                                  (their archives), lowest index i, highest j;
+                                                                  once the layer finished, those its record
+                                                                  names (one, if compacted: see ``commit``)
     flows/<Flow>/executions/<id>/layers/<Layer>/status.json       how the layer's latest run went: its
                                                                   state, its splits' attempts and errors
     flows/<Flow>/executions/<id>/layers/<Layer>/logs/<i>/<attempt>/<n>.log

@@ -74,6 +74,7 @@ Borrowed = tuple[tuple[int, int, int], ...]
 Error = Mapping[str, str]
 
 _SEAL = b'{"sha256":"'
+_SPLITS = b'"layout":%d,"splits":{' % LAYOUT  # how a split batch's checksummed body starts
 _COMPACT = (",", ":")
 _SEALED_AT = len(_SEAL) + 64 + 2  # where the checksummed body starts, after '<hex>",'
 _HEX = re.compile(r"[0-9a-f]{8,128}")
@@ -89,7 +90,7 @@ def seal(payload: dict[str, Any]) -> bytes:
     return b"".join((_SEAL, hashlib.sha256(body).hexdigest().encode(), b'",', body))
 
 
-def seal_pieces(body: Iterable[bytes]) -> bytes:
+def seal_pieces(body: Iterable[bytes | memoryview]) -> bytes:
     """``seal`` of a payload given as the pieces of its compact JSON after the opening ``{``: each is
     hashed and gathered as it comes, so no piece is held twice (the bytes are those ``seal`` gives)."""
     buffer = io.BytesIO()
@@ -332,6 +333,26 @@ class SplitBatch(Document):
             if len(archive.artifacts) > CHUNK
         ]
         return seal_pieces(self._pieces(large)) if large else seal(self._write(self))
+
+    @staticmethod
+    def joined(stored: Iterable[bytes]) -> bytes:
+        """One batch of the splits of these batches as ``dumps`` wrote them (of different splits),
+        in the order given: their splits' JSON copied as it is, not encoded again, and sealed.
+
+        Given in order of their indices, the bytes are those ``dumps`` gives for all their splits;
+        batches whose indices interleave give their splits out of order, which reads the same."""
+        pieces: list[bytes | memoryview] = [_SPLITS]
+        for data in stored:
+            body = memoryview(data)[_SEALED_AT:]
+            if bytes(body[: len(_SPLITS)]) != _SPLITS or bytes(body[-2:]) != b"}}":
+                raise ValueError("not a split batch as SplitBatch.dumps writes it")
+            if len(pieces) > 1:
+                pieces.append(b",")
+            pieces.append(body[len(_SPLITS) : -2])
+        if len(pieces) == 1:
+            raise ValueError("no split batch to join")
+        pieces.append(b"}}")
+        return seal_pieces(pieces)
 
     def _pieces(self, large: list[tuple[int, str]]) -> Iterator[bytes]:
         """The batch's JSON with each ``large`` archive's artifacts left out (a marker stands in for

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -42,6 +43,8 @@ from laminar._storage.records import (
 )
 from laminar._transport.datastore import Datastore
 from laminar.errors import IntegrityError
+
+logger = logging.getLogger(__name__)
 
 
 def _weight(batch: SplitBatch) -> int:
@@ -259,12 +262,38 @@ class ExecutionStore:
 
     def write_splits(self, layer: str, records: Mapping[int, SplitRecord]) -> str:
         """Write finished splits' records as one batch; returns the batch's name."""
+        return self.store_splits(layer, records)[0]
+
+    def store_splits(self, layer: str, records: Mapping[int, SplitRecord]) -> tuple[str, bytes]:
+        """``write_splits``, returning the bytes written too (to join them: ``write_joined``)."""
         name = layout.split_batch_name(min(records), max(records))
         batch = SplitBatch(dict(records))
         key = layout.split_batch(self.flow, self.execution, layer, name)
-        self.datastore.write_bytes(key, batch.dumps())
+        data = batch.dumps()
+        self.datastore.write_bytes(key, data)
+        self._cache.put(key, batch, weight=_weight(batch), written=True)
+        return name, data
+
+    def write_joined(self, layer: str, records: Mapping[int, SplitRecord], stored: Iterable[bytes]) -> str:
+        """Write the splits of batches ``store_splits`` wrote (``stored``, in split order; ``records``
+        their splits) again as one batch, their bytes copied (``SplitBatch.joined``); its name."""
+        name = layout.split_batch_name(min(records), max(records))
+        key = layout.split_batch(self.flow, self.execution, layer, name)
+        self.datastore.write_bytes(key, SplitBatch.joined(stored))
+        batch = SplitBatch(dict(records))
         self._cache.put(key, batch, weight=_weight(batch), written=True)
         return name
+
+    def discard_batches(self, layer: str, names: Iterable[str]) -> None:
+        """Delete batches of ``layer`` its record no longer names (compacted into another: see
+        ``commit``), best effort: one a datastore keeps is garbage ``laminar gc`` deletes."""
+        keys = [layout.split_batch(self.flow, self.execution, layer, name) for name in names]
+        for key in keys:
+            self._cache.forget(key)
+        try:
+            self.datastore.delete_many(keys)
+        except Exception as error:  # nothing reads them: they only take room
+            logger.debug("split batches of layer %s are left for laminar gc: %s", layer, error)
 
     def write_record(
         self,

@@ -146,9 +146,13 @@ def _layer(
         findings.append(
             Finding(layer, DAMAGED, RECORD, "its record", _url(store, record_key), _reason(error), record_key)
         )
-    prefix = layout.splits(store.flow, store.execution, layer)
-    listed = [name for name in store.datastore.list_prefix(prefix) if layout.parse_split_batch(name)]
-    names = sorted(set(listed) | set(record.batches if record is not None else ()))
+    # A finished layer's splits are in the batches its record names (others are batches compacted
+    # into one of those, garbage ``laminar gc`` deletes); a running one's, in those listed.
+    if record is not None:
+        names = sorted(record.batches)
+    else:
+        prefix = layout.splits(store.flow, store.execution, layer)
+        names = [name for name in store.datastore.list_prefix(prefix) if layout.parse_split_batch(name)]
 
     def read(name: str) -> SplitBatch | Finding | None:
         key = layout.split_batch(store.flow, store.execution, layer, name)
@@ -399,6 +403,8 @@ def repair(
         batches |= {
             prefix + batch for batch in store.datastore.list_prefix(prefix) if layout.parse_split_batch(batch)
         }
+    for name in recomputed - dependents:
+        batches |= set(_superseded(store, name))
 
     moved: list[str] = []
     for key in [*records, *dict.fromkeys(statuses), *blobs, *sorted(batches)]:
@@ -408,6 +414,20 @@ def repair(
     return Repair(
         marked, [name for name in marked if name in dependents], moved, f"{store.datastore.url}/{folder}"
     )
+
+
+def _superseded(store: ExecutionStore, layer: str) -> list[str]:
+    """The batches of finished ``layer`` its record does not name (compacted into one it names, a
+    crash keeping them): set aside with it, or resume would read their splits as finished."""
+    try:
+        record = store.record(layer)
+    except IntegrityError:  # it is set aside: resume reads every batch left, all of them checked
+        return []
+    if record is None:
+        return []
+    prefix = layout.splits(store.flow, store.execution, layer)
+    listed = store.datastore.list_prefix(prefix)
+    return [prefix + name for name in listed if layout.parse_split_batch(name) and name not in record.batches]
 
 
 def _move(datastore: Datastore, key: str, to: str) -> bool:

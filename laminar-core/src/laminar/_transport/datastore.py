@@ -254,6 +254,10 @@ class Datastore(abc.ABC):
     def exists_many(self, keys: Sequence[str]) -> list[bool]:
         return self.map_parallel(self.exists, keys)
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """``delete`` each key; override with the store's bulk delete (one request for many keys)."""
+        self.map_parallel(self.delete, keys)
+
     # ---- the user's API on the datastore object (SPEC's seed), answered by the application ----
     def protocol(self, *types: type) -> Callable[[P], P]:
         """Class decorator: serialize values of exactly these types with the decorated Protocol."""

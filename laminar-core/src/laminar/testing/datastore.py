@@ -307,6 +307,15 @@ class DatastoreConformance:
         datastore.delete("conformance/key")
         datastore.delete("conformance/key")
 
+    def test_delete_many_deletes_those_keys_and_a_missing_one_is_not_an_error(
+        self, datastore: Datastore
+    ) -> None:
+        for key in ("conformance/a", "conformance/b", "conformance/kept"):
+            datastore.write_bytes(key, b"x")
+        datastore.delete_many(["conformance/a", "conformance/missing", "conformance/b"])
+        datastore.delete_many([])
+        assert datastore.list_prefix("conformance/") == ["kept"]
+
     # ---- listing -------------------------------------------------------------------------------
     def test_list_prefix_gives_immediate_children(self, datastore: Datastore) -> None:
         for key in ["p/a/x", "p/a/y", "p/b", "p/c/d/e/f", "p/c.json", "q/z"]:
