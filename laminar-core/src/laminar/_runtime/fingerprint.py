@@ -21,6 +21,7 @@ import functools
 import hashlib
 import importlib.metadata
 import inspect
+import linecache
 import sys
 import sysconfig
 import textwrap
@@ -298,11 +299,50 @@ class _Walk:
         self.parts[name] = hashlib.sha256("\n".join(pieces).encode()).hexdigest()
         try:
             file = Path(inspect.getsourcefile(thing) or "").resolve()
-            line = inspect.getsourcelines(thing)[1]
+            line = _first_line(thing)
             where = file.relative_to(self.root).as_posix() if file.is_relative_to(self.root) else file.name
         except (OSError, TypeError, ValueError):
             where, line = "?", 0
         self.places[name] = (where, line)
+
+
+def _first_line(thing: Any) -> int:
+    """Where ``thing`` starts (its first decorator), as ``inspect.getsourcelines`` says, without
+    what that costs each time: a function's code says it; a class is found in its file's classes,
+    parsed once per file's text (``inspect`` parses the whole file again for every class)."""
+    code = getattr(thing, "__code__", None)
+    if isinstance(code, types.CodeType):
+        return code.co_firstlineno
+    file = inspect.getsourcefile(thing)
+    module = sys.modules.get(thing.__module__)
+    lines = linecache.getlines(file, vars(module)) if file and module is not None else []
+    found = _class_lines(file or "", tuple(lines)).get(thing.__qualname__) if lines else None
+    return found if found is not None else inspect.getsourcelines(thing)[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _class_lines(file: str, lines: tuple[str, ...]) -> dict[str, int]:
+    """Each class defined in ``lines`` (the text of ``file``) by qualified name: its first line
+    (its first decorator's), the first definition of a name as ``inspect`` finds it."""
+    found: dict[str, int] = {}
+
+    def visit(node: ast.AST, qualname: list[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(child, [*qualname, child.name, "<locals>"])
+            elif isinstance(child, ast.ClassDef):
+                name = [*qualname, child.name]
+                first = child.decorator_list[0].lineno if child.decorator_list else child.lineno
+                found.setdefault(".".join(name), first)
+                visit(child, name)
+            else:
+                visit(child, qualname)
+
+    try:
+        visit(ast.parse("".join(lines), file), [])
+    except (SyntaxError, ValueError):
+        return {}
+    return found
 
 
 def fingerprint(objects: Iterable[Any], *, root: Path, skip: Iterable[type] = ()) -> Fingerprint:
