@@ -17,6 +17,7 @@ shape raises :class:`Malformed`, which the store turns into an ``IntegrityError`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -32,7 +33,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 from laminar._names import is_valid
 from laminar._serialization.codecs import CODECS
 from laminar._serialization.hashing import HASHES, LEGACY_HASH, WRITE_HASH
-from laminar._storage import earlier, layout
+from laminar._storage import collector, earlier, layout
 from laminar._storage.schema import (
     Schema,
     absent,
@@ -179,6 +180,11 @@ def _shape(error: Exception) -> Malformed:
 
 D = TypeVar("D", bound="Document")
 
+#: A record of this many bytes or more is read with the garbage collector paused (``collector``),
+#: and a split batch of this many splits or more written so: about 64 small splits' records.
+LARGE_RECORD = 1 << 16
+LARGE_BATCH = 256
+
 
 class Document(Schema):
     """A record stored as a file of its own: sealed (see the module), with its layout first."""
@@ -194,12 +200,13 @@ class Document(Schema):
     @classmethod
     def loads(cls: type[D], data: bytes, origin: Origin | None = None) -> D:
         """Parse a record; ``origin`` (for a split batch) names where its artifacts are in messages."""
-        payload = unseal(data)
-        _check_layout(payload, cls)
-        try:
-            record: D = cls._read(payload, None if origin is None else (origin,))
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise _shape(error) from None
+        with collector.paused() if len(data) >= LARGE_RECORD else contextlib.nullcontext():
+            payload = unseal(data)
+            _check_layout(payload, cls)
+            try:
+                record: D = cls._read(payload, None if origin is None else (origin,))
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                raise _shape(error) from None
         return record
 
 
@@ -326,13 +333,14 @@ class SplitBatch(Document):
     def dumps(self) -> bytes:
         """As every record, but an archive of more than ``CHUNK`` artifacts (a large shard) is encoded
         ``CHUNK`` artifacts at a time: a million artifacts' JSON objects are never built at once."""
-        large = [
+        large = sorted(
             (index, name)
-            for index, split in sorted(self.splits.items())
+            for index, split in self.splits.items()
             for name, archive in split.archives.items()
             if len(archive.artifacts) > CHUNK
-        ]
-        return seal_pieces(self._pieces(large)) if large else seal(self._write(self))
+        )
+        with collector.paused() if large or len(self.splits) >= LARGE_BATCH else contextlib.nullcontext():
+            return seal_pieces(self._pieces(large)) if large else seal(self._write(self))
 
     @staticmethod
     def joined(stored: Iterable[bytes]) -> bytes:
