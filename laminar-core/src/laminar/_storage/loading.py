@@ -85,13 +85,26 @@ def _load(datastore: Datastore, artifact: Artifact, protocol: Protocol[Any], ver
     if artifact.inline is not None:
         return _decode(artifact.inline, datastore, None, artifact, protocol, verify)
     key = layout.artifact(artifact.hexdigest)
-    if artifact.size <= IN_MEMORY_LIMIT:
+    if artifact.size <= IN_MEMORY_LIMIT and not _gathers(artifact, protocol):
         try:
             data = datastore.read_bytes(key)
         except FileNotFoundError:
             raise _corrupt(datastore, key, artifact, "its stored bytes are missing") from None
         return _decode(data, datastore, key, artifact, protocol, verify)
     return _load_streamed(datastore, key, artifact, protocol, verify)
+
+
+#: Uncompressed values past this many bytes whose protocol gathers (:meth:`Protocol.gather`) are read
+#: straight into the buffers that become the value's own memory, not whole into memory and copied out.
+GATHER_FROM = 1 << 20
+
+
+def _gathers(artifact: Artifact, protocol: Protocol[Any]) -> bool:
+    return (
+        artifact.size > GATHER_FROM
+        and artifact.codec == "none"
+        and type(protocol).gather is not Protocol.gather
+    )
 
 
 def content_hexdigest(datastore: Datastore, artifact: Artifact, algorithm: str) -> str:

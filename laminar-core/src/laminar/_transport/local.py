@@ -33,6 +33,9 @@ class Local(Datastore):
     # shrink fifty-fold (zeros, long runs, sparse columns), which zstd compresses fast (figures:
     # docs/performance.md).
     worth_compressing = 0.02
+    # ``write_file`` renames a staging file into place: a value past 1 MiB is serialized straight into
+    # one, so its bytes are copied once (into the page cache), as a script writing a pickle file does.
+    staged_in_memory = 1 << 20
 
     def __init__(self, root: str | os.PathLike[str] = ".laminar") -> None:
         super().__init__()
