@@ -157,3 +157,33 @@ def test_a_damaged_large_frame_is_refused_before_it_is_built(tmp_path: Path) -> 
 
     with pytest.raises(DatastoreError, match="is corrupt"):
         flow.execution(execution.id).layer(Make).table  # noqa: B018
+
+
+class OrderedLocal(datastores.Local):
+    """A local store that lists every key it wrote, in order (artifacts renamed in from staging too)."""
+
+    written: list[str] = []
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        super().write_bytes(key, data)
+        type(self).written.append(key)
+
+    def write_file(self, key: str, path: str) -> None:
+        super().write_file(key, path)
+        type(self).written.append(key)
+
+
+def test_a_layers_record_is_written_only_after_the_values_staged_in_files_are_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(OrderedLocal, "written", [])
+    flow = Frames(datastore=OrderedLocal(tmp_path), executor=executors.Thread())
+    execution = flow(rows=ROWS)
+    written = OrderedLocal.written
+    for layer in ("Make", "Use"):
+        archive = store_for(flow.execution(execution.id)).archive(layer, 0, "table")
+        assert archive is not None
+        value = layout.artifact(archive.artifacts[0].hexdigest)
+        record = layout.record("Frames", execution.id, layer)
+        assert value in written and record in written
+        assert written.index(value) < written.index(record), f"{layer}'s record came before its value"
