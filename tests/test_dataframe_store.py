@@ -68,7 +68,7 @@ class CountingLocal(datastores.Local):
 
     def read_bytes(self, key: str) -> bytes:
         if key.startswith("artifacts/"):
-            type(self).whole_reads += 1
+            CountingLocal.whole_reads += 1
         return super().read_bytes(key)
 
 
@@ -187,3 +187,38 @@ def test_a_layers_record_is_written_only_after_the_values_staged_in_files_are_st
         record = layout.record("Frames", execution.id, layer)
         assert value in written and record in written
         assert written.index(value) < written.index(record), f"{layer}'s record came before its value"
+
+
+class CountingOpens(CountingLocal):
+    """Counts streamed opens of artifacts too; ``cheap_exists`` False stands for an object store."""
+
+    opens = 0
+
+    def open_read(self, key: str) -> Any:
+        if key.startswith("artifacts/"):
+            CountingOpens.opens += 1
+        return super().open_read(key)
+
+
+class RemoteLike(CountingOpens):
+    cheap_exists = False
+
+
+@pytest.mark.parametrize(
+    ("datastore", "opens"), [(CountingOpens, 1), (RemoteLike, 0)], ids=["local", "object-store"]
+)
+def test_a_plain_pickle_the_gathering_read_declines_is_read_whole_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, datastore: type[CountingOpens], opens: int
+) -> None:
+    """A value with no large buffer (a plain pickle of 1-8 MiB) is read whole as before: on a local
+    store after one look at its first bytes, on an object store with no look (no second request)."""
+    monkeypatch.setattr(CountingOpens, "opens", 0)
+    monkeypatch.setattr(CountingLocal, "whole_reads", 0)
+    value = [f"row {i}" for i in range(200_000)]
+    store = store_for(Frames(datastore=datastore(tmp_path)).execution("plain"))
+    staged = staging.stage(value, datastore=store.datastore, protocol=serde.Pickle())
+    assert staged.artifact.codec == "none" and 1 << 20 < staged.artifact.size <= 8 << 20
+    staging.commit(store.datastore, [staged])
+
+    assert store.load(staged.artifact) == value
+    assert (CountingOpens.opens, CountingLocal.whole_reads) == (opens, 1)
