@@ -22,6 +22,7 @@ from laminar import Flow, Layer, Parameters
 # Internal on purpose: where a value is staged and how it is read are not visible through the public API.
 from laminar._runtime.context import store_for
 from laminar._storage import layout, staging
+from laminar._transport.pieces import PIECE
 from laminar.configurations import datastores, executors, serde
 from laminar.errors import DatastoreError
 
@@ -222,3 +223,32 @@ def test_a_plain_pickle_the_gathering_read_declines_is_read_whole_once(
 
     assert store.load(staged.artifact) == value
     assert (CountingOpens.opens, CountingLocal.whole_reads) == (opens, 1)
+
+
+def write_calls() -> int:
+    """This process's write system calls so far, as Linux counts them."""
+    with open("/proc/self/io") as counters:
+        return next(int(line.split()[1]) for line in counters if line.startswith("syscw:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="Linux counts write calls in /proc")
+def test_large_values_are_written_to_local_files_in_pieces(tmp_path: Path) -> None:
+    """One write of many MiB can cost many times more than the same bytes in pieces (see
+    ``laminar._transport.pieces``): a value staged in its file, and bytes written whole, go in pieces."""
+    datastore = datastores.Local(tmp_path)
+    array = np.arange(1 << 20, dtype=np.int64)  # 8 MiB, one buffer out of band
+    before = write_calls()
+    staged = staging.stage(array, datastore=datastore, protocol=serde.Pickle())
+    assert staged.path is not None
+    assert write_calls() - before >= array.nbytes // PIECE
+
+    data = os.urandom(3 << 20)
+    before = write_calls()
+    datastore.write_bytes("artifacts/whole", data)
+    assert write_calls() - before >= len(data) // PIECE
+    assert (tmp_path / "artifacts" / "whole").read_bytes() == data
+
+    staging.commit(datastore, [staged])
+    np.testing.assert_array_equal(
+        store_for(Frames(datastore=datastore).execution("pieces")).load(staged.artifact), array
+    )

@@ -28,6 +28,7 @@ from laminar._storage import layout
 from laminar._storage.earlier import gives_own_address
 from laminar._storage.records import Artifact
 from laminar._transport.datastore import Datastore
+from laminar._transport.pieces import PIECE, pieces
 
 IN_MEMORY_LIMIT = 8 * 1024 * 1024  # stored values up to this size are read whole (see ``loading``)
 INLINE_LIMIT = 1024  # stored values up to this many bytes are kept inside their archive
@@ -51,10 +52,16 @@ class _SpillBuffer(io.RawIOBase):
         if self.memory is not None and self.memory.tell() + memoryview(data).nbytes > self.limit:
             fd, self.path = tempfile.mkstemp(dir=self.directory, suffix=".staged")
             self.file = os.fdopen(fd, "wb")
-            self.file.write(self.memory.getbuffer())
+            for piece in pieces(self.memory.getbuffer()):
+                self.file.write(piece)
             self.memory = None
         if self.file is not None:
-            return self.file.write(data)
+            size = memoryview(data).nbytes
+            if size <= PIECE:
+                return self.file.write(data)
+            for piece in pieces(data):  # see ``pieces``: a large write can cost many times more
+                self.file.write(piece)
+            return size
         assert self.memory is not None
         return self.memory.write(data)
 
