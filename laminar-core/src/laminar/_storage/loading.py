@@ -85,13 +85,37 @@ def _load(datastore: Datastore, artifact: Artifact, protocol: Protocol[Any], ver
     if artifact.inline is not None:
         return _decode(artifact.inline, datastore, None, artifact, protocol, verify)
     key = layout.artifact(artifact.hexdigest)
-    if artifact.size <= IN_MEMORY_LIMIT:
-        try:
-            data = datastore.read_bytes(key)
-        except FileNotFoundError:
-            raise _corrupt(datastore, key, artifact, "its stored bytes are missing") from None
-        return _decode(data, datastore, key, artifact, protocol, verify)
-    return _load_streamed(datastore, key, artifact, protocol, verify)
+    if artifact.size > IN_MEMORY_LIMIT:
+        return _load_streamed(datastore, key, artifact, protocol, verify)
+    if _gathers(datastore, artifact, protocol, verify):
+        expected = artifact.stored_hexdigest if verify else None
+        gathered, value = _load_gathered(datastore, key, artifact, protocol, expected)
+        if gathered:
+            return value
+    try:
+        data = datastore.read_bytes(key)
+    except FileNotFoundError:
+        raise _corrupt(datastore, key, artifact, "its stored bytes are missing") from None
+    return _decode(data, datastore, key, artifact, protocol, verify)
+
+
+#: Uncompressed values past this many bytes whose protocol gathers (:meth:`Protocol.gather`) are read
+#: from a local store straight into the buffers that become the value's own memory, not whole into
+#: memory and copied out.
+GATHER_FROM = 1 << 20
+
+
+def _gathers(datastore: Datastore, artifact: Artifact, protocol: Protocol[Any], verify: bool) -> bool:
+    """Whether a value of at most ``IN_MEMORY_LIMIT`` bytes is worth offering to ``Protocol.gather``:
+    only where opening it to look at its first bytes costs little (``cheap_exists``: a local disk), as
+    a value the protocol declines (a plain pickle) is then read whole, as before."""
+    return (
+        datastore.cheap_exists
+        and artifact.size > GATHER_FROM
+        and artifact.codec == "none"
+        and type(protocol).gather is not Protocol.gather
+        and not (verify and checked_by_value(artifact, protocol))
+    )
 
 
 def content_hexdigest(datastore: Datastore, artifact: Artifact, algorithm: str) -> str:

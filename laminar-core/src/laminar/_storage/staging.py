@@ -28,17 +28,19 @@ from laminar._storage import layout
 from laminar._storage.earlier import gives_own_address
 from laminar._storage.records import Artifact
 from laminar._transport.datastore import Datastore
+from laminar._transport.pieces import PIECE, pieces
 
-IN_MEMORY_LIMIT = 8 * 1024 * 1024  # staged values larger than this spill to a file
+IN_MEMORY_LIMIT = 8 * 1024 * 1024  # stored values up to this size are read whole (see ``loading``)
 INLINE_LIMIT = 1024  # stored values up to this many bytes are kept inside their archive
 
 
 class _SpillBuffer(io.RawIOBase):
-    """Collects bytes in memory, moving them to a file in ``directory`` once they pass the limit."""
+    """Collects bytes in memory, moving them to a file in ``directory`` once they pass ``limit``."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, limit: int) -> None:
         super().__init__()
         self.directory = directory
+        self.limit = limit
         self.memory: io.BytesIO | None = io.BytesIO()
         self.file: BinaryIO | None = None
         self.path: str | None = None
@@ -47,13 +49,19 @@ class _SpillBuffer(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        if self.memory is not None and self.memory.tell() + memoryview(data).nbytes > IN_MEMORY_LIMIT:
+        if self.memory is not None and self.memory.tell() + memoryview(data).nbytes > self.limit:
             fd, self.path = tempfile.mkstemp(dir=self.directory, suffix=".staged")
             self.file = os.fdopen(fd, "wb")
-            self.file.write(self.memory.getbuffer())
+            for piece in pieces(self.memory.getbuffer()):
+                self.file.write(piece)
             self.memory = None
         if self.file is not None:
-            return self.file.write(data)
+            size = memoryview(data).nbytes
+            if size <= PIECE:
+                return self.file.write(data)
+            for piece in pieces(data):  # see ``pieces``: a large write can cost many times more
+                self.file.write(piece)
+            return size
         assert self.memory is not None
         return self.memory.write(data)
 
@@ -167,7 +175,7 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
     _check_importable(protocol)
     if takes_uri(protocol):
         return _stage_through_path(value, datastore.staging_directory(), protocol)
-    buffer = _SpillBuffer(datastore.staging_directory())
+    buffer = _SpillBuffer(datastore.staging_directory(), datastore.staged_in_memory)
     writer = EncodingWriter(buffer, compress=protocol.compress, worth_it=datastore.worth_compressing)  # type: ignore[arg-type]
     try:
         protocol.write(value, writer)  # type: ignore[arg-type]

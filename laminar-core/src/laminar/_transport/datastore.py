@@ -93,6 +93,11 @@ class Datastore(abc.ABC):
     #: scheduler then writes its records on its event loop, where a hop to a thread and back would
     #: cost more than the write; to an object store they go through threads, off the loop.
     small_writes_inline: ClassVar[bool] = False
+    #: Values whose serialized bytes pass this many are staged in a file in ``staging_directory()``
+    #: as they are serialized, smaller ones in memory. A store whose ``write_file`` renames that file
+    #: into place (a local disk) sets it low: a large value's bytes are then copied once, into the
+    #: file, not into memory first and then out of it.
+    staged_in_memory: ClassVar[int] = 8 * 1024 * 1024
     #: Whether :meth:`create` is atomic (the store's own exclusive create), so run leases exclude a
     #: scheduler racing another; the default ask-then-write is not.
     atomic_create: ClassVar[bool] = False

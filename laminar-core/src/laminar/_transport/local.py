@@ -10,6 +10,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from laminar._transport.datastore import Datastore
+from laminar._transport.pieces import write_fd
 
 _READ = 1 << 20
 _HOST = os.urandom(6).hex()  # with the pid and a counter: unique staging names, no syscall per write
@@ -33,6 +34,9 @@ class Local(Datastore):
     # shrink fifty-fold (zeros, long runs, sparse columns), which zstd compresses fast (figures:
     # docs/performance.md).
     worth_compressing = 0.02
+    # ``write_file`` renames a staging file into place: a value past 1 MiB is serialized straight into
+    # one, so its bytes are copied once (into the page cache), as a script writing a pickle file does.
+    staged_in_memory = 1 << 20
 
     def __init__(self, root: str | os.PathLike[str] = ".laminar") -> None:
         super().__init__()
@@ -78,9 +82,7 @@ class Local(Datastore):
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_fd(fd, data)
             finally:
                 os.close(fd)
             self._move(temporary, key)
