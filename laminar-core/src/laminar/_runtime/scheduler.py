@@ -14,11 +14,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import copy
-import functools
 import gc
 import itertools
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -28,6 +28,7 @@ from laminar._runtime import batching, commit, fingerprint, foreach, hook_calls,
 from laminar._runtime.commit import SplitLog
 from laminar._runtime.context import LayerContext, store_for
 from laminar._runtime.executor import SplitNotStarted
+from laminar._runtime.layer_records import LayerRecords
 from laminar._runtime.run import Run
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._runtime.wiring import check_compatible
@@ -177,6 +178,13 @@ async def _on_a_thread_of_its_own(call: Callable[[], object]) -> None:
     await asyncio.wrap_future(done)
 
 
+def _drain(woken: socket.socket) -> None:
+    """Read what the signal wake-up file wrote (the signals are handled by their handlers)."""
+    with contextlib.suppress(OSError):
+        while woken.recv(4096):
+            pass
+
+
 def _with_dependents(dependencies: Mapping[str, frozenset[str]], names: Iterable[str]) -> frozenset[str]:
     """``names`` and every layer that depends on one of them, directly or not."""
     found = set(names)
@@ -231,23 +239,61 @@ class _Runner:
         self.states: dict[str, asyncio.Future[str]] = {}
         self.interrupted: str | None = None  # the signal that stopped the run
         self.stopping = asyncio.Event()  # set once nothing new may start: ends the retries' waits
+        self.records: LayerRecords  # the layer records written behind, made on the run's loop
+
+    def _record_failed(self, error: BaseException) -> None:
+        """A layer record written behind could not be written: the run fails, once, with its error."""
+        if not any(error is each for each in self.errors):
+            self._fail(error)
+
+    async def _written(self, layers: Iterable[str]) -> bool:
+        """Wait until the records of ``layers`` this run handed over are written; False (the run
+        failed) if one could not be."""
+        if await self.records.written(layers):
+            return True
+        failure = self.records.failure
+        if failure is not None:
+            self._record_failed(failure)
+        return False
+
+    async def _records_landed(self) -> None:
+        """Before the run reports its end (and releases its lease), every layer record handed over is
+        on the store; one that failed fails the run. Cancelled meanwhile (a second Ctrl-C), they
+        still land first: what finished is kept. The store failing, those not written are dropped."""
+        records = self.records
+        try:
+            if self.errors and isinstance(self.errors[0], DatastoreError):
+                records.abandon()
+                return
+            try:
+                failure = await records.drained()
+            except asyncio.CancelledError:
+                records.wait()
+                raise
+            if failure is not None:
+                self._record_failed(failure)
+        finally:
+            records.close()
 
     async def main(self) -> None:
-        installed = self._handle_signals(asyncio.current_task())
-        try:
+        with self._signals_handled(asyncio.current_task()):
             await self._main()
-        finally:
-            for number in installed:
-                asyncio.get_running_loop().remove_signal_handler(number)
 
-    def _handle_signals(self, task: asyncio.Task[Any] | None) -> list[int]:
+    @contextlib.contextmanager
+    def _signals_handled(self, task: asyncio.Task[Any] | None) -> Iterator[None]:
         """SIGINT and SIGTERM stop new work; running splits finish and finished ones are kept.
 
         A second signal cancels the running splits too. Only the main thread can take signals (a
         run inside a notebook's loop runs on a thread of its own and is stopped as before).
+
+        Installed with ``signal.signal``, waking the loop through a socket it reads (the signal's
+        wake-up file), as ``loop.add_signal_handler`` does, without its check of the signal
+        (``signal.valid_signals()``, a fraction of a millisecond each time, four times a run); the
+        handlers and wake-up file there before are put back after.
         """
         if threading.current_thread() is not threading.main_thread():
-            return []
+            yield
+            return
         loop = asyncio.get_running_loop()
 
         def interrupt(number: int) -> None:
@@ -265,14 +311,28 @@ class _Runner:
                 self.execution.id,
             )
 
-        installed: list[int] = []
-        for number in (signal.SIGINT, signal.SIGTERM):
+        def handler(number: int, frame: object) -> None:
+            loop.call_soon_threadsafe(interrupt, number)
+
+        woken, wakes = socket.socketpair()
+        woken.setblocking(False)
+        wakes.setblocking(False)
+        loop.add_reader(woken.fileno(), _drain, woken)
+        previous: dict[signal.Signals, Any] = {}
+        try:
+            wake_up_file = signal.set_wakeup_fd(wakes.fileno(), warn_on_full_buffer=False)
             try:
-                loop.add_signal_handler(number, interrupt, number)
-            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - not on this platform
-                continue
-            installed.append(number)
-        return installed
+                for number in (signal.SIGINT, signal.SIGTERM):
+                    previous[number] = signal.signal(number, handler)
+                yield
+            finally:
+                for taken, before in previous.items():  # (None: not set from Python)
+                    signal.signal(taken, signal.SIG_DFL if before is None else before)
+                signal.set_wakeup_fd(wake_up_file)
+        finally:
+            loop.remove_reader(woken.fileno())
+            woken.close()
+            wakes.close()
 
     def interruption(self) -> Interrupted:
         return Interrupted(
@@ -281,6 +341,8 @@ class _Runner:
         )
 
     async def _main(self) -> None:
+        self.records = LayerRecords(self.store, asyncio.get_running_loop(), self._record_failed)
+        self.run.records = self.records
         # Nothing else runs yet: on a local disk, where its small writes cost less than a thread (the
         # first of asyncio's default executor, started and joined for this alone), on the loop.
         await commit.write(self.store, self._begin)
@@ -298,7 +360,10 @@ class _Runner:
                         *(self._layer(name) for name in self.plan.order if name != "Parameters")
                     )
                 finally:
-                    await self.executor.stop()
+                    try:
+                        await self._records_landed()
+                    finally:
+                        await self.executor.stop()
             except BaseException as failure:  # the executor failed to start or stop: that ends the run
                 if not self.errors:
                     self._fail(failure)
@@ -473,6 +538,12 @@ class _Runner:
             self.hook.laminar_layer_finished(layer=reader, splits=count, error=self.errors[0], run=self.run)
             return FAILED
         if name in self.keys and self.flow.registry[name].configuration.reuse:
+            # The index entry names a written record, never one in flight.
+            if not await self._written([name]):
+                self.hook.laminar_layer_finished(
+                    layer=reader, splits=count, error=self.errors[0], run=self.run
+                )
+                return FAILED
             await asyncio.to_thread(self._publish, name)
         self.hook.laminar_layer_finished(layer=reader, splits=count, error=None, run=self.run)
         return FINISHED
@@ -494,6 +565,8 @@ class _Runner:
         done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
         done.update(reused.records if reused is not None else {})
         pending = (i for i in range(count) if i not in done)
+        if not self.executor.in_process and not await self._written(self.plan.dependencies[name]):
+            return  # an upstream record could not be written: the run has failed
         log = SplitLog(self.store, name, fail=self._fail, splits=count - len(done))
         size = self._batch_size(name, count - len(done))
 
@@ -534,22 +607,19 @@ class _Runner:
             return
         artifacts = log.artifacts.union(*(record.archives for record in done.values()))
         try:
-            await commit.write(
-                self.store,
-                functools.partial(
-                    self.store.write_record,
-                    name,
-                    count,
-                    batches={**{n: runs(batch.splits) for n, batch in earlier.items()}, **batches},
-                    artifacts=artifacts,
-                    borrowed=borrowing.fold(reused.places) if reused is not None else None,
-                    held=held,
-                    **self._computed_with(name),
-                ),
+            record = self.store.layer_record(
+                name,
+                count,
+                batches={**{n: runs(batch.splits) for n, batch in earlier.items()}, **batches},
+                artifacts=artifacts,
+                borrowed=borrowing.fold(reused.places) if reused is not None else None,
+                held=held,
+                **self._computed_with(name),
             )
         except Exception as error:
             add_note(error, f"while writing the record of layer {name}")
             raise
+        self.records.put(record)  # written behind (see layer_records): the layers reading it go on
 
     # ---- reuse --------------------------------------------------------------------------------
     async def _reuse_early(self, name: str) -> tuple[bool, tuple[int, asyncio.Future[None]] | None]:
