@@ -598,7 +598,10 @@ class _Runner:
         window = self._window(name) if size is None else self.executor.batch_window
         held: dict[int, SplitRecord] = held_before  # the record written now holds them again
         try:
-            await asyncio.gather(*(runner() for _ in range(min(count, window))))
+            if count == 1:  # one runner: awaited here, not as a task of its own (a chain's every layer)
+                await runner()
+            else:
+                await asyncio.gather(*(runner() for _ in range(min(count, window))))
             if count == 1 and not done and not self.errors:  # the layer's record holds its one split
                 held = log.take()
         finally:
