@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -338,3 +339,28 @@ def test_a_chain_of_one_split_layers_runs_on_one_thread_of_the_thread_executor()
     execution = Threads(datastore=datastores.Memory(), executor=executors.Thread(concurrency=4))()
     # no thread is started for a layer while the one that ran the layer before waits for work
     assert execution.layer(Third).started == ["laminar-layer_0"]
+
+
+# ---- signal handlers ----------------------------------------------------------------------------------
+def test_a_run_puts_back_the_signal_handlers_and_wake_up_file_it_found(tmp_path: Path) -> None:
+    received: list[int] = []
+
+    def mine(number: int, frame: object) -> None:
+        received.append(number)
+
+    before = signal.signal(signal.SIGTERM, mine)
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    earlier = signal.set_wakeup_fd(writer.fileno())
+    try:
+        C.ran.clear()
+        Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.set_wakeup_fd(writer.fileno()) == writer.fileno()
+        os.kill(os.getpid(), signal.SIGTERM)  # still this test's, not the run's
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.set_wakeup_fd(earlier)
+        signal.signal(signal.SIGTERM, before)
+        reader.close()
+        writer.close()

@@ -317,7 +317,13 @@ class _Runner:
         woken, wakes = socket.socketpair()
         woken.setblocking(False)
         wakes.setblocking(False)
-        loop.add_reader(woken.fileno(), _drain, woken)
+        try:
+            loop.add_reader(woken.fileno(), _drain, woken)
+        except NotImplementedError:  # pragma: no cover - a loop that reads no sockets (Windows' proactor)
+            woken.close()
+            wakes.close()
+            yield
+            return
         previous: dict[signal.Signals, Any] = {}
         try:
             wake_up_file = signal.set_wakeup_fd(wakes.fileno(), warn_on_full_buffer=False)
