@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import copy
+import functools
 import gc
 import itertools
 import logging
@@ -571,8 +572,6 @@ class _Runner:
         done = {index: record for batch in earlier.values() for index, record in batch.splits.items()}
         done.update(reused.records if reused is not None else {})
         pending = (i for i in range(count) if i not in done)
-        if not self.executor.in_process and not await self._written(self.plan.dependencies[name]):
-            return  # an upstream record could not be written: the run has failed
         log = SplitLog(self.store, name, fail=self._fail, splits=count - len(done))
         size = self._batch_size(name, count - len(done))
 
@@ -628,7 +627,15 @@ class _Runner:
         except Exception as error:
             add_note(error, f"while writing the record of layer {name}")
             raise
-        self.records.put(record)  # written behind (see layer_records): the layers reading it go on
+        if self.executor.in_process:  # written behind (see layer_records): the layers reading it go on
+            self.records.put(record)
+            return
+        # Splits that run in other processes read it from the store: written before they start.
+        try:
+            await commit.write(self.store, functools.partial(self.store.write_held_record, record))
+        except Exception as error:
+            add_note(error, f"while writing the record of layer {name}")
+            raise
 
     # ---- reuse --------------------------------------------------------------------------------
     async def _reuse_early(self, name: str) -> tuple[bool, tuple[int, asyncio.Future[None]] | None]:
