@@ -126,20 +126,20 @@ def test_a_compacted_batch_that_cannot_be_written_leaves_the_record_naming_the_b
 def test_a_crash_between_the_compacted_batch_and_the_layer_record_resumes_with_no_split_run_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_record = ExecutionStore.write_record
+    write_record = ExecutionStore.write_held_record
 
-    def dying(self: ExecutionStore, layer: str, *args: Any, **kwargs: Any) -> None:
-        if layer == "Double":
+    def dying(self: ExecutionStore, record: Record) -> None:
+        if record.layer == "Double":
             raise OSError("the scheduler died here")
-        write_record(self, layer, *args, **kwargs)
+        write_record(self, record)
 
     log = tmp_path / "ran.log"
-    monkeypatch.setattr(ExecutionStore, "write_record", dying)
+    monkeypatch.setattr(ExecutionStore, "write_held_record", dying)
     with pytest.raises(OSError, match="the scheduler died here"):
         _run(tmp_path, log, execution="crashed")
     left = _batches(tmp_path, "crashed")
     assert f"0-{SPLITS - 1}.json" in left and len(left) > commit.COMPACT_FROM + 1  # both are there
-    monkeypatch.setattr(ExecutionStore, "write_record", write_record)
+    monkeypatch.setattr(ExecutionStore, "write_held_record", write_record)
 
     flow = Compacted(datastore=CountingLocal(tmp_path), executor=executors.Thread())
     execution = flow.execution("crashed")
@@ -147,7 +147,8 @@ def test_a_crash_between_the_compacted_batch_and_the_layer_record_resumes_with_n
     assert _batches(tmp_path, "crashed") == left
     execution.resume()
     assert _ran(log) == list(range(SPLITS))  # each split ran once: none again on resume
-    assert execution.store.record("Double").batches == {f"0-{SPLITS - 1}.json": ((0, SPLITS - 1),)}
+    record = execution.store.record("Double")
+    assert record is not None and record.batches == {f"0-{SPLITS - 1}.json": ((0, SPLITS - 1),)}
     assert _batches(tmp_path, "crashed") == [f"0-{SPLITS - 1}.json"]
     assert execution.layer(Sum).total == sum(2 * n for n in range(SPLITS))
 

@@ -546,5 +546,6 @@ def test_scheduling_cost_is_linear_in_the_number_of_splits(
         assert sorted(grids) == ["Again", "Bump"]  # each foreach grid is computed once
     assert counts[50] > 50 and counts[200] <= 4.5 * counts[50], counts
     # The foreach's upstream archives are read a bounded number of times, not once per split (in
-    # its layer record, which holds its one split, read too whenever the uncached record is).
-    assert 1 <= archive_reads[200] == archive_reads[50] <= 8, archive_reads
+    # its layer record, which holds its one split, read too whenever the uncached record is; while
+    # that record is written behind, this process reads it from memory instead).
+    assert max(archive_reads.values()) <= 8, archive_reads

@@ -22,7 +22,7 @@ from laminar.errors import InvalidName
 # ---- the crash-point flow: parameters, a foreach and a join, on a datastore that dies on cue -------
 CRASHABLE = textwrap.dedent(
     """
-    import json, os, random, sys
+    import json, os, random, sys, threading
 
     from laminar import Flow, Layer, Parameters
     from laminar.configurations import datastores, executors
@@ -33,16 +33,19 @@ CRASHABLE = textwrap.dedent(
         '''Counts its writes in this process and exits at once at write CRASH_AT (before or after it).'''
 
         count = 0
+        counting = threading.Lock()  # writes come from several threads (layer records, statuses)
 
-        def _tick(self, when):
-            if os.environ.get("CRASH_WHEN") == when and Crashing.count == int(os.environ.get("CRASH_AT", "0")):
+        def _tick(self, when, number):
+            if os.environ.get("CRASH_WHEN") == when and number == int(os.environ.get("CRASH_AT", "0")):
                 os._exit(3)
 
         def _write(self, write, *args):
-            Crashing.count += 1
-            self._tick("before")
+            with Crashing.counting:
+                Crashing.count += 1
+                number = Crashing.count
+            self._tick("before", number)
             result = write(*args)
-            self._tick("after")
+            self._tick("after", number)
             return result
 
         def write_bytes(self, key, data):

@@ -139,9 +139,11 @@ def laminar_split_finished(
 
 @hookspec
 def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None, run: Run) -> None:
-    """A layer ended. ``error`` None: it finished and its record is written (``layer`` reads its
-    artifacts). Otherwise what stopped it: a split of its own that failed for good, or the run
-    stopping before the layer was done (another layer failed, a signal).
+    """A layer ended. ``error`` None: it finished and its record is handed over (``layer`` reads its
+    artifacts); the record is written behind, before the execution-finished event, and
+    ``run.landed(layer.name)`` waits for it (off the event loop). Otherwise what stopped it: a split
+    of its own that failed for good, or the run stopping before the layer was done (another layer
+    failed, a signal).
     """
 
 

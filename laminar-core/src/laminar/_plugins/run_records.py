@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -85,8 +85,9 @@ class _Writer:
     write's would be.
     """
 
-    def __init__(self, store: ExecutionStore) -> None:
+    def __init__(self, store: ExecutionStore, landed: Callable[[str], bool] = lambda layer: True) -> None:
         self._store = store
+        self._landed = landed  # whether a layer's record is written (waits for it: see Run.landed)
         self._inline = store.datastore.small_writes_inline
         # layer -> what to write and when it is due (time.monotonic()), in order
         self._pending: dict[str, tuple[LayerStatusRecord, float]] = {}
@@ -178,6 +179,8 @@ class _Writer:
                 records = [self._pending.pop(key)[0] for key in keys]
                 self._writing = set(keys)
             try:
+                # A layer reads "finished" only once its record is written (it is written behind).
+                records = [r for r in records if r.status != "finished" or self._landed(r.layer)]
                 self._store.datastore.map_parallel(self._store.write_layer_status, records)
             except BaseException as error:
                 self._failure = self._failure or error
@@ -212,7 +215,8 @@ def laminar_execution_started(execution: Execution, run: Run) -> None:
     run.store.write_status(
         ExecutionStatus(execution.flow.name, execution.id, "running", started, created=created, runs=history)
     )
-    run.stash[RECORDS] = _Records(started, created, history, earlier is not None, _Writer(run.store))
+    writer = _Writer(run.store, run.landed)
+    run.stash[RECORDS] = _Records(started, created, history, earlier is not None, writer)
 
 
 @hookimpl

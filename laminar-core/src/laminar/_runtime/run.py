@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 if TYPE_CHECKING:
     from laminar._model.execution import Execution
+    from laminar._runtime.layer_records import LayerRecords
     from laminar._storage.store import ExecutionStore
 
 T = TypeVar("T")
@@ -80,6 +81,15 @@ class Run:
     #: With reuse on, each layer's explanation: the execution it was reused from (or None: it ran)
     #: and why, in a line.
     explanations: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+    #: The layer records this run writes behind (set by the scheduler; see :meth:`landed`).
+    records: LayerRecords | None = None
+
+    def landed(self, layer: str) -> bool:
+        """Whether the record of ``layer`` is on the store: a layer's record is written behind, after
+        its finished event, so this waits for it (call it off the event loop, as a plugin's writer
+        thread does before recording the layer "finished"). False: its write failed, and the run
+        fails. True at once for a layer whose record this run did not write."""
+        return self.records is None or self.records.landed(layer)
 
     def __repr__(self) -> str:
         return (

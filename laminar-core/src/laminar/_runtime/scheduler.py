@@ -19,6 +19,7 @@ import gc
 import itertools
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -28,6 +29,7 @@ from laminar._runtime import batching, commit, fingerprint, foreach, hook_calls,
 from laminar._runtime.commit import SplitLog
 from laminar._runtime.context import LayerContext, store_for
 from laminar._runtime.executor import SplitNotStarted
+from laminar._runtime.layer_records import LayerRecords
 from laminar._runtime.run import Run
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._runtime.wiring import check_compatible
@@ -177,6 +179,13 @@ async def _on_a_thread_of_its_own(call: Callable[[], object]) -> None:
     await asyncio.wrap_future(done)
 
 
+def _drain(woken: socket.socket) -> None:
+    """Read what the signal wake-up file wrote (the signals are handled by their handlers)."""
+    with contextlib.suppress(OSError):
+        while woken.recv(4096):
+            pass
+
+
 def _with_dependents(dependencies: Mapping[str, frozenset[str]], names: Iterable[str]) -> frozenset[str]:
     """``names`` and every layer that depends on one of them, directly or not."""
     found = set(names)
@@ -232,23 +241,61 @@ class _Runner:
         self.interrupted: str | None = None  # the signal that stopped the run
         self.stopping = asyncio.Event()  # set once nothing new may start: ends the retries' waits
         self.tidying: list[asyncio.Future[None]] = []  # deleting batches compacted into others
+        self.records: LayerRecords  # the layer records written behind, made on the run's loop
+
+    def _record_failed(self, error: BaseException) -> None:
+        """A layer record written behind could not be written: the run fails, once, with its error."""
+        if not any(error is each for each in self.errors):
+            self._fail(error)
+
+    async def _written(self, layers: Iterable[str]) -> bool:
+        """Wait until the records of ``layers`` this run handed over are written; False (the run
+        failed) if one could not be."""
+        if await self.records.written(layers):
+            return True
+        failure = self.records.failure
+        if failure is not None:
+            self._record_failed(failure)
+        return False
+
+    async def _records_landed(self) -> None:
+        """Before the run reports its end (and releases its lease), every layer record handed over is
+        on the store; one that failed fails the run. Cancelled meanwhile (a second Ctrl-C), they
+        still land first: what finished is kept. The store failing, those not written are dropped."""
+        records = self.records
+        try:
+            if self.errors and isinstance(self.errors[0], DatastoreError):
+                records.abandon()
+                return
+            try:
+                failure = await records.drained()
+            except asyncio.CancelledError:
+                records.wait()
+                raise
+            if failure is not None:
+                self._record_failed(failure)
+        finally:
+            records.close()
 
     async def main(self) -> None:
-        installed = self._handle_signals(asyncio.current_task())
-        try:
+        with self._signals_handled(asyncio.current_task()):
             await self._main()
-        finally:
-            for number in installed:
-                asyncio.get_running_loop().remove_signal_handler(number)
 
-    def _handle_signals(self, task: asyncio.Task[Any] | None) -> list[int]:
+    @contextlib.contextmanager
+    def _signals_handled(self, task: asyncio.Task[Any] | None) -> Iterator[None]:
         """SIGINT and SIGTERM stop new work; running splits finish and finished ones are kept.
 
         A second signal cancels the running splits too. Only the main thread can take signals (a
         run inside a notebook's loop runs on a thread of its own and is stopped as before).
+
+        Installed with ``signal.signal``, waking the loop through a socket it reads (the signal's
+        wake-up file), as ``loop.add_signal_handler`` does, without its check of the signal
+        (``signal.valid_signals()``, a fraction of a millisecond each time, four times a run); the
+        handlers and wake-up file there before are put back after.
         """
         if threading.current_thread() is not threading.main_thread():
-            return []
+            yield
+            return
         loop = asyncio.get_running_loop()
 
         def interrupt(number: int) -> None:
@@ -266,14 +313,34 @@ class _Runner:
                 self.execution.id,
             )
 
-        installed: list[int] = []
-        for number in (signal.SIGINT, signal.SIGTERM):
+        def handler(number: int, frame: object) -> None:
+            loop.call_soon_threadsafe(interrupt, number)
+
+        woken, wakes = socket.socketpair()
+        woken.setblocking(False)
+        wakes.setblocking(False)
+        try:
+            loop.add_reader(woken.fileno(), _drain, woken)
+        except NotImplementedError:  # pragma: no cover - a loop that reads no sockets (Windows' proactor)
+            woken.close()
+            wakes.close()
+            yield
+            return
+        previous: dict[signal.Signals, Any] = {}
+        try:
+            wake_up_file = signal.set_wakeup_fd(wakes.fileno(), warn_on_full_buffer=False)
             try:
-                loop.add_signal_handler(number, interrupt, number)
-            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - not on this platform
-                continue
-            installed.append(number)
-        return installed
+                for number in (signal.SIGINT, signal.SIGTERM):
+                    previous[number] = signal.signal(number, handler)
+                yield
+            finally:
+                for taken, before in previous.items():  # (None: not set from Python)
+                    signal.signal(taken, signal.SIG_DFL if before is None else before)
+                signal.set_wakeup_fd(wake_up_file)
+        finally:
+            loop.remove_reader(woken.fileno())
+            woken.close()
+            wakes.close()
 
     def interruption(self) -> Interrupted:
         return Interrupted(
@@ -282,6 +349,8 @@ class _Runner:
         )
 
     async def _main(self) -> None:
+        self.records = LayerRecords(self.store, asyncio.get_running_loop(), self._record_failed)
+        self.run.records = self.records
         # Nothing else runs yet: on a local disk, where its small writes cost less than a thread (the
         # first of asyncio's default executor, started and joined for this alone), on the loop.
         await commit.write(self.store, self._begin)
@@ -299,8 +368,11 @@ class _Runner:
                         *(self._layer(name) for name in self.plan.order if name != "Parameters")
                     )
                 finally:
-                    await self.executor.stop()
-                    await asyncio.gather(*self.tidying)  # each is best effort: none raises
+                    try:
+                        await self._records_landed()
+                    finally:
+                        await self.executor.stop()
+                        await asyncio.gather(*self.tidying)  # each is best effort: none raises
             except BaseException as failure:  # the executor failed to start or stop: that ends the run
                 if not self.errors:
                     self._fail(failure)
@@ -475,6 +547,12 @@ class _Runner:
             self.hook.laminar_layer_finished(layer=reader, splits=count, error=self.errors[0], run=self.run)
             return FAILED
         if name in self.keys and self.flow.registry[name].configuration.reuse:
+            # The index entry names a written record, never one in flight.
+            if not await self._written([name]):
+                self.hook.laminar_layer_finished(
+                    layer=reader, splits=count, error=self.errors[0], run=self.run
+                )
+                return FAILED
             await asyncio.to_thread(self._publish, name)
         self.hook.laminar_layer_finished(layer=reader, splits=count, error=None, run=self.run)
         return FINISHED
@@ -528,7 +606,10 @@ class _Runner:
         window = self._window(name) if size is None else self.executor.batch_window
         held: dict[int, SplitRecord] = held_before  # the record written now holds them again
         try:
-            await asyncio.gather(*(runner() for _ in range(min(count, window))))
+            if count == 1:  # one runner: awaited here, not as a task of its own (a chain's every layer)
+                await runner()
+            else:
+                await asyncio.gather(*(runner() for _ in range(min(count, window))))
             if count == 1 and not done and not self.errors:  # the layer's record holds its one split
                 held = log.take()
         finally:
@@ -538,26 +619,35 @@ class _Runner:
         batches = await log.compact()
         artifacts = log.artifacts.union(*(record.archives for record in done.values()))
         try:
-            await commit.write(
-                self.store,
-                functools.partial(
-                    self.store.write_record,
-                    name,
-                    count,
-                    batches={**{n: runs(batch.splits) for n, batch in earlier.items()}, **batches},
-                    artifacts=artifacts,
-                    borrowed=borrowing.fold(reused.places) if reused is not None else None,
-                    held=held,
-                    **self._computed_with(name),
-                ),
+            record = self.store.layer_record(
+                name,
+                count,
+                batches={**{n: runs(batch.splits) for n, batch in earlier.items()}, **batches},
+                artifacts=artifacts,
+                borrowed=borrowing.fold(reused.places) if reused is not None else None,
+                held=held,
+                **self._computed_with(name),
             )
         except Exception as error:
             add_note(error, f"while writing the record of layer {name}")
             raise
+        if self.executor.in_process:  # written behind (see layer_records): the layers reading it go on
+            self.records.put(record)
+        else:  # splits that run in other processes read it from the store: written before they start
+            try:
+                await commit.write(self.store, functools.partial(self.store.write_held_record, record))
+            except Exception as error:
+                add_note(error, f"while writing the record of layer {name}")
+                raise
         superseded = log.superseded + superseded_before
         if superseded:  # off the layer's way: the run waits for it only before it ends
-            discard = functools.partial(self.store.discard_batches, name, superseded)
-            self.tidying.append(asyncio.ensure_future(asyncio.to_thread(discard)))
+            self.tidying.append(asyncio.ensure_future(self._discard_superseded(name, superseded)))
+
+    async def _discard_superseded(self, name: str, superseded: list[str]) -> None:
+        """Delete the batches compacted into one, once the record naming that one is on the store
+        (before it, a resume lists them, and keeps the batch that covers them)."""
+        if await self.records.written([name]):
+            await asyncio.to_thread(self.store.discard_batches, name, superseded)
 
     # ---- reuse --------------------------------------------------------------------------------
     async def _reuse_early(self, name: str) -> tuple[bool, tuple[int, asyncio.Future[None]] | None]:

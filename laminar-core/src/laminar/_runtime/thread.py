@@ -35,9 +35,12 @@ class _Pool:
         self.wake_pending = False
         self.stopping = False
         self.cancelled = False  # the run failed or was stopped: batches start no further split
+        self.idle = 0  # threads waiting for work (read on the event loop: a hint, never exact)
 
     def submit(self, task: _Work, started: asyncio.Future[None] | None = None) -> asyncio.Future[Any]:
-        if len(self.threads) < self.size:  # threads start on demand, up to concurrency
+        # Threads start on demand, up to concurrency: not while one waits for work (a chain of
+        # layers, one split at a time, keeps to one thread instead of starting one per split).
+        if self.idle <= self.tasks.qsize() and len(self.threads) < self.size:
             thread = threading.Thread(
                 target=self.work, name=f"laminar-layer_{len(self.threads)}", daemon=True
             )
@@ -48,12 +51,18 @@ class _Pool:
         return future
 
     def work(self) -> None:
+        with self.lock:
+            self.idle += 1
         while True:
             item = self.tasks.get()
+            with self.lock:
+                self.idle -= 1
             if item is None or self.stopping:
                 return
             future, task, started = item
             if future.cancelled():  # abandoned before it started
+                with self.lock:
+                    self.idle += 1
                 continue
             if started is not None:  # its timeout counts from now
                 self.loop.call_soon_threadsafe(_settle, started)
@@ -70,6 +79,7 @@ class _Pool:
             with self.lock:
                 self.finished.append(finished)
                 wake, self.wake_pending = not self.wake_pending, True
+                self.idle += 1  # free for the next before the event loop hears of this one
             if wake:
                 try:
                     self.loop.call_soon_threadsafe(self.hand_back)

@@ -49,6 +49,8 @@ class MetadataCache:
         self.protected_weight = 0
         self.weight = 0
         self.lock = threading.Lock()
+        #: values held until they are written (``hold``): outside the bound, never evicted
+        self.held: dict[str, Any] = {}
 
     def get(self, key: str) -> Any:
         """The value under ``key``, or None; the most recently used of its segment now."""
@@ -64,6 +66,7 @@ class MetadataCache:
         """Keep ``value``: protected if this process wrote it (``written``), else on probation."""
         with self.lock:
             self._drop(key)
+            self.held.pop(key, None)
             if written:
                 self.protected[key] = (value, weight)
                 self.protected_weight += weight
@@ -76,6 +79,21 @@ class MetadataCache:
         """Drop ``key``: what it held was replaced (``laminar gc`` rewrites a borrowing record)."""
         with self.lock:
             self._drop(key)
+
+    def hold(self, key: str, value: Any) -> None:
+        """Keep ``value`` under ``key`` apart from the cache, never evicted, until ``put`` (it was
+        written) or ``unhold`` (it was not): what this process writes behind reads before it lands."""
+        with self.lock:
+            self.held[key] = value
+
+    def unhold(self, key: str) -> None:
+        """Drop the value held under ``key``: its write failed."""
+        with self.lock:
+            self.held.pop(key, None)
+
+    def held_value(self, key: str) -> Any:
+        """The value held under ``key`` (see ``hold``), or None."""
+        return self.held.get(key) if self.held else None
 
     def _drop(self, key: str) -> None:
         previous = self.protected.pop(key, None)

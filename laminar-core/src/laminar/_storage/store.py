@@ -311,10 +311,36 @@ class ExecutionStore:
         it, ``borrowed`` each execution the other splits are read from to theirs, ``held`` is a
         batch of splits the record holds itself, not in a file of its own; ``key`` and ``base`` the
         reuse key it was computed with (``Record``)."""
+        self.write_held_record(
+            self.layer_record(
+                layer,
+                splits,
+                batches=batches,
+                artifacts=artifacts,
+                borrowed=borrowed,
+                held=held,
+                key=key,
+                base=base,
+            )
+        )
+
+    def layer_record(
+        self,
+        layer: str,
+        splits: int,
+        *,
+        batches: Mapping[str, Runs],
+        artifacts: Iterable[str] = (),
+        borrowed: Mapping[str, Borrowed] | None = None,
+        held: Mapping[int, SplitRecord] | None = None,
+        key: str | None = None,
+        base: str | None = None,
+    ) -> Record:
+        """The record :meth:`write_record` writes, not written."""
         held = dict(held or {})
         if held:  # named as any batch
             batches = {**batches, layout.split_batch_name(min(held), max(held)): runs(held)}
-        record = Record(
+        return Record(
             self.flow,
             layer,
             splits,
@@ -325,13 +351,33 @@ class ExecutionStore:
             key,
             base,
         )
-        key = layout.record(self.flow, self.execution, layer)
-        self.datastore.write_bytes(key, record.dumps())
+
+    def hold_record(self, record: Record) -> None:
+        """Make ``record`` read in this process as written before it is: kept in the metadata cache,
+        never evicted, until :meth:`write_held_record` wrote it or :meth:`forget_record` dropped it
+        (a record written behind, ``laminar._runtime.layer_records``)."""
+        self._cache.hold(self.record_key(record.layer), record)
+
+    def write_held_record(self, record: Record) -> None:
+        """Write ``record`` (of its layer, in this execution); one that fails to write is forgotten."""
+        key = layout.record(self.flow, self.execution, record.layer)
+        try:
+            self.datastore.write_bytes(key, record.dumps())
+        except BaseException:
+            self.forget_record(record.layer)
+            raise
         self._cache.put(key, record, written=True)
+
+    def forget_record(self, layer: str) -> None:
+        """Drop what this process holds of ``layer``'s record: it was not written after all."""
+        self._cache.unhold(self.record_key(layer))
+        self._forget_record(layer)
 
     # ---- reading ------------------------------------------------------------------------------
     def _cached(self, key: str, parse: Any) -> Any:
-        value = self._cache.get(key)
+        value = self._cache.held_value(key)  # a record written behind, in flight
+        if value is None:
+            value = self._cache.get(key)
         if value is None:
             value = parse(key, self.datastore.read_bytes(key))  # FileNotFoundError passes through
             self._cache.put(key, value)

@@ -1,0 +1,175 @@
+"""Layer records written behind: a finished layer's record is written by a thread of the run's own,
+off the event loop, while the layers reading it already run.
+
+A chain of quick layers otherwise waits, between each layer and the next, for a file (and its
+directory) to be created, or an object put. Here the scheduler hands the record over and goes on:
+
+- **in this process** the record reads at once: it is held in the metadata cache, never evicted,
+  until it is written (``ExecutionStore.hold_record``); a split of an in-process executor reads it
+  there. An executor whose splits run elsewhere is handed a layer's splits only once the records of
+  the layers it reads are written (the scheduler waits for them, :meth:`LayerRecords.written`);
+- **in order**: records are written one after another in the order they were handed over (those
+  handed over while one was being written go together, one wake-up of the thread), and none after a
+  write that failed. A layer is handed over after every layer it reads, so a record on the store
+  implies its upstream layers' records are there too: a crash leaves a prefix of the run's records,
+  a resume keeps exactly those, and nothing whose record was written runs again;
+- **before the end**: the scheduler waits for every record before the run reports its end (the
+  execution-finished event, whose status says "succeeded" only once they are all written), and a
+  layer's "finished" status record waits for its record (:meth:`LayerRecords.landed`).
+
+A write that fails fails the run (``fail``, called on the event loop) as a synchronous write would;
+the records handed over after it are not written, and their layers run again on resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Callable, Iterable
+
+from laminar._storage.records import Record
+from laminar._storage.store import ExecutionStore
+from laminar.errors import add_note
+
+
+class LayerRecords:
+    """The layer records of one run, written behind by a thread of their own, in the order given."""
+
+    def __init__(
+        self, store: ExecutionStore, loop: asyncio.AbstractEventLoop, fail: Callable[[BaseException], None]
+    ) -> None:
+        self._store = store
+        self._loop = loop
+        self._fail = fail
+        self._queue: collections.deque[tuple[Record, concurrent.futures.Future[None]]] = collections.deque()
+        self._writes: dict[str, concurrent.futures.Future[None]] = {}  # each layer's latest
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._last: concurrent.futures.Future[None] | None = None
+
+    def put(self, record: Record) -> concurrent.futures.Future[None]:
+        """Hand ``record`` over (on the event loop): readable in this process at once, written behind;
+        the future is done once it is on the store (or its write failed)."""
+        written: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._changed:
+            if self._failure is not None:  # none is written after a failure (see the module)
+                self._writes[record.layer] = self._last = written
+                written.set_exception(self._failure)
+                return written
+            self._store.hold_record(record)
+            self._writes[record.layer] = self._last = written
+            self._queue.append((record, written))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="laminar-records", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+        return written
+
+    async def written(self, layers: Iterable[str]) -> bool:
+        """Wait until the records of ``layers`` handed over are on the store; False if one could not
+        be written (the run has failed)."""
+        for name in layers:
+            write = self._writes.get(name)
+            if write is not None:
+                await _settled(write)
+                if write.exception() is not None:
+                    return False
+        return True
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The first write that failed, or None."""
+        return self._failure
+
+    def landed(self, layer: str) -> bool:
+        """Whether the record of ``layer`` this run handed over is on the store, waiting for its write
+        (on any thread but the event loop); True for a layer whose record was not handed over here."""
+        write = self._writes.get(layer)
+        return write is None or write.exception() is None
+
+    async def drained(self) -> BaseException | None:
+        """Wait until every record handed over is written or failed; the first failure, or None.
+        Written in order, and none after a failure: the last one handed over settles last."""
+        if self._last is not None:
+            await _settled(self._last)
+        with self._changed:
+            return self._failure
+
+    def wait(self) -> BaseException | None:
+        """Block until every record handed over is written or failed (a run torn down: what finished
+        lands before its lease is released); the first failure, or None."""
+        with self._changed:
+            while self._queue or any(not write.done() for write in self._writes.values()):
+                self._changed.wait()
+            return self._failure
+
+    def abandon(self) -> None:
+        """The store failed: write nothing more (the records still queued fail); the thread ends."""
+        with self._changed:
+            self._stop(RuntimeError("the run's datastore failed: layer record not written"))
+
+    def close(self) -> None:
+        """End the thread once it has written what is queued."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def _stop(self, failure: BaseException) -> None:
+        """Fail every queued record with ``failure`` (call holding the lock)."""
+        self._failure = self._failure or failure
+        self._closed = True
+        while self._queue:
+            record, write = self._queue.popleft()
+            self._store.forget_record(record.layer)
+            write.set_exception(failure)
+        self._changed.notify_all()
+
+    def _run(self) -> None:
+        """Write the records queued, one after another, while any are (one wake-up for those handed
+        over meanwhile); stop at the first that fails."""
+        while True:
+            with self._changed:
+                while not self._queue and not self._closed:
+                    self._changed.wait()
+                if not self._queue:
+                    return
+                record, write = self._queue[0]
+            try:
+                self._store.write_held_record(record)
+            except BaseException as error:
+                add_note(error, f"while writing the record of layer {record.layer}")
+                with self._changed:
+                    self._failure = self._failure or error  # before anyone waiting sees the write end
+                    self._settle(write, error)
+                    self._stop(error)
+                with contextlib.suppress(RuntimeError):  # the loop closed: the run ended (drained() said so)
+                    self._loop.call_soon_threadsafe(self._fail, error)
+                return
+            with self._changed:
+                self._settle(write, None)
+
+    def _settle(self, write: concurrent.futures.Future[None], error: BaseException | None) -> None:
+        """The record being written (first in the queue, unless abandoned meanwhile) is written or
+        failed (call holding the lock)."""
+        if self._queue and self._queue[0][1] is write:
+            self._queue.popleft()
+        if not write.done():
+            if error is None:
+                write.set_result(None)
+            else:
+                write.set_exception(error)
+        self._changed.notify_all()
+
+
+async def _settled(write: concurrent.futures.Future[None]) -> None:
+    """Wait for ``write`` on the event loop, whatever its outcome (one wake-up, only if not done)."""
+    if not write.done():
+        waiting = asyncio.wrap_future(write)
+        await asyncio.wait([waiting])
+        if not waiting.cancelled():
+            waiting.exception()  # its failure is read from ``write``, by the caller
