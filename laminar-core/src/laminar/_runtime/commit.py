@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from laminar._storage.records import Runs, SplitBatch, SplitRecord, runs
+from laminar._storage.records import CHUNK, Runs, SplitBatch, SplitRecord, runs
 from laminar._storage.store import ExecutionStore
 from laminar.errors import add_note
 
@@ -93,8 +93,14 @@ class SplitLog:
 
     def take(self) -> dict[int, SplitRecord]:
         """The records queued and not written, taken out of the log: for a layer of one split, whose
-        record holds it (``Record.held``) instead of a batch of its own. Only when no writer runs."""
+        record holds it (``Record.held``) instead of a batch of its own. Only when no writer runs.
+
+        None is taken if one holds an archive of more than ``CHUNK`` artifacts (a large shard): its
+        batch is written in chunks (``SplitBatch.dumps``), never built whole as a record's JSON would
+        be, so a shard of a million items stays in bounded memory; ``close`` writes it."""
         assert self._writer is None
+        if any(len(a.artifacts) > CHUNK for split in self.pending.values() for a in split.archives.values()):
+            return {}
         taken, self.pending = self.pending, {}
         return taken
 
