@@ -268,7 +268,9 @@ def test_resume_after_early_failures_runs_each_unfinished_split_once(
     with pytest.raises(RuntimeError, match="is broken"):
         flow(execution="early", root=str(tmp_path), n=n, failing=failing)
     finished = set(store_for(flow.execution("early")).finished_splits("MaybeFails"))
-    assert 10 not in finished and set(range(10)) <= finished
+    # Which of the splits before 10 finished depends on how they were batched and when 10 failed
+    # (a batch queued behind it never starts): what counts is that resume runs exactly the rest.
+    assert 10 not in finished and len(finished) < n - len(failing)
 
     (tmp_path / "broken").unlink()
     (tmp_path / "runs").unlink()
