@@ -340,13 +340,18 @@ def test_the_timeline_shows_how_long_each_split_waited(
     datastore = datastores.Local(store.removeprefix("file://"))
     namespace["Queued"](datastore=datastore, executor=executors.Thread(concurrency=1))(execution="queued")
     page.goto(url + "flows/Queued/executions/queued")
+    page.locator("body[data-updates]").wait_for(state="attached")  # the live page's first redraw is done
 
     def box(split: int, part: str) -> Any:
         found = (
             page.locator("#timeline .row").filter(has_text=f"Each #{split} · attempt 0").locator(f".{part}")
         )
         assert found.count() == 1, f"split {split} of Each shows no {part}"
-        return found.bounding_box()
+        # Measured in the page in one step: were the timeline redrawn between finding the element and
+        # measuring it, bounding_box() would give None for the one found.
+        return found.evaluate(
+            "element => { const r = element.getBoundingClientRect(); return {x: r.x, width: r.width} }"
+        )
 
     waits = [box(split, "wait") for split in (1, 2)]
     for split, wait in zip((1, 2), waits, strict=True):
