@@ -126,7 +126,7 @@ def test_a_compacted_batch_that_cannot_be_written_leaves_the_record_naming_the_b
 def test_a_crash_between_the_compacted_batch_and_the_layer_record_resumes_with_no_split_run_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_record = ExecutionStore.write_held_record
+    write_record = ExecutionStore.write_record
 
     def dying(self: ExecutionStore, record: Record) -> None:
         if record.layer == "Double":
@@ -134,12 +134,12 @@ def test_a_crash_between_the_compacted_batch_and_the_layer_record_resumes_with_n
         write_record(self, record)
 
     log = tmp_path / "ran.log"
-    monkeypatch.setattr(ExecutionStore, "write_held_record", dying)
+    monkeypatch.setattr(ExecutionStore, "write_record", dying)
     with pytest.raises(OSError, match="the scheduler died here"):
         _run(tmp_path, log, execution="crashed")
     left = _batches(tmp_path, "crashed")
     assert f"0-{SPLITS - 1}.json" in left and len(left) > commit.COMPACT_FROM + 1  # both are there
-    monkeypatch.setattr(ExecutionStore, "write_held_record", write_record)
+    monkeypatch.setattr(ExecutionStore, "write_record", write_record)
 
     flow = Compacted(datastore=CountingLocal(tmp_path), executor=executors.Thread())
     execution = flow.execution("crashed")

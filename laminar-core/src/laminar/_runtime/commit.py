@@ -155,7 +155,7 @@ class SplitLog:
         except Exception as error:  # the batches written are whole: the record names them instead
             logger.warning("the split batches of layer %s are kept as written: %s", self.layer, error)
             return self.batches
-        self.superseded = [written for written in self.batches if written != name]
+        self.superseded = [other for other in self.batches if other != name]
         self.batches = {name: runs(merged)}
         return self.batches
 

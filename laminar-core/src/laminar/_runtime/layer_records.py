@@ -140,7 +140,7 @@ class LayerRecords:
                     return
                 record, write = self._queue[0]
             try:
-                self._store.write_held_record(record)
+                self._store.write_record(record)
             except BaseException as error:
                 add_note(error, f"while writing the record of layer {record.layer}")
                 with self._changed:

@@ -449,7 +449,9 @@ class _Runner:
             if record is not None:
                 batch = self.store.write_splits("Parameters", {0: record})
                 self.store.write_record(
-                    "Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.archives
+                    self.store.layer_record(
+                        "Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.archives
+                    )
                 )
                 self.store.write_metadata(parameters=declaration, dependencies=self._dependencies())
             elif self.store.record("Parameters") is None:
@@ -635,7 +637,7 @@ class _Runner:
             self.records.put(record)
         else:  # splits that run in other processes read it from the store: written before they start
             try:
-                await commit.write(self.store, functools.partial(self.store.write_held_record, record))
+                await commit.write(self.store, functools.partial(self.store.write_record, record))
             except Exception as error:
                 add_note(error, f"while writing the record of layer {name}")
                 raise

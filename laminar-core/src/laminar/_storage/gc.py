@@ -322,14 +322,16 @@ def copy_in(datastore: Datastore, loan: Loan) -> None:
         chunk = {index: loan.splits[index] for index in indices[start : start + COPIED_PER_BATCH]}
         batches[store.write_splits(loan.layer, chunk)] = runs(chunk)
     store.write_record(
-        loan.layer,
-        loan.record.splits,
-        batches=batches,
-        artifacts=loan.record.artifacts,
-        borrowed={e: found for e, found in loan.record.borrowed.items() if e not in loan.lenders},
-        held=loan.record.held,
-        key=loan.record.key,
-        base=loan.record.base,
+        store.layer_record(
+            loan.layer,
+            loan.record.splits,
+            batches=batches,
+            artifacts=loan.record.artifacts,
+            borrowed={e: found for e, found in loan.record.borrowed.items() if e not in loan.lenders},
+            held=loan.record.held,
+            key=loan.record.key,
+            base=loan.record.base,
+        )
     )
 
 

@@ -168,13 +168,15 @@ def adopt(store: ExecutionStore, layer: str, execution: str) -> None:
         raise IntegrityError(f"the record of layer {layer} of execution {execution} is gone")
     places = borrowing.resolve(source.lent(layer), execution, range(finished.splits))
     store.write_record(
-        layer,
-        finished.splits,
-        batches={},
-        artifacts=finished.artifacts,
-        borrowed=borrowing.fold(places),
-        key=finished.key,  # the key usable() found it computed with: this run's
-        base=finished.base,
+        store.layer_record(
+            layer,
+            finished.splits,
+            batches={},
+            artifacts=finished.artifacts,
+            borrowed=borrowing.fold(places),
+            key=finished.key,  # the key usable() found it computed with: this run's
+            base=finished.base,
+        )
     )
 
 

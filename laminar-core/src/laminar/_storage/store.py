@@ -295,35 +295,6 @@ class ExecutionStore:
         except Exception as error:  # nothing reads them: they only take room
             logger.debug("split batches of layer %s are left for laminar gc: %s", layer, error)
 
-    def write_record(
-        self,
-        layer: str,
-        splits: int,
-        *,
-        batches: Mapping[str, Runs],
-        artifacts: Iterable[str] = (),
-        borrowed: Mapping[str, Borrowed] | None = None,
-        held: Mapping[int, SplitRecord] | None = None,
-        key: str | None = None,
-        base: str | None = None,
-    ) -> None:
-        """Mark ``layer`` finished: ``batches`` maps each batch name to the runs of split indices in
-        it, ``borrowed`` each execution the other splits are read from to theirs, ``held`` is a
-        batch of splits the record holds itself, not in a file of its own; ``key`` and ``base`` the
-        reuse key it was computed with (``Record``)."""
-        self.write_held_record(
-            self.layer_record(
-                layer,
-                splits,
-                batches=batches,
-                artifacts=artifacts,
-                borrowed=borrowed,
-                held=held,
-                key=key,
-                base=base,
-            )
-        )
-
     def layer_record(
         self,
         layer: str,
@@ -336,7 +307,10 @@ class ExecutionStore:
         key: str | None = None,
         base: str | None = None,
     ) -> Record:
-        """The record :meth:`write_record` writes, not written."""
+        """The record marking ``layer`` finished, to write with :meth:`write_record`: ``batches`` maps
+        each batch name to the runs of split indices in it, ``borrowed`` each execution the other
+        splits are read from to theirs, ``held`` is a batch of splits the record holds itself, not in
+        a file of its own; ``key`` and ``base`` the reuse key it was computed with (``Record``)."""
         held = dict(held or {})
         if held:  # named as any batch
             batches = {**batches, layout.split_batch_name(min(held), max(held)): runs(held)}
@@ -354,12 +328,13 @@ class ExecutionStore:
 
     def hold_record(self, record: Record) -> None:
         """Make ``record`` read in this process as written before it is: kept in the metadata cache,
-        never evicted, until :meth:`write_held_record` wrote it or :meth:`forget_record` dropped it
+        never evicted, until :meth:`write_record` wrote it or :meth:`forget_record` dropped it
         (a record written behind, ``laminar._runtime.layer_records``)."""
         self._cache.hold(self.record_key(record.layer), record)
 
-    def write_held_record(self, record: Record) -> None:
-        """Write ``record`` (of its layer, in this execution); one that fails to write is forgotten."""
+    def write_record(self, record: Record) -> None:
+        """Write ``record`` (of its layer, in this execution, from :meth:`layer_record`); one that
+        fails to write is forgotten."""
         key = layout.record(self.flow, self.execution, record.layer)
         try:
             self.datastore.write_bytes(key, record.dumps())
