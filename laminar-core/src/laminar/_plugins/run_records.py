@@ -11,9 +11,9 @@ earlier runs recorded; ``next_attempt`` stays above every attempt number used, a
 record reserves the numbers its run may use, so a resume after a crash numbers after them too. A
 layer that ends sooner gets only its final record: one small write per layer of a chain, not two.
 Split events only touch memory. A layer's final record is written by a thread of its own
-(``_Writer``), so the scheduler does not wait on a write per layer: a "finished" one up to
-``FINISHED_AFTER`` seconds later, with those of the layers that finished meanwhile, in one wake-up
-of that thread; a failed, cancelled or skipped one at once (on the caller's thread to a local
+(``_Writer``), so the scheduler does not wait on a write per layer: a "finished" one as soon as
+the layer's record, written behind, lands (``Run.when_landed``), else up to ``FINISHED_AFTER``
+seconds later, with those of the layers that finished meanwhile, in one wake-up of that thread; a failed, cancelled or skipped one at once (on the caller's thread to a local
 datastore, where a small write costs less than a hop to a thread). Either lands after the layer's
 record (written before the layer-finished event), so a crash never leaves a layer "finished" without
 its record: at worst a finished layer still reads "running", or has no record of its run, as a layer
@@ -26,6 +26,7 @@ writer) lives in the run object's stash under ``RECORDS``, and goes with the run
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -118,6 +119,14 @@ class _Writer:
                     self._changed.notify_all()
         if inline:
             self._store.write_layer_status(record)
+
+    def due(self, layer: str) -> None:
+        """Write the layer's record that is waiting now, not when it is due (its layer record landed)."""
+        with self._changed:
+            waiting = self._pending.get(layer)
+            if waiting is not None and waiting[1] > 0.0:
+                self._pending[layer] = (waiting[0], 0.0)
+                self._changed.notify_all()
 
     def discard(self, layer: str) -> None:
         """Forget the layer's record that is still waiting (its store is failing: do not wait on it)."""
@@ -372,6 +381,8 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
         )
     final = _record(run, layer.name, layer_run, status, reason=reason, ended=time.time())
     records.writer.put(final, after=FINISHED_AFTER if status == "finished" else 0.0)
+    if status == "finished":  # due once its layer record, written behind, lands (if sooner)
+        run.when_landed(layer.name, functools.partial(records.writer.due, layer.name))
 
 
 def _record(
