@@ -4,7 +4,7 @@ Layer records written behind are group-committed: one waits up to ``layer_record
 those of the layers finishing after it, so a chain of quick layers wakes the writing thread once in
 that, not once a layer; something waiting for a record (a reuse index entry, the status plugin, the
 run's end) has it written at once. A layer's "finished" status is written as soon as its record
-lands, not on the status plugin's own timer. A local datastore makes a missing directory with one
+lands, not on the status plugin's own timer: on a local disk by the thread that wrote the record. A local datastore makes a missing directory with one
 ``mkdir``. Counted, never timed: the deadlines below only bound a hang.
 """
 
@@ -100,15 +100,23 @@ def test_a_chain_s_layer_records_are_written_together_once_the_first_is_due(
 ) -> None:
     monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # none is due before the run's end
     monkeypatch.setattr(run_records, "FINISHED_AFTER", 3600.0)  # and no status asks for one
+    monkeypatch.setattr(run_records, "RUNNING_AFTER", 3600.0)  # C, looking a while, reads "running" no sooner
     C.looks_for_record_a = True
     journal = Journal(tmp_path)
     execution = Chain(datastore=journal, executor=executors.Thread())(execution="e")
     assert C.saw_record_a is False  # handed over, A's record woke no thread to write it
     # None was written while the layers ran (one wake-up for all), every one before the run ended,
-    # in the order the layers finished; each layer read "finished" only after its record.
-    assert _records(journal) == ["ran C", "record A", "record B", "record C"]
-    for name in ("A", "B", "C"):
-        assert journal.events.index(f"status {name} finished") > journal.events.index(f"record {name}")
+    # in the order the layers finished; each layer's "finished" status right after its record, by
+    # the thread that wrote it (a local disk: no other thread woken for it).
+    assert journal.events == [
+        "ran C",
+        "record A",
+        "status A finished",
+        "record B",
+        "status B finished",
+        "record C",
+        "status C finished",
+    ]
     assert execution.status.status == "succeeded"
     again = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution("e")
     assert again.layer(C).carried == ["a", "b", "c"]
@@ -117,8 +125,10 @@ def test_a_chain_s_layer_records_are_written_together_once_the_first_is_due(
 def test_a_layer_s_finished_status_is_written_once_its_record_lands_not_on_the_status_timer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(layer_records, "INTERVAL", 0.0)  # each record written at once
-    monkeypatch.setattr(run_records, "FINISHED_AFTER", 3600.0)  # the status timer never fires
+    # A's record lands on its own timer (its layer-finished event, a moment after it is handed over,
+    # finds it on its way), while C waits; the status timer never fires.
+    monkeypatch.setattr(layer_records, "INTERVAL", 0.05)
+    monkeypatch.setattr(run_records, "FINISHED_AFTER", 3600.0)
     C.waits_for_status_a = True
     journal = Journal(tmp_path)
     Chain(datastore=journal, executor=executors.Thread())(execution="e")

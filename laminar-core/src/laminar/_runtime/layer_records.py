@@ -61,6 +61,7 @@ class LayerRecords:
         self._last: concurrent.futures.Future[None] | None = None
         self._due = 0.0  # when the oldest record queued is to be written (time.monotonic())
         self._now = False  # something waits for a record: write what is queued without waiting
+        self._then: dict[str, Callable[[], object]] = {}  # layer -> what follows its record's write
 
     def put(self, record: Record) -> concurrent.futures.Future[None]:
         """Hand ``record`` over (on the event loop): readable in this process at once, written behind;
@@ -103,14 +104,14 @@ class LayerRecords:
         return True
 
     def when_written(self, layer: str, call: Callable[[], object]) -> bool:
-        """Call ``call`` once the record of ``layer`` handed over is written or failed (on the thread
-        writing it, holding this object's lock: keep it short); False, and no call, if none of it is
-        on its way."""
-        write = self._writes.get(layer)
-        if write is None or write.done():
-            return False
-        write.add_done_callback(lambda _: call())
-        return True
+        """Call ``call`` on the thread writing the record of ``layer`` handed over, once it is written
+        and before the next is (never if it fails); False, and no call, if none of it is on its way."""
+        with self._changed:
+            write = self._writes.get(layer)
+            if write is None or write.done() or self._failure is not None:
+                return False
+            self._then[layer] = call
+            return True
 
     @property
     def failure(self) -> BaseException | None:
@@ -161,6 +162,7 @@ class LayerRecords:
         """Fail every queued record with ``failure`` (call holding the lock)."""
         self._failure = self._failure or failure
         self._closed = True
+        self._then.clear()
         while self._queue:
             record, write = self._queue.popleft()
             self._store.forget_record(record.layer)
@@ -197,6 +199,9 @@ class LayerRecords:
                 return
             with self._changed:
                 self._settle(write, None)
+                then = self._then.pop(record.layer, None)
+            if then is not None:
+                then()
 
     def _settle(self, write: concurrent.futures.Future[None], error: BaseException | None) -> None:
         """The record being written (first in the queue, unless abandoned meanwhile) is written or

@@ -94,10 +94,11 @@ class Run:
         return self.records is None or self.records.landed(layer)
 
     def when_landed(self, layer: str, call: Callable[[], object]) -> bool:
-        """Call ``call`` (on the thread writing it, briefly) once the record of ``layer`` this run
-        writes behind is written or failed; False, and no call, if none is on its way: it is on the
-        store already, or this run did not write it behind. A plugin recording the layer "finished"
-        so writes that right after the record, not on a timer of its own."""
+        """Call ``call`` on the thread writing the record of ``layer`` this run writes behind, once it
+        is written, before the next record is (never if it fails; ``call`` must not raise); False,
+        and no call, if none is on its way: it is on the store already, or this run did not write it
+        behind. A plugin recording the layer "finished" so writes that right after the record, on
+        that thread, instead of waking one of its own."""
         return self.records is not None and self.records.when_written(layer, call)
 
     def __repr__(self) -> str:
