@@ -230,3 +230,29 @@ def test_the_stored_dependencies_of_a_chain_follow_the_plan_order(tmp_path: Path
     Chain(datastore=Journal(tmp_path), executor=executors.Thread())(execution="e")
     metadata = json.loads((tmp_path / layout.execution_metadata("Chain", "e")).read_bytes())
     assert metadata["dependencies"] == {"A": [], "B": ["A"], "C": ["B"]}
+
+
+def test_a_call_after_a_record_that_raises_leaves_the_records_after_it_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: run_records._Writer, layer: str) -> None:
+        raise RuntimeError(f"broken follow-up of {layer}")
+
+    monkeypatch.setattr(run_records._Writer, "landed", broken)
+    journal = Journal(tmp_path)
+    done = threading.Event()
+
+    def run() -> None:
+        Chain(datastore=journal, executor=executors.Thread())(execution="e")
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(DEADLINE)  # the writing thread lived on: every record landed, the run ended
+    assert [event for event in journal.events if event.startswith("record")] == [
+        "record A",
+        "record B",
+        "record C",
+    ]
+    assert "status C finished" in journal.events  # written by the status plugin's thread instead
+    assert "what follows the record of layer A failed" in caplog.text
+    assert "broken follow-up of A" in caplog.text

@@ -31,6 +31,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +39,8 @@ from collections.abc import Callable, Iterable
 from laminar._storage.records import Record
 from laminar._storage.store import ExecutionStore
 from laminar.errors import add_note
+
+logger = logging.getLogger(__name__)
 
 #: Seconds a record handed over may wait to be written with those handed over after it (see above).
 INTERVAL = 0.05
@@ -201,7 +204,10 @@ class LayerRecords:
                 self._settle(write, None)
                 then = self._then.pop(record.layer, None)
             if then is not None:
-                then()
+                try:
+                    then()
+                except Exception:  # the caller's own failure: the records after it are still written
+                    logger.exception("what follows the record of layer %s failed", record.layer)
 
     def _settle(self, write: concurrent.futures.Future[None], error: BaseException | None) -> None:
         """The record being written (first in the queue, unless abandoned meanwhile) is written or
