@@ -125,9 +125,10 @@ def test_a_chain_s_layer_records_are_written_together_once_the_first_is_due(
 def test_a_layer_s_finished_status_is_written_once_its_record_lands_not_on_the_status_timer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A's record lands on its own timer (its layer-finished event, a moment after it is handed over,
-    # finds it on its way), while C waits; the status timer never fires.
-    monkeypatch.setattr(layer_records, "INTERVAL", 0.05)
+    # A's record lands on its own timer while C waits (its layer-finished event, a moment after it
+    # is handed over, finds it on its way: were it written already, the status would wait for its
+    # own timer, as documented); the status timer never fires.
+    monkeypatch.setattr(layer_records, "INTERVAL", 0.5)
     monkeypatch.setattr(run_records, "FINISHED_AFTER", 3600.0)
     C.waits_for_status_a = True
     journal = Journal(tmp_path)
