@@ -136,9 +136,9 @@ class _Writer:
                 self._changed.notify_all()
                 return
             del self._pending[layer]
+            self._here.add(layer)  # from now on: close() waits for it
             while layer in self._writing:  # an older record of this layer lands first, not after
                 self._changed.wait()
-            self._here.add(layer)
         try:
             self._store.write_layer_status(waiting[0])
         except BaseException as error:
