@@ -232,7 +232,11 @@ def test_a_kill_while_records_are_written_behind_leaves_a_prefix_that_a_resume_k
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "L6 ran"
-        records = lambda: [n for n in range(8) if (store / layout.record("Long", "e", f"L{n}")).exists()]  # noqa: E731
+        # Looked at last layer first: records landing meanwhile (together, in order) are then all seen
+        # with those before them, never after them (a prefix read front to back may show a hole).
+        records = lambda: sorted(  # noqa: E731
+            n for n in reversed(range(8)) if (store / layout.record("Long", "e", f"L{n}")).exists()
+        )
         while (found := records()) != [0, 1, 2]:  # L0..L2's records land (L3's is stuck; none passes it)
             assert child.poll() is None and found in ([], [0], [0, 1]), found
         os.kill(child.pid, signal.SIGKILL)

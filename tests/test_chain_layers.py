@@ -1,8 +1,8 @@
 """A chain of small layers: what each layer writes, on which thread and in which order (issue 29).
 
 A layer of one split writes one record file, which holds its split's record (no batch file, no
-``splits/`` directory). A quick layer's "finished" status record is written by the status plugin's
-thread, after the layer's record, so the event loop does not wait on it and a crash never leaves a
+``splits/`` directory). A quick layer's "finished" status record is written, on a local disk, by the
+thread writing layer records, right after the layer's record, so the event loop does not wait on it and a crash never leaves a
 layer "finished" without its record. A flow class's plan is built once, and a run on a local disk
 starts no thread for its lease.
 """
@@ -70,9 +70,9 @@ def test_a_quick_layer_s_finished_status_is_written_off_the_event_loop_after_its
     execution = Chain(datastore=datastore, executor=executors.Thread())()
     assert execution.layer(C).carried == {"a": 1, "b": 2, "c": 3}
     assert sorted(datastore.statuses) == [
-        ("A", "finished", "laminar-status", True),
-        ("B", "finished", "laminar-status", True),
-        ("C", "finished", "laminar-status", True),
+        ("A", "finished", "laminar-records", True),  # by the thread writing records, after A's
+        ("B", "finished", "laminar-records", True),
+        ("C", "finished", "laminar-records", True),
     ]
     assert {name: layer.status for name, layer in execution.status.layers.items()} == {
         "A": "finished",

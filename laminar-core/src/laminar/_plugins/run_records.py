@@ -11,9 +11,10 @@ earlier runs recorded; ``next_attempt`` stays above every attempt number used, a
 record reserves the numbers its run may use, so a resume after a crash numbers after them too. A
 layer that ends sooner gets only its final record: one small write per layer of a chain, not two.
 Split events only touch memory. A layer's final record is written by a thread of its own
-(``_Writer``), so the scheduler does not wait on a write per layer: a "finished" one up to
-``FINISHED_AFTER`` seconds later, with those of the layers that finished meanwhile, in one wake-up
-of that thread; a failed, cancelled or skipped one at once (on the caller's thread to a local
+(``_Writer``), so the scheduler does not wait on a write per layer: a "finished" one as soon as
+the layer's record, written behind, lands (``Run.when_landed``; to a local datastore by the thread
+that wrote the record, right after it), else up to ``FINISHED_AFTER`` seconds later, with those of
+the layers that finished meanwhile, in one wake-up of that thread; a failed, cancelled or skipped one at once (on the caller's thread to a local
 datastore, where a small write costs less than a hop to a thread). Either lands after the layer's
 record (written before the layer-finished event), so a crash never leaves a layer "finished" without
 its record: at worst a finished layer still reads "running", or has no record of its run, as a layer
@@ -26,6 +27,7 @@ writer) lives in the run object's stash under ``RECORDS``, and goes with the run
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -91,7 +93,8 @@ class _Writer:
         self._inline = store.datastore.small_writes_inline
         # layer -> what to write and when it is due (time.monotonic()), in order
         self._pending: dict[str, tuple[LayerStatusRecord, float]] = {}
-        self._writing: set[str] = set()  # layers whose records are being written
+        self._writing: set[str] = set()  # layers whose records are being written by the thread
+        self._here: set[str] = set()  # those being written by the thread of a layer record that landed
         self._wakes: float | None = None  # when the thread wakes by itself (None: only when told)
         self._failure: BaseException | None = None
         self._closed = False
@@ -106,7 +109,7 @@ class _Writer:
         with self._changed:
             self._pending.pop(key, None)  # the newer record replaces it, and goes last
             if inline:
-                while key in self._writing:  # an older record of this layer lands first, not after
+                while key in self._writing or key in self._here:  # an older record of it lands first
                     self._changed.wait()
             else:
                 due = time.monotonic() + after
@@ -119,6 +122,32 @@ class _Writer:
         if inline:
             self._store.write_layer_status(record)
 
+    def landed(self, layer: str) -> None:
+        """The layer's record landed (called on the thread that wrote it): write the layer's record
+        waiting for it now, on this thread where small writes cost less than waking this writer's
+        (``Datastore.small_writes_inline``), else by that thread. Never raises: a write that fails
+        is raised by the run's next hook."""
+        with self._changed:
+            waiting = self._pending.get(layer)
+            if waiting is None:
+                return
+            if not self._inline:
+                self._pending[layer] = (waiting[0], 0.0)
+                self._changed.notify_all()
+                return
+            del self._pending[layer]
+            self._here.add(layer)  # from now on: close() waits for it
+            while layer in self._writing:  # an older record of this layer lands first, not after
+                self._changed.wait()
+        try:
+            self._store.write_layer_status(waiting[0])
+        except BaseException as error:
+            self._failure = self._failure or error
+        finally:
+            with self._changed:
+                self._here.discard(layer)
+                self._changed.notify_all()
+
     def discard(self, layer: str) -> None:
         """Forget the layer's record that is still waiting (its store is failing: do not wait on it)."""
         with self._changed:
@@ -130,7 +159,7 @@ class _Writer:
             self._pending = {key: (record, 0.0) for key, (record, _) in self._pending.items()}
             self._closed = True
             self._changed.notify_all()
-            while self._pending or self._writing:
+            while self._pending or self._writing or self._here:
                 self._changed.wait()
         self._raise_failure()
 
@@ -372,6 +401,8 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
         )
     final = _record(run, layer.name, layer_run, status, reason=reason, ended=time.time())
     records.writer.put(final, after=FINISHED_AFTER if status == "finished" else 0.0)
+    if status == "finished":  # written once its layer record, written behind, lands (if sooner)
+        run.when_landed(layer.name, functools.partial(records.writer.landed, layer.name))
 
 
 def _record(

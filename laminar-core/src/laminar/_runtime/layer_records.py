@@ -8,9 +8,13 @@ directory) to be created, or an object put. Here the scheduler hands the record 
   until it is written (``ExecutionStore.hold_record``); a split of an in-process executor reads it
   there. An executor whose splits run elsewhere is handed a layer's splits only once the records of
   the layers it reads are written (the scheduler waits for them, :meth:`LayerRecords.written`);
-- **in order**: records are written one after another in the order they were handed over (those
-  handed over while one was being written go together, one wake-up of the thread), and none after a
-  write that failed. A layer is handed over after every layer it reads, so a record on the store
+- **together**: a record waits up to ``INTERVAL`` seconds for those of the layers finishing after it
+  (as split records are group-committed, ``commit.INTERVAL``), so a chain of quick layers wakes the
+  thread once in that, not once a layer; at once when something waits for one (:meth:`written`,
+  :meth:`landed`, the run's end). A crash loses at most that much of the finished layers' records:
+  those layers run again on resume;
+- **in order**: records are written one after another in the order they were handed over, and none
+  after a write that failed. A layer is handed over after every layer it reads, so a record on the store
   implies its upstream layers' records are there too: a crash leaves a prefix of the run's records,
   a resume keeps exactly those, and nothing whose record was written runs again;
 - **before the end**: the scheduler waits for every record before the run reports its end (the
@@ -27,12 +31,19 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from laminar._storage.records import Record
 from laminar._storage.store import ExecutionStore
 from laminar.errors import add_note
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a record handed over may wait to be written with those handed over after it (see above).
+INTERVAL = 0.05
 
 
 class LayerRecords:
@@ -51,6 +62,9 @@ class LayerRecords:
         self._failure: BaseException | None = None
         self._closed = False
         self._last: concurrent.futures.Future[None] | None = None
+        self._due = 0.0  # when the oldest record queued is to be written (time.monotonic())
+        self._now = False  # something waits for a record: write what is queued without waiting
+        self._then: dict[str, Callable[[], object]] = {}  # layer -> what follows its record's write
 
     def put(self, record: Record) -> concurrent.futures.Future[None]:
         """Hand ``record`` over (on the event loop): readable in this process at once, written behind;
@@ -63,12 +77,21 @@ class LayerRecords:
                 return written
             self._store.hold_record(record)
             self._writes[record.layer] = self._last = written
+            if not self._queue:  # the first of a batch: the thread waits until it is due
+                self._due = time.monotonic() + INTERVAL
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="laminar-records", daemon=True)
+                    self._thread.start()
+                self._changed.notify_all()
             self._queue.append((record, written))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="laminar-records", daemon=True)
-                self._thread.start()
-            self._changed.notify_all()
         return written
+
+    def _hurry(self) -> None:
+        """Something waits for a record: write those queued now, not when due."""
+        with self._changed:
+            if self._queue and not self._now:
+                self._now = True
+                self._changed.notify_all()
 
     async def written(self, layers: Iterable[str]) -> bool:
         """Wait until the records of ``layers`` handed over are on the store; False if one could not
@@ -76,10 +99,22 @@ class LayerRecords:
         for name in layers:
             write = self._writes.get(name)
             if write is not None:
+                if not write.done():
+                    self._hurry()
                 await _settled(write)
                 if write.exception() is not None:
                     return False
         return True
+
+    def when_written(self, layer: str, call: Callable[[], object]) -> bool:
+        """Call ``call`` on the thread writing the record of ``layer`` handed over, once it is written
+        and before the next is (never if it fails); False, and no call, if none of it is on its way."""
+        with self._changed:
+            write = self._writes.get(layer)
+            if write is None or write.done() or self._failure is not None:
+                return False
+            self._then[layer] = call
+            return True
 
     @property
     def failure(self) -> BaseException | None:
@@ -90,12 +125,17 @@ class LayerRecords:
         """Whether the record of ``layer`` this run handed over is on the store, waiting for its write
         (on any thread but the event loop); True for a layer whose record was not handed over here."""
         write = self._writes.get(layer)
-        return write is None or write.exception() is None
+        if write is None:
+            return True
+        if not write.done():
+            self._hurry()
+        return write.exception() is None
 
     async def drained(self) -> BaseException | None:
         """Wait until every record handed over is written or failed; the first failure, or None.
         Written in order, and none after a failure: the last one handed over settles last."""
         if self._last is not None:
+            self._hurry()
             await _settled(self._last)
         with self._changed:
             return self._failure
@@ -104,6 +144,8 @@ class LayerRecords:
         """Block until every record handed over is written or failed (a run torn down: what finished
         lands before its lease is released); the first failure, or None."""
         with self._changed:
+            self._now = True
+            self._changed.notify_all()
             while self._queue or any(not write.done() for write in self._writes.values()):
                 self._changed.wait()
             return self._failure
@@ -123,6 +165,7 @@ class LayerRecords:
         """Fail every queued record with ``failure`` (call holding the lock)."""
         self._failure = self._failure or failure
         self._closed = True
+        self._then.clear()
         while self._queue:
             record, write = self._queue.popleft()
             self._store.forget_record(record.layer)
@@ -130,14 +173,21 @@ class LayerRecords:
         self._changed.notify_all()
 
     def _run(self) -> None:
-        """Write the records queued, one after another, while any are (one wake-up for those handed
-        over meanwhile); stop at the first that fails."""
+        """Write the records queued once the first is due (or something waits for one), one after
+        another while any are; stop at the first that fails."""
         while True:
             with self._changed:
-                while not self._queue and not self._closed:
-                    self._changed.wait()
-                if not self._queue:
-                    return
+                while True:
+                    if not self._queue:
+                        self._now = False
+                        if self._closed:
+                            return
+                        self._changed.wait()
+                        continue
+                    wait = self._due - time.monotonic()
+                    if self._now or self._closed or wait <= 0:
+                        break
+                    self._changed.wait(wait)
                 record, write = self._queue[0]
             try:
                 self._store.write_record(record)
@@ -152,6 +202,12 @@ class LayerRecords:
                 return
             with self._changed:
                 self._settle(write, None)
+                then = self._then.pop(record.layer, None)
+            if then is not None:
+                try:
+                    then()
+                except Exception:  # the caller's own failure: the records after it are still written
+                    logger.exception("what follows the record of layer %s failed", record.layer)
 
     def _settle(self, write: concurrent.futures.Future[None], error: BaseException | None) -> None:
         """The record being written (first in the queue, unless abandoned meanwhile) is written or

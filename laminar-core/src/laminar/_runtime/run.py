@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from laminar._model.execution import Execution
     from laminar._runtime.layer_records import LayerRecords
     from laminar._storage.store import ExecutionStore
@@ -90,6 +92,14 @@ class Run:
         thread does before recording the layer "finished"). False: its write failed, and the run
         fails. True at once for a layer whose record this run did not write."""
         return self.records is None or self.records.landed(layer)
+
+    def when_landed(self, layer: str, call: Callable[[], object]) -> bool:
+        """Call ``call`` on the thread writing the record of ``layer`` this run writes behind, once it
+        is written, before the next record is (never if it fails; ``call`` must not raise); False,
+        and no call, if none is on its way: it is on the store already, or this run did not write it
+        behind. A plugin recording the layer "finished" so writes that right after the record, on
+        that thread, instead of waking one of its own."""
+        return self.records is not None and self.records.when_written(layer, call)
 
     def __repr__(self) -> str:
         return (

@@ -467,8 +467,9 @@ class _Runner:
     def _dependencies(self) -> dict[str, tuple[str, ...]]:
         """Each layer but Parameters, in plan order, with the layers it depends on, in plan order."""
         order = self.plan.order
+        position = {name: place for place, name in enumerate(order)}
         return {
-            name: tuple(d for d in order if d in self.plan.dependencies[name])
+            name: tuple(sorted(self.plan.dependencies[name] & position.keys(), key=position.__getitem__))
             for name in order
             if name != "Parameters"
         }

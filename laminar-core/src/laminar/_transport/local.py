@@ -15,6 +15,16 @@ from laminar._transport.pieces import write_fd
 _READ = 1 << 20
 _HOST = os.urandom(6).hex()  # with the pid and a counter: unique staging names, no syscall per write
 _counter = itertools.count()
+_process = f"{_HOST}.{os.getpid()}"  # this process's part of a staging name, renewed in a forked child
+
+
+def _forked() -> None:
+    global _process
+    _process = f"{_HOST}.{os.getpid()}"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 class Local(Datastore):
@@ -78,7 +88,7 @@ class Local(Datastore):
         return open(self._path(key), "rb")
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        temporary = f"{self.staging_directory()}{os.sep}{_HOST}.{os.getpid()}.{next(_counter)}"
+        temporary = f"{self.staging_directory()}{os.sep}{_process}.{next(_counter)}"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
@@ -93,7 +103,7 @@ class Local(Datastore):
     def create(self, key: str, data: bytes) -> bool:
         """Atomic: the bytes are written to a staging file, then hard-linked into place, which fails
         if the key exists; a reader never sees a part, and of two racing creators exactly one wins."""
-        temporary = f"{self.staging_directory()}{os.sep}{_HOST}.{os.getpid()}.{next(_counter)}"
+        temporary = f"{self.staging_directory()}{os.sep}{_process}.{next(_counter)}"
         try:
             with open(temporary, "wb") as file:
                 file.write(data)
@@ -101,7 +111,7 @@ class Local(Datastore):
             try:
                 os.link(temporary, destination)
             except FileNotFoundError:
-                os.makedirs(os.path.dirname(destination), exist_ok=True)
+                _directory_for(destination)
                 os.link(temporary, destination)
             return True
         except FileExistsError:
@@ -120,7 +130,7 @@ class Local(Datastore):
         try:
             os.replace(temporary, destination)
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            _directory_for(destination)
             os.replace(temporary, destination)
 
     def staging_directory(self) -> str:
@@ -151,6 +161,18 @@ class Local(Datastore):
             except OSError:
                 break
             directory = os.path.dirname(directory)
+
+
+def _directory_for(path: str) -> None:
+    """Make the directory ``path`` goes in. Most often only it is missing (a layer's own directory, a
+    blob's two-letter one): one ``mkdir``, not ``makedirs``' look at each parent first."""
+    directory = os.path.dirname(path)
+    try:
+        os.mkdir(directory)
+    except FileExistsError:  # made meanwhile (another writer), or a file there (the write then says so)
+        pass
+    except FileNotFoundError:  # its parent is missing too
+        os.makedirs(directory, exist_ok=True)
 
 
 def _remove(path: str) -> None:
