@@ -10,6 +10,8 @@ one whose error ``Catch`` absorbed, that error as ``caught``). A resume carries 
 earlier runs recorded; ``next_attempt`` stays above every attempt number used, and a "running"
 record reserves the numbers its run may use, so a resume after a crash numbers after them too. A
 layer that ends sooner gets only its final record: one small write per layer of a chain, not two.
+A layer reused whole gets none in a fresh execution: its layer record says where from and why, and
+its status is read from that (``Record.reused``).
 Split events only touch memory. A layer's final record is written by a thread of its own
 (``_Writer``), so the scheduler does not wait on a write per layer: a "finished" one up to
 ``FINISHED_AFTER`` seconds later, with those of the layers that finished meanwhile, in one wake-up
@@ -260,6 +262,8 @@ def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
     records = run.stash.get(RECORDS, None)
     if records is None:
         return
+    if _read_from_its_record(run, records, layer.name):
+        return
     layer_run = records.layers[layer.name] = _LayerRun(time.time(), splits)
     earlier = run.store.layer_status(layer.name) if records.carried else None
     if earlier is not None:  # keep what earlier runs recorded of the splits that will not run again
@@ -352,6 +356,8 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
     records = run.stash.get(RECORDS, None)
     if records is None:
         return
+    if error is None and _read_from_its_record(run, records, layer.name):
+        return
     layer_run = records.layers.pop(layer.name, None) or _LayerRun(time.time(), splits)
     if isinstance(error, DatastoreError):
         records.writer.discard(layer.name)  # as for the execution's record: the store is failing
@@ -372,6 +378,13 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
         )
     final = _record(run, layer.name, layer_run, status, reason=reason, ended=time.time())
     records.writer.put(final, after=FINISHED_AFTER if status == "finished" else 0.0)
+
+
+def _read_from_its_record(run: Run, records: _Records, layer: str) -> bool:
+    """Whether ``layer`` was reused whole in an execution no earlier run recorded a status of: its
+    record, written before its events, says where from and why, and its status is read from it
+    (``Record.reused``), so it gets no status record (none of an earlier run is there to replace)."""
+    return not records.carried and run.explanations.get(layer, (None, ""))[0] is not None
 
 
 def _record(

@@ -677,7 +677,7 @@ class _Runner:
         self.checked[name].set_result(True)
         splits, execution = found
         return splits, asyncio.ensure_future(
-            asyncio.to_thread(reuse_index.adopt, self.store, name, execution)
+            asyncio.to_thread(reuse_index.adopt, self.store, name, execution, self.run.explanations[name][1])
         )
 
     async def _reused(self, name: str, reused: tuple[int, asyncio.Future[None]], states: list[str]) -> str:

@@ -395,6 +395,23 @@ class SplitBatch(Document):
 
 @record
 @dataclass(frozen=True)
+class Reuse(Schema):
+    """Where a layer reused whole came from: the ``execution`` it was reused from, when (``at``),
+    and why, in a line; its status is read from it (see ``Record.reused``)."""
+
+    stored_as_list: ClassVar[bool] = True
+
+    execution: str
+    at: float
+    why: str
+
+    def __post_init__(self) -> None:
+        if not is_valid(self.execution):
+            raise ValueError(f"reused names {self.execution!r}, not an execution id")
+
+
+@record
+@dataclass(frozen=True)
 class Record(Document):
     """Written after a layer finishes: flow name, layer name, number of splits.
 
@@ -417,6 +434,11 @@ class Record(Document):
     for): a layer is reused only from a record whose own key is the one wanted, so an index entry,
     trusted for nothing, cannot pass off values other code computed. A record without them (written
     before they existed, or without reuse) is never reused. Readers before them ignore them.
+
+    ``reused`` says, for a layer reused whole, where from, when and why: such a layer writes no
+    status record of its own in a fresh execution (one write a layer, not two), and its status
+    ("finished", reused from ``reused.execution``) is read from this record, which is written
+    before the layer reads as finished. Readers before it ignore it (the layer reads "finished").
     """
 
     described: ClassVar[str] = "record of layer {layer}"
@@ -430,6 +452,7 @@ class Record(Document):
     held: Mapping[int, SplitRecord] = field(default_factory=dict, metadata=sorted_keys(**sparse({})))
     key: str | None = field(default=None, metadata=matching(_HEX, "a hex digest", **sparse(None)))
     base: str | None = field(default=None, metadata=matching(_HEX, "a hex digest", **sparse(None)))
+    reused: Reuse | None = field(default=None, metadata=sparse(None))
 
     def __post_init__(self) -> None:
         if self.borrowed:

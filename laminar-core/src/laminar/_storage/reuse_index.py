@@ -26,7 +26,7 @@ from typing import ClassVar
 from laminar._serialization.registry import Protocols
 from laminar._storage import borrowing, layout
 from laminar._storage.borrowing import Place
-from laminar._storage.records import Document, Malformed, Record, SplitRecord
+from laminar._storage.records import Document, Malformed, Record, Reuse, SplitRecord
 from laminar._storage.schema import record, sorted_keys, sparse
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
@@ -159,25 +159,25 @@ def prefetch(store: ExecutionStore, layers: Iterable[str]) -> None:
         read_batches(layer)
 
 
-def adopt(store: ExecutionStore, layer: str, execution: str) -> None:
+def adopt(store: ExecutionStore, layer: str, execution: str, why: str) -> None:
     """Record ``layer`` (finished by ``execution``, checked by ``usable``) as finished here: its
-    record points at the splits where ``execution``'s record says they are stored."""
+    record points at the splits where ``execution``'s record says they are stored, and says where
+    it was reused from and ``why`` (its status is read from it: ``Record.reused``)."""
     source = ExecutionStore(store.datastore, store.flow, execution, store.protocols)
     finished = source.record(layer)
     if finished is None:  # usable() just read it
         raise IntegrityError(f"the record of layer {layer} of execution {execution} is gone")
     places = borrowing.resolve(source.lent(layer), execution, range(finished.splits))
-    store.write_record(
-        store.layer_record(
-            layer,
-            finished.splits,
-            batches={},
-            artifacts=finished.artifacts,
-            borrowed=borrowing.fold(places),
-            key=finished.key,  # the key usable() found it computed with: this run's
-            base=finished.base,
-        )
+    adopted = store.layer_record(
+        layer,
+        finished.splits,
+        batches={},
+        artifacts=finished.artifacts,
+        borrowed=borrowing.fold(places),
+        key=finished.key,  # the key usable() found it computed with: this run's
+        base=finished.base,
     )
+    store.write_record(replace(adopted, reused=Reuse(execution, time.time(), why)))
 
 
 @dataclass(frozen=True)

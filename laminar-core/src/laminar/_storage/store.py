@@ -141,12 +141,30 @@ class ExecutionStore:
         )
 
     def layer_status(self, layer: str) -> LayerStatusRecord | None:
-        """How ``layer``'s latest run went, or None if no run of it recorded that."""
+        """How ``layer``'s latest run went, or None if no run of it recorded that. A layer reused
+        whole in a fresh execution has no status record of its own: its layer record says where
+        from, when and why (``Record.reused``), and is read as the status it would have written."""
         key = layout.layer_status(self.flow, self.execution, layer)
         found: LayerStatusRecord | None = self._read_optional(
             key, LayerStatusRecord.loads, f"the status of layer {layer}"
         )
-        if found is not None and (found.flow, found.id, found.layer) != (self.flow, self.execution, layer):
+        if found is None:
+            record = self.record(layer)
+            reused = record.reused if record is not None else None
+            if record is None or reused is None:
+                return None
+            return LayerStatusRecord(
+                self.flow,
+                self.execution,
+                layer,
+                "finished",
+                reused.at,
+                reused.at,
+                splits=record.splits,
+                reused=reused.execution,
+                why=reused.why,
+            )
+        if (found.flow, found.id, found.layer) != (self.flow, self.execution, layer):
             raise self._damaged(
                 key,
                 f"the status of layer {layer}",
