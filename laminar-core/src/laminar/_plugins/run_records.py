@@ -209,7 +209,8 @@ RECORDS = StashKey[_Records]()
 
 @hookimpl
 def laminar_execution_started(execution: Execution, run: Run) -> None:
-    earlier = run.store.status()
+    # A run that is not a resume started the execution (it did not exist): no record to carry over.
+    earlier = run.store.status() if run.resumed else None
     started = run.started
     created = earlier.created if earlier is not None and earlier.created else started
     # An earlier run still "running" was ended by its scheduler's death: it stays so in the history.

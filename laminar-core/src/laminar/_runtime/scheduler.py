@@ -446,11 +446,10 @@ class _Runner:
         declaration = declared.stored() if declared is not None and record is not None else None
         self.lease.acquire()
         try:
-            if record is not None:
-                batch = self.store.write_splits("Parameters", {0: record})
+            if record is not None:  # its one split (no shard) held in its record, as other such layers'
                 self.store.write_record(
                     self.store.layer_record(
-                        "Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.archives
+                        "Parameters", 1, batches={}, artifacts=record.archives, held={0: record}
                     )
                 )
                 self.store.write_metadata(parameters=declaration, dependencies=self._dependencies())

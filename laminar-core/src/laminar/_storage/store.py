@@ -149,7 +149,10 @@ class ExecutionStore:
             key, LayerStatusRecord.loads, f"the status of layer {layer}"
         )
         if found is None:
-            record = self.record(layer)
+            try:
+                record = self.record(layer)
+            except IntegrityError:  # says nothing of the status: readers of the record report it
+                return None
             reused = record.reused if record is not None else None
             if record is None or reused is None:
                 return None
