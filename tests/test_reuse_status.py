@@ -8,11 +8,13 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from laminar import Flow, Layer, Parameters
 from laminar._cli.main import cli
+from laminar._runtime import process
 from laminar._storage import gc, layout
 from laminar._storage.records import LayerStatusRecord
 from laminar.configurations import executors
@@ -196,3 +198,28 @@ def test_gc_copying_a_reused_layers_splits_in_keeps_where_it_came_from(tmp_path:
     }
     third = flow.execution("third").run(parameters={"count": COUNT}, reuse=True)
     assert {name: third.status.layers[name].reused for name in LAYERS} == dict.fromkeys(LAYERS, "second")
+
+
+def test_a_rerun_of_reused_layers_on_the_process_executor_starts_no_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing runs, so no worker process starts: neither forked from the template nor spawned (the
+    template itself is forked before the run begins, when whether anything will run is not known)."""
+    started: list[str] = []
+    for how in ("fork", "spawn"):
+        original = getattr(process._Worker, how).__func__
+
+        async def counted(
+            cls: type[process._Worker], *args: Any, _how: str = how, _original: Any = original
+        ) -> Any:
+            started.append(_how)
+            return await _original(cls, *args)
+
+        monkeypatch.setattr(process._Worker, how, classmethod(counted))
+    flow = Told(datastore=tmp_path.as_uri(), executor=executors.Process(concurrency=2))
+    flow.execution("first").run(parameters={"count": COUNT}, reuse=True)
+    assert started  # the first run's splits ran in workers
+    started.clear()
+    second = flow.execution("second").run(parameters={"count": COUNT}, reuse=True)
+    assert started == []
+    assert second.layer(Fragile).total == sum(n * n for n in range(COUNT)) + 1
