@@ -223,3 +223,20 @@ def test_a_rerun_of_reused_layers_on_the_process_executor_starts_no_worker(
     second = flow.execution("second").run(parameters={"count": COUNT}, reuse=True)
     assert started == []
     assert second.layer(Fragile).total == sum(n * n for n in range(COUNT)) + 1
+
+
+def test_reading_a_layer_with_neither_status_nor_record_reads_each_once(tmp_path: Path) -> None:
+    """Whether a layer with no status record was reused is read from its record: a layer that has
+    neither (not started, as a crash leaves it) costs one read of each, not two of its record."""
+    flow = Told(datastore=tmp_path.as_uri())
+    flow.execution("first").run(parameters={"count": COUNT})
+    (tmp_path / layout.layer_status("Told", "first", "Fragile")).unlink()
+    (tmp_path / layout.record("Told", "first", "Fragile")).unlink()
+    datastore = CountingLocal(tmp_path)
+    layer = Told(datastore=datastore).execution("first").status.layers["Fragile"]
+    assert layer.status == "not started"
+    fragile = layout.layer("Told", "first", "Fragile")
+    assert sorted(key for key in datastore.reads if key.startswith(fragile)) == [
+        fragile + "record.json",
+        fragile + "status.json",
+    ]
