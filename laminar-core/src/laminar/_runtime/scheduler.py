@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from laminar._runtime import batching, commit, fingerprint, foreach, hook_calls, reuse, tracebacks
@@ -353,6 +354,8 @@ class _Runner:
         self.run.records = self.records
         # Nothing else runs yet: on a local disk, where its small writes cost less than a thread (the
         # first of asyncio's default executor, started and joined for this alone), on the loop.
+        if self.reusing:  # parse the flow's code while the start's requests are on their way
+            self.tidying.append(asyncio.ensure_future(asyncio.to_thread(self._fingerprint_ahead)))
         await commit.write(self.store, self._begin)
         heartbeat = asyncio.ensure_future(self._heartbeat())
         try:
@@ -691,20 +694,38 @@ class _Runner:
         self.hook.laminar_layer_finished(layer=reader, splits=splits, error=None, run=self.run)
         return FINISHED
 
+    @functools.cached_property
+    def _project_root(self) -> Path:
+        """The flow's project folder, looked up once a run (a walk up the file system's folders)."""
+        return reuse.root_of(self.flow)
+
+    def _code(self, name: str) -> fingerprint.Fingerprint:
+        """The fingerprint of ``name``'s code (computed once per flow class per process)."""
+        flow = self.flow
+        return fingerprint.of_layer(
+            type(flow),
+            flow.registry[name].layer,
+            name,
+            [definition.layer for definition in flow.registry.values()],
+            self._project_root,
+        )
+
+    def _fingerprint_ahead(self) -> None:
+        """Fingerprint every layer's code (on a thread, while the run's first requests are made):
+        the first reuse check then finds them done. One that fails is left to that check to raise."""
+        for name in self.plan.order:
+            if name != "Parameters":
+                with contextlib.suppress(Exception):
+                    self._code(name)
+
     def _components(
         self, name: str, outputs: Mapping[str, dict[str, str]] | None = None
     ) -> tuple[dict[str, str], fingerprint.Fingerprint]:
         """The parts of ``name``'s key: its code, packages, inputs, parameters, configuration;
         its inputs' values as ``outputs`` gives them (all of them) if given, else as this run has them."""
         flow = self.flow
-        root = reuse.root_of(flow)
-        code = fingerprint.of_layer(
-            type(flow),
-            flow.registry[name].layer,
-            name,
-            [definition.layer for definition in flow.registry.values()],
-            root,
-        )
+        root = self._project_root
+        code = self._code(name)
         components = {"code": code.digest, **{f"code:{part}": d for part, d in code.parts.items()}}
         components.update({f"package:{n}" if n != "python" else n: v for n, v in code.packages.items()})
         for upstream in sorted(self.plan.dependencies[name]):  # what it reads: its inputs' values
