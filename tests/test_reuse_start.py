@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from laminar import Flow, Layer, Parameters
@@ -48,3 +50,59 @@ def test_a_run_looks_up_its_project_folder_once(tmp_path: Path, monkeypatch: pyt
     looked.clear()
     assert flow(start=1, reuse=True).layer(Fourth).value == 4  # reused: every layer keyed again
     assert looked == ["Five"]
+
+
+class Parallel(datastores.Local):
+    """A Local datastore as parallel as an object store (32 requests at once), whose record writes
+    of the layers of the run named ``held`` each wait until ``together`` of them are in
+    flight at once."""
+
+    max_workers = 32
+
+    def __init__(self, root: Path, together: int) -> None:
+        super().__init__(root)
+        self.held: str | None = None
+        self.barrier = threading.Barrier(together, timeout=20)
+        self.waited = 0
+        self.lock = threading.Lock()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if self.held is not None and f"/{self.held}/layers/Step" in key and key.endswith("/record.json"):
+            with self.lock:
+                first = self.waited < self.barrier.parties
+                self.waited += 1
+            if first:  # broken (and the run failed) unless the first ``together`` are in flight at once
+                self.barrier.wait()
+        super().write_bytes(key, data)
+
+
+class Long(Flow): ...
+
+
+def _step(number: int, upstream: type[Layer] | None) -> type[Layer]:
+    def first(self: Any) -> None:
+        self.value = number
+
+    def after(self: Any, before: Any) -> None:
+        self.value = before.value + number
+
+    after.__annotations__ = {"before": upstream, "return": None}  # the dependency
+    return type(f"Step{number}", (Layer,), {"__call__": first if upstream is None else after})
+
+
+_previous: type[Layer] | None = None
+for _number in range(10):
+    _previous = Long.register(_step(_number, _previous))
+
+
+def test_a_rerun_on_a_parallel_store_writes_its_reused_records_at_once(tmp_path: Path) -> None:
+    """Reused layers' records are written as their checks pass, each on a thread of the run's loop:
+    on a store taking 32 requests at once, eight (of ten) are in flight together (asyncio's default executor,
+    the CPUs + 4 threads, held them to 6 on this 2-core machine, and a rerun's records queued)."""
+    datastore = Parallel(tmp_path, together=8)
+    flow = Long(datastore=datastore, executor=executors.Thread())
+    flow(reuse=True)
+    datastore.held = "rerun"
+    rerun = flow.execution("rerun")
+    rerun.run(reuse=True)
+    assert all(rerun.store.layer_status(f"Step{n}").reused for n in range(10))

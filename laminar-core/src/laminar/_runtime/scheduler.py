@@ -18,6 +18,7 @@ import functools
 import gc
 import itertools
 import logging
+import os
 import signal
 import socket
 import threading
@@ -279,8 +280,20 @@ class _Runner:
             records.close()
 
     async def main(self) -> None:
+        self._size_default_executor()
         with self._signals_handled(asyncio.current_task()):
             await self._main()
+
+    def _size_default_executor(self) -> None:
+        """Give the run's own loop a default executor as parallel as its datastore: on an object
+        store a rerun's reused layers write their records at once (``asyncio.to_thread``), and
+        asyncio's default (the CPUs + 4 threads, 6 on 2 cores) held them to 6 requests in flight. Its
+        threads start only as work comes."""
+        workers = self.flow.configuration.datastore.max_workers
+        if workers > min(32, (os.cpu_count() or 1) + 4):
+            asyncio.get_running_loop().set_default_executor(
+                concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="laminar-scheduler")
+            )
 
     @contextlib.contextmanager
     def _signals_handled(self, task: asyncio.Task[Any] | None) -> Iterator[None]:
