@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 from laminar import Flow, Layer, Parameters
 from laminar._runtime import reuse
+from laminar._storage import layout
 from laminar.configurations import datastores, executors
+
+from tests.helpers import CountingLocal
+from tests.test_incremental_requests import LAYERS, Chain
 
 
 class Five(Flow): ...
@@ -43,7 +47,7 @@ class Fourth(Layer):
 def test_a_run_looks_up_its_project_folder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     looked: list[str] = []
     root_of = reuse.root_of
-    monkeypatch.setattr(reuse, "root_of", lambda flow: looked.append(flow.name) or root_of(flow))
+    monkeypatch.setattr(reuse, "root_of", lambda flow: (looked.append(flow.name), root_of(flow))[1])
     flow = Five(datastore=datastores.Local(tmp_path), executor=executors.Thread())
     assert flow(start=1, reuse=True).layer(Fourth).value == 4
     assert looked == ["Five"]
@@ -105,4 +109,35 @@ def test_a_rerun_on_a_parallel_store_writes_its_reused_records_at_once(tmp_path:
     datastore.held = "rerun"
     rerun = flow.execution("rerun")
     rerun.run(reuse=True)
-    assert all(rerun.store.layer_status(f"Step{n}").reused for n in range(10))
+    assert all(rerun.store.layer_status(f"Step{n}").reused for n in range(10))  # type: ignore[union-attr]
+
+
+class BatchWaits(CountingLocal):
+    """Reading Square's split batch of the execution ``source`` waits until Later's index entry has
+    been read (at most 10 s, then says so in ``waited_out``)."""
+
+    def __init__(self, root: Path, source: str) -> None:
+        super().__init__(root)
+        self.source = source
+        self.later_read = threading.Event()
+        self.waited_out = False
+
+    def read_bytes(self, key: str) -> bytes:
+        if key.startswith(layout.reuse_index("Chain")) and key.split("/")[3] == "Later":
+            self.later_read.set()
+        if f"/{self.source}/layers/Square/splits/" in key and not self.later_read.wait(10):
+            self.waited_out = True
+        return super().read_bytes(key)
+
+
+def test_entries_of_layers_keyed_from_held_records_are_read_while_batches_are(tmp_path: Path) -> None:
+    """Later reads Total, whose record holds its one split: its key is known once the records of
+    the execution reused from are read, so its entry is read while Square's split batch (which
+    Total's key waits for) is still on its way, not after it."""
+    first = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(count=30, reuse=True)
+    datastore = BatchWaits(tmp_path, first.id)
+    rerun = Chain(datastore=datastore, executor=executors.Thread())(count=30, reuse=True)
+    assert not datastore.waited_out
+    assert [rerun.store.layer_status(n).reused for n in LAYERS[1:]] == [first.id] * 5  # type: ignore[union-attr]
+    entries = [key for key in datastore.reads if key.startswith(layout.reuse_index("Chain"))]
+    assert sorted(key.split("/")[3] for key in entries) == sorted(LAYERS[1:])  # each once

@@ -224,6 +224,7 @@ class _Runner:
         self.sources: dict[tuple[str, str], dict[str, str]] = {}  # (execution, layer) -> its outputs
         self.prefetched: set[str] = set()  # executions this run reuses from, their records read
         self.ahead: dict[tuple[str, str], reuse_index.ReuseEntry | None] = {}  # (layer, key) -> entry
+        self.guessed_ahead: set[str] = set()  # the layers whose entries were read ahead
         self.checked: dict[
             str, asyncio.Future[bool]
         ] = {}  # whether each layer is reused (its record may be in flight)
@@ -779,7 +780,9 @@ class _Runner:
                 # Its other layers are likely reused too: read their records at once, not one by one.
                 self.prefetched.add(found.execution)
                 source = self.flow.configuration.store(self.flow.name, found.execution)
-                reuse_index.prefetch(source, self.plan.dependencies)
+                # The layers keyed from records alone have their entries read while batches are.
+                ahead = functools.partial(self._reuse_ahead, name, found.execution, held_only=True)
+                reuse_index.prefetch(source, self.plan.dependencies, meanwhile=ahead)
                 self._reuse_ahead(name, found.execution)
             splits = reuse_index.usable(datastore, self.store.protocols, found, name)
             if isinstance(splits, str):
@@ -805,17 +808,21 @@ class _Runner:
         self.run.explanations[name] = (None, f"ran because {why}")
         return None
 
-    def _reuse_ahead(self, name: str, execution: str) -> None:
+    def _reuse_ahead(self, name: str, execution: str, *, held_only: bool = False) -> None:
         """Read at once, in parallel, the index entries of the layers not keyed yet, with the keys
         they have if every layer they read that this run has not finished is reused from
         ``execution`` (with the values its records hold): down a chain of reused layers each then
         finds its entry read, instead of waiting for one request after its upstream's. An entry is
         used only for the key it was read for, and checked as any other before reuse; a guess that
-        proves wrong (an upstream ran after all) costs its one read."""
+        proves wrong (an upstream ran after all) costs its one read. ``held_only``: only the layers
+        whose upstream layers' records there hold their splits themselves (read already: no batch
+        file to wait for); a later call guesses the others."""
         source = self.flow.configuration.store(self.flow.name, execution)
         guessed: dict[str, str] = {}
         for layer in self.plan.order:
             if layer in ("Parameters", name) or layer in self.keys or layer in self.forced:
+                continue
+            if layer in self.guessed_ahead:
                 continue
             if not self.flow.registry[layer].configuration.reuse:
                 continue
@@ -824,7 +831,11 @@ class _Runner:
                 for upstream in self.plan.dependencies[layer]:
                     if upstream in self.outputs:
                         outputs[upstream] = self.outputs[upstream]
-                    elif upstream != "Parameters" and source.record(upstream) is not None:
+                    elif upstream != "Parameters" and (
+                        reuse_index.held_whole(source.record(upstream))
+                        if held_only
+                        else source.record(upstream) is not None
+                    ):
                         outputs[upstream] = self._outputs_in(execution, upstream)
                     else:
                         break
@@ -837,6 +848,7 @@ class _Runner:
             lambda layer: reuse_index.entry(datastore, self.flow.name, layer, guessed[layer]), list(guessed)
         )
         self.ahead.update(zip(((layer, guessed[layer]) for layer in guessed), entries, strict=True))
+        self.guessed_ahead.update(guessed)
 
     def _split_keys(self, name: str, grid: foreach.Grid) -> tuple[str, list[str], list[tuple[str, ...]]]:
         """A foreach layer's key without its axes (``base``), each split's key, and what each split
