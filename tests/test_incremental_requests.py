@@ -116,8 +116,8 @@ def test_an_unchanged_rerun_reads_each_record_once_and_checks_values_not_splits(
     ours = [key for key in datastore.reads if not key.startswith((theirs, layout.reuse_index("Chain")))]
     read = [key for key in datastore.reads if key.startswith(theirs)]
     assert sorted(read) == sorted(records | batches)  # each once
-    assert [key.split("/")[3] for key in entries] == list(LAYERS[1:])  # one entry per layer
-    assert ours == [layout.execution_status("Chain", datastore.reads[0].split("/")[3])]
+    assert sorted(key.split("/")[3] for key in entries) == sorted(LAYERS[1:])  # one entry per layer
+    assert ours == []  # nothing of its own: a run that is not a resume reads no status to carry over
     assert not [prefix for prefix in datastore.listings if prefix.startswith(theirs)]
     values = [key for key in datastore.checked if key.startswith("artifacts/")]
     assert len(values) == 1  # the noise; Square's values are inline in its records

@@ -25,7 +25,9 @@ from click.testing import CliRunner, Result
 from helpers import compressed_otherwise, datastore_at, files
 from laminar import Flow, Layer, Parameters
 from laminar._cli.main import cli
+from laminar._serialization.registry import Protocols
 from laminar._storage import layout, verification
+from laminar._storage.store import ExecutionStore
 from laminar.configurations import datastores, executors
 
 FLOW = textwrap.dedent(
@@ -301,15 +303,31 @@ def test_a_damaged_layer_record_is_written_again(
     assert final.exit_code == 0, final.output
 
 
-def test_repair_refuses_damaged_parameters_and_moves_nothing(flow_file: Path, store: str, ran: Path) -> None:
+@pytest.mark.parametrize("held", [True, False], ids=["in-its-record", "in-a-batch-as-before-2026.12.5"])
+def test_repair_refuses_damaged_parameters_and_moves_nothing(
+    flow_file: Path, store: str, ran: Path, held: bool
+) -> None:
     run(flow_file, store, ran)
     root = Path(store.removeprefix("file://"))
-    (batch,) = (root / layout.splits("Chain", "e1", "Parameters")).iterdir()
-    batch.write_bytes(batch.read_bytes()[:-5])
+    if held:  # the Parameters layer's record holds its one split
+        damaged = root / layout.record("Chain", "e1", "Parameters")
+    else:  # as earlier releases wrote it: the split in a batch of its own
+        execution = ExecutionStore(datastore_at(store), "Chain", "e1", Protocols())
+        record = execution.record("Parameters")
+        assert record is not None and set(record.held) == {0}
+        batch = execution.write_splits("Parameters", dict(record.held))
+        execution.write_record(
+            execution.layer_record("Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.artifacts)
+        )
+        (damaged,) = (root / layout.splits("Chain", "e1", "Parameters")).iterdir()
+    damaged.write_bytes(damaged.read_bytes()[:-5])
     before = files(root)
     result = verify(flow_file, store, "--repair")
     assert result.exit_code == 1
-    assert "Parameters" in result.output and "split batch 0-0.json" in result.output
+    assert (
+        "Parameters" in result.output and ("its record" if held else "split batch 0-0.json") in result.output
+    )
+    assert "its status" not in result.output  # it has no status record: none is damaged
     assert (
         "Error: IntegrityError: the parameters of execution e1 of flow Chain are damaged, and cannot be "
         "computed again; run the flow again with its parameters"

@@ -10,6 +10,8 @@ one whose error ``Catch`` absorbed, that error as ``caught``). A resume carries 
 earlier runs recorded; ``next_attempt`` stays above every attempt number used, and a "running"
 record reserves the numbers its run may use, so a resume after a crash numbers after them too. A
 layer that ends sooner gets only its final record: one small write per layer of a chain, not two.
+A layer reused whole gets none in a fresh execution: its layer record says where from and why, and
+its status is read from that (``Record.reused``).
 Split events only touch memory. A layer's final record is written by a thread of its own
 (``_Writer``), so the scheduler does not wait on a write per layer: a "finished" one as soon as
 the layer's record, written behind, lands (``Run.when_landed``; to a local datastore by the thread
@@ -236,7 +238,8 @@ RECORDS = StashKey[_Records]()
 
 @hookimpl
 def laminar_execution_started(execution: Execution, run: Run) -> None:
-    earlier = run.store.status()
+    # A run that is not a resume started the execution (it did not exist): no record to carry over.
+    earlier = run.store.status() if run.resumed else None
     started = run.started
     created = earlier.created if earlier is not None and earlier.created else started
     # An earlier run still "running" was ended by its scheduler's death: it stays so in the history.
@@ -288,6 +291,8 @@ def laminar_execution_finished(execution: Execution, error: BaseException | None
 def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
     records = run.stash.get(RECORDS, None)
     if records is None:
+        return
+    if _read_from_its_record(run, records, layer.name):
         return
     layer_run = records.layers[layer.name] = _LayerRun(time.time(), splits)
     earlier = run.store.layer_status(layer.name) if records.carried else None
@@ -381,6 +386,8 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
     records = run.stash.get(RECORDS, None)
     if records is None:
         return
+    if error is None and _read_from_its_record(run, records, layer.name):
+        return
     layer_run = records.layers.pop(layer.name, None) or _LayerRun(time.time(), splits)
     if isinstance(error, DatastoreError):
         records.writer.discard(layer.name)  # as for the execution's record: the store is failing
@@ -403,6 +410,13 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
     records.writer.put(final, after=FINISHED_AFTER if status == "finished" else 0.0)
     if status == "finished":  # written once its layer record, written behind, lands (if sooner)
         run.when_landed(layer.name, functools.partial(records.writer.landed, layer.name))
+
+
+def _read_from_its_record(run: Run, records: _Records, layer: str) -> bool:
+    """Whether ``layer`` was reused whole in an execution no earlier run recorded a status of: its
+    record, written before its events, says where from and why, and its status is read from it
+    (``Record.reused``), so it gets no status record (none of an earlier run is there to replace)."""
+    return not records.carried and run.explanations.get(layer, (None, ""))[0] is not None
 
 
 def _record(

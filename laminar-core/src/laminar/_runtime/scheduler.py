@@ -18,11 +18,13 @@ import functools
 import gc
 import itertools
 import logging
+import os
 import signal
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from laminar._runtime import batching, commit, fingerprint, foreach, hook_calls, reuse, tracebacks
@@ -222,6 +224,7 @@ class _Runner:
         self.sources: dict[tuple[str, str], dict[str, str]] = {}  # (execution, layer) -> its outputs
         self.prefetched: set[str] = set()  # executions this run reuses from, their records read
         self.ahead: dict[tuple[str, str], reuse_index.ReuseEntry | None] = {}  # (layer, key) -> entry
+        self.guessed_ahead: set[str] = set()  # the layers whose entries were read ahead
         self.checked: dict[
             str, asyncio.Future[bool]
         ] = {}  # whether each layer is reused (its record may be in flight)
@@ -278,8 +281,20 @@ class _Runner:
             records.close()
 
     async def main(self) -> None:
+        self._size_default_executor()
         with self._signals_handled(asyncio.current_task()):
             await self._main()
+
+    def _size_default_executor(self) -> None:
+        """Give the run's own loop a default executor as parallel as its datastore: on an object
+        store a rerun's reused layers write their records at once (``asyncio.to_thread``), and
+        asyncio's default (the CPUs + 4 threads, 6 on 2 cores) held them to 6 requests in flight. Its
+        threads start only as work comes."""
+        workers = self.flow.configuration.datastore.max_workers
+        if workers > min(32, (os.cpu_count() or 1) + 4):
+            asyncio.get_running_loop().set_default_executor(
+                concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="laminar-scheduler")
+            )
 
     @contextlib.contextmanager
     def _signals_handled(self, task: asyncio.Task[Any] | None) -> Iterator[None]:
@@ -353,6 +368,8 @@ class _Runner:
         self.run.records = self.records
         # Nothing else runs yet: on a local disk, where its small writes cost less than a thread (the
         # first of asyncio's default executor, started and joined for this alone), on the loop.
+        if self.reusing:  # parse the flow's code while the start's requests are on their way
+            self.tidying.append(asyncio.ensure_future(asyncio.to_thread(self._fingerprint_ahead)))
         await commit.write(self.store, self._begin)
         heartbeat = asyncio.ensure_future(self._heartbeat())
         try:
@@ -446,11 +463,10 @@ class _Runner:
         declaration = declared.stored() if declared is not None and record is not None else None
         self.lease.acquire()
         try:
-            if record is not None:
-                batch = self.store.write_splits("Parameters", {0: record})
+            if record is not None:  # its one split (no shard) held in its record, as other such layers'
                 self.store.write_record(
                     self.store.layer_record(
-                        "Parameters", 1, batches={batch: ((0, 0),)}, artifacts=record.archives
+                        "Parameters", 1, batches={}, artifacts=record.archives, held={0: record}
                     )
                 )
                 self.store.write_metadata(parameters=declaration, dependencies=self._dependencies())
@@ -678,7 +694,7 @@ class _Runner:
         self.checked[name].set_result(True)
         splits, execution = found
         return splits, asyncio.ensure_future(
-            asyncio.to_thread(reuse_index.adopt, self.store, name, execution)
+            asyncio.to_thread(reuse_index.adopt, self.store, name, execution, self.run.explanations[name][1])
         )
 
     async def _reused(self, name: str, reused: tuple[int, asyncio.Future[None]], states: list[str]) -> str:
@@ -693,20 +709,38 @@ class _Runner:
         self.hook.laminar_layer_finished(layer=reader, splits=splits, error=None, run=self.run)
         return FINISHED
 
+    @functools.cached_property
+    def _project_root(self) -> Path:
+        """The flow's project folder, looked up once a run (a walk up the file system's folders)."""
+        return reuse.root_of(self.flow)
+
+    def _code(self, name: str) -> fingerprint.Fingerprint:
+        """The fingerprint of ``name``'s code (computed once per flow class per process)."""
+        flow = self.flow
+        return fingerprint.of_layer(
+            type(flow),
+            flow.registry[name].layer,
+            name,
+            [definition.layer for definition in flow.registry.values()],
+            self._project_root,
+        )
+
+    def _fingerprint_ahead(self) -> None:
+        """Fingerprint every layer's code (on a thread, while the run's first requests are made):
+        the first reuse check then finds them done. One that fails is left to that check to raise."""
+        for name in self.plan.order:
+            if name != "Parameters":
+                with contextlib.suppress(Exception):
+                    self._code(name)
+
     def _components(
         self, name: str, outputs: Mapping[str, dict[str, str]] | None = None
     ) -> tuple[dict[str, str], fingerprint.Fingerprint]:
         """The parts of ``name``'s key: its code, packages, inputs, parameters, configuration;
         its inputs' values as ``outputs`` gives them (all of them) if given, else as this run has them."""
         flow = self.flow
-        root = reuse.root_of(flow)
-        code = fingerprint.of_layer(
-            type(flow),
-            flow.registry[name].layer,
-            name,
-            [definition.layer for definition in flow.registry.values()],
-            root,
-        )
+        root = self._project_root
+        code = self._code(name)
         components = {"code": code.digest, **{f"code:{part}": d for part, d in code.parts.items()}}
         components.update({f"package:{n}" if n != "python" else n: v for n, v in code.packages.items()})
         for upstream in sorted(self.plan.dependencies[name]):  # what it reads: its inputs' values
@@ -747,7 +781,9 @@ class _Runner:
                 # Its other layers are likely reused too: read their records at once, not one by one.
                 self.prefetched.add(found.execution)
                 source = self.flow.configuration.store(self.flow.name, found.execution)
-                reuse_index.prefetch(source, self.plan.dependencies)
+                # The layers keyed from records alone have their entries read while batches are.
+                ahead = functools.partial(self._reuse_ahead, name, found.execution, held_only=True)
+                reuse_index.prefetch(source, self.plan.dependencies, meanwhile=ahead)
                 self._reuse_ahead(name, found.execution)
             splits = reuse_index.usable(datastore, self.store.protocols, found, name)
             if isinstance(splits, str):
@@ -773,17 +809,21 @@ class _Runner:
         self.run.explanations[name] = (None, f"ran because {why}")
         return None
 
-    def _reuse_ahead(self, name: str, execution: str) -> None:
+    def _reuse_ahead(self, name: str, execution: str, *, held_only: bool = False) -> None:
         """Read at once, in parallel, the index entries of the layers not keyed yet, with the keys
         they have if every layer they read that this run has not finished is reused from
         ``execution`` (with the values its records hold): down a chain of reused layers each then
         finds its entry read, instead of waiting for one request after its upstream's. An entry is
         used only for the key it was read for, and checked as any other before reuse; a guess that
-        proves wrong (an upstream ran after all) costs its one read."""
+        proves wrong (an upstream ran after all) costs its one read. ``held_only``: only the layers
+        whose upstream layers' records there hold their splits themselves (read already: no batch
+        file to wait for); a later call guesses the others."""
         source = self.flow.configuration.store(self.flow.name, execution)
         guessed: dict[str, str] = {}
         for layer in self.plan.order:
             if layer in ("Parameters", name) or layer in self.keys or layer in self.forced:
+                continue
+            if layer in self.guessed_ahead:
                 continue
             if not self.flow.registry[layer].configuration.reuse:
                 continue
@@ -792,7 +832,11 @@ class _Runner:
                 for upstream in self.plan.dependencies[layer]:
                     if upstream in self.outputs:
                         outputs[upstream] = self.outputs[upstream]
-                    elif upstream != "Parameters" and source.record(upstream) is not None:
+                    elif upstream != "Parameters" and (
+                        reuse_index.held_whole(source.record(upstream))
+                        if held_only
+                        else source.record(upstream) is not None
+                    ):
                         outputs[upstream] = self._outputs_in(execution, upstream)
                     else:
                         break
@@ -805,6 +849,7 @@ class _Runner:
             lambda layer: reuse_index.entry(datastore, self.flow.name, layer, guessed[layer]), list(guessed)
         )
         self.ahead.update(zip(((layer, guessed[layer]) for layer in guessed), entries, strict=True))
+        self.guessed_ahead.update(guessed)
 
     def _split_keys(self, name: str, grid: foreach.Grid) -> tuple[str, list[str], list[tuple[str, ...]]]:
         """A foreach layer's key without its axes (``base``), each split's key, and what each split

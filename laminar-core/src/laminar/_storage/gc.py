@@ -33,7 +33,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from laminar._names import is_valid
 from laminar._serialization.registry import Protocols
@@ -321,18 +321,17 @@ def copy_in(datastore: Datastore, loan: Loan) -> None:
     for start in range(0, len(indices), COPIED_PER_BATCH):
         chunk = {index: loan.splits[index] for index in indices[start : start + COPIED_PER_BATCH]}
         batches[store.write_splits(loan.layer, chunk)] = runs(chunk)
-    store.write_record(
-        store.layer_record(
-            loan.layer,
-            loan.record.splits,
-            batches=batches,
-            artifacts=loan.record.artifacts,
-            borrowed={e: found for e, found in loan.record.borrowed.items() if e not in loan.lenders},
-            held=loan.record.held,
-            key=loan.record.key,
-            base=loan.record.base,
-        )
+    copied = store.layer_record(
+        loan.layer,
+        loan.record.splits,
+        batches=batches,
+        artifacts=loan.record.artifacts,
+        borrowed={e: found for e, found in loan.record.borrowed.items() if e not in loan.lenders},
+        held=loan.record.held,
+        key=loan.record.key,
+        base=loan.record.base,
     )
+    store.write_record(replace(copied, reused=loan.record.reused))  # and where it came from, if reused
 
 
 def blobs(datastore: Datastore) -> list[str]:

@@ -15,6 +15,7 @@ split records of the execution that stored them (``Record.borrowed``, see
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -26,7 +27,7 @@ from typing import ClassVar
 from laminar._serialization.registry import Protocols
 from laminar._storage import borrowing, layout
 from laminar._storage.borrowing import Place
-from laminar._storage.records import Document, Malformed, Record, SplitRecord
+from laminar._storage.records import Document, Malformed, Record, Reuse, SplitRecord
 from laminar._storage.schema import record, sorted_keys, sparse
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
@@ -131,11 +132,14 @@ def usable(
     return splits
 
 
-def prefetch(store: ExecutionStore, layers: Iterable[str]) -> None:
+def prefetch(
+    store: ExecutionStore, layers: Iterable[str], meanwhile: Callable[[], object] | None = None
+) -> None:
     """Read the records and split batches of ``layers`` in ``store`` (an execution a run reuses
     from) at once, into the metadata cache, so that checking each layer before reusing it, one
     after another down a chain, costs no request of its own. What cannot be read is left to those
-    checks, which read it again and say why.
+    checks, which read it again and say why. ``meanwhile`` is called on a thread of its own once
+    the records are read, while the batches are (what it raises is raised here).
 
     A layer of several batches reads them in parallel itself, from this thread: on the datastore's
     threads it would wait for threads its neighbours hold, waiting in turn."""
@@ -152,32 +156,51 @@ def prefetch(store: ExecutionStore, layers: Iterable[str]) -> None:
             store.finished_batches(layer)
 
     records = dict(zip(layers, store.datastore.map_parallel(read_record, layers), strict=True))
-    store.datastore.map_parallel(
-        read_batches, [n for n, r in records.items() if r is not None and len(r.batches) == 1]
+    side = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="laminar-reuse") if meanwhile else None
+    try:
+        done = side.submit(meanwhile) if side is not None and meanwhile is not None else None
+        store.datastore.map_parallel(
+            read_batches, [n for n, r in records.items() if r is not None and len(r.batches) == 1]
+        )
+        for layer in [n for n, r in records.items() if r is not None and len(r.batches) > 1]:
+            read_batches(layer)
+        if done is not None:
+            done.result()
+    finally:
+        if side is not None:
+            side.shutdown(wait=True)
+
+
+def held_whole(record: Record | None) -> bool:
+    """Whether ``record`` holds every split of its layer itself (no batch file, nothing borrowed):
+    its layer's values are known once the record is read."""
+    return (
+        record is not None
+        and bool(record.held)
+        and not record.borrowed
+        and set(record.batches) == {record.held_batch}
     )
-    for layer in [n for n, r in records.items() if r is not None and len(r.batches) > 1]:
-        read_batches(layer)
 
 
-def adopt(store: ExecutionStore, layer: str, execution: str) -> None:
+def adopt(store: ExecutionStore, layer: str, execution: str, why: str) -> None:
     """Record ``layer`` (finished by ``execution``, checked by ``usable``) as finished here: its
-    record points at the splits where ``execution``'s record says they are stored."""
+    record points at the splits where ``execution``'s record says they are stored, and says where
+    it was reused from and ``why`` (its status is read from it: ``Record.reused``)."""
     source = ExecutionStore(store.datastore, store.flow, execution, store.protocols)
     finished = source.record(layer)
     if finished is None:  # usable() just read it
         raise IntegrityError(f"the record of layer {layer} of execution {execution} is gone")
     places = borrowing.resolve(source.lent(layer), execution, range(finished.splits))
-    store.write_record(
-        store.layer_record(
-            layer,
-            finished.splits,
-            batches={},
-            artifacts=finished.artifacts,
-            borrowed=borrowing.fold(places),
-            key=finished.key,  # the key usable() found it computed with: this run's
-            base=finished.base,
-        )
+    adopted = store.layer_record(
+        layer,
+        finished.splits,
+        batches={},
+        artifacts=finished.artifacts,
+        borrowed=borrowing.fold(places),
+        key=finished.key,  # the key usable() found it computed with: this run's
+        base=finished.base,
     )
+    store.write_record(replace(adopted, reused=Reuse(execution, time.time(), why)))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from laminar._storage.lease import Lease
-from laminar._storage.records import AttemptRecord, LayerStatusRecord, RunRecord
+from laminar._storage.records import AttemptRecord, RunRecord
 from laminar._storage.store import ExecutionStore
 from laminar.errors import ExecutionNotFound
 
@@ -244,9 +244,9 @@ def read_status(
 
 def layer_status(store: ExecutionStore, name: str, execution: Status | Callable[[], Status]) -> LayerStatus:
     """The state of layer ``name``; ``execution`` (or how to read it) tells a live run from a dead one."""
-    record: LayerStatusRecord | None = store.layer_status(name)
+    record, finished = store.layer_state(name)  # a layer reused whole: as its record says
     if record is None:  # no run of it recorded a status: finished before records existed, or not started
-        if store.record(name) is not None:
+        if finished is not None:
             return LayerStatus(name, "finished")
         if not store.metadata_exists():
             raise not_found(store)

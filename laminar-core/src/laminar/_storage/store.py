@@ -101,6 +101,25 @@ def _batch_order(name: str) -> tuple[int, int]:
     return layout.parse_split_batch(name) or (-1, -1)
 
 
+def _reused_status(record: Record, execution: str) -> LayerStatusRecord | None:
+    """The status a layer reused whole (in ``execution``) would have written, as its record says
+    (``Record.reused``); None for a layer that was not."""
+    reused = record.reused
+    if reused is None:
+        return None
+    return LayerStatusRecord(
+        record.flow,
+        execution,
+        record.layer,
+        "finished",
+        reused.at,
+        reused.at,
+        splits=record.splits,
+        reused=reused.execution,
+        why=reused.why,
+    )
+
+
 class ExecutionStore:
     """Reads and writes the records of one execution of one flow in one datastore.
 
@@ -141,7 +160,28 @@ class ExecutionStore:
         )
 
     def layer_status(self, layer: str) -> LayerStatusRecord | None:
-        """How ``layer``'s latest run went, or None if no run of it recorded that."""
+        """How ``layer``'s latest run went, or None if no run of it recorded that. A layer reused
+        whole in a fresh execution has no status record of its own: its layer record says where
+        from, when and why (``Record.reused``), and is read as the status it would have written."""
+        found = self._stored_layer_status(layer)
+        if found is not None:
+            return found
+        try:
+            record = self.record(layer)
+        except IntegrityError:  # says nothing of the status: readers of the record report it
+            return None
+        return _reused_status(record, self.execution) if record is not None else None
+
+    def layer_state(self, layer: str) -> tuple[LayerStatusRecord | None, Record | None]:
+        """``layer_status``, and for a layer with no status record of its own its record (None:
+        not finished), each read once; ``IntegrityError`` if either is damaged."""
+        found = self._stored_layer_status(layer)
+        if found is not None:
+            return found, None
+        record = self.record(layer)
+        return (_reused_status(record, self.execution) if record is not None else None), record
+
+    def _stored_layer_status(self, layer: str) -> LayerStatusRecord | None:
         key = layout.layer_status(self.flow, self.execution, layer)
         found: LayerStatusRecord | None = self._read_optional(
             key, LayerStatusRecord.loads, f"the status of layer {layer}"

@@ -377,13 +377,13 @@ def repair(
             "repair it once that run has ended"
         )
     recomputed = {finding.layer for finding in verification.findings if finding.recomputed}
-    if "Parameters" in recomputed:
+    rewritten = {finding.layer for finding in verification.findings if finding.kind == RECORD}
+    if "Parameters" in recomputed | rewritten:  # its record holds its split (its batch, before 2026.12.5)
         raise IntegrityError(
             f"the parameters of execution {store.execution} of flow {store.flow} are damaged, and "
             "cannot be computed again; run the flow again with its parameters"
         )
     dependents = dependents_of(recomputed, dependencies)
-    rewritten = {finding.layer for finding in verification.findings if finding.kind == RECORD}
     marked = [name for name in order if name in recomputed | dependents | rewritten]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     folder = layout.repaired(store.flow, store.execution, stamp)
