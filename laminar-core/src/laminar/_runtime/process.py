@@ -241,6 +241,7 @@ class Process(Executor):
         self._starting: set[asyncio.Task[None]] = set()
         self._packer = FlowPacker()
         self._template: WorkerTemplate | None = None
+        self._template_start: asyncio.Future[WorkerTemplate | None] | None = None  # a new interpreter's
         self._cancelled = False  # the run failed or was stopped: start nothing still waiting
 
     @contextlib.contextmanager
@@ -271,19 +272,31 @@ class Process(Executor):
             return None
 
     async def start(self) -> None:
-        """Start the template workers are forked from (``forkserver``): the one forked from this
-        process before the run began, else a new interpreter, which imports Laminar meanwhile and the
-        flow's modules as soon as the first split names the flow."""
+        """Take up the template workers are forked from (``forkserver``) that was forked from this
+        process before the run began. Where that fork was unsafe, the template is a new interpreter,
+        started when the first split needs a worker (:meth:`_started_template`): a run whose layers
+        are all reused starts none, instead of one importing Laminar on the CPUs its checks use."""
         self._reset()
         forked, self._forked = self._forked, None
         if forked is not None:
             self._template = await WorkerTemplate.adopt(forked)
-        elif self.start_method == "forkserver":
-            try:
-                self._template = await WorkerTemplate.start()
-            except OSError as error:
-                logger.warning("the process executor's worker template did not start (%s): workers start "
-                               "as new interpreters", error)  # fmt: skip
+
+    async def _started_template(self) -> WorkerTemplate | None:
+        """The template to fork workers from: the one forked before the run, else a new interpreter,
+        started once, by the first split that needs a worker (the others wait for the same one)."""
+        if self._template is not None or self.start_method != "forkserver":
+            return self._template
+        if self._template_start is None:
+            self._template_start = asyncio.ensure_future(self._start_template())
+        return await asyncio.shield(self._template_start)  # a template once started is always closed
+
+    async def _start_template(self) -> WorkerTemplate | None:
+        try:
+            self._template = await WorkerTemplate.start()
+        except OSError as error:
+            logger.warning("the process executor's worker template did not start (%s): workers start "
+                           "as new interpreters", error)  # fmt: skip
+        return self._template
 
     async def _acquire(self, flow: PackedFlow) -> _Worker:
         """A ready worker: an idle one, else whichever is ready first of those busy and one started
@@ -310,8 +323,9 @@ class Process(Executor):
     async def _start(self, flow: PackedFlow) -> None:
         """Start a worker, install ``flow`` in it, and hand it on; a failure to start goes to the
         split that has waited longest, as its own error."""
-        if self._template is not None:
-            await self._template.preload(flow)  # not shielded: an execution that ends does not wait
+        template = await self._started_template()
+        if template is not None:
+            await template.preload(flow)  # not shielded: an execution that ends does not wait
         spawning = asyncio.ensure_future(self._new_worker())
         try:
             worker = await asyncio.shield(spawning)  # a process once made is always reaped
@@ -425,6 +439,8 @@ class Process(Executor):
         await asyncio.gather(*starting, return_exceptions=True)
         workers, self._all, self._idle = self._all, [], []
         await asyncio.gather(*(worker.close() for worker in workers))
+        if self._template_start is not None:  # a template being started is closed once it is
+            await asyncio.gather(self._template_start, return_exceptions=True)
         template, self._template = self._template, None
         if template is not None:  # after its workers: it tells when they end
             await template.close()
