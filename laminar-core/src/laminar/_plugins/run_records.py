@@ -163,6 +163,9 @@ class _Writer:
             self._changed.notify_all()
             while self._pending or self._writing or self._here:
                 self._changed.wait()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()  # nothing left to write: it ends now (a process forking next finds it gone)
         self._raise_failure()
 
     def abandon(self) -> None:

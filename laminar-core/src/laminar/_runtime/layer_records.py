@@ -156,10 +156,15 @@ class LayerRecords:
             self._stop(RuntimeError("the run's datastore failed: layer record not written"))
 
     def close(self) -> None:
-        """End the thread once it has written what is queued."""
+        """End the thread once it has written what is queued; wait for it to end if nothing is (a
+        process forking next, the process executor's template, then finds no thread of ours)."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+            idle = not self._queue
+        thread = self._thread
+        if idle and thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def _stop(self, failure: BaseException) -> None:
         """Fail every queued record with ``failure`` (call holding the lock)."""
