@@ -367,6 +367,10 @@ def fingerprint(objects: Iterable[Any], *, root: Path, skip: Iterable[type] = ()
 
 _cache: weakref.WeakKeyDictionary[type, dict[str, Fingerprint]] = weakref.WeakKeyDictionary()
 _cache_lock = threading.Lock()
+#: One fingerprint computed at a time: ``inspect.getsource`` reads through ``linecache`` and
+#: ``inspect``'s module maps, which other threads computing at once can empty under it, and a
+#: function whose source is not found is fingerprinted by its bytecode instead (another digest).
+_computing = threading.Lock()
 
 
 def of_layer(flow: type, layer: type, name: str, layers: Iterable[type], root: Path) -> Fingerprint:
@@ -376,6 +380,13 @@ def of_layer(flow: type, layer: type, name: str, layers: Iterable[type], root: P
         cached = _cache.setdefault(flow, {}).get(name)
     if cached is not None:
         return cached
+    with _computing:
+        with _cache_lock:
+            cached = _cache.setdefault(flow, {}).get(name)
+        return cached if cached is not None else _computed(flow, layer, name, layers, root)
+
+
+def _computed(flow: type, layer: type, name: str, layers: Iterable[type], root: Path) -> Fingerprint:
     flow_methods = [
         member
         for _, member in sorted(vars(flow).items())
