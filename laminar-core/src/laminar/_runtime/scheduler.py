@@ -224,7 +224,6 @@ class _Runner:
         self.sources: dict[tuple[str, str], dict[str, str]] = {}  # (execution, layer) -> its outputs
         self.prefetched: set[str] = set()  # executions this run reuses from, their records read
         self.ahead: dict[tuple[str, str], reuse_index.ReuseEntry | None] = {}  # (layer, key) -> entry
-        self.guessed_ahead: set[str] = set()  # the layers whose entries were read ahead
         self.checked: dict[
             str, asyncio.Future[bool]
         ] = {}  # whether each layer is reused (its record may be in flight)
@@ -820,10 +819,11 @@ class _Runner:
         file to wait for); a later call guesses the others."""
         source = self.flow.configuration.store(self.flow.name, execution)
         guessed: dict[str, str] = {}
+        read_ahead = {layer for layer, _ in self.ahead}  # guessed before (one used is in self.keys)
         for layer in self.plan.order:
             if layer in ("Parameters", name) or layer in self.keys or layer in self.forced:
                 continue
-            if layer in self.guessed_ahead:
+            if layer in read_ahead:
                 continue
             if not self.flow.registry[layer].configuration.reuse:
                 continue
@@ -849,7 +849,6 @@ class _Runner:
             lambda layer: reuse_index.entry(datastore, self.flow.name, layer, guessed[layer]), list(guessed)
         )
         self.ahead.update(zip(((layer, guessed[layer]) for layer in guessed), entries, strict=True))
-        self.guessed_ahead.update(guessed)
 
     def _split_keys(self, name: str, grid: foreach.Grid) -> tuple[str, list[str], list[tuple[str, ...]]]:
         """A foreach layer's key without its axes (``base``), each split's key, and what each split

@@ -156,9 +156,13 @@ def prefetch(
             store.finished_batches(layer)
 
     records = dict(zip(layers, store.datastore.map_parallel(read_record, layers), strict=True))
-    side = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="laminar-reuse") if meanwhile else None
-    try:
-        done = side.submit(meanwhile) if side is not None and meanwhile is not None else None
+    with contextlib.ExitStack() as stack:  # the side thread is joined on the way out, whatever happens
+        done = None
+        if meanwhile is not None:
+            side = stack.enter_context(
+                concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="laminar-reuse")
+            )
+            done = side.submit(meanwhile)
         store.datastore.map_parallel(
             read_batches, [n for n, r in records.items() if r is not None and len(r.batches) == 1]
         )
@@ -166,9 +170,6 @@ def prefetch(
             read_batches(layer)
         if done is not None:
             done.result()
-    finally:
-        if side is not None:
-            side.shutdown(wait=True)
 
 
 def held_whole(record: Record | None) -> bool:
