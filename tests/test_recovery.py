@@ -235,9 +235,12 @@ def test_resume_reruns_only_the_splits_that_did_not_finish(
         flow(execution="resume-me", root=str(tmp_path), n=n, failing=failing)
     first = lines(tmp_path / "runs")
     assert first.count("Numbers1k") == 1
-    # splits handed over in a batch with a failing one, or still queued, may not have started
-    unstarted = {f"split {i}" for i in range(n - 3)} - set(first)
-    assert len(unstarted) < n // 2 and {f"split {i}" for i in failing} <= set(first)
+    finished = set(store_for(flow.execution("resume-me")).finished_splits("MaybeFails"))
+    # The first failure stops new splits: which of the other failing splits started, and which
+    # splits queued behind them, depends on batching and timing. None of the failing ones finished,
+    # at least one started, and most of the others finished.
+    assert not finished & set(failing) and {f"split {i}" for i in failing} & set(first)
+    assert len(finished) > n // 2
     assert not flow.execution("resume-me").layer(MaybeFails).state.finished
 
     (tmp_path / "broken").unlink()
@@ -245,8 +248,8 @@ def test_resume_reruns_only_the_splits_that_did_not_finish(
     resumed = flow.execution("resume-me").resume()
     assert resumed.id == "resume-me" and resumed.retry
     rerun = lines(tmp_path / "runs")
-    # Numbers1k and every split that finished skipped; the failed and the unstarted ones run, once
-    assert sorted(rerun) == sorted({f"split {i}" for i in failing} | unstarted)
+    # Numbers1k and every split that finished skipped; the others (failed or never started) run, once
+    assert sorted(rerun) == sorted(f"split {i}" for i in set(range(n)) - finished)
     assert resumed.layer(SumSquares).total == sum(i * i for i in range(n))
     assert resumed.layer(MaybeFails).square[n - 1] == (n - 1) ** 2
 
