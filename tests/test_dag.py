@@ -155,6 +155,9 @@ def test_parameters_named_like_layer_attributes_are_refused(tmp_path: Path) -> N
     flow = Diamond(datastore=datastores.Local(tmp_path), executor=executors.Thread())
     with pytest.raises(ConfigurationError, match=r"parameter names 'name' are reserved on layers"):
         flow(name="ada", seed=1)
+    # the same run started from its execution (or `laminar run`, `next`): refused, nothing stored
+    with pytest.raises(ConfigurationError, match=r"parameter names 'index', 'name' are reserved on layers"):
+        flow.execution("named").run(parameters={"name": "ada", "index": 2, "seed": 1})
     assert files(tmp_path) == []
 
 

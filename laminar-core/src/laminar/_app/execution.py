@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from laminar._app import reading
 from laminar._model import execution as model
-from laminar._model.layer import Layer, Parameters
+from laminar._model.layer import RESERVED, Layer, Parameters
 from laminar._names import validate
 from laminar.errors import ConfigurationError, DatastoreError, FlowDefinitionError, Interrupted, add_note
 
@@ -99,6 +99,12 @@ class Execution(model.Execution):
         """
         for name in parameters or {}:  # named as parameters, before anything is stored
             validate(name, what="parameter name")
+        reserved = sorted(set(parameters or {}) & RESERVED)
+        if reserved:
+            raise ConfigurationError(
+                f"parameter names {', '.join(map(repr, reserved))} are reserved on layers (layer.{reserved[0]} is "
+                "set by Laminar) and could not be read back; choose other names"
+            )
         if resume and parameters:
             raise ConfigurationError(
                 f"execution {self.id} of flow {self.flow.name} resumes with the parameters it was started "

@@ -16,9 +16,8 @@ from laminar._app import reading
 from laminar._app.execution import Execution
 from laminar._ids import new_execution_id
 from laminar._model.flow import FlowDefinition, is_framework_base
-from laminar._model.layer import RESERVED
 from laminar._plugins import discovery
-from laminar.errors import ConfigurationError, FlowDefinitionError
+from laminar.errors import FlowDefinitionError
 
 if TYPE_CHECKING:
     from laminar._runtime.executor import Executor
@@ -92,12 +91,6 @@ class Flow(FlowDefinition):
                 f"{self.name}() was called in a process that runs layer splits (a worker importing the flow's "
                 f"module), which would start a new execution in every worker; call it only under the "
                 f"execution guard, at the bottom of the script: `if flow := {self.name}(): flow()`"
-            )
-        reserved = sorted(set(parameters) & RESERVED)
-        if reserved:
-            raise ConfigurationError(
-                f"parameter names {', '.join(map(repr, reserved))} are reserved on layers (layer.{reserved[0]} is "
-                "set by Laminar) and could not be read back; choose other names"
             )
         run = self.execution(execution if execution is not None else new_execution_id())
         return run.run(parameters=parameters, reuse=reuse)
