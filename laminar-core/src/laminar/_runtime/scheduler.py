@@ -228,6 +228,7 @@ class _Runner:
             str, asyncio.Future[bool]
         ] = {}  # whether each layer is reused (its record may be in flight)
         self.ran: set[str] = set()  # layers this run computed or reused (not kept from an earlier run)
+        self.head_start: asyncio.Future[None] | None = None  # _look_ahead, while the run starts
         self.flow = execution.flow
         self.plan = self.flow.plan
         self.parameters = parameters
@@ -369,7 +370,15 @@ class _Runner:
         # first of asyncio's default executor, started and joined for this alone), on the loop.
         if self.reusing:  # parse the flow's code while the start's requests are on their way
             self.tidying.append(asyncio.ensure_future(asyncio.to_thread(self._fingerprint_ahead)))
-        await commit.write(self.store, self._begin)
+        generations, record = await commit.write(self.store, self._check)
+        if self.reusing and record is not None:  # reads only, while the lease is taken
+            self.head_start = asyncio.ensure_future(asyncio.to_thread(self._look_ahead, record))
+            self.tidying.append(self.head_start)  # awaited before the run ends, whatever ends it
+        try:
+            await commit.write(self.store, functools.partial(self._begin, generations, record))
+        except BaseException:
+            await self._looked_ahead()
+            raise
         heartbeat = asyncio.ensure_future(self._heartbeat())
         try:
             self.hook.laminar_execution_started(execution=self.execution, run=self.run)
@@ -430,37 +439,60 @@ class _Runner:
             except Exception:  # a storage hiccup: the next beat tries again, well within the time to live
                 continue
 
-    def _begin(self) -> None:
-        """Check what this run may do, take the lease, and store the Parameters layer, then the metadata.
+    def _check(self) -> tuple[list[int], SplitRecord | None]:
+        """Refuse a resume of a missing execution, or a run of an existing one; else return the
+        lease's generations, listed at once with that check, and, if the run starts the execution,
+        the parameters' split record, staged meanwhile (their blobs stored, nothing else written)."""
+        with contextlib.ExitStack() as stack:
+            if self.store.datastore.small_writes_inline:  # a local disk: a thread costs more
+                exists, listed = self.store.metadata_exists(), self.lease.generations()
+                staging = None
+            else:  # one round trip, not two, and the parameters serialized meanwhile
+                pool = stack.enter_context(
+                    concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="laminar-start")
+                )
+                checking = pool.submit(self.store.metadata_exists)
+                listing = pool.submit(self.lease.generations)
+                staging = None if self.resume else pool.submit(self._staged_parameters)
+                exists, listed = checking.result(), listing.result()
+            if self.resume and not exists:
+                raise FlowDefinitionError(
+                    f"cannot resume execution {self.execution.id} of flow {self.flow.name}: it does not exist "
+                    f"in {self.flow.configuration.datastore.url}"
+                )
+            if not self.resume and exists:
+                raise FlowDefinitionError(
+                    f"execution {self.execution.id} of flow {self.flow.name} already exists; resume it with "
+                    f"flow.execution({self.execution.id!r}).resume(), or run with another id"
+                )
+            if self.resume:
+                return listed, None
+            return listed, self._staged_parameters() if staging is None else staging.result()
+
+    def _staged_parameters(self) -> SplitRecord:
+        """The parameters serialized (their blobs stored) as the Parameters layer's one split."""
+
+        def unserializable(attribute: str, error: Exception) -> SerializationError:
+            return SerializationError(
+                f"parameter {attribute!r} of flow {self.flow.name} cannot be serialized: "
+                f"{type(error).__name__}: {error}"
+            )
+
+        return self.store.stage_split(self.parameters, {}, on_error=unserializable)
+
+    def _begin(self, generations: list[int], record: SplitRecord | None) -> None:
+        """Take the lease (its ``generations`` listed by ``_check``) and store the Parameters layer
+        (``record``, staged by ``_check``), then the metadata.
 
         The execution exists once its metadata does, and the metadata is written last: a run killed
         before it left nothing to resume (running it again starts afresh), and a resume always finds
-        the parameters the execution was started with, which it never writes again.
+        the parameters the execution was started with, which it never writes again. The Parameters
+        record is written only once the lease is held: a run refused the lease (another is starting
+        the same execution) writes nothing of it.
         """
-        exists = self.store.metadata_exists()
-        if self.resume and not exists:
-            raise FlowDefinitionError(
-                f"cannot resume execution {self.execution.id} of flow {self.flow.name}: it does not exist in "
-                f"{self.flow.configuration.datastore.url}"
-            )
-        if not self.resume and exists:
-            raise FlowDefinitionError(
-                f"execution {self.execution.id} of flow {self.flow.name} already exists; resume it with "
-                f"flow.execution({self.execution.id!r}).resume(), or run with another id"
-            )
-        record = None
-        if not exists:  # serialize (and store the blobs of) the parameters before anything else
-
-            def unserializable(attribute: str, error: Exception) -> SerializationError:
-                return SerializationError(
-                    f"parameter {attribute!r} of flow {self.flow.name} cannot be serialized: "
-                    f"{type(error).__name__}: {error}"
-                )
-
-            record = self.store.stage_split(self.parameters, {}, on_error=unserializable)
         declared = self.flow.declared_parameters()
         declaration = declared.stored() if declared is not None and record is not None else None
-        self.lease.acquire()
+        self.lease.acquire(generations)
         try:
             if record is not None:  # its one split (no shard) held in its record, as other such layers'
                 self.store.write_record(
@@ -537,6 +569,7 @@ class _Runner:
             )
             return self._skipped(name, f"layer {', '.join(skipped)} it depends on was skipped")
         if self.reusing and not tried:
+            await self._looked_ahead()
             found = await asyncio.to_thread(self._reuse, name)
             if found is not None:
                 return await self._reused(name, self._adopting(name, found), states)
@@ -668,6 +701,52 @@ class _Runner:
             await asyncio.to_thread(self.store.discard_batches, name, superseded)
 
     # ---- reuse --------------------------------------------------------------------------------
+    def _look_ahead(self, parameters: SplitRecord) -> None:
+        """While the run starts (its lease, records and status written), read what checking its
+        first layers for reuse reads: the index entries of the layers that read the parameters
+        alone (``parameters``, the Parameters layer's split, gives their keys), and the records
+        and split batches of the execution the first one found names (``_reuse`` would read them
+        once the run started, one round trip after another). Reads only, none trusted: each layer is
+        checked as before, finding what it needs read. Best effort: what fails here is read again."""
+        try:
+            self.outputs["Parameters"] = reuse.outputs_of({0: parameters})
+            first = [
+                name
+                for name in self.plan.order
+                if name != "Parameters"
+                and self.plan.dependencies[name] <= {"Parameters"}
+                and self.flow.registry[name].configuration.reuse
+                and name not in self.forced
+                and not self.plan.layer_hooks[(name, "entry")]
+            ]
+            keys = {name: reuse.key_of(self._components(name)[0]) for name in first}
+            datastore = self.flow.configuration.datastore
+            entries = datastore.map_parallel(
+                lambda name: reuse_index.entry(datastore, self.flow.name, name, keys[name]), first
+            )
+            self.ahead.update(((name, keys[name]), found) for name, found in zip(first, entries, strict=True))
+            for name, found in zip(first, entries, strict=True):
+                if found is not None and found.execution != self.execution.id:
+                    self._read_source(name, found.execution)
+                    return
+        except Exception as error:  # the checks read it all again and say why
+            logger.debug("reading ahead for reuse failed: %s", error)
+
+    async def _looked_ahead(self) -> None:
+        """Wait for ``_look_ahead``: the checks for reuse start once it is done with what it shares."""
+        if self.head_start is not None:
+            await self.head_start
+
+    def _read_source(self, name: str, execution: str) -> None:
+        """Read at once the records and split batches of ``execution``, which ``name`` is reused
+        from: its other layers are likely reused too; and the index entries of the layers after."""
+        self.prefetched.add(execution)
+        source = self.flow.configuration.store(self.flow.name, execution)
+        # The layers keyed from records alone have their entries read while batches are.
+        ahead = functools.partial(self._reuse_ahead, name, execution, held_only=True)
+        reuse_index.prefetch(source, self.plan.dependencies, meanwhile=ahead)
+        self._reuse_ahead(name, execution)
+
     async def _reuse_early(self, name: str) -> tuple[bool, tuple[int, asyncio.Future[None]] | None]:
         """Once every layer ``name`` reads is found reused, check ``name`` for reuse too, without
         waiting for their records to be written: returns whether it was checked, and if it is
@@ -677,6 +756,7 @@ class _Runner:
         not trusted."""
         if not self.reusing or self.resume or self.plan.layer_hooks[(name, "entry")]:
             return False, None
+        await self._looked_ahead()
         for dependency in self.plan.dependencies[name]:
             if dependency != "Parameters" and not await self.checked[dependency]:
                 return False, None
@@ -777,13 +857,7 @@ class _Runner:
         unusable: str | None = None
         if found is not None and found.execution != self.execution.id:
             if found.execution not in self.prefetched:
-                # Its other layers are likely reused too: read their records at once, not one by one.
-                self.prefetched.add(found.execution)
-                source = self.flow.configuration.store(self.flow.name, found.execution)
-                # The layers keyed from records alone have their entries read while batches are.
-                ahead = functools.partial(self._reuse_ahead, name, found.execution, held_only=True)
-                reuse_index.prefetch(source, self.plan.dependencies, meanwhile=ahead)
-                self._reuse_ahead(name, found.execution)
+                self._read_source(name, found.execution)
             splits = reuse_index.usable(datastore, self.store.protocols, found, name)
             if isinstance(splits, str):
                 unusable = splits
