@@ -677,7 +677,7 @@ class _Runner:
                 artifacts=artifacts,
                 borrowed=borrowing.fold(reused.places) if reused is not None else None,
                 held=held,
-                **self._computed_with(name),
+                **self._computed_with(name, batches, {**done, **held}),
             )
         except Exception as error:
             add_note(error, f"while writing the record of layer {name}")
@@ -709,7 +709,7 @@ class _Runner:
         once the run started, one round trip after another). Reads only, none trusted: each layer is
         checked as before, finding what it needs read. Best effort: what fails here is read again."""
         try:
-            self.outputs["Parameters"] = reuse.outputs_of({0: parameters})
+            self.outputs["Parameters"] = reuse_index.summarise({0: parameters})
             first = [
                 name
                 for name in self.plan.order
@@ -867,6 +867,9 @@ class _Runner:
                     "(the entry is stale or forged)"
                 )
             else:
+                summary = self._summary_in(found.execution, name)
+                if summary:  # usable() found it is theirs
+                    self.sources[(found.execution, name)] = summary
                 self.outputs[name] = self._outputs_in(found.execution, name)  # the same splits
                 self.run.explanations[name] = (found.execution, f"reused from execution {found.execution}")
                 return len(splits), found.execution
@@ -906,6 +909,8 @@ class _Runner:
                 for upstream in self.plan.dependencies[layer]:
                     if upstream in self.outputs:
                         outputs[upstream] = self.outputs[upstream]
+                    elif upstream != "Parameters" and (summary := self._summary_in(execution, upstream)):
+                        outputs[upstream] = summary  # a guess: checked against the splits before reuse
                     elif upstream != "Parameters" and (
                         reuse_index.held_whole(source.record(upstream))
                         if held_only
@@ -1027,12 +1032,22 @@ class _Runner:
             kept.update(same)
         return kept
 
-    def _computed_with(self, name: str) -> dict[str, str | None]:
+    def _computed_with(
+        self, name: str, batches: Iterable[str], splits: Mapping[int, SplitRecord]
+    ) -> dict[str, Any]:
         """The reuse key (and a foreach's ``base``) ``name``'s record carries, if it is entered in
-        the reuse index: reuse of it later requires its record to say so (``Record.key``)."""
+        the reuse index: reuse of it later requires its record to say so (``Record.key``); and the
+        summary of its values (``Record.outputs``) of the splits in its ``batches`` written now and
+        those given (``splits``: kept from before, reused, or held in the record): a rerun keys the
+        layers reading it from that summary, before its batches are read (they are, to check it)."""
         if name not in self.keys or not self.flow.registry[name].configuration.reuse:
             return {}
-        return {"key": self.keys[name][0], "base": self.split_keys.get(name, (None,))[0]}
+        computed: dict[str, Any] = {"key": self.keys[name][0], "base": self.split_keys.get(name, (None,))[0]}
+        try:
+            computed["outputs"] = reuse_index.summarise({**self.store.batch_splits(name, batches), **splits})
+        except Exception as error:  # optional: a rerun then reads the batches for it
+            logger.debug("the record of layer %s is written without its values' summary: %s", name, error)
+        return computed
 
     def _same_inputs(self, execution: str, name: str, components: Mapping[str, str]) -> bool:
         """Whether ``execution`` computed ``name`` from the inputs this run gives it, as its own
@@ -1064,6 +1079,12 @@ class _Runner:
             source = self.flow.configuration.store(self.flow.name, execution)
             self.sources[(execution, layer)] = reuse.outputs(source, layer)
         return self.sources[(execution, layer)]
+
+    def _summary_in(self, execution: str, layer: str) -> dict[str, str]:
+        """The summary of ``layer``'s values its record in ``execution`` holds (``Record.outputs``;
+        empty if none), read from the record alone and trusted for nothing until checked."""
+        found = self.flow.configuration.store(self.flow.name, execution).record(layer)
+        return dict(found.outputs) if found is not None else {}
 
     def _forced_by(self, name: str) -> str:
         return "asked for" if name in self.forced_asked else "it depends on a forced layer"

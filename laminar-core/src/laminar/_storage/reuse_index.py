@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -53,6 +54,37 @@ class ReuseEntry(Document):
     execution: str
     created: float
     components: Mapping[str, str] = field(default_factory=dict, metadata=sorted_keys())
+
+
+def summarise(splits: Mapping[int, SplitRecord]) -> dict[str, str]:
+    """A finished layer's values summarised per artifact (``splits``: its split records by index):
+    ``{name: digest}`` over every split's content digests, protocols and shards, in split order (and
+    ``(caught)`` for errors Catch absorbed): what the key of a layer reading it takes
+    (``laminar._runtime.reuse.outputs``), and what its record holds (``Record.outputs``)."""
+    texts: dict[str, list[str]] = {}
+    caught: list[str] = []
+    for index, split in sorted(splits.items()):
+        for name, archive in split.archives.items():
+            text = texts.get(name)
+            if text is None:
+                text = texts[name] = []
+            artifacts = archive.artifacts
+            if len(artifacts) == 1:  # the usual case, without a generator's frames
+                a = artifacts[0]
+                text.append(f"{index}:{archive.sharded}:{a.hash}:{a.hexdigest}:{a.protocol};")
+            else:
+                items = ",".join(f"{a.hash}:{a.hexdigest}:{a.protocol}" for a in artifacts)
+                text.append(f"{index}:{archive.sharded}:{items};")
+        if split.caught is not None:
+            caught.append(f"{index}:{split.caught};")
+    found = {name: _sha256("".join(text)) for name, text in sorted(texts.items())}
+    if caught:
+        found["(caught)"] = _sha256("".join(caught))
+    return found
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def publish(
@@ -97,7 +129,8 @@ def usable(
 ) -> dict[int, SplitRecord] | str:
     """The split records of the entry's layer if its record says it was computed with the entry's
     key, they read back whole (from wherever its record says they are stored) and every value they
-    point to exists; else why not, in a phrase (the layer runs)."""
+    point to exists, and the summary of them its record holds (``Record.outputs``), if any, is
+    theirs; else why not, in a phrase (the layer runs)."""
     gone = f"the values execution {found.execution} stored for it are gone or damaged"
     try:
         source = ExecutionStore(datastore, found.flow, found.execution, protocols)
@@ -121,6 +154,17 @@ def usable(
         return gone
     if set(splits) != set(range(finished.splits)):
         return gone
+    if finished.outputs and summarise(splits) != finished.outputs:
+        logger.warning(
+            "layer %s is not reused from execution %s: its record's summary of its values does not "
+            "match the values its splits hold",
+            layer,
+            found.execution,
+        )
+        return (
+            f"the record of it in execution {found.execution} does not summarise the values it holds "
+            "(the record is damaged or forged)"
+        )
     keys = sorted({key for split in splits.values() for key in _stored_keys(split)})
     if not all(datastore.exists_many(keys)):
         logger.warning(
@@ -200,6 +244,7 @@ def adopt(store: ExecutionStore, layer: str, execution: str, why: str) -> None:
         borrowed=borrowing.fold(places),
         key=finished.key,  # the key usable() found it computed with: this run's
         base=finished.base,
+        outputs=finished.outputs,  # usable() found it theirs
     )
     store.write_record(replace(adopted, reused=Reuse(execution, time.time(), why)))
 

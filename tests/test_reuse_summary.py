@@ -1,0 +1,89 @@
+"""A layer's record holds the summary of its values that the keys of the layers reading it take
+(``Record.outputs``): a rerun keys the layers after a foreach from it, without waiting for the
+foreach's split batch, and trusts it only once the splits read back match it."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+from laminar._runtime import reuse
+from laminar._storage import layout
+from laminar._storage.records import Record
+from laminar.configurations import datastores, executors
+
+from tests.helpers import CountingLocal
+from tests.test_incremental_requests import LAYERS, Chain, Last
+
+TOTAL = sum(n * n for n in range(30)) + 2
+
+
+def _rewrite(root: Path, execution: str, layer: str, **changes: object) -> None:
+    """Rewrite the record of ``layer`` of ``execution`` with ``changes``, sealed as Laminar seals it."""
+    path = root / layout.record("Chain", execution, layer)
+    path.write_bytes(dataclasses.replace(Record.loads(path.read_bytes()), **changes).dumps())
+
+
+def test_a_record_holds_the_summary_its_readers_keys_take(tmp_path: Path) -> None:
+    flow = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    first = flow(count=30, reuse=True)
+    second = flow(count=30, reuse=True)
+    for execution in (first, second):  # computed, then reused (its record carries it on)
+        for layer in LAYERS[1:]:
+            record = execution.store.record(layer)
+            assert record is not None and record.outputs == reuse.outputs(first.store, layer)
+
+
+class BatchWaits(CountingLocal):
+    """Reading Square's split batch of the execution ``source`` waits until Total's index entry has
+    been read (at most 10 s, then says so in ``waited_out``)."""
+
+    def __init__(self, root: Path, source: str) -> None:
+        super().__init__(root)
+        self.source = source
+        self.total_read = threading.Event()
+        self.waited_out = False
+
+    def read_bytes(self, key: str) -> bytes:
+        if key.startswith(layout.reuse_entries("Chain", "Total")):
+            self.total_read.set()
+        if f"/{self.source}/layers/Square/splits/" in key and not self.total_read.wait(10):
+            self.waited_out = True
+        return super().read_bytes(key)
+
+
+def test_the_layer_after_a_foreach_is_keyed_before_its_batch_is_read(tmp_path: Path) -> None:
+    """Total reads the foreach Square: its key takes Square's summary from Square's record, so its
+    entry is read while Square's split batch is still on its way (read to check that summary)."""
+    first = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(count=30, reuse=True)
+    datastore = BatchWaits(tmp_path, first.id)
+    rerun = Chain(datastore=datastore, executor=executors.Thread())(count=30, reuse=True)
+    assert not datastore.waited_out
+    assert [rerun.store.layer_status(n).reused for n in LAYERS[1:]] == [first.id] * 5  # type: ignore[union-attr]
+    assert rerun.layer(Last).total == TOTAL
+
+
+def test_a_record_whose_summary_is_wrong_is_not_trusted(tmp_path: Path) -> None:
+    """Square's record in the first execution says its values are others (forged, or stale): Square
+    runs again, and every value read is right."""
+    flow = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    first = flow(count=30, reuse=True)
+    _rewrite(tmp_path, first.id, "Square", outputs={"value": "0" * 64})
+    rerun = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(count=30, reuse=True)
+    square = rerun.store.layer_status("Square")
+    assert square is not None and square.reused is None
+    assert "does not summarise the values it holds" in (square.why or "")
+    assert rerun.layer(Last).total == TOTAL
+
+
+def test_records_written_without_the_summary_are_still_reused(tmp_path: Path) -> None:
+    """Records written before they held a summary: the layers reading them are keyed from their
+    batches, as before, and every layer is reused."""
+    flow = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    first = flow(count=30, reuse=True)
+    for layer in LAYERS[1:]:
+        _rewrite(tmp_path, first.id, layer, outputs={})
+    rerun = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(count=30, reuse=True)
+    assert [rerun.store.layer_status(n).reused for n in LAYERS[1:]] == [first.id] * 5  # type: ignore[union-attr]
+    assert rerun.layer(Last).total == TOTAL
