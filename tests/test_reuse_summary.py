@@ -8,7 +8,8 @@ import dataclasses
 import threading
 from pathlib import Path
 
-from laminar._runtime import reuse
+import pytest
+from laminar._runtime import reuse, scheduler
 from laminar._storage import layout
 from laminar._storage.records import Record
 from laminar.configurations import datastores, executors
@@ -86,4 +87,33 @@ def test_records_written_without_the_summary_are_still_reused(tmp_path: Path) ->
         _rewrite(tmp_path, first.id, layer, outputs={})
     rerun = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(count=30, reuse=True)
     assert [rerun.store.layer_status(n).reused for n in LAYERS[1:]] == [first.id] * 5  # type: ignore[union-attr]
+    assert rerun.layer(Last).total == TOTAL
+
+
+def test_a_chain_of_reused_layers_is_checked_on_one_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once Items is found reused, the layers after it are checked on the same thread, each once
+    its upstream layer is found reused there: not each on a thread of its own, a hop after the
+    loop learned of its upstream's."""
+    flow = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    first = flow(count=30, reuse=True)
+    calls: list[str] = []
+    checked: list[str] = []
+    onward, check = scheduler._Runner._reuse_onward, scheduler._Runner._reuse
+
+    def counted_onward(self: scheduler._Runner, name: str) -> dict[str, tuple[int, str] | None]:
+        calls.append(name)
+        return onward(self, name)
+
+    def counted_check(self: scheduler._Runner, name: str) -> tuple[int, str] | None:
+        checked.append(name)
+        return check(self, name)
+
+    monkeypatch.setattr(scheduler._Runner, "_reuse_onward", counted_onward)
+    monkeypatch.setattr(scheduler._Runner, "_reuse", counted_check)
+    rerun = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(count=30, reuse=True)
+    assert [rerun.store.layer_status(n).reused for n in LAYERS[1:]] == [first.id] * 5  # type: ignore[union-attr]
+    assert calls == ["Items"]
+    assert checked == list(LAYERS[1:])  # each once, in order
     assert rerun.layer(Last).total == TOTAL
