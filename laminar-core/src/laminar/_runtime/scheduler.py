@@ -234,6 +234,8 @@ class _Runner:
         self.found_reused: set[str] = set()
         self.claimed: set[str] = set()
         self.onward_lock = threading.Lock()
+        # (execution, layer) -> its split batches checked by reuse_index.prefetch, for usable()
+        self.checked_batches: dict[tuple[str, str], reuse_index.Checked] = {}
         self.flow = execution.flow
         self.plan = self.flow.plan
         self.parameters = parameters
@@ -749,7 +751,8 @@ class _Runner:
         source = self.flow.configuration.store(self.flow.name, execution)
         # The layers keyed from records alone have their entries read while batches are.
         ahead = functools.partial(self._reuse_ahead, name, execution, held_only=True)
-        reuse_index.prefetch(source, self.plan.dependencies, meanwhile=ahead)
+        found = reuse_index.prefetch(source, self.plan.dependencies, meanwhile=ahead)
+        self.checked_batches.update(((execution, layer), checked) for layer, checked in found.items())
         self._reuse_ahead(name, execution)
 
     async def _reuse_early(self, name: str) -> tuple[bool, tuple[int, asyncio.Future[None]] | None]:
@@ -905,7 +908,8 @@ class _Runner:
         if found is not None and found.execution != self.execution.id:
             if found.execution not in self.prefetched:
                 self._read_source(name, found.execution)
-            splits = reuse_index.usable(datastore, self.store.protocols, found, name)
+            checked = self.checked_batches.pop((found.execution, name), None)
+            splits = reuse_index.usable(datastore, self.store.protocols, found, name, checked)
             if isinstance(splits, str):
                 unusable = splits
             elif not self._same_inputs(found.execution, name, components):
@@ -919,7 +923,7 @@ class _Runner:
                     self.sources[(found.execution, name)] = summary
                 self.outputs[name] = self._outputs_in(found.execution, name)  # the same splits
                 self.run.explanations[name] = (found.execution, f"reused from execution {found.execution}")
-                return len(splits), found.execution
+                return splits, found.execution
         latest = reuse_index.latest(datastore, self.flow.name, name)
         if latest is None:
             why = "first run: no earlier execution with reuse on finished it"
