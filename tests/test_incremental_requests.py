@@ -151,7 +151,9 @@ def test_each_layer_of_the_execution_reused_from_is_summarised_once(
     second = Chain(datastore=Counting(tmp_path), executor=executors.Thread())(count=30, reuse=True)
     assert second.layer(Last).total == sum(n * n for n in range(30)) + 2
     assert len(summarised) == len(set(summarised))
-    assert {layer for execution, layer in summarised if execution == first.id} == set(LAYERS)
+    # The layers whose records hold their summary (``Record.outputs``: all but Parameters, written
+    # at the start) have it checked once against their splits (``reuse_index.usable``), then taken.
+    assert {layer for execution, layer in summarised if execution == first.id} == {"Parameters"}
 
 
 class Wide(Flow): ...

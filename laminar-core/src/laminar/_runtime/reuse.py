@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from laminar._runtime import fingerprint
+from laminar._storage import reuse_index
 
 if TYPE_CHECKING:
     from laminar._model.flow import FlowDefinition
@@ -44,26 +45,7 @@ def outputs(store: ExecutionStore, layer: str) -> dict[str, str]:
     Each artifact's text is gathered whole and hashed once, not fed to its hash split by split: the
     same digest, and a rerun keying the readers of a 10,000-split foreach spends a third of the time.
     """
-    texts: dict[str, list[str]] = {}
-    caught: list[str] = []
-    for index, split in sorted(store.finished_splits(layer).items()):
-        for name, archive in split.archives.items():
-            text = texts.get(name)
-            if text is None:
-                text = texts[name] = []
-            artifacts = archive.artifacts
-            if len(artifacts) == 1:  # the usual case, without a generator's frames
-                a = artifacts[0]
-                text.append(f"{index}:{archive.sharded}:{a.hash}:{a.hexdigest}:{a.protocol};")
-            else:
-                items = ",".join(f"{a.hash}:{a.hexdigest}:{a.protocol}" for a in artifacts)
-                text.append(f"{index}:{archive.sharded}:{items};")
-        if split.caught is not None:
-            caught.append(f"{index}:{split.caught};")
-    found = {name: _sha("".join(text)) for name, text in sorted(texts.items())}
-    if caught:
-        found["(caught)"] = _sha("".join(caught))
-    return found
+    return reuse_index.summarise(store.finished_splits(layer))
 
 
 def split_digest(split: SplitRecord | None) -> str:

@@ -126,9 +126,16 @@ class Lease:
         generations = self._generations()
         return self._read(generations[-1]) if generations else None
 
-    def acquire(self) -> Holder:
-        """Take the lease, or raise :class:`LeaseHeld` naming the live holder."""
-        generations = self._generations()
+    def generations(self) -> list[int]:
+        """The lease's generations stored, oldest first (what ``acquire`` lists first)."""
+        return self._generations()
+
+    def acquire(self, generations: list[int] | None = None) -> Holder:
+        """Take the lease, or raise :class:`LeaseHeld` naming the live holder. ``generations``: as
+        ``generations()`` listed them just before (listed here if not given): a start lists them
+        while it checks whether the execution exists, one round trip for both."""
+        if generations is None:
+            generations = self._generations()
         latest = generations[-1] if generations else 0
         if latest:
             holder = self._read(latest)

@@ -451,6 +451,12 @@ class Record(Document):
     status record of its own in a fresh execution (one write a layer, not two), and its status
     ("finished", reused from ``reused.execution``) is read from this record, which is written
     before the layer reads as finished. Readers before it ignore it (the layer reads "finished").
+
+    ``outputs`` is the layer's values summarised per artifact (``reuse.outputs``: what the key of a
+    layer reading it takes), written with ``key``: a rerun keys the layers after a foreach from it
+    without reading the foreach's split batches first. Trusted for nothing either: a layer is reused
+    only once the splits read back match it (``reuse_index.usable``). A record without it (older, or
+    a layer that stored nothing) has its batches read for it. Readers before it ignore it.
     """
 
     described: ClassVar[str] = "record of layer {layer}"
@@ -465,6 +471,7 @@ class Record(Document):
     key: str | None = field(default=None, metadata=matching(_HEX, "a hex digest", **sparse(None)))
     base: str | None = field(default=None, metadata=matching(_HEX, "a hex digest", **sparse(None)))
     reused: Reuse | None = field(default=None, metadata=sparse(None))
+    outputs: Mapping[str, str] = field(default_factory=dict, metadata=sorted_keys(**sparse({})))
 
     def __post_init__(self) -> None:
         if self.borrowed:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -24,10 +25,19 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+from laminar._serialization.hashing import LEGACY_HASH
 from laminar._serialization.registry import Protocols
-from laminar._storage import borrowing, layout
+from laminar._storage import borrowing, collector, layout
 from laminar._storage.borrowing import Place
-from laminar._storage.records import Document, Malformed, Record, Reuse, SplitRecord
+from laminar._storage.records import (
+    LAYOUT,
+    Document,
+    Malformed,
+    Record,
+    Reuse,
+    SplitRecord,
+    unseal,
+)
 from laminar._storage.schema import record, sorted_keys, sparse
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
@@ -53,6 +63,37 @@ class ReuseEntry(Document):
     execution: str
     created: float
     components: Mapping[str, str] = field(default_factory=dict, metadata=sorted_keys())
+
+
+def summarise(splits: Mapping[int, SplitRecord]) -> dict[str, str]:
+    """A finished layer's values summarised per artifact (``splits``: its split records by index):
+    ``{name: digest}`` over every split's content digests, protocols and shards, in split order (and
+    ``(caught)`` for errors Catch absorbed): what the key of a layer reading it takes
+    (``laminar._runtime.reuse.outputs``), and what its record holds (``Record.outputs``)."""
+    texts: dict[str, list[str]] = {}
+    caught: list[str] = []
+    for index, split in sorted(splits.items()):
+        for name, archive in split.archives.items():
+            text = texts.get(name)
+            if text is None:
+                text = texts[name] = []
+            artifacts = archive.artifacts
+            if len(artifacts) == 1:  # the usual case, without a generator's frames
+                a = artifacts[0]
+                text.append(f"{index}:{archive.sharded}:{a.hash}:{a.hexdigest}:{a.protocol};")
+            else:
+                items = ",".join(f"{a.hash}:{a.hexdigest}:{a.protocol}" for a in artifacts)
+                text.append(f"{index}:{archive.sharded}:{items};")
+        if split.caught is not None:
+            caught.append(f"{index}:{split.caught};")
+    found = {name: _sha256("".join(text)) for name, text in sorted(texts.items())}
+    if caught:
+        found["(caught)"] = _sha256("".join(caught))
+    return found
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def publish(
@@ -93,11 +134,13 @@ def latest(datastore: Datastore, flow: str, layer: str) -> ReuseEntry | None:
 
 
 def usable(
-    datastore: Datastore, protocols: Protocols, found: ReuseEntry, layer: str
-) -> dict[int, SplitRecord] | str:
-    """The split records of the entry's layer if its record says it was computed with the entry's
-    key, they read back whole (from wherever its record says they are stored) and every value they
-    point to exists; else why not, in a phrase (the layer runs)."""
+    datastore: Datastore, protocols: Protocols, found: ReuseEntry, layer: str, checked: Checked | None = None
+) -> int | str:
+    """The number of splits of the entry's layer if its record says it was computed with the entry's
+    key, they read back whole (from wherever its record says they are stored), every value they
+    point to exists, and the summary of them its record holds (``Record.outputs``), if any, is
+    theirs; else why not, in a phrase (the layer runs). ``checked``: its batches as ``checked``
+    read them (for the execution and layer the entry names), if they were."""
     gone = f"the values execution {found.execution} stored for it are gone or damaged"
     try:
         source = ExecutionStore(datastore, found.flow, found.execution, protocols)
@@ -115,31 +158,112 @@ def usable(
                 f"the entry's execution {found.execution} does not record this key (its record of the layer "
                 "was written before records held keys, or the entry is stale or forged)"
             )
-        splits = source.finished_splits(layer)
+        if checked is None:
+            splits = source.finished_splits(layer)
+            summary = summarise(splits) if finished.outputs else {}
+            checked = Checked(
+                frozenset(splits),
+                tuple(sorted({k for split in splits.values() for k in _stored_keys(split)})),
+                summary,
+            )
     except (IntegrityError, ValueError) as error:
         logger.warning("layer %s is not reused from execution %s: %s", layer, found.execution, error)
         return gone
-    if set(splits) != set(range(finished.splits)):
+    if checked.indices != set(range(finished.splits)):
         return gone
-    keys = sorted({key for split in splits.values() for key in _stored_keys(split)})
-    if not all(datastore.exists_many(keys)):
+    if finished.outputs and checked.summary != finished.outputs:
+        logger.warning(
+            "layer %s is not reused from execution %s: its record's summary of its values does not "
+            "match the values its splits hold",
+            layer,
+            found.execution,
+        )
+        return (
+            f"the record of it in execution {found.execution} does not summarise the values it holds "
+            "(the record is damaged or forged)"
+        )
+    if not all(datastore.exists_many(list(checked.stored))):
         logger.warning(
             "layer %s is not reused from execution %s: values it points to were deleted",
             layer,
             found.execution,
         )
         return gone
-    return splits
+    return finished.splits
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A layer's split batches as ``usable`` checks them: the split indices they hold, the keys of
+    the values stored outside them, and their summary (``summarise``)."""
+
+    indices: frozenset[int]
+    stored: tuple[str, ...]
+    summary: Mapping[str, str]
+
+
+def checked(store: ExecutionStore, layer: str, record: Record) -> Checked | None:
+    """``record``'s split batches (of ``layer`` in ``store``) read, their checksums checked, and
+    summarised from their JSON alone, without building their split records: a 10,000-split batch
+    in half the time its full parse takes. Only for a record with a summary to check whose own
+    batches hold all its splits (none borrowed or held), of this layout; else None (``usable``
+    reads them as any reader does). Raises ValueError for a batch damaged, missing or out of shape."""
+    if not record.outputs or record.borrowed or record.held or not record.batches:
+        return None
+    names = list(record.batches)
+    keys = [layout.split_batch(store.flow, store.execution, layer, name) for name in names]
+    try:
+        stored = store.datastore.map_parallel(store.datastore.read_bytes, keys)
+    except FileNotFoundError as error:
+        raise ValueError(f"a split batch of layer {layer} is missing: {error}") from None
+    texts: dict[str, list[tuple[int, str]]] = {}
+    caught: list[tuple[int, str]] = []
+    indices: set[int] = set()
+    outside: set[str] = set()
+    with collector.paused():
+        for name, data in zip(names, stored, strict=True):
+            payload = unseal(data)
+            bounds = layout.parse_split_batch(name)
+            if payload.get("layout") != LAYOUT or bounds is None:
+                return None
+            try:
+                for number, split in payload["splits"].items():
+                    index = int(number)
+                    if not bounds[0] <= index <= bounds[1]:
+                        raise ValueError(f"split {index} is outside its batch {name}")
+                    indices.add(index)
+                    for artifact, archive in split["archives"].items():
+                        parts = []
+                        for item in archive["artifacts"]:
+                            digest = item["hexdigest"]
+                            parts.append(
+                                f"{item.get('hash', LEGACY_HASH)}:{digest}:{item.get('protocol', 'cloudpickle')}"
+                            )
+                            if item.get("inline") is None:
+                                outside.add(layout.artifact(digest))
+                        text = f"{index}:{archive.get('sharded', False)}:{','.join(parts)};"
+                        texts.setdefault(artifact, []).append((index, text))
+                    if split.get("caught") is not None:
+                        caught.append((index, f"{index}:{split['caught']};"))
+            except (KeyError, TypeError, AttributeError) as error:
+                raise ValueError(f"split batch {name} of layer {layer} is out of shape ({error!r})") from None
+    summary = {
+        name: _sha256("".join(text for _, text in sorted(found))) for name, found in sorted(texts.items())
+    }
+    if caught:
+        summary["(caught)"] = _sha256("".join(text for _, text in sorted(caught)))
+    return Checked(frozenset(indices), tuple(sorted(outside)), summary)
 
 
 def prefetch(
     store: ExecutionStore, layers: Iterable[str], meanwhile: Callable[[], object] | None = None
-) -> None:
+) -> dict[str, Checked]:
     """Read the records and split batches of ``layers`` in ``store`` (an execution a run reuses
     from) at once, into the metadata cache, so that checking each layer before reusing it, one
     after another down a chain, costs no request of its own. What cannot be read is left to those
     checks, which read it again and say why. ``meanwhile`` is called on a thread of its own once
-    the records are read, while the batches are (what it raises is raised here).
+    the records are read, while the batches are (what it raises is raised here). The batches of a
+    layer whose record holds a summary are ``checked`` rather than cached: returned, by layer.
 
     A layer of several batches reads them in parallel itself, from this thread: on the datastore's
     threads it would wait for threads its neighbours hold, waiting in turn."""
@@ -151,9 +275,16 @@ def prefetch(
         except (IntegrityError, ValueError):
             return None
 
+    found: dict[str, Checked] = {}
+
     def read_batches(layer: str) -> None:
         with contextlib.suppress(IntegrityError, ValueError):
-            store.finished_batches(layer)
+            record = records[layer]
+            result = checked(store, layer, record) if record is not None else None
+            if result is not None:
+                found[layer] = result
+            else:
+                store.finished_batches(layer)
 
     records = dict(zip(layers, store.datastore.map_parallel(read_record, layers), strict=True))
     with contextlib.ExitStack() as stack:  # the side thread is joined on the way out, whatever happens
@@ -170,6 +301,7 @@ def prefetch(
             read_batches(layer)
         if done is not None:
             done.result()
+    return found
 
 
 def held_whole(record: Record | None) -> bool:
@@ -200,6 +332,7 @@ def adopt(store: ExecutionStore, layer: str, execution: str, why: str) -> None:
         borrowed=borrowing.fold(places),
         key=finished.key,  # the key usable() found it computed with: this run's
         base=finished.base,
+        outputs=finished.outputs,  # usable() found it theirs
     )
     store.write_record(replace(adopted, reused=Reuse(execution, time.time(), why)))
 

@@ -346,11 +346,13 @@ class ExecutionStore:
         held: Mapping[int, SplitRecord] | None = None,
         key: str | None = None,
         base: str | None = None,
+        outputs: Mapping[str, str] | None = None,
     ) -> Record:
         """The record marking ``layer`` finished, to write with :meth:`write_record`: ``batches`` maps
         each batch name to the runs of split indices in it, ``borrowed`` each execution the other
         splits are read from to theirs, ``held`` is a batch of splits the record holds itself, not in
-        a file of its own; ``key`` and ``base`` the reuse key it was computed with (``Record``)."""
+        a file of its own; ``key`` and ``base`` the reuse key it was computed with, ``outputs`` its
+        values summarised (``Record``)."""
         held = dict(held or {})
         if held:  # named as any batch
             batches = {**batches, layout.split_batch_name(min(held), max(held)): runs(held)}
@@ -364,6 +366,7 @@ class ExecutionStore:
             held,
             key,
             base,
+            outputs=dict(outputs or {}),
         )
 
     def hold_record(self, record: Record) -> None:
@@ -587,6 +590,27 @@ class ExecutionStore:
         executions it borrows splits from: ``finished_splits`` reads those too)."""
         names = self.batch_names(layer)
         return dict(zip(names, self._batches(layer, names), strict=True))
+
+    def batch_splits(self, layer: str, names: Iterable[str]) -> dict[int, SplitRecord]:
+        """The splits in these batches of ``layer``, as cached when written (else read), whether or
+        not its record is written: what its record will summarise (``Record.outputs``)."""
+        found: dict[int, SplitRecord] = {}
+        names = list(names)
+        keys = [layout.split_batch(self.flow, self.execution, layer, name) for name in names]
+        cached = [self._cache.held_value(key) or self._cache.get(key) for key in keys]
+        unread = [key for key, batch in zip(keys, cached, strict=True) if batch is None]
+        read = dict(
+            zip(
+                unread,
+                self.datastore.map_parallel(
+                    lambda key: self._parse_batch(layer, key, self.datastore.read_bytes(key)), unread
+                ),
+                strict=True,
+            )
+        )
+        for key, batch in zip(keys, cached, strict=True):
+            found.update((batch if batch is not None else read[key]).splits)
+        return found
 
     def finished_splits(self, layer: str) -> dict[int, SplitRecord]:
         """The layer's finished splits and their records, those it borrows included."""
