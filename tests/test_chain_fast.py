@@ -87,12 +87,12 @@ def test_a_layer_s_record_is_written_behind_while_the_layers_reading_it_run(tmp_
     assert all(_record(tmp_path, "e", name).exists() for name in ("A", "B", "C"))
     again = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution(execution.id)
     assert again.layer(C).carried == ["a", "b", "c"]
-    # each layer read "finished" only once its record was written
-    assert sorted(datastore.statuses) == [
-        ("A", "finished", True),
-        ("B", "finished", True),
-        ("C", "finished", True),
-    ]
+    # each layer's "finished" status is carried by its record (Record.ran): no status record of its
+    # own, so none can read "finished" before its record is written
+    assert datastore.statuses == []
+    assert {name: layer.status for name, layer in again.status.layers.items()} == dict.fromkeys(
+        ("A", "B", "C"), "finished"
+    )
     assert execution.status.status == "succeeded"
 
 
@@ -131,11 +131,13 @@ def test_a_record_that_cannot_be_written_behind_fails_the_run_and_none_after_it_
     assert _record(tmp_path, "e", "A").exists()
     assert not _record(tmp_path, "e", layer).exists()
     assert not _record(tmp_path, "e", "C").exists()  # C ran after B, so its record follows B's
-    assert datastore.statuses.get("A") == "finished"
-    assert datastore.statuses.get(layer) != "finished"  # its record is not there: never "finished"
-    assert datastore.statuses.get("C") != "finished"
+    assert datastore.statuses == {}  # each status was to be carried by its layer's record
     execution = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution("e")
     assert execution.status.status == "failed"
+    layers = execution.status.layers
+    assert layers["A"].status == "finished" and len(layers["A"].attempts) == 1  # from A's record
+    assert layers[layer].status != "finished"  # its record is not there: never "finished"
+    assert layers["C"].status != "finished"
     execution.resume()  # keeps A, and completes the rest
     assert execution.layer(C).carried == ["a", "b", "c"]
 
