@@ -9,7 +9,10 @@ first run's start (``created``) and the times and outcome of every earlier run (
 one whose error ``Catch`` absorbed, that error as ``caught``). A resume carries over the attempts
 earlier runs recorded; ``next_attempt`` stays above every attempt number used, and a "running"
 record reserves the numbers its run may use, so a resume after a crash numbers after them too. A
-layer that ends sooner gets only its final record: one small write per layer of a chain, not two.
+layer that ends sooner gets only its final record, and when it finished with no status record of
+its own written or found, not even that: its layer record, still waiting to be written behind,
+carries it (``Record.ran``; handed over by ``Run.carry_status``, ``_carried``), one file a layer.
+If the thread writing layer records took that record first, the status is written as below.
 A layer reused whole gets none in a fresh execution: its layer record says where from and why, and
 its status is read from that (``Record.reused``).
 Split events only touch memory. A layer's final record is written by a thread of its own

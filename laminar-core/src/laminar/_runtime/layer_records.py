@@ -19,7 +19,11 @@ directory) to be created, or an object put. Here the scheduler hands the record 
   a resume keeps exactly those, and nothing whose record was written runs again;
 - **before the end**: the scheduler waits for every record before the run reports its end (the
   execution-finished event, whose status says "succeeded" only once they are all written), and a
-  layer's "finished" status record waits for its record (:meth:`LayerRecords.landed`).
+  layer's "finished" status record waits for its record (:meth:`LayerRecords.landed`);
+- **with its status**: a record not yet taken to be written may be given its layer's final status
+  (:meth:`LayerRecords.attach`, ``Record.ran``), written in the same file; the thread takes a record
+  with what is attached by then, under the lock ``attach`` takes, so a status is either in the
+  record or refused (and written as a file of its own by the status plugin), never both nor neither.
 
 A write that fails fails the run (``fail``, called on the event loop) as a synchronous write would;
 the records handed over after it are not written, and their layers run again on resume.
