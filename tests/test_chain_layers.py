@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from laminar import Flow, Layer
+from laminar._runtime import layer_records
 from laminar._storage import layout, records, verification
 from laminar.configurations import datastores, executors
 from laminar.errors import IntegrityError
@@ -64,8 +65,9 @@ class Watching(datastores.Local):
 
 
 def test_a_quick_layer_s_finished_status_is_carried_by_its_record_and_no_status_record_is_written(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # records written at the end: none taken early
     datastore = Watching(tmp_path)
     execution = Chain(datastore=datastore, executor=executors.Thread())()
     assert execution.layer(C).carried == {"a": 1, "b": 2, "c": 3}
@@ -77,7 +79,10 @@ def test_a_quick_layer_s_finished_status_is_carried_by_its_record_and_no_status_
     }
 
 
-def test_a_layer_of_one_split_is_one_record_file_holding_its_split(tmp_path: Path) -> None:
+def test_a_layer_of_one_split_is_one_record_file_holding_its_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # records written at the end: none taken early
     execution = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="e")
     layer_directory = tmp_path / layout.layers("Chain", "e") / "B"
     # one file a layer: its record holds its split and carries its final status

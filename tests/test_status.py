@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from helpers import lines
 from laminar import Flow, Layer, Parameters
+from laminar._runtime import layer_records
 from laminar._storage import layout
 from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import ForEach, Parameter, Retry
@@ -518,6 +519,7 @@ def test_a_layer_that_ends_before_the_delay_writes_no_status_record_its_record_c
     from laminar._plugins import run_records as status_plugin
 
     monkeypatch.setattr(status_plugin, "RUNNING_AFTER", 60.0)  # no layer here runs that long
+    monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # records written at the end: none taken early
     datastore = CountingLocal(tmp_path)
     execution = Far(datastore=datastore, executor=executors.Thread())()
     assert datastore.status_writes == {}  # one file a layer: its record, carrying its final status

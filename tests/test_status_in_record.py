@@ -63,6 +63,14 @@ class C(Layer):
         self.total = sum(b.value)
 
 
+@pytest.fixture
+def unhurried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layer records written at the run's end (or when something waits for one), never on their
+    timer: each layer's status reaches its record before the records thread takes it, however long
+    the machine stalls between a layer's record being handed over and its layer-finished event."""
+    monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)
+
+
 def _run(root: Path, datastore: datastores.Local | None = None, execution: str = "e") -> Any:
     flow = Told(datastore=datastore or datastores.Local(root), executor=executors.Thread())
     return flow(execution=execution)
@@ -89,6 +97,7 @@ def _attempts(layer: Any) -> dict[int, list[tuple[int, bool]]]:
 
 
 # ---- what is written -------------------------------------------------------------------------------
+@pytest.mark.usefixtures("unhurried")
 def test_a_chain_of_quick_layers_writes_one_file_a_layer(tmp_path: Path) -> None:
     datastore = CountingLocal(tmp_path)
     _run(tmp_path, datastore)
@@ -110,6 +119,7 @@ def test_a_chain_of_quick_layers_writes_one_file_a_layer(tmp_path: Path) -> None
         assert _stored(tmp_path, layer)["ran"]["next_attempt"] == (2 if layer == "B" else 1)
 
 
+@pytest.mark.usefixtures("unhurried")
 def test_every_status_field_reads_from_the_record_as_from_a_status_record(tmp_path: Path) -> None:
     _run(tmp_path)
     store = _reader(tmp_path).execution("e").store
@@ -140,6 +150,7 @@ def test_every_status_field_reads_from_the_record_as_from_a_status_record(tmp_pa
     assert "first try of 10 fails" in layer.attempts[0][0].error["message"]
 
 
+@pytest.mark.usefixtures("unhurried")
 def test_a_status_record_beside_a_record_carrying_a_status_reads_first(tmp_path: Path) -> None:
     _run(tmp_path)
     store = _reader(tmp_path).execution("e").store
@@ -150,6 +161,7 @@ def test_a_status_record_beside_a_record_carrying_a_status_reads_first(tmp_path:
     assert (layer.why, layer.duration, layer.attempts) == ("said so", 2.0, {})
 
 
+@pytest.mark.usefixtures("unhurried")
 def test_a_record_written_before_ran_existed_reads_finished_with_no_attempts(tmp_path: Path) -> None:
     _run(tmp_path)
     store = _reader(tmp_path).execution("e").store
@@ -238,6 +250,7 @@ def test_a_layer_whose_running_status_was_written_keeps_a_status_record_and_its_
         assert json.loads(_status_file(tmp_path, layer).read_bytes())["status"] == "finished"
 
 
+@pytest.mark.usefixtures("unhurried")
 def test_a_layer_with_more_attempts_than_a_record_carries_keeps_a_status_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -291,6 +304,7 @@ def test_a_resume_numbers_attempts_after_those_in_the_record_s_status(tmp_path: 
 
 
 # ---- verify, repair, gc ----------------------------------------------------------------------------
+@pytest.mark.usefixtures("unhurried")
 def test_verify_finds_a_record_carrying_its_status_intact_and_one_whose_status_is_damaged(
     tmp_path: Path,
 ) -> None:
@@ -307,6 +321,7 @@ def test_verify_finds_a_record_carrying_its_status_intact_and_one_whose_status_i
     assert "its status lists attempts of split 5, not one of its 1" in found.findings[0].reason
 
 
+@pytest.mark.usefixtures("unhurried")
 def test_repair_moves_a_record_carrying_its_status_aside_whole(tmp_path: Path) -> None:
     _run(tmp_path)
     path = tmp_path / layout.record("Told", "e", "C")
@@ -355,6 +370,7 @@ def test_gc_writing_a_record_again_keeps_the_status_it_carries(tmp_path: Path) -
 
 
 # ---- the commands and the report -------------------------------------------------------------------
+@pytest.mark.usefixtures("unhurried")
 def test_show_json_and_the_report_read_a_status_from_its_record(tmp_path: Path) -> None:
     _run(tmp_path)
     assert not _status_file(tmp_path, "B").exists()
@@ -407,6 +423,7 @@ class Remote(datastores.Local):
     small_writes_inline = False
 
 
+@pytest.mark.usefixtures("unhurried")
 def test_a_resume_that_found_a_status_record_of_the_layer_replaces_it_and_does_not_carry_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
