@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from helpers import lines
 from laminar import Flow, Layer
+from laminar._runtime import layer_records
 from laminar._storage import layout
 from laminar.configurations import datastores, executors
 
@@ -78,7 +79,10 @@ class HeldBack(datastores.Local):
         super().write_bytes(key, data)
 
 
-def test_a_layer_s_record_is_written_behind_while_the_layers_reading_it_run(tmp_path: Path) -> None:
+def test_a_layer_s_record_is_written_behind_while_the_layers_reading_it_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # written at the end: none taken before its status
     C.ran.clear()
     datastore = HeldBack(tmp_path)
     execution = Chain(datastore=datastore, executor=executors.Thread())(execution="e")
@@ -87,12 +91,12 @@ def test_a_layer_s_record_is_written_behind_while_the_layers_reading_it_run(tmp_
     assert all(_record(tmp_path, "e", name).exists() for name in ("A", "B", "C"))
     again = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution(execution.id)
     assert again.layer(C).carried == ["a", "b", "c"]
-    # each layer read "finished" only once its record was written
-    assert sorted(datastore.statuses) == [
-        ("A", "finished", True),
-        ("B", "finished", True),
-        ("C", "finished", True),
-    ]
+    # each layer's "finished" status is carried by its record (Record.ran): no status record of its
+    # own, so none can read "finished" before its record is written
+    assert datastore.statuses == []
+    assert {name: layer.status for name, layer in again.status.layers.items()} == dict.fromkeys(
+        ("A", "B", "C"), "finished"
+    )
     assert execution.status.status == "succeeded"
 
 
@@ -131,11 +135,14 @@ def test_a_record_that_cannot_be_written_behind_fails_the_run_and_none_after_it_
     assert _record(tmp_path, "e", "A").exists()
     assert not _record(tmp_path, "e", layer).exists()
     assert not _record(tmp_path, "e", "C").exists()  # C ran after B, so its record follows B's
-    assert datastore.statuses.get("A") == "finished"
     assert datastore.statuses.get(layer) != "finished"  # its record is not there: never "finished"
     assert datastore.statuses.get("C") != "finished"
     execution = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution("e")
     assert execution.status.status == "failed"
+    layers = execution.status.layers
+    assert layers["A"].status == "finished" and len(layers["A"].attempts) == 1
+    assert layers[layer].status != "finished"  # its record is not there: never "finished"
+    assert layers["C"].status != "finished"
     execution.resume()  # keeps A, and completes the rest
     assert execution.layer(C).carried == ["a", "b", "c"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from laminar import Flow, Layer
+from laminar._runtime import layer_records
 from laminar._storage import layout, records, verification
 from laminar.configurations import datastores, executors
 from laminar.errors import IntegrityError
@@ -63,17 +64,14 @@ class Watching(datastores.Local):
         super().write_bytes(key, data)
 
 
-def test_a_quick_layer_s_finished_status_is_written_off_the_event_loop_after_its_record(
-    tmp_path: Path,
+def test_a_quick_layer_s_finished_status_is_carried_by_its_record_and_no_status_record_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # records written at the end: none taken early
     datastore = Watching(tmp_path)
     execution = Chain(datastore=datastore, executor=executors.Thread())()
     assert execution.layer(C).carried == {"a": 1, "b": 2, "c": 3}
-    assert sorted(datastore.statuses) == [
-        ("A", "finished", "laminar-records", True),  # by the thread writing records, after A's
-        ("B", "finished", "laminar-records", True),
-        ("C", "finished", "laminar-records", True),
-    ]
+    assert datastore.statuses == []  # its record carries it (Record.ran), written by the records thread
     assert {name: layer.status for name, layer in execution.status.layers.items()} == {
         "A": "finished",
         "B": "finished",
@@ -81,11 +79,16 @@ def test_a_quick_layer_s_finished_status_is_written_off_the_event_loop_after_its
     }
 
 
-def test_a_layer_of_one_split_is_one_record_file_holding_its_split(tmp_path: Path) -> None:
+def test_a_layer_of_one_split_is_one_record_file_holding_its_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # records written at the end: none taken early
     execution = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="e")
     layer_directory = tmp_path / layout.layers("Chain", "e") / "B"
-    assert sorted(path.name for path in layer_directory.iterdir()) == ["record.json", "status.json"]
+    # one file a layer: its record holds its split and carries its final status
+    assert sorted(path.name for path in layer_directory.iterdir()) == ["record.json"]
     stored = json.loads((layer_directory / "record.json").read_bytes())
+    assert [attempt[:2] for attempt in stored["ran"]["attempts"]] == [[0, 0]]
     assert stored["layout"] == records.HELD_LAYOUT  # a reader of layout 3 refuses it, not misreads it
     assert stored["batches"] == {"0-0.json": [[0, 0]]} and list(stored["held"]) == ["0"]
     # read back by a new store (nothing cached), and checked whole

@@ -106,17 +106,8 @@ def test_a_chain_s_layer_records_are_written_together_once_the_first_is_due(
     execution = Chain(datastore=journal, executor=executors.Thread())(execution="e")
     assert C.saw_record_a is False  # handed over, A's record woke no thread to write it
     # None was written while the layers ran (one wake-up for all), every one before the run ended,
-    # in the order the layers finished; each layer's "finished" status right after its record, by
-    # the thread that wrote it (a local disk: no other thread woken for it).
-    assert journal.events == [
-        "ran C",
-        "record A",
-        "status A finished",
-        "record B",
-        "status B finished",
-        "record C",
-        "status C finished",
-    ]
+    # in the order the layers finished; each carries its layer's "finished" status (Record.ran).
+    assert journal.events == ["ran C", "record A", "record B", "record C"]
     assert execution.status.status == "succeeded"
     again = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution("e")
     assert again.layer(C).carried == ["a", "b", "c"]
@@ -125,6 +116,7 @@ def test_a_chain_s_layer_records_are_written_together_once_the_first_is_due(
 def test_a_layer_s_finished_status_is_written_once_its_record_lands_not_on_the_status_timer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(run_records, "RUNNING_AFTER", 0.0)  # "running" written: a status record of its own
     # A's record lands on its own timer while C waits (its layer-finished event, a moment after it
     # is handed over, finds it on its way: were it written already, the status would wait for its
     # own timer, as documented); the status timer never fires.
@@ -141,6 +133,7 @@ def test_a_layer_s_finished_status_is_written_once_its_record_lands_not_on_the_s
 def test_a_status_due_before_its_record_has_that_record_written_without_waiting_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(run_records, "RUNNING_AFTER", 0.0)  # "running" written: a status record of its own
     monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # a record waits: only a request writes it
     monkeypatch.setattr(run_records, "FINISHED_AFTER", 0.001)  # A's status is due at once
     C.waits_for_status_a = True
@@ -240,6 +233,7 @@ def test_a_call_after_a_record_that_raises_leaves_the_records_after_it_written(
         raise RuntimeError(f"broken follow-up of {layer}")
 
     monkeypatch.setattr(run_records._Writer, "landed", broken)
+    monkeypatch.setattr(run_records, "RUNNING_AFTER", 0.0)  # "running" written: a status record of its own
     journal = Journal(tmp_path)
     done = threading.Event()
 

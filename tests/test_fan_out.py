@@ -422,9 +422,10 @@ def test_a_wide_foreach_costs_a_few_writes_not_one_per_split(
     # Small values are inline: nothing was written under artifacts/, and a handful of writes in all.
     assert [key for key in store.writes if key.startswith("artifacts/")] == []
     records = [key for key in store.writes if key.endswith("status.json")]
-    # The run records: the execution's at start and end, each layer's at its end, and at its start
-    # too for a layer that ran longer than the status plugin's RUNNING_AFTER.
-    assert 2 + 3 <= len(records) <= 2 + 2 * 3, records
+    # The run records: the execution's at start and end, each layer's at its end (unless its layer
+    # record carries it, Record.ran: a quick layer on Thread), and at its start too for a layer that
+    # ran longer than the status plugin's RUNNING_AFTER.
+    assert 2 <= len(records) <= 2 + 2 * 3, records
     assert len(store.writes) - len(records) < 15, store.writes
     record = store_for(execution).record("Double")
     assert record is not None and record.splits == n

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 from laminar import Flow, Layer, Parameters
 from laminar._cli.main import cli
+from laminar._plugins import run_records
 from laminar._storage import layout
 from laminar._storage.records import AttemptRecord, ExecutionStatus, LayerStatusRecord, seal, unseal
 from laminar.configurations import datastores, executors
@@ -363,20 +364,30 @@ def test_a_damaged_run_history_reads_as_a_corrupt_status_naming_it(
         ([0, 0, 1.0, 2.0, None, "caught"], "caught is str, not an object"),
     ],
 )
+@pytest.mark.parametrize("where", ["status record", "layer record"])
 def test_a_damaged_attempt_reads_as_a_corrupt_layer_status_naming_it(
-    tmp_path: Path, attempt: list[object], complaint: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, attempt: list[object], complaint: str, where: str
 ) -> None:
+    if where == "status record":  # the layer's "running" status written at once: its status is a
+        monkeypatch.setattr(run_records, "RUNNING_AFTER", 0.0)  # record of its own (else Record.ran)
     flow = two_runs_flow(tmp_path)
     (tmp_path / "fixed").touch()
     flow(execution="told")
-    key = layout.layer_status(flow.name, "told", "Flaky")
+    if where == "status record":
+        key, named = layout.layer_status(flow.name, "told", "Flaky"), "the status of layer Flaky"
+    else:
+        key, named = layout.record(flow.name, "told", "Flaky"), "the record of layer Flaky"
     payload = unseal(flow.configuration.datastore.read_bytes(key))
     del payload["sha256"]
-    flow.configuration.datastore.write_bytes(key, seal({**payload, "attempts": [attempt]}))
-    with pytest.raises(
-        IntegrityError, match=r"the status of layer Flaky of execution told .* is corrupt"
-    ) as raised:
-        flow.execution("told").status.layers  # noqa: B018
+    if where == "status record":
+        payload["attempts"] = [attempt]
+    else:
+        assert not flow.configuration.datastore.exists(layout.layer_status(flow.name, "told", "Flaky"))
+        payload["ran"]["attempts"] = [attempt]
+    flow.configuration.datastore.write_bytes(key, seal(payload))
+    reader = type(flow)(datastore=datastores.Local(tmp_path / "store"))  # not this process's cache
+    with pytest.raises(IntegrityError, match=rf"{named} of execution told .* is corrupt") as raised:
+        reader.execution("told").status.layers  # noqa: B018
     assert complaint in str(raised.value)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from helpers import lines
 from laminar import Flow, Layer, Parameters
+from laminar._runtime import layer_records
 from laminar._storage import layout
 from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import ForEach, Parameter, Retry
@@ -479,7 +480,14 @@ def test_layer_records_written_off_the_loop_are_all_final_when_the_run_ends(tmp_
     assert all(layer.ended is not None for layer in status.layers.values())
 
 
-def test_a_layer_record_that_cannot_be_written_off_the_loop_fails_the_run(tmp_path: Path) -> None:
+def test_a_layer_record_that_cannot_be_written_off_the_loop_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from laminar._plugins import run_records as status_plugin
+
+    # Each layer's "running" record written at once: its status is a record of its own, not its
+    # layer record's (which carries the final status of a layer that ends sooner).
+    monkeypatch.setattr(status_plugin, "RUNNING_AFTER", 0.0)
     datastore = FarLocal(tmp_path)
     datastore.failing = "First"
     with pytest.raises(DatastoreError, match=r"layers/First/status.json: the store is down"):
@@ -505,15 +513,38 @@ class CountingLocal(datastores.Local):
         super().write_bytes(key, data)
 
 
-def test_a_layer_that_ends_before_the_delay_writes_only_its_final_record(
+def test_a_layer_that_ends_before_the_delay_writes_no_status_record_its_record_carries_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from laminar._plugins import run_records as status_plugin
 
     monkeypatch.setattr(status_plugin, "RUNNING_AFTER", 60.0)  # no layer here runs that long
+    monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # records written at the end: none taken early
     datastore = CountingLocal(tmp_path)
     execution = Far(datastore=datastore, executor=executors.Thread())()
-    assert datastore.status_writes == {"First": ["finished"], "Second": ["finished"]}
+    assert datastore.status_writes == {}  # one file a layer: its record, carrying its final status
+    for layer in ("First", "Second"):
+        ran = json.loads((tmp_path / layout.record("Far", execution.id, layer)).read_bytes())["ran"]
+        assert [attempt[:2] for attempt in ran["attempts"]] == [[0, 0]]
+    assert execution.status == "succeeded"
+    layers = Far(datastore=datastores.Local(tmp_path)).execution(execution.id).status.layers
+    assert {name: (layer.status, len(layer.attempts)) for name, layer in layers.items()} == {
+        "First": ("finished", 1),
+        "Second": ("finished", 1),
+    }
+
+
+def test_a_layer_still_running_after_the_delay_keeps_its_status_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from laminar._plugins import run_records as status_plugin
+
+    monkeypatch.setattr(status_plugin, "RUNNING_AFTER", 0.0)  # every layer has run that long
+    datastore = CountingLocal(tmp_path)
+    execution = Far(datastore=datastore, executor=executors.Thread())()
+    assert datastore.status_writes == {"First": ["running", "finished"], "Second": ["running", "finished"]}
+    for layer in ("First", "Second"):  # its record does not carry a second copy
+        assert "ran" not in json.loads((tmp_path / layout.record("Far", execution.id, layer)).read_bytes())
     assert execution.status == "succeeded"
 
 

@@ -114,7 +114,15 @@ def test_the_committed_store_holds_every_record_kind() -> None:
 ADDED_SINCE: dict[Any, dict[str, Any]] = {
     records.ExecutionMetadata: {"parameters": None, "dependencies": None},
     records.LayerStatusRecord: {"reused": None, "why": None},
-    records.Record: {"borrowed": {}, "held": {}, "key": None, "base": None, "reused": None, "outputs": {}},
+    records.Record: {
+        "borrowed": {},
+        "held": {},
+        "key": None,
+        "base": None,
+        "reused": None,
+        "outputs": {},
+        "ran": None,
+    },
 }
 
 

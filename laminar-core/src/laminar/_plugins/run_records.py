@@ -9,7 +9,10 @@ first run's start (``created``) and the times and outcome of every earlier run (
 one whose error ``Catch`` absorbed, that error as ``caught``). A resume carries over the attempts
 earlier runs recorded; ``next_attempt`` stays above every attempt number used, and a "running"
 record reserves the numbers its run may use, so a resume after a crash numbers after them too. A
-layer that ends sooner gets only its final record: one small write per layer of a chain, not two.
+layer that ends sooner gets only its final record, and when it finished with no status record of
+its own written or found, not even that: its layer record, still waiting to be written behind,
+carries it (``Record.ran``; handed over by ``Run.carry_status``, ``_carried``), one file a layer.
+If the thread writing layer records took that record first, the status is written as below.
 A layer reused whole gets none in a fresh execution: its layer record says where from and why, and
 its status is read from that (``Record.reused``).
 Split events only touch memory. A layer's final record is written by a thread of its own
@@ -40,7 +43,7 @@ from laminar._plugins.hookspecs import hookimpl
 from laminar._runtime import tracebacks
 from laminar._runtime.executor import SplitNotStarted
 from laminar._runtime.run import Run, StashKey
-from laminar._storage.records import AttemptRecord, ExecutionStatus, LayerStatusRecord, RunRecord
+from laminar._storage.records import AttemptRecord, ExecutionStatus, LayerStatusRecord, Ran, RunRecord
 from laminar.errors import DatastoreError, Interrupted
 
 if TYPE_CHECKING:
@@ -57,6 +60,9 @@ RUNNING_AFTER = 0.25
 #: Seconds a "finished" layer record may wait, so the records of a chain's quick layers are written
 #: together by the writer's thread, off the event loop (see ``_Writer``).
 FINISHED_AFTER = 0.05
+#: Attempts a layer's final status may list and still be carried by its layer record (``Record.ran``):
+#: every reader of the layer's values reads that record, and only a status reader its attempts.
+CARRIED_LIMIT = 256
 
 
 @dataclass
@@ -71,6 +77,7 @@ class _LayerRun:
     failed: dict[str, str] | None = None  # the error of a split of its own that failed for good
     cancelled: bool = False
     next_attempt: int = 0  # above every attempt number this layer's runs used so far
+    found: bool = False  # an earlier run's status of it was found (a resume): it is replaced, not left
 
 
 class _Writer:
@@ -96,6 +103,7 @@ class _Writer:
         # layer -> what to write and when it is due (time.monotonic()), in order
         self._pending: dict[str, tuple[LayerStatusRecord, float]] = {}
         self._writing: set[str] = set()  # layers whose records are being written by the thread
+        self._started: set[str] = set()  # layers a record of which was (or is being) written
         self._here: set[str] = set()  # those being written by the thread of a layer record that landed
         self._wakes: float | None = None  # when the thread wakes by itself (None: only when told)
         self._failure: BaseException | None = None
@@ -113,6 +121,7 @@ class _Writer:
             if inline:
                 while key in self._writing or key in self._here:  # an older record of it lands first
                     self._changed.wait()
+                self._started.add(key)
             else:
                 due = time.monotonic() + after
                 self._pending[key] = (record, due)
@@ -139,6 +148,7 @@ class _Writer:
                 return
             del self._pending[layer]
             self._here.add(layer)  # from now on: close() waits for it
+            self._started.add(layer)
             while layer in self._writing:  # an older record of this layer lands first, not after
                 self._changed.wait()
         try:
@@ -149,6 +159,17 @@ class _Writer:
             with self._changed:
                 self._here.discard(layer)
                 self._changed.notify_all()
+
+    def take_back(self, layer: str) -> bool:
+        """Whether no record of ``layer`` was written or is being written by this writer: then the
+        one still waiting, if any (its "running" record), is dropped, and the layer has no status
+        record of this run on the store, nor will have unless one is put again. False, and nothing
+        dropped, otherwise."""
+        with self._changed:
+            if layer in self._started:
+                return False
+            self._pending.pop(layer, None)
+            return True
 
     def discard(self, layer: str) -> None:
         """Forget the layer's record that is still waiting (its store is failing: do not wait on it)."""
@@ -212,6 +233,7 @@ class _Writer:
                     return
                 records = [self._pending.pop(key)[0] for key in keys]
                 self._writing = set(keys)
+                self._started.update(keys)
             try:
                 # A layer reads "finished" only once its record is written (it is written behind).
                 records = [r for r in records if r.status != "finished" or self._landed(r.layer)]
@@ -300,6 +322,7 @@ def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
     layer_run = records.layers[layer.name] = _LayerRun(time.time(), splits)
     earlier = run.store.layer_status(layer.name) if records.carried else None
     if earlier is not None:  # keep what earlier runs recorded of the splits that will not run again
+        layer_run.found = True
         layer_run.attempts.extend(earlier.attempts)
         layer_run.omitted = earlier.omitted
         layer_run.failures = sum(1 for attempt in earlier.attempts if attempt.error or attempt.caught)
@@ -410,9 +433,23 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
             f"the run stopped before the layer was done: {type(error).__name__}: {error}",
         )
     final = _record(run, layer.name, layer_run, status, reason=reason, ended=time.time())
+    if status == "finished" and _carried(run, records, layer_run, final):
+        return
     records.writer.put(final, after=FINISHED_AFTER if status == "finished" else 0.0)
     if status == "finished":  # written once its layer record, written behind, lands (if sooner)
         run.when_landed(layer.name, functools.partial(records.writer.landed, layer.name))
+
+
+def _carried(run: Run, records: _Records, layer_run: _LayerRun, final: LayerStatusRecord) -> bool:
+    """Whether the record of the layer, written behind and not yet taken to be written, carries its
+    final status ``final`` (``Record.ran``): one file a layer, not two. Only for a layer none of whose
+    status records is on the store (none found by a resume, none written by this run: it ended within
+    ``RUNNING_AFTER``), so no status record of its own is left to read before its record's; else,
+    or once its record is being written, its status record is written as before."""
+    if layer_run.found or len(final.attempts) > CARRIED_LIMIT:
+        return False
+    ran = Ran.of(final)
+    return ran is not None and records.writer.take_back(final.layer) and run.carry_status(final.layer, ran)
 
 
 def _read_from_its_record(run: Run, records: _Records, layer: str) -> bool:

@@ -19,7 +19,11 @@ directory) to be created, or an object put. Here the scheduler hands the record 
   a resume keeps exactly those, and nothing whose record was written runs again;
 - **before the end**: the scheduler waits for every record before the run reports its end (the
   execution-finished event, whose status says "succeeded" only once they are all written), and a
-  layer's "finished" status record waits for its record (:meth:`LayerRecords.landed`).
+  layer's "finished" status record waits for its record (:meth:`LayerRecords.landed`);
+- **with its status**: a record not yet taken to be written may be given its layer's final status
+  (:meth:`LayerRecords.attach`, ``Record.ran``), written in the same file; the thread takes a record
+  with what is attached by then, under the lock ``attach`` takes, so a status is either in the
+  record or refused (and written as a file of its own by the status plugin), never both nor neither.
 
 A write that fails fails the run (``fail``, called on the event loop) as a synchronous write would;
 the records handed over after it are not written, and their layers run again on resume.
@@ -31,12 +35,13 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 
-from laminar._storage.records import Record
+from laminar._storage.records import Ran, Record
 from laminar._storage.store import ExecutionStore
 from laminar.errors import add_note
 
@@ -55,7 +60,8 @@ class LayerRecords:
         self._store = store
         self._loop = loop
         self._fail = fail
-        self._queue: collections.deque[tuple[Record, concurrent.futures.Future[None]]] = collections.deque()
+        self._queue: collections.deque[_Handed] = collections.deque()
+        self._untaken: dict[str, _Handed] = {}  # layer -> its record queued, not yet taken to write
         self._writes: dict[str, concurrent.futures.Future[None]] = {}  # each layer's latest
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -83,8 +89,24 @@ class LayerRecords:
                     self._thread = threading.Thread(target=self._run, name="laminar-records", daemon=True)
                     self._thread.start()
                 self._changed.notify_all()
-            self._queue.append((record, written))
+            self._queue.append(handed := _Handed(record, written))
+            self._untaken[record.layer] = handed
         return written
+
+    def attach(self, layer: str, ran: Ran) -> bool:
+        """Have the record of ``layer`` handed over carry the layer's final status ``ran``
+        (``Record.ran``) if the thread has not taken it to write yet: True, and it is written with
+        it (and held so in this process at once); False if it is taken, written or failed, or was
+        not handed over here: the caller then writes the status as a file of its own. Exactly one
+        of the two, whatever the timing: the thread takes a record, with what is attached to it by
+        then, holding the lock this takes."""
+        with self._changed:
+            handed = self._untaken.get(layer)
+            if handed is None or self._failure is not None:
+                return False
+            handed.record = dataclasses.replace(handed.record, ran=ran)
+            self._store.hold_record(handed.record)
+            return True
 
     def _hurry(self) -> None:
         """Something waits for a record: write those queued now, not when due."""
@@ -171,10 +193,11 @@ class LayerRecords:
         self._failure = self._failure or failure
         self._closed = True
         self._then.clear()
+        self._untaken.clear()
         while self._queue:
-            record, write = self._queue.popleft()
-            self._store.forget_record(record.layer)
-            write.set_exception(failure)
+            handed = self._queue.popleft()
+            self._store.forget_record(handed.record.layer)
+            handed.written.set_exception(failure)
         self._changed.notify_all()
 
     def _run(self) -> None:
@@ -193,7 +216,10 @@ class LayerRecords:
                     if self._now or self._closed or wait <= 0:
                         break
                     self._changed.wait(wait)
-                record, write = self._queue[0]
+                handed = self._queue[0]
+                if self._untaken.get(handed.record.layer) is handed:  # taken: nothing attaches now
+                    del self._untaken[handed.record.layer]
+                record, write = handed.record, handed.written
             try:
                 self._store.write_record(record)
             except BaseException as error:
@@ -217,7 +243,7 @@ class LayerRecords:
     def _settle(self, write: concurrent.futures.Future[None], error: BaseException | None) -> None:
         """The record being written (first in the queue, unless abandoned meanwhile) is written or
         failed (call holding the lock)."""
-        if self._queue and self._queue[0][1] is write:
+        if self._queue and self._queue[0].written is write:
             self._queue.popleft()
         if not write.done():
             if error is None:
@@ -225,6 +251,14 @@ class LayerRecords:
             else:
                 write.set_exception(error)
         self._changed.notify_all()
+
+
+@dataclasses.dataclass(eq=False)
+class _Handed:
+    """A record handed over, and its write (done once it is on the store, or failed)."""
+
+    record: Record
+    written: concurrent.futures.Future[None]
 
 
 async def _settled(write: concurrent.futures.Future[None]) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from laminar._model.execution import Execution
     from laminar._runtime.layer_records import LayerRecords
+    from laminar._storage.records import Ran
     from laminar._storage.store import ExecutionStore
 
 T = TypeVar("T")
@@ -100,6 +101,13 @@ class Run:
         behind. A plugin recording the layer "finished" so writes that right after the record, on
         that thread, instead of waking one of its own."""
         return self.records is not None and self.records.when_written(layer, call)
+
+    def carry_status(self, layer: str, ran: Ran) -> bool:
+        """Have the record of ``layer`` this run writes behind carry the layer's final status
+        (``Record.ran``) if it is not being written yet: True, and no status record of its own is
+        to be written; False if it is (or was), or this run did not write it behind: the plugin
+        writes the status record as before. See :meth:`LayerRecords.attach`."""
+        return self.records is not None and self.records.attach(layer, ran)
 
     def __repr__(self) -> str:
         return (

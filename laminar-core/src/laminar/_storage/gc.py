@@ -331,7 +331,8 @@ def copy_in(datastore: Datastore, loan: Loan) -> None:
         key=loan.record.key,
         base=loan.record.base,
     )
-    store.write_record(replace(copied, reused=loan.record.reused))  # and where it came from, if reused
+    # and its status (where it came from, if reused; its final status, if it ran: Record.ran)
+    store.write_record(replace(copied, reused=loan.record.reused, ran=loan.record.ran))
 
 
 def blobs(datastore: Datastore) -> list[str]:

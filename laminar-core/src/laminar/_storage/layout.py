@@ -14,13 +14,18 @@
                                                                   executions hold (``borrowed``), which it
                                                                   reads there: no batch of its own for them;
                                                                   a layer of one split's holds that split's
-                                                                  record (``held``): no batch file for it
+                                                                  record (``held``): no batch file for it;
+                                                                  a layer that finished with no status.json
+                                                                  written or found carries its final status
+                                                                  (``ran``), a layer reused whole where from
+                                                                  and why (``reused``): no status.json
     flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>-<j>.json  a batch of finished splits' records
                                                                   (their archives), lowest index i, highest j;
                                                                   once the layer finished, those its record
                                                                   names (one, if compacted: see ``commit``)
     flows/<Flow>/executions/<id>/layers/<Layer>/status.json       how the layer's latest run went: its
                                                                   state, its splits' attempts and errors
+                                                                  (read before what its record carries)
     flows/<Flow>/executions/<id>/layers/<Layer>/logs/<i>/<attempt>/<n>.log
                                                                   what attempt <attempt> of split i printed
                                                                   and logged, in chunks n = 0, 1, ...

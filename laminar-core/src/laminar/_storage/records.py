@@ -407,6 +407,73 @@ class SplitBatch(Document):
 
 @record
 @dataclass(frozen=True)
+class AttemptRecord(Schema):
+    """One attempt of one split: when it ran and, if it failed, its error (type, message, traceback).
+
+    ``caught`` is the error ``Catch`` absorbed (the attempt then finished), in the same form. It is
+    stored as a sixth item only when there is one, so records without it keep their shape.
+    """
+
+    stored_as_list: ClassVar[bool] = True
+
+    index: int
+    attempt: int
+    started: float
+    ended: float | None = None
+    error: Error | None = None
+    caught: Error | None = field(default=None, metadata=sparse(None))
+
+
+@record
+@dataclass(frozen=True)
+class Ran(Schema):
+    """A layer's final status, "finished", carried by its record instead of a status record of its
+    own (see ``Record.ran``): what that status record would hold but for the members the layer
+    record holds itself (flow, layer, splits) or its store knows (the execution). Read back as that
+    status record by :meth:`status`."""
+
+    started: float
+    ended: float
+    attempts: tuple[AttemptRecord, ...] = ()
+    omitted: int = field(default=0, metadata=absent(0))
+    next_attempt: int = field(default=0, metadata=absent(0))
+    why: str | None = field(default=None, metadata=sparse(None))
+
+    @classmethod
+    def of(cls, status: LayerStatusRecord) -> Ran | None:
+        """What a record carries of ``status``; None for a status a record cannot carry (not a
+        finished layer that ran: a failed, skipped, cancelled or running one, or one reused)."""
+        if (
+            status.status != "finished"
+            or status.ended is None
+            or status.reason is not None
+            or status.error is not None
+            or status.reused is not None
+        ):
+            return None
+        return cls(
+            status.started, status.ended, status.attempts, status.omitted, status.next_attempt, status.why
+        )
+
+    def status(self, record: Record, execution: str) -> LayerStatusRecord:
+        """The status record this stands for, of ``record``'s layer in ``execution``."""
+        return LayerStatusRecord(
+            record.flow,
+            execution,
+            record.layer,
+            "finished",
+            self.started,
+            self.ended,
+            splits=record.splits,
+            attempts=self.attempts,
+            omitted=self.omitted,
+            next_attempt=self.next_attempt,
+            why=self.why,
+        )
+
+
+@record
+@dataclass(frozen=True)
 class Reuse(Schema):
     """Where a layer reused whole came from: the ``execution`` it was reused from, when (``at``),
     and why, in a line; its status is read from it (see ``Record.reused``)."""
@@ -457,6 +524,12 @@ class Record(Document):
     without reading the foreach's split batches first. Trusted for nothing either: a layer is reused
     only once the splits read back match it (``reuse_index.usable``). A record without it (older, or
     a layer that stored nothing) has its batches read for it. Readers before it ignore it.
+
+    ``ran`` is, likewise, the final status of a layer that ran and finished with no status record
+    of its own written or found (its run ended within ``run_records.RUNNING_AFTER``, in a fresh
+    execution or one whose earlier runs recorded no status of it): the record and the status are
+    then one file, written at once. A status record beside it, should one be there, reads first.
+    Readers before it ignore it (the layer reads "finished", with no attempts).
     """
 
     described: ClassVar[str] = "record of layer {layer}"
@@ -472,10 +545,17 @@ class Record(Document):
     base: str | None = field(default=None, metadata=matching(_HEX, "a hex digest", **sparse(None)))
     reused: Reuse | None = field(default=None, metadata=sparse(None))
     outputs: Mapping[str, str] = field(default_factory=dict, metadata=sorted_keys(**sparse({})))
+    ran: Ran | None = field(default=None, metadata=sparse(None))
 
     def __post_init__(self) -> None:
         if self.borrowed:
             _check_borrowed(self.borrowed, self.splits)
+        if self.ran is not None:
+            beyond = [attempt.index for attempt in self.ran.attempts if attempt.index >= self.splits]
+            if beyond:
+                raise ValueError(
+                    f"its status lists attempts of split {beyond[0]}, not one of its {self.splits}"
+                )
         if self.held:
             name = self.held_batch
             if name is None or self.batches.get(name) != runs(self.held) or max(self.held) >= self.splits:
@@ -590,25 +670,6 @@ class ExecutionStatus(Document):
 #: no longer running reads it as failed. A layer with no status record has not started (or finished
 #: before records existed: its layer record says so).
 LAYER_STATUSES = ("running", "finished", "failed", "skipped", "cancelled")
-
-
-@record
-@dataclass(frozen=True)
-class AttemptRecord(Schema):
-    """One attempt of one split: when it ran and, if it failed, its error (type, message, traceback).
-
-    ``caught`` is the error ``Catch`` absorbed (the attempt then finished), in the same form. It is
-    stored as a sixth item only when there is one, so records without it keep their shape.
-    """
-
-    stored_as_list: ClassVar[bool] = True
-
-    index: int
-    attempt: int
-    started: float
-    ended: float | None = None
-    error: Error | None = None
-    caught: Error | None = field(default=None, metadata=sparse(None))
 
 
 @record

@@ -1,7 +1,8 @@
 """Reading the run records: how an execution's latest run went, layer by layer, split by split.
 
-The status records say what the scheduler last wrote (see :mod:`laminar._plugins.run_records`); the
-lease says whether that scheduler is still alive, so a run whose scheduler was killed reads as
+The status records say what the scheduler last wrote (see :mod:`laminar._plugins.run_records`): a
+layer's own ``status.json``, or, for a quick layer that has none, the status its layer record carries
+(``ExecutionStore.layer_state`` reads either); the lease says whether that scheduler is still alive, so a run whose scheduler was killed reads as
 failed once its lease is no longer live, and so do the layers it was running.
 """
 

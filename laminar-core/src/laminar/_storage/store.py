@@ -101,9 +101,13 @@ def _batch_order(name: str) -> tuple[int, int]:
     return layout.parse_split_batch(name) or (-1, -1)
 
 
-def _reused_status(record: Record, execution: str) -> LayerStatusRecord | None:
-    """The status a layer reused whole (in ``execution``) would have written, as its record says
-    (``Record.reused``); None for a layer that was not."""
+def _recorded_status(record: Record, execution: str) -> LayerStatusRecord | None:
+    """The status a layer (in ``execution``) carries in its record instead of a status record of its
+    own: a layer that ran and finished, its final status (``Record.ran``); a layer reused whole, the
+    one it would have written, from where, when and why it was reused (``Record.reused``); None for
+    a record carrying neither."""
+    if record.ran is not None:
+        return record.ran.status(record, execution)
     reused = record.reused
     if reused is None:
         return None
@@ -160,9 +164,11 @@ class ExecutionStore:
         )
 
     def layer_status(self, layer: str) -> LayerStatusRecord | None:
-        """How ``layer``'s latest run went, or None if no run of it recorded that. A layer reused
-        whole in a fresh execution has no status record of its own: its layer record says where
-        from, when and why (``Record.reused``), and is read as the status it would have written."""
+        """How ``layer``'s latest run went, or None if no run of it recorded that. A status record
+        of its own reads first; a layer without one may carry its status in its layer record: one
+        that ran and finished, its final status (``Record.ran``), one reused whole in a fresh
+        execution, where from, when and why (``Record.reused``), read as the status it would have
+        written."""
         found = self._stored_layer_status(layer)
         if found is not None:
             return found
@@ -170,7 +176,7 @@ class ExecutionStore:
             record = self.record(layer)
         except IntegrityError:  # says nothing of the status: readers of the record report it
             return None
-        return _reused_status(record, self.execution) if record is not None else None
+        return _recorded_status(record, self.execution) if record is not None else None
 
     def layer_state(self, layer: str) -> tuple[LayerStatusRecord | None, Record | None]:
         """``layer_status``, and for a layer with no status record of its own its record (None:
@@ -179,7 +185,7 @@ class ExecutionStore:
         if found is not None:
             return found, None
         record = self.record(layer)
-        return (_reused_status(record, self.execution) if record is not None else None), record
+        return (_recorded_status(record, self.execution) if record is not None else None), record
 
     def _stored_layer_status(self, layer: str) -> LayerStatusRecord | None:
         key = layout.layer_status(self.flow, self.execution, layer)

@@ -11,7 +11,7 @@ that a resume computes them again, and with them every layer that depends on the
 nothing: what it takes away is moved to ``repaired/<time>/`` in the execution (see ``layout``):
 
 1. the record of each marked layer, so the layer reads as not finished (and its status record,
-   which would still say finished);
+   which would still say finished; a status the record carries, ``Record.ran``, goes with it);
 2. each damaged value's blob, so the rerun writes its bytes again (a value already stored is never
    written again);
 3. the split batches of the damaged splits (and every batch of a dependent layer), so those splits
