@@ -152,6 +152,7 @@ class Thread(Executor):
 
     names = ("thread",)
     in_process = True
+    inline_chains = True
     times_itself = True
     batch_seconds = 0.02
 

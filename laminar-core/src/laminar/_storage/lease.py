@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from laminar._storage import layout
@@ -200,3 +202,42 @@ class Lease:
             f"({holder.describe()}); wait for it to finish, or stop it — its lease is taken over once "
             f"it has been silent for {holder.ttl:g} s"
         )
+
+
+class Heartbeat:
+    """Keeps a held lease fresh from a daemon thread of its own, every third of its time to live.
+
+    Not from the run's event loop: a split the scheduler runs on the loop's own thread (a chain's
+    one-split layer, see ``Executor.inline_chains``) holds the loop for as long as it runs, and a
+    long one must not let the lease go stale. A refresh that fails for a storage hiccup is tried
+    again at the next beat, well within the time to live; a lease taken over (a newer generation)
+    stops the beating and is handed to ``lost``, called on this thread (the run's callback forgets
+    the lease and fails the run, on its own loop).
+
+    :meth:`stop` does not wait for a refresh under way (a store that stopped answering would hold
+    the end of the run up for its deadline); the thread is a daemon and ends after it.
+    """
+
+    def __init__(self, lease: Lease, lost: Callable[[LeaseLost], object]) -> None:
+        self.lease = lease
+        self.lost = lost
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="laminar-lease-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.lease.ttl / 3):
+            try:
+                self.lease.refresh()
+            except LeaseLost as error:
+                if not self.stopped.is_set():  # (the run ended meanwhile: its own outcome stands)
+                    self.lost(error)
+                return
+            except Exception:  # a storage hiccup: the next beat tries again
+                continue
