@@ -260,6 +260,7 @@ class _Runner:
             if not hooks[(name, "submission")] and not hooks[(name, "retry")]
         )
         self.downstream = _downstream(self.plan.dependencies)
+        self.unended = {name for name in self.plan.order if name != "Parameters"}  # layers not ended yet
 
     def _record_failed(self, error: BaseException) -> None:
         """A layer record written behind could not be written: the run fails, once, with its error."""
@@ -518,6 +519,7 @@ class _Runner:
         try:
             state = await self._run_layer(name)
         except asyncio.CancelledError:
+            self.unended.discard(name)
             if not future.done():
                 future.set_result(CANCELLED)
             raise
@@ -527,6 +529,7 @@ class _Runner:
         finally:
             if not self.checked[name].done():
                 self.checked[name].set_result(False)
+        self.unended.discard(name)
         if not future.done():
             future.set_result(state)
 
@@ -1381,11 +1384,8 @@ class _Runner:
         runs, and every layer not ended but ``name`` depends on it, directly or not."""
         if self.running:
             return False
-        below = self.downstream[name]
-        return all(
-            state.done() or other == name or other == "Parameters" or other in below
-            for other, state in self.states.items()
-        )
+        others = len(self.unended) - 1  # (name is among them)
+        return others == 0 or (others <= len(below := self.downstream[name]) and self.unended <= below | {name})
 
     def _inline(self, task: SplitTask) -> SplitOutcome:
         """Run ``task`` here, on the loop's own thread, at a chain point: handing a split to a worker
