@@ -20,7 +20,7 @@ import pytest
 from laminar import Flow, Layer
 from laminar.configurations import datastores, executors
 from laminar.configurations.layers import ForEach, Parameter, Retry
-from laminar.errors import Interrupted
+from laminar.errors import Interrupted, LeaseLost
 
 MAIN = "MainThread"  # where pytest runs a test, and so where its run's loop runs
 BOUND = 30.0  # seconds a layer waits for what a test expects before it gives up (never reached)
@@ -329,3 +329,60 @@ def test_a_flow_run_inside_an_inline_split_runs_on_a_thread_of_its_own(
     assert execution.layer(Nest).value == 42
     assert execution.layer(Nest).inner_thread == "laminar-scheduler"  # the inner run's own loop thread
     assert execution.layer(Nest).from_asyncio == 7
+
+
+class TakenOver(Flow): ...
+
+
+@TakenOver.register
+class Plant(Layer):
+    """Runs inline; another scheduler takes the lease over meanwhile (a newer generation appears)."""
+
+    def __call__(self) -> None:
+        leases = next(Path(os.environ["ROOT"]).rglob("leases"))
+        newest = sorted(leases.glob("*.json"))[-1]
+        holder = json.loads(newest.read_text())
+        generation = holder["generation"] + 1
+        holder.update(generation=generation, host="elsewhere.example", token="theirs")
+        (leases / f"{generation:010d}.json").write_text(json.dumps(holder))
+        stop = threading.Event()
+        stop.wait(3.0)  # several beats (every 0.2 s): one finds the newer generation
+
+
+@TakenOver.register
+class Next(Layer):
+    def __call__(self, plant: Plant) -> None:
+        self.ran = True
+
+
+def test_a_lease_taken_over_during_an_inline_split_stops_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAMINAR_LEASE_TTL", "0.6")
+    monkeypatch.setenv("ROOT", str(tmp_path))
+    flow = TakenOver(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    with pytest.raises(LeaseLost, match="was taken over by pid"):
+        flow(execution="taken")
+    assert not flow.execution("taken").layer(Next).state.finished
+
+
+def test_a_first_sigint_lets_an_inline_split_finish_and_starts_nothing_new(tmp_path: Path) -> None:
+    RELEASE.clear()
+    WAITING.clear()
+
+    def sender() -> None:  # one SIGINT to the main thread while Stuck waits, then let Stuck finish
+        WAITING.wait(BOUND)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        RELEASE.set()
+
+    thread = threading.Thread(target=sender)
+    flow = Stoppable(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    thread.start()
+    try:
+        with pytest.raises(Interrupted, match="was stopped by SIGINT; what finished is kept"):
+            flow(execution="stopped")
+    finally:
+        thread.join()
+    execution = flow.execution("stopped")
+    assert execution.layer(Stuck).state.finished and execution.layer(Stuck).thread == MAIN
+    assert not execution.layer(After).state.finished  # nothing new started

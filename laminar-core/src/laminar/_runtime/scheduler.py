@@ -1351,8 +1351,14 @@ class _Runner:
         )
 
     async def _submit(self, task: SplitTask) -> SplitOutcome:
-        if task.layer in self.inlinable and (task.splits or 1) == 1 and self._at_a_chain_point(task.layer):
-            return self._inline(task)
+        if task.layer in self.inlinable and (task.splits or 1) == 1 and not self.running:
+            # First what is queued on the loop (a signal heard, a lease lost, splits handed back):
+            # down a chain the layers would otherwise follow one another without the loop's turn.
+            await asyncio.sleep(0)
+            if self.errors:  # the run failed or was stopped meanwhile: this split never starts
+                raise SplitNotStarted.of(task)
+            if self._at_a_chain_point(task.layer):
+                return self._inline(task)
         timeout = self.executor.timeout
         self.running += 1
         try:
@@ -1385,7 +1391,9 @@ class _Runner:
         if self.running:
             return False
         others = len(self.unended) - 1  # (name is among them)
-        return others == 0 or (others <= len(below := self.downstream[name]) and self.unended <= below | {name})
+        return others == 0 or (
+            others <= len(below := self.downstream[name]) and self.unended <= below | {name}
+        )
 
     def _inline(self, task: SplitTask) -> SplitOutcome:
         """Run ``task`` here, on the loop's own thread, at a chain point: handing a split to a worker

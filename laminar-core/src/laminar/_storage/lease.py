@@ -205,39 +205,91 @@ class Lease:
 
 
 class Heartbeat:
-    """Keeps a held lease fresh from a daemon thread of its own, every third of its time to live.
+    """Keeps a held lease fresh, every third of its time to live, off the run's event loop.
 
-    Not from the run's event loop: a split the scheduler runs on the loop's own thread (a chain's
-    one-split layer, see ``Executor.inline_chains``) holds the loop for as long as it runs, and a
-    long one must not let the lease go stale. A refresh that fails for a storage hiccup is tried
-    again at the next beat, well within the time to live; a lease taken over (a newer generation)
-    stops the beating and is handed to ``lost``, called on this thread (the run's callback forgets
-    the lease and fails the run, on its own loop).
-
-    :meth:`stop` does not wait for a refresh under way (a store that stopped answering would hold
-    the end of the run up for its deadline); the thread is a daemon and ends after it.
+    Not from the loop: a split the scheduler runs on the loop's own thread (a chain's one-split
+    layer, see ``Executor.inline_chains``) holds the loop for as long as it runs, and a long one
+    must not let the lease go stale. The beats of every lease this process holds are timed by one
+    thread of the process's own (``_Beats``, started once: a thread started per run cost a run a
+    millisecond), and each refresh runs on a daemon thread of its own, as before: a store that
+    stopped answering holds up neither the other leases' beats nor the end of the run (:meth:`stop`
+    does not wait for a refresh under way). A refresh that fails for a storage hiccup is tried again
+    at the next beat, well within the time to live; a lease taken over (a newer generation) stops
+    the beating and is handed to ``lost``, called on the refresh's thread (the run's callback
+    forgets the lease and fails the run, on its own loop).
     """
 
     def __init__(self, lease: Lease, lost: Callable[[LeaseLost], object]) -> None:
         self.lease = lease
         self.lost = lost
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name="laminar-lease-heartbeat", daemon=True)
+        self.stopped = False
+        self.refreshing = False  # a refresh is under way (one that hangs is not doubled)
 
     def start(self) -> Heartbeat:
-        self.thread.start()
+        _beats().add(self, time.monotonic() + self.lease.ttl / 3)
         return self
 
     def stop(self) -> None:
-        self.stopped.set()
+        self.stopped = True
+        _beats().remove(self)
 
-    def _beat(self) -> None:
-        while not self.stopped.wait(self.lease.ttl / 3):
-            try:
-                self.lease.refresh()
-            except LeaseLost as error:
-                if not self.stopped.is_set():  # (the run ended meanwhile: its own outcome stands)
-                    self.lost(error)
-                return
-            except Exception:  # a storage hiccup: the next beat tries again
-                continue
+    def beat(self) -> None:
+        """On the beats' thread: refresh on a thread of its own, unless the last one is under way."""
+        if self.stopped or self.refreshing:
+            return
+        self.refreshing = True
+        threading.Thread(target=self._refresh, name="laminar-lease-refresh", daemon=True).start()
+
+    def _refresh(self) -> None:
+        try:
+            self.lease.refresh()
+        except LeaseLost as error:
+            if not self.stopped:  # (the run ended meanwhile: its own outcome stands)
+                self.stop()
+                self.lost(error)
+        except Exception:  # a storage hiccup: the next beat tries again
+            pass
+        finally:
+            self.refreshing = False
+
+
+class _Beats:
+    """The thread of this process that times every held lease's heartbeat (see :class:`Heartbeat`)."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.due: dict[Heartbeat, float] = {}  # each heartbeat's next beat (time.monotonic())
+        self.thread = threading.Thread(target=self._run, name="laminar-lease-heartbeat", daemon=True)
+        self.thread.start()
+
+    def add(self, heartbeat: Heartbeat, due: float) -> None:
+        with self.changed:
+            self.due[heartbeat] = due
+            self.changed.notify()
+
+    def remove(self, heartbeat: Heartbeat) -> None:
+        with self.changed:
+            self.due.pop(heartbeat, None)
+
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                now = time.monotonic()
+                beating = [heartbeat for heartbeat, due in self.due.items() if due <= now]
+                for heartbeat in beating:
+                    self.due[heartbeat] = now + heartbeat.lease.ttl / 3
+                if not beating:
+                    self.changed.wait(min(self.due.values(), default=now + 3600) - now)
+            for heartbeat in beating:
+                heartbeat.beat()
+
+
+_beating: list[tuple[int, _Beats]] = []  # this process's (pid, beats): a forked child starts its own
+_beating_lock = threading.Lock()
+
+
+def _beats() -> _Beats:
+    with _beating_lock:
+        if not _beating or _beating[0][0] != os.getpid():
+            _beating[:] = [(os.getpid(), _Beats())]
+        return _beating[0][1]
