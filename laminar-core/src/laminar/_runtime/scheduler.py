@@ -1409,7 +1409,7 @@ class _Runner:
         _on_the_loop.split = True
         self.inline = task
         try:
-            return run_split(task)
+            return run_split(task, self.execution)
         except KeyboardInterrupt as error:
             if self.inline is not None:  # the layer's own: its error, as on a worker thread
                 raise
