@@ -257,7 +257,7 @@ class _Beats:
     """The thread of this process that times every held lease's heartbeat (see :class:`Heartbeat`)."""
 
     def __init__(self) -> None:
-        self.changed = threading.Condition()
+        self.changed = threading.Condition(threading.Lock())
         self.due: dict[Heartbeat, float] = {}  # each heartbeat's next beat (time.monotonic())
         self.thread = threading.Thread(target=self._run, name="laminar-lease-heartbeat", daemon=True)
         self.thread.start()
@@ -284,12 +284,48 @@ class _Beats:
                 heartbeat.beat()
 
 
-_beating: list[tuple[int, _Beats]] = []  # this process's (pid, beats): a forked child starts its own
+_beating: list[_Beats] = []  # this process's, once started (a forked child starts its own)
 _beating_lock = threading.Lock()
 
 
 def _beats() -> _Beats:
     with _beating_lock:
-        if not _beating or _beating[0][0] != os.getpid():
-            _beating[:] = [(os.getpid(), _Beats())]
-        return _beating[0][1]
+        if not _beating:
+            _beating.append(_Beats())
+        return _beating[0]
+
+
+def heartbeat_threads() -> list[threading.Thread]:
+    """The thread timing the heartbeats, while it times none (no run of this process holds a lease):
+    safe to fork around, since a fork holds its lock and the child starts its own when it needs one
+    (the process executor forks its template between runs, ``forking.unsafe_to_fork``)."""
+    with _beating_lock:
+        beats = _beating[0] if _beating else None
+    if beats is None:
+        return []
+    with beats.changed:
+        return [] if beats.due else [beats.thread]
+
+
+def _before_fork() -> None:
+    _beating_lock.acquire()
+    if _beating:
+        _beating[0].changed.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    if _beating:
+        _beating[0].changed.release()
+    _beating_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _beating_lock
+    _beating.clear()  # its thread was not forked
+    _beating_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
