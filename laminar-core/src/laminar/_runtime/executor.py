@@ -152,10 +152,10 @@ class Executor(abc.ABC):
 
 
 def runs_inline(executor: Executor) -> bool:
-    """Whether the scheduler may run ``executor``'s one-split layers inline at chain points: it opts
-    in (``inline_chains``), no timeout applies, and no subclass below the class that opted in
-    overrides ``run``, whose calls inlining would skip."""
-    if not executor.inline_chains or executor.timeout is not None:
+    """Whether the scheduler may run ``executor``'s one-split layers inline at chain points: it runs
+    splits in this process and opts in (``inline_chains``), no timeout applies, and no subclass
+    below the class that opted in overrides ``run``, whose calls inlining would skip."""
+    if not executor.inline_chains or not executor.in_process or executor.timeout is not None:
         return False
     for klass in type(executor).__mro__:
         if "inline_chains" in klass.__dict__:
