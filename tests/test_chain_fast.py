@@ -343,13 +343,23 @@ class Third(Layer):
         )
 
 
+class NotInline(executors.Thread):
+    """The Thread executor handing every split to its threads, a chain's too."""
+
+    inline_chains = False
+
+
 def test_a_chain_of_one_split_layers_runs_on_one_thread_of_the_thread_executor() -> None:
     stray = [thread for thread in threading.enumerate() if thread.name.startswith("laminar-layer_")]
     for thread in stray:  # the pools of earlier runs, stopping
         thread.join(DEADLINE)
-    execution = Threads(datastore=datastores.Memory(), executor=executors.Thread(concurrency=4))()
+    execution = Threads(datastore=datastores.Memory(), executor=NotInline(concurrency=4))()
     # no thread is started for a layer while the one that ran the layer before waits for work
     assert execution.layer(Third).started == ["laminar-layer_0"]
+    for thread in [thread for thread in threading.enumerate() if thread.name.startswith("laminar-layer_")]:
+        thread.join(DEADLINE)
+    execution = Threads(datastore=datastores.Memory(), executor=executors.Thread(concurrency=4))()
+    assert execution.layer(Third).started == []  # a chain's splits run inline: no thread at all
 
 
 # ---- signal handlers ----------------------------------------------------------------------------------

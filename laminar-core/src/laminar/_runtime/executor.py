@@ -54,6 +54,15 @@ class Executor(abc.ABC):
     #: Whether splits run in the scheduler's process (only such executors can use ``Memory``).
     in_process: ClassVar[bool] = False
 
+    #: Whether the scheduler may run a one-split layer's split itself, on its event loop's thread, at
+    #: a chain point (no other split runs, and every layer not ended depends on this one), instead
+    #: of calling :meth:`run`: for an in-process executor, whose hand-over to a thread and back costs
+    #: more than a small layer's own work. Never with ``timeout`` set, nor for a layer with
+    #: submission or retry hooks; the split gets the same record, hook events, retries and log. A
+    #: subclass that overrides ``run`` (to wrap each split) and does not set this again is not
+    #: inlined: see :func:`runs_inline`.
+    inline_chains: ClassVar[bool] = False
+
     #: Whether ``run`` applies ``timeout`` itself (from when the split starts, not when it was handed
     #: over); otherwise the scheduler does, around ``run``.
     times_itself: ClassVar[bool] = False
@@ -140,3 +149,17 @@ class Executor(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(concurrency={self.concurrency}, timeout={self.timeout})"
+
+
+def runs_inline(executor: Executor) -> bool:
+    """Whether the scheduler may run ``executor``'s one-split layers inline at chain points: it runs
+    splits in this process and opts in (``inline_chains``), no timeout applies, and no subclass
+    below the class that opted in overrides ``run``, whose calls inlining would skip."""
+    if not executor.inline_chains or not executor.in_process or executor.timeout is not None:
+        return False
+    for klass in type(executor).__mro__:
+        if "inline_chains" in klass.__dict__:
+            return True  # opted in here, with ``run`` as this class has it
+        if "run" in klass.__dict__:
+            return False
+    return False

@@ -26,7 +26,7 @@ import cloudpickle
 from laminar._runtime import environment, template, wire
 from laminar._runtime.shipping import PackedFlow
 from laminar._serialization import threads
-from laminar._storage import logs
+from laminar._storage import lease, logs
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +64,19 @@ class ForkedProcess:
 
 def unsafe_to_fork() -> str | None:
     """Why this process may not fork the template now (``None`` if it may): a thread would be left
-    behind with its locks held (Laminar's own pools, idle between runs, and its log-flushing thread,
-    which a fork waits for, excepted), and macOS's system libraries do not survive a fork without
+    behind with its locks held (Laminar's own pools, idle between runs, its log-flushing thread,
+    which a fork waits for, and the lease heartbeat's timing thread while it times none, excepted), and macOS's system libraries do not survive a fork without
     ``exec``."""
     if not hasattr(os, "fork"):
         return "this platform has no fork"
     if sys.platform == "darwin":
         return "macOS's system libraries may not survive a fork"
-    idle = [threading.current_thread(), *threads.idle_threads(), *logs.flushing_threads()]
+    idle = [
+        threading.current_thread(),
+        *threads.idle_threads(),
+        *logs.flushing_threads(),
+        *lease.heartbeat_threads(),
+    ]
     running = [thread.name for thread in threading.enumerate() if thread not in idle]
     if running:
         return f"threads run in this process: {', '.join(running)}"

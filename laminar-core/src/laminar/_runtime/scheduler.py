@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any
 from laminar._runtime import batching, commit, fingerprint, foreach, hook_calls, reuse, tracebacks
 from laminar._runtime.commit import SplitLog
 from laminar._runtime.context import LayerContext, store_for
-from laminar._runtime.executor import SplitNotStarted
+from laminar._runtime.executor import SplitNotStarted, runs_inline
 from laminar._runtime.layer_records import LayerRecords
 from laminar._runtime.run import Run
+from laminar._runtime.split import run_split
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._runtime.wiring import check_compatible
 from laminar._storage import borrowing, logs, reuse_index
-from laminar._storage.lease import Lease
+from laminar._storage.lease import Heartbeat, Lease
 from laminar._storage.records import SplitRecord, runs
 from laminar.errors import (
     DatastoreError,
@@ -103,8 +104,8 @@ class Scheduler:
         try:
             asyncio.get_running_loop()
             inside_loop = True
-        except RuntimeError:
-            inside_loop = False
+        except RuntimeError:  # (a split on a run's loop thread sees none, yet is inside that run)
+            inside_loop = getattr(_on_the_loop, "split", False)
         if not inside_loop:
             # First, before the run's event loop and threads start: the executor may fork this process.
             with flow.configuration.executor.prepared():
@@ -165,27 +166,31 @@ def _fewer_collections() -> Iterator[None]:
                 gc.set_threshold(_collections_held[1], *gc.get_threshold()[1:])
 
 
-async def _on_a_thread_of_its_own(call: Callable[[], object]) -> None:
-    """Run ``call`` on a new daemon thread and wait for it; cancelling the wait leaves the thread be."""
-    done: concurrent.futures.Future[object] = concurrent.futures.Future()
-
-    def target() -> None:
-        if not done.set_running_or_notify_cancel():  # the wait was cancelled before the call began
-            return
-        try:
-            done.set_result(call())
-        except BaseException as error:
-            done.set_exception(error)
-
-    threading.Thread(target=target, name="laminar-lease-refresh", daemon=True).start()
-    await asyncio.wrap_future(done)
-
-
 def _drain(woken: socket.socket) -> None:
     """Read what the signal wake-up file wrote (the signals are handled by their handlers)."""
     with contextlib.suppress(OSError):
         while woken.recv(4096):
             pass
+
+
+def _downstream(dependencies: Mapping[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+    """Each layer's dependents, direct or not."""
+    found: dict[str, frozenset[str]] = {}
+
+    def below(name: str) -> frozenset[str]:
+        if name not in found:
+            direct = [layer for layer, needs in dependencies.items() if name in needs]
+            found[name] = frozenset(direct).union(*(below(layer) for layer in direct))
+        return found[name]
+
+    for name in dependencies:
+        below(name)
+    return found
+
+
+#: Whether this thread runs a split on a run's event loop thread (``_Runner._inline``): a flow run
+#: inside that split then runs on a thread of its own, as it would from a worker thread's split.
+_on_the_loop = threading.local()
 
 
 def _with_dependents(dependencies: Mapping[str, frozenset[str]], names: Iterable[str]) -> frozenset[str]:
@@ -252,6 +257,18 @@ class _Runner:
         self.stopping = asyncio.Event()  # set once nothing new may start: ends the retries' waits
         self.tidying: list[asyncio.Future[None]] = []  # deleting batches compacted into others
         self.records: LayerRecords  # the layer records written behind, made on the run's loop
+        self.task: asyncio.Task[Any] | None = None  # main(), cancelled by a second signal
+        self.running = 0  # calls to the executor under way (a split, or a batch)
+        self.inline: SplitTask | None = None  # the split running on the loop's own thread now
+        # The layers whose one split may run on the loop's own thread at a chain point (_inline).
+        hooks = self.plan.layer_hooks
+        self.inlinable = frozenset(
+            name
+            for name in (self.plan.order if runs_inline(self.executor) else ())
+            if not hooks[(name, "submission")] and not hooks[(name, "retry")]
+        )
+        self.downstream = _downstream(self.plan.dependencies)
+        self.unended = {name for name in self.plan.order if name != "Parameters"}  # layers not ended yet
 
     def _record_failed(self, error: BaseException) -> None:
         """A layer record written behind could not be written: the run fails, once, with its error."""
@@ -289,7 +306,8 @@ class _Runner:
 
     async def main(self) -> None:
         self._size_default_executor()
-        with self._signals_handled(asyncio.current_task()):
+        self.task = asyncio.current_task()
+        with self._signals_handled(self.task):
             await self._main()
 
     def _size_default_executor(self) -> None:
@@ -308,7 +326,9 @@ class _Runner:
         """SIGINT and SIGTERM stop new work; running splits finish and finished ones are kept.
 
         A second signal cancels the running splits too. Only the main thread can take signals (a
-        run inside a notebook's loop runs on a thread of its own and is stopped as before).
+        run inside a notebook's loop runs on a thread of its own and is stopped as before). A split
+        running on the loop's own thread (see :meth:`_inline`) holds the loop: the first signal is
+        heard once it returns, and a second one raises ``KeyboardInterrupt`` in it, from the handler.
 
         Installed with ``signal.signal``, waking the loop through a socket it reads (the signal's
         wake-up file), as ``loop.add_signal_handler`` does, without its check of the signal
@@ -322,9 +342,7 @@ class _Runner:
 
         def interrupt(number: int) -> None:
             if self.interrupted is not None:
-                logger.warning("stopping execution %s now: cancelling the running splits", self.execution.id)
-                if task is not None:
-                    task.cancel()
+                self._stop_now()
                 return
             self.interrupted = signal.Signals(number).name
             self.errors.insert(0, self.interruption())
@@ -335,7 +353,13 @@ class _Runner:
                 self.execution.id,
             )
 
+        received: list[int] = []
+
         def handler(number: int, frame: object) -> None:
+            received.append(number)
+            if self.inline is not None and len(received) > 1:  # a split holds the loop's thread
+                self.inline = None  # raised once, in that split: _inline() stops the run
+                raise KeyboardInterrupt(f"stopped by a second {signal.Signals(number).name}")
             loop.call_soon_threadsafe(interrupt, number)
 
         woken, wakes = socket.socketpair()
@@ -364,6 +388,12 @@ class _Runner:
             woken.close()
             wakes.close()
 
+    def _stop_now(self) -> None:
+        """A second signal: the running splits are cancelled too (what finished is kept)."""
+        logger.warning("stopping execution %s now: cancelling the running splits", self.execution.id)
+        if self.task is not None:
+            self.task.cancel()
+
     def interruption(self) -> Interrupted:
         return Interrupted(
             f"execution {self.execution.id} of flow {self.flow.name} was stopped by {self.interrupted}; what "
@@ -371,7 +401,8 @@ class _Runner:
         )
 
     async def _main(self) -> None:
-        self.records = LayerRecords(self.store, asyncio.get_running_loop(), self._record_failed)
+        self.loop = asyncio.get_running_loop()
+        self.records = LayerRecords(self.store, self.loop, self._record_failed)
         self.run.records = self.records
         # Nothing else runs yet: on a local disk, where its small writes cost less than a thread (the
         # first of asyncio's default executor, started and joined for this alone), on the loop.
@@ -386,7 +417,7 @@ class _Runner:
         except BaseException:
             await self._looked_ahead()
             raise
-        heartbeat = asyncio.ensure_future(self._heartbeat())
+        heartbeat = Heartbeat(self.lease, self._lease_lost_elsewhere).start()
         try:
             self.hook.laminar_execution_started(execution=self.execution, run=self.run)
             self.semaphore = asyncio.Semaphore(self.executor.window)
@@ -414,8 +445,7 @@ class _Runner:
                     execution=self.execution, error=self.errors[0] if self.errors else None, run=self.run
                 )
         finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            heartbeat.stop()
             if self.errors and isinstance(self.errors[0], DatastoreError):
                 self.lease.forget()  # the store failed: it goes stale instead of costing another deadline
             else:
@@ -428,23 +458,17 @@ class _Runner:
         if self.errors:
             raise self.errors[0]
 
-    async def _heartbeat(self) -> None:
-        """Keep the lease fresh; a lease taken over (this scheduler was thought dead) stops the run.
+    def _lease_lost_elsewhere(self, error: LeaseLost) -> None:
+        """On the heartbeat's thread: the lease was taken over (this scheduler was thought dead);
+        the run stops, on its loop (once a split running on the loop's own thread has returned)."""
+        with contextlib.suppress(RuntimeError):  # the loop closed: the run ended meanwhile
+            self.loop.call_soon_threadsafe(self._lease_lost, error)
 
-        Each refresh runs on a daemon thread of its own, not on asyncio's default executor, whose
-        threads ``asyncio.run`` waits for: a run that ends while a store that stopped answering holds
-        a refresh up does not wait out that refresh's deadline too.
-        """
-        while True:
-            await asyncio.sleep(self.lease.ttl / 3)
-            try:
-                await _on_a_thread_of_its_own(self.lease.refresh)
-            except LeaseLost as error:
-                self.lease.forget()  # not ours to release any more
-                self._fail(error)
-                return
-            except Exception:  # a storage hiccup: the next beat tries again, well within the time to live
-                continue
+    def _lease_lost(self, error: LeaseLost) -> None:
+        if self.lease.held is None:  # released meanwhile: the run ended
+            return
+        self.lease.forget()  # not ours to release any more
+        self._fail(error)
 
     def _check(self) -> tuple[list[int], SplitRecord | None]:
         """Refuse a resume of a missing execution, or a run of an existing one; else return the
@@ -534,6 +558,7 @@ class _Runner:
         try:
             state = await self._run_layer(name)
         except asyncio.CancelledError:
+            self.unended.discard(name)
             if not future.done():
                 future.set_result(CANCELLED)
             raise
@@ -543,6 +568,7 @@ class _Runner:
         finally:
             if not self.checked[name].done():
                 self.checked[name].set_result(False)
+        self.unended.discard(name)
         if not future.done():
             future.set_result(state)
 
@@ -1383,6 +1409,7 @@ class _Runner:
                 layer=reader, index=task.index, attempt=task.attempt, run=self.run
             )
         handed = time.time()
+        self.running += 1
         try:
             results = await self.executor.run_batch(tasks)
             if len(results) != len(tasks) or not all(
@@ -1397,6 +1424,8 @@ class _Runner:
             for task in tasks:
                 self._split_finished(reader, task, error, handed, ended)
             raise
+        finally:
+            self.running -= 1
         attempts = self.flow.registry[name].configuration.retry
         again: list[tuple[int, int | None]] = []  # splits to run on their own: not started, or retried
         ran, seconds = 0, 0.0
@@ -1468,27 +1497,74 @@ class _Runner:
         )
 
     async def _submit(self, task: SplitTask) -> SplitOutcome:
+        if task.layer in self.inlinable and (task.splits or 1) == 1 and not self.running:
+            # First what is queued on the loop (a signal heard, a lease lost, splits handed back):
+            # down a chain the layers would otherwise follow one another without the loop's turn.
+            await asyncio.sleep(0)
+            if self.errors:  # the run failed or was stopped meanwhile: this split never starts
+                raise SplitNotStarted.of(task)
+            if self._at_a_chain_point(task.layer):
+                return self._inline(task)
         timeout = self.executor.timeout
-        if timeout is None or self.executor.times_itself:
-            outcome = await self.executor.run(task)
-        else:
-            running = asyncio.ensure_future(self.executor.run(task))
-            try:
-                done, _ = await asyncio.wait({running}, timeout=timeout)
-            except BaseException:
-                running.cancel()
-                raise
-            if not done:  # (a TimeoutError the layer raised itself is its own error, not a timeout)
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
-                raise self.executor.timed_out(task, timeout)
-            outcome = running.result()
+        self.running += 1
+        try:
+            if timeout is None or self.executor.times_itself:
+                outcome = await self.executor.run(task)
+            else:
+                running = asyncio.ensure_future(self.executor.run(task))
+                try:
+                    done, _ = await asyncio.wait({running}, timeout=timeout)
+                except BaseException:
+                    running.cancel()
+                    raise
+                if not done:  # (a TimeoutError the layer raised itself is its own error, not a timeout)
+                    running.cancel()
+                    await asyncio.gather(running, return_exceptions=True)
+                    raise self.executor.timed_out(task, timeout)
+                outcome = running.result()
+        finally:
+            self.running -= 1
         if not isinstance(outcome, SplitOutcome):
             raise ExecutorContractError(
                 f"executor {self.executor!r} returned {outcome!r} for {task.describe()}; an executor's run() "
                 "must return the SplitOutcome that laminar._runtime.split.run_split returned"
             )
         return outcome
+
+    def _at_a_chain_point(self, name: str) -> bool:
+        """Whether nothing else of the run can go on while ``name``'s one split runs: no other split
+        runs, and every layer not ended but ``name`` depends on it, directly or not."""
+        if self.running:
+            return False
+        others = len(self.unended) - 1  # (name is among them)
+        return others == 0 or (
+            others <= len(below := self.downstream[name]) and self.unended <= below | {name}
+        )
+
+    def _inline(self, task: SplitTask) -> SplitOutcome:
+        """Run ``task`` here, on the loop's own thread, at a chain point: handing a split to a worker
+        thread and back costs more than a small layer's own work, and nothing else could run meanwhile.
+
+        The split sees what a worker thread's would: no running event loop (``asyncio.run`` works in
+        it), and a flow it runs runs on a thread of its own. The lease's heartbeat beats on a thread
+        of its own; a first signal is heard once the split returns, a second one raises
+        ``KeyboardInterrupt`` in it (from the handler), which stops the run as a second signal does.
+        """
+        loop = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(None)
+        _on_the_loop.split = True
+        self.inline = task
+        try:
+            return run_split(task, self.execution)
+        except KeyboardInterrupt as error:
+            if self.inline is not None:  # the layer's own: its error, as on a worker thread
+                raise
+            self._stop_now()  # the signal handler raised it: a second signal
+            raise asyncio.CancelledError() from error
+        finally:
+            self.inline = None
+            _on_the_loop.split = False
+            asyncio.events._set_running_loop(loop)
 
     def _fail(self, error: BaseException, note: str | None = None) -> None:
         if note:

@@ -21,16 +21,18 @@ from laminar.errors import SerializationError
 logger = logging.getLogger("laminar")
 
 
-def run_split(task: SplitTask) -> SplitOutcome:
+def run_split(task: SplitTask, execution: Execution | None = None) -> SplitOutcome:
     """Run ``task`` in this process and store its artifacts; raise what the layer raised.
 
     Artifacts are stored only for a split that returned (or whose error ``Catch`` absorbed); every
     value is serialized before anything is written, so a failing split leaves nothing half-done.
     The split's record comes back in the outcome for the scheduler to write (see ``SplitOutcome``);
     :func:`run_and_record_split` writes it here instead. Plugins' ``laminar_split_context`` managers
-    (the log capture, say) are entered around it all.
+    (the log capture, say) are entered around it all. ``execution``: the task's execution (as
+    resumed if the task is), when the caller has it at hand (the scheduler running a split inline);
+    by default one is made from the task, with a store of its own.
     """
-    return _run_split_once(task, None)
+    return _run_split_once(task, execution)
 
 
 def _run_split_once(task: SplitTask, execution: Execution | None) -> SplitOutcome:

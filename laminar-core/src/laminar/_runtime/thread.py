@@ -148,10 +148,14 @@ class Thread(Executor):
 
     A split that passes ``timeout`` fails the flow, but its thread cannot be stopped and runs on
     until it returns (Python threads cannot be killed); use the process executor to stop it.
+
+    Without a timeout, a chain's one-split layers do not come here: the scheduler runs their split
+    on its own thread (``inline_chains``), where nothing else of the run could go on meanwhile.
     """
 
     names = ("thread",)
     in_process = True
+    inline_chains = True
     times_itself = True
     batch_seconds = 0.02
 

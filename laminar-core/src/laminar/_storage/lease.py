@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from laminar._storage import layout
@@ -207,3 +209,130 @@ class Lease:
             f"({holder.describe()}); wait for it to finish, or stop it — its lease is taken over once "
             f"it has been silent for {holder.ttl:g} s"
         )
+
+
+class Heartbeat:
+    """Keeps a held lease fresh, every third of its time to live, off the run's event loop.
+
+    Not from the loop: a split the scheduler runs on the loop's own thread (a chain's one-split
+    layer, see ``Executor.inline_chains``) holds the loop for as long as it runs, and a long one
+    must not let the lease go stale. The beats of every lease this process holds are timed by one
+    thread of the process's own (``_Beats``, started once: a thread started per run cost a run a
+    millisecond), and each refresh runs on a daemon thread of its own, as before: a store that
+    stopped answering holds up neither the other leases' beats nor the end of the run (:meth:`stop`
+    does not wait for a refresh under way). A refresh that fails for a storage hiccup is tried again
+    at the next beat, well within the time to live; a lease taken over (a newer generation) stops
+    the beating and is handed to ``lost``, called on the refresh's thread (the run's callback
+    forgets the lease and fails the run, on its own loop).
+    """
+
+    def __init__(self, lease: Lease, lost: Callable[[LeaseLost], object]) -> None:
+        self.lease = lease
+        self.lost = lost
+        self.stopped = False
+        self.refreshing = False  # a refresh is under way (one that hangs is not doubled)
+
+    def start(self) -> Heartbeat:
+        _beats().add(self, time.monotonic() + self.lease.ttl / 3)
+        return self
+
+    def stop(self) -> None:
+        self.stopped = True
+        _beats().remove(self)
+
+    def beat(self) -> None:
+        """On the beats' thread: refresh on a thread of its own, unless the last one is under way."""
+        if self.stopped or self.refreshing:
+            return
+        self.refreshing = True
+        threading.Thread(target=self._refresh, name="laminar-lease-refresh", daemon=True).start()
+
+    def _refresh(self) -> None:
+        try:
+            self.lease.refresh()
+        except LeaseLost as error:
+            if not self.stopped:  # (the run ended meanwhile: its own outcome stands)
+                self.stop()
+                self.lost(error)
+        except Exception:  # a storage hiccup: the next beat tries again
+            pass
+        finally:
+            self.refreshing = False
+
+
+class _Beats:
+    """The thread of this process that times every held lease's heartbeat (see :class:`Heartbeat`)."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition(threading.Lock())
+        self.due: dict[Heartbeat, float] = {}  # each heartbeat's next beat (time.monotonic())
+        self.thread = threading.Thread(target=self._run, name="laminar-lease-heartbeat", daemon=True)
+        self.thread.start()
+
+    def add(self, heartbeat: Heartbeat, due: float) -> None:
+        with self.changed:
+            self.due[heartbeat] = due
+            self.changed.notify()
+
+    def remove(self, heartbeat: Heartbeat) -> None:
+        with self.changed:
+            self.due.pop(heartbeat, None)
+
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                now = time.monotonic()
+                beating = [heartbeat for heartbeat, due in self.due.items() if due <= now]
+                for heartbeat in beating:
+                    self.due[heartbeat] = now + heartbeat.lease.ttl / 3
+                if not beating:
+                    self.changed.wait(min(self.due.values(), default=now + 3600) - now)
+            for heartbeat in beating:
+                heartbeat.beat()
+
+
+_beating: list[_Beats] = []  # this process's, once started (a forked child starts its own)
+_beating_lock = threading.Lock()
+
+
+def _beats() -> _Beats:
+    with _beating_lock:
+        if not _beating:
+            _beating.append(_Beats())
+        return _beating[0]
+
+
+def heartbeat_threads() -> list[threading.Thread]:
+    """The thread timing the heartbeats, while it times none (no run of this process holds a lease):
+    safe to fork around, since a fork holds its lock and the child starts its own when it needs one
+    (the process executor forks its template between runs, ``forking.unsafe_to_fork``)."""
+    with _beating_lock:
+        beats = _beating[0] if _beating else None
+    if beats is None:
+        return []
+    with beats.changed:
+        return [] if beats.due else [beats.thread]
+
+
+def _before_fork() -> None:
+    _beating_lock.acquire()
+    if _beating:
+        _beating[0].changed.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    if _beating:
+        _beating[0].changed.release()
+    _beating_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _beating_lock
+    _beating.clear()  # its thread was not forked
+    _beating_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
