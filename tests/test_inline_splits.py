@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from laminar import Flow, Layer
@@ -386,3 +387,24 @@ def test_a_first_sigint_lets_an_inline_split_finish_and_starts_nothing_new(tmp_p
     execution = flow.execution("stopped")
     assert execution.layer(Stuck).state.finished and execution.layer(Stuck).thread == MAIN
     assert not execution.layer(After).state.finished  # nothing new started
+
+
+def test_a_chain_thousands_of_layers_long_runs_inline() -> None:
+    # Which layers depend on which is worked out without recursion: 1,500 layers in a chain.
+    class Long(Flow): ...
+
+    def link(number: int, upstream: type[Layer] | None) -> type[Layer]:
+        def first(self: Any) -> None:
+            self.value = 0
+
+        def after(self: Any, before: Any) -> None:
+            self.value = before.value + number
+
+        after.__annotations__ = {"before": upstream, "return": None}
+        return type(f"Link{number}", (Layer,), {"__call__": first if upstream is None else after})
+
+    previous: type[Layer] | None = None
+    for number in range(1500):
+        previous = Long.register(link(number, previous))
+    execution = Long(datastore=datastores.Memory(), executor=executors.Thread())()
+    assert execution.layer("Link1499").value == sum(range(1500))

@@ -23,7 +23,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,18 +173,18 @@ def _drain(woken: socket.socket) -> None:
             pass
 
 
-def _downstream(dependencies: Mapping[str, frozenset[str]]) -> dict[str, frozenset[str]]:
-    """Each layer's dependents, direct or not."""
+def _downstream(
+    order: Sequence[str], dependencies: Mapping[str, frozenset[str]]
+) -> dict[str, frozenset[str]]:
+    """Each layer's dependents, direct or not: one pass over ``order`` (the plan's, dependencies
+    first) backwards, without recursion (a chain may be thousands of layers long)."""
+    direct: dict[str, list[str]] = {name: [] for name in order}
+    for layer in order:
+        for needed in dependencies[layer]:
+            direct[needed].append(layer)
     found: dict[str, frozenset[str]] = {}
-
-    def below(name: str) -> frozenset[str]:
-        if name not in found:
-            direct = [layer for layer, needs in dependencies.items() if name in needs]
-            found[name] = frozenset(direct).union(*(below(layer) for layer in direct))
-        return found[name]
-
-    for name in dependencies:
-        below(name)
+    for name in reversed(order):
+        found[name] = frozenset(direct[name]).union(*(found[layer] for layer in direct[name]))
     return found
 
 
@@ -267,7 +267,7 @@ class _Runner:
             for name in (self.plan.order if runs_inline(self.executor) else ())
             if not hooks[(name, "submission")] and not hooks[(name, "retry")]
         )
-        self.downstream = _downstream(self.plan.dependencies)
+        self.downstream = _downstream(self.plan.order, self.plan.dependencies)
         self.unended = {name for name in self.plan.order if name != "Parameters"}  # layers not ended yet
 
     def _record_failed(self, error: BaseException) -> None:
