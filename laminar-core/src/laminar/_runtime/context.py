@@ -221,12 +221,7 @@ class LayerContext:
         return [i for i, split in enumerate(records) if split is None or attribute not in split.archives]
 
     def _archive(self, index: int, attribute: str) -> Archive:
-        record = self.store.record(self.name)
-        held = record.held.get(index) if record is not None else None
-        if held is not None:  # the layer's record holds the split itself (a one-split layer's does)
-            archive = held.archives.get(attribute)
-        else:
-            archive = self.store.archive(self.name, index, attribute)
+        archive = self.store.archive(self.name, index, attribute)
         if archive is None:
             raise self._missing(attribute, index)
         return archive

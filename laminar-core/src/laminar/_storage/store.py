@@ -567,6 +567,10 @@ class ExecutionStore:
         return found
 
     def split_record(self, layer: str, index: int) -> SplitRecord | None:
+        record = self.record(layer)  # (what split_records reads first too)
+        held = record.held.get(index) if record is not None else None
+        if held is not None:  # the layer's record holds the split itself (a one-split layer's does)
+            return held
         return self.split_records(layer, [index])[0]
 
     def archive(self, layer: str, index: int, name: str) -> Archive | None:
