@@ -1598,9 +1598,9 @@ class _Runner:
         runs, and every layer not ended but ``name`` depends on it, directly or not."""
         if self.running:
             return False
-        others = len(self.unended) - 1  # (name is among them)
+        others = len(self.unended) - 1  # (name is among them, and not among its dependents)
         return others == 0 or (
-            others <= len(below := self.downstream[name]) and self.unended <= below | {name}
+            others <= len(below := self.downstream[name]) and len(self.unended & below) == others
         )
 
     def _inline(self, task: SplitTask) -> SplitOutcome:
