@@ -12,9 +12,9 @@ Measured in the same run, interleaved (A B A B ...):
   engine's own cost a layer, which does not drift with the disk.
 * The records' floor: the plain chain, each step also storing a record the way a layer's must be
   (a file of about the size of a layer record, in a directory of its own, written to a temporary
-  file and renamed into place so no reader sees a part). This VM's disk takes 0.02-0.03 ms for each
-  of those three operations in its fast minutes and 0.2-0.9 ms in its slow ones: no chain that keeps
-  a record per layer runs faster than this variant in the same minute.
+  file and renamed into place so no reader sees a part). A disk's cost for those drifts from minute
+  to minute on a virtual machine (docs/performance.md has the figures): no chain that keeps a record
+  per layer runs faster than this variant in the same minute.
 
 Prints the medians, the per-step costs and the ratios (issue 29: "a chain of small layers costs
 little more than their own work", at most 0.3 ms a layer and 8x the pickle chain). Not part of the
