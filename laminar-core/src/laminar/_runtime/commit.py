@@ -49,6 +49,13 @@ async def write(store: ExecutionStore, call: Callable[[], T]) -> T:
     return await asyncio.to_thread(call)
 
 
+def holdable(split: SplitRecord) -> bool:
+    """Whether a layer's record may hold ``split`` (``Record.held``): not if one of its archives has
+    more than ``CHUNK`` artifacts (a large shard), whose batch is written in chunks
+    (``SplitBatch.dumps``), never built whole as a record's JSON would be."""
+    return all(len(archive.artifacts) <= CHUNK for archive in split.archives.values())
+
+
 class SplitLog:
     """Buffers finished splits of one layer and writes them in batches from a background task.
 
@@ -99,7 +106,7 @@ class SplitLog:
         batch is written in chunks (``SplitBatch.dumps``), never built whole as a record's JSON would
         be, so a shard of a million items stays in bounded memory; ``close`` writes it."""
         assert self._writer is None
-        if any(len(a.artifacts) > CHUNK for split in self.pending.values() for a in split.archives.values()):
+        if not all(holdable(split) for split in self.pending.values()):
             return {}
         taken, self.pending = self.pending, {}
         return taken

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import cloudpickle
 
-from laminar._runtime import environment, template, wire
+from laminar._runtime import background, environment, template, wire
 from laminar._runtime.shipping import PackedFlow
 from laminar._serialization import threads
 from laminar._storage import lease, logs
@@ -64,9 +64,10 @@ class ForkedProcess:
 
 def unsafe_to_fork() -> str | None:
     """Why this process may not fork the template now (``None`` if it may): a thread would be left
-    behind with its locks held (Laminar's own pools, idle between runs, its log-flushing thread,
-    which a fork waits for, and the lease heartbeat's timing thread while it times none, excepted), and macOS's system libraries do not survive a fork without
-    ``exec``."""
+    behind with its locks held (Laminar's own pools and the threads kept for runs' records, idle
+    between runs, its log-flushing thread, which a fork waits for, and the lease heartbeat's timing
+    thread while it times none, excepted), and macOS's system libraries do not survive a fork
+    without ``exec``."""
     if not hasattr(os, "fork"):
         return "this platform has no fork"
     if sys.platform == "darwin":
@@ -74,6 +75,8 @@ def unsafe_to_fork() -> str | None:
     idle = [
         threading.current_thread(),
         *threads.idle_threads(),
+        *background.idle_threads(),
+
         *logs.flushing_threads(),
         *lease.heartbeat_threads(),
     ]

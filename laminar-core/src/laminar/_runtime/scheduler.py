@@ -38,7 +38,7 @@ from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar._runtime.wiring import check_compatible
 from laminar._storage import borrowing, logs, reuse_index
 from laminar._storage.lease import Heartbeat, Lease
-from laminar._storage.records import SplitRecord, runs
+from laminar._storage.records import Record, Runs, SplitRecord, runs
 from laminar.errors import (
     DatastoreError,
     ExecutorContractError,
@@ -186,6 +186,17 @@ def _downstream(
     for name in reversed(order):
         found[name] = frozenset(direct[name]).union(*(found[layer] for layer in direct[name]))
     return found
+
+
+def _queued(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` has a callback ready or a timer due: what its next turn would run (a signal's
+    handler, a lease lost, a split handed back all come as callbacks, ``call_soon_threadsafe``).
+    True where the loop does not say (one that is not asyncio's own): a turn is then taken anyway."""
+    ready: Any = getattr(loop, "_ready", None)
+    scheduled: Any = getattr(loop, "_scheduled", None)
+    if ready is None or scheduled is None:
+        return True
+    return bool(ready) or bool(scheduled and scheduled[0].when() <= loop.time())
 
 
 #: Whether this thread runs a split on a run's event loop thread (``_Runner._inline``): a flow run
@@ -652,6 +663,9 @@ class _Runner:
     ) -> None:
         """Run the splits of ``name`` not finished before (nor ``reused`` from another execution),
         each from its ``first`` attempt number; write the layer's record if they all finish."""
+        if count == 1 and grid is None and reused is None and not self.resume:
+            await self._run_one(name, reader)
+            return
         earlier, held_before = (
             await asyncio.to_thread(self._earlier_batches, name) if self.resume else ({}, {})
         )
@@ -715,17 +729,64 @@ class _Runner:
         except Exception as error:
             add_note(error, f"while writing the record of layer {name}")
             raise
-        if self.executor.in_process:  # written behind (see layer_records): the layers reading it go on
-            self.records.put(record)
-        else:  # splits that run in other processes read it from the store: written before they start
-            try:
-                await commit.write(self.store, functools.partial(self.store.write_record, record))
-            except Exception as error:
-                add_note(error, f"while writing the record of layer {name}")
-                raise
+        await self._hand_over(record)
         superseded = log.superseded + superseded_before
         if superseded:  # off the layer's way: the run waits for it only before it ends
             self.tidying.append(asyncio.ensure_future(self._discard_superseded(name, superseded)))
+
+    async def _run_one(self, name: str, reader: Layer) -> None:
+        """``_run_splits`` of a layer of one split and no ``ForEach`` in an execution's first run (a
+        chain's every layer): its record holds the split (``Record.held``), so no split log is kept,
+        unless the split holds a large shard, whose batch is written in chunks of its own."""
+        if self.errors:
+            return
+        try:
+            async with self.semaphore:
+                outcome = await self._split(name, reader, 0, 1, None, 0)
+        except SplitNotStarted as error:  # the run had failed or was stopped
+            if not self.errors:  # not asked for: the split is missing, so the run fails
+                self._fail(error)
+            return
+        except BaseException as error:
+            self._fail(error)
+            return
+        if self.errors:
+            return
+        split = outcome.record
+        held: dict[int, SplitRecord] = {0: split}
+        batches: dict[str, Runs] = {}
+        if not commit.holdable(split):
+            log = SplitLog(self.store, name, fail=self._fail, splits=1)
+            log.add(0, split)
+            held, batches = {}, await log.close()
+            if self.errors:
+                return
+        try:
+            record = self.store.layer_record(
+                name,
+                1,
+                batches=batches,
+                artifacts=split.archives,
+                held=held,
+                **self._computed_with(name, batches, held),
+            )
+        except Exception as error:
+            add_note(error, f"while writing the record of layer {name}")
+            raise
+        await self._hand_over(record)
+
+    async def _hand_over(self, record: Record) -> None:
+        """The record of a layer whose splits all finished: written behind in this process, where the
+        layers reading it go on at once (see ``layer_records``); written before they start where its
+        splits run in other processes, which read it from the store."""
+        if self.executor.in_process:
+            self.records.put(record)
+            return
+        try:
+            await commit.write(self.store, functools.partial(self.store.write_record, record))
+        except Exception as error:
+            add_note(error, f"while writing the record of layer {record.layer}")
+            raise
 
     async def _discard_superseded(self, name: str, superseded: list[str]) -> None:
         """Delete the batches compacted into one, once the record naming that one is on the store
@@ -1500,7 +1561,8 @@ class _Runner:
         if task.layer in self.inlinable and (task.splits or 1) == 1 and not self.running:
             # First what is queued on the loop (a signal heard, a lease lost, splits handed back):
             # down a chain the layers would otherwise follow one another without the loop's turn.
-            await asyncio.sleep(0)
+            if _queued(self.loop):
+                await asyncio.sleep(0)
             if self.errors:  # the run failed or was stopped meanwhile: this split never starts
                 raise SplitNotStarted.of(task)
             if self._at_a_chain_point(task.layer):
@@ -1536,9 +1598,9 @@ class _Runner:
         runs, and every layer not ended but ``name`` depends on it, directly or not."""
         if self.running:
             return False
-        others = len(self.unended) - 1  # (name is among them)
+        others = len(self.unended) - 1  # (name is among them, and not among its dependents)
         return others == 0 or (
-            others <= len(below := self.downstream[name]) and self.unended <= below | {name}
+            others <= len(below := self.downstream[name]) and len(self.unended & below) == others
         )
 
     def _inline(self, task: SplitTask) -> SplitOutcome:

@@ -93,13 +93,24 @@ def _run_split(task: SplitTask, started: float, execution: Execution | None) -> 
         store=store,
     )
     layer = context.bind()
-    with contextlib.ExitStack() as contexts:
-        hook = flow.configuration.hook
-        if hook is not None:
-            for entered in hook.laminar_split_context(layer=layer, index=task.index, attempt=task.attempt):
-                if entered is not None:
-                    contexts.enter_context(entered)
-        record, caught = _call(task, execution, store, layer)
+    hook = flow.configuration.hook
+    managers = (
+        [
+            entered
+            for entered in hook.laminar_split_context(layer=layer, index=task.index, attempt=task.attempt)
+            if entered is not None
+        ]
+        if hook is not None
+        else []
+    )
+    if len(managers) == 1:  # the log capture alone, as most runs have it: no stack to keep
+        with managers[0]:
+            record, caught = _call(task, execution, store, layer)
+    else:
+        with contextlib.ExitStack() as contexts:
+            for manager in managers:
+                contexts.enter_context(manager)
+            record, caught = _call(task, execution, store, layer)
     return SplitOutcome(record, started=started, ended=time.time(), caught=caught)
 
 
@@ -120,8 +131,9 @@ def _call(
     # Read the catch setting without context.configuration, which copies (layers may change theirs).
     catch = (task.configuration or flow.registry[task.layer].configuration).catch
     caught: dict[str, str] | None = None
+    hooks = plan.layer_hooks[(task.layer, "execution")]
     try:
-        with hook_calls.around(plan.layer_hooks[(task.layer, "execution")], layer, dependency):
+        with hook_calls.around(hooks, layer, dependency) if hooks else contextlib.nullcontext():
             arguments = {parameter: dependency(name) for parameter, name in plan.calls[task.layer].parameters}
             layer(**arguments)
     except Exception as error:

@@ -1,0 +1,82 @@
+"""Threads kept between runs for a run's background work (``_runtime/background.py``): a run hands its
+records' writing to an idle thread instead of starting one, and a fork finds no thread at work."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+
+import pytest
+from laminar._runtime import background, forking
+
+BOUND = 30.0  # seconds a test waits for what it expects (never reached)
+
+
+def _run_on_kept(name: str) -> tuple[threading.Thread, str]:
+    """Run a piece of work on a kept thread; the thread and the name it had while running it."""
+    done = threading.Event()
+    seen: list[str] = []
+
+    def call() -> None:
+        seen.append(threading.current_thread().name)
+        done.set()
+
+    work = background.start(call, name)
+    assert done.wait(BOUND) and work.wait(BOUND) and work.thread is not None
+    assert work.thread in background.idle_threads()  # idle once the work is over
+    return work.thread, seen[0]
+
+
+def _wait_for(event: threading.Event) -> None:
+    event.wait(BOUND)
+
+
+def test_work_runs_on_the_thread_an_earlier_piece_left_idle_under_its_own_name() -> None:
+    first, first_name = _run_on_kept("laminar-first")
+    second, second_name = _run_on_kept("laminar-second")
+    assert second is first and second.is_alive()  # no new thread started
+    assert (first_name, second_name) == ("laminar-first", "laminar-second")
+    assert first.name == "laminar-idle"
+
+
+def test_work_given_while_every_kept_thread_is_busy_starts_a_new_one() -> None:
+    release = threading.Event()
+    busy = background.start(functools.partial(_wait_for, release), "laminar-busy")
+    try:
+        other, _ = _run_on_kept("laminar-other")
+        assert other is not busy.thread
+    finally:
+        release.set()
+    assert busy.wait(BOUND) and busy.thread in background.idle_threads()
+
+
+def test_an_idle_thread_ends_after_a_while_without_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(background, "IDLE_FOR", 0.05)
+    release = threading.Event()
+    work = background.start(functools.partial(_wait_for, release), "laminar-short")  # a new thread
+    release.set()
+    assert work.thread is not None
+    work.thread.join(BOUND)
+    assert not work.thread.is_alive() and work.thread not in background.idle_threads()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_kept_threads_idle_between_runs_do_not_stop_a_fork_and_a_child_starts_its_own() -> None:
+    thread, _ = _run_on_kept("laminar-before-fork")
+    assert forking.unsafe_to_fork() is None  # idle: safe to fork around
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: none kept, and work still runs, on a thread of the child's own
+        try:
+            ok = background.idle_threads() == []
+            child, name = _run_on_kept("laminar-in-child")
+            os.write(write, b"ok" if ok and name == "laminar-in-child" and child is not thread else b"no")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 16) == b"ok"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
