@@ -55,6 +55,12 @@ class Eager(Memory):
     worth_compressing = 0.85
 
 
+class Spilling(Memory):
+    """A datastore that stages values past 512 bytes in files, not memory."""
+
+    staged_in_memory = 512
+
+
 def noise(count: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(count)
 
@@ -87,6 +93,7 @@ def values() -> dict[str, Any]:
         "nested": {"a": [list(range(50))] * 3, "b": {"c": "d" * 300}},
         "small array": np.arange(100, dtype=np.int64),
         "medium array": np.arange(1500, dtype=np.float64),
+        "framed array": np.arange(20_000, dtype=np.float64),  # out of band, read whole
         "large array": np.arange(300_000, dtype=np.float64),
         "small frame": frame,
         "large frame": pd.DataFrame({"a": np.arange(100_000), "b": np.ones(100_000)}),
@@ -116,10 +123,10 @@ def stored_bytes(item: StagedArtifact) -> bytes:
 def datastore_of(kind: str, tmp_path: Path) -> Datastore:
     if kind == "local":
         return datastores.Local(tmp_path / "store")
-    return Eager() if kind == "eager" else Memory()
+    return {"eager": Eager, "spilling": Spilling}.get(kind, Memory)()
 
 
-@pytest.mark.parametrize("kind", ["memory", "eager", "local"])
+@pytest.mark.parametrize("kind", ["memory", "eager", "local", "spilling"])
 def test_the_fast_path_stages_what_the_stream_stages(kind: str, tmp_path: Path) -> None:
     datastore = datastore_of(kind, tmp_path)
     codecs_seen = set()

@@ -217,9 +217,12 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
         opened.append((buffer, writer))
         return writer
 
-    sink = _HeldWhileSmall(FRAME_SAMPLE, open_writer) if type(protocol) is Pickle else open_writer()
+    if type(protocol) is Pickle:  # held no longer than the stream would hold it in memory
+        sink: Any = _HeldWhileSmall(min(FRAME_SAMPLE, datastore.staged_in_memory), open_writer)
+    else:
+        sink = open_writer()
     try:
-        protocol.write(value, sink)  # type: ignore[arg-type]
+        protocol.write(value, sink)
         if opened:
             opened[0][1].finish()
     except BaseException:
