@@ -4,6 +4,8 @@ A value is serialized once, streamed through a hashing (and maybe compressing) w
 *staging* buffer: memory for small values, a file in the datastore's staging directory for large
 ones. Only when every value of a split serialized cleanly are the staged bytes written, so a value
 that cannot be serialized leaves nothing behind. Artifacts already stored are not written again.
+A value the default pickle protocol serializes to a few KiB skips the stream: its bytes, held as
+they come, are encoded and hashed once they are all there, to the same stored bytes (``stage``).
 
 Values whose stored bytes are at most ``INLINE_LIMIT`` travel inside their archive instead (the
 ``Artifact.inline`` field): hashed the same way, but costing no request of their own. Reading them
