@@ -22,6 +22,7 @@ readable, as do single-frame zstd artifacts; ``none`` is stored as is.
 from __future__ import annotations
 
 import io
+import threading
 import zlib
 from collections import deque
 from collections.abc import Iterator
@@ -57,10 +58,23 @@ def _decompressor(codec: str) -> Any:
     return zlib.decompressobj() if codec == "zlib" else None
 
 
+_local = threading.local()
+
+
+def _zstd() -> zstandard.ZstdCompressor:
+    """This thread's zstd compressor, made once: making one costs as much as compressing a few KiB
+    with it, and it gives the same bytes for the same input however often it was used before. Each
+    use ends before the next begins (``compress``, ``_compress_frame``), so none interleave."""
+    found: zstandard.ZstdCompressor | None = getattr(_local, "zstd", None)
+    if found is None:
+        found = _local.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return found
+
+
 def _compressor(codec: str) -> Any:
     """A fresh compressor object (``compress``/``flush``) for ``codec``: the one place codecs encode."""
     if codec == "zstd":
-        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+        return _zstd().compressobj()
     if codec == "zlib":
         return zlib.compressobj(1)
     raise ValueError(f"cannot write codec {codec!r}")
@@ -84,7 +98,26 @@ def _worth_compressing(view: memoryview, worth_it: float) -> bool:
 
 def _compress_frame(frame: Any) -> list[Any]:
     """One compressed zstd frame (on the pool, of a copy the caller no longer changes)."""
-    return [zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(frame)]
+    return [_zstd().compress(frame)]
+
+
+def _choose(sample: bytes, worth_it: float) -> str:
+    """The codec for a value from its first bytes (at most ``SAMPLE`` of them are looked at)."""
+    if len(sample) < SMALL:
+        return "none"  # too small for compression to pay for its header and time
+    compressed = compress(sample[:SAMPLE], WRITE_CODEC)
+    return WRITE_CODEC if len(compressed) <= worth_it * min(len(sample), SAMPLE) else "none"
+
+
+def encode_whole(data: bytes, *, compress: bool = True, worth_it: float = WORTH_IT) -> tuple[str, bytes]:
+    """The codec and stored bytes :class:`EncodingWriter` gives for all of a value, ``data``, of at
+    most ``FRAME_SAMPLE`` bytes: the same decisions, without the stream (a small value's staging)."""
+    if len(data) > FRAME_SAMPLE:
+        raise ValueError(f"encode_whole takes at most {FRAME_SAMPLE} bytes, not {len(data)}")
+    codec = _choose(data, worth_it) if compress else "none"
+    if codec == "none":
+        return codec, data
+    return codec, b"".join(_compress_frame(data))
 
 
 def _ready(encoded: Future[list[Any]] | list[Any]) -> bool:
@@ -207,16 +240,11 @@ class EncodingWriter(io.RawIOBase):
         """
         sample = b"".join(self._pending)
         self._pending = []
-        if len(sample) < SMALL:
-            self.codec = "none"  # too small for compression to pay for its header and time
-        else:
-            compressed = compress(sample[:SAMPLE], WRITE_CODEC)
-            worth_it = len(compressed) <= self.worth_it * min(len(sample), SAMPLE)
-            self.codec = WRITE_CODEC if worth_it else "none"
+        self.codec = _choose(sample, self.worth_it)
         if self.codec != "none":
             self._stored_hash = hashing.new(pieces=True)  # compressed frames and raw blocks: small
             if whole and len(sample) <= FRAME_SAMPLE:
-                self._store(_compress_frame(sample))  # what _frames would store, decided already
+                self._store(_compress_frame(sample))  # what _frames would store (see ``encode_whole``)
                 return
         self._emit(memoryview(sample))
 

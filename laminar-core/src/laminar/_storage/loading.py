@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from laminar._serialization import codecs, hashing
 from laminar._serialization.codecs import DecodeError, DecodingReader
-from laminar._serialization.protocols import Protocol, read_from_path, takes_uri
+from laminar._serialization.protocols import Pickle, Protocol, read_from_path, takes_uri
 from laminar._serialization.registry import Protocols
 from laminar._storage import layout
 from laminar._storage.earlier import checked_by_value, gives_own_address
@@ -80,7 +80,7 @@ def _other_encoding(
 
 
 def _load(datastore: Datastore, artifact: Artifact, protocol: Protocol[Any], verify: bool) -> Any:
-    if takes_uri(protocol):
+    if type(protocol) is not Pickle and takes_uri(protocol):
         return _load_through_path(datastore, artifact, protocol, verify)
     if artifact.inline is not None:
         return _decode(artifact.inline, datastore, None, artifact, protocol, verify)
@@ -234,7 +234,10 @@ def _decode(
             raise _corrupt(datastore, key, artifact, str(error)) from None
         if verify and not legacy and expected is None:  # written before stored digests: check decoded
             _check(datastore, key, artifact, hashing.hexdigest(data, artifact.hash), artifact.hexdigest)
-    value = _read(protocol, io.BytesIO(data), datastore, key, artifact)
+    if type(protocol) is Pickle:  # bytes in hand: no stream to wrap them in (``Pickle.read`` would)
+        value = protocol.loads(data)
+    else:
+        value = _read(protocol, io.BytesIO(data), datastore, key, artifact)
     if legacy and protocol.hexdigest(value) is None:
         _check(datastore, key, artifact, hashing.hexdigest(data, artifact.hash), artifact.hexdigest)
     return value

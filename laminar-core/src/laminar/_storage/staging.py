@@ -4,6 +4,8 @@ A value is serialized once, streamed through a hashing (and maybe compressing) w
 *staging* buffer: memory for small values, a file in the datastore's staging directory for large
 ones. Only when every value of a split serialized cleanly are the staged bytes written, so a value
 that cannot be serialized leaves nothing behind. Artifacts already stored are not written again.
+A value the default pickle protocol serializes to a few KiB skips the stream: its bytes, held as
+they come, are encoded and hashed once they are all there, to the same stored bytes (``stage``).
 
 Values whose stored bytes are at most ``INLINE_LIMIT`` travel inside their archive instead (the
 ``Artifact.inline`` field): hashed the same way, but costing no request of their own. Reading them
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from laminar._serialization import hashing, safe, threads
-from laminar._serialization.codecs import SMALL, EncodingWriter
+from laminar._serialization.codecs import FRAME_SAMPLE, SMALL, EncodingWriter, encode_whole
 from laminar._serialization.protocols import Pickle, Protocol, takes_uri, write_to_path
 from laminar._storage import layout
 from laminar._storage.earlier import gives_own_address
@@ -167,24 +169,74 @@ def _check_importable(protocol: Protocol[Any]) -> None:
         )
 
 
+class _HeldWhileSmall:
+    """The file the default pickle protocol writes to: its bytes held as they come while they total
+    at most ``limit``, staged whole by ``codecs.encode_whole``; past that, the held bytes (in the
+    same writes) and everything after go to ``open_writer()``'s stream. Serialized once either way."""
+
+    def __init__(self, limit: int, open_writer: Callable[[], EncodingWriter]) -> None:
+        self.limit = limit
+        self.open_writer = open_writer
+        self.held: list[bytes] | None = []
+        self.size = 0
+        self.writer: EncodingWriter | None = None
+
+    def write(self, data: Any) -> int:
+        if self.writer is not None:
+            return self.writer.write(data)
+        assert self.held is not None
+        size = memoryview(data).nbytes
+        self.size += size
+        if self.size <= self.limit:
+            self.held.append(bytes(data))
+            return size
+        held, self.held = self.held, None
+        self.writer = self.open_writer()
+        for chunk in held:
+            self.writer.write(chunk)
+        return self.writer.write(data)
+
+
 def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> StagedArtifact:
-    """Serialize ``value`` into a staging buffer, hashing as it goes. Raises whatever serializing raises."""
+    """Serialize ``value`` into a staging buffer, hashing as it goes. Raises whatever serializing raises.
+
+    The default pickle protocol (importable, taking no uri) stages a value that turns out small
+    (``FRAME_SAMPLE`` bytes) from its bytes in hand: the stored bytes, codec and hashes are those the
+    stream would give (``codecs.encode_whole``), without a staging buffer or stream to set up.
+    """
     scalar = _stage_scalar(value, protocol)
     if scalar is not None:
         return scalar
-    _check_importable(protocol)
-    if takes_uri(protocol):
-        return _stage_through_path(value, datastore.staging_directory(), protocol)
-    buffer = _SpillBuffer(datastore.staging_directory(), datastore.staged_in_memory)
-    writer = EncodingWriter(buffer, compress=protocol.compress, worth_it=datastore.worth_compressing)  # type: ignore[arg-type]
+    if type(protocol) is not Pickle:
+        _check_importable(protocol)
+        if takes_uri(protocol):
+            return _stage_through_path(value, datastore.staging_directory(), protocol)
+    opened: list[tuple[_SpillBuffer, EncodingWriter]] = []
+
+    def open_writer() -> EncodingWriter:
+        buffer = _SpillBuffer(datastore.staging_directory(), datastore.staged_in_memory)
+        writer = EncodingWriter(buffer, compress=protocol.compress, worth_it=datastore.worth_compressing)  # type: ignore[arg-type]
+        opened.append((buffer, writer))
+        return writer
+
+    if type(protocol) is Pickle:  # held no longer than the stream would hold it in memory
+        sink: Any = _HeldWhileSmall(min(FRAME_SAMPLE, datastore.staged_in_memory), open_writer)
+    else:
+        sink = open_writer()
     try:
-        protocol.write(value, writer)  # type: ignore[arg-type]
-        writer.finish()
+        protocol.write(value, sink)
+        if opened:
+            opened[0][1].finish()
     except BaseException:
-        buffer.close()
-        if buffer.path is not None:
-            os.remove(buffer.path)
+        for buffer, _ in opened:
+            buffer.close()
+            if buffer.path is not None:
+                os.remove(buffer.path)
         raise
+    if not opened:
+        assert isinstance(sink, _HeldWhileSmall) and sink.held is not None
+        return _stage_whole(value, b"".join(sink.held), datastore, protocol)
+    buffer, writer = opened[0]
     buffer.close()
     hexdigest = protocol.hexdigest(value) or writer.hexdigest
     assert writer.codec is not None
@@ -200,6 +252,25 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
         stored=stored if stored != hexdigest or gives_own_address(protocol) else None,
     )
     return StagedArtifact(artifact, data=data, path=buffer.path)
+
+
+def _stage_whole(
+    value: Any, serialized: bytes, datastore: Datastore, protocol: Protocol[Any]
+) -> StagedArtifact:
+    """A value whose serialized bytes are all in hand: staged as ``stage``'s stream would stage them."""
+    codec, data = encode_whole(serialized, compress=protocol.compress, worth_it=datastore.worth_compressing)
+    content = hashing.hexdigest(serialized)
+    hexdigest = protocol.hexdigest(value) or content
+    stored = content if data is serialized else hashing.hexdigest(data)
+    artifact = Artifact(
+        hexdigest=hexdigest,
+        codec=codec,
+        protocol=protocol.name,
+        size=len(serialized),
+        inline=data if len(data) <= INLINE_LIMIT else None,
+        stored=stored if stored != hexdigest or gives_own_address(protocol) else None,
+    )
+    return StagedArtifact(artifact, data=data)
 
 
 #: Once a value this large (serialized) is staged, the values after it are staged several at once.

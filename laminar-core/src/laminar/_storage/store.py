@@ -277,6 +277,12 @@ class ExecutionStore:
         serialization failure into the exception to raise (naming layer and attribute). Small values
         stay inline in the record's archives; larger ones are written here, under their hash.
         """
+        if not shards and len(values) == 1:  # the common split: one value, no groups to place
+            ((name, value),) = values.items()
+            validate(name, what="artifact name")
+            one = self._stage(name, value, on_error)
+            staging.commit(self.datastore, (one,))
+            return SplitRecord({name: Archive((one.artifact,))}, caught)
         groups = [(n, [v], False) for n, v in values.items()] + [
             (n, list(v), True) for n, v in shards.items()
         ]
@@ -288,14 +294,7 @@ class ExecutionStore:
         def stage_one(position: int) -> staging.StagedArtifact:
             group = bisect.bisect_right(starts, position) - 1
             name, items, _ = groups[group]
-            item = items[position - starts[group]]
-            protocol = self.protocols.for_value(item)
-            try:
-                return staging.stage(item, datastore=self.datastore, protocol=protocol)
-            except Exception as error:
-                if on_error is None:
-                    raise
-                raise on_error(name, error) from error
+            return self._stage(name, items[position - starts[group]], on_error)
 
         staged = staging.stage_in_order(starts[-1], stage_one)
         entries = iter(staged)
@@ -305,6 +304,16 @@ class ExecutionStore:
         }
         staging.commit(self.datastore, staged)
         return SplitRecord(archives, caught)
+
+    def _stage(self, name: str, item: Any, on_error: Any) -> staging.StagedArtifact:
+        """Stage one value of artifact ``name``; a failure to serialize it is ``on_error``'s to name."""
+        protocol = self.protocols.for_value(item)
+        try:
+            return staging.stage(item, datastore=self.datastore, protocol=protocol)
+        except Exception as error:
+            if on_error is None:
+                raise
+            raise on_error(name, error) from error
 
     def write_splits(self, layer: str, records: Mapping[int, SplitRecord]) -> str:
         """Write finished splits' records as one batch; returns the batch's name."""
