@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import functools
 import io
 import os
 import sys
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from laminar._plugins.hookspecs import hookimpl
 from laminar._plugins.log_capture import _Tee
-from laminar._runtime import environment
+from laminar._runtime import background, environment
 from laminar._runtime.executor import SplitNotStarted
 from laminar._runtime.run import Run, StashKey
 from laminar.errors import Interrupted
@@ -181,10 +182,7 @@ class _Plain(_Display):
         super().__init__()
         self._write_lock = threading.Lock()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._tick, args=(every,), name="laminar-progress", daemon=True
-        )
-        self._thread.start()
+        self._ticking = background.start(functools.partial(self._tick, every), "laminar-progress")
 
     def message(self, text: str) -> None:
         line = f"laminar: {text}\n"
@@ -209,8 +207,8 @@ class _Plain(_Display):
 
     def stop(self) -> None:
         self._stopped.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        if self._ticking.thread is not threading.current_thread():
+            self._ticking.wait(timeout=5)
 
 
 class _Raw:
@@ -334,7 +332,7 @@ class _Live(_Display):
             TimeElapsedColumn(),
             TextColumn("{task.fields[notes]}"),
             console=console,
-            auto_refresh=False,  # redrawn by self._thread, never by a hook
+            auto_refresh=False,  # redrawn by the ticking thread, never by a hook
             redirect_stdout=False,  # what the layers print goes through the guards instead
             redirect_stderr=False,
             transient=True,  # the lines printed above it tell how the run ended
@@ -348,8 +346,7 @@ class _Live(_Display):
         self._guards: list[tuple[str, _Guard]] = [("stderr", _insert_guard("stderr", self))]
         if _same_file(_innermost(sys.stdout), console.file):
             self._guards.append(("stdout", _insert_guard("stdout", self)))
-        self._thread = threading.Thread(target=self._tick, name="laminar-progress", daemon=True)
-        self._thread.start()
+        self._ticking = background.start(self._tick, "laminar-progress")
 
     def message(self, text: str) -> None:
         self._messages.append(text)  # printed by the drawing thread: a hook must not render
@@ -419,8 +416,8 @@ class _Live(_Display):
 
     def stop(self) -> None:
         self._stopped.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        if self._ticking.thread is not threading.current_thread():
+            self._ticking.wait(timeout=5)
         try:
             with self._draw:
                 self._redraw()
