@@ -190,14 +190,16 @@ def test_the_capture_installs_itself_again_once_its_stream_or_handler_is_replace
     said = "printed\nWARNING user.talk: logged\n"
     assert flow(execution="one").layer(Talk).state.logs() == said
     assert isinstance(sys.stdout, log_capture._Tee) and log_capture._handler in logging.root.handlers
-    # someone puts the streams back and removes the handler between runs
-    monkeypatch.setattr(sys, "stdout", sys.stdout.stream)
+    # someone removes the handler between runs (the streams stay wrapped)
     assert log_capture._handler is not None
     logging.root.removeHandler(log_capture._handler)
     assert flow(execution="two").layer(Talk).state.logs() == said
-    assert isinstance(sys.stdout, log_capture._Tee)
     assert sum(isinstance(h, log_capture._CaptureHandler) for h in logging.root.handlers) == 1
     assert log_capture._handler in logging.root.handlers
+    # someone puts stdout back (the handler stays)
+    monkeypatch.setattr(sys, "stdout", sys.stdout.stream)
+    assert flow(execution="three").layer(Talk).state.logs() == said
+    assert isinstance(sys.stdout, log_capture._Tee)
 
 
 # ---- the built-in logging --------------------------------------------------------------------------
