@@ -8,8 +8,9 @@ first run's start (``created``) and the times and outcome of every earlier run (
 "skipped" with the reason, with every split attempt's times and, for a failed one, its error (for
 one whose error ``Catch`` absorbed, that error as ``caught``). A resume carries over the attempts
 earlier runs recorded; ``next_attempt`` stays above every attempt number used, and a "running"
-record reserves the numbers its run may use, so a resume after a crash numbers after them too. A
-layer that ends sooner gets only its final record, and when it finished with no status record of
+record reserves the numbers its run may use, so a resume after a crash numbers after them too. That
+record is made only once it is due (``_Writer.defer``), of what the layer's run held when it started.
+A layer that ends sooner gets only its final record, and when it finished with no status record of
 its own written or found, not even that: its layer record, still waiting to be written behind,
 carries it (``Record.ran``; handed over by ``Run.carry_status``, ``_carried``), one file a layer.
 If the thread writing layer records took that record first, the status is written as below.
