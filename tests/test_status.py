@@ -443,11 +443,13 @@ class FarLocal(datastores.Local):
 
     small_writes_inline = False
     failing: str | None = None
+    failed = threading.Event()  # set: the record of layer ``failing`` could not be written
 
     def write_bytes(self, key: str, data: bytes) -> None:
         if key.endswith("/status.json") and "/layers/" in key:
             time.sleep(0.05)  # a request's time: the run ends before the last record is written
             if self.failing is not None and key.endswith(f"/layers/{self.failing}/status.json"):
+                self.failed.set()
                 raise DatastoreError(f"cannot write {key}: the store is down")
         super().write_bytes(key, data)
 
@@ -489,11 +491,24 @@ def test_a_layer_record_that_cannot_be_written_off_the_loop_fails_the_run(
     # layer record's (which carries the final status of a layer that ends sooner).
     monkeypatch.setattr(status_plugin, "RUNNING_AFTER", 0.0)
     datastore = FarLocal(tmp_path)
-    datastore.failing = "First"
-    with pytest.raises(DatastoreError, match=r"layers/First/status.json: the store is down"):
-        Far(datastore=datastore, executor=executors.Thread())(execution="down")
-    assert not (tmp_path / layout.layer_status("Far", "down", "First")).exists()
-    assert Far(datastore=datastores.Local(tmp_path)).execution("down").status != "succeeded"
+    datastore.failing = "Down"
+    FarLocal.failed.clear()
+    with pytest.raises(DatastoreError, match=r"layers/Down/status.json: the store is down"):
+        FarDown(datastore=datastore, executor=executors.Thread())(execution="down")
+    assert not (tmp_path / layout.layer_status("FarDown", "down", "Down")).exists()
+    assert FarDown(datastore=datastores.Local(tmp_path)).execution("down").status != "succeeded"
+
+
+class FarDown(Flow): ...
+
+
+@FarDown.register
+class Down(Layer):
+    """Ends once its "running" record failed to be written: that record is written, whatever the
+    machine's load (a layer that ended first would have its status carried by its layer record)."""
+
+    def __call__(self) -> None:
+        assert FarLocal.failed.wait(30), "the running record was never written"
 
 
 # ---- a layer's "running" record is written only once the layer has run a while ---------------------

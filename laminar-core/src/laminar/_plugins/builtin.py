@@ -44,9 +44,12 @@ def laminar_execution_started(execution: Execution) -> None:
     logger.info("execution %s of flow %s started", execution.id, execution.flow.name)
 
 
+# Layer and split events come once a layer of a chain: each is logged only when the logger is enabled
+# for its level, checked before any argument is computed (``layer.name`` and the like cost more).
 @hookimpl
 def laminar_layer_started(layer: Layer, splits: int) -> None:
-    logger.debug("layer %s started (%d split%s)", layer.name, splits, "" if splits == 1 else "s")
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("layer %s started (%d split%s)", layer.name, splits, "" if splits == 1 else "s")
 
 
 @hookimpl
@@ -56,6 +59,8 @@ def laminar_layer_skipped(layer: Layer, reason: str) -> None:
 
 @hookimpl
 def laminar_split_retried(layer: Layer, index: int | None, attempt: int, error: BaseException) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return
     split = "" if index is None else f" split {index}"
     logger.info(  # the progress display prints it; a configured logger gets it too
         "layer %s%s failed (%s: %s); retrying as attempt %d",
@@ -69,6 +74,8 @@ def laminar_split_retried(layer: Layer, index: int | None, attempt: int, error: 
 
 @hookimpl
 def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | None) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return
     execution = layer.execution
     if error is not None:
         logger.info("layer %s stopped: %s: %s", layer.name, type(error).__name__, error)
@@ -93,7 +100,7 @@ def laminar_split_started(layer: Layer, index: int | None, attempt: int) -> None
 def laminar_split_finished(
     layer: Layer, index: int | None, attempt: int, error: BaseException | None
 ) -> None:
-    if error is not None:
+    if error is not None and logger.isEnabledFor(logging.INFO):
         split = "" if index is None else f" split {index}"
         logger.info(
             "layer %s%s failed on attempt %d: %s: %s", layer.name, split, attempt, type(error).__name__, error

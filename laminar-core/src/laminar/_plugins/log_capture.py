@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 _current = threading.local()  # .capture: the _Capture of the split this thread runs, if any
 _install_lock = threading.Lock()
 _tees: list[_Tee] = []  # every tee this process installed, to end lines and write partials at exit
+_handler: _CaptureHandler | None = None  # the handler on the root logger, once installed
 #: A partial line longer than this (characters) is written without waiting for its end.
 PARTIAL_LIMIT = 65_536
 
@@ -119,9 +120,13 @@ class _Tee(io.TextIOBase):
 
     def end_line(self) -> None:
         """End the line this thread has begun, if any: its split is over, and another split's
-        output must not continue it."""
+        output must not continue it. Most splits print nothing: looked up without the lock first
+        (only this thread adds its own partial line, so one missing now does not come meanwhile)."""
+        thread = threading.get_ident()
+        if thread not in self._partial:
+            return
         with self._lock:
-            begun = self._partial.pop(threading.get_ident(), "")
+            begun = self._partial.pop(thread, "")
             if begun:
                 self.stream.write(begun + "\n")
 
@@ -194,16 +199,31 @@ def _other_handlers(name: str, capture: logging.Handler) -> list[logging.Handler
 
 
 def _install() -> None:
-    """Wrap this process's stdout and stderr (again, if someone replaced them) and add the handler."""
-    if isinstance(sys.stdout, _Tee) and isinstance(sys.stderr, _Tee) and _installed_handler():
+    """Wrap this process's stdout and stderr (again, if someone replaced them) and add the handler.
+    Called around every split: what it finds in place is checked by identity first."""
+    if (
+        sys.stdout.__class__ is _Tee
+        and sys.stderr.__class__ is _Tee
+        and _handler is not None
+        and _handler in logging.root.handlers
+    ):
         return
+    _install_slowly()
+
+
+def _install_slowly() -> None:
+    global _handler
     with _install_lock:
         if sys.stdout is not None and not isinstance(sys.stdout, _Tee):
             sys.stdout = _tee(sys.stdout)
         if sys.stderr is not None and not isinstance(sys.stderr, _Tee):
             sys.stderr = _tee(sys.stderr)
-        if not _installed_handler():
-            logging.getLogger().addHandler(_CaptureHandler())
+        installed = [handler for handler in logging.root.handlers if isinstance(handler, _CaptureHandler)]
+        if installed:
+            _handler = installed[0]
+        else:
+            _handler = _CaptureHandler()
+            logging.getLogger().addHandler(_handler)
 
 
 def _tee(stream: TextIO) -> _Tee:
@@ -218,10 +238,6 @@ def _write_partials() -> None:
     for tee in _tees:
         with contextlib.suppress(Exception):  # a closed stream at exit: nothing more can be shown
             tee.write_partials()
-
-
-def _installed_handler() -> bool:
-    return any(isinstance(handler, _CaptureHandler) for handler in logging.root.handlers)
 
 
 @hookimpl

@@ -8,8 +8,9 @@ first run's start (``created``) and the times and outcome of every earlier run (
 "skipped" with the reason, with every split attempt's times and, for a failed one, its error (for
 one whose error ``Catch`` absorbed, that error as ``caught``). A resume carries over the attempts
 earlier runs recorded; ``next_attempt`` stays above every attempt number used, and a "running"
-record reserves the numbers its run may use, so a resume after a crash numbers after them too. A
-layer that ends sooner gets only its final record, and when it finished with no status record of
+record reserves the numbers its run may use, so a resume after a crash numbers after them too. That
+record is made only once it is due (``_Writer.defer``), of what the layer's run held when it started.
+A layer that ends sooner gets only its final record, and when it finished with no status record of
 its own written or found, not even that: its layer record, still waiting to be written behind,
 carries it (``Record.ran``; handed over by ``Run.carry_status``, ``_carried``), one file a layer.
 If the thread writing layer records took that record first, the status is written as below.
@@ -100,8 +101,9 @@ class _Writer:
         self._store = store
         self._landed = landed  # whether a layer's record is written (waits for it: see Run.landed)
         self._inline = store.datastore.small_writes_inline
-        # layer -> what to write and when it is due (time.monotonic()), in order
-        self._pending: dict[str, tuple[LayerStatusRecord, float]] = {}
+        # layer -> what to write (a record, or what makes it: see defer) and when it is due
+        # (time.monotonic()), in order
+        self._pending: dict[str, tuple[_Due, float]] = {}
         self._writing: set[str] = set()  # layers whose records are being written by the thread
         self._started: set[str] = set()  # layers a record of which was (or is being) written
         self._here: set[str] = set()  # those being written by the thread of a layer record that landed
@@ -113,8 +115,15 @@ class _Writer:
 
     def put(self, record: LayerStatusRecord, *, after: float = 0.0) -> None:
         """Write ``record``, or ``after`` seconds from now unless a newer record of its layer comes."""
+        self._put(record.layer, record, after)
+
+    def defer(self, layer: str, make: Callable[[], LayerStatusRecord], after: float) -> None:
+        """As :meth:`put` of the record ``make()`` returns, made only when it is written: a quick
+        layer's "running" record, most often taken back before it is due, is never built."""
+        self._put(layer, make, after)
+
+    def _put(self, key: str, record: _Due, after: float) -> None:
         self._raise_failure()
-        key = record.layer
         inline = self._inline and after <= 0
         with self._changed:
             self._pending.pop(key, None)  # the newer record replaces it, and goes last
@@ -131,7 +140,7 @@ class _Writer:
                 if self._wakes is None or due < self._wakes:  # else it wakes in time by itself
                     self._changed.notify_all()
         if inline:
-            self._store.write_layer_status(record)
+            self._store.write_layer_status(_made(record))
 
     def landed(self, layer: str) -> None:
         """The layer's record landed (called on the thread that wrote it): write the layer's record
@@ -152,7 +161,7 @@ class _Writer:
             while layer in self._writing:  # an older record of this layer lands first, not after
                 self._changed.wait()
         try:
-            self._store.write_layer_status(waiting[0])
+            self._store.write_layer_status(_made(waiting[0]))
         except BaseException as error:
             self._failure = self._failure or error
         finally:
@@ -231,10 +240,11 @@ class _Writer:
                 keys = self._next()
                 if keys is None:
                     return
-                records = [self._pending.pop(key)[0] for key in keys]
+                due = [self._pending.pop(key)[0] for key in keys]
                 self._writing = set(keys)
                 self._started.update(keys)
             try:
+                records = [_made(record) for record in due]
                 # A layer reads "finished" only once its record is written (it is written behind).
                 records = [r for r in records if r.status != "finished" or self._landed(r.layer)]
                 self._store.datastore.map_parallel(self._store.write_layer_status, records)
@@ -244,6 +254,15 @@ class _Writer:
                 with self._changed:
                     self._writing = set()
                     self._changed.notify_all()
+
+
+if TYPE_CHECKING:
+    #: A record the writer is to write, or what makes it when it does (``_Writer.defer``).
+    _Due = LayerStatusRecord | Callable[[], LayerStatusRecord]
+
+
+def _made(due: _Due) -> LayerStatusRecord:
+    return due if isinstance(due, LayerStatusRecord) else due()
 
 
 @dataclass(eq=False)
@@ -330,9 +349,47 @@ def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
     # This run numbers each split's attempts from at most next_attempt (see the scheduler), and makes
     # at most ``attempts`` of them: reserved, in case its scheduler dies before the final record.
     # On a resume it is written at once: until it lands, the earlier record does not reserve them.
-    tries = run.execution.flow.registry[layer.name].configuration.retry.attempts
-    running = _record(run, layer.name, layer_run, "running", next_attempt=layer_run.next_attempt + tries)
-    records.writer.put(running, after=RUNNING_AFTER if earlier is None else 0.0)
+    # Made when it is written (what it holds taken now): a quick layer's is taken back unmade.
+    running = functools.partial(
+        _running,
+        run,
+        layer.name,
+        layer_run.started,
+        splits,
+        tuple(layer_run.attempts),
+        layer_run.omitted,
+        layer_run.next_attempt,
+        run.explanations.get(layer.name, (None, None)),
+    )
+    records.writer.defer(layer.name, running, RUNNING_AFTER if earlier is None else 0.0)
+
+
+def _running(
+    run: Run,
+    layer: str,
+    started: float,
+    splits: int,
+    attempts: tuple[AttemptRecord, ...],
+    omitted: int,
+    next_attempt: int,
+    explained: tuple[str | None, str | None],
+) -> LayerStatusRecord:
+    """A layer's "running" record, of what its run had when it started."""
+    tries = run.execution.flow.registry[layer].configuration.retry.attempts
+    execution = run.execution
+    return LayerStatusRecord(
+        execution.flow.name,
+        execution.id,
+        layer,
+        "running",
+        started,
+        splits=splits,
+        attempts=attempts,
+        omitted=omitted,
+        next_attempt=next_attempt + tries,
+        reused=explained[0],
+        why=explained[1],
+    )
 
 
 @hookimpl
@@ -432,24 +489,34 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
             "cancelled",
             f"the run stopped before the layer was done: {type(error).__name__}: {error}",
         )
-    final = _record(run, layer.name, layer_run, status, reason=reason, ended=time.time())
-    if status == "finished" and _carried(run, records, layer_run, final):
+    ended = time.time()
+    if status == "finished" and _carried(run, records, layer.name, layer_run, ended):
         return
+    final = _record(run, layer.name, layer_run, status, reason=reason, ended=ended)
     records.writer.put(final, after=FINISHED_AFTER if status == "finished" else 0.0)
     if status == "finished":  # written once its layer record, written behind, lands (if sooner)
         run.when_landed(layer.name, functools.partial(records.writer.landed, layer.name))
 
 
-def _carried(run: Run, records: _Records, layer_run: _LayerRun, final: LayerStatusRecord) -> bool:
-    """Whether the record of the layer, written behind and not yet taken to be written, carries its
-    final status ``final`` (``Record.ran``): one file a layer, not two. Only for a layer none of whose
-    status records is on the store (none found by a resume, none written by this run: it ended within
-    ``RUNNING_AFTER``), so no status record of its own is left to read before its record's; else,
-    or once its record is being written, its status record is written as before."""
-    if layer_run.found or len(final.attempts) > CARRIED_LIMIT:
+def _carried(run: Run, records: _Records, layer: str, layer_run: _LayerRun, ended: float) -> bool:
+    """Whether the record of ``layer``, written behind and not yet taken to be written, carries its
+    final status, "finished" at ``ended`` (``Record.ran``): one file a layer, not two. Only for a
+    layer none of whose status records is on the store (none found by a resume, none written by this
+    run: it ended within ``RUNNING_AFTER``), so no status record of its own is left to read before
+    its record's; else, or once its record is being written, its status record is written as before.
+    The ``Ran`` is made from the layer's run as ``Ran.of`` makes it of the status record it stands for
+    (no such record made on the way): what a status record cannot carry (a failed split's error, a
+    layer reused) is never carried."""
+    attempts = layer_run.attempts
+    if layer_run.found or layer_run.failed is not None or len(attempts) > CARRIED_LIMIT:
         return False
-    ran = Ran.of(final)
-    return ran is not None and records.writer.take_back(final.layer) and run.carry_status(final.layer, ran)
+    reused, why = run.explanations.get(layer, (None, None))
+    if reused is not None:
+        return False
+    # next_attempt: above every attempt listed, as LayerStatusRecord makes it (see _ended)
+    next_attempt = max(layer_run.next_attempt, max((a.attempt + 1 for a in attempts), default=0))
+    ran = Ran(layer_run.started, ended, tuple(attempts), layer_run.omitted, next_attempt, why)
+    return records.writer.take_back(layer) and run.carry_status(layer, ran)
 
 
 def _read_from_its_record(run: Run, records: _Records, layer: str) -> bool:

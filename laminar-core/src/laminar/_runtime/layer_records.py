@@ -104,7 +104,7 @@ class LayerRecords:
             handed = self._untaken.get(layer)
             if handed is None or self._failure is not None:
                 return False
-            handed.record = dataclasses.replace(handed.record, ran=ran)
+            handed.record = _carrying(handed.record, ran)
             self._store.hold_record(handed.record)
             return True
 
@@ -251,6 +251,21 @@ class LayerRecords:
             else:
                 write.set_exception(error)
         self._changed.notify_all()
+
+
+def _carrying(record: Record, ran: Ran) -> Record:
+    """``record`` carrying ``ran``: as ``dataclasses.replace(record, ran=ran)`` gives it, without
+    building and checking again, member by member, a record the engine built and checked moments
+    ago (once a layer of a chain, on the event loop). A copy, not ``record`` changed: whoever read
+    the held record before keeps what it read. Its members only: nothing cached of ``record``."""
+    members = record.__dict__
+    carrying = object.__new__(Record)
+    carrying.__dict__.update({name: members[name] for name in _MEMBERS})
+    carrying.__dict__["ran"] = ran
+    return carrying
+
+
+_MEMBERS = tuple(member.name for member in dataclasses.fields(Record))
 
 
 @dataclasses.dataclass(eq=False)

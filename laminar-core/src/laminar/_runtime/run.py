@@ -50,8 +50,9 @@ class Stash:
         return cast("T", self._values[key])
 
     def get(self, key: StashKey[T], default: D) -> T | D:
-        """The value under ``key``, or ``default`` when nothing is stored there."""
-        return cast("T | D", self._values.get(key, default))
+        """The value under ``key``, or ``default`` when nothing is stored there. The first line of
+        most hooks, several times a layer: typed by the key, not by a ``cast`` call."""
+        return self._values.get(key, default)  # type: ignore[return-value]
 
     def setdefault(self, key: StashKey[T], default: T) -> T:
         """The value under ``key``; ``default`` stored there first when there is none."""
