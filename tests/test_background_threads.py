@@ -8,7 +8,9 @@ import os
 import threading
 
 import pytest
+from laminar import Flow, Layer
 from laminar._runtime import background, forking
+from laminar.configurations import datastores, executors
 
 BOUND = 30.0  # seconds a test waits for what it expects (never reached)
 
@@ -80,3 +82,39 @@ def test_kept_threads_idle_between_runs_do_not_stop_a_fork_and_a_child_starts_it
     finally:
         os.close(read)
         os.waitpid(pid, 0)
+
+
+class Chain(Flow): ...
+
+
+@Chain.register
+class First(Layer):
+    def __call__(self) -> None:
+        self.value = 1
+
+
+@Chain.register
+class Second(Layer):
+    def __call__(self, first: First) -> None:
+        self.value = first.value + 1
+
+
+def test_runs_one_after_another_write_their_records_on_the_same_kept_threads() -> None:
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        real_start(thread)
+
+    for _ in range(2):  # the first run may start the threads its records need
+        assert Chain(datastore=datastores.Memory(), executor=executors.Thread())().layer(Second).value == 2
+    threading.Thread.start = counting_start  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            assert (
+                Chain(datastore=datastores.Memory(), executor=executors.Thread())().layer(Second).value == 2
+            )
+    finally:
+        threading.Thread.start = real_start  # type: ignore[method-assign]
+    assert started == []  # the records' and the status records' threads were idle ones, kept

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from laminar._plugins.hookspecs import hookimpl
-from laminar._runtime import tracebacks
+from laminar._runtime import background, tracebacks
 from laminar._runtime.executor import SplitNotStarted
 from laminar._runtime.run import Run, StashKey
 from laminar._storage.records import AttemptRecord, ExecutionStatus, LayerStatusRecord, Ran, RunRecord
@@ -111,7 +111,7 @@ class _Writer:
         self._failure: BaseException | None = None
         self._closed = False
         self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._work: background.Work | None = None  # the thread writing them (a kept one)
 
     def put(self, record: LayerStatusRecord, *, after: float = 0.0) -> None:
         """Write ``record``, or ``after`` seconds from now unless a newer record of its layer comes."""
@@ -134,9 +134,8 @@ class _Writer:
             else:
                 due = time.monotonic() + after
                 self._pending[key] = (record, due)
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="laminar-status", daemon=True)
-                    self._thread.start()
+                if self._work is None:
+                    self._work = background.start(self._run, "laminar-status")
                 if self._wakes is None or due < self._wakes:  # else it wakes in time by itself
                     self._changed.notify_all()
         if inline:
@@ -193,9 +192,9 @@ class _Writer:
             self._changed.notify_all()
             while self._pending or self._writing or self._here:
                 self._changed.wait()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()  # nothing left to write: it ends now (a process forking next finds it gone)
+        work = self._work
+        if work is not None and work.thread is not threading.current_thread():
+            work.wait()  # nothing left to write: its thread is idle now (a process forking next may)
         self._raise_failure()
 
     def abandon(self) -> None:

@@ -76,7 +76,6 @@ def unsafe_to_fork() -> str | None:
         threading.current_thread(),
         *threads.idle_threads(),
         *background.idle_threads(),
-
         *logs.flushing_threads(),
         *lease.heartbeat_threads(),
     ]

@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from laminar._runtime import background
 from laminar._storage.records import Ran, Record
 from laminar._storage.store import ExecutionStore
 from laminar.errors import add_note
@@ -64,7 +65,7 @@ class LayerRecords:
         self._untaken: dict[str, _Handed] = {}  # layer -> its record queued, not yet taken to write
         self._writes: dict[str, concurrent.futures.Future[None]] = {}  # each layer's latest
         self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._work: background.Work | None = None  # the thread writing them (a kept one)
         self._failure: BaseException | None = None
         self._closed = False
         self._last: concurrent.futures.Future[None] | None = None
@@ -85,9 +86,8 @@ class LayerRecords:
             self._writes[record.layer] = self._last = written
             if not self._queue:  # the first of a batch: the thread waits until it is due
                 self._due = time.monotonic() + INTERVAL
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="laminar-records", daemon=True)
-                    self._thread.start()
+                if self._work is None:
+                    self._work = background.start(self._run, "laminar-records")
                 self._changed.notify_all()
             self._queue.append(handed := _Handed(record, written))
             self._untaken[record.layer] = handed
@@ -184,9 +184,9 @@ class LayerRecords:
             self._closed = True
             self._changed.notify_all()
             idle = not self._queue
-        thread = self._thread
-        if idle and thread is not None and thread is not threading.current_thread():
-            thread.join()
+        work = self._work
+        if idle and work is not None and work.thread is not threading.current_thread():
+            work.wait()
 
     def _stop(self, failure: BaseException) -> None:
         """Fail every queued record with ``failure`` (call holding the lock)."""
