@@ -188,6 +188,19 @@ def _downstream(
     return found
 
 
+async def _cancelled(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait until each has ended, cancelled again if this is (as a cancelled
+    ``asyncio.gather`` does): what they record of being stopped lands before their caller goes on."""
+    for task in tasks:
+        task.cancel()
+    while not all(task.done() for task in tasks):
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+
+
 def _queued(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether ``loop`` has a callback ready or a timer due: what its next turn would run (a signal's
     handler, a lease lost, a split handed back all come as callbacks, ``call_soon_threadsafe``).
@@ -435,12 +448,11 @@ class _Runner:
             loop = asyncio.get_running_loop()
             self.states = {name: loop.create_future() for name in self.plan.order}
             self.checked = {name: loop.create_future() for name in self.plan.order}
+            self.all_ended = loop.create_future()  # set once no layer is left (``_ended``)
             try:
                 await self.executor.start()
                 try:
-                    await asyncio.gather(
-                        *(self._layer(name) for name in self.plan.order if name != "Parameters")
-                    )
+                    await self._every_layer()
                 finally:
                     try:
                         await self._records_landed()
@@ -569,7 +581,7 @@ class _Runner:
         try:
             state = await self._run_layer(name)
         except asyncio.CancelledError:
-            self.unended.discard(name)
+            self._ended(name)
             if not future.done():
                 future.set_result(CANCELLED)
             raise
@@ -579,9 +591,29 @@ class _Runner:
         finally:
             if not self.checked[name].done():
                 self.checked[name].set_result(False)
-        self.unended.discard(name)
+        self._ended(name)
         if not future.done():
             future.set_result(state)
+
+    def _ended(self, name: str) -> None:
+        self.unended.discard(name)
+        if not self.unended and not self.all_ended.done():
+            self.all_ended.set_result(None)
+
+    async def _every_layer(self) -> None:
+        """Run each layer as a task of its own until every one has ended. Not ``asyncio.gather``:
+        its callback for each task that ends would be one more turn of the loop between a chain's
+        layers, which the next layer's inline split then takes first (see ``_submit``)."""
+        self.layer_tasks = [
+            asyncio.ensure_future(self._layer(name)) for name in self.plan.order if name != "Parameters"
+        ]
+        if not self.unended:
+            return
+        try:
+            await self.all_ended
+        except asyncio.CancelledError:  # a second signal: every layer is cancelled, and ends, first
+            await _cancelled(self.layer_tasks)
+            raise
 
     async def _dependency_states(self, name: str) -> list[str]:
         states = []
