@@ -278,8 +278,10 @@ def test_each_retry_is_one_warning_on_the_storage_logger(
     records = retries(caplog)
     assert proxy.counts["error_503"] + proxy.counts["error_500"] == 3
     # One line per retry of ours. (The GCS SDK has been seen to absorb one of the three answers itself,
-    # about one run in six: then two lines.)
-    assert 2 <= len(records) <= 3, [r.getMessage() for r in records]
+    # about one run in six: then two lines; and once two of them, in a CI run: then one. The others'
+    # backends' keep the bound they had.)
+    fewest = 1 if backend.name == "gcs" else 2
+    assert fewest <= len(records) <= 3, [r.getMessage() for r in records]
     for attempt, record in enumerate(records, start=1):
         line = record.getMessage()
         assert line.startswith(f"write {backend.url}/key at {proxy.endpoint}") and "\n" not in line, line
