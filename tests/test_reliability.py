@@ -130,28 +130,43 @@ def test_a_kill_at_any_write_of_a_run_or_a_resume_is_resumed_to_the_same_results
     writes = int(finished(crash_script(tmp_path, "run", tmp_path / "clean"))["writes"])  # type: ignore[call-overload]
     assert writes >= 8, "the flow writes too little to exercise the crash points"
     middle = None
+    killed = 0
     for at in range(1, writes + 1):
         for when in ("before", "after"):
             store = tmp_path / f"run-{at}-{when}"
-            crashed = crash_script(tmp_path, "run", store, at, when)
-            assert crashed.returncode == 3, crashed.stderr  # it really died there
+            killed += _killed_at(crash_script(tmp_path, "run", store, at, when), at)
             if at == writes // 2 and when == "after":
                 middle = _copy(store, tmp_path / "middle")  # as the kill left it, for the resume kills
             result = finished(crash_script(tmp_path, "resume", store))
             assert {k: result[k] for k in EXPECTED} == EXPECTED, (at, when)
+    assert killed >= 2 * writes - 4, f"only {killed} of {2 * writes} runs died at their write"
     # now kill each write of a resume, then resume again
     assert middle is not None
     resume_writes = int(
         finished(crash_script(tmp_path, "resume", _copy(middle, tmp_path / "probe")))["writes"]
     )  # type: ignore[call-overload]
     assert resume_writes >= 3
+    killed = 0
     for at in range(1, resume_writes + 1):
         for when in ("before", "after"):
             store = _copy(middle, tmp_path / f"resume-{at}-{when}")
-            crashed = crash_script(tmp_path, "resume", store, at, when)
-            assert crashed.returncode == 3, crashed.stderr
+            killed += _killed_at(crash_script(tmp_path, "resume", store, at, when), at)
             result = finished(crash_script(tmp_path, "resume", store))
             assert {k: result[k] for k in EXPECTED} == EXPECTED, ("resume", at, when)
+    assert killed >= 2 * resume_writes - 4, (
+        f"only {killed} of {2 * resume_writes} resumes died at their write"
+    )
+
+
+def _killed_at(run: subprocess.CompletedProcess[str], at: int) -> int:
+    """1 if ``run`` died at its write ``at``; 0 if it made fewer writes than that and finished (how many
+    a run makes depends a little on timing: a layer still running after ``RUNNING_AFTER`` writes a
+    status record more, and a loaded machine slows a layer past it)."""
+    if run.returncode == 3:
+        return 1
+    made = int(finished(run)["writes"])  # type: ignore[call-overload]
+    assert made < at, f"the run made {made} writes and was not killed at write {at}: {run.stderr}"
+    return 0
 
 
 def _copy(source: Path, destination: Path) -> Path:
@@ -193,6 +208,10 @@ RACE = textwrap.dedent(
                 open(os.environ["FAIL_FIRST"], "w").close()
                 raise RuntimeError("first attempt fails")
             time.sleep(float(os.environ.get("SLEEP", "1.5")))
+            if os.environ.get("RELEASE"):  # held until the test lets it end
+                deadline = time.monotonic() + 60
+                while not os.path.exists(os.environ["RELEASE"]) and time.monotonic() < deadline:
+                    time.sleep(0.02)
             self.done = True
 
 
@@ -281,15 +300,22 @@ def test_a_live_holder_on_another_host_is_named_and_a_silent_one_taken_over(tmp_
 
 
 def test_the_holder_keeps_its_lease_fresh_while_it_runs(tmp_path: Path) -> None:
-    env = {"LAMINAR_LEASE_TTL": "0.6", "SLEEP": "2.5"}
-    running = race_script(tmp_path, "run", **env)
+    # The run holds its layer until the second scheduler was turned away (not for a fixed time,
+    # which a loaded machine's slow start of the second could outlast); a time to live of 1 s, not
+    # less, so a heartbeat (every third of it) late on a loaded machine is not taken for a dead one.
+    release = tmp_path / "release"
+    env = {"LAMINAR_LEASE_TTL": "1.0", "SLEEP": "0"}
+    running = race_script(tmp_path, "run", RELEASE=str(release), **env)
     deadline = time.monotonic() + 30
     while not lines(tmp_path / "runs") and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(1.5)  # more than twice the time to live: only heartbeats keep it held
+    time.sleep(2.5)  # more than twice the time to live: only heartbeats keep it held
     second = race_script(tmp_path, "resume", **env)
-    assert second.wait(60) != 0
-    assert "is being run by another scheduler" in second.communicate()[1]
+    try:
+        assert second.wait(60) != 0
+        assert "is being run by another scheduler" in second.communicate()[1]
+    finally:
+        release.touch()
     assert running.wait(60) == 0
     leases = sorted((tmp_path / "store/flows/Raced/executions/raced/leases").glob("*.json"))
     assert json.loads(leases[0].read_text())["released"] is True
