@@ -207,8 +207,7 @@ class _Plain(_Display):
 
     def stop(self) -> None:
         self._stopped.set()
-        if self._ticking.thread is not threading.current_thread():
-            self._ticking.wait(timeout=5)
+        self._ticking.wait(timeout=5)
 
 
 class _Raw:
@@ -416,8 +415,7 @@ class _Live(_Display):
 
     def stop(self) -> None:
         self._stopped.set()
-        if self._ticking.thread is not threading.current_thread():
-            self._ticking.wait(timeout=5)
+        self._ticking.wait(timeout=5)
         try:
             with self._draw:
                 self._redraw()

@@ -192,9 +192,8 @@ class _Writer:
             self._changed.notify_all()
             while self._pending or self._writing or self._here:
                 self._changed.wait()
-        work = self._work
-        if work is not None and work.thread is not threading.current_thread():
-            work.wait()  # nothing left to write: its thread is idle now (a process forking next may)
+        if self._work is not None:
+            self._work.wait()  # nothing left to write: its thread is idle now (a process forking next may)
         self._raise_failure()
 
     def abandon(self) -> None:

@@ -33,6 +33,10 @@ class Work:
         self._over = threading.Event()
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Whether the work is over, waiting ``timeout`` seconds at most for it; False at once on its
+        own thread (the work closing itself), which would otherwise wait for itself."""
+        if self.thread is threading.current_thread():
+            return False
         return self._over.wait(timeout)
 
 

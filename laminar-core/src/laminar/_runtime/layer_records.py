@@ -184,9 +184,8 @@ class LayerRecords:
             self._closed = True
             self._changed.notify_all()
             idle = not self._queue
-        work = self._work
-        if idle and work is not None and work.thread is not threading.current_thread():
-            work.wait()
+        if idle and self._work is not None:
+            self._work.wait()
 
     def _stop(self, failure: BaseException) -> None:
         """Fail every queued record with ``failure`` (call holding the lock)."""

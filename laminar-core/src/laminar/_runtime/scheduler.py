@@ -709,14 +709,8 @@ class _Runner:
         size = self._batch_size(name, count - len(done))
 
         async def one(index: int, attempt: int | None = None) -> None:
-            try:
-                outcome = await self._split(name, reader, index, count, grid, first(index), attempt)
-            except SplitNotStarted as error:  # the run had failed or was stopped
-                if not self.errors:  # not asked for: the split is missing, so the run fails
-                    self._fail(error)
-            except BaseException as error:
-                self._fail(error)
-            else:
+            outcome = await self._settled_split(name, reader, index, count, grid, first(index), attempt)
+            if outcome is not None:
                 log.add(index, outcome.record)
                 if size is not None and outcome.ended > outcome.started > 0:
                     size.measured(1, outcome.ended - outcome.started)
@@ -772,17 +766,9 @@ class _Runner:
         unless the split holds a large shard, whose batch is written in chunks of its own."""
         if self.errors:
             return
-        try:
-            async with self.semaphore:
-                outcome = await self._split(name, reader, 0, 1, None, 0)
-        except SplitNotStarted as error:  # the run had failed or was stopped
-            if not self.errors:  # not asked for: the split is missing, so the run fails
-                self._fail(error)
-            return
-        except BaseException as error:
-            self._fail(error)
-            return
-        if self.errors:
+        async with self.semaphore:
+            outcome = await self._settled_split(name, reader, 0, 1, None, 0)
+        if outcome is None or self.errors:
             return
         split = outcome.record
         held: dict[int, SplitRecord] = {0: split}
@@ -806,6 +792,27 @@ class _Runner:
             add_note(error, f"while writing the record of layer {name}")
             raise
         await self._hand_over(record)
+
+    async def _settled_split(
+        self,
+        name: str,
+        reader: Layer,
+        index: int,
+        count: int,
+        grid: foreach.Grid | None,
+        first: int,
+        attempt: int | None = None,
+    ) -> SplitOutcome | None:
+        """``_split``, its failure made the run's (``None`` then): a split not started because the
+        run had failed or was stopped adds nothing; one not started otherwise fails the run."""
+        try:
+            return await self._split(name, reader, index, count, grid, first, attempt)
+        except SplitNotStarted as error:
+            if not self.errors:  # not asked for: the split is missing, so the run fails
+                self._fail(error)
+        except BaseException as error:
+            self._fail(error)
+        return None
 
     async def _hand_over(self, record: Record) -> None:
         """The record of a layer whose splits all finished: written behind in this process, where the
