@@ -292,9 +292,13 @@ class _Runner:
             for name in (self.plan.order if runs_inline(self.executor) else ())
             if not hooks[(name, "submission")] and not hooks[(name, "retry")]
         )
-        self.downstream = _downstream(self.plan.order, self.plan.dependencies)
         self.unended = {name for name in self.plan.order if name != "Parameters"}  # layers not ended yet
+        self.layer_count = len(self.unended)
         self.started: set[str] = set()  # layers in a task of their own, or next in one (_every_layer)
+        self.every_task_first = reuse  # every layer's task made at once (see _every_layer)
+        self.downstream: dict[str, frozenset[str]] | None = (
+            None  # then: each layer's dependents, direct or not
+        )
         self.layer_tasks: list[asyncio.Future[None]] = []
         self.cancelling = False  # a second signal: every layer's task is being cancelled
         self.dependents: dict[str, list[str]] = {name: [] for name in self.plan.order}  # direct, in order
@@ -652,7 +656,9 @@ class _Runner:
         of one of them (``_start_following``). Not ``asyncio.gather``: its callback for each task that
         ends would be one more turn of the loop, which the next inline split would take first."""
         for name in self.plan.order:
-            if name != "Parameters" and (self.reusing or self.plan.dependencies[name] <= {"Parameters"}):
+            if name != "Parameters" and (
+                self.every_task_first or self.plan.dependencies[name] <= {"Parameters"}
+            ):
                 self._start(name)
         if not self.unended:
             return
@@ -1682,9 +1688,18 @@ class _Runner:
 
     def _at_a_chain_point(self, name: str) -> bool:
         """Whether nothing else of the run can go on while ``name``'s one split runs: no other split
-        runs, and every layer not ended but ``name`` depends on it, directly or not."""
+        runs, and every layer not ended but ``name`` depends on it, directly or not.
+
+        A layer's task is made once those it reads have ended (``_start_following``), so every layer
+        not ended nor started waits, directly or not, for one started and not ended: if ``name`` is
+        the only one of those, it is a chain point. With every task made at once, its dependents are
+        looked up (worked out once, on the first call)."""
         if self.running:
             return False
+        if not self.every_task_first:
+            return len(self.started) - (self.layer_count - len(self.unended)) == 1  # (ended: started)
+        if self.downstream is None:
+            self.downstream = _downstream(self.plan.order, self.plan.dependencies)
         others = len(self.unended) - 1  # (name is among them, and not among its dependents)
         return others == 0 or (
             others <= len(below := self.downstream[name]) and len(self.unended & below) == others
