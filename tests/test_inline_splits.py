@@ -10,6 +10,7 @@ beats, a second signal stops the split, its log is its own, and a flow run insid
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import signal
@@ -408,3 +409,56 @@ def test_a_chain_thousands_of_layers_long_runs_inline() -> None:
         previous = Long.register(link(number, previous))
     execution = Long(datastore=datastores.Memory(), executor=executors.Thread())()
     assert execution.layer("Link1499").value == sum(range(1500))
+
+
+def _chain(length: int, *, reads: contextvars.ContextVar[str] | None = None) -> type[Flow]:
+    class Long(Flow): ...
+
+    def link(number: int, upstream: type[Layer] | None) -> type[Layer]:
+        def first(self: Any) -> None:
+            self.seen = [] if reads is None else [reads.get()]
+            if reads is not None:
+                reads.set(f"set by Link{number}")
+
+        def after(self: Any, before: Any) -> None:
+            self.seen = [*before.seen, *([] if reads is None else [reads.get()])]
+            if reads is not None:
+                reads.set(f"set by Link{number}")
+
+        after.__annotations__ = {"before": upstream, "return": None}
+        return type(f"Link{number}", (Layer,), {"__call__": first if upstream is None else after})
+
+    previous: type[Layer] | None = None
+    for number in range(length):
+        previous = Long.register(link(number, previous))
+    return Long
+
+
+def test_a_chain_s_layers_follow_one_another_without_a_turn_of_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each layer runs next in the task of the layer before it: no task is woken through the loop
+    # between them (one turn a layer when every layer waited in a task of its own).
+    turns = 0
+    run_once = asyncio.base_events.BaseEventLoop._run_once  # type: ignore[attr-defined]
+
+    def counted(loop: asyncio.AbstractEventLoop) -> None:
+        nonlocal turns
+        turns += 1
+        run_once(loop)
+
+    monkeypatch.setattr(asyncio.base_events.BaseEventLoop, "_run_once", counted)
+    execution = _chain(40)(datastore=datastores.Memory(), executor=executors.Thread())()
+    assert execution.layer("Link39").seen == []
+    assert 0 < turns < 20, f"{turns} turns of the loop for a chain of 40 layers"
+
+
+SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
+
+
+def test_a_context_variable_an_inline_split_sets_is_not_seen_by_the_layers_after_it() -> None:
+    # The layers of a chain run one after another in one task: each split gets a copy of its
+    # context, as a split in a task of its own would.
+    execution = _chain(5, reads=SEEN)(datastore=datastores.Memory(), executor=executors.Thread())()
+    assert execution.layer("Link4").seen == ["unset"] * 5
+    assert SEEN.get() == "unset"

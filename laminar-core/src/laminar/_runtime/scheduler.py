@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import copy
 import functools
 import gc
@@ -291,8 +292,19 @@ class _Runner:
             for name in (self.plan.order if runs_inline(self.executor) else ())
             if not hooks[(name, "submission")] and not hooks[(name, "retry")]
         )
-        self.downstream = _downstream(self.plan.order, self.plan.dependencies)
         self.unended = {name for name in self.plan.order if name != "Parameters"}  # layers not ended yet
+        self.layer_count = len(self.unended)
+        self.started: set[str] = set()  # layers in a task of their own, or next in one (_every_layer)
+        self.every_task_first = reuse  # every layer's task made at once (see _every_layer)
+        self.downstream: dict[str, frozenset[str]] | None = (
+            None  # then: each layer's dependents, direct or not
+        )
+        self.layer_tasks: list[asyncio.Future[None]] = []
+        self.cancelling = False  # a second signal: every layer's task is being cancelled
+        self.dependents: dict[str, list[str]] = {name: [] for name in self.plan.order}  # direct, in order
+        for layer in self.plan.order:
+            for needed in self.plan.dependencies[layer]:
+                self.dependents[needed].append(layer)
 
     def _record_failed(self, error: BaseException) -> None:
         """A layer record written behind could not be written: the run fails, once, with its error."""
@@ -577,6 +589,14 @@ class _Runner:
 
     # ---- layers -------------------------------------------------------------------------------
     async def _layer(self, name: str) -> None:
+        """Run ``name``, then, in this same task, the layer after it that it alone held back (down a
+        chain, each in turn), starting a task of its own for each other layer it let start."""
+        following: str | None = name
+        while following is not None:
+            await self._one_layer(following)
+            following = self._start_following(following)
+
+    async def _one_layer(self, name: str) -> None:
         future = self.states[name]
         try:
             state = await self._run_layer(name)
@@ -600,18 +620,52 @@ class _Runner:
         if not self.unended and not self.all_ended.done():
             self.all_ended.set_result(None)
 
-    async def _every_layer(self) -> None:
-        """Run each layer as a task of its own until every one has ended. Not ``asyncio.gather``:
-        its callback for each task that ends would be one more turn of the loop between a chain's
-        layers, which the next layer's inline split then takes first (see ``_submit``)."""
-        self.layer_tasks = [
-            asyncio.ensure_future(self._layer(name)) for name in self.plan.order if name != "Parameters"
+    def _start(self, name: str) -> None:
+        """Start ``name`` in a task of its own (which waits for the layers it reads, if any has not ended)."""
+        self.started.add(name)
+        self.layer_tasks.append(asyncio.ensure_future(self._layer(name)))
+
+    def _start_following(self, name: str) -> str | None:
+        """Once ``name`` has ended: start each layer after it that nothing holds back any more, and
+        return the first of them, which the caller's task runs next: down a chain no task is made,
+        and no turn of the loop taken, between one layer and the next. None if none is (or the run
+        is being cancelled)."""
+        if self.cancelling:
+            return None
+        ready = [
+            layer
+            for layer in self.dependents[name]
+            if layer not in self.started
+            and all(
+                self.states[needed].done()
+                for needed in self.plan.dependencies[layer]
+                if needed != "Parameters"
+            )
         ]
+        if not ready:
+            return None
+        self.started.update(ready)
+        for layer in ready[1:]:
+            self._start(layer)
+        return ready[0]
+
+    async def _every_layer(self) -> None:
+        """Run every layer until each has ended: in a task of its own each layer that reads no
+        other (with reuse on, every layer: reuse checks a layer as soon as those it reads are found
+        reused, before they end), and each other layer once those it reads have ended, in the task
+        of one of them (``_start_following``). Not ``asyncio.gather``: its callback for each task that
+        ends would be one more turn of the loop, which the next inline split would take first."""
+        for name in self.plan.order:
+            if name != "Parameters" and (
+                self.every_task_first or self.plan.dependencies[name] <= {"Parameters"}
+            ):
+                self._start(name)
         if not self.unended:
             return
         try:
             await self.all_ended
         except asyncio.CancelledError:  # a second signal: every layer is cancelled, and ends, first
+            self.cancelling = True  # (and none starts after this)
             await _cancelled(self.layer_tasks)
             raise
 
@@ -1634,9 +1688,18 @@ class _Runner:
 
     def _at_a_chain_point(self, name: str) -> bool:
         """Whether nothing else of the run can go on while ``name``'s one split runs: no other split
-        runs, and every layer not ended but ``name`` depends on it, directly or not."""
+        runs, and every layer not ended but ``name`` depends on it, directly or not.
+
+        A layer's task is made once those it reads have ended (``_start_following``), so every layer
+        not ended nor started waits, directly or not, for one started and not ended: if ``name`` is
+        the only one of those, it is a chain point. With every task made at once, its dependents are
+        looked up (worked out once, on the first call)."""
         if self.running:
             return False
+        if not self.every_task_first:
+            return len(self.started) - (self.layer_count - len(self.unended)) == 1  # (ended: started)
+        if self.downstream is None:
+            self.downstream = _downstream(self.plan.order, self.plan.dependencies)
         others = len(self.unended) - 1  # (name is among them, and not among its dependents)
         return others == 0 or (
             others <= len(below := self.downstream[name]) and len(self.unended & below) == others
@@ -1647,7 +1710,8 @@ class _Runner:
         thread and back costs more than a small layer's own work, and nothing else could run meanwhile.
 
         The split sees what a worker thread's would: no running event loop (``asyncio.run`` works in
-        it), and a flow it runs runs on a thread of its own. The lease's heartbeat beats on a thread
+        it), and a flow it runs runs on a thread of its own; and a copy of the scheduler's context
+        variables, so what it sets is not seen by the layers the same task runs after it. The lease's heartbeat beats on a thread
         of its own; a first signal is heard once the split returns, a second one raises
         ``KeyboardInterrupt`` in it (from the handler), which stops the run as a second signal does.
         """
@@ -1656,7 +1720,7 @@ class _Runner:
         _on_the_loop.split = True
         self.inline = task
         try:
-            return run_split(task, self.execution)
+            return contextvars.copy_context().run(run_split, task, self.execution)
         except KeyboardInterrupt as error:
             if self.inline is not None:  # the layer's own: its error, as on a worker thread
                 raise
