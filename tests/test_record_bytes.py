@@ -1,15 +1,20 @@
 """A record's stored bytes are ``json.dumps``' compact text of its members behind their checksum,
 whichever encoder makes them (``records.seal`` keeps one made once): reuse keys, dedup and the
-checksums of records already stored depend on those bytes staying what they were."""
+checksums of records already stored depend on those bytes staying what they were. A run lease's
+bytes too (``Holder.dumps``, made without ``asdict``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from laminar._storage import records
-from laminar._storage.records import AttemptRecord, Ran, Record
+from laminar._storage import layout, records
+from laminar._storage.lease import Holder, Lease
+from laminar._storage.records import LAYOUT, AttemptRecord, Ran, Record
+from laminar.configurations import datastores
 
 
 def sealed_as_before(payload: dict[str, Any]) -> bytes:
@@ -20,7 +25,7 @@ def sealed_as_before(payload: dict[str, Any]) -> bytes:
 
 AWKWARD = {
     "layout": 4,
-    "layer": "Schritt_ä_層",  # a layer's name may be any identifier: escaped as \\u sequences
+    "error": "Schritt ä 層 failed",  # an error's message may hold any text: escaped as \\u sequences
     "message": 'quote " backslash \\ newline \n tab \t bell \x07 delete \x7f',
     "durations": [2.3e-05, 1e16, 1.5e-07, 0.1, 1796617569.2757044, -0.0, 3.0],
     "counts": [0, 7, 2**70, -3],
@@ -37,7 +42,7 @@ def test_seal_writes_the_bytes_json_dumps_wrote() -> None:
 def test_a_layer_record_with_its_status_is_stored_as_before() -> None:
     record = Record(
         "Flow",
-        "Schritt_ä",
+        "Schritt",
         1,
         {"0-0.json": ((0, 0),)},
         ("value",),
@@ -50,3 +55,20 @@ def test_a_layer_record_with_its_status_is_stored_as_before() -> None:
     payload = record._write(record)
     assert record.dumps() == sealed_as_before(payload)
     assert Record.loads(record.dumps()) == record
+
+
+def test_a_lease_is_stored_as_before_and_its_release_keeps_what_it_holds(tmp_path: Path) -> None:
+    store = datastores.Local(tmp_path)
+    lease = Lease(store, "Flow", "e", ttl=30.0)
+    taken = lease.acquire()
+    key = layout.lease("Flow", "e", taken.generation)
+    stored = store.read_bytes(key)
+    assert stored == json.dumps({"layout": LAYOUT, **asdict(taken)}, separators=(",", ":")).encode()
+    lease.release()
+    released = Holder.loads(store.read_bytes(key))
+    assert released.released and released.heartbeat >= taken.heartbeat
+    assert asdict(released) == {**asdict(taken), "heartbeat": released.heartbeat, "released": True}
+    assert (
+        store.read_bytes(key)
+        == json.dumps({"layout": LAYOUT, **asdict(released)}, separators=(",", ":")).encode()
+    )
