@@ -13,6 +13,8 @@ from laminar._transport.datastore import Datastore
 from laminar._transport.pieces import write_fd
 
 _READ = 1 << 20
+#: A staging file's flags: written whole in binary (Windows' ``os.open`` would translate newlines).
+_WRITE = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
 #: How many directories a ``Local`` remembers to exist before it forgets them all: a bound on its
 #: memory; one forgotten costs a ``mkdir`` that finds it, never a wrong write.
 _KNOWN = 4096
@@ -99,7 +101,7 @@ class Local(Datastore):
     def write_bytes(self, key: str, data: bytes) -> None:
         temporary = f"{self.staging_directory()}{os.sep}{_process}.{next(_counter)}"
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(temporary, _WRITE | os.O_EXCL, 0o644)
             try:
                 write_fd(fd, data)
             finally:
@@ -114,7 +116,9 @@ class Local(Datastore):
         if the key exists; a reader never sees a part, and of two racing creators exactly one wins."""
         temporary = f"{self.staging_directory()}{os.sep}{_process}.{next(_counter)}"
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            # As ``open(temporary, "wb")`` made it (its flags and mode), in raw calls: its
+            # FileExistsError below must only ever mean the key exists.
+            fd = os.open(temporary, _WRITE | os.O_TRUNC, 0o666)
             try:
                 write_fd(fd, data)
             finally:
