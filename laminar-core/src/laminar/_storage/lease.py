@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
 
 from laminar._storage import layout
 from laminar._storage.records import LAYOUT
@@ -72,7 +72,10 @@ class Holder:
         return f"pid {self.pid} on {self.host}, since {started}"
 
     def dumps(self) -> bytes:
-        return json.dumps({"layout": LAYOUT, **asdict(self)}, separators=(",", ":")).encode()
+        """Its members in order after the layout, as ``json.dumps`` of ``asdict`` gave them, without
+        ``asdict``'s deep copy of each (a run writes a lease as it starts and as it ends)."""
+        members = self.__dict__
+        return _ENCODE({"layout": LAYOUT, **{name: members[name] for name in _HOLDER}}).encode()
 
     @classmethod
     def loads(cls, data: bytes) -> Holder:
@@ -87,6 +90,10 @@ class Holder:
             bool(payload.get("released", False)),
             str(payload.get("token", "")),
         )
+
+
+_HOLDER = tuple(member.name for member in fields(Holder))
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def _alive(pid: int) -> bool:
@@ -198,7 +205,7 @@ class Lease:
 
     def _write(self, *, heartbeat: float, released: bool = False) -> None:
         assert self.held is not None
-        self.held = Holder(**{**asdict(self.held), "heartbeat": heartbeat, "released": released})
+        self.held = replace(self.held, heartbeat=heartbeat, released=released)
         self.datastore.write_bytes(
             layout.lease(self.flow, self.execution, self.held.generation), self.held.dumps()
         )

@@ -79,6 +79,9 @@ Error = Mapping[str, str]
 _SEAL = b'{"sha256":"'
 _SPLITS = b'"layout":%d,"splits":{' % LAYOUT  # how a split batch's checksummed body starts
 _COMPACT = (",", ":")
+#: ``json.dumps(payload, separators=_COMPACT)``, the same text, from an encoder made once, not once a
+#: call, and without the check for cycles no record has: a chain writes a record a layer.
+_ENCODE = json.JSONEncoder(separators=_COMPACT, check_circular=False).encode
 _SEALED_AT = len(_SEAL) + 64 + 2  # where the checksummed body starts, after '<hex>",'
 _HEX = re.compile(r"[0-9a-f]{8,128}")
 
@@ -89,7 +92,7 @@ class Malformed(ValueError):
 
 def seal(payload: dict[str, Any]) -> bytes:
     """``payload`` as JSON, with the checksum of the rest of it as its first member."""
-    body = json.dumps(payload, separators=_COMPACT).encode()[1:]
+    body = _ENCODE(payload).encode()[1:]
     return b"".join((_SEAL, hashlib.sha256(body).hexdigest().encode(), b'",', body))
 
 

@@ -138,6 +138,7 @@ class ExecutionStore:
         self.protocols = protocols
         self._cache = cache_for(datastore)
         layout.execution(flow, execution)  # validates both names before anything is written
+        self._record_keys: dict[str, str] = {}  # layer -> its record's key, validated once
 
     # ---- execution ----------------------------------------------------------------------------
     def write_metadata(
@@ -393,7 +394,7 @@ class ExecutionStore:
     def write_record(self, record: Record) -> None:
         """Write ``record`` (of its layer, in this execution, from :meth:`layer_record`); one that
         fails to write is forgotten."""
-        key = layout.record(self.flow, self.execution, record.layer)
+        key = self.record_key(record.layer)
         try:
             self.datastore.write_bytes(key, record.dumps())
         except BaseException:
@@ -427,8 +428,12 @@ class ExecutionStore:
         return result
 
     def record_key(self, layer: str) -> str:
-        """Where the record of ``layer`` is (or would be) stored."""
-        return layout.record(self.flow, self.execution, layer)
+        """Where the record of ``layer`` is (or would be) stored: each layer's built (and its name
+        checked) once, not each time a record written behind is held, given its status and written."""
+        key = self._record_keys.get(layer)
+        if key is None:
+            key = self._record_keys[layer] = layout.record(self.flow, self.execution, layer)
+        return key
 
     def batch_names(self, layer: str) -> list[str]:
         """The layer's split batches: from its record once finished, else from one listing."""

@@ -6,13 +6,18 @@ import contextlib
 import itertools
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 from laminar._transport.datastore import Datastore
 from laminar._transport.pieces import write_fd
 
 _READ = 1 << 20
+#: A staging file's flags: written whole in binary (Windows' ``os.open`` would translate newlines).
+_WRITE = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
+#: How many directories a ``Local`` remembers to exist before it forgets them all: a bound on its
+#: memory; one forgotten costs a ``mkdir`` that finds it, never a wrong write.
+_KNOWN = 4096
 _HOST = os.urandom(6).hex()  # with the pid and a counter: unique staging names, no syscall per write
 _counter = itertools.count()
 _process = f"{_HOST}.{os.getpid()}"  # this process's part of a staging name, renewed in a forked child
@@ -32,6 +37,11 @@ class Local(Datastore):
 
     Writes go to a temporary file in ``root/.staging`` and are renamed into place, so a reader never
     sees half a file, even if the writer is killed.
+
+    It remembers the directories it made or found (``_known``), so a key in a new directory (a
+    layer's record, a fresh execution's first files) costs a ``mkdir`` and the rename, not a rename
+    that fails first; and a key in a known one only the rename. One removed meanwhile (``laminar
+    gc``, :meth:`delete`, another process) fails the rename: it is made again and the rename retried.
     """
 
     schemes = ("file",)
@@ -51,6 +61,7 @@ class Local(Datastore):
     def __init__(self, root: str | os.PathLike[str] = ".laminar") -> None:
         super().__init__()
         self.root = os.path.abspath(os.fspath(root))
+        self._known: set[str] = set()  # directories seen to exist (see the class docstring)
 
     @classmethod
     def from_url(cls, url: str) -> Local:
@@ -90,7 +101,7 @@ class Local(Datastore):
     def write_bytes(self, key: str, data: bytes) -> None:
         temporary = f"{self.staging_directory()}{os.sep}{_process}.{next(_counter)}"
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(temporary, _WRITE | os.O_EXCL, 0o644)
             try:
                 write_fd(fd, data)
             finally:
@@ -105,13 +116,21 @@ class Local(Datastore):
         if the key exists; a reader never sees a part, and of two racing creators exactly one wins."""
         temporary = f"{self.staging_directory()}{os.sep}{_process}.{next(_counter)}"
         try:
-            with open(temporary, "wb") as file:
-                file.write(data)
+            # As ``open(temporary, "wb")`` made it (its flags and mode), in raw calls: its
+            # FileExistsError below must only ever mean the key exists.
+            fd = os.open(temporary, _WRITE | os.O_TRUNC, 0o666)
+            try:
+                write_fd(fd, data)
+            finally:
+                os.close(fd)
             destination = self._path(key)
+            directory = os.path.dirname(destination)
+            if directory not in self._known:
+                self._directory(directory)
             try:
                 os.link(temporary, destination)
-            except FileNotFoundError:
-                _directory_for(destination)
+            except FileNotFoundError:  # removed since this process saw it
+                self._directory(directory, gone=True)
                 os.link(temporary, destination)
             return True
         except FileExistsError:
@@ -127,11 +146,45 @@ class Local(Datastore):
 
     def _move(self, temporary: str, key: str) -> None:
         destination = self._path(key)
+        directory = os.path.dirname(destination)
+        if directory not in self._known:
+            self._directory(directory)
         try:
             os.replace(temporary, destination)
-        except FileNotFoundError:
-            _directory_for(destination)
+        except FileNotFoundError:  # removed since this process saw it
+            self._directory(directory, gone=True)
             os.replace(temporary, destination)
+
+    def _directory(self, directory: str, *, gone: bool = False) -> None:
+        """Make ``directory`` unless it exists, and its missing parents, and remember them (``gone``:
+        it was known, and is not there any more). Most often only it is missing (a layer's own
+        directory, a blob's two-letter one): one ``mkdir``; a parent missing too, one more for each,
+        found by the ``mkdir`` that fails (not ``makedirs``' look at each parent first)."""
+        known = self._known
+        if gone:
+            known.discard(directory)
+        missing = []
+        while True:
+            try:
+                os.mkdir(directory)
+            except FileExistsError:  # made meanwhile, or a file there (the write then says so)
+                pass
+            except FileNotFoundError:  # its parent is missing too
+                parent = os.path.dirname(directory)
+                if parent == directory:
+                    raise
+                known.discard(parent)
+                missing.append(directory)
+                directory = parent
+                continue
+            break
+        for child in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(child)
+        if len(known) >= _KNOWN:
+            known.clear()
+        known.add(directory)
+        known.update(missing)
 
     def staging_directory(self) -> str:
         staging: str | None = self.__dict__.get("_staging")
@@ -160,19 +213,17 @@ class Local(Datastore):
                 os.rmdir(directory)
             except OSError:
                 break
+            self._known.discard(directory)
             directory = os.path.dirname(directory)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_known", None)  # what this process saw: a copy elsewhere (a worker) sees for itself
+        return state
 
-def _directory_for(path: str) -> None:
-    """Make the directory ``path`` goes in. Most often only it is missing (a layer's own directory, a
-    blob's two-letter one): one ``mkdir``, not ``makedirs``' look at each parent first."""
-    directory = os.path.dirname(path)
-    try:
-        os.mkdir(directory)
-    except FileExistsError:  # made meanwhile (another writer), or a file there (the write then says so)
-        pass
-    except FileNotFoundError:  # its parent is missing too
-        os.makedirs(directory, exist_ok=True)
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._known = set()
 
 
 def _remove(path: str) -> None:
