@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from laminar._serialization import hashing, safe, threads
 from laminar._serialization.codecs import FRAME_SAMPLE, SMALL, EncodingWriter, encode_whole
-from laminar._serialization.protocols import Pickle, Protocol, takes_uri, write_to_path
+from laminar._serialization.protocols import Pickle, Protocol, plain_pickle, takes_uri, write_to_path
 from laminar._storage import layout
 from laminar._storage.earlier import gives_own_address
 from laminar._storage.records import Artifact
@@ -207,7 +207,12 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
     scalar = _stage_scalar(value, protocol)
     if scalar is not None:
         return scalar
-    if type(protocol) is not Pickle:
+    plain: bytes | None = None
+    if type(protocol) is Pickle:
+        plain = plain_pickle(value)  # what ``protocol.write`` would write, in one piece
+        if plain is not None and len(plain) <= min(FRAME_SAMPLE, datastore.staged_in_memory):
+            return _stage_whole(value, plain, datastore, protocol)  # as the held bytes below would be
+    else:
         _check_importable(protocol)
         if takes_uri(protocol):
             return _stage_through_path(value, datastore.staging_directory(), protocol)
@@ -224,7 +229,12 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
     else:
         sink = open_writer()
     try:
-        protocol.write(value, sink)
+        if plain is not None:
+            sink.write(plain)
+        elif type(protocol) is Pickle:
+            protocol.dump_framed(value, sink)  # (``plain_pickle`` gave up on it above)
+        else:
+            protocol.write(value, sink)
         if opened:
             opened[0][1].finish()
     except BaseException:
