@@ -137,6 +137,7 @@ class ExecutionStore:
         self.execution = execution
         self.protocols = protocols
         self._cache = cache_for(datastore)
+        self._record_keys: dict[str, str] = {}  # layer -> record_key(layer)
         layout.execution(flow, execution)  # validates both names before anything is written
 
     # ---- execution ----------------------------------------------------------------------------
@@ -393,7 +394,7 @@ class ExecutionStore:
     def write_record(self, record: Record) -> None:
         """Write ``record`` (of its layer, in this execution, from :meth:`layer_record`); one that
         fails to write is forgotten."""
-        key = layout.record(self.flow, self.execution, record.layer)
+        key = self.record_key(record.layer)
         try:
             self.datastore.write_bytes(key, record.dumps())
         except BaseException:
@@ -427,8 +428,12 @@ class ExecutionStore:
         return result
 
     def record_key(self, layer: str) -> str:
-        """Where the record of ``layer`` is (or would be) stored."""
-        return layout.record(self.flow, self.execution, layer)
+        """Where the record of ``layer`` is (or would be) stored (worked out once a layer: a layer's
+        record is looked up several times as it runs and as the next reads it)."""
+        key = self._record_keys.get(layer)
+        if key is None:
+            key = self._record_keys[layer] = layout.record(self.flow, self.execution, layer)
+        return key
 
     def batch_names(self, layer: str) -> list[str]:
         """The layer's split batches: from its record once finished, else from one listing."""
@@ -443,7 +448,7 @@ class ExecutionStore:
         record = self.record(layer)
         if record is None:  # still running: batches may appear, so look again each time
             return _Locator.from_names(self._listed_batch_names(layer))
-        key = layout.record(self.flow, self.execution, layer) + "#locator"
+        key = self.record_key(layer) + "#locator"
         locator: _Locator | None = self._cache.get(key)
         if locator is None:
             locator = _Locator.from_record(record)
