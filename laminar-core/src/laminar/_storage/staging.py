@@ -202,7 +202,8 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
 
     The default pickle protocol (importable, taking no uri) stages a value that turns out small
     (``FRAME_SAMPLE`` bytes) from its bytes in hand: the stored bytes, codec and hashes are those the
-    stream would give (``codecs.encode_whole``), without a staging buffer or stream to set up.
+    stream would give (``codecs.encode_whole``), without a staging buffer or stream to set up. A
+    value of built-in types only is pickled in one piece without cloudpickle (``plain_pickle``).
     """
     scalar = _stage_scalar(value, protocol)
     if scalar is not None:
