@@ -24,6 +24,7 @@ import mmap
 import os
 import pickle
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, BinaryIO, Generic, TypeVar
 
@@ -349,6 +350,86 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
 _reducer_override = cloudpickle.Pickler.reducer_override
 
 
+#: The types the standard library's pickler writes itself, never asking ``reducer_override`` about
+#: them (a ``PickleBuffer`` goes to ``buffer_callback``): what a value built of these alone pickles
+#: to is the same through cloudpickle's pickler and through the standard one.
+_PLAIN = frozenset({dict, list, tuple, set, frozenset, str, bytes, bytearray, int, float, bool, type(None)})
+#: The largest pickle made by :func:`plain_pickle`: the C pickler holds one frame of this size
+#: before its first write, so a larger value is known to be larger before it is all pickled.
+PLAIN_LIMIT = 64 * 1024
+
+
+class _NotPlain(Exception):
+    """The value is not plain (see :func:`plain_pickle`), or its pickle is larger than ``PLAIN_LIMIT``."""
+
+
+class _PlainPickler(pickle.Pickler):
+    """The standard library's pickler, giving up at the first object it does not write itself."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        raise _NotPlain
+
+
+def _no_buffers(buffer: pickle.PickleBuffer) -> bool:
+    """cloudpickle's path stores a buffer of ``OUT_OF_BAND`` bytes or more out of band (``_Framer``).
+    Such a pickle is past ``PLAIN_LIMIT`` anyway; this keeps that so whatever the two limits."""
+    raise _NotPlain
+
+
+class _PlainSink:
+    """Takes the C pickler's one write of a pickle of at most ``PLAIN_LIMIT`` bytes (it writes a
+    pickle that large in one go, at its end); a second write, or a larger one, gives up."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+
+    def write(self, data: Any) -> int:
+        size = len(data)  # bytes, or a memoryview of bytes
+        if self.data is not None or size > PLAIN_LIMIT:
+            raise _NotPlain
+        self.data = bytes(data)
+        return size
+
+
+#: .pickler: this thread's plain pickler and its sink, kept between values (setting one up costs a
+#: third of pickling a small dict); taken out while in use, so a nested use makes its own.
+_plain_local = threading.local()
+
+
+def plain_pickle(value: Any) -> bytes | None:
+    """The bytes :class:`Pickle` stores for ``value``, made without cloudpickle, if ``value`` is built
+    only of the types the standard library's pickler writes itself (dicts, lists, tuples, sets,
+    strings, bytes, numbers, ``None``) and pickles to at most ``PLAIN_LIMIT`` bytes; else None.
+
+    Such a value pickles to the same bytes either way (the same C code writes every object of it),
+    and :class:`_Framer` writes a pickle of no large buffer as it is. Setting up cloudpickle's
+    pickler costs more than pickling a small dict. Any other value, and any error, is left to the
+    full pickler (which raises the error again): this gives up at the first object it would hand to
+    ``reducer_override``, having pickled at most one frame (``PLAIN_LIMIT``) before that. No code
+    of the value's runs meanwhile: every object it pickles is of a built-in type.
+    """
+    kind = type(value)
+    if kind not in _PLAIN or (kind in (str, bytes, bytearray) and len(value) > PLAIN_LIMIT):
+        return None
+    kept: tuple[_PlainPickler, _PlainSink] | None = getattr(_plain_local, "pickler", None)
+    if kept is None:
+        sink = _PlainSink()
+        kept = (_PlainPickler(sink, protocol=5, buffer_callback=_no_buffers), sink)
+    _plain_local.pickler = None
+    pickler, sink = kept
+    sink.data = None
+    try:
+        pickler.dump(value)
+    except Exception:
+        return None
+    finally:
+        pickler.clear_memo()  # holds no reference to the value, and pickles the next one afresh
+        _plain_local.pickler = kept
+    return sink.data
+
+
 class Pickle(Protocol[Any]):
     """The default: cloudpickle with pickle protocol 5 and out-of-band buffers.
 
@@ -364,8 +445,11 @@ class Pickle(Protocol[Any]):
         return "cloudpickle"
 
     def dumps(self, value: Any) -> bytes:
+        plain = plain_pickle(value)
+        if plain is not None:
+            return plain
         file = io.BytesIO()
-        self.dump(value, file)
+        self.dump_framed(value, file)
         return file.getvalue()
 
     def loads(self, data: bytes) -> Any:
@@ -374,6 +458,14 @@ class Pickle(Protocol[Any]):
         return cloudpickle.loads(data)
 
     def dump(self, value: Any, file: BinaryIO) -> None:
+        plain = plain_pickle(value)
+        if plain is not None:
+            file.write(plain)  # as ``_Framer`` writes a pickle of no large buffer: whole, at its end
+            return
+        self.dump_framed(value, file)
+
+    def dump_framed(self, value: Any, file: BinaryIO) -> None:
+        """``dump`` through cloudpickle's pickler, for a value ``plain_pickle`` did not make."""
         framer = _Framer(file)
         _Pickler(framer, value, protocol=5, buffer_callback=framer.buffer).dump(value)
         framer.finish()

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from laminar._serialization import hashing, safe, threads
 from laminar._serialization.codecs import FRAME_SAMPLE, SMALL, EncodingWriter, encode_whole
-from laminar._serialization.protocols import Pickle, Protocol, takes_uri, write_to_path
+from laminar._serialization.protocols import Pickle, Protocol, plain_pickle, takes_uri, write_to_path
 from laminar._storage import layout
 from laminar._storage.earlier import gives_own_address
 from laminar._storage.records import Artifact
@@ -202,12 +202,18 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
 
     The default pickle protocol (importable, taking no uri) stages a value that turns out small
     (``FRAME_SAMPLE`` bytes) from its bytes in hand: the stored bytes, codec and hashes are those the
-    stream would give (``codecs.encode_whole``), without a staging buffer or stream to set up.
+    stream would give (``codecs.encode_whole``), without a staging buffer or stream to set up. A
+    value of built-in types only is pickled in one piece without cloudpickle (``plain_pickle``).
     """
     scalar = _stage_scalar(value, protocol)
     if scalar is not None:
         return scalar
-    if type(protocol) is not Pickle:
+    plain: bytes | None = None
+    if type(protocol) is Pickle:
+        plain = plain_pickle(value)  # what ``protocol.write`` would write, in one piece
+        if plain is not None and len(plain) <= min(FRAME_SAMPLE, datastore.staged_in_memory):
+            return _stage_whole(value, plain, datastore, protocol)  # as the held bytes below would be
+    else:
         _check_importable(protocol)
         if takes_uri(protocol):
             return _stage_through_path(value, datastore.staging_directory(), protocol)
@@ -224,7 +230,12 @@ def stage(value: Any, *, datastore: Datastore, protocol: Protocol[Any]) -> Stage
     else:
         sink = open_writer()
     try:
-        protocol.write(value, sink)
+        if plain is not None:
+            sink.write(plain)
+        elif type(protocol) is Pickle:
+            protocol.dump_framed(value, sink)  # (``plain_pickle`` gave up on it above)
+        else:
+            protocol.write(value, sink)
         if opened:
             opened[0][1].finish()
     except BaseException:

@@ -448,7 +448,7 @@ class ExecutionStore:
         record = self.record(layer)
         if record is None:  # still running: batches may appear, so look again each time
             return _Locator.from_names(self._listed_batch_names(layer))
-        key = layout.record(self.flow, self.execution, layer) + "#locator"
+        key = self.record_key(layer) + "#locator"
         locator: _Locator | None = self._cache.get(key)
         if locator is None:
             locator = _Locator.from_record(record)
