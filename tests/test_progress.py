@@ -338,3 +338,51 @@ def test_concurrent_and_nested_executions_in_one_process_are_told_apart(
     assert sum("layer Nest finished" in line for line in lines) == 2
     assert sum("layer Leaf finished" in line for line in lines) == 2
     assert progress._display is None
+
+
+CHAIN = textwrap.dedent(
+    """
+    import sys
+
+    from laminar import Flow, Layer
+    from laminar.configurations import datastores, executors
+
+
+    class Quick(Flow): ...
+
+
+    def first(self):
+        self.value = 0
+
+
+    previous = Quick.register(type("Step0", (Layer,), {"__call__": first}))
+    def step(previous):
+        def after(self, before):
+            self.value = before.value + 1
+        after.__annotations__ = {"before": previous, "return": None}
+        return after
+
+
+    for number in range(1, 30):
+        previous = Quick.register(type(f"Step{number}", (Layer,), {"__call__": step(previous)}))
+
+    if __name__ == "__main__":
+        Quick(datastore=datastores.Local(sys.argv[1]), executor=executors.Thread())()
+    """
+)
+
+
+def test_a_quick_chain_in_a_terminal_prints_its_lines_without_a_redraw_for_each(tmp_path: Path) -> None:
+    # The lines of a chain's layer events queued between two draws are printed in one print: rich
+    # draws the live display again below each print, which cost a quick chain a redraw an event.
+    path = tmp_path / "quick.py"
+    path.write_text(CHAIN)
+    code, output = run_in_terminal(path, env=environment(path))
+    assert code == 0, output
+    shown = screen(output)
+    for number in range(30):  # every event's line is there, once, in order
+        assert sum(f"layer Step{number} finished" in line for line in shown) == 1, "\n".join(shown)
+    finished = [line for line in shown if " finished: 1 split" in line]
+    assert finished == sorted(finished, key=lambda line: int(line.split("layer Step")[1].split()[0]))
+    redraws = output.count("\x1b[2K")  # the display's line is erased before each time it is drawn
+    assert 0 < redraws < 15, f"the display drawn {redraws} times for a chain of 30 layers"

@@ -365,10 +365,16 @@ class _Live(_Display):
                 self._drawing.on = False
 
     def _print_messages(self) -> None:
+        """Print the events' lines queued so far above the display, in one print: rich draws the
+        live display again below what each print prints, so a line a print cost a chain's run a
+        redraw a layer event (two a layer: 18 ms a 50-layer run, twice the run's own time)."""
         from rich.text import Text
 
+        lines = []
         while self._messages:
-            self.console.print(Text(self._messages.popleft()), soft_wrap=True)
+            lines.append(self._messages.popleft())
+        if lines:
+            self.console.print(Text("\n".join(lines)), soft_wrap=True)
 
     def _tick(self) -> None:
         while not self._stopped.wait(REFRESH):
