@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from laminar import Flow, Layer, Parameters
-from laminar._runtime import reuse, scheduler
+from laminar._runtime import reuse, reusing
 from laminar._storage import layout, reuse_index
 from laminar._storage.records import Record, SplitBatch
 from laminar.configurations import datastores, executors
@@ -103,18 +103,18 @@ def test_a_chain_of_reused_layers_is_checked_on_one_thread(
     first = flow(count=30, reuse=True)
     calls: list[str] = []
     checked: list[str] = []
-    onward, check = scheduler._Runner._reuse_onward, scheduler._Runner._reuse
+    onward, check = reusing.Reusing.reuse_onward, reusing.Reusing.reuse
 
-    def counted_onward(self: scheduler._Runner, name: str) -> dict[str, tuple[int, str] | None]:
+    def counted_onward(self: reusing.Reusing, name: str) -> dict[str, tuple[int, str] | None]:
         calls.append(name)
         return onward(self, name)
 
-    def counted_check(self: scheduler._Runner, name: str) -> tuple[int, str] | None:
+    def counted_check(self: reusing.Reusing, name: str) -> tuple[int, str] | None:
         checked.append(name)
         return check(self, name)
 
-    monkeypatch.setattr(scheduler._Runner, "_reuse_onward", counted_onward)
-    monkeypatch.setattr(scheduler._Runner, "_reuse", counted_check)
+    monkeypatch.setattr(reusing.Reusing, "reuse_onward", counted_onward)
+    monkeypatch.setattr(reusing.Reusing, "reuse", counted_check)
     rerun = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(count=30, reuse=True)
     assert [rerun.store.layer_status(n).reused for n in LAYERS[1:]] == [first.id] * 5  # type: ignore[union-attr]
     assert calls == ["Items"]
