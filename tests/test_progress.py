@@ -386,3 +386,23 @@ def test_a_quick_chain_in_a_terminal_prints_its_lines_without_a_redraw_for_each(
     assert finished == sorted(finished, key=lambda line: int(line.split("layer Step")[1].split()[0]))
     redraws = output.count("\x1b[2K")  # the display's line is erased before each time it is drawn
     assert 0 < redraws < 15, f"the display drawn {redraws} times for a chain of 30 layers"
+
+
+def test_the_live_display_is_first_drawn_by_its_thread_not_when_it_starts() -> None:
+    # A quick run's display is drawn once, as it stops (then erased), not also as it starts: each
+    # draw of rich's live display costs a fraction of a millisecond, a run's whole time when quick.
+    import io
+
+    from laminar._plugins import progress
+    from rich.console import Console
+
+    terminal = io.StringIO()
+    display = progress._Live(Console(file=terminal, force_terminal=True, force_interactive=True, width=80))
+    try:
+        assert terminal.getvalue() == "\x1b[?25l"  # the cursor hidden, nothing drawn: its thread draws it
+        display.message("a layer event")
+    finally:
+        display.stop()
+    written = terminal.getvalue()
+    assert written.count("a layer event") == 1
+    assert written.count("\x1b[2K") <= 1, repr(written)  # drawn (and erased) once at most, at its stop

@@ -341,7 +341,7 @@ class _Live(_Display):
         self._drawing = threading.local()
         self._tasks: dict[object, TaskID] = {}
         self._stopped = threading.Event()
-        self.progress.start()
+        self.progress.live.start(refresh=False)  # (Progress.start draws it at once: the first tick does)
         self._guards: list[tuple[str, _Guard]] = [("stderr", _insert_guard("stderr", self))]
         if _same_file(_innermost(sys.stdout), console.file):
             self._guards.append(("stdout", _insert_guard("stdout", self)))
@@ -424,10 +424,11 @@ class _Live(_Display):
         self._ticking.wait(timeout=5)
         try:
             with self._draw:
-                self._redraw()
                 self._drawing.on = True
                 try:
-                    self.progress.stop()
+                    self._print_messages()
+                    self._update()
+                    self.progress.stop()  # (draws it once more, then erases it: not drawn before that too)
                 finally:
                     self._drawing.on = False
         finally:
