@@ -367,7 +367,7 @@ class _Live(_Display):
     def _print_messages(self) -> None:
         """Print the events' lines queued so far above the display, in one print: rich draws the
         live display again below what each print prints, so a line a print cost a chain's run a
-        redraw a layer event (two a layer: 18 ms a 50-layer run, twice the run's own time)."""
+        redraw a layer event, two a layer (figures: docs/performance.md)."""
         from rich.text import Text
 
         lines = []

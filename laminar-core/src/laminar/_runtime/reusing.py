@@ -122,7 +122,7 @@ class Reusing:
         layer checked here) and whose other upstream layers are found reused, in plan order, on this
         thread: down a chain of reused layers, whose records and entries are read ahead, each is
         checked here instead of on a thread of its own once the loop learned its upstream was
-        reused (a thread hop each, 90 ms for a chain of 17 on a loaded 2-core machine). The layers
+        reused (a thread hop each, figures in docs/performance.md). The layers
         checked here cannot have begun their own check: each waits for one checked here, whose
         result the loop learns with theirs. One that raises is left to check itself, and say so."""
         found = {name: self.reuse(name)}
