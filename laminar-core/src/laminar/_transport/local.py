@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
@@ -123,15 +124,7 @@ class Local(Datastore):
                 write_fd(fd, data)
             finally:
                 os.close(fd)
-            destination = self._path(key)
-            directory = os.path.dirname(destination)
-            if directory not in self._known:
-                self._directory(directory)
-            try:
-                os.link(temporary, destination)
-            except FileNotFoundError:  # removed since this process saw it
-                self._directory(directory, gone=True)
-                os.link(temporary, destination)
+            self._place(os.link, temporary, key)
             return True
         except FileExistsError:
             return False
@@ -145,15 +138,20 @@ class Local(Datastore):
             super().write_file(key, path)
 
     def _move(self, temporary: str, key: str) -> None:
+        self._place(os.replace, temporary, key)
+
+    def _place(self, place: Callable[[str, str], None], temporary: str, key: str) -> None:
+        """``place(temporary, path of key)`` (a rename, or a link), its directory made first unless
+        known to exist, and made again if it was removed since this process saw it."""
         destination = self._path(key)
         directory = os.path.dirname(destination)
         if directory not in self._known:
             self._directory(directory)
         try:
-            os.replace(temporary, destination)
+            place(temporary, destination)
         except FileNotFoundError:  # removed since this process saw it
             self._directory(directory, gone=True)
-            os.replace(temporary, destination)
+            place(temporary, destination)
 
     def _directory(self, directory: str, *, gone: bool = False) -> None:
         """Make ``directory`` unless it exists, and its missing parents, and remember them (``gone``:
