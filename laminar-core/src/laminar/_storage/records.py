@@ -80,7 +80,7 @@ _SEAL = b'{"sha256":"'
 _SPLITS = b'"layout":%d,"splits":{' % LAYOUT  # how a split batch's checksummed body starts
 _COMPACT = (",", ":")
 #: ``json.dumps(payload, separators=_COMPACT)``, the same text, from an encoder made once, not once a
-#: call, and without the check for cycles no record has: a chain writes a record a layer.
+#: call, and without the check for cycles no record has: what orjson refuses is written with it.
 _ENCODE = json.JSONEncoder(separators=_COMPACT, check_circular=False).encode
 _SEALED_AT = len(_SEAL) + 64 + 2  # where the checksummed body starts, after '<hex>",'
 _HEX = re.compile(r"[0-9a-f]{8,128}")
@@ -92,8 +92,38 @@ class Malformed(ValueError):
 
 def seal(payload: dict[str, Any]) -> bytes:
     """``payload`` as JSON, with the checksum of the rest of it as its first member."""
-    body = _ENCODE(payload).encode()[1:]
+    body = compact(payload)[1:]
     return b"".join((_SEAL, hashlib.sha256(body).hexdigest().encode(), b'",', body))
+
+
+def compact(payload: Any) -> bytes:
+    """``json.dumps(payload, separators=_COMPACT)``, byte for byte, made by orjson where its text is
+    the same: every record is written through here (a chain a layer, a foreach a batch of splits),
+    and orjson encodes several times faster (figures: docs/performance.md).
+
+    ``json``'s text is the one written (records keep the bytes they always had): where orjson's
+    would differ, or orjson refuses, ``json`` writes it. orjson writes characters past ASCII's
+    printable ones (DEL and beyond) as themselves, a float below 1e-4 otherwise (``0.00001`` or
+    ``1e-7`` for ``1e-05`` and ``1e-07``), and a time that is not finite as ``null`` (a record's writer
+    hands it over as ``schema.NotFinite``, which orjson refuses, as it refuses an integer past 64 bits
+    and a key that is not a string): its text with any of those is not used."""
+    try:
+        text = orjson.dumps(payload)
+    except TypeError:  # orjson.JSONEncodeError; json raises again for what it cannot write either
+        return _ENCODE(payload).encode()
+    if (
+        text.isascii()
+        and b"\x7f" not in text
+        and b"0.0000" not in text  # orjson's form of a float below 1e-4, where json's has an exponent
+        and (b"e-" not in text or _ONE_DIGIT_EXPONENT.search(text) is None)  # json pads it: 1e-07
+    ):
+        return text
+    return _ENCODE(payload).encode()
+
+
+#: A float's exponent as orjson writes one of a single digit (``1e-7``). Text holding it or
+#: ``0.0000`` only costs ``json``'s encoding (the same bytes); the search runs only where ``e-`` is.
+_ONE_DIGIT_EXPONENT = re.compile(rb"\de-\d(?!\d)")
 
 
 def seal_pieces(body: Iterable[bytes | memoryview]) -> bytes:
