@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 from laminar import Flow, Layer
-from laminar._storage import layout, verification
+from laminar._serialization.protocols import Pickle
+from laminar._storage import layout, staging, verification
 from laminar._transport import local
 from laminar.configurations import datastores, executors, serde
 
@@ -195,59 +196,54 @@ def test_a_file_set_aside_by_repair_is_staged_after_staging_was_removed(tmp_path
     assert store.read_bytes("aside/key") == b"x" * 100 and not store.exists("a/key")
 
 
+class Table(list[int]):
+    """Stored by ``TableFile``, a protocol in the earlier laminar's form (it writes to a path)."""
+
+
+class TableFile(serde.Protocol[Table]):
+    def read(self, uri: str) -> Table:
+        return Table(json.loads(Path(uri).read_text()))
+
+    def write(self, value: Table, uri: str) -> None:
+        Path(uri).write_text(json.dumps(value))
+
+
+def test_values_are_staged_in_files_after_staging_was_removed(tmp_path: Path) -> None:
+    store = datastores.Local(tmp_path)
+    store.write_bytes("a/key", b"1")  # the staging directory made and remembered
+    # past Local.staged_in_memory, and through a protocol writing to a path
+    for value, protocol in [(os.urandom(3 << 20), Pickle()), (Table(range(300)), TableFile())]:
+        shutil.rmtree(tmp_path / ".staging")
+        staged = staging.stage(value, datastore=store, protocol=protocol)
+        assert staged.path is not None and os.path.dirname(staged.path) == str(tmp_path / ".staging")
+        assert os.path.getsize(staged.path) == staged.artifact.size
+        staged.discard()
+
+
 class Kept(Flow): ...
-
-
-#: Where the running test's datastore keeps its staging directory, which its layers remove as they end.
-STAGING: list[Path] = []
-
-
-def remove_staging() -> None:
-    """As a cleanup job could, after a layer ran and before its values are staged."""
-    shutil.rmtree(STAGING[0], ignore_errors=True)
 
 
 @Kept.register
 class Large(Layer):
     def __call__(self) -> None:
         self.blob = os.urandom(3 << 20)  # past Local.staged_in_memory: serialized into a staging file
-        remove_staging()
-
-
-@Kept.register
-class Tabled(Layer):
-    def __call__(self) -> None:
         self.table = Table(range(300))  # through a protocol taking a uri: a staging file each way
-        remove_staging()
 
 
 @Kept.register
 class Sum(Layer):
-    def __call__(self, large: Large, tabled: Tabled) -> None:
-        self.total = len(large.blob) + sum(tabled.table)
-
-
-class Table(list[int]):
-    """Stored by ``TableFile``, a protocol in the earlier laminar's form (it writes to a path)."""
+    def __call__(self, large: Large) -> None:
+        self.total = len(large.blob) + sum(large.table)
 
 
 def test_a_flow_runs_with_the_same_datastore_after_staging_was_removed(tmp_path: Path) -> None:
     store = datastores.Local(tmp_path)
-    STAGING[:] = [tmp_path / ".staging"]
-
-    @store.protocol(Table)
-    class TableFile(serde.Protocol[Table]):
-        def read(self, uri: str) -> Table:
-            return Table(json.loads(Path(uri).read_text()))
-
-        def write(self, value: Table, uri: str) -> None:
-            Path(uri).write_text(json.dumps(value))
-
+    store.protocol(Table)(TableFile)
     Kept(datastore=store, executor=executors.Thread())(execution="first")
-    remove_staging()  # between two runs, and again as each layer ends
+    shutil.rmtree(tmp_path / ".staging")  # between two runs (not during one: a file in it would go)
     Kept(datastore=store, executor=executors.Thread())(execution="second")
-    remove_staging()
+    shutil.rmtree(tmp_path / ".staging")
     second = Kept(datastore=store).execution("second")
     assert second.layer(Sum).total == (3 << 20) + sum(range(300))
-    assert second.layer(Tabled).table == list(range(300))  # read back through a staging file
+    assert second.layer(Large).table == list(range(300))  # read back through a staging file
     assert len(second.layer(Large).blob) == 3 << 20
