@@ -3,12 +3,14 @@ on a local disk).
 
 A key in a directory it has not seen costs a ``mkdir`` before the rename, not a rename that fails
 first: a new layer's record is a file, a ``mkdir`` and one rename. A directory removed behind its
-back (``laminar gc`` in another process, someone's ``rm``) still gets its write. System calls are
-counted here (the real ones, wrapped), never timed.
+back (``laminar gc`` in another process, someone's ``rm``) still gets its write; so does a file in
+its staging directory removed behind its back (``.staging``: the one object keeps working). System
+calls are counted here (the real ones, wrapped), never timed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -17,9 +19,10 @@ from pathlib import Path
 
 import pytest
 from laminar import Flow, Layer
-from laminar._storage import layout
+from laminar._serialization.protocols import Pickle
+from laminar._storage import layout, staging, verification
 from laminar._transport import local
-from laminar.configurations import datastores, executors
+from laminar.configurations import datastores, executors, serde
 
 
 class Calls:
@@ -165,3 +168,82 @@ def test_a_run_on_a_local_disk_makes_no_rename_or_link_that_fails(tmp_path: Path
         for name in ("One", "Two", "Three"):
             assert (tmp_path / layout.record("Short", execution, name)).is_file()
     assert Short(datastore=datastores.Local(tmp_path)).execution("second").layer(Three).value == 3
+
+
+# ---- its staging directory removed behind its back ----------------------------------------------
+def test_a_write_and_a_create_after_staging_was_removed_make_it_again(tmp_path: Path, calls: Calls) -> None:
+    store = datastores.Local(tmp_path)
+    store.write_bytes("a/key", b"1")
+    assert store.create("a/lease", b"1") is True
+    shutil.rmtree(tmp_path / ".staging")  # a user's rm -rf .laminar/.staging, a cleanup job
+    store.write_bytes("a/key", b"2")
+    assert store.read_bytes("a/key") == b"2"
+    shutil.rmtree(tmp_path / ".staging")
+    assert store.create("a/other", b"o") is True
+    assert store.create("a/other", b"again") is False  # still refused where the key exists
+    assert store.read_bytes("a/other") == b"o"
+    assert not os.listdir(tmp_path / ".staging")  # no staging file left behind
+    calls.made.clear()
+    store.write_bytes("a/key", b"3")  # made again once; a write then costs the rename alone again
+    assert calls.made == [("replace", True)]
+
+
+def test_a_file_set_aside_by_repair_is_staged_after_staging_was_removed(tmp_path: Path) -> None:
+    store = datastores.Local(tmp_path)
+    store.write_bytes("a/key", b"x" * 100)
+    shutil.rmtree(tmp_path / ".staging")
+    assert verification._move(store, "a/key", "aside/key") is True  # copied through a staging file
+    assert store.read_bytes("aside/key") == b"x" * 100 and not store.exists("a/key")
+
+
+class Table(list[int]):
+    """Stored by ``TableFile``, a protocol in the earlier laminar's form (it writes to a path)."""
+
+
+class TableFile(serde.Protocol[Table]):
+    def read(self, uri: str) -> Table:
+        return Table(json.loads(Path(uri).read_text()))
+
+    def write(self, value: Table, uri: str) -> None:
+        Path(uri).write_text(json.dumps(value))
+
+
+def test_values_are_staged_in_files_after_staging_was_removed(tmp_path: Path) -> None:
+    store = datastores.Local(tmp_path)
+    store.write_bytes("a/key", b"1")  # the staging directory made and remembered
+    # past Local.staged_in_memory, and through a protocol writing to a path
+    for value, protocol in [(os.urandom(3 << 20), Pickle()), (Table(range(300)), TableFile())]:
+        shutil.rmtree(tmp_path / ".staging")
+        staged = staging.stage(value, datastore=store, protocol=protocol)
+        assert staged.path is not None and os.path.dirname(staged.path) == str(tmp_path / ".staging")
+        assert os.path.getsize(staged.path) == staged.artifact.size
+        staged.discard()
+
+
+class Kept(Flow): ...
+
+
+@Kept.register
+class Large(Layer):
+    def __call__(self) -> None:
+        self.blob = os.urandom(3 << 20)  # past Local.staged_in_memory: serialized into a staging file
+        self.table = Table(range(300))  # through a protocol taking a uri: a staging file each way
+
+
+@Kept.register
+class Sum(Layer):
+    def __call__(self, large: Large) -> None:
+        self.total = len(large.blob) + sum(large.table)
+
+
+def test_a_flow_runs_with_the_same_datastore_after_staging_was_removed(tmp_path: Path) -> None:
+    store = datastores.Local(tmp_path)
+    store.protocol(Table)(TableFile)
+    Kept(datastore=store, executor=executors.Thread())(execution="first")
+    shutil.rmtree(tmp_path / ".staging")  # between two runs (not during one: a file in it would go)
+    Kept(datastore=store, executor=executors.Thread())(execution="second")
+    shutil.rmtree(tmp_path / ".staging")
+    second = Kept(datastore=store).execution("second")
+    assert second.layer(Sum).total == (3 << 20) + sum(range(300))
+    assert second.layer(Large).table == list(range(300))  # read back through a staging file
+    assert len(second.layer(Large).blob) == 3 << 20

@@ -650,12 +650,14 @@ def test_the_otel_otlp_extra_exports_every_run_over_otlp(
 # ---- ./run keeps what a user installed -----------------------------------------------------------
 
 
-def wheel(directory: Path, name: str, version: str) -> Path:
-    """A minimal pure-Python wheel of ``name`` (an empty package), written into ``directory``."""
+def wheel(directory: Path, name: str, version: str, *, at_start: str = "") -> Path:
+    """A minimal pure-Python wheel of ``name`` (an empty package), written into ``directory``;
+    ``at_start``: a line every start of the environment's Python runs (a ``.pth`` file)."""
     stem = f"{name.replace('-', '_')}-{version}"
     path = directory / f"{stem}-py3-none-any.whl"
     files = {
         f"{name.replace('-', '_')}/__init__.py": "",
+        **({f"{name.replace('-', '_')}.pth": at_start + "\n"} if at_start else {}),
         f"{stem}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
         f"{stem}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
@@ -669,9 +671,13 @@ def wheel(directory: Path, name: str, version: str) -> Path:
 
 
 @pytest.mark.timeout(600)
-def test_run_keeps_packages_a_user_added_to_the_environment(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", ["absolute", "relative"])
+def test_run_keeps_packages_a_user_added_to_the_environment(tmp_path: Path, given: str) -> None:
     venv = tmp_path / "venv"
-    env = clean_environment(UV_PROJECT_ENVIRONMENT=str(venv), LAMINAR_DEMO_DIR=str(tmp_path / "demo"))
+    started = tmp_path / "started"  # a process of the environment's Python that imported laminar, as it ends
+    env = clean_environment(LAMINAR_DEMO_DIR=str(tmp_path / "demo"))
+    # ./run uses the environment uv syncs; uv reads a relative path from the workspace root
+    pointed = str(venv) if given == "absolute" else os.path.relpath(venv, ROOT)
     subprocess.run([uv(), "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, env=env)
     subprocess.run(
         [
@@ -681,17 +687,33 @@ def test_run_keeps_packages_a_user_added_to_the_environment(tmp_path: Path) -> N
             "--quiet",
             "--python",
             str(venv / "bin" / "python"),
-            wheel(tmp_path, "user-marker", "1.0"),
+            wheel(
+                tmp_path,
+                "user-marker",
+                "1.0",
+                at_start=(  # not uv's look at the interpreter: the demo's run
+                    "import atexit, sys; atexit.register(lambda: 'laminar' in sys.modules and "
+                    f"open({str(started)!r}, 'a').write(sys.prefix + '\\n'))"
+                ),
+            ),
         ],
         check=True,
         env=env,
     )
     assert "user-marker" in installed(venv / "bin" / "python")
 
-    demo = subprocess.run(
-        [str(ROOT / "run"), "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    demo = subprocess.run(  # started elsewhere: a relative path is not read from the working directory
+        [str(ROOT / "run"), "demo"],
+        cwd=tmp_path,
+        env={**env, "UV_PROJECT_ENVIRONMENT": pointed},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "385 is large" in demo.stdout, demo.stdout
+    runs = started.read_text().splitlines() if started.exists() else []
+    assert str(venv) in runs, f"the demo did not run on the environment uv synced: {runs}"
 
     names = installed(venv / "bin" / "python")
     assert "laminar-core" in names, "./run did not sync the environment it was pointed at"

@@ -43,7 +43,8 @@ _PLANS: weakref.WeakKeyDictionary[type, tuple[Mapping[str, Any], Plan]] = weakre
 
 def plan_of(flow: type[FlowDefinition], *, base: type) -> Plan:
     """``flow``'s plan, built once per class and registry (every flow object of a class shares it:
-    a chain of 50 layers took about 36 us a layer to analyse again for each)."""
+    analysing the layers again for each flow object cost a chain of quick layers a noticeable share
+    of their time; figures: docs/performance.md)."""
     found = _PLANS.get(flow)
     if found is not None and found[0] is flow.registry:
         return found[1]

@@ -1,8 +1,8 @@
 """Threads kept between runs for a run's own background work: its layer records and status records.
 
 Each run writes its records behind, from threads of its own (``layer_records``, the run records
-plugin). Starting a thread waits until the new thread is scheduled: 0.1 ms on a quiet machine, up
-to a millisecond on a loaded one, twice a run, which a chain of quick layers pays in full. A thread
+plugin). Starting a thread waits until the new thread is scheduled, longer on a loaded machine,
+twice a run, which a chain of quick layers pays in full (figures: docs/performance.md). A thread
 that finished its work here waits, idle, for the next: :func:`start` hands it the work, and starts a
 new one only when none is idle. Work runs once, to its end, on one thread, as on a thread of its
 own (its name is the work's while it runs).

@@ -43,7 +43,8 @@ def outputs(store: ExecutionStore, layer: str) -> dict[str, str]:
     content digests, protocols and shards, in split order (and ``caught`` for errors Catch absorbed).
 
     Each artifact's text is gathered whole and hashed once, not fed to its hash split by split: the
-    same digest, and a rerun keying the readers of a 10,000-split foreach spends a third of the time.
+    same digest, in much less time for a rerun keying the readers of a large foreach (figures:
+    docs/performance.md).
     """
     return reuse_index.summarise(store.finished_splits(layer))
 

@@ -85,7 +85,8 @@ class Blake3Hash:
     staging file, the next read), each after the one before it: hashing stays off the critical path.
     ``pieces``: the bytes come in pieces under ``THREADED`` (compressed frames), hashed on one core.
     BLAKE3's tree-parallel hashing splits even a small piece across threads, and while the other
-    cores are busy compressing that hashed small pieces at less than half the speed of one core.
+    cores are busy compressing that hashed small pieces far slower than one core alone (figures:
+    docs/performance.md).
     """
 
     def __init__(self, *, pieces: bool = False) -> None:

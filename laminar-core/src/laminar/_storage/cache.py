@@ -2,7 +2,7 @@
 
 Batches and records never change once written, so this process keeps what it wrote and read of
 them. The bound is a total *weight*: a split batch weighs the archives it holds (a split's named
-values), the unit that costs memory, about 0.6 KB each for a tiny inline value.
+values), the unit that costs memory (figures: docs/performance.md).
 
 A plain least-recently-used cache fails the commonest read of all: a join over a layer larger than
 the cache reads its batches in index order, each read evicting the oldest entry, which is the one
@@ -30,10 +30,9 @@ from typing import Any
 
 from laminar._transport.datastore import Datastore
 
-#: The bound: about this many archives. A tiny inline value's split record takes about 0.55 KB, so
-#: the cache holds at most about 140 MB of them: a join over 200,000 splits reads all its foreach
-#: wrote from memory, and one over a million reads the rest from the store (a few seconds), where
-#: keeping them all took 0.55 GB (issue 29: a million splits in at most 0.75 GiB).
+#: The bound: about this many archives. A join over 200,000 splits reads all its foreach wrote from
+#: memory, and one over a million reads the rest from the store, where keeping them all took most of
+#: the memory a million splits may use (issue 29); figures: docs/performance.md.
 CAPACITY = 250_000
 #: At most this share of the bound is protected.
 PROTECTED = 7 / 8

@@ -4,7 +4,7 @@ Reading a split batch of 10,000 splits builds some 50,000 dicts, tuples and reco
 one builds as many dicts: each allocation counts towards the collector's next pass, and the passes
 it triggers walk every object the process holds, again and again, while the batch is built. None of
 those objects forms a cycle, so there is nothing for a pass to find: with the collector paused,
-reading such a batch took 72 ms here, not 131-160 ms, and writing it 49 ms, not 64-135 ms.
+reading or writing such a batch takes a fraction of the time (figures: docs/performance.md).
 
 The pause is process-wide (``gc.disable``), so it is counted: threads reading batches at once
 resume collection when the last of them is done, and a collector that was already off (the

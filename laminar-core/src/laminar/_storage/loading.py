@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 from dataclasses import replace
 from typing import Any, BinaryIO
 
@@ -25,6 +24,7 @@ from laminar._storage.earlier import checked_by_value, gives_own_address
 from laminar._storage.records import Artifact, describe
 from laminar._storage.staging import IN_MEMORY_LIMIT, URI_REFERENCE
 from laminar._transport.datastore import Datastore
+from laminar._transport.staging_files import new_file
 from laminar.errors import IntegrityError, UnknownProtocol, UntrustedArtifact
 
 
@@ -360,7 +360,7 @@ def _load_gathered(
 
 
 def _staging_file(datastore: Datastore) -> tuple[str, BinaryIO]:
-    fd, path = tempfile.mkstemp(dir=datastore.staging_directory(), suffix=".reading")
+    fd, path = new_file(datastore.staging_directory(), ".reading")
     return path, os.fdopen(fd, "w+b")
 
 

@@ -204,10 +204,11 @@ class Checked:
 
 def checked(store: ExecutionStore, layer: str, record: Record) -> Checked | None:
     """``record``'s split batches (of ``layer`` in ``store``) read, their checksums checked, and
-    summarised from their JSON alone, without building their split records: a 10,000-split batch
-    in half the time its full parse takes. Only for a record with a summary to check whose own
-    batches hold all its splits (none borrowed or held), of this layout; else None (``usable``
-    reads them as any reader does). Raises ValueError for a batch damaged, missing or out of shape."""
+    summarised from their JSON alone, without building their split records: much less time than
+    their full parse takes (figures: docs/performance.md). Only for a record with a summary to check
+    whose own batches hold all its splits (none borrowed or held), of this layout; else None
+    (``usable`` reads them as any reader does). Raises ValueError for a batch damaged, missing or
+    out of shape."""
     if not record.outputs or record.borrowed or record.held or not record.batches:
         return None
     names = list(record.batches)

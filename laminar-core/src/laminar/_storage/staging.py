@@ -18,7 +18,6 @@ import contextlib
 import contextvars
 import io
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -31,6 +30,7 @@ from laminar._storage.earlier import gives_own_address
 from laminar._storage.records import Artifact
 from laminar._transport.datastore import Datastore
 from laminar._transport.pieces import PIECE, pieces
+from laminar._transport.staging_files import new_file
 
 IN_MEMORY_LIMIT = 8 * 1024 * 1024  # stored values up to this size are read whole (see ``loading``)
 INLINE_LIMIT = 1024  # stored values up to this many bytes are kept inside their archive
@@ -52,7 +52,7 @@ class _SpillBuffer(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         if self.memory is not None and self.memory.tell() + memoryview(data).nbytes > self.limit:
-            fd, self.path = tempfile.mkstemp(dir=self.directory, suffix=".staged")
+            fd, self.path = new_file(self.directory, ".staged")
             self.file = os.fdopen(fd, "wb")
             for piece in pieces(self.memory.getbuffer()):
                 self.file.write(piece)
@@ -130,7 +130,7 @@ def _stage_through_path(value: Any, directory: str, protocol: Protocol[Any]) -> 
     The path it is handed does not exist yet. If the protocol leaves it so, it kept the value elsewhere
     under that uri, and the uri itself is stored (``URI_REFERENCE``), so that ``read`` gets the same one.
     """
-    fd, path = tempfile.mkstemp(dir=directory, suffix=".staged")
+    fd, path = new_file(directory, ".staged")
     os.close(fd)
     os.remove(path)  # a name no other staging file has, free for the protocol to create
     try:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -38,6 +37,7 @@ from laminar._storage.lease import Lease
 from laminar._storage.records import Artifact, Record, SplitBatch
 from laminar._storage.store import ExecutionStore
 from laminar._transport.datastore import Datastore
+from laminar._transport.staging_files import new_file
 from laminar.errors import IntegrityError, LeaseHeld
 
 #: Called as values are checked: how many of how many, and the bytes read so far.
@@ -436,7 +436,7 @@ def _move(datastore: Datastore, key: str, to: str) -> bool:
         source = datastore.open_read(key)
     except FileNotFoundError:
         return False
-    fd, path = tempfile.mkstemp(dir=datastore.staging_directory(), suffix=".aside")
+    fd, path = new_file(datastore.staging_directory(), ".aside")
     try:
         with source, os.fdopen(fd, "wb") as copy:
             shutil.copyfileobj(source, copy, 1 << 20)

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlparse
 
 from laminar._transport.datastore import Datastore
 from laminar._transport.pieces import write_fd
+from laminar._transport.staging_files import open_new
 
 _READ = 1 << 20
 #: A staging file's flags: written whole in binary (Windows' ``os.open`` would translate newlines).
@@ -43,6 +44,8 @@ class Local(Datastore):
     layer's record, a fresh execution's first files) costs a ``mkdir`` and the rename, not a rename
     that fails first; and a key in a known one only the rename. One removed meanwhile (``laminar
     gc``, :meth:`delete`, another process) fails the rename: it is made again and the rename retried.
+    The staging directory, made once, is made again likewise when a staging file cannot be opened in
+    it (``staging_files``).
     """
 
     schemes = ("file",)
@@ -102,7 +105,7 @@ class Local(Datastore):
     def write_bytes(self, key: str, data: bytes) -> None:
         temporary = f"{self.staging_directory()}{os.sep}{_process}.{next(_counter)}"
         try:
-            fd = os.open(temporary, _WRITE | os.O_EXCL, 0o644)
+            fd = open_new(temporary, _WRITE | os.O_EXCL, 0o644)  # .staging made again if removed
             try:
                 write_fd(fd, data)
             finally:
@@ -119,7 +122,7 @@ class Local(Datastore):
         try:
             # As ``open(temporary, "wb")`` made it (its flags and mode), in raw calls: its
             # FileExistsError below must only ever mean the key exists.
-            fd = os.open(temporary, _WRITE | os.O_TRUNC, 0o666)
+            fd = open_new(temporary, _WRITE | os.O_TRUNC, 0o666)
             try:
                 write_fd(fd, data)
             finally:

@@ -2,9 +2,10 @@
 
 One ``write`` of many megabytes lets Linux cache it in large folios, taken from high-order free
 memory; where that memory is cold (a virtual machine that hands free memory back to its host, and
-faults it in again page by page), a 64 MiB write took 0.4-1.0 s instead of the 20 ms it takes in
-pieces of 256 KiB, which are cached in small folios from the memory the kernel has at hand.
-Elsewhere pieces cost nothing measurable: a few hundred calls for 64 MiB.
+faults it in again page by page), such a write took many times longer than the same bytes written in
+pieces of ``PIECE`` bytes, which are cached in small folios from the memory the kernel has at hand
+(figures: docs/performance.md). Elsewhere pieces cost nothing measurable: a few hundred calls for
+64 MiB.
 """
 
 from __future__ import annotations
