@@ -221,9 +221,12 @@ def main() -> None:
                 if variant == "process, forkserver":
                     met = statistics.median(ratios) <= target
                     verdict = f" (target <= {target}x: {'ok' if met else 'MISSED'}"
-                    floor = statistics.median(a / b for a, b in zip(times[flow, FLOOR], thread, strict=True))
-                    if not met and floor > target:  # the fork pool storing nothing misses it too
-                        verdict += f", below this machine's floor: the fork pool {floor:.2f}x"
+                    if not met:  # missed by the fork pool storing nothing too: below the floor
+                        floor = statistics.median(
+                            a / b for a, b in zip(times[flow, FLOOR], thread, strict=True)
+                        )
+                        if floor > target:
+                            verdict += f", below this machine's floor: the fork pool {floor:.2f}x"
                     verdict += ")"
                 print(
                     f"{flow:<6}{variant:<21}{statistics.median(each):6.2f} s  ({min(each):.2f}-{max(each):.2f})"

@@ -11,28 +11,30 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def open_new(path: str, flags: int, mode: int) -> int:
     """``os.open(path, flags, mode)``: a file in a staging directory, made again if it was removed."""
-    try:
-        return os.open(path, flags, mode)
-    except FileNotFoundError:
-        _make(os.path.dirname(path))
-        return os.open(path, flags, mode)
+    return _made_again(os.path.dirname(path), lambda: os.open(path, flags, mode))
 
 
 def new_file(directory: str, suffix: str) -> tuple[int, str]:
     """``tempfile.mkstemp(suffix, dir=directory)``, ``directory`` made again if it was removed."""
+    return _made_again(directory, lambda: tempfile.mkstemp(suffix, dir=directory))
+
+
+def _made_again(directory: str, create: Callable[[], T]) -> T:
+    """``create()``; if ``directory`` is missing, it is made again and ``create()`` tried once more.
+
+    A file where the directory should be is left for the second ``create()`` to report: makedirs'
+    FileExistsError must not escape as if it were about the file being created (``Local.create``)."""
     try:
-        return tempfile.mkstemp(suffix, dir=directory)
+        return create()
     except FileNotFoundError:
-        _make(directory)
-        return tempfile.mkstemp(suffix, dir=directory)
-
-
-def _make(directory: str) -> None:
-    # A file where the directory should be is left for the open that follows to report; makedirs'
-    # FileExistsError must not escape as if it were about the file being created (``Local.create``).
-    with contextlib.suppress(FileExistsError):
-        os.makedirs(directory, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.makedirs(directory, exist_ok=True)
+        return create()
