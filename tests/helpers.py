@@ -23,6 +23,31 @@ def files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+def unpack_records(root: Path) -> None:
+    """Write the layer records of every record pack below ``root`` as their layers' ``record.json``
+    and remove the packs, as ``laminar verify --repair`` does before it sets a pack aside: for a test
+    about one layer's record file (records of layers finishing together are written as one pack;
+    the key layout is internal: ``laminar._storage.layout``)."""
+    from laminar._serialization.registry import Protocols
+    from laminar._storage.store import ExecutionStore
+
+    datastore = datastores.Local(root)
+    for pack in sorted(root.glob("flows/*/executions/*/records/*.jsonl")):
+        flow, execution = pack.parts[-5], pack.parts[-3]
+        ExecutionStore(datastore, flow, execution, Protocols()).unpack(
+            pack.relative_to(root).as_posix(), leaving=()
+        )
+        pack.unlink()
+
+
+def records_one_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Have this process's runs write each layer record as a file of its own, never a record pack:
+    for a test that watches one layer's record file being written."""
+    from laminar._runtime import layer_records
+
+    monkeypatch.setattr(layer_records, "PACK", 1)
+
+
 def executions_in(root: Path) -> list[str]:
     return sorted(p.name for p in root.glob("flows/*/executions/*"))
 
