@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -38,6 +39,32 @@ def unpack_records(root: Path) -> None:
             pack.relative_to(root).as_posix(), leaving=()
         )
         pack.unlink()
+
+
+def recorded_layers(root: Path, flow: str, execution: str) -> list[str]:
+    """The layers of ``execution`` below ``root`` with a record stored: a ``record.json`` of their
+    own, or a line of a record pack."""
+    from laminar._storage import layout
+
+    stored = root / layout.execution(flow, execution)
+    found = {path.parent.name for path in stored.glob("layers/*/record.json")}
+    for pack in stored.glob("records/*.jsonl"):
+        found |= {json.loads(line)["layer"] for line in pack.read_bytes().split(b"\n")}
+    return sorted(found)
+
+
+def stored_record(root: Path, flow: str, execution: str, layer: str) -> bytes:
+    """The stored bytes of ``layer``'s record: its ``record.json``, else its line of a record pack."""
+    from laminar._storage import layout
+
+    file = root / layout.record(flow, execution, layer)
+    if file.exists():
+        return file.read_bytes()
+    for pack in (root / layout.record_packs(flow, execution)).glob("*.jsonl"):
+        for line in pack.read_bytes().split(b"\n"):
+            if json.loads(line)["layer"] == layer:
+                return line
+    raise FileNotFoundError(f"no record of layer {layer} in {root / layout.execution(flow, execution)}")
 
 
 def records_one_a_file(monkeypatch: pytest.MonkeyPatch) -> None:

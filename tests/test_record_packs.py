@@ -14,6 +14,7 @@ lines and calls are counted, never timed.
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from laminar.errors import DatastoreError, IntegrityError
 
 LENGTH = 12
 BLOB = random.Random(0).randbytes(1 << 18)  # incompressible: stored as a file of its own
-CALLS: list[str] = []  # the layers run, in order
+called: list[str] = []  # the layers run, in order
 
 
 class Packed(Flow): ...
@@ -34,12 +35,12 @@ class Packed(Flow): ...
 
 def _step(number: int, upstream: type[Layer] | None) -> type[Layer]:
     def first(self: Any) -> None:
-        CALLS.append(type(self).__name__)
+        called.append(type(self).__name__)
         self.carried = [0]
         self.blob = BLOB  # stored as a blob of its own, not inline
 
     def after(self: Any, before: Any) -> None:
-        CALLS.append(type(self).__name__)
+        called.append(type(self).__name__)
         if type(self).__name__ in Packed.failing:
             raise RuntimeError(f"{type(self).__name__} fails")
         self.carried = [*before.carried, number]
@@ -57,7 +58,7 @@ LAST = f"Step{LENGTH - 1}"
 
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
-    CALLS.clear()
+    called.clear()
     Packed.failing = set()  # type: ignore[attr-defined]
     # Records written when the run ends (or something waits for one), never on their timer: the
     # whole chain's records are queued together however slow the machine is.
@@ -138,9 +139,9 @@ def test_a_resume_keeps_every_packed_record_and_runs_only_what_has_none(tmp_path
     (pack,) = _packs(tmp_path)
     assert pack.name == "Step0.7.jsonl"
     Packed.failing = set()  # type: ignore[attr-defined]
-    CALLS.clear()
+    called.clear()
     _run(tmp_path, resume=True)
-    assert CALLS == [f"Step{number}" for number in range(7, LENGTH)]
+    assert called == [f"Step{number}" for number in range(7, LENGTH)]
     assert _reader(tmp_path).layer(LAST).carried == list(range(LENGTH))
 
 
@@ -196,11 +197,13 @@ def test_verify_names_a_damaged_pack_and_repair_sets_aside_only_what_it_must(tmp
     kept = sorted(path.parent.name for path in _record_files(tmp_path))
     assert kept == sorted(f"Step{n}" for n in range(LENGTH) if n != 5)  # healthy: files of their own
 
-    CALLS.clear()
+    called.clear()
     _run(tmp_path, resume=True)
-    assert CALLS == ["Step5"]
+    assert called == ["Step5"]
     assert _reader(tmp_path).layer(LAST).carried == list(range(LENGTH))
-    assert verification.verify(Packed(datastore=datastores.Local(tmp_path)).execution("e").store, order).intact
+    assert verification.verify(
+        Packed(datastore=datastores.Local(tmp_path)).execution("e").store, order
+    ).intact
 
 
 def test_gc_keeps_what_packed_records_reference_and_deletes_a_pack_with_its_execution(
@@ -243,6 +246,37 @@ def test_a_pack_that_cannot_be_written_fails_the_run_and_none_of_its_records_lan
     execution = _reader(tmp_path)
     assert execution.status.status == "failed"
     assert all(layer.status != "finished" for layer in execution.status.layers.values())
-    CALLS.clear()
+    called.clear()
     _run(tmp_path, resume=True)
-    assert CALLS == [f"Step{number}" for number in range(LENGTH)]
+    assert called == [f"Step{number}" for number in range(LENGTH)]
+
+
+def test_laminar_ui_lists_the_layers_whose_records_are_packed(tmp_path: Path) -> None:
+    from laminar_ui.reading import Reader
+
+    _run(tmp_path)
+    stored = Reader(datastores.Local(tmp_path)).stored_layers("Packed", "e")
+    assert stored == sorted(f"Step{number}" for number in range(LENGTH))
+
+
+def test_readers_on_the_datastore_s_threads_read_a_pack_once_and_find_every_record(tmp_path: Path) -> None:
+    _run(tmp_path)
+    read: list[str] = []
+
+    class Slow(datastores.Local):
+        """Reads a record pack slowly: every other reader asks while it is being read (on threads,
+        as an object store's readers are)."""
+
+        max_workers = 4
+
+        def read_bytes(self, key: str) -> bytes:
+            if "/records/" in key:
+                read.append(key)
+                threading.Event().wait(0.2)
+            return super().read_bytes(key)
+
+    store = Packed(datastore=Slow(tmp_path)).execution("e").store
+    names = [f"Step{number}" for number in range(LENGTH)]
+    found = store.datastore.map_parallel(store.record, names)  # as laminar gc reads them
+    assert [record.layer for record in found] == names
+    assert len(read) == 1

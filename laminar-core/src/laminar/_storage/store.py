@@ -19,6 +19,7 @@ import functools
 import itertools
 import logging
 import re
+import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -147,6 +148,7 @@ class ExecutionStore:
         self._packed: dict[str, str] = {}  # layer -> the record pack holding its record (``write_records``)
         self._packs_read: set[str] = set()  # the names of the record packs read (or written) here
         self._pack_damage: dict[str, IntegrityError] = {}  # a pack's key -> a line of it that is damaged
+        self._packs_lock = threading.Lock()  # one reader of new packs at a time (readers run in threads)
 
     # ---- execution ----------------------------------------------------------------------------
     def write_metadata(
@@ -428,10 +430,11 @@ class ExecutionStore:
             for record in written:
                 self.forget_record(record.layer)
             raise
-        self._packs_read.add(name)
-        for record in written:
-            self._packed[record.layer] = key
-            self._cache.put(self.record_key(record.layer), record, written=True)
+        with self._packs_lock:
+            for record in written:
+                self._packed[record.layer] = key
+                self._cache.put(self.record_key(record.layer), record, written=True)
+            self._packs_read.add(name)
 
     def forget_record(self, layer: str) -> None:
         """Drop what this process holds of ``layer``'s record: it was not written after all."""
@@ -474,14 +477,18 @@ class ExecutionStore:
         return found
 
     def _read_new_packs(self) -> None:
-        """Read the record packs this store has not read yet."""
-        listed = self.datastore.list_prefix(layout.record_packs(self.flow, self.execution))
-        new = [name for name in listed if name not in self._packs_read and layout.parse_record_pack(name)]
-        keys = [layout.record_pack(self.flow, self.execution, name) for name in new]
-        for name, found in zip(new, self.datastore.map_parallel(self._read_pack, keys), strict=True):
-            self._packs_read.add(name)
-            for held in found:
-                self._packed.setdefault(held, layout.record_pack(self.flow, self.execution, name))
+        """Read the record packs this store has not read yet (a thread asking meanwhile waits, and
+        finds what this one read: none reads a layer as in no pack while its pack is being read).
+        One after another, not on the datastore's I/O threads: readers of records run there (gc),
+        and would wait for this lock with every one of them taken."""
+        with self._packs_lock:
+            listed = self.datastore.list_prefix(layout.record_packs(self.flow, self.execution))
+            new = [name for name in listed if name not in self._packs_read and layout.parse_record_pack(name)]
+            for name in new:
+                key = layout.record_pack(self.flow, self.execution, name)
+                for held in self._read_pack(key):
+                    self._packed.setdefault(held, key)
+            self._packs_read.update(new)
 
     def _read_pack(self, key: str) -> dict[str, Record]:
         """The records of the pack at ``key`` by layer (cached as the pack's, not as each layer's:
@@ -494,6 +501,8 @@ class ExecutionStore:
         found: dict[str, Record] = {}
         name = key.rsplit("/", 1)[-1]
         for number, line in enumerate(data.split(b"\n"), 1):
+            if not line.strip():  # (a line end a tool added)
+                continue
             what = f"line {number} of record pack {name}"
             named = _PACKED_LAYER.search(line)  # the layer its record names first (flow, then layer)
             layer = named[1].decode() if named is not None else ""
@@ -504,7 +513,8 @@ class ExecutionStore:
                 continue
             if (record.flow, record.layer) != (self.flow, layer) or layer in found:
                 self._pack_damage.setdefault(
-                    key, self._damaged(key, what, f"it is a record of layer {record.layer} of flow {record.flow}")
+                    key,
+                    self._damaged(key, what, f"it is a record of layer {record.layer} of flow {record.flow}"),
                 )
                 continue
             found[layer] = record
@@ -545,10 +555,10 @@ class ExecutionStore:
             self._read_new_packs()
         return self._packed.get(layer)
 
-    def is_record_pack(self, key: str | None) -> bool:
+    def is_record_pack(self, key: str) -> bool:
         """Whether ``key`` is that of a record pack of this execution."""
         prefix = layout.record_packs(self.flow, self.execution)
-        return key is not None and key.startswith(prefix) and bool(layout.parse_record_pack(key[len(prefix) :]))
+        return key.startswith(prefix) and layout.parse_record_pack(key[len(prefix) :]) is not None
 
     def unpack(self, pack: str, leaving: Collection[str]) -> None:
         """Write each record of the pack at ``pack`` as a ``record.json`` of its own but those of the

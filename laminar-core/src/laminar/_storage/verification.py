@@ -394,7 +394,11 @@ def repair(
     # A marked layer's record in a record pack: the pack's other records are written as files of
     # their own first (they read first), then the pack is set aside with the records.
     packs = {pack for name in marked if (pack := store.record_pack_of(name)) is not None}
-    packs |= {f.key for f in verification.findings if f.kind == RECORD and store.is_record_pack(f.key)}
+    packs |= {
+        f.key
+        for f in verification.findings
+        if f.kind == RECORD and f.key is not None and store.is_record_pack(f.key)
+    }
     for pack in sorted(packs):
         store.unpack(pack, leaving=marked)
     records += sorted(packs)
