@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from laminar import Flow, Layer
+from laminar._plugins import run_records
 from laminar._runtime import layer_records
 from laminar._storage import layout, records, verification
 from laminar.configurations import datastores, executors
@@ -85,6 +86,7 @@ def test_a_layer_of_one_split_stores_its_record_alone_holding_its_split(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # records written at the end: none taken early
+    monkeypatch.setattr(run_records, "RUNNING_AFTER", 3600.0)  # nor for a "running" status's sake
     execution = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="e")
     # no file of B's own: its record, a line of the chain's record pack, holds its split and carries
     # its final status

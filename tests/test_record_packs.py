@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from laminar import Flow, Layer
+from laminar._plugins import run_records
 from laminar._runtime import layer_records
 from laminar._storage import gc, layout, records, verification
 from laminar.configurations import datastores, executors
@@ -60,9 +61,11 @@ LAST = f"Step{LENGTH - 1}"
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     called.clear()
     Packed.failing = set()  # type: ignore[attr-defined]
-    # Records written when the run ends (or something waits for one), never on their timer: the
-    # whole chain's records are queued together however slow the machine is.
+    # Records written when the run ends (or something waits for one), never on their timer, nor for
+    # a layer's status (none runs long enough to have a "running" one written): the whole chain's
+    # records are queued together however slow the machine is.
     monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)
+    monkeypatch.setattr(run_records, "RUNNING_AFTER", 3600.0)
 
 
 def _run(root: Path, execution: str = "e", *, resume: bool = False) -> Any:

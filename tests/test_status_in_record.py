@@ -69,6 +69,7 @@ def unhurried(monkeypatch: pytest.MonkeyPatch) -> None:
     timer: each layer's status reaches its record before the records thread takes it, however long
     the machine stalls between a layer's record being handed over and its layer-finished event."""
     monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)
+    monkeypatch.setattr(run_records, "RUNNING_AFTER", 3600.0)  # nor for a "running" status's sake
 
 
 def _run(root: Path, datastore: datastores.Local | None = None, execution: str = "e") -> Any:
