@@ -511,9 +511,10 @@ def _carried(run: Run, records: _Records, layer: str, layer_run: _LayerRun, ende
     reused, why = run.explanations.get(layer, (None, None))
     if reused is not None:
         return False
-    # next_attempt: above every attempt listed, as LayerStatusRecord makes it (see _ended)
-    next_attempt = max(layer_run.next_attempt, max((a.attempt + 1 for a in attempts), default=0))
-    ran = Ran(layer_run.started, ended, tuple(attempts), layer_run.omitted, next_attempt, why)
+    # next_attempt: above every attempt listed, as LayerStatusRecord makes it. Each attempt a layer's
+    # run lists came through _ended, which raised next_attempt above it first (a layer with attempts
+    # an earlier run recorded, ``found``, is not carried).
+    ran = Ran(layer_run.started, ended, tuple(attempts), layer_run.omitted, layer_run.next_attempt, why)
     return records.writer.take_back(layer) and run.carry_status(layer, ran)
 
 
