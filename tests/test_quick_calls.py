@@ -5,13 +5,16 @@ arguments, results, ``firstresult``, exceptions), and leaves the call to pluggy 
 a monitor (``add_hookcall_monitoring``) or anything else it does not do takes part: those see every
 call. A plugin registered or unregistered on a flow's manager is called from then on, or not. A
 finished run's objects are in no reference cycle: they go when the last reference does, not at the
-garbage collector's next pass. Runs one after another wake the heartbeat's thread once, not once a
-run. Calls, objects and wake-ups are counted, never timed.
+garbage collector's next pass, and before the collector the run held back looks at what is left.
+Runs one after another wake the heartbeat's thread once, not once a run. A layer sets up nothing it
+does not use (reuse checks without reuse, context managers no plugin gave), and an unset variable
+is read without ``os.environ``'s ``KeyError``. Calls, objects and wake-ups are counted, never timed.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -282,3 +285,112 @@ def test_runs_one_after_another_wake_the_heartbeat_s_thread_once(monkeypatch: py
     for _ in range(5):
         three()()
     assert len(woken) <= 1  # (one: its thread had nothing to time, and waited an hour)
+
+
+# ---- what a run does per layer, and no more ---------------------------------------------------------
+def test_an_unset_variable_is_read_without_os_environ_s_key_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from laminar._transport.datastore import environment_value
+
+    monkeypatch.delenv("LAMINAR_QUICK_TEST", raising=False)
+    looked_up: list[str] = []
+    through = type(os.environ).__getitem__
+
+    def counted(self: Any, key: str) -> Any:
+        looked_up.append(key)
+        return through(self, key)
+
+    monkeypatch.setattr(type(os.environ), "__getitem__", counted)
+    assert environment_value("LAMINAR_QUICK_TEST") is None
+    assert looked_up == []
+    monkeypatch.setenv("LAMINAR_QUICK_TEST", "10M")
+    assert environment_value("LAMINAR_QUICK_TEST") == "10M" == os.environ.get("LAMINAR_QUICK_TEST")
+    monkeypatch.delenv("LAMINAR_QUICK_TEST")
+    assert environment_value("LAMINAR_QUICK_TEST") is None
+
+
+def test_a_run_s_objects_are_gone_before_the_collector_it_held_back_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import contextlib
+
+    from laminar._runtime import scheduler
+
+    class Keeper:
+        run: weakref.ref[Run] | None = None
+
+        @hookimpl
+        def laminar_execution_started(self, run: Run) -> None:
+            self.run = weakref.ref(run)
+
+    keeper = Keeper()
+    alive_at_the_end: list[bool] = []
+    held = scheduler._fewer_collections
+
+    @contextlib.contextmanager
+    def watched() -> Iterator[None]:
+        with held():
+            yield
+            alive_at_the_end.append(keeper.run is not None and keeper.run() is not None)
+
+    monkeypatch.setattr(scheduler, "_fewer_collections", watched)
+    gc.disable()
+    try:
+        flow = three()
+        flow.configuration.plugins.register(keeper)
+        flow()
+    finally:
+        gc.enable()
+    assert alive_at_the_end == [False]
+
+
+def test_a_layer_without_reuse_hooks_or_context_managers_sets_none_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import contextlib
+
+    from laminar._plugins.manager import disabled
+    from laminar._runtime import scheduler, split
+
+    made: list[str] = []
+
+    def in_split() -> bool:
+        return sys._getframe(2).f_globals.get("__name__") == split.__name__
+
+    class Stack(contextlib.ExitStack):
+        def __init__(self) -> None:
+            if in_split():
+                made.append("stack")
+            super().__init__()
+
+    nullcontext = contextlib.nullcontext
+
+    def nothing(*args: Any) -> Any:
+        if sys._getframe(1).f_globals.get("__name__") == split.__name__:
+            made.append("nullcontext")
+        return nullcontext(*args)
+
+    reuse_early = scheduler._Runner._reuse_early
+
+    async def checked_for_reuse(self: Any, name: str) -> Any:
+        made.append("reuse check")
+        return await reuse_early(self, name)
+
+    runners: list[Any] = []
+    main = scheduler._Runner.main
+
+    async def kept(self: Any) -> None:
+        runners.append(self)
+        await main(self)
+
+    monkeypatch.setattr(split.contextlib, "ExitStack", Stack)
+    monkeypatch.setattr(split.contextlib, "nullcontext", nothing)
+    monkeypatch.setattr(scheduler._Runner, "_reuse_early", checked_for_reuse)
+    monkeypatch.setattr(scheduler._Runner, "main", kept)
+    with disabled("laminar.logs"):  # no plugin gives a split a context manager
+        assert three()().layer("Last").carried == [1, 2, 3]
+    assert made == []
+    assert runners[0].checked == {}  # no future per layer for reuse checks nobody awaits
+    three()(reuse=True)
+    assert "reuse check" in made and len(runners[1].checked) == 4

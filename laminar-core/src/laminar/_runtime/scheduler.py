@@ -112,13 +112,20 @@ class Scheduler:
             # First, before the run's event loop and threads start: the executor may fork this process.
             with flow.configuration.executor.prepared():
                 run = _Runner(execution, parameters=parameters, resume=resume, reuse=reuse, force=forced)
+                interruption: Interrupted | None = None
                 try:
                     with _fewer_collections():
-                        asyncio.run(run.main())
+                        try:
+                            asyncio.run(run.main())
+                        finally:
+                            interruption = run.interruption() if run.interrupted is not None else None
+                            # The run's objects go now, before the collector held back while it ran
+                            # looks at what is left (they are in no reference cycle once it is over).
+                            del run
                 except asyncio.CancelledError:  # a second Ctrl-C stopped the running splits too
-                    if run.interrupted is None:
+                    if interruption is None:
                         raise
-                    raise run.interruption() from None
+                    raise interruption from None
             return
         run = _Runner(execution, parameters=parameters, resume=resume, reuse=reuse, force=forced)
         # Called from inside an event loop (a notebook): run ours on a thread of its own.
@@ -450,7 +457,8 @@ class _Runner:
             self.semaphore = asyncio.Semaphore(self.executor.window)
             loop = asyncio.get_running_loop()
             self.states = {name: loop.create_future() for name in self.plan.order}
-            self.checked = {name: loop.create_future() for name in self.plan.order}
+            # whether each layer is reused, awaited by the layers reading it: with reuse on only
+            self.checked = {name: loop.create_future() for name in self.plan.order} if self.reusing else {}
             self.all_ended = loop.create_future()  # set once no layer is left (``_ended``)
             try:
                 await self.executor.start()
@@ -600,8 +608,9 @@ class _Runner:
             self._fail(error, f"while scheduling layer {name} of flow {self.flow.name}")
             state = FAILED
         finally:
-            if not self.checked[name].done():
-                self.checked[name].set_result(False)
+            checked = self.checked.get(name)
+            if checked is not None and not checked.done():
+                checked.set_result(False)
         self._ended(name)
         if not future.done():
             future.set_result(state)
