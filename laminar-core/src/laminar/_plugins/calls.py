@@ -42,16 +42,23 @@ _Plan = Callable[[Mapping[str, object]], Any]
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled(functions: tuple[tuple[Callable[..., Any], tuple[str, ...]], ...], first: bool) -> _Plan:
+def _compiled(
+    functions: tuple[tuple[Callable[..., Any], tuple[str, ...]], ...], names: tuple[str, ...], first: bool
+) -> tuple[_Plan, frozenset[str]] | None:
     """One function that calls ``functions`` in order, each with the keywords it names, as pluggy's
     ``_multicall`` does: results that are not None in a list, or the first of them for a
-    ``firstresult`` hook (no function after it called). Written out as code, one call a line: no loop,
-    no argument list built per implementation. Kept per process: every flow's manager has the same
-    plugins' functions, and compiling costs more than a run of a small flow."""
-    names = sorted({name for _, wanted in functions for name in wanted})
-    local = {name: f"a{place}" for place, name in enumerate(names)}
+    ``firstresult`` hook (no function after it called), and the specification's argument ``names``
+    a call must give; None if a function names one the specification does not. Written out as code,
+    one call a line: no loop, no argument list built per implementation. Kept per process: every
+    flow's manager has the same plugins' functions, and compiling costs more than a run of a small
+    flow does."""
+    given = frozenset(names)
+    if any(not given.issuperset(wanted) for _, wanted in functions):
+        return None
+    used = sorted({name for _, wanted in functions for name in wanted})
+    local = {name: f"a{place}" for place, name in enumerate(used)}
     lines = ["def call(kwargs):"]
-    lines += [f"    {local[name]} = kwargs[{name!r}]" for name in names]
+    lines += [f"    {local[name]} = kwargs[{name!r}]" for name in used]
     lines.append("    results = []" if not first else "    pass")
     for place, (_, wanted) in enumerate(functions):
         arguments = ", ".join(local[name] for name in wanted)
@@ -61,7 +68,10 @@ def _compiled(functions: tuple[tuple[Callable[..., Any], tuple[str, ...]], ...],
     lines.append("    return None" if first else "    return results")
     namespace: dict[str, Any] = {f"f{place}": function for place, (function, _) in enumerate(functions)}
     exec(compile("\n".join(lines), "<laminar hook call>", "exec"), namespace)  # (the names are ours)
-    return cast("_Plan", namespace["call"])
+    return cast("_Plan", namespace["call"]), given
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 class QuickCall:
@@ -74,7 +84,7 @@ class QuickCall:
         self._caller = caller
         # (the implementations it was worked out from, what calls them or None: pluggy does, the
         # specification's arguments), replaced whole, so threads calling at once each see one whole
-        self._state: tuple[list[Any] | None, _Plan | None, frozenset[str]] = (None, None, frozenset())
+        self._state: tuple[list[Any] | None, _Plan | None, frozenset[str]] = (None, None, _NONE)
 
     def __call__(self, **kwargs: object) -> Any:
         caller = self._caller
@@ -86,26 +96,27 @@ class QuickCall:
         return plan(kwargs)
 
     def _plan(self) -> tuple[list[Any], _Plan | None, frozenset[str]]:
+        """What calls the hook's implementations as they are now, or None: pluggy does. Worked out
+        for each flow's manager, once a hook: one pass, the compiling shared (``_compiled``)."""
         caller = self._caller
-        implementations = list(caller._hookimpls)
+        implementations = caller._hookimpls.copy()
         spec = caller.spec
-        hookexec = getattr(caller._hookexec, "__func__", None)
         if (
             spec is None
-            or caller.is_historic()
+            or caller._call_history is not None  # historic
             or getattr(spec, "kwargdefaults", None)
-            or hookexec is not _HOOKEXEC
-            or any(each.wrapper or each.hookwrapper or each.kwargnames for each in implementations)
+            or getattr(caller._hookexec, "__func__", None) is not _HOOKEXEC
         ):
-            return implementations, None, frozenset()
-        names = frozenset(spec.argnames)
-        if any(not names.issuperset(each.argnames) for each in implementations):
-            return implementations, None, frozenset()
-        first = bool(spec.opts.get("firstresult", False))
-        plan = _compiled(
-            tuple((each.function, tuple(each.argnames)) for each in reversed(implementations)), first
-        )
-        return implementations, plan, names
+            return implementations, None, _NONE
+        functions = []
+        for each in reversed(implementations):
+            if each.wrapper or each.hookwrapper or each.kwargnames:
+                return implementations, None, _NONE
+            functions.append((each.function, tuple(each.argnames)))
+        compiled = _compiled(tuple(functions), tuple(spec.argnames), bool(spec.opts.get("firstresult")))
+        if compiled is None:
+            return implementations, None, _NONE
+        return implementations, compiled[0], compiled[1]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._caller, name)
