@@ -394,3 +394,17 @@ def test_a_layer_without_reuse_hooks_or_context_managers_sets_none_up(
     assert runners[0].checked == {}  # no future per layer for reuse checks nobody awaits
     three()(reuse=True)
     assert "reuse check" in made and len(runners[1].checked) == 4
+
+
+def test_a_pluggy_that_keeps_its_hooks_otherwise_calls_every_hook_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from laminar._plugins import calls
+
+    log: list[str] = []
+    manager = _manager(log)
+    expected = manager.hook.event(a=2, b=5)
+    monkeypatch.setattr(calls, "_CALLER", (*calls._CALLER, "_a_member_this_pluggy_lacks"))
+    relay = QuickRelay(manager)
+    assert relay.event is manager.hook.event  # pluggy's own caller, not a quick one
+    assert relay.event(a=2, b=5) == expected

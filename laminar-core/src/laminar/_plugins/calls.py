@@ -125,6 +125,10 @@ class QuickCall:
         return f"<QuickCall {self._caller.name!r}>"
 
 
+#: The members of pluggy's ``HookCaller`` a quick call reads (pluggy 1.5 and later have them).
+_CALLER = ("_hookimpls", "_call_history", "_hookexec", "spec")
+
+
 class QuickRelay:
     """The hook relay of ``manager`` (its ``hook``), each hook a :class:`QuickCall`."""
 
@@ -132,10 +136,14 @@ class QuickRelay:
         self._manager = manager
         self._relay = manager.hook
 
-    def __getattr__(self, name: str) -> QuickCall:
+    def __getattr__(self, name: str) -> QuickCall | pluggy.HookCaller:
         if name.startswith("_"):
             raise AttributeError(name)
-        call = QuickCall(self._manager, getattr(self._relay, name))  # AttributeError: no such hook
+        caller = getattr(self._relay, name)  # AttributeError: no such hook
+        # What a quick call reads of pluggy is not its public API: a pluggy that keeps it otherwise
+        # has each hook called by pluggy itself.
+        known = all(hasattr(caller, each) for each in _CALLER) and hasattr(self._manager, "_inner_hookexec")
+        call = QuickCall(self._manager, caller) if known else caller
         self.__dict__[name] = call  # pluggy keeps one HookCaller per hook for the manager's life
         return call
 
