@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,57 @@ EXECUTORS = [pytest.param(executors.Thread, id="thread"), pytest.param(executors
 def files(root: Path) -> list[str]:
     """Every file a datastore wrote below ``root``, ignoring the empty staging directory."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def unpack_records(root: Path) -> None:
+    """Write the layer records of every record pack below ``root`` as their layers' ``record.json``
+    and remove the packs, as ``laminar verify --repair`` does before it sets a pack aside: for a test
+    about one layer's record file (records of layers finishing together are written as one pack;
+    the key layout is internal: ``laminar._storage.layout``)."""
+    from laminar._serialization.registry import Protocols
+    from laminar._storage.store import ExecutionStore
+
+    datastore = datastores.Local(root)
+    for pack in sorted(root.glob("flows/*/executions/*/records/*.jsonl")):
+        flow, execution = pack.parts[-5], pack.parts[-3]
+        ExecutionStore(datastore, flow, execution, Protocols()).unpack(
+            pack.relative_to(root).as_posix(), leaving=()
+        )
+        pack.unlink()
+
+
+def recorded_layers(root: Path, flow: str, execution: str) -> list[str]:
+    """The layers of ``execution`` below ``root`` with a record stored: a ``record.json`` of their
+    own, or a line of a record pack."""
+    from laminar._storage import layout
+
+    stored = root / layout.execution(flow, execution)
+    found = {path.parent.name for path in stored.glob("layers/*/record.json")}
+    for pack in stored.glob("records/*.jsonl"):
+        found |= {json.loads(line)["layer"] for line in pack.read_bytes().split(b"\n")}
+    return sorted(found)
+
+
+def stored_record(root: Path, flow: str, execution: str, layer: str) -> bytes:
+    """The stored bytes of ``layer``'s record: its ``record.json``, else its line of a record pack."""
+    from laminar._storage import layout
+
+    file = root / layout.record(flow, execution, layer)
+    if file.exists():
+        return file.read_bytes()
+    for pack in (root / layout.record_packs(flow, execution)).glob("*.jsonl"):
+        for line in pack.read_bytes().split(b"\n"):
+            if json.loads(line)["layer"] == layer:
+                return line
+    raise FileNotFoundError(f"no record of layer {layer} in {root / layout.execution(flow, execution)}")
+
+
+def records_one_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Have this process's runs write each layer record as a file of its own, never a record pack:
+    for a test that watches one layer's record file being written."""
+    from laminar._runtime import layer_records
+
+    monkeypatch.setattr(layer_records, "PACK", 1)
 
 
 def executions_in(root: Path) -> list[str]:

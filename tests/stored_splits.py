@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers import unpack_records
 from laminar._storage import layout, records
 
 
@@ -68,7 +69,9 @@ def member(key: str, payload: dict[str, Any]) -> str | None:
 
 
 def of_layer(root: Path, flow: str, execution: str, layer: str) -> list[Stored]:
-    """Every file holding split records of ``layer``: its batch files, and its record if it holds one."""
+    """Every file holding split records of ``layer``: its batch files, and its record if it holds one
+    (a record in a record pack is first written as a file of its own: ``helpers.unpack_records``)."""
+    unpack_records(root)
     found = [
         Stored(path, "splits")
         for path in sorted((root / layout.splits(flow, execution, layer)).glob("*.json"))
@@ -86,7 +89,9 @@ def holding(root: Path, flow: str, execution: str, layer: str, index: int = 0) -
 
 
 def in_store(root: Path) -> list[Stored]:
-    """Every file below ``root`` holding split records: batch files and layer records holding theirs."""
+    """Every file below ``root`` holding split records: batch files and layer records holding theirs
+    (records in record packs first written as files of their own)."""
+    unpack_records(root)
     found = []
     for path in sorted([*root.rglob("layers/*/splits/*.json"), *root.rglob("layers/*/record.json")]):
         name = member(path.as_posix(), json.loads(path.read_bytes()))

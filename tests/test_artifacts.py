@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import stored_splits
-from helpers import Batched, Double, Sum, files
+from helpers import Batched, Double, Sum, files, unpack_records
 from laminar import Flow, Layer, Parameters
 
 # Internal on purpose: these tests check the stored form (where a blob lives, how it is named, what an
@@ -277,10 +277,12 @@ def test_a_corrupt_artifact_is_detected_on_read(
 def test_records_of_another_storage_layout_are_refused_with_a_message(tmp_path: Path) -> None:
     flow = Batched(datastore=datastores.Local(tmp_path), executor=executors.Thread())
     flow(execution="old", n=3)
+    unpack_records(tmp_path)  # each layer's record a file of its own (not a line of a record pack)
     record = tmp_path / layout.record("Batched", "old", "Sum")
     record.write_text('{"flow": "Batched", "layer": "Sum", "splits": 1}')  # as layout 1 wrote it
     with pytest.raises(
-        DatastoreError, match="written in Laminar storage layout 1, and this Laminar reads layouts 2, 3 and 4"
+        DatastoreError,
+        match="written in Laminar storage layout 1, and this Laminar reads layouts 2, 3, 4 and 5",
     ):
         Batched(datastore=datastores.Local(tmp_path)).execution("old").layer(Sum).total  # noqa: B018
 
@@ -296,10 +298,10 @@ def test_split_batches_are_layout_3_which_a_layout_2_reader_refuses_instead_of_c
     document = json.loads(batch.read_bytes())
     assert document["layout"] == 3
     document.pop("sha256")
-    batch.write_bytes(records.seal({**document, "layout": 5}))  # a layout this reader does not know
+    batch.write_bytes(records.seal({**document, "layout": 6}))  # a layout this reader does not know
     with pytest.raises(
         DatastoreError,
-        match="written in Laminar storage layout 5, and this Laminar reads layouts 2, 3 and 4",
+        match="written in Laminar storage layout 6, and this Laminar reads layouts 2, 3, 4 and 5",
     ):
         list(Batched(datastore=datastores.Local(tmp_path)).execution("new").layer(Double).value)
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import lines
+from helpers import lines, recorded_layers, records_one_a_file
 from laminar import Flow, Layer
 from laminar._runtime import layer_records
 from laminar._storage import layout
@@ -69,7 +69,7 @@ class HeldBack(datastores.Local):
         self.statuses: list[tuple[str, str, bool]] = []
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        if key.endswith("/layers/A/record.json"):
+        if key.endswith("/layers/A/record.json") or "/records/A." in key:  # a file, or a pack A begins
             self.c_ran_first = C.ran.wait(10)
         if key.endswith("/status.json") and "/layers/" in key:
             directory = Path(self._path(key)).parent
@@ -88,7 +88,7 @@ def test_a_layer_s_record_is_written_behind_while_the_layers_reading_it_run(
     execution = Chain(datastore=datastore, executor=executors.Thread())(execution="e")
     assert datastore.c_ran_first is True  # B and C read A's record before it was on the store
     # every record is on the store when the run returns, and read back by a new store
-    assert all(_record(tmp_path, "e", name).exists() for name in ("A", "B", "C"))
+    assert recorded_layers(tmp_path, "Chain", "e") == ["A", "B", "C", "Parameters"]
     again = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution(execution.id)
     assert again.layer(C).carried == ["a", "b", "c"]
     # each layer's "finished" status is carried by its record (Record.ran): no status record of its
@@ -122,8 +122,9 @@ class Failing(datastores.Local):
 
 @pytest.mark.parametrize("layer", ["B", "C"])
 def test_a_record_that_cannot_be_written_behind_fails_the_run_and_none_after_it_lands(
-    tmp_path: Path, layer: str
+    tmp_path: Path, layer: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    records_one_a_file(monkeypatch)  # one record's write fails (a pack's: test_record_packs.py)
     datastore = Failing(tmp_path, layer)
     try:
         with pytest.raises(OSError) as raised:  # the run waits for its last record before it ends
@@ -162,7 +163,7 @@ class Slow(datastores.Local):
     """Writes layer records a moment late (in the scheduler's process: workers write none)."""
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        if key.endswith("/record.json") and "/Parameters/" not in key:
+        if (key.endswith("/record.json") and "/Parameters/" not in key) or "/records/" in key:
             time.sleep(0.3)  # the window a worker would read the record in, were it handed over early
         super().write_bytes(key, data)
 
@@ -180,7 +181,10 @@ CRASHING = textwrap.dedent(
     import os, sys, threading
 
     from laminar import Flow, Layer
+    from laminar._runtime import layer_records
     from laminar.configurations import datastores, executors
+
+    layer_records.PACK = 1  # a file a record, each watched as it lands (packs: test_record_packs.py)
 
 
     class Stuck(datastores.Local):

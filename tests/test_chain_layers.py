@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 from laminar import Flow, Layer
+from laminar._plugins import run_records
 from laminar._runtime import layer_records
 from laminar._storage import layout, records, verification
 from laminar.configurations import datastores, executors
 from laminar.errors import IntegrityError
+
+from tests.helpers import unpack_records
 
 
 class Chain(Flow): ...
@@ -79,15 +82,18 @@ def test_a_quick_layer_s_finished_status_is_carried_by_its_record_and_no_status_
     }
 
 
-def test_a_layer_of_one_split_is_one_record_file_holding_its_split(
+def test_a_layer_of_one_split_stores_its_record_alone_holding_its_split(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # records written at the end: none taken early
+    monkeypatch.setattr(run_records, "RUNNING_AFTER", 3600.0)  # nor for a "running" status's sake
     execution = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="e")
-    layer_directory = tmp_path / layout.layers("Chain", "e") / "B"
-    # one file a layer: its record holds its split and carries its final status
-    assert sorted(path.name for path in layer_directory.iterdir()) == ["record.json"]
-    stored = json.loads((layer_directory / "record.json").read_bytes())
+    # no file of B's own: its record, a line of the chain's record pack, holds its split and carries
+    # its final status
+    assert not (tmp_path / layout.layers("Chain", "e") / "B").exists()
+    (pack,) = (tmp_path / layout.record_packs("Chain", "e")).iterdir()
+    stored = json.loads(pack.read_bytes().split(b"\n")[1])
+    assert stored["layer"] == "B"
     assert [attempt[:2] for attempt in stored["ran"]["attempts"]] == [[0, 0]]
     assert stored["layout"] == records.HELD_LAYOUT  # a reader of layout 3 refuses it, not misreads it
     assert stored["batches"] == {"0-0.json": [[0, 0]]} and list(stored["held"]) == ["0"]
@@ -99,6 +105,7 @@ def test_a_layer_of_one_split_is_one_record_file_holding_its_split(
 
 def test_a_record_holding_splits_it_does_not_name_is_damaged(tmp_path: Path) -> None:
     Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="e")
+    unpack_records(tmp_path)  # B's record as a file of its own
     path = tmp_path / layout.record("Chain", "e", "B")
     payload = json.loads(path.read_bytes())
     del payload["sha256"]

@@ -2,7 +2,7 @@
 
 Layer records written behind are group-committed: one waits up to ``layer_records.INTERVAL`` for
 those of the layers finishing after it, so a chain of quick layers wakes the writing thread once in
-that, not once a layer; something waiting for a record (a reuse index entry, the status plugin, the
+that, not once a layer, and writes their records as one file (a record pack); something waiting for a record (a reuse index entry, the status plugin, the
 run's end) has it written at once. A layer's "finished" status is written as soon as its record
 lands, not on the status plugin's own timer: on a local disk by the thread that wrote the record. A local datastore makes a missing directory with one
 ``mkdir``. Counted, never timed: the deadlines below only bound a hang.
@@ -40,9 +40,16 @@ class Journal(datastores.Local):
         self.events: list[str] = []
         self.status_a = threading.Event()
         self.record_a = threading.Event()
+        self.packs: list[str] = []  # the names of the record packs written
 
     def write_bytes(self, key: str, data: bytes) -> None:
         super().write_bytes(key, data)
+        if "/records/" in key:  # a record pack: the records of the layers on its lines, in order
+            for line in data.split(b"\n"):
+                self.events.append(f"record {json.loads(line)['layer']}")
+                self.record_a.set()  # (A's is in the first pack written)
+            self.packs.append(key.rsplit("/", 1)[-1])
+            return
         layer = key.split("/")[-2]
         if "/layers/" in key and key.endswith(("/record.json", "/status.json")) and layer != "Parameters":
             if key.endswith("/record.json"):
@@ -106,8 +113,10 @@ def test_a_chain_s_layer_records_are_written_together_once_the_first_is_due(
     execution = Chain(datastore=journal, executor=executors.Thread())(execution="e")
     assert C.saw_record_a is False  # handed over, A's record woke no thread to write it
     # None was written while the layers ran (one wake-up for all), every one before the run ended,
-    # in the order the layers finished; each carries its layer's "finished" status (Record.ran).
+    # in the order the layers finished, as one file; each carries its layer's "finished" status
+    # (Record.ran).
     assert journal.events == ["ran C", "record A", "record B", "record C"]
+    assert journal.packs == ["A.3.jsonl"]
     assert execution.status.status == "succeeded"
     again = Chain(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution("e")
     assert again.layer(C).carried == ["a", "b", "c"]

@@ -6,6 +6,7 @@ verify all keep the truth (``laminar._runtime.commit``). Counted in reads and fi
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,20 +127,28 @@ def test_a_compacted_batch_that_cannot_be_written_leaves_the_record_naming_the_b
 def test_a_crash_between_the_compacted_batch_and_the_layer_record_resumes_with_no_split_run_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_record = ExecutionStore.write_record
+    write_record, write_records = ExecutionStore.write_record, ExecutionStore.write_records
 
     def dying(self: ExecutionStore, record: Record) -> None:
         if record.layer == "Double":
             raise OSError("the scheduler died here")
         write_record(self, record)
 
+    def dying_together(self: ExecutionStore, written: Sequence[Record]) -> None:
+        """Double's record in a record pack: the scheduler dies before that pack is written."""
+        if any(record.layer == "Double" for record in written):
+            raise OSError("the scheduler died here")
+        write_records(self, written)
+
     log = tmp_path / "ran.log"
     monkeypatch.setattr(ExecutionStore, "write_record", dying)
+    monkeypatch.setattr(ExecutionStore, "write_records", dying_together)
     with pytest.raises(OSError, match="the scheduler died here"):
         _run(tmp_path, log, execution="crashed")
     left = _batches(tmp_path, "crashed")
     assert f"0-{SPLITS - 1}.json" in left and len(left) > commit.COMPACT_FROM + 1  # both are there
     monkeypatch.setattr(ExecutionStore, "write_record", write_record)
+    monkeypatch.setattr(ExecutionStore, "write_records", write_records)
 
     flow = Compacted(datastore=CountingLocal(tmp_path), executor=executors.Thread())
     execution = flow.execution("crashed")

@@ -182,10 +182,11 @@ def test_a_layers_record_is_written_only_after_the_values_staged_in_files_are_st
     execution = flow(rows=ROWS)
     written = OrderedLocal.written
     for layer in ("Make", "Use"):
-        archive = store_for(flow.execution(execution.id)).archive(layer, 0, "table")
+        store = store_for(flow.execution(execution.id))
+        archive = store.archive(layer, 0, "table")
         assert archive is not None
         value = layout.artifact(archive.artifacts[0].hexdigest)
-        record = layout.record("Frames", execution.id, layer)
+        record = store.record_location(layer)  # its record.json, or the record pack holding it
         assert value in written and record in written
         assert written.index(value) < written.index(record), f"{layer}'s record came before its value"
 

@@ -19,7 +19,7 @@ from laminar._storage.records import seal, unseal
 from laminar._storage.reuse_index import ReuseEntry, SplitEntries
 from laminar.configurations import datastores
 
-from tests.helpers import run_script
+from tests.helpers import run_script, unpack_records
 
 FLOW = """
 import helpers
@@ -75,6 +75,13 @@ found["squares"] = total.squares
 found["scaled"] = total.scaled
 print(json.dumps(found))
 """
+
+
+def record_file(store: Path, execution: str, layer: str) -> Path:
+    """The record file of ``layer`` (records of layers finishing together, such as Scaled and Square,
+    are written as one record pack: each is first written as a file of its own)."""
+    unpack_records(store)
+    return store / layout.record("Numbers", execution, layer)
 
 
 class Project:
@@ -152,7 +159,7 @@ def test_a_split_entry_forged_to_name_other_code_s_splits_makes_them_run(project
     other = project.run()
     assert other["squares"] == [101, 104, 109]
     project.edit("value * value + 100", "value * value")
-    base = unseal((project.store / layout.record("Numbers", "run1", "Square")).read_bytes())["base"]
+    base = unseal(record_file(project.store, "run1", "Square").read_bytes())["base"]
     index = project.store / layout.reuse_splits("Numbers", "Square", base)
     honest = SplitEntries.loads(index.read_bytes())
     forged = {key: where.replace("run1/", "run2/") for key, where in honest.splits.items()}
@@ -166,7 +173,7 @@ def test_a_split_entry_forged_to_name_other_code_s_splits_makes_them_run(project
 def test_a_split_entry_forged_to_name_another_split_of_the_same_code_makes_it_run(project: Project) -> None:
     """The split index of run1's code is rewritten to swap its first and last items' splits: their
     base matches, but run1 gave those splits other items, so they run; the one left alone is reused."""
-    base = unseal((project.store / layout.record("Numbers", "run1", "Square")).read_bytes())["base"]
+    base = unseal(record_file(project.store, "run1", "Square").read_bytes())["base"]
     index = project.store / layout.reuse_splits("Numbers", "Square", base)
     honest = SplitEntries.loads(index.read_bytes())
     swap = {"run1/0": "run1/2", "run1/2": "run1/0"}
@@ -189,7 +196,7 @@ def test_the_split_index_is_still_used_when_honest(project: Project) -> None:
 def test_an_execution_written_before_records_held_keys_is_not_reused(project: Project) -> None:
     """A valid entry naming a layer whose record holds no key (written before keys were recorded):
     the layer runs, and says why."""
-    path = project.store / layout.record("Numbers", "run1", "Scaled")
+    path = record_file(project.store, "run1", "Scaled")
     payload = unseal(path.read_bytes())
     assert "key" in payload  # written with its key...
     del payload["key"], payload["sha256"]
@@ -209,8 +216,8 @@ def test_a_reused_layer_s_record_carries_the_key_it_was_reused_for(project: Proj
     """A rerun's pointer records carry the key (and base) of what they point at, so an entry naming
     the rerun (gc re-points entries at it) is reused too."""
     project.run()
-    first = unseal((project.store / layout.record("Numbers", "run1", "Square")).read_bytes())
-    second = unseal((project.store / layout.record("Numbers", "run2", "Square")).read_bytes())
+    first = unseal(record_file(project.store, "run1", "Square").read_bytes())
+    second = unseal(record_file(project.store, "run2", "Square").read_bytes())
     assert second["borrowed"]
     assert (second["key"], second["base"]) == (first["key"], first["base"])
     assert len(first["key"]) == len(first["base"]) == 64
@@ -222,7 +229,7 @@ def test_gc_copying_borrowed_splits_in_keeps_the_key(project: Project) -> None:
     assert project.run()["Square"]["reused"] == "run1"
     gc.collect(datastores.Local(str(project.store)), keep_last=1)
     assert not (project.store / layout.execution("Numbers", "run1")).exists()
-    record = unseal((project.store / layout.record("Numbers", "run2", "Square")).read_bytes())
+    record = unseal(record_file(project.store, "run2", "Square").read_bytes())
     assert "borrowed" not in record and len(record["key"]) == 64
     again = project.run()
     assert {again[name]["reused"] for name in ("Items", "Scaled", "Square", "Total")} == {"run2"}

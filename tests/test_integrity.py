@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import stored_splits
 import zstandard
-from helpers import CountingLocal, compressed_otherwise
+from helpers import CountingLocal, compressed_otherwise, unpack_records
 from laminar import Flow, Layer, Parameters
 from laminar._serialization import codecs
 from laminar._storage import layout, loading, records
@@ -323,6 +323,7 @@ def test_a_damaged_split_batch_is_named(root: Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "garbage", "shape", "other layer"])
 def test_a_damaged_layer_record_is_named(root: Path, how: str) -> None:
+    unpack_records(root)  # each layer's record a file of its own (not a line of a record pack)
     path = root / layout.record("Damage", "x", "Store")
     if how == "shape":
         path.write_bytes(records.seal({"layout": 2, "flow": "Damage", "layer": "Store", "splits": "one"}))
@@ -349,6 +350,7 @@ def test_a_damaged_layer_record_is_named(root: Path, how: str) -> None:
 
 @pytest.mark.parametrize("layer", [Store, Double])
 def test_a_deleted_layer_record_reads_as_not_finished_naming_the_file(root: Path, layer: type[Layer]) -> None:
+    unpack_records(root)  # each layer's record a file of its own (not a line of a record pack)
     key = layout.record("Damage", "x", layer.__name__)
     (root / key).unlink()
     execution = reader(root)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from laminar import Flow, Layer
+from laminar._plugins import run_records
+from laminar._runtime import layer_records
 from laminar._serialization.protocols import Pickle
 from laminar._storage import layout, staging, verification
 from laminar._transport import local
@@ -30,6 +32,7 @@ class Calls:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.made: list[tuple[str, bool]] = []  # (call, whether it succeeded)
+        self.directories: list[str] = []  # the directories a mkdir made
         for name in ("replace", "mkdir", "link"):
             real = getattr(os, name)
 
@@ -42,6 +45,8 @@ class Calls:
                     self.made.append((_name, False))
                     raise
                 self.made.append((_name, True))
+                if _name == "mkdir":
+                    self.directories.append(str(arguments[0]))
                 return result
 
             monkeypatch.setattr(os, name, counted)
@@ -157,16 +162,29 @@ class Three(Layer):
         self.value = two.value + 1
 
 
-def test_a_run_on_a_local_disk_makes_no_rename_or_link_that_fails(tmp_path: Path, calls: Calls) -> None:
+def test_a_run_on_a_local_disk_makes_no_rename_or_link_that_fails(
+    tmp_path: Path, calls: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chain's records written when the run ends, never on their timer nor for a layer's status
+    # (no "running" one is written: no layer here runs that long): queued together however slow the
+    # machine is, they are one record pack (the directories counted below depend on it).
+    monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)
+    monkeypatch.setattr(run_records, "RUNNING_AFTER", 60.0)
     store = datastores.Local(tmp_path)
     Short(datastore=store, executor=executors.Thread())(execution="first")
     Short(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="second")
     assert calls.count("replace", failed=True) == calls.count("link", failed=True) == 0
-    # a directory each layer's record, and no mkdir of one that exists (the execution's are known)
-    assert calls.count("mkdir", failed=False) >= 2 * 4
+    # A directory for the Parameters layer's record and one for the chain's record pack, each made
+    # once by a mkdir before its file's rename: the records of a chain of three layers are one file
+    # in one new directory, not a file and a directory a layer.
+    made = [os.path.relpath(directory, tmp_path) for directory in calls.directories]
     for execution in ("first", "second"):
+        records = os.path.normpath(layout.record_packs("Short", execution))
+        parameters = os.path.dirname(layout.record("Short", execution, "Parameters"))
+        assert made.count(records) == made.count(parameters) == 1
         for name in ("One", "Two", "Three"):
-            assert (tmp_path / layout.record("Short", execution, name)).is_file()
+            assert not (tmp_path / layout.layer("Short", execution, name)).exists()
+        assert sorted(path.name for path in (tmp_path / records).iterdir()) == ["One.3.jsonl"]
     assert Short(datastore=datastores.Local(tmp_path)).execution("second").layer(Three).value == 3
 
 

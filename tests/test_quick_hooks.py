@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import unpack_records
 from laminar import Flow, Layer
 from laminar._plugins import builtin, log_capture, run_records
 from laminar._runtime import layer_records
@@ -132,10 +133,12 @@ def test_a_carried_status_is_the_status_record_it_stands_for(
     monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # records written at the end: all carry it
     Quickly(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="c")
     store = Quickly(datastore=datastores.Local(tmp_path)).execution("c").store
+    statuses = {layer: store.layer_status(layer) for layer in QUICK}  # read as written (a record pack)
+    unpack_records(tmp_path)  # each layer's record a file of its own (not a line of a record pack)
     for layer in QUICK:
         stored = _record_json(tmp_path, "Quickly", "c", layer)
         assert not (tmp_path / layout.layer_status("Quickly", "c", layer)).exists()
-        status = store.layer_status(layer)
+        status = statuses[layer]
         assert status is not None and Ran.of(status) == Ran.from_json(stored["ran"])
         assert (status.status, status.splits, status.next_attempt, status.why) == ("finished", 1, 1, None)
         (attempt,) = status.attempts

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Batched, Double, files
+from helpers import Batched, Double, files, unpack_records
 from laminar._plugins import run_records
 from laminar._storage import layout
 from laminar.configurations import datastores, executors
@@ -42,12 +42,14 @@ def first_size(payload: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of record: where it is, how Laminar reads it, what it is called, a change to it."""
+    """One kind of record: where it is, how Laminar reads it, what it is called, a change to it, the
+    storage layout it is written in today."""
 
     path: Callable[[Path], Path]
     read: Callable[[Path], Any]
     named: str
     change: Callable[[dict[str, Any]], None]
+    layout: int = 3
 
 
 KINDS = {
@@ -80,6 +82,7 @@ KINDS = {
         lambda root: Batched(datastore=datastores.Local(root)).configuration.store("Batched", "x").metadata(),
         "the metadata of execution x",
         lambda payload: payload.update(created=1.0),
+        5,  # its layer records may be in record packs (records.PACKED_LAYOUT)
     ),
 }
 
@@ -96,6 +99,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:  # each layer's status a record of its own (a layer
         patch.setattr(run_records, "RUNNING_AFTER", 0.0)  # ending sooner: its layer record's, Record.ran)
         Batched(datastore=datastores.Local(root), executor=executors.Thread())(execution="x", n=3)
+    unpack_records(root)  # each layer's record a file of its own (not a line of a record pack)
     return root
 
 
@@ -128,7 +132,7 @@ def test_every_kind_of_record_is_sealed_and_of_the_current_layout(written: Path)
     for kind in KINDS.values():
         payload = json.loads(kind.path(written).read_bytes())
         assert set(payload) >= {"sha256", "layout"}, kind.named
-        assert payload["layout"] == 3, kind.named
+        assert payload["layout"] == kind.layout, kind.named
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)
@@ -165,7 +169,7 @@ def test_a_record_without_its_checksum_is_refused(root: Path, name: str, spacing
         path.write_text(json.dumps(payload, separators=(",", ":")))
     else:
         path.write_text(SPACINGS[spacing](payload))
-    refused(root, kind, "it has no checksum, which every record of storage layout 3 carries")
+    refused(root, kind, f"it has no checksum, which every record of storage layout {kind.layout} carries")
 
 
 @pytest.mark.parametrize("name", KINDS)

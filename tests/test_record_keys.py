@@ -11,6 +11,8 @@ from laminar import Flow, Layer
 from laminar._storage import layout
 from laminar.configurations import datastores, executors
 
+from tests.helpers import recorded_layers
+
 
 class Chain(Flow): ...
 
@@ -46,5 +48,4 @@ def test_a_run_builds_each_layer_s_record_key_once(tmp_path: Path, monkeypatch: 
     monkeypatch.undo()
     assert sorted(built) == ["A", "B", "C", "Parameters"]  # once each, whoever asked first
     assert execution.layer(C).value == 3
-    for name in ("Parameters", "A", "B", "C"):
-        assert (tmp_path / layout.record("Chain", "e", name)).is_file()
+    assert recorded_layers(tmp_path, "Chain", "e") == ["A", "B", "C", "Parameters"]

@@ -13,7 +13,18 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import EXECUTORS, Batched, Double, Sum, append, batch_files, executions_in, files, lines
+from helpers import (
+    EXECUTORS,
+    Batched,
+    Double,
+    Sum,
+    append,
+    batch_files,
+    executions_in,
+    files,
+    lines,
+    records_one_a_file,
+)
 from laminar import Flow, Layer, Parameters
 
 # Internal on purpose: which splits have a stored record (the ones resume() skips) is not shown by
@@ -313,8 +324,9 @@ class FailingBatches(datastores.Local):
     ],
 )
 def test_a_failed_batch_write_fails_the_run_and_resume_runs_those_splits_again(
-    tmp_path: Path, n: int, note: str
+    tmp_path: Path, n: int, note: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    records_one_a_file(monkeypatch)  # Double's record its own file, whose write fails (not a record pack's)
     flow = Batched(datastore=FailingBatches(tmp_path), executor=executors.Thread())
     with pytest.raises(OSError, match="No space left on device") as raised:
         flow(execution="full", n=n)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import lines
+from helpers import lines, unpack_records
 from laminar import Flow, Layer
 from laminar.configurations import datastores, executors
 from laminar.errors import InvalidName
@@ -544,6 +544,7 @@ def test_resume_runs_again_a_layer_whose_stored_output_is_damaged(tmp_path: Path
     with pytest.raises(RuntimeError):
         flow(execution="checked")
     assert sorted(ran) == ["A", "B0", "B1", "B2", "C"]
+    unpack_records(tmp_path / "store")  # each layer's record a file of its own (not a line of a record pack)
     (tmp_path / "store/flows/Checked/executions/checked" / damaged).write_bytes(b"\x00garbage")
     (tmp_path / "let-c-pass").touch()
     ran.clear()

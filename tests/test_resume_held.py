@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import stored_splits
+from helpers import unpack_records
 from laminar import Flow, Layer, Parameters
 from laminar._storage import layout, records
 from laminar.configurations import datastores, executors
@@ -32,6 +33,7 @@ class Downstream(Layer):
 def test_a_held_split_kept_by_a_resume_is_held_again_by_the_record_written(tmp_path: Path) -> None:
     first = Pair(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="e", start=1)
     ran = first.layer(Downstream).ran
+    unpack_records(tmp_path)  # each layer's record a file of its own (not a line of a record pack)
     (tmp_path / layout.record("Pair", "e", "Upstream")).unlink()  # Upstream runs again on resume
 
     Pair(datastore=datastores.Local(tmp_path), executor=executors.Thread()).execution("e").resume()

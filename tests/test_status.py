@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import lines
+from helpers import lines, unpack_records
 from laminar import Flow, Layer, Parameters
 from laminar._runtime import layer_records
 from laminar._storage import layout
@@ -537,7 +537,8 @@ def test_a_layer_that_ends_before_the_delay_writes_no_status_record_its_record_c
     monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)  # records written at the end: none taken early
     datastore = CountingLocal(tmp_path)
     execution = Far(datastore=datastore, executor=executors.Thread())()
-    assert datastore.status_writes == {}  # one file a layer: its record, carrying its final status
+    assert datastore.status_writes == {}  # no status file: each layer's record carries its final status
+    unpack_records(tmp_path)  # each layer's record a file of its own (not a line of a record pack)
     for layer in ("First", "Second"):
         ran = json.loads((tmp_path / layout.record("Far", execution.id, layer)).read_bytes())["ran"]
         assert [attempt[:2] for attempt in ran["attempts"]] == [[0, 0]]
@@ -558,6 +559,7 @@ def test_a_layer_still_running_after_the_delay_keeps_its_status_record(
     datastore = CountingLocal(tmp_path)
     execution = Far(datastore=datastore, executor=executors.Thread())()
     assert datastore.status_writes == {"First": ["running", "finished"], "Second": ["running", "finished"]}
+    unpack_records(tmp_path)  # each layer's record a file of its own (not a line of a record pack)
     for layer in ("First", "Second"):  # its record does not carry a second copy
         assert "ran" not in json.loads((tmp_path / layout.record("Far", execution.id, layer)).read_bytes())
     assert execution.status == "succeeded"

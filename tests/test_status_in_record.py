@@ -29,7 +29,7 @@ from laminar._storage.records import LayerStatusRecord
 from laminar.configurations import datastores, executors
 from laminar.configurations.layers import ForEach, Parameter, Retry
 
-from tests.helpers import CountingLocal
+from tests.helpers import CountingLocal, recorded_layers, stored_record, unpack_records
 
 DEADLINE = 30.0  # seconds: a bound for a hang, never reached when the behaviour holds
 LAYERS = ("A", "B", "C")
@@ -69,6 +69,7 @@ def unhurried(monkeypatch: pytest.MonkeyPatch) -> None:
     timer: each layer's status reaches its record before the records thread takes it, however long
     the machine stalls between a layer's record being handed over and its layer-finished event."""
     monkeypatch.setattr(layer_records, "INTERVAL", 3600.0)
+    monkeypatch.setattr(run_records, "RUNNING_AFTER", 3600.0)  # nor for a "running" status's sake
 
 
 def _run(root: Path, datastore: datastores.Local | None = None, execution: str = "e") -> Any:
@@ -82,7 +83,7 @@ def _reader(root: Path) -> Any:
 
 
 def _stored(root: Path, layer: str, execution: str = "e") -> dict[str, Any]:
-    return json.loads((root / layout.record("Told", execution, layer)).read_bytes())
+    return json.loads(stored_record(root, "Told", execution, layer))
 
 
 def _status_file(root: Path, layer: str, execution: str = "e") -> Path:
@@ -98,7 +99,7 @@ def _attempts(layer: Any) -> dict[int, list[tuple[int, bool]]]:
 
 # ---- what is written -------------------------------------------------------------------------------
 @pytest.mark.usefixtures("unhurried")
-def test_a_chain_of_quick_layers_writes_one_file_a_layer(tmp_path: Path) -> None:
+def test_a_chain_of_quick_layers_writes_no_file_a_layer_but_its_records(tmp_path: Path) -> None:
     datastore = CountingLocal(tmp_path)
     _run(tmp_path, datastore)
     layers = layout.layers("Told", "e")
@@ -107,14 +108,12 @@ def test_a_chain_of_quick_layers_writes_one_file_a_layer(tmp_path: Path) -> None
         if key.startswith(layers):
             layer, _, rest = key.removeprefix(layers).partition("/")
             written.setdefault(layer, []).append(rest)
-    # C and Parameters: one record holding their split; A and B (foreach layers) a batch of splits
-    # beside it. No status.json: each record carries its layer's final status.
-    assert written == {
-        "Parameters": ["record.json"],
-        "A": ["record.json"],
-        "B": ["splits/0-1.json", "record.json"],
-        "C": ["record.json"],
-    }
+    # Parameters: its record holding its split, written as the run starts; B (a foreach layer) a
+    # batch of its splits; A, B and C their records, one record pack. No status.json: each record
+    # carries its layer's final status.
+    assert written == {"Parameters": ["record.json"], "B": ["splits/0-1.json"]}
+    packs = [key for key in datastore.writes if key.startswith(layout.record_packs("Told", "e"))]
+    assert packs == [layout.record_pack("Told", "e", "A.3.jsonl")]
     for layer in LAYERS:
         assert _stored(tmp_path, layer)["ran"]["next_attempt"] == (2 if layer == "B" else 1)
 
@@ -182,7 +181,7 @@ def test_attached_before_its_write_the_record_carries_it_and_reads_so_in_this_pr
     original = C.__call__
 
     def looking(self: Any, b: Any) -> None:  # while B's record is in flight, not on the store
-        seen["on the store"] = (tmp_path / layout.record("Told", "e", "B")).exists()
+        seen["on the store"] = "B" in recorded_layers(tmp_path, "Told", "e")
         layer = self.execution.status.layers["B"]
         seen["B"] = (layer.status, _attempts(layer))
         original(self, b)
@@ -204,13 +203,12 @@ class TakenFirst(datastores.Local):
         self.a_taken = threading.Event()
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        if key.endswith("/layers/A/record.json"):
+        if key.endswith("/layers/A/record.json") or "/records/A." in key:  # a file, or a pack A begins
             self.a_taken.set()
         if key.endswith("/status.json") and "/layers/" in key:
-            directory = Path(self._path(key)).parent
-            self.statuses.append(
-                (directory.name, json.loads(data)["status"], (directory / "record.json").exists())
-            )
+            layer = key.split("/")[-2]
+            recorded = layer in recorded_layers(Path(self.root), "Told", "e")
+            self.statuses.append((layer, json.loads(data)["status"], recorded))
         super().write_bytes(key, data)
 
 
@@ -278,6 +276,7 @@ def test_the_writer_takes_back_a_waiting_running_record_but_not_one_written(tmp_
 def test_a_resume_keeps_a_layer_finished_with_its_status_in_its_record(tmp_path: Path) -> None:
     _run(tmp_path)
     before = _reader(tmp_path).execution("e").status.layers["B"]
+    unpack_records(tmp_path)  # each record a file of its own
     (tmp_path / layout.record("Told", "e", "C")).unlink()  # as a crash before C's record leaves it
     execution = _reader(tmp_path).execution("e")
     execution.resume()
@@ -290,6 +289,7 @@ def test_a_resume_keeps_a_layer_finished_with_its_status_in_its_record(tmp_path:
 def test_a_resume_numbers_attempts_after_those_in_the_record_s_status(tmp_path: Path) -> None:
     _run(tmp_path)
     # A runs again (its record gone), so B does; B's batch gone: its splits run again
+    unpack_records(tmp_path)  # each record a file of its own
     (tmp_path / layout.record("Told", "e", "A")).unlink()
     for batch in (tmp_path / layout.splits("Told", "e", "B")).iterdir():
         batch.unlink()
@@ -311,6 +311,7 @@ def test_verify_finds_a_record_carrying_its_status_intact_and_one_whose_status_i
     _run(tmp_path)
     store = _reader(tmp_path).execution("e").store
     assert verification.verify(store, ["A", "B", "C"]).intact
+    unpack_records(tmp_path)  # each record a file of its own
     path = tmp_path / layout.record("Told", "e", "C")
     payload = json.loads(path.read_bytes())
     del payload["sha256"]
@@ -324,6 +325,7 @@ def test_verify_finds_a_record_carrying_its_status_intact_and_one_whose_status_i
 @pytest.mark.usefixtures("unhurried")
 def test_repair_moves_a_record_carrying_its_status_aside_whole(tmp_path: Path) -> None:
     _run(tmp_path)
+    unpack_records(tmp_path)  # each record a file of its own
     path = tmp_path / layout.record("Told", "e", "C")
     path.write_bytes(path.read_bytes().replace(b'"splits":', b'"splits":1'))  # damaged
     stored = path.read_bytes()
@@ -446,8 +448,8 @@ def test_a_resume_that_found_a_status_record_of_the_layer_replaces_it_and_does_n
 
     monkeypatch.setattr(run_records._Writer, "_run", held)
     Again(datastore=Remote(tmp_path), executor=executors.Thread()).execution("e").resume()
-    assert "ran" not in json.loads((tmp_path / layout.record("Again", "e", "Fails")).read_bytes())
+    assert "ran" not in json.loads(stored_record(tmp_path, "Again", "e", "Fails"))
     layer = Again(datastore=datastores.Local(tmp_path)).execution("e").status.layers["Fails"]
     assert layer.status == "finished"  # the earlier "failed" replaced, not left to read first
-    after = json.loads((tmp_path / layout.record("Again", "e", "After")).read_bytes())
+    after = json.loads(stored_record(tmp_path, "Again", "e", "After"))
     assert "ran" in after  # a layer no run recorded a status of: carried, even on a resume

@@ -112,7 +112,7 @@ def test_the_committed_store_holds_every_record_kind() -> None:
 
 #: Fields records gained since da5febf, and what a record written before them reads them as.
 ADDED_SINCE: dict[Any, dict[str, Any]] = {
-    records.ExecutionMetadata: {"parameters": None, "dependencies": None},
+    records.ExecutionMetadata: {"parameters": None, "dependencies": None, "packed": False},
     records.LayerStatusRecord: {"reused": None, "why": None},
     records.Record: {
         "borrowed": {},

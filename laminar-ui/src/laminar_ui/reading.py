@@ -109,8 +109,9 @@ class Reader:
         return [i for i in self.datastore.list_prefix(layout.executions(flow)) if is_valid(i)]
 
     def stored_layers(self, flow: str, execution: str) -> list[str]:
-        found = self.datastore.list_prefix(layout.layers(flow, execution))
-        return [name for name in found if is_valid(name) and name != "Parameters"]
+        """The layers ``execution`` stored anything of (a directory, or a record in a record pack)."""
+        found = self._stand_in(flow, ()).execution(execution).store.layer_names()
+        return [name for name in found if name != "Parameters"]
 
     def stored_dependencies(self, flow: str, execution: str) -> Mapping[str, tuple[str, ...]] | None:
         """Each layer of ``execution`` with the layers it depends on, as its run stored them when it

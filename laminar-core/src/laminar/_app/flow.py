@@ -48,6 +48,7 @@ class Flow(FlowDefinition):
         executor: Executor | str | None = None,
         scheduler: Scheduler | None = None,
     ) -> None:
+        from laminar._plugins.calls import QuickRelay
         from laminar._plugins.manager import (
             configured_manager,
             protocols_of,
@@ -74,6 +75,7 @@ class Flow(FlowDefinition):
             scheduler=scheduler or Scheduler(),
             protocols=protocols_of(plugins),
             plugins=plugins,
+            hook=QuickRelay(plugins),
         )
 
     def execution(self, id: str) -> Execution:
@@ -120,10 +122,11 @@ class Flow(FlowDefinition):
 
 def _rebuild_flow(kind: type[Flow], configuration: FlowConfiguration) -> Flow:
     """A flow unpickled in a worker: its plugin manager does not travel, so the worker's is attached."""
+    from laminar._plugins.calls import QuickRelay
     from laminar._plugins.manager import configured_manager
 
     flow = kind.__new__(kind)
     configuration.plugins = configured_manager()
-    configuration.hook = configuration.plugins.hook
+    configuration.hook = QuickRelay(configuration.plugins)
     flow.configuration = configuration
     return flow

@@ -63,10 +63,9 @@ class Results:
     def layers(self, execution: Execution) -> list[Layer]:
         """The layers that stored artifacts in ``execution``, sorted by name (as the earlier laminar did)."""
         store = self._store(execution)
-        listed = self.datastore.list_prefix(layout.layers(self.flow.name, execution.id))
         return [
             execution.layer(name)
-            for name in sorted(listed)
+            for name in store.layer_names()
             if name in self.flow.registry and store.artifact_names(name)
         ]
 

@@ -334,10 +334,11 @@ def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
     records = run.stash.get(RECORDS, None)
     if records is None:
         return
-    if _read_from_its_record(run, records, layer.name):
+    name = layer.name
+    if _read_from_its_record(run, records, name):
         return
-    layer_run = records.layers[layer.name] = _LayerRun(time.time(), splits)
-    earlier = run.store.layer_status(layer.name) if records.carried else None
+    layer_run = records.layers[name] = _LayerRun(time.time(), splits)
+    earlier = run.store.layer_status(name) if records.carried else None
     if earlier is not None:  # keep what earlier runs recorded of the splits that will not run again
         layer_run.found = True
         layer_run.attempts.extend(earlier.attempts)
@@ -351,15 +352,15 @@ def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
     running = functools.partial(
         _running,
         run,
-        layer.name,
+        name,
         layer_run.started,
         splits,
         tuple(layer_run.attempts),
         layer_run.omitted,
         layer_run.next_attempt,
-        run.explanations.get(layer.name, (None, None)),
+        run.explanations.get(name, (None, None)),
     )
-    records.writer.defer(layer.name, running, RUNNING_AFTER if earlier is None else 0.0)
+    records.writer.defer(name, running, RUNNING_AFTER if earlier is None else 0.0)
 
 
 def _running(
@@ -467,11 +468,12 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
     records = run.stash.get(RECORDS, None)
     if records is None:
         return
-    if error is None and _read_from_its_record(run, records, layer.name):
+    name = layer.name
+    if error is None and _read_from_its_record(run, records, name):
         return
-    layer_run = records.layers.pop(layer.name, None) or _LayerRun(time.time(), splits)
+    layer_run = records.layers.pop(name, None) or _LayerRun(time.time(), splits)
     if isinstance(error, DatastoreError):
-        records.writer.discard(layer.name)  # as for the execution's record: the store is failing
+        records.writer.discard(name)  # as for the execution's record: the store is failing
         return
     if error is None:
         status, reason = "finished", None
@@ -488,12 +490,12 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
             f"the run stopped before the layer was done: {type(error).__name__}: {error}",
         )
     ended = time.time()
-    if status == "finished" and _carried(run, records, layer.name, layer_run, ended):
+    if status == "finished" and _carried(run, records, name, layer_run, ended):
         return
-    final = _record(run, layer.name, layer_run, status, reason=reason, ended=ended)
+    final = _record(run, name, layer_run, status, reason=reason, ended=ended)
     records.writer.put(final, after=FINISHED_AFTER if status == "finished" else 0.0)
     if status == "finished":  # written once its layer record, written behind, lands (if sooner)
-        run.when_landed(layer.name, functools.partial(records.writer.landed, layer.name))
+        run.when_landed(name, functools.partial(records.writer.landed, name))
 
 
 def _carried(run: Run, records: _Records, layer: str, layer_run: _LayerRun, ended: float) -> bool:
@@ -511,9 +513,10 @@ def _carried(run: Run, records: _Records, layer: str, layer_run: _LayerRun, ende
     reused, why = run.explanations.get(layer, (None, None))
     if reused is not None:
         return False
-    # next_attempt: above every attempt listed, as LayerStatusRecord makes it (see _ended)
-    next_attempt = max(layer_run.next_attempt, max((a.attempt + 1 for a in attempts), default=0))
-    ran = Ran(layer_run.started, ended, tuple(attempts), layer_run.omitted, next_attempt, why)
+    # next_attempt: above every attempt listed, as LayerStatusRecord makes it. Each attempt a layer's
+    # run lists came through _ended, which raised next_attempt above it first (a layer with attempts
+    # an earlier run recorded, ``found``, is not carried).
+    ran = Ran(layer_run.started, ended, tuple(attempts), layer_run.omitted, layer_run.next_attempt, why)
     return records.writer.take_back(layer) and run.carry_status(layer, ran)
 
 

@@ -22,9 +22,17 @@ from collections.abc import Callable
 IDLE_FOR = 60.0
 
 
+def _ran() -> None:
+    """What a work's ``call`` is once it ran (see ``_Kept._run``)."""
+
+
 class Work:
     """Work handed to a kept thread (:func:`start`): :meth:`wait` returns once it ran and its thread
-    is idle again (or ended: work that raised ends its thread, as a thread of its own would end)."""
+    is idle again (or ended: work that raised ends its thread, as a thread of its own would end).
+
+    Once it ran, it no longer holds its ``call``: the object whose work it was (a bound method's
+    ``self``, which keeps this work to wait for it) is then in no reference cycle with it, and goes
+    when its last reference does, not at the garbage collector's next full pass."""
 
     def __init__(self, call: Callable[[], None], name: str) -> None:
         self.call = call
@@ -62,8 +70,10 @@ class _Kept:
             try:
                 work.call()
             except BaseException:
+                work.call = _ran
                 work._over.set()
                 raise
+            work.call = _ran
             self.thread.name = "laminar-idle"
             with _lock, self.changed:
                 self.work = None

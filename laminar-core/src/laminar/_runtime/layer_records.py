@@ -13,6 +13,9 @@ directory) to be created, or an object put. Here the scheduler hands the record 
   thread once in that, not once a layer; at once when something waits for one (:meth:`written`,
   :meth:`landed`, the run's end). A crash loses at most that much of the finished layers' records:
   those layers run again on resume;
+- **in one file**: the records queued when the thread writes are written as one file, a record pack
+  (``ExecutionStore.write_records``): a chain of quick layers writes a file, not a file and a
+  directory a layer. A pack is written whole or not at all;
 - **in order**: records are written one after another in the order they were handed over, and none
   after a write that failed. A layer is handed over after every layer it reads, so a record on the store
   implies its upstream layers' records are there too: a crash leaves a prefix of the run's records,
@@ -36,6 +39,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import itertools
 import logging
 import threading
 import time
@@ -50,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a record handed over may wait to be written with those handed over after it (see above).
 INTERVAL = 0.05
+#: At most this many records queued are written as one (a record pack, ``ExecutionStore.write_records``).
+PACK = 256
 
 
 class LayerRecords:
@@ -215,40 +221,45 @@ class LayerRecords:
                     if self._now or self._closed or wait <= 0:
                         break
                     self._changed.wait(wait)
-                handed = self._queue[0]
-                if self._untaken.get(handed.record.layer) is handed:  # taken: nothing attaches now
-                    del self._untaken[handed.record.layer]
-                record, write = handed.record, handed.written
+                taken = list(itertools.islice(self._queue, PACK))
+                for handed in taken:
+                    if self._untaken.get(handed.record.layer) is handed:  # taken: nothing attaches now
+                        del self._untaken[handed.record.layer]
+            records = [handed.record for handed in taken]
             try:
-                self._store.write_record(record)
+                self._store.write_records(records)
             except BaseException as error:
-                add_note(error, f"while writing the record of layer {record.layer}")
+                layers = ", ".join(record.layer for record in records)
+                add_note(error, f"while writing the record{'s' * (len(records) > 1)} of layer {layers}")
                 with self._changed:
                     self._failure = self._failure or error  # before anyone waiting sees the write end
-                    self._settle(write, error)
+                    self._settle(taken, error)
                     self._stop(error)
                 with contextlib.suppress(RuntimeError):  # the loop closed: the run ended (drained() said so)
                     self._loop.call_soon_threadsafe(self._fail, error)
                 return
             with self._changed:
-                self._settle(write, None)
-                then = self._then.pop(record.layer, None)
-            if then is not None:
-                try:
-                    then()
-                except Exception:  # the caller's own failure: the records after it are still written
-                    logger.exception("what follows the record of layer %s failed", record.layer)
+                self._settle(taken, None)
+                then = [(record.layer, self._then.pop(record.layer, None)) for record in records]
+            for layer, call in then:
+                if call is not None:
+                    try:
+                        call()
+                    except Exception:  # the caller's own failure: the records after it are still written
+                        logger.exception("what follows the record of layer %s failed", layer)
 
-    def _settle(self, write: concurrent.futures.Future[None], error: BaseException | None) -> None:
-        """The record being written (first in the queue, unless abandoned meanwhile) is written or
+    def _settle(self, taken: list[_Handed], error: BaseException | None) -> None:
+        """The records being written (first in the queue, unless abandoned meanwhile) are written or
         failed (call holding the lock)."""
-        if self._queue and self._queue[0].written is write:
-            self._queue.popleft()
-        if not write.done():
-            if error is None:
-                write.set_result(None)
-            else:
-                write.set_exception(error)
+        for handed in taken:
+            if self._queue and self._queue[0] is handed:
+                self._queue.popleft()
+            write = handed.written
+            if not write.done():
+                if error is None:
+                    write.set_result(None)
+                else:
+                    write.set_exception(error)
         self._changed.notify_all()
 
 

@@ -24,6 +24,7 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -111,13 +112,20 @@ class Scheduler:
             # First, before the run's event loop and threads start: the executor may fork this process.
             with flow.configuration.executor.prepared():
                 run = _Runner(execution, parameters=parameters, resume=resume, reuse=reuse, force=forced)
+                interruption: Interrupted | None = None
                 try:
                     with _fewer_collections():
-                        asyncio.run(run.main())
+                        try:
+                            asyncio.run(run.main())
+                        finally:
+                            interruption = run.interruption() if run.interrupted is not None else None
+                            # The run's objects go now, before the collector held back while it ran
+                            # looks at what is left (they are in no reference cycle once it is over).
+                            del run
                 except asyncio.CancelledError:  # a second Ctrl-C stopped the running splits too
-                    if run.interrupted is None:
+                    if interruption is None:
                         raise
-                    raise run.interruption() from None
+                    raise interruption from None
             return
         run = _Runner(execution, parameters=parameters, resume=resume, reuse=reuse, force=forced)
         # Called from inside an event loop (a notebook): run ours on a thread of its own.
@@ -211,6 +219,18 @@ def _queued(loop: asyncio.AbstractEventLoop) -> bool:
     if ready is None or scheduled is None:
         return True
     return bool(ready) or bool(scheduled and scheduled[0].when() <= loop.time())
+
+
+def _weakly(method: Callable[[BaseException], None]) -> Callable[[BaseException], None]:
+    """``method`` called as long as its object lives, without keeping it alive."""
+    held = weakref.WeakMethod(method)
+
+    def call(error: BaseException) -> None:
+        alive = held()
+        if alive is not None:
+            alive(error)
+
+    return call
 
 
 #: Whether this thread runs a split on a run's event loop thread (``_Runner._inline``): a flow run
@@ -413,7 +433,10 @@ class _Runner:
 
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.records = LayerRecords(self.store, self.loop, self._record_failed)
+        # What the records tell of a failed write reaches this runner through a weak reference: the
+        # run object holds the records, and no reference cycle keeps the run's objects (its layers'
+        # futures, readers, records) once the run is over, until the garbage collector's next pass.
+        self.records = LayerRecords(self.store, self.loop, _weakly(self._record_failed))
         self.run.records = self.records
         # Nothing else runs yet: on a local disk, where its small writes cost less than a thread (the
         # first of asyncio's default executor, started and joined for this alone), on the loop.
@@ -434,7 +457,8 @@ class _Runner:
             self.semaphore = asyncio.Semaphore(self.executor.window)
             loop = asyncio.get_running_loop()
             self.states = {name: loop.create_future() for name in self.plan.order}
-            self.checked = {name: loop.create_future() for name in self.plan.order}
+            # whether each layer is reused, awaited by the layers reading it: with reuse on only
+            self.checked = {name: loop.create_future() for name in self.plan.order} if self.reusing else {}
             self.all_ended = loop.create_future()  # set once no layer is left (``_ended``)
             try:
                 await self.executor.start()
@@ -584,8 +608,9 @@ class _Runner:
             self._fail(error, f"while scheduling layer {name} of flow {self.flow.name}")
             state = FAILED
         finally:
-            if not self.checked[name].done():
-                self.checked[name].set_result(False)
+            checked = self.checked.get(name)
+            if checked is not None and not checked.done():
+                checked.set_result(False)
         self._ended(name)
         if not future.done():
             future.set_result(state)
@@ -651,7 +676,7 @@ class _Runner:
         return states
 
     async def _run_layer(self, name: str) -> str:
-        tried, early = await self._reuse_early(name)
+        tried, early = (await self._reuse_early(name)) if self.reusing else (False, None)
         states = await self._dependency_states(name)
         if early is not None:  # its record is being written beside its upstream layers'
             return await self._reused(name, early, states)
@@ -659,8 +684,11 @@ class _Runner:
             return CANCELLED
         # A layer recorded before is kept only if every layer it reads was too: records of reused
         # layers are written together, so a crash may leave one whose upstream layer is not.
-        ran_upstream = any(d in self.ran for d in self.plan.dependencies[name])
-        if self.resume and not ran_upstream and await asyncio.to_thread(self._recorded, name):
+        if (
+            self.resume
+            and not any(d in self.ran for d in self.plan.dependencies[name])  # (no upstream layer ran)
+            and await asyncio.to_thread(self._recorded, name)
+        ):
             return FINISHED
         entry = self.plan.layer_hooks[(name, "entry")]
         if entry:
@@ -1039,7 +1067,7 @@ class _Runner:
             self._split_finished(reader, task, error, started, ended, caught)
 
         while True:
-            running = await start(submission)
+            running = (await start(submission)) if submission else []
             self.hook.laminar_split_started(
                 layer=reader, index=task.index, attempt=task.attempt, run=self.run
             )

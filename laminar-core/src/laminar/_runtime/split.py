@@ -106,6 +106,8 @@ def _run_split(task: SplitTask, started: float, execution: Execution | None) -> 
     if len(managers) == 1:  # the log capture alone, as most runs have it: no stack to keep
         with managers[0]:
             record, caught = _call(task, execution, store, layer)
+    elif not managers:
+        record, caught = _call(task, execution, store, layer)
     else:
         with contextlib.ExitStack() as contexts:
             for manager in managers:
@@ -133,7 +135,13 @@ def _call(
     caught: dict[str, str] | None = None
     hooks = plan.layer_hooks[(task.layer, "execution")]
     try:
-        with hook_calls.around(hooks, layer, dependency) if hooks else contextlib.nullcontext():
+        if hooks:
+            with hook_calls.around(hooks, layer, dependency):
+                arguments = {
+                    parameter: dependency(name) for parameter, name in plan.calls[task.layer].parameters
+                }
+                layer(**arguments)
+        else:  # (most layers: no context manager entered around the call)
             arguments = {parameter: dependency(name) for parameter, name in plan.calls[task.layer].parameters}
             layer(**arguments)
     except Exception as error:

@@ -192,7 +192,7 @@ def choose(
 
 
 #: Endings of the keys the layout writes below an execution; its directories have none of them.
-_FILES = (".json", ".log")
+_FILES = (".json", ".jsonl", ".log")
 
 
 def _keys_below(datastore: Datastore, prefix: str) -> list[str]:
@@ -217,10 +217,9 @@ def usage(datastore: Datastore, kept: Iterable[StoredExecution], loans: Iterable
     for loan in loans:
         _count(found, loan.splits.values())
     for execution in kept:
-        for layer in datastore.list_prefix(layout.layers(execution.flow, execution.id)):
-            if not is_valid(layer):
-                continue
-            record = _record(datastore, execution, layer)
+        store = ExecutionStore(datastore, execution.flow, execution.id, Protocols())
+        for layer in _layer_names(store):
+            record = _record(store, layer)
             if record is not None:
                 _count(found, record.held.values())
             prefix = layout.splits(execution.flow, execution.id, layer)
@@ -240,9 +239,17 @@ def usage(datastore: Datastore, kept: Iterable[StoredExecution], loans: Iterable
     return found
 
 
-def _record(datastore: Datastore, execution: StoredExecution, layer: str) -> Record | None:
+def _layer_names(store: ExecutionStore) -> list[str]:
+    """The execution's layers with anything stored (``ExecutionStore.layer_names``). Raises
+    ``Malformed`` (deleting nothing) if a record pack of it is damaged: what it references is unknown."""
+    names = store.layer_names()
+    for error in store.damaged_packs():
+        raise Malformed(f"{error}; nothing was deleted, since what it references is unknown")
+    return names
+
+
+def _record(store: ExecutionStore, layer: str) -> Record | None:
     """The layer's record (which names its batches, and may hold a split itself: ``Record.held``)."""
-    store = ExecutionStore(datastore, execution.flow, execution.id, Protocols())
     try:
         return store.record(layer)
     except IntegrityError as error:
@@ -269,12 +276,8 @@ def loans(
     lenders = {execution for _, execution in deleting}
     found = []
     for execution in kept:
-        layers = [
-            name
-            for name in datastore.list_prefix(layout.layers(execution.flow, execution.id))
-            if is_valid(name)
-        ]
         store = ExecutionStore(datastore, execution.flow, execution.id, Protocols())
+        layers = _layer_names(store)
         try:
             records = datastore.map_parallel(store.record, layers)
         except IntegrityError as error:

@@ -19,6 +19,10 @@
                                                                   written or found carries its final status
                                                                   (``ran``), a layer reused whole where from
                                                                   and why (``reused``): no status.json
+    flows/<Flow>/executions/<id>/records/<Layer>.<n>.jsonl        the records of n layers that finished together,
+                                                                  one a line, the first's layer named: written
+                                                                  instead of a record.json each (``pack``);
+                                                                  a layer's record.json, if any, reads first
     flows/<Flow>/executions/<id>/layers/<Layer>/splits/<i>-<j>.json  a batch of finished splits' records
                                                                   (their archives), lowest index i, highest j;
                                                                   once the layer finished, those its record
@@ -47,7 +51,7 @@ from __future__ import annotations
 
 import re
 
-from laminar._names import validate
+from laminar._names import is_valid, validate
 
 _HEX = re.compile(r"[0-9a-f]{8,128}")
 
@@ -101,6 +105,32 @@ def layer(flow: str, execution_id: str, layer_name: str) -> str:
 
 def record(flow: str, execution_id: str, layer_name: str) -> str:
     return layer(flow, execution_id, layer_name) + "record.json"
+
+
+def record_packs(flow: str, execution_id: str) -> str:
+    return execution(flow, execution_id) + "records/"
+
+
+_PACK = re.compile(r"(.+)\.([1-9]\d*)\.jsonl")
+
+
+def record_pack_name(first_layer: str, count: int) -> str:
+    """The name (within ``records/``) of a pack of ``count`` layer records, ``first_layer``'s first."""
+    return f"{validate(first_layer, what='layer name')}.{int(count)}.jsonl"
+
+
+def record_pack(flow: str, execution_id: str, name: str) -> str:
+    if parse_record_pack(name) is None:
+        raise ValueError(f"not a record pack name: {name!r}")
+    return record_packs(flow, execution_id) + name
+
+
+def parse_record_pack(name: str) -> tuple[str, int] | None:
+    """``(first layer, count)`` from a record pack's name, or None for anything else there."""
+    match = _PACK.fullmatch(name)
+    if match is None or not is_valid(match[1]):
+        return None
+    return match[1], int(match[2])
 
 
 def splits(flow: str, execution_id: str, layer_name: str) -> str:

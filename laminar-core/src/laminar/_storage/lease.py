@@ -268,18 +268,25 @@ class Heartbeat:
 
 
 class _Beats:
-    """The thread of this process that times every held lease's heartbeat (see :class:`Heartbeat`)."""
+    """The thread of this process that times every held lease's heartbeat (see :class:`Heartbeat`).
+
+    A heartbeat added is due no sooner than a third of its time to live from now: the thread is woken
+    for it only if it would not wake by itself before then. Runs one after another each add one, and
+    the thread, waiting for the beat of a run that has ended meanwhile, wakes once for the lot, not
+    once a run (a thread woken takes the interpreter from the run for a moment)."""
 
     def __init__(self) -> None:
         self.changed = threading.Condition(threading.Lock())
         self.due: dict[Heartbeat, float] = {}  # each heartbeat's next beat (time.monotonic())
+        self.wakes: float | None = None  # when the waiting thread wakes by itself (None: not waiting)
         self.thread = threading.Thread(target=self._run, name="laminar-lease-heartbeat", daemon=True)
         self.thread.start()
 
     def add(self, heartbeat: Heartbeat, due: float) -> None:
         with self.changed:
             self.due[heartbeat] = due
-            self.changed.notify()
+            if self.wakes is None or due < self.wakes:  # else it wakes in time, and finds it due
+                self.changed.notify()
 
     def remove(self, heartbeat: Heartbeat) -> None:
         with self.changed:
@@ -293,7 +300,9 @@ class _Beats:
                 for heartbeat in beating:
                     self.due[heartbeat] = now + heartbeat.lease.ttl / 3
                 if not beating:
-                    self.changed.wait(min(self.due.values(), default=now + 3600) - now)
+                    self.wakes = min(self.due.values(), default=now + 3600)
+                    self.changed.wait(self.wakes - now)
+                    self.wakes = None
             for heartbeat in beating:
                 heartbeat.beat()
 

@@ -20,7 +20,7 @@ import threading
 import time
 
 from laminar._storage import layout
-from laminar._transport.datastore import Datastore
+from laminar._transport.datastore import Datastore, environment_value
 from laminar.errors import ConfigurationError
 
 CHUNK = 256 * 1024  # bytes held in memory before they are written
@@ -33,7 +33,7 @@ _SIZE = re.compile(r"(\d+)\s*([kmg]i?b?|b)?", re.IGNORECASE)
 
 def cap_from_environment() -> int:
     """The per-attempt cap in bytes from ``LAMINAR_LOG_CAP`` (``16M`` by default)."""
-    text = os.environ.get(CAP, "").strip()
+    text = (environment_value(CAP) or "").strip()
     if not text:
         return DEFAULT_CAP
     match = _SIZE.fullmatch(text)

@@ -60,10 +60,15 @@ LAYOUT = 3
 #: reader of layout 3 would misread as naming a batch that is missing: it refuses layout 4 instead.
 #: Every other record is still written in layout 3, which the releases before read.
 HELD_LAYOUT = 4
+#: The layout of the metadata of an execution whose layer records may be in record packs
+#: (``layout.record_pack``), which a reader of layouts 3 and 4 would not see: such a reader would
+#: take those layers as not finished, and its ``laminar gc`` would delete the values only they
+#: reference. It refuses the execution instead. Every other record is written as before.
+PACKED_LAYOUT = 5
 #: The layouts this code reads.
-LAYOUTS = (*earlier.LAYOUTS, LAYOUT, HELD_LAYOUT)
+LAYOUTS = (*earlier.LAYOUTS, LAYOUT, HELD_LAYOUT, PACKED_LAYOUT)
 #: The layouts whose records always carry their checksum.
-SEALED_LAYOUTS = (3, HELD_LAYOUT)
+SEALED_LAYOUTS = (3, HELD_LAYOUT, PACKED_LAYOUT)
 
 #: A split batch's archive of more artifacts than this is written this many at a time (``SplitBatch``).
 CHUNK = 4096
@@ -650,6 +655,15 @@ class ExecutionMetadata(Document):
     #: (the plan's edges), so a reader without the flow's code draws its DAG; left out by runs
     #: before it existed, whose DAG is drawn without edges.
     dependencies: Mapping[str, tuple[str, ...]] | None = field(default=None, metadata=sparse(None))
+    #: Whether its layer records may be in record packs: written in ``PACKED_LAYOUT`` then (every
+    #: execution started since record packs exist); left out, as before, by runs before them.
+    packed: bool = field(default=False, metadata=sparse(False))
+
+    def dumps(self) -> bytes:
+        payload = self._write(self)
+        if self.packed:
+            payload["layout"] = PACKED_LAYOUT
+        return seal(payload)
 
 
 #: An execution's statuses, as stored. A "running" record whose scheduler's lease is no longer live

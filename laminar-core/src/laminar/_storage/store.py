@@ -18,11 +18,13 @@ import bisect
 import functools
 import itertools
 import logging
+import re
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from laminar._names import validate
+from laminar._names import is_valid, validate
 from laminar._serialization.registry import Protocols
 from laminar._storage import borrowing, layout, loading, staging
 from laminar._storage.cache import cache_for
@@ -88,6 +90,10 @@ class _Locator:
         return found
 
 
+#: Where a record names its layer: after its flow, the first member that is a name (``_names``).
+_PACKED_LAYER = re.compile(rb'"layer":"([A-Za-z0-9_][A-Za-z0-9_.\-]{0,199})"')
+
+
 class _Gone(Exception):
     """An execution a record borrows splits from has no record of the layer."""
 
@@ -139,6 +145,10 @@ class ExecutionStore:
         self._cache = cache_for(datastore)
         layout.execution(flow, execution)  # validates both names before anything is written
         self._record_keys: dict[str, str] = {}  # layer -> its record's key, validated once
+        self._packed: dict[str, str] = {}  # layer -> the record pack holding its record (``write_records``)
+        self._packs_read: set[str] = set()  # the names of the record packs read (or written) here
+        self._pack_damage: dict[str, IntegrityError] = {}  # a pack's key -> a line of it that is damaged
+        self._packs_lock = threading.Lock()  # one reader of new packs at a time (readers run in threads)
 
     # ---- execution ----------------------------------------------------------------------------
     def write_metadata(
@@ -146,7 +156,9 @@ class ExecutionStore:
     ) -> None:
         """Mark the execution started; ``parameters``: its flow's declared parameters, if any;
         ``dependencies``: each layer's, in plan order (its DAG, for readers without the flow's code)."""
-        metadata = ExecutionMetadata(self.flow, self.execution, time.time(), parameters, dependencies)
+        metadata = ExecutionMetadata(
+            self.flow, self.execution, time.time(), parameters, dependencies, packed=True
+        )
         self.datastore.write_bytes(layout.execution_metadata(self.flow, self.execution), metadata.dumps())
 
     def write_status(self, status: ExecutionStatus) -> None:
@@ -402,30 +414,159 @@ class ExecutionStore:
             raise
         self._cache.put(key, record, written=True)
 
+    def write_records(self, written: Sequence[Record]) -> None:
+        """Write these records (of layers of this execution, each after those it reads) at once:
+        one alone as :meth:`write_record` does, several as one record pack (``layout.record_pack``:
+        one file, not a file and a directory a layer), the records' bytes one a line. Each reads as
+        if written alone; none is written if the pack is not (each is forgotten)."""
+        if len(written) == 1:
+            self.write_record(written[0])
+            return
+        name = layout.record_pack_name(written[0].layer, len(written))
+        key = layout.record_pack(self.flow, self.execution, name)
+        try:
+            self.datastore.write_bytes(key, b"\n".join(record.dumps() for record in written))
+        except BaseException:
+            for record in written:
+                self.forget_record(record.layer)
+            raise
+        with self._packs_lock:
+            for record in written:
+                self._packed[record.layer] = key
+                self._cache.put(self.record_key(record.layer), record, written=True)
+            self._packs_read.add(name)
+
     def forget_record(self, layer: str) -> None:
         """Drop what this process holds of ``layer``'s record: it was not written after all."""
         self._cache.unhold(self.record_key(layer))
         self._forget_record(layer)
 
     # ---- reading ------------------------------------------------------------------------------
-    def _cached(self, key: str, parse: Any) -> Any:
-        value = self._cache.held_value(key)  # a record written behind, in flight
-        if value is None:
-            value = self._cache.get(key)
-        if value is None:
-            value = parse(key, self.datastore.read_bytes(key))  # FileNotFoundError passes through
-            self._cache.put(key, value)
-        return value
-
     def record(self, layer: str) -> Record | None:
-        """The layer's record; None if it has none (not finished); ``IntegrityError`` if it is damaged."""
+        """The layer's record; None if it has none (not finished); ``IntegrityError`` if it is damaged.
+        Its ``record.json`` reads first, then the record packs (listed again when it is in none read)."""
+        key = self.record_key(layer)
+        found: Record | None = self._cache.held_value(key)  # a record written behind, in flight
+        if found is None:
+            found = self._cache.get(key)
+        if found is not None:
+            return found
         try:
-            result: Record = self._cached(
-                self.record_key(layer), lambda key, data: self._parse_record(layer, key, data)
-            )
+            data = self.datastore.read_bytes(key)
         except FileNotFoundError:
+            return self._packed_record(layer)
+        found = self._parse_record(layer, key, data)
+        self._cache.put(key, found)
+        return found
+
+    def _packed_record(self, layer: str) -> Record | None:
+        """``layer``'s record from the record pack holding it; None if no pack does, unless a pack
+        has a damaged line (which may be that record): ``IntegrityError`` then."""
+        if layer not in self._packed:
+            self._read_new_packs()
+        pack = self._packed.get(layer)
+        if pack is None:
+            for damage in self._pack_damage.values():
+                raise damage
             return None
-        return result
+        records: dict[str, Record] | None = self._cache.get(pack)
+        found = (records if records is not None else self._read_pack(pack)).get(layer)
+        if found is None:  # the pack was read here before, and holds it no more: set aside meanwhile
+            raise self._damaged(pack, f"the record of layer {layer}", "its record pack changed since read")
+        self._cache.put(self.record_key(layer), found)  # (its record.json was just found missing)
+        return found
+
+    def _read_new_packs(self) -> None:
+        """Read the record packs this store has not read yet (a thread asking meanwhile waits, and
+        finds what this one read: none reads a layer as in no pack while its pack is being read).
+        One after another, not on the datastore's I/O threads: readers of records run there (gc),
+        and would wait for this lock with every one of them taken."""
+        with self._packs_lock:
+            listed = self.datastore.list_prefix(layout.record_packs(self.flow, self.execution))
+            new = [name for name in listed if name not in self._packs_read and layout.parse_record_pack(name)]
+            for name in new:
+                key = layout.record_pack(self.flow, self.execution, name)
+                for held in self._read_pack(key):
+                    self._packed.setdefault(held, key)
+            self._packs_read.update(new)
+
+    def _read_pack(self, key: str) -> dict[str, Record]:
+        """The records of the pack at ``key`` by layer (cached as the pack's, not as each layer's:
+        a layer's record.json reads first), its damaged lines noted (``_pack_damage``); empty if it
+        is gone."""
+        try:
+            data = self.datastore.read_bytes(key)
+        except FileNotFoundError:
+            return {}
+        found: dict[str, Record] = {}
+        name = key.rsplit("/", 1)[-1]
+        for number, line in enumerate(data.split(b"\n"), 1):
+            if not line.strip():  # (a line end a tool added)
+                continue
+            what = f"line {number} of record pack {name}"
+            named = _PACKED_LAYER.search(line)  # the layer its record names first (flow, then layer)
+            layer = named[1].decode() if named is not None else ""
+            try:
+                record = Record.loads(line, Origin(self.flow, self.execution, layer, key))
+            except Malformed as error:
+                self._pack_damage.setdefault(key, self._damaged(key, what, str(error)))
+                continue
+            if (record.flow, record.layer) != (self.flow, layer) or layer in found:
+                self._pack_damage.setdefault(
+                    key,
+                    self._damaged(key, what, f"it is a record of layer {record.layer} of flow {record.flow}"),
+                )
+                continue
+            found[layer] = record
+        count = layout.parse_record_pack(name)
+        if count is not None and len(found) + (key in self._pack_damage) < count[1]:
+            self._pack_damage.setdefault(
+                key, self._damaged(key, f"record pack {name}", f"it holds fewer than {count[1]} records")
+            )
+        self._cache.put(key, found, weight=len(found) or 1)
+        return found
+
+    def layer_names(self) -> list[str]:
+        """The layers of this execution with anything stored: a directory of their own, or a record
+        in a record pack; sorted."""
+        listed = self.datastore.list_prefix(layout.layers(self.flow, self.execution))
+        self._read_new_packs()
+        return sorted({name for name in listed if is_valid(name)} | set(self._packed))
+
+    def damaged_packs(self) -> list[IntegrityError]:
+        """What is damaged in the record packs read so far (a line each at most), by pack."""
+        return list(self._pack_damage.values())
+
+    def record_location(self, layer: str) -> str:
+        """The key ``layer``'s record is read from: its ``record.json`` where it has one (or none is
+        found anywhere), else the record pack holding it (or a damaged one, which may)."""
+        key = self.record_key(layer)
+        if self.datastore.exists(key):
+            return key
+        pack = self.record_pack_of(layer)
+        if pack is None and self._pack_damage:
+            pack = next(iter(self._pack_damage))
+        return key if pack is None else pack
+
+    def record_pack_of(self, layer: str) -> str | None:
+        """The key of the record pack holding a record of ``layer`` (read if its record.json is
+        missing, else shadowed by it), or None."""
+        if layer not in self._packed:
+            self._read_new_packs()
+        return self._packed.get(layer)
+
+    def is_record_pack(self, key: str) -> bool:
+        """Whether ``key`` is that of a record pack of this execution."""
+        prefix = layout.record_packs(self.flow, self.execution)
+        return key.startswith(prefix) and layout.parse_record_pack(key[len(prefix) :]) is not None
+
+    def unpack(self, pack: str, leaving: Collection[str]) -> None:
+        """Write each record of the pack at ``pack`` as a ``record.json`` of its own but those of the
+        layers in ``leaving``, so the pack can be set aside (``laminar verify --repair``) and only
+        those layers read as not finished."""
+        for layer, record in self._read_pack(pack).items():
+            if layer not in leaving and not self.datastore.exists(self.record_key(layer)):
+                self.write_record(record)
 
     def record_key(self, layer: str) -> str:
         """Where the record of ``layer`` is (or would be) stored: each layer's built (and its name

@@ -11,7 +11,9 @@ that a resume computes them again, and with them every layer that depends on the
 nothing: what it takes away is moved to ``repaired/<time>/`` in the execution (see ``layout``):
 
 1. the record of each marked layer, so the layer reads as not finished (and its status record,
-   which would still say finished; a status the record carries, ``Record.ran``, goes with it);
+   which would still say finished; a status the record carries, ``Record.ran``, goes with it). A
+   record in a record pack (``layout``) goes with its pack, whose other records are first written
+   as files of their own, so only the marked layers read as not finished;
 2. each damaged value's blob, so the rerun writes its bytes again (a value already stored is never
    written again);
 3. the split batches of the damaged splits (and every batch of a dependent layer), so those splits
@@ -136,16 +138,14 @@ def _layer(
 ) -> tuple[list[Finding], list[_Reference]]:
     """The findings of ``layer``'s record and batches, and the values its batches point to."""
     findings: list[Finding] = []
-    record_key = store.record_key(layer)
     try:
         record = store.record(layer)
         if record is None:
             unfinished.append(layer)
     except IntegrityError as error:
         record = None
-        findings.append(
-            Finding(layer, DAMAGED, RECORD, "its record", _url(store, record_key), _reason(error), record_key)
-        )
+        key = store.record_location(layer)  # its record.json, or the record pack holding it
+        findings.append(Finding(layer, DAMAGED, RECORD, "its record", _url(store, key), _reason(error), key))
     # A finished layer's splits are in the batches its record names (others are batches compacted
     # into one of those, garbage ``laminar gc`` deletes); a running one's, in those listed.
     if record is not None:
@@ -192,16 +192,17 @@ def _borrowed(store: ExecutionStore, layer: str, record: Record) -> tuple[list[F
     references: list[_Reference] = []
     for execution, runs in sorted(record.borrowed.items()):
         lender = ExecutionStore(store.datastore, store.flow, execution, store.protocols)
-        key = lender.record_key(layer)
         what = f"the splits it reuses from execution {execution}"
         try:
             theirs = lender.record(layer)
         except IntegrityError as error:
+            key = lender.record_location(layer)
             findings.append(
                 Finding(layer, DAMAGED, RECORD, what, _url(store, key), _reason(error), execution=execution)
             )
             continue
         if theirs is None:
+            key = lender.record_key(layer)
             reason = (
                 f"execution {execution} has no record of layer {layer} (deleted other than by laminar gc?)"
             )
@@ -390,6 +391,17 @@ def repair(
     within = layout.execution(store.flow, store.execution)
 
     records = [store.record_key(name) for name in marked]
+    # A marked layer's record in a record pack: the pack's other records are written as files of
+    # their own first (they read first), then the pack is set aside with the records.
+    packs = {pack for name in marked if (pack := store.record_pack_of(name)) is not None}
+    packs |= {
+        f.key
+        for f in verification.findings
+        if f.kind == RECORD and f.key is not None and store.is_record_pack(f.key)
+    }
+    for pack in sorted(packs):
+        store.unpack(pack, leaving=marked)
+    records += sorted(packs)
     statuses = [layout.layer_status(store.flow, store.execution, name) for name in marked]
     statuses += [f.key for f in verification.findings if f.kind == STATUS and f.key is not None]
     blobs = sorted({f.key for f in verification.findings if f.kind == VALUE and f.key is not None})

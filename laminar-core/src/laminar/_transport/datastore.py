@@ -43,6 +43,20 @@ TRUST_VARIABLE = "LAMINAR_TRUST"
 TRUST_LEVELS = ("all", "none")
 
 
+def environment_value(name: str) -> str | None:
+    """``os.environ.get(name)``, read several times a layer (is this store trusted, the log cap).
+
+    For a name that is not set, ``os.environ`` raises a ``KeyError`` and catches it (twice over),
+    which costs several times the look-up: where ``os.environ`` keeps its names in a dict of their
+    encoded form (CPython's ``os._Environ``), an absent one is found absent there first."""
+    environ = os.environ
+    data = getattr(environ, "_data", None)
+    encode = getattr(environ, "encodekey", None)
+    if isinstance(data, dict) and encode is not None and encode(name) not in data:
+        return None
+    return environ.get(name)
+
+
 class FlowOf(Protocol[E_co]):
     """A flow as ``list_executions`` sees it: ``flow.execution(id)`` gives one of its executions (``E``)."""
 
@@ -132,7 +146,7 @@ class Datastore(abc.ABC):
         """Whether artifacts of any protocol (pickles included) may be read from this datastore."""
         if self.__dict__.get("_trust") == "none":
             return False
-        found = os.environ.get(TRUST_VARIABLE)
+        found = environment_value(TRUST_VARIABLE)
         if found is None or found == "all":
             return True
         if found.lower() in TRUST_LEVELS:
