@@ -53,18 +53,21 @@ def recorded_layers(root: Path, flow: str, execution: str) -> list[str]:
     return sorted(found)
 
 
-def stored_record(root: Path, flow: str, execution: str, layer: str) -> bytes:
-    """The stored bytes of ``layer``'s record: its ``record.json``, else its line of a record pack."""
+def stored_record(datastore: datastores.Datastore, flow: str, execution: str, layer: str) -> bytes:
+    """The bytes of ``layer``'s record as ``datastore`` holds them (read past any cache): its
+    ``record.json``, or its line of the record pack holding it (layers finishing together have their
+    records written as one pack)."""
     from laminar._storage import layout
 
-    file = root / layout.record(flow, execution, layer)
-    if file.exists():
-        return file.read_bytes()
-    for pack in (root / layout.record_packs(flow, execution)).glob("*.jsonl"):
-        for line in pack.read_bytes().split(b"\n"):
+    try:
+        return bytes(datastore.read_bytes(layout.record(flow, execution, layer)))
+    except FileNotFoundError:
+        pass
+    for name in datastore.list_prefix(layout.record_packs(flow, execution)):
+        for line in datastore.read_bytes(layout.record_pack(flow, execution, name)).split(b"\n"):
             if json.loads(line)["layer"] == layer:
-                return line
-    raise FileNotFoundError(f"no record of layer {layer} in {root / layout.execution(flow, execution)}")
+                return bytes(line)
+    raise FileNotFoundError(f"no record of layer {layer} of execution {execution} of flow {flow}")
 
 
 def records_one_a_file(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,8 @@ from laminar.configurations import datastores, executors
 from laminar.configurations.layers import ForEach, Parameter
 from laminar.errors import IntegrityError
 
+from tests.helpers import stored_record
+
 RAN: list[str] = []  # the layers that ran in this process (the thread executor runs them here)
 BIG = 3_000_000  # bytes of Big's value: far more than a record
 
@@ -68,21 +70,6 @@ LAYERS = ("Items", "Square", "Big", "Total")
 def stored_bytes(datastore: Any, prefix: str) -> int:
     """The bytes of every key below ``prefix``, as the datastore holds them."""
     return sum(gc.stored_size(datastore, key) for key in gc._keys_below(datastore, prefix))
-
-
-def stored_record(datastore: Any, flow: str, execution: str, layer: str) -> bytes:
-    """The bytes of ``layer``'s record as the datastore holds them (read past any cache): its
-    ``record.json``, or its line of the record pack holding it (layers finishing together, such as
-    two reusable layers running side by side, have their records written as one pack)."""
-    try:
-        return bytes(datastore.read_bytes(layout.record(flow, execution, layer)))
-    except FileNotFoundError:
-        pass
-    for name in datastore.list_prefix(layout.record_packs(flow, execution)):
-        for line in datastore.read_bytes(layout.record_pack(flow, execution, name)).split(b"\n"):
-            if json.loads(line)["layer"] == layer:
-                return bytes(line)
-    raise FileNotFoundError(f"no record of layer {layer} of execution {execution} of flow {flow}")
 
 
 def record_of(datastore: Any, execution: str, layer: str) -> Record:

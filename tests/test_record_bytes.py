@@ -73,15 +73,13 @@ def test_a_record_of_plain_text_is_made_by_orjson(monkeypatch: pytest.MonkeyPatc
     assert len(calls) == 1
 
 
+def _one_split_layer(layer: str, ran: Ran) -> Record:
+    """The record of a layer of one split, in one batch, that stored ``value`` and carries ``ran``."""
+    return Record("Flow", layer, 1, {"0-0.json": ((0, 0),)}, ("value",), ran=ran)
+
+
 def test_a_time_that_is_not_finite_is_written_as_json_writes_it_not_as_null() -> None:
-    record = Record(
-        "Flow",
-        "Step",
-        1,
-        {"0-0.json": ((0, 0),)},
-        ("value",),
-        ran=Ran(math.nan, math.inf, (AttemptRecord(0, 0, -math.inf, 2.0),)),
-    )
+    record = _one_split_layer("Step", Ran(math.nan, math.inf, (AttemptRecord(0, 0, -math.inf, 2.0),)))
     stored = record.dumps()
     assert stored == sealed_as_before(record._write(record))
     assert b'"started":NaN,"ended":Infinity' in stored
@@ -91,13 +89,9 @@ def test_a_time_that_is_not_finite_is_written_as_json_writes_it_not_as_null() ->
 
 
 def test_a_layer_record_with_its_status_is_stored_as_before() -> None:
-    record = Record(
-        "Flow",
+    record = _one_split_layer(
         "Schritt",
-        1,
-        {"0-0.json": ((0, 0),)},
-        ("value",),
-        ran=Ran(
+        Ran(
             1796617569.2757044,
             1796617569.2759287,
             (AttemptRecord(0, 0, 1796617569.27575, 1796617569.2758768, {"type": "Fehler", "message": "ü"}),),

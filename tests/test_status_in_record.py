@@ -83,7 +83,7 @@ def _reader(root: Path) -> Any:
 
 
 def _stored(root: Path, layer: str, execution: str = "e") -> dict[str, Any]:
-    return json.loads(stored_record(root, "Told", execution, layer))
+    return json.loads(stored_record(datastores.Local(root), "Told", execution, layer))
 
 
 def _status_file(root: Path, layer: str, execution: str = "e") -> Path:
@@ -448,8 +448,8 @@ def test_a_resume_that_found_a_status_record_of_the_layer_replaces_it_and_does_n
 
     monkeypatch.setattr(run_records._Writer, "_run", held)
     Again(datastore=Remote(tmp_path), executor=executors.Thread()).execution("e").resume()
-    assert "ran" not in json.loads(stored_record(tmp_path, "Again", "e", "Fails"))
+    assert "ran" not in json.loads(stored_record(datastores.Local(tmp_path), "Again", "e", "Fails"))
     layer = Again(datastore=datastores.Local(tmp_path)).execution("e").status.layers["Fails"]
     assert layer.status == "finished"  # the earlier "failed" replaced, not left to read first
-    after = json.loads(stored_record(tmp_path, "Again", "e", "After"))
+    after = json.loads(stored_record(datastores.Local(tmp_path), "Again", "e", "After"))
     assert "ran" in after  # a layer no run recorded a status of: carried, even on a resume

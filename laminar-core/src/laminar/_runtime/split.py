@@ -135,15 +135,12 @@ def _call(
     caught: dict[str, str] | None = None
     hooks = plan.layer_hooks[(task.layer, "execution")]
     try:
+        parameters = plan.calls[task.layer].parameters
         if hooks:
             with hook_calls.around(hooks, layer, dependency):
-                arguments = {
-                    parameter: dependency(name) for parameter, name in plan.calls[task.layer].parameters
-                }
-                layer(**arguments)
+                layer(**{parameter: dependency(name) for parameter, name in parameters})
         else:  # (most layers: no context manager entered around the call)
-            arguments = {parameter: dependency(name) for parameter, name in plan.calls[task.layer].parameters}
-            layer(**arguments)
+            layer(**{parameter: dependency(name) for parameter, name in parameters})
     except Exception as error:
         if catch is None or not isinstance(error, catch.exceptions):
             raise

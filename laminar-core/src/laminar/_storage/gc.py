@@ -243,8 +243,9 @@ def _layer_names(store: ExecutionStore) -> list[str]:
     """The execution's layers with anything stored (``ExecutionStore.layer_names``). Raises
     ``Malformed`` (deleting nothing) if a record pack of it is damaged: what it references is unknown."""
     names = store.layer_names()
-    for error in store.damaged_packs():
-        raise Malformed(f"{error}; nothing was deleted, since what it references is unknown")
+    damaged = store.damaged_packs()
+    if damaged:
+        raise Malformed(f"{damaged[0]}; nothing was deleted, since what it references is unknown")
     return names
 
 

@@ -466,8 +466,8 @@ class ExecutionStore:
             self._read_new_packs()
         pack = self._packed.get(layer)
         if pack is None:
-            for damage in self._pack_damage.values():
-                raise damage
+            if self._pack_damage:
+                raise next(iter(self._pack_damage.values()))
             return None
         records: dict[str, Record] | None = self._cache.get(pack)
         found = (records if records is not None else self._read_pack(pack)).get(layer)
