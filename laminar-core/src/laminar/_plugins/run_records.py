@@ -110,7 +110,10 @@ class _Writer:
         self._wakes: float | None = None  # when the thread wakes by itself (None: only when told)
         self._failure: BaseException | None = None
         self._closed = False
-        self._changed = threading.Condition()
+        # Held with ``with self._lock`` (the lock's own call, not the condition's Python method,
+        # twice a layer); waited on and notified through ``_changed``.
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self._work: background.Work | None = None  # the thread writing them (a kept one)
 
     def put(self, record: LayerStatusRecord, *, after: float = 0.0) -> None:
@@ -125,7 +128,7 @@ class _Writer:
     def _put(self, key: str, record: _Due, after: float) -> None:
         self._raise_failure()
         inline = self._inline and after <= 0
-        with self._changed:
+        with self._lock:
             self._pending.pop(key, None)  # the newer record replaces it, and goes last
             if inline:
                 while key in self._writing or key in self._here:  # an older record of it lands first
@@ -146,7 +149,7 @@ class _Writer:
         waiting for it now, on this thread where small writes cost less than waking this writer's
         (``Datastore.small_writes_inline``), else by that thread. Never raises: a write that fails
         is raised by the run's next hook."""
-        with self._changed:
+        with self._lock:
             waiting = self._pending.get(layer)
             if waiting is None:
                 return
@@ -164,7 +167,7 @@ class _Writer:
         except BaseException as error:
             self._failure = self._failure or error
         finally:
-            with self._changed:
+            with self._lock:
                 self._here.discard(layer)
                 self._changed.notify_all()
 
@@ -173,7 +176,7 @@ class _Writer:
         one still waiting, if any (its "running" record), is dropped, and the layer has no status
         record of this run on the store, nor will have unless one is put again. False, and nothing
         dropped, otherwise."""
-        with self._changed:
+        with self._lock:
             if layer in self._started:
                 return False
             self._pending.pop(layer, None)
@@ -181,12 +184,12 @@ class _Writer:
 
     def discard(self, layer: str) -> None:
         """Forget the layer's record that is still waiting (its store is failing: do not wait on it)."""
-        with self._changed:
+        with self._lock:
             self._pending.pop(layer, None)
 
     def close(self) -> None:
         """Write every record put so far, due or not, and wait; end the thread; raise a failed write."""
-        with self._changed:
+        with self._lock:
             self._pending = {key: (record, 0.0) for key, (record, _) in self._pending.items()}
             self._closed = True
             self._changed.notify_all()
@@ -200,7 +203,7 @@ class _Writer:
         """Forget the records still waiting and end the thread, without waiting for the record being
         written: the store failed, and waiting would cost another deadline (that write's failure is
         this run's, and nothing of the run raises it any more)."""
-        with self._changed:
+        with self._lock:
             self._pending.clear()
             self._closed = True
             self._changed.notify_all()
@@ -234,7 +237,7 @@ class _Writer:
         """Write the records due, those of several layers at once (a chain of reused layers
         finishes many together), each layer's in the order they came."""
         while True:
-            with self._changed:
+            with self._lock:
                 keys = self._next()
                 if keys is None:
                     return
@@ -249,7 +252,7 @@ class _Writer:
             except BaseException as error:
                 self._failure = self._failure or error
             finally:
-                with self._changed:
+                with self._lock:
                     self._writing = set()
                     self._changed.notify_all()
 

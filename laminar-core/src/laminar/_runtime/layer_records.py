@@ -41,6 +41,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -70,7 +71,10 @@ class LayerRecords:
         self._queue: collections.deque[_Handed] = collections.deque()
         self._untaken: dict[str, _Handed] = {}  # layer -> its record queued, not yet taken to write
         self._writes: dict[str, concurrent.futures.Future[None]] = {}  # each layer's latest
-        self._changed = threading.Condition()
+        # Held with ``with self._lock`` (a call of the lock's own, not of the condition's Python
+        # method, several times a layer); waited on and notified through ``_changed``.
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self._work: background.Work | None = None  # the thread writing them (a kept one)
         self._failure: BaseException | None = None
         self._closed = False
@@ -83,7 +87,7 @@ class LayerRecords:
         """Hand ``record`` over (on the event loop): readable in this process at once, written behind;
         the future is done once it is on the store (or its write failed)."""
         written: concurrent.futures.Future[None] = concurrent.futures.Future()
-        with self._changed:
+        with self._lock:
             if self._failure is not None:  # none is written after a failure (see the module)
                 self._writes[record.layer] = self._last = written
                 written.set_exception(self._failure)
@@ -106,7 +110,7 @@ class LayerRecords:
         not handed over here: the caller then writes the status as a file of its own. Exactly one
         of the two, whatever the timing: the thread takes a record, with what is attached to it by
         then, holding the lock this takes."""
-        with self._changed:
+        with self._lock:
             handed = self._untaken.get(layer)
             if handed is None or self._failure is not None:
                 return False
@@ -116,7 +120,7 @@ class LayerRecords:
 
     def _hurry(self) -> None:
         """Something waits for a record: write those queued now, not when due."""
-        with self._changed:
+        with self._lock:
             if self._queue and not self._now:
                 self._now = True
                 self._changed.notify_all()
@@ -137,7 +141,7 @@ class LayerRecords:
     def when_written(self, layer: str, call: Callable[[], object]) -> bool:
         """Call ``call`` on the thread writing the record of ``layer`` handed over, once it is written
         and before the next is (never if it fails); False, and no call, if none of it is on its way."""
-        with self._changed:
+        with self._lock:
             write = self._writes.get(layer)
             if write is None or write.done() or self._failure is not None:
                 return False
@@ -165,13 +169,13 @@ class LayerRecords:
         if self._last is not None:
             self._hurry()
             await _settled(self._last)
-        with self._changed:
+        with self._lock:
             return self._failure
 
     def wait(self) -> BaseException | None:
         """Block until every record handed over is written or failed (a run torn down: what finished
         lands before its lease is released); the first failure, or None."""
-        with self._changed:
+        with self._lock:
             self._now = True
             self._changed.notify_all()
             while self._queue or any(not write.done() for write in self._writes.values()):
@@ -180,13 +184,13 @@ class LayerRecords:
 
     def abandon(self) -> None:
         """The store failed: write nothing more (the records still queued fail); the thread ends."""
-        with self._changed:
+        with self._lock:
             self._stop(RuntimeError("the run's datastore failed: layer record not written"))
 
     def close(self) -> None:
         """End the thread once it has written what is queued; wait for it to end if nothing is (a
         process forking next, the process executor's template, then finds no thread of ours)."""
-        with self._changed:
+        with self._lock:
             self._closed = True
             self._changed.notify_all()
             idle = not self._queue
@@ -209,7 +213,7 @@ class LayerRecords:
         """Write the records queued once the first is due (or something waits for one), one after
         another while any are; stop at the first that fails."""
         while True:
-            with self._changed:
+            with self._lock:
                 while True:
                     if not self._queue:
                         self._now = False
@@ -231,14 +235,14 @@ class LayerRecords:
             except BaseException as error:
                 layers = ", ".join(record.layer for record in records)
                 add_note(error, f"while writing the record{'s' * (len(records) > 1)} of layer {layers}")
-                with self._changed:
+                with self._lock:
                     self._failure = self._failure or error  # before anyone waiting sees the write end
                     self._settle(taken, error)
                     self._stop(error)
                 with contextlib.suppress(RuntimeError):  # the loop closed: the run ended (drained() said so)
                     self._loop.call_soon_threadsafe(self._fail, error)
                 return
-            with self._changed:
+            with self._lock:
                 self._settle(taken, None)
                 then = [(record.layer, self._then.pop(record.layer, None)) for record in records]
             for layer, call in then:
@@ -270,12 +274,13 @@ def _carrying(record: Record, ran: Ran) -> Record:
     the held record before keeps what it read. Its members only: nothing cached of ``record``."""
     members = record.__dict__
     carrying = object.__new__(Record)
-    carrying.__dict__.update({name: members[name] for name in _MEMBERS})
+    carrying.__dict__.update(zip(_MEMBERS, _MEMBERS_OF(members)))  # (no Python loop)
     carrying.__dict__["ran"] = ran
     return carrying
 
 
 _MEMBERS = tuple(member.name for member in dataclasses.fields(Record))
+_MEMBERS_OF = operator.itemgetter(*_MEMBERS)
 
 
 @dataclasses.dataclass(eq=False)

@@ -22,7 +22,6 @@ written before the codec existed (``records.compact`` has orjson make it where i
 
 from __future__ import annotations
 
-import base64
 import binascii
 import dataclasses
 import re
@@ -230,6 +229,9 @@ class _Source:
             if written == {item}:
                 return f"list({v})"
             (one,) = written  # items of one type
+            call = _called(one, item)
+            if call is not None:  # no comprehension (a function called) per container
+                return f"list(map({call}, {v}))"
             return f"[{one} for {item} in {v}]"
         if origin in (Mapping, dict):
             key, item = self.variable(), self.variable()
@@ -237,13 +239,30 @@ class _Source:
             name = f"str({key})" if arguments[0] is int else key
             if not sort and each == item and name == key:
                 return f"dict({v})"
+            call = _called(each, item)
+            if call is not None or each == item:  # as the comprehension below, without its call
+                keys = f"map(str, {{}})" if arguments[0] is int else "{}"
+                if sort:
+                    ordered = self.variable()
+                    keys = keys.format(f"({ordered} := sorted({v}))")
+                    values = f"map({v}.__getitem__, {ordered})"
+                else:
+                    keys, values = keys.format(f"{v}.keys()"), f"{v}.values()"
+                return f"dict(zip({keys}, {values if call is None else f'map({call}, {values})'}))"
             items = f"sorted({v}.items())" if sort else f"{v}.items()"
             return f"{{{name}: {each} for {key}, {item} in {items}}}"
-        if hint is bytes:
-            return f"{self.bind(base64.b64encode)}({v}).decode('ascii')"
+        if hint is bytes:  # ``base64.b64encode``'s bytes, without its Python call around this one
+            return f"{self.bind(binascii.b2a_base64)}({v}, newline=False).decode('ascii')"
         if hint is float:  # a time: one not finite (nan - nan is nan) handed over as NotFinite
             return f"({v} if {v} - {v} == 0 else {self.bind(NotFinite)}({v}))"
         return v
+
+
+def _called(expression: str, item: str) -> str | None:
+    """``f`` when ``expression`` is ``f(item)``, a call of one name on the item alone (a record's
+    writer, ``list``): then written as ``map(f, ...)``, not a comprehension; else None."""
+    name, _, rest = expression.partition("(")
+    return name if rest == f"{item})" and name.isidentifier() else None
 
 
 def _codec(cls: type[Schema]) -> tuple[Write, Read]:
