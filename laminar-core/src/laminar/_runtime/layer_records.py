@@ -70,7 +70,7 @@ class LayerRecords:
         self._fail = fail
         self._queue: collections.deque[_Handed] = collections.deque()
         self._untaken: dict[str, _Handed] = {}  # layer -> its record queued, not yet taken to write
-        self._writes: dict[str, concurrent.futures.Future[None]] = {}  # each layer's latest
+        self._writes: dict[str, _Handed] = {}  # each layer's latest record handed over
         # Held with ``with self._lock`` (a call of the lock's own, not of the condition's Python
         # method, several times a layer); waited on and notified through ``_changed``.
         self._lock = threading.RLock()
@@ -78,30 +78,28 @@ class LayerRecords:
         self._work: background.Work | None = None  # the thread writing them (a kept one)
         self._failure: BaseException | None = None
         self._closed = False
-        self._last: concurrent.futures.Future[None] | None = None
+        self._last: _Handed | None = None
         self._due = 0.0  # when the oldest record queued is to be written (time.monotonic())
         self._now = False  # something waits for a record: write what is queued without waiting
         self._then: dict[str, Callable[[], object]] = {}  # layer -> what follows its record's write
 
-    def put(self, record: Record) -> concurrent.futures.Future[None]:
-        """Hand ``record`` over (on the event loop): readable in this process at once, written behind;
-        the future is done once it is on the store (or its write failed)."""
-        written: concurrent.futures.Future[None] = concurrent.futures.Future()
+    def put(self, record: Record) -> None:
+        """Hand ``record`` over (on the event loop): readable in this process at once, written behind
+        (:meth:`written`, :meth:`landed` wait for it)."""
+        handed = _Handed(record)
         with self._lock:
+            self._writes[record.layer] = self._last = handed
             if self._failure is not None:  # none is written after a failure (see the module)
-                self._writes[record.layer] = self._last = written
-                written.set_exception(self._failure)
-                return written
+                handed.settle(self._failure)
+                return
             self._store.hold_record(record)
-            self._writes[record.layer] = self._last = written
             if not self._queue:  # the first of a batch: the thread waits until it is due
                 self._due = time.monotonic() + INTERVAL
                 if self._work is None:
                     self._work = background.start(self._run, "laminar-records")
                 self._changed.notify_all()
-            self._queue.append(handed := _Handed(record, written))
+            self._queue.append(handed)
             self._untaken[record.layer] = handed
-        return written
 
     def attach(self, layer: str, ran: Ran) -> bool:
         """Have the record of ``layer`` handed over carry the layer's final status ``ran``
@@ -129,21 +127,31 @@ class LayerRecords:
         """Wait until the records of ``layers`` handed over are on the store; False if one could not
         be written (the run has failed)."""
         for name in layers:
-            write = self._writes.get(name)
-            if write is not None:
-                if not write.done():
+            handed = self._writes.get(name)
+            if handed is not None:
+                if not handed.settled:
                     self._hurry()
-                await _settled(write)
-                if write.exception() is not None:
+                    await _settled(self._future(handed))
+                if handed.error is not None:
                     return False
         return True
+
+    def _future(self, handed: _Handed) -> concurrent.futures.Future[None]:
+        """A future of the write of ``handed``: made only for a record something waits for on the
+        event loop (most never are), settled with it."""
+        with self._lock:
+            if handed.written is None:
+                handed.written = concurrent.futures.Future()
+                if handed.settled:
+                    handed.settle(handed.error)
+            return handed.written
 
     def when_written(self, layer: str, call: Callable[[], object]) -> bool:
         """Call ``call`` on the thread writing the record of ``layer`` handed over, once it is written
         and before the next is (never if it fails); False, and no call, if none of it is on its way."""
         with self._lock:
-            write = self._writes.get(layer)
-            if write is None or write.done() or self._failure is not None:
+            handed = self._writes.get(layer)
+            if handed is None or handed.settled or self._failure is not None:
                 return False
             self._then[layer] = call
             return True
@@ -156,19 +164,23 @@ class LayerRecords:
     def landed(self, layer: str) -> bool:
         """Whether the record of ``layer`` this run handed over is on the store, waiting for its write
         (on any thread but the event loop); True for a layer whose record was not handed over here."""
-        write = self._writes.get(layer)
-        if write is None:
+        handed = self._writes.get(layer)
+        if handed is None:
             return True
-        if not write.done():
+        if not handed.settled:
             self._hurry()
-        return write.exception() is None
+            with self._lock:
+                while not handed.settled:
+                    self._changed.wait()
+        return handed.error is None
 
     async def drained(self) -> BaseException | None:
         """Wait until every record handed over is written or failed; the first failure, or None.
         Written in order, and none after a failure: the last one handed over settles last."""
-        if self._last is not None:
+        last = self._last
+        if last is not None and not last.settled:
             self._hurry()
-            await _settled(self._last)
+            await _settled(self._future(last))
         with self._lock:
             return self._failure
 
@@ -178,7 +190,7 @@ class LayerRecords:
         with self._lock:
             self._now = True
             self._changed.notify_all()
-            while self._queue or any(not write.done() for write in self._writes.values()):
+            while self._queue or any(not handed.settled for handed in self._writes.values()):
                 self._changed.wait()
             return self._failure
 
@@ -206,7 +218,7 @@ class LayerRecords:
         while self._queue:
             handed = self._queue.popleft()
             self._store.forget_record(handed.record.layer)
-            handed.written.set_exception(failure)
+            handed.settle(failure)
         self._changed.notify_all()
 
     def _run(self) -> None:
@@ -258,12 +270,8 @@ class LayerRecords:
         for handed in taken:
             if self._queue and self._queue[0] is handed:
                 self._queue.popleft()
-            write = handed.written
-            if not write.done():
-                if error is None:
-                    write.set_result(None)
-                else:
-                    write.set_exception(error)
+            if not handed.settled:
+                handed.settle(error)
         self._changed.notify_all()
 
 
@@ -283,12 +291,27 @@ _MEMBERS = tuple(member.name for member in dataclasses.fields(Record))
 _MEMBERS_OF = operator.itemgetter(*_MEMBERS)
 
 
-@dataclasses.dataclass(eq=False)
 class _Handed:
-    """A record handed over, and its write (done once it is on the store, or failed)."""
+    """A record handed over, and its write: ``settled`` once it is on the store (``error`` None) or
+    failed (set holding the lock); ``written``, a future of it, made only if something on the event
+    loop waits for it (:meth:`LayerRecords._future`)."""
 
-    record: Record
-    written: concurrent.futures.Future[None]
+    __slots__ = ("error", "record", "settled", "written")
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.settled = False
+        self.error: BaseException | None = None
+        self.written: concurrent.futures.Future[None] | None = None
+
+    def settle(self, error: BaseException | None) -> None:
+        """Its write ended (``error``: failed); its future, if made, is done (call holding the lock)."""
+        self.settled, self.error = True, error
+        if self.written is not None and not self.written.done():
+            if error is None:
+                self.written.set_result(None)
+            else:
+                self.written.set_exception(error)
 
 
 async def _settled(write: concurrent.futures.Future[None]) -> None:

@@ -675,9 +675,25 @@ class _Runner:
             states.append(FINISHED if dependency == "Parameters" else await self.states[dependency])
         return states
 
+    def _known_states(self, name: str) -> list[str] | None:
+        """``_dependency_states`` when each has ended (a layer started once those it reads ended:
+        no coroutine to make and await, once a layer of a chain); None while one has not."""
+        states = []
+        for dependency in sorted(self.plan.dependencies[name]):
+            if dependency == "Parameters":
+                states.append(FINISHED)
+                continue
+            state = self.states[dependency]
+            if not state.done():
+                return None
+            states.append(state.result())
+        return states
+
     async def _run_layer(self, name: str) -> str:
         tried, early = (await self._reuse_early(name)) if self.reusing else (False, None)
-        states = await self._dependency_states(name)
+        states = self._known_states(name)
+        if states is None:
+            states = await self._dependency_states(name)
         if early is not None:  # its record is being written beside its upstream layers'
             return await self._reused(name, early, states)
         if self.errors or FAILED in states or CANCELLED in states:
@@ -707,7 +723,7 @@ class _Runner:
             if found is not None:
                 return await self._reused(name, self._adopting(name, found), states)
         self.ran.add(name)
-        reader = self._reader(name)
+        reader = LayerContext.reader(self.execution, name, store=self.store)  # (``_reader``)
         each = self.flow.registry[name].configuration.foreach
         try:
             grid = await asyncio.to_thread(foreach.grid, self.store, name, each) if each is not None else None
@@ -853,7 +869,10 @@ class _Runner:
         except Exception as error:
             add_note(error, f"while writing the record of layer {name}")
             raise
-        await self._hand_over(record)
+        if self.executor.in_process:  # (``_hand_over`` without its coroutine, once a layer of a chain)
+            self.records.put(record)
+        else:
+            await self._hand_over(record)
 
     async def _settled_split(
         self,
@@ -1112,7 +1131,16 @@ class _Runner:
                 raise
             if running:
                 await asyncio.to_thread(hook_calls.finish, running)
-            finished(None, outcome.started or handed, outcome.ended or time.time(), _caught(outcome))
+            self.hook.laminar_split_finished(  # (``finished``'s call, without its two, once a layer)
+                layer=reader,
+                index=task.index,
+                attempt=task.attempt,
+                error=None,
+                started=outcome.started or handed,
+                ended=outcome.ended or time.time(),
+                caught=_caught(outcome),
+                run=self.run,
+            )
             return outcome
 
     def _batch_size(self, name: str, splits: int) -> batching.BatchSize | None:
