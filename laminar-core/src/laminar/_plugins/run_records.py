@@ -126,7 +126,8 @@ class _Writer:
         self._put(layer, make, after)
 
     def _put(self, key: str, record: _Due, after: float) -> None:
-        self._raise_failure()
+        if self._failure is not None:
+            self._raise_failure()
         inline = self._inline and after <= 0
         with self._lock:
             self._pending.pop(key, None)  # the newer record replaces it, and goes last
@@ -338,7 +339,7 @@ def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
     if records is None:
         return
     name = layer.name
-    if _read_from_its_record(run, records, name):
+    if run.explanations and _read_from_its_record(run, records, name):  # (none without reuse)
         return
     layer_run = records.layers[name] = _LayerRun(time.time(), splits)
     earlier = run.store.layer_status(name) if records.carried else None
@@ -472,7 +473,7 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
     if records is None:
         return
     name = layer.name
-    if error is None and _read_from_its_record(run, records, name):
+    if error is None and run.explanations and _read_from_its_record(run, records, name):
         return
     layer_run = records.layers.pop(name, None) or _LayerRun(time.time(), splits)
     if isinstance(error, DatastoreError):

@@ -282,7 +282,7 @@ def _carrying(record: Record, ran: Ran) -> Record:
     the held record before keeps what it read. Its members only: nothing cached of ``record``."""
     members = record.__dict__
     carrying = object.__new__(Record)
-    carrying.__dict__.update(zip(_MEMBERS, _MEMBERS_OF(members)))  # (no Python loop)
+    carrying.__dict__.update(zip(_MEMBERS, _MEMBERS_OF(members), strict=True))  # (no Python loop)
     carrying.__dict__["ran"] = ran
     return carrying
 

@@ -90,7 +90,48 @@ def record(cls: type[T]) -> type[T]:
     above ``@dataclass``."""
     write, read = _codec(cls)
     cls._write, cls._read = staticmethod(write), staticmethod(read)  # type: ignore[method-assign,assignment]
+    if "__slots__" not in cls.__dict__ and cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        cls.__init__ = _quick_init(cls)  # type: ignore[method-assign]
     return cls
+
+
+def _quick_init(cls: type[Schema]) -> Callable[..., None]:
+    """The ``__init__`` ``dataclass`` writes for a frozen ``cls`` (the same parameters, defaults and
+    ``__post_init__``), its members stored in the instance's dict at once: the dataclass's calls
+    ``object.__setattr__`` once a member (frozen), and the engine makes several records a layer of
+    a chain (each read back is made so too)."""
+    names: dict[str, Any] = {"_FACTORY": _FACTORY}
+    positional: list[str] = []
+    keywords: list[str] = []
+    lines = ["    d = self.__dict__"]
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not spec.init:
+            raise TypeError(f"{cls.__name__}: a record's fields are all its __init__'s")
+        name = spec.name
+        if spec.default is not dataclasses.MISSING:
+            names[f"_default_{name}"] = spec.default
+            parameter = f"{name}=_default_{name}"
+            lines.append(f"    d[{name!r}] = {name}")
+        elif spec.default_factory is not dataclasses.MISSING:
+            names[f"_factory_{name}"] = spec.default_factory
+            parameter = f"{name}=_FACTORY"
+            lines.append(f"    d[{name!r}] = _factory_{name}() if {name} is _FACTORY else {name}")
+        else:
+            parameter = name
+            lines.append(f"    d[{name!r}] = {name}")
+        (keywords if spec.kw_only else positional).append(parameter)
+    if hasattr(cls, "__post_init__"):
+        lines.append("    self.__post_init__()")
+    signature = ", ".join(["self", *positional, *(["*", *keywords] if keywords else [])])
+    namespace: dict[str, Any] = {}
+    exec("\n".join([f"def __init__({signature}):", *lines]), names, namespace)
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
+#: A field's default made by its factory (as ``dataclass``'s own sentinel stands for it).
+_FACTORY = object()
 
 
 class Schema:
@@ -241,7 +282,7 @@ class _Source:
                 return f"dict({v})"
             call = _called(each, item)
             if call is not None or each == item:  # as the comprehension below, without its call
-                keys = f"map(str, {{}})" if arguments[0] is int else "{}"
+                keys = "map(str, {})" if arguments[0] is int else "{}"
                 if sort:
                     ordered = self.variable()
                     keys = keys.format(f"({ordered} := sorted({v}))")
