@@ -71,7 +71,8 @@ class _Capture:
     ) -> None:
         _current.capture = self._outer
         for tee in _tees:
-            tee.end_line()
+            if tee._partial:  # a line begun (most splits print nothing: no call then)
+                tee.end_line()
         if self.writer is None:
             return
         if error is None:

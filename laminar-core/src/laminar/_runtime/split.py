@@ -90,12 +90,9 @@ def _run_split(task: SplitTask, started: float, execution: Execution | None) -> 
     )
     layer = context.bind()
     hook = flow.configuration.hook
+    # (A hook's results are those of its implementations that are not None, as pluggy gives them.)
     managers = (
-        [
-            entered
-            for entered in hook.laminar_split_context(layer=layer, index=task.index, attempt=task.attempt)
-            if entered is not None
-        ]
+        hook.laminar_split_context(layer=layer, index=task.index, attempt=task.attempt)
         if hook is not None
         else []
     )

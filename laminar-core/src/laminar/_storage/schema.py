@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple, TypeVar, Union
 
 T = TypeVar("T", bound="Schema")
+C = TypeVar("C")
 
 #: What a member is read in: ``None``, or the tuple a reader was handed (``Schema.from_json``), one
 #: key longer inside each mapping the member is in (see ``context``).
@@ -90,35 +91,47 @@ def record(cls: type[T]) -> type[T]:
     above ``@dataclass``."""
     write, read = _codec(cls)
     cls._write, cls._read = staticmethod(write), staticmethod(read)  # type: ignore[method-assign,assignment]
-    if "__slots__" not in cls.__dict__ and cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
-        cls.__init__ = _quick_init(cls)  # type: ignore[method-assign]
+    return made_quickly(cls)
+
+
+def made_quickly(cls: type[C]) -> type[C]:
+    """Give the frozen dataclass ``cls`` the ``__init__`` ``dataclass`` writes for it (the same
+    parameters, defaults, factories and ``__post_init__``), storing its members without calling
+    ``object.__setattr__`` a member (what a frozen dataclass's does, a microsecond or so each): in
+    its dict at once, or, with slots, through each slot's own setter. The engine makes several
+    records a layer of a chain, and reads back a split's records a split. Decorate above
+    ``@dataclass``; ``record`` does it for every record."""
+    if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        raise TypeError(f"{cls.__name__}: only a frozen dataclass's members are set this way")
+    cls.__init__ = _quick_init(cls)  # type: ignore[method-assign]
     return cls
 
 
-def _quick_init(cls: type[Schema]) -> Callable[..., None]:
-    """The ``__init__`` ``dataclass`` writes for a frozen ``cls`` (the same parameters, defaults and
-    ``__post_init__``), its members stored in the instance's dict at once: the dataclass's calls
-    ``object.__setattr__`` once a member (frozen), and the engine makes several records a layer of
-    a chain (each read back is made so too)."""
+def _quick_init(cls: type[Any]) -> Callable[..., None]:
+    """The source of ``made_quickly``'s ``__init__``, compiled."""
     names: dict[str, Any] = {"_FACTORY": _FACTORY}
     positional: list[str] = []
     keywords: list[str] = []
-    lines = ["    d = self.__dict__"]
-    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+    slots = "__slots__" in cls.__dict__
+    lines = [] if slots else ["    d = self.__dict__"]
+    for spec in dataclasses.fields(cls):
         if not spec.init:
-            raise TypeError(f"{cls.__name__}: a record's fields are all its __init__'s")
+            raise TypeError(f"{cls.__name__}: every field is a parameter of its __init__")
         name = spec.name
         if spec.default is not dataclasses.MISSING:
             names[f"_default_{name}"] = spec.default
-            parameter = f"{name}=_default_{name}"
-            lines.append(f"    d[{name!r}] = {name}")
+            parameter, value = f"{name}=_default_{name}", name
         elif spec.default_factory is not dataclasses.MISSING:
             names[f"_factory_{name}"] = spec.default_factory
-            parameter = f"{name}=_FACTORY"
-            lines.append(f"    d[{name!r}] = _factory_{name}() if {name} is _FACTORY else {name}")
+            parameter, value = f"{name}=_FACTORY", f"_factory_{name}() if {name} is _FACTORY else {name}"
         else:
-            parameter = name
-            lines.append(f"    d[{name!r}] = {name}")
+            parameter, value = name, name
+        if slots:
+            slot = next(kind.__dict__[name] for kind in cls.__mro__ if name in kind.__dict__)
+            names[f"_set_{name}"] = slot.__set__  # the slot's own setter
+            lines.append(f"    _set_{name}(self, {value})")
+        else:
+            lines.append(f"    d[{name!r}] = {value}")
         (keywords if spec.kw_only else positional).append(parameter)
     if hasattr(cls, "__post_init__"):
         lines.append("    self.__post_init__()")
