@@ -723,7 +723,7 @@ class _Runner:
             if found is not None:
                 return await self._reused(name, self._adopting(name, found), states)
         self.ran.add(name)
-        reader = LayerContext.reader(self.execution, name, store=self.store)  # (``_reader``)
+        reader = self._reader(name)
         each = self.flow.registry[name].configuration.foreach
         try:
             grid = await asyncio.to_thread(foreach.grid, self.store, name, each) if each is not None else None
@@ -869,10 +869,7 @@ class _Runner:
         except Exception as error:
             add_note(error, f"while writing the record of layer {name}")
             raise
-        if self.executor.in_process:  # (``_hand_over`` without its coroutine, once a layer of a chain)
-            self.records.put(record)
-        else:
-            await self._hand_over(record)
+        await self._hand_over(record)
 
     async def _settled_split(
         self,
@@ -1131,16 +1128,7 @@ class _Runner:
                 raise
             if running:
                 await asyncio.to_thread(hook_calls.finish, running)
-            self.hook.laminar_split_finished(  # (``finished``'s call, without its two, once a layer)
-                layer=reader,
-                index=task.index,
-                attempt=task.attempt,
-                error=None,
-                started=outcome.started or handed,
-                ended=outcome.ended or time.time(),
-                caught=_caught(outcome),
-                run=self.run,
-            )
+            finished(None, outcome.started or handed, outcome.ended or time.time(), _caught(outcome))
             return outcome
 
     def _batch_size(self, name: str, splits: int) -> batching.BatchSize | None:
