@@ -583,7 +583,7 @@ def test_the_status_writer_wakes_only_for_a_record_due_before_it_would_wake(tmp_
             waits.append(timeout)
             return super().wait(timeout)
 
-    writer._changed = Counting()
+    writer._changed = Counting(writer._lock)  # (the lock the writer holds its state with)
 
     def running(layer: str) -> LayerStatusRecord:
         return LayerStatusRecord("Far", "x", layer, "running", time.time())

@@ -31,7 +31,6 @@ from laminar.errors import DatastoreError
 
 if TYPE_CHECKING:
     from laminar._model.layer import Layer
-    from laminar._transport.datastore import Datastore
 
 _current = threading.local()  # .capture: the _Capture of the split this thread runs, if any
 _install_lock = threading.Lock()
@@ -42,19 +41,24 @@ PARTIAL_LIMIT = 65_536
 
 
 class _Capture:
-    """One split attempt's capture: what its thread writes goes to a LogWriter made at the first write."""
+    """One split attempt's capture: what its thread writes goes to a LogWriter made at the first write
+    (where it stores, read of the split's layer then: most splits print nothing)."""
 
-    __slots__ = ("_cap", "_datastore", "_outer", "_where", "writer")
+    __slots__ = ("_attempt", "_cap", "_index", "_layer", "_outer", "writer")
 
-    def __init__(self, datastore: Datastore, where: tuple[str, str, str, int, int], cap: int) -> None:
-        self._datastore, self._where, self._cap = datastore, where, cap
+    def __init__(self, layer: Layer, index: int | None, attempt: int, cap: int) -> None:
+        self._layer, self._index, self._attempt, self._cap = layer, index, attempt, cap
         self._outer: _Capture | None = None
         self.writer: LogWriter | None = None
 
     def write(self, text: str) -> None:
         writer = self.writer
         if writer is None:
-            writer = self.writer = LogWriter(self._datastore, *self._where, self._cap)
+            execution = self._layer.execution
+            assert execution is not None
+            flow = execution.flow
+            where = (flow.name, execution.id, self._layer.name, self._index or 0, self._attempt)
+            writer = self.writer = LogWriter(flow.configuration.datastore, *where, self._cap)
         writer.write(text)
 
     def __enter__(self) -> None:
@@ -67,7 +71,8 @@ class _Capture:
     ) -> None:
         _current.capture = self._outer
         for tee in _tees:
-            tee.end_line()
+            if tee._partial:  # a line begun (most splits print nothing: no call then)
+                tee.end_line()
         if self.writer is None:
             return
         if error is None:
@@ -244,7 +249,4 @@ def _write_partials() -> None:
 def laminar_split_context(
     layer: Layer, index: int | None, attempt: int
 ) -> contextlib.AbstractContextManager[None]:
-    execution = layer.execution
-    assert execution is not None
-    where = (execution.flow.name, execution.id, layer.name, index or 0, attempt)
-    return _Capture(execution.flow.configuration.datastore, where, cap_from_environment())
+    return _Capture(layer, index, attempt, cap_from_environment())

@@ -110,7 +110,10 @@ class _Writer:
         self._wakes: float | None = None  # when the thread wakes by itself (None: only when told)
         self._failure: BaseException | None = None
         self._closed = False
-        self._changed = threading.Condition()
+        # Held with ``with self._lock`` (the lock's own call, not the condition's Python method,
+        # twice a layer); waited on and notified through ``_changed``.
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self._work: background.Work | None = None  # the thread writing them (a kept one)
 
     def put(self, record: LayerStatusRecord, *, after: float = 0.0) -> None:
@@ -123,9 +126,10 @@ class _Writer:
         self._put(layer, make, after)
 
     def _put(self, key: str, record: _Due, after: float) -> None:
-        self._raise_failure()
+        if self._failure is not None:
+            self._raise_failure()
         inline = self._inline and after <= 0
-        with self._changed:
+        with self._lock:
             self._pending.pop(key, None)  # the newer record replaces it, and goes last
             if inline:
                 while key in self._writing or key in self._here:  # an older record of it lands first
@@ -146,7 +150,7 @@ class _Writer:
         waiting for it now, on this thread where small writes cost less than waking this writer's
         (``Datastore.small_writes_inline``), else by that thread. Never raises: a write that fails
         is raised by the run's next hook."""
-        with self._changed:
+        with self._lock:
             waiting = self._pending.get(layer)
             if waiting is None:
                 return
@@ -164,7 +168,7 @@ class _Writer:
         except BaseException as error:
             self._failure = self._failure or error
         finally:
-            with self._changed:
+            with self._lock:
                 self._here.discard(layer)
                 self._changed.notify_all()
 
@@ -173,7 +177,7 @@ class _Writer:
         one still waiting, if any (its "running" record), is dropped, and the layer has no status
         record of this run on the store, nor will have unless one is put again. False, and nothing
         dropped, otherwise."""
-        with self._changed:
+        with self._lock:
             if layer in self._started:
                 return False
             self._pending.pop(layer, None)
@@ -181,12 +185,12 @@ class _Writer:
 
     def discard(self, layer: str) -> None:
         """Forget the layer's record that is still waiting (its store is failing: do not wait on it)."""
-        with self._changed:
+        with self._lock:
             self._pending.pop(layer, None)
 
     def close(self) -> None:
         """Write every record put so far, due or not, and wait; end the thread; raise a failed write."""
-        with self._changed:
+        with self._lock:
             self._pending = {key: (record, 0.0) for key, (record, _) in self._pending.items()}
             self._closed = True
             self._changed.notify_all()
@@ -200,7 +204,7 @@ class _Writer:
         """Forget the records still waiting and end the thread, without waiting for the record being
         written: the store failed, and waiting would cost another deadline (that write's failure is
         this run's, and nothing of the run raises it any more)."""
-        with self._changed:
+        with self._lock:
             self._pending.clear()
             self._closed = True
             self._changed.notify_all()
@@ -234,7 +238,7 @@ class _Writer:
         """Write the records due, those of several layers at once (a chain of reused layers
         finishes many together), each layer's in the order they came."""
         while True:
-            with self._changed:
+            with self._lock:
                 keys = self._next()
                 if keys is None:
                     return
@@ -249,7 +253,7 @@ class _Writer:
             except BaseException as error:
                 self._failure = self._failure or error
             finally:
-                with self._changed:
+                with self._lock:
                     self._writing = set()
                     self._changed.notify_all()
 
@@ -335,7 +339,7 @@ def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
     if records is None:
         return
     name = layer.name
-    if _read_from_its_record(run, records, name):
+    if run.explanations and _read_from_its_record(run, records, name):  # (none without reuse)
         return
     layer_run = records.layers[name] = _LayerRun(time.time(), splits)
     earlier = run.store.layer_status(name) if records.carried else None
@@ -469,7 +473,7 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
     if records is None:
         return
     name = layer.name
-    if error is None and _read_from_its_record(run, records, name):
+    if error is None and run.explanations and _read_from_its_record(run, records, name):
         return
     layer_run = records.layers.pop(name, None) or _LayerRun(time.time(), splits)
     if isinstance(error, DatastoreError):

@@ -78,7 +78,9 @@ class LayerContext:
         large artifacts alive until the garbage collector happens to run.
         """
         layer: Layer = object.__new__(self._class)
-        object.__setattr__(layer, "_context", self)
+        # Into its dict, as ``object.__setattr__`` would put it past ``Layer.__setattr__`` (which
+        # refuses the name), without that call's cost (three layer instances a layer of a chain).
+        layer.__dict__["_context"] = self
         self._layer = weakref.ref(layer)
         return layer
 
@@ -171,7 +173,7 @@ class LayerContext:
         value = self._read(attribute)
         layer = self._layer() if self._layer is not None else None
         if layer is not None:
-            object.__setattr__(layer, attribute, value)  # read once per instance
+            layer.__dict__[attribute] = value  # read once per instance (past Layer.__setattr__)
         return value
 
     def _read(self, attribute: str) -> Any:

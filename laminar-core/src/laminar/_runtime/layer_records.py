@@ -41,6 +41,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -69,35 +70,36 @@ class LayerRecords:
         self._fail = fail
         self._queue: collections.deque[_Handed] = collections.deque()
         self._untaken: dict[str, _Handed] = {}  # layer -> its record queued, not yet taken to write
-        self._writes: dict[str, concurrent.futures.Future[None]] = {}  # each layer's latest
-        self._changed = threading.Condition()
+        self._writes: dict[str, _Handed] = {}  # each layer's latest record handed over
+        # Held with ``with self._lock`` (a call of the lock's own, not of the condition's Python
+        # method, several times a layer); waited on and notified through ``_changed``.
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self._work: background.Work | None = None  # the thread writing them (a kept one)
         self._failure: BaseException | None = None
         self._closed = False
-        self._last: concurrent.futures.Future[None] | None = None
+        self._last: _Handed | None = None
         self._due = 0.0  # when the oldest record queued is to be written (time.monotonic())
         self._now = False  # something waits for a record: write what is queued without waiting
         self._then: dict[str, Callable[[], object]] = {}  # layer -> what follows its record's write
 
-    def put(self, record: Record) -> concurrent.futures.Future[None]:
-        """Hand ``record`` over (on the event loop): readable in this process at once, written behind;
-        the future is done once it is on the store (or its write failed)."""
-        written: concurrent.futures.Future[None] = concurrent.futures.Future()
-        with self._changed:
+    def put(self, record: Record) -> None:
+        """Hand ``record`` over (on the event loop): readable in this process at once, written behind
+        (:meth:`written`, :meth:`landed` wait for it)."""
+        handed = _Handed(record)
+        with self._lock:
+            self._writes[record.layer] = self._last = handed
             if self._failure is not None:  # none is written after a failure (see the module)
-                self._writes[record.layer] = self._last = written
-                written.set_exception(self._failure)
-                return written
+                handed.settle(self._failure)
+                return
             self._store.hold_record(record)
-            self._writes[record.layer] = self._last = written
             if not self._queue:  # the first of a batch: the thread waits until it is due
                 self._due = time.monotonic() + INTERVAL
                 if self._work is None:
                     self._work = background.start(self._run, "laminar-records")
                 self._changed.notify_all()
-            self._queue.append(handed := _Handed(record, written))
+            self._queue.append(handed)
             self._untaken[record.layer] = handed
-        return written
 
     def attach(self, layer: str, ran: Ran) -> bool:
         """Have the record of ``layer`` handed over carry the layer's final status ``ran``
@@ -106,7 +108,7 @@ class LayerRecords:
         not handed over here: the caller then writes the status as a file of its own. Exactly one
         of the two, whatever the timing: the thread takes a record, with what is attached to it by
         then, holding the lock this takes."""
-        with self._changed:
+        with self._lock:
             handed = self._untaken.get(layer)
             if handed is None or self._failure is not None:
                 return False
@@ -116,7 +118,7 @@ class LayerRecords:
 
     def _hurry(self) -> None:
         """Something waits for a record: write those queued now, not when due."""
-        with self._changed:
+        with self._lock:
             if self._queue and not self._now:
                 self._now = True
                 self._changed.notify_all()
@@ -125,21 +127,31 @@ class LayerRecords:
         """Wait until the records of ``layers`` handed over are on the store; False if one could not
         be written (the run has failed)."""
         for name in layers:
-            write = self._writes.get(name)
-            if write is not None:
-                if not write.done():
+            handed = self._writes.get(name)
+            if handed is not None:
+                if not handed.settled:
                     self._hurry()
-                await _settled(write)
-                if write.exception() is not None:
+                    await _settled(self._future(handed))
+                if handed.error is not None:
                     return False
         return True
+
+    def _future(self, handed: _Handed) -> concurrent.futures.Future[None]:
+        """A future of the write of ``handed``: made only for a record something waits for on the
+        event loop (most never are), settled with it."""
+        with self._lock:
+            if handed.written is None:
+                handed.written = concurrent.futures.Future()
+                if handed.settled:
+                    handed.settle(handed.error)
+            return handed.written
 
     def when_written(self, layer: str, call: Callable[[], object]) -> bool:
         """Call ``call`` on the thread writing the record of ``layer`` handed over, once it is written
         and before the next is (never if it fails); False, and no call, if none of it is on its way."""
-        with self._changed:
-            write = self._writes.get(layer)
-            if write is None or write.done() or self._failure is not None:
+        with self._lock:
+            handed = self._writes.get(layer)
+            if handed is None or handed.settled or self._failure is not None:
                 return False
             self._then[layer] = call
             return True
@@ -152,41 +164,45 @@ class LayerRecords:
     def landed(self, layer: str) -> bool:
         """Whether the record of ``layer`` this run handed over is on the store, waiting for its write
         (on any thread but the event loop); True for a layer whose record was not handed over here."""
-        write = self._writes.get(layer)
-        if write is None:
+        handed = self._writes.get(layer)
+        if handed is None:
             return True
-        if not write.done():
+        if not handed.settled:
             self._hurry()
-        return write.exception() is None
+            with self._lock:
+                while not handed.settled:
+                    self._changed.wait()
+        return handed.error is None
 
     async def drained(self) -> BaseException | None:
         """Wait until every record handed over is written or failed; the first failure, or None.
         Written in order, and none after a failure: the last one handed over settles last."""
-        if self._last is not None:
+        last = self._last
+        if last is not None and not last.settled:
             self._hurry()
-            await _settled(self._last)
-        with self._changed:
+            await _settled(self._future(last))
+        with self._lock:
             return self._failure
 
     def wait(self) -> BaseException | None:
         """Block until every record handed over is written or failed (a run torn down: what finished
         lands before its lease is released); the first failure, or None."""
-        with self._changed:
+        with self._lock:
             self._now = True
             self._changed.notify_all()
-            while self._queue or any(not write.done() for write in self._writes.values()):
+            while self._queue or any(not handed.settled for handed in self._writes.values()):
                 self._changed.wait()
             return self._failure
 
     def abandon(self) -> None:
         """The store failed: write nothing more (the records still queued fail); the thread ends."""
-        with self._changed:
+        with self._lock:
             self._stop(RuntimeError("the run's datastore failed: layer record not written"))
 
     def close(self) -> None:
         """End the thread once it has written what is queued; wait for it to end if nothing is (a
         process forking next, the process executor's template, then finds no thread of ours)."""
-        with self._changed:
+        with self._lock:
             self._closed = True
             self._changed.notify_all()
             idle = not self._queue
@@ -202,14 +218,14 @@ class LayerRecords:
         while self._queue:
             handed = self._queue.popleft()
             self._store.forget_record(handed.record.layer)
-            handed.written.set_exception(failure)
+            handed.settle(failure)
         self._changed.notify_all()
 
     def _run(self) -> None:
         """Write the records queued once the first is due (or something waits for one), one after
         another while any are; stop at the first that fails."""
         while True:
-            with self._changed:
+            with self._lock:
                 while True:
                     if not self._queue:
                         self._now = False
@@ -231,14 +247,14 @@ class LayerRecords:
             except BaseException as error:
                 layers = ", ".join(record.layer for record in records)
                 add_note(error, f"while writing the record{'s' * (len(records) > 1)} of layer {layers}")
-                with self._changed:
+                with self._lock:
                     self._failure = self._failure or error  # before anyone waiting sees the write end
                     self._settle(taken, error)
                     self._stop(error)
                 with contextlib.suppress(RuntimeError):  # the loop closed: the run ended (drained() said so)
                     self._loop.call_soon_threadsafe(self._fail, error)
                 return
-            with self._changed:
+            with self._lock:
                 self._settle(taken, None)
                 then = [(record.layer, self._then.pop(record.layer, None)) for record in records]
             for layer, call in then:
@@ -254,12 +270,8 @@ class LayerRecords:
         for handed in taken:
             if self._queue and self._queue[0] is handed:
                 self._queue.popleft()
-            write = handed.written
-            if not write.done():
-                if error is None:
-                    write.set_result(None)
-                else:
-                    write.set_exception(error)
+            if not handed.settled:
+                handed.settle(error)
         self._changed.notify_all()
 
 
@@ -270,20 +282,36 @@ def _carrying(record: Record, ran: Ran) -> Record:
     the held record before keeps what it read. Its members only: nothing cached of ``record``."""
     members = record.__dict__
     carrying = object.__new__(Record)
-    carrying.__dict__.update({name: members[name] for name in _MEMBERS})
+    carrying.__dict__.update(zip(_MEMBERS, _MEMBERS_OF(members), strict=True))  # (no Python loop)
     carrying.__dict__["ran"] = ran
     return carrying
 
 
 _MEMBERS = tuple(member.name for member in dataclasses.fields(Record))
+_MEMBERS_OF = operator.itemgetter(*_MEMBERS)
 
 
-@dataclasses.dataclass(eq=False)
 class _Handed:
-    """A record handed over, and its write (done once it is on the store, or failed)."""
+    """A record handed over, and its write: ``settled`` once it is on the store (``error`` None) or
+    failed (set holding the lock); ``written``, a future of it, made only if something on the event
+    loop waits for it (:meth:`LayerRecords._future`)."""
 
-    record: Record
-    written: concurrent.futures.Future[None]
+    __slots__ = ("error", "record", "settled", "written")
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.settled = False
+        self.error: BaseException | None = None
+        self.written: concurrent.futures.Future[None] | None = None
+
+    def settle(self, error: BaseException | None) -> None:
+        """Its write ended (``error``: failed); its future, if made, is done (call holding the lock)."""
+        self.settled, self.error = True, error
+        if self.written is not None and not self.written.done():
+            if error is None:
+                self.written.set_result(None)
+            else:
+                self.written.set_exception(error)
 
 
 async def _settled(write: concurrent.futures.Future[None]) -> None:

@@ -38,10 +38,11 @@ class Stash:
     checker, and ``stash[key]`` gives a ``T`` back.
     """
 
-    __slots__ = ("_values",)
-
     def __init__(self) -> None:
         self._values: dict[StashKey[Any], object] = {}
+        # The first line of most hooks, several times a layer: the dict's own ``get``, no call of
+        # a method of ours in between (an instance's member is found before the class's method).
+        self.__dict__["get"] = self._values.get
 
     def __setitem__(self, key: StashKey[T], value: T) -> None:
         self._values[key] = value
@@ -51,7 +52,8 @@ class Stash:
 
     def get(self, key: StashKey[T], default: D) -> T | D:
         """The value under ``key``, or ``default`` when nothing is stored there. The first line of
-        most hooks, several times a layer: typed by the key, not by a ``cast`` call."""
+        most hooks, several times a layer: typed by the key, not by a ``cast`` call. (An instance
+        calls its dict's ``get`` instead, set in ``__init__``: the same, without this call.)"""
         return self._values.get(key, default)  # type: ignore[return-value]
 
     def setdefault(self, key: StashKey[T], default: T) -> T:

@@ -675,9 +675,25 @@ class _Runner:
             states.append(FINISHED if dependency == "Parameters" else await self.states[dependency])
         return states
 
+    def _known_states(self, name: str) -> list[str] | None:
+        """``_dependency_states`` when each has ended (a layer started once those it reads ended:
+        no coroutine to make and await, once a layer of a chain); None while one has not."""
+        states = []
+        for dependency in sorted(self.plan.dependencies[name]):
+            if dependency == "Parameters":
+                states.append(FINISHED)
+                continue
+            state = self.states[dependency]
+            if not state.done():
+                return None
+            states.append(state.result())
+        return states
+
     async def _run_layer(self, name: str) -> str:
         tried, early = (await self._reuse_early(name)) if self.reusing else (False, None)
-        states = await self._dependency_states(name)
+        states = self._known_states(name)
+        if states is None:
+            states = await self._dependency_states(name)
         if early is not None:  # its record is being written beside its upstream layers'
             return await self._reused(name, early, states)
         if self.errors or FAILED in states or CANCELLED in states:

@@ -32,10 +32,6 @@ def run_split(task: SplitTask, execution: Execution | None = None) -> SplitOutco
     resumed if the task is), when the caller has it at hand (the scheduler running a split inline);
     by default one is made from the task, with a store of its own.
     """
-    return _run_split_once(task, execution)
-
-
-def _run_split_once(task: SplitTask, execution: Execution | None) -> SplitOutcome:
     started = time.time()
     try:
         return _run_split(task, started, execution)
@@ -63,7 +59,7 @@ def run_splits(
         if key not in executions:
             executions[key] = _execution(task)
         try:
-            outcome = _run_split_once(task, executions[key])
+            outcome = run_split(task, executions[key])
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as error:
@@ -94,12 +90,9 @@ def _run_split(task: SplitTask, started: float, execution: Execution | None) -> 
     )
     layer = context.bind()
     hook = flow.configuration.hook
+    # (A hook's results are those of its implementations that are not None, as pluggy gives them.)
     managers = (
-        [
-            entered
-            for entered in hook.laminar_split_context(layer=layer, index=task.index, attempt=task.attempt)
-            if entered is not None
-        ]
+        hook.laminar_split_context(layer=layer, index=task.index, attempt=task.attempt)
         if hook is not None
         else []
     )

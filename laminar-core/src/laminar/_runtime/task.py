@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from laminar._storage.records import Artifact, SplitRecord
+from laminar._storage.schema import made_quickly
 
 if TYPE_CHECKING:
     from laminar._model.flow import FlowDefinition
@@ -56,6 +57,7 @@ class SplitTask:
         return f"layer {self.layer} of flow {self.flow.name} (execution {self.execution}{split}, attempt {self.attempt})"
 
 
+@made_quickly  # (made once a split)
 @dataclass(frozen=True)
 class SplitOutcome:
     """How a split ended: its record (archives, and the error ``Catch`` absorbed).

@@ -116,11 +116,12 @@ def compact(payload: Any) -> bytes:
         text = orjson.dumps(payload)
     except TypeError:  # orjson.JSONEncodeError; json raises again for what it cannot write either
         return _ENCODE(payload).encode()
+    # (``find``, not ``in``: ``bytes in bytes`` first tries, and fails, to read it as a number)
     if (
         text.isascii()
-        and b"\x7f" not in text
-        and b"0.0000" not in text  # orjson's form of a float below 1e-4, where json's has an exponent
-        and (b"e-" not in text or _ONE_DIGIT_EXPONENT.search(text) is None)  # json pads it: 1e-07
+        and text.find(b"\x7f") < 0
+        and text.find(b"0.0000") < 0  # orjson's form of a float below 1e-4, where json's has an exponent
+        and (text.find(b"e-") < 0 or _ONE_DIGIT_EXPONENT.search(text) is None)  # json pads it: 1e-07
     ):
         return text
     return _ENCODE(payload).encode()

@@ -22,7 +22,6 @@ written before the codec existed (``records.compact`` has orjson make it where i
 
 from __future__ import annotations
 
-import base64
 import binascii
 import dataclasses
 import re
@@ -32,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple, TypeVar, Union
 
 T = TypeVar("T", bound="Schema")
+C = TypeVar("C")
 
 #: What a member is read in: ``None``, or the tuple a reader was handed (``Schema.from_json``), one
 #: key longer inside each mapping the member is in (see ``context``).
@@ -91,7 +91,60 @@ def record(cls: type[T]) -> type[T]:
     above ``@dataclass``."""
     write, read = _codec(cls)
     cls._write, cls._read = staticmethod(write), staticmethod(read)  # type: ignore[method-assign,assignment]
+    return made_quickly(cls)
+
+
+def made_quickly(cls: type[C]) -> type[C]:
+    """Give the frozen dataclass ``cls`` the ``__init__`` ``dataclass`` writes for it (the same
+    parameters, defaults, factories and ``__post_init__``), storing its members without calling
+    ``object.__setattr__`` a member (what a frozen dataclass's does, a microsecond or so each): in
+    its dict at once, or, with slots, through each slot's own setter. The engine makes several
+    records a layer of a chain, and reads back a split's records a split. Decorate above
+    ``@dataclass``; ``record`` does it for every record."""
+    if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        raise TypeError(f"{cls.__name__}: only a frozen dataclass's members are set this way")
+    cls.__init__ = _quick_init(cls)  # type: ignore[method-assign]
     return cls
+
+
+def _quick_init(cls: type[Any]) -> Callable[..., None]:
+    """The source of ``made_quickly``'s ``__init__``, compiled."""
+    names: dict[str, Any] = {"_FACTORY": _FACTORY}
+    positional: list[str] = []
+    keywords: list[str] = []
+    slots = "__slots__" in cls.__dict__
+    lines = [] if slots else ["    d = self.__dict__"]
+    for spec in dataclasses.fields(cls):
+        if not spec.init:
+            raise TypeError(f"{cls.__name__}: every field is a parameter of its __init__")
+        name = spec.name
+        if spec.default is not dataclasses.MISSING:
+            names[f"_default_{name}"] = spec.default
+            parameter, value = f"{name}=_default_{name}", name
+        elif spec.default_factory is not dataclasses.MISSING:
+            names[f"_factory_{name}"] = spec.default_factory
+            parameter, value = f"{name}=_FACTORY", f"_factory_{name}() if {name} is _FACTORY else {name}"
+        else:
+            parameter, value = name, name
+        if slots:
+            slot = next(kind.__dict__[name] for kind in cls.__mro__ if name in kind.__dict__)
+            names[f"_set_{name}"] = slot.__set__  # the slot's own setter
+            lines.append(f"    _set_{name}(self, {value})")
+        else:
+            lines.append(f"    d[{name!r}] = {value}")
+        (keywords if spec.kw_only else positional).append(parameter)
+    if hasattr(cls, "__post_init__"):
+        lines.append("    self.__post_init__()")
+    signature = ", ".join(["self", *positional, *(["*", *keywords] if keywords else [])])
+    namespace: dict[str, Any] = {}
+    exec("\n".join([f"def __init__({signature}):", *lines]), names, namespace)
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
+#: A field's default made by its factory (as ``dataclass``'s own sentinel stands for it).
+_FACTORY = object()
 
 
 class Schema:
@@ -230,6 +283,9 @@ class _Source:
             if written == {item}:
                 return f"list({v})"
             (one,) = written  # items of one type
+            call = _called(one, item)
+            if call is not None:  # no comprehension (a function called) per container
+                return f"list(map({call}, {v}))"
             return f"[{one} for {item} in {v}]"
         if origin in (Mapping, dict):
             key, item = self.variable(), self.variable()
@@ -237,13 +293,30 @@ class _Source:
             name = f"str({key})" if arguments[0] is int else key
             if not sort and each == item and name == key:
                 return f"dict({v})"
+            call = _called(each, item)
+            if call is not None or each == item:  # as the comprehension below, without its call
+                keys = "map(str, {})" if arguments[0] is int else "{}"
+                if sort:
+                    ordered = self.variable()
+                    keys = keys.format(f"({ordered} := sorted({v}))")
+                    values = f"map({v}.__getitem__, {ordered})"
+                else:
+                    keys, values = keys.format(f"{v}.keys()"), f"{v}.values()"
+                return f"dict(zip({keys}, {values if call is None else f'map({call}, {values})'}))"
             items = f"sorted({v}.items())" if sort else f"{v}.items()"
             return f"{{{name}: {each} for {key}, {item} in {items}}}"
-        if hint is bytes:
-            return f"{self.bind(base64.b64encode)}({v}).decode('ascii')"
+        if hint is bytes:  # ``base64.b64encode``'s bytes, without its Python call around this one
+            return f"{self.bind(binascii.b2a_base64)}({v}, newline=False).decode('ascii')"
         if hint is float:  # a time: one not finite (nan - nan is nan) handed over as NotFinite
             return f"({v} if {v} - {v} == 0 else {self.bind(NotFinite)}({v}))"
         return v
+
+
+def _called(expression: str, item: str) -> str | None:
+    """``f`` when ``expression`` is ``f(item)``, a call of one name on the item alone (a record's
+    writer, ``list``): then written as ``map(f, ...)``, not a comprehension; else None."""
+    name, _, rest = expression.partition("(")
+    return name if rest == f"{item})" and name.isidentifier() else None
 
 
 def _codec(cls: type[Schema]) -> tuple[Write, Read]:
