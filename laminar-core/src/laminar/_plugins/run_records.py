@@ -339,7 +339,7 @@ def laminar_layer_started(layer: Layer, splits: int, run: Run) -> None:
     if records is None:
         return
     name = layer.name
-    if run.explanations and _read_from_its_record(run, records, name):  # (none without reuse)
+    if _read_from_its_record(run, records, name):
         return
     layer_run = records.layers[name] = _LayerRun(time.time(), splits)
     earlier = run.store.layer_status(name) if records.carried else None
@@ -473,7 +473,7 @@ def laminar_layer_finished(layer: Layer, splits: int, error: BaseException | Non
     if records is None:
         return
     name = layer.name
-    if error is None and run.explanations and _read_from_its_record(run, records, name):
+    if error is None and _read_from_its_record(run, records, name):
         return
     layer_run = records.layers.pop(name, None) or _LayerRun(time.time(), splits)
     if isinstance(error, DatastoreError):
@@ -528,7 +528,8 @@ def _read_from_its_record(run: Run, records: _Records, layer: str) -> bool:
     """Whether ``layer`` was reused whole in an execution no earlier run recorded a status of: its
     record, written before its events, says where from and why, and its status is read from it
     (``Record.reused``), so it gets no status record (none of an earlier run is there to replace)."""
-    return not records.carried and run.explanations.get(layer, (None, ""))[0] is not None
+    explanations = run.explanations  # (none without reuse: most runs)
+    return bool(explanations) and not records.carried and explanations.get(layer, (None, ""))[0] is not None
 
 
 def _record(

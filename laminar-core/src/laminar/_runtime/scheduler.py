@@ -670,14 +670,17 @@ class _Runner:
             raise
 
     async def _dependency_states(self, name: str) -> list[str]:
-        states = []
-        for dependency in sorted(self.plan.dependencies[name]):
-            states.append(FINISHED if dependency == "Parameters" else await self.states[dependency])
+        """``_known_states`` once each layer ``name`` reads has ended."""
+        for dependency in self.plan.dependencies[name] - {"Parameters"}:
+            await self.states[dependency]
+        states = self._known_states(name)
+        assert states is not None  # (each has ended)
         return states
 
     def _known_states(self, name: str) -> list[str] | None:
-        """``_dependency_states`` when each has ended (a layer started once those it reads ended:
-        no coroutine to make and await, once a layer of a chain); None while one has not."""
+        """The states of the layers ``name`` reads, by name, when each has ended (a layer started
+        once those it reads ended: no coroutine to make and await, once a layer of a chain); None
+        while one has not."""
         states = []
         for dependency in sorted(self.plan.dependencies[name]):
             if dependency == "Parameters":
