@@ -196,8 +196,8 @@ def peek(file: BinaryIO, count: int) -> bytes:
     """The first ``count`` bytes ``file`` would give, without consuming them (fewer at its end)."""
     if hasattr(file, "peek"):
         head: bytes = file.peek(count)[:count]
-        if len(head) >= count:
-            return head
+        if len(head) >= count or not file.seekable():
+            return head  # fewer: the stream ended (a fresh buffered reader's peek fills its buffer)
     if file.seekable():
         position = file.tell()
         head = file.read(count)
@@ -300,7 +300,7 @@ def _gather_framed(file: BinaryIO, size: int | None) -> Callable[[], Any]:
     ``size`` bytes in all, and exactly that many if ``size`` is given."""
     remaining = (sys.maxsize if size is None else size) - len(FRAMED)
     read_exactly(file, bytearray(len(FRAMED)))
-    pickled = bytearray()
+    pieces: list[bytearray] = []  # the pickle's bytes, a segment each (joined only if several)
     buffers: list[Any] = []
     header = bytearray(_HEADER)
     while True:
@@ -313,15 +313,16 @@ def _gather_framed(file: BinaryIO, size: int | None) -> Callable[[], Any]:
             raise GatherError(f"it has a segment of kind {kind!r} and {length} bytes where none can be")
         remaining -= length
         if kind == _PICKLE:
-            start = len(pickled)
-            pickled.extend(bytes(length))  # pickle bytes are small beside the buffers; held whole
-            read_exactly(file, memoryview(pickled)[start:])
+            pieces.append(bytearray(length))  # pickle bytes are small beside the buffers; held whole
+            read_exactly(file, pieces[-1])
         else:
             buffer = fresh_buffer(length)
             read_exactly(file, buffer)
             buffers.append(buffer)
     if size is not None and remaining:
         raise GatherError(f"{remaining} bytes follow the end of its last segment")
+
+    pickled = pieces[0] if len(pieces) == 1 else b"".join(pieces)  # none: as damaged as before
 
     def build() -> Any:
         return pickle.loads(pickled, buffers=buffers)
