@@ -66,8 +66,8 @@ _pool_started = [False, False]
 
 #: BLAKE3 splits a large input across every core only on machines with more cores than this. With
 #: two, the hashing already runs beside the reading or writing it follows (``submit``), on the other
-#: core: splitting it across both as well made a 64 MiB read or write a quarter to a half slower, the
-#: more so when the layers' own threads were busy too (figures: docs/performance.md).
+#: core: splitting it across both as well made large reads and writes slower, the more so when the
+#: layers' own threads were busy too (figures: docs/performance.md).
 TREE_PARALLEL_ABOVE = 2
 
 

@@ -57,7 +57,7 @@ def load(
 #: A datastore that reads one key at a time (``max_workers`` 1: a local disk) still reads values
 #: this large several at once when two or more are asked for together: reading one is mostly copying,
 #: hashing and first touches of fresh memory, which other cores can do beside it (``threads.in_runs``).
-#: A join over 8 frames of 8 MB read them in half the time on two cores (figures: docs/performance.md).
+#: (Figures: docs/performance.md.)
 READ_AT_ONCE = 1 << 20
 
 
