@@ -26,9 +26,10 @@ from laminar import Flow, Layer, Parameters
 # archive records), which no public API shows.
 from laminar._runtime.context import store_for
 from laminar._serialization import hashing
-from laminar._storage import layout, records, staging
+from laminar._storage import layout, loading, records, staging
 from laminar.configurations import datastores, executors, serde
-from laminar.errors import DatastoreError, InvalidName, SerializationError
+from laminar.configurations.layers import ForEach, Parameter
+from laminar.errors import DatastoreError, IntegrityError, InvalidName, SerializationError
 
 
 class Values(Flow): ...
@@ -222,6 +223,84 @@ def test_the_first_shard_that_cannot_be_serialized_is_named_and_nothing_is_writt
     assert "shard 3 refuses" in str(caught.value) and "shard 6" not in str(caught.value)
     assert not [f for f in files(tmp_path) if "/Cut/" in f and not f.endswith("/Cut/status.json")]
     assert not [f for f in files(tmp_path) if f.startswith(("artifacts/", ".staging/"))]
+
+
+class Fanned(Flow): ...
+
+
+@Fanned.register
+class Seeds(Layer):
+    def __call__(self, parameters: Parameters) -> None:
+        self.shard(seed=[(seed, parameters.mib) for seed in parameters.seeds])
+
+
+@Fanned.register(foreach=ForEach(parameters=[Parameter(layer=Seeds, attribute="seed")]))
+class Make(Layer):
+    def __call__(self, seeds: Seeds) -> None:
+        seed, mib = seeds.seed
+        self.value = large(seed, mib=mib) if mib else seed
+
+
+@Fanned.register
+class Gather(Layer):
+    def __call__(self, make: Make) -> None:
+        self.count = len(list(make.value))
+
+
+def reads_noted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every value read back from now on: the thread that read it, and its stored size."""
+    noted: list[tuple[str, int]] = []
+    load = loading.load
+
+    def noting(datastore: Any, artifact: records.Artifact, **options: Any) -> Any:
+        noted.append((threading.current_thread().name, artifact.size))
+        return load(datastore, artifact, **options)
+
+    monkeypatch.setattr(loading, "load", noting)
+    return noted
+
+
+def test_large_values_read_together_are_read_several_at_once_and_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local disk reads one key at a time (``max_workers`` 1), yet a join over large values reads
+    them on several threads at once; every value comes back in its place."""
+    flow = Fanned(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    execution = flow(seeds=list(range(6)), mib=2)
+    noted = reads_noted(monkeypatch)
+    values = list(execution.layer(Make).value)
+    assert all(np.array_equal(value, large(seed)) for seed, value in enumerate(values))
+    assert len(noted) == 6 and all(size >= loading.READ_AT_ONCE for _, size in noted)
+    assert any(name.startswith("laminar-stage") for name, _ in noted)  # several at once
+    assert execution.layer(Gather).count == 6
+
+
+def test_small_values_read_together_are_read_on_the_reading_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handing a small value's read to another thread costs more than the read: they stay here."""
+    flow = Fanned(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    execution = flow(seeds=[os.urandom(64 << 10) for _ in range(6)], mib=0)
+    noted = reads_noted(monkeypatch)
+    assert len(list(execution.layer(Make).value)) == 6
+    assert [name for name, _ in noted] == [threading.current_thread().name] * 6
+
+
+def test_of_large_values_read_several_at_once_the_first_damaged_in_order_is_named(
+    tmp_path: Path,
+) -> None:
+    """Values read several at once fail as read in order: the first damaged one is named, whichever
+    thread came to its damage first."""
+    flow = Fanned(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    execution = flow(seeds=list(range(6)), mib=2, execution="x")
+    store = store_for(flow.execution(execution.id))
+    keys = [store.archive("Make", index, "value").artifacts[0] for index in range(6)]
+    for index in (3, 5):  # read in windows of 1, 2 and 3: one in each of the last window's two runs
+        (tmp_path / layout.artifact(keys[index].hexdigest)).write_bytes(b"damaged")
+    with pytest.raises(IntegrityError) as caught:
+        list(flow.execution("x").layer(Make).value)
+    assert layout.artifact(keys[3].hexdigest) in str(caught.value)
+    assert layout.artifact(keys[5].hexdigest) not in str(caught.value)
 
 
 def test_bad_artifact_name_is_refused(tmp_path: Path) -> None:

@@ -255,6 +255,21 @@ def test_an_unknown_codec_is_named() -> None:
         codecs.decode(b"", "brotli", 0)
 
 
+@pytest.mark.parametrize(("cores", "split"), [(1, False), (2, False), (4, True)])
+def test_blake3_splits_a_large_input_across_cores_only_where_there_are_more_than_two(
+    monkeypatch: pytest.MonkeyPatch, cores: int, split: bool
+) -> None:
+    """On two cores a large piece is already hashed on the pool beside the read or write it follows:
+    BLAKE3's own threads would only compete with both. The address is the same either way."""
+    import blake3
+
+    monkeypatch.setattr(hashing, "cores", lambda: cores)
+    monkeypatch.setattr(hashing, "_pool_started", [False, False])  # as in a process that never forked
+    assert hashing._threads() == (blake3.blake3.AUTO if split else 1)
+    data = bytes(range(256)) * (hashing.THREADED // 128)
+    assert hashing.hexdigest(data) == blake3.blake3(data).hexdigest()
+
+
 def test_large_pieces_hash_on_the_pool_in_order() -> None:
     """Pieces of 1 MiB or more are hashed on other threads while the caller goes on; small ones in
     between wait for them: the address is that of the bytes in the order they were given."""

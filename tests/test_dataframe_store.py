@@ -132,6 +132,50 @@ def test_frames_read_back_equal_read_once_into_their_own_buffers(
     assert counting.whole_reads == 0  # gathered into the value's own buffers, not read whole and copied
 
 
+def odd_arrays() -> list[Any]:
+    """About 7.8 MB of arrays of odd lengths, so each after the first would start off any boundary."""
+    return [
+        np.arange(100_001, dtype=np.int8),
+        np.arange(600_000, dtype=np.float64),
+        np.arange(150_001, dtype=np.int16),
+        np.arange(330_000, dtype=np.int64),
+    ]
+
+
+def memory_of(array: Any) -> Any:
+    """The object that owns ``array``'s memory (past numpy's views and the buffer it was read into)."""
+    while isinstance(array, np.ndarray) and array.base is not None:
+        array = array.base
+    return array.obj if isinstance(array, memoryview) else array
+
+
+class Arrays(Flow): ...
+
+
+@Arrays.register
+class Odd(Layer):
+    def __call__(self) -> None:
+        self.arrays = odd_arrays()
+
+
+def test_a_values_large_buffers_read_into_one_map_are_each_aligned_writable_and_its_own(
+    tmp_path: Path,
+) -> None:
+    """The out-of-band buffers of a value of a few MiB are read into one map of whole huge pages (see
+    ``protocols._Arena``): each array still starts where numpy reads it fastest, can be written, and
+    writing one changes no other, nor the value read again."""
+    execution = Arrays(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
+    arrays, made = execution.layer(Odd).arrays, odd_arrays()
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(arrays, made, strict=True))
+    assert len({id(memory_of(array)) for array in arrays}) == 1  # one map
+    assert all(array.flags.aligned and array.ctypes.data % 64 == 0 for array in arrays)
+    for array in arrays:
+        assert array.flags.writeable
+        array[:] = 0
+    assert all(np.array_equal(a, b) for a, b in zip(execution.layer(Odd).arrays, made, strict=True))
+    assert all(not array.any() for array in arrays)
+
+
 def test_values_stored_in_memory_first_still_read_back(tmp_path: Path, counting: type[CountingLocal]) -> None:
     """What the code before this change wrote (every value up to 8 MiB staged in memory, then written)
     is the same bytes: it reads back, through the gathering read, to an equal frame."""

@@ -108,6 +108,7 @@ DAMAGES: dict[str, Callable[[bytes], bytes | None]] = {
         data[: len(data) // 2] + bytes([data[len(data) // 2] ^ 0x01]) + data[len(data) // 2 + 1 :]
     ),
     "truncate": lambda data: data[: len(data) // 2],
+    "stub": lambda data: data[:3],  # fewer bytes than any stored form's first marker
     "garbage": lambda data: random.Random(2).randbytes(max(len(data), 64)),
     "delete": lambda data: None,
 }
@@ -164,7 +165,7 @@ def records_digest(data: bytes) -> str:
 # ---- artifacts ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["flip", "truncate", "garbage", "delete"])
+@pytest.mark.parametrize("how", ["flip", "truncate", "stub", "garbage", "delete"])
 @pytest.mark.parametrize("name", ["text", "noise", "repeated"])
 def test_a_damaged_stored_artifact_is_named_and_never_decoded(
     root: Path, name: str, how: str, decompressions: list[str]

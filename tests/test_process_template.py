@@ -400,10 +400,13 @@ def test_a_scheduler_whose_pools_have_run_still_forks_the_template_and_its_worke
 ) -> None:
     """A run on Thread leaves Laminar's pool idle and BLAKE3's threads started here: the next run
     still forks the template (the idle pool is no reason not to), and its worker hashes on its own
-    thread rather than wait forever for BLAKE3's threads, which a fork does not carry over."""
+    thread rather than wait forever for BLAKE3's threads, which a fork does not carry over. (BLAKE3
+    starts its threads only on machines of more than ``TREE_PARALLEL_ABOVE`` cores: made 0 here.)"""
     result = run_scheduler(
         tmp_path,
         """
+        from laminar._serialization import hashing
+        hashing.TREE_PARALLEL_ABOVE = 0
         result["thread_run"] = module.Large(datastore=store, executor=executors.Thread())().layer("Stores").pid
         result["threads"] = sorted({thread.name.split("_")[0] for thread in threading.enumerate()})
         executor = executors.Process(start_method="forkserver", timeout=60)  # a deadlock fails, bounded

@@ -2,8 +2,9 @@
 
 New artifacts are addressed by BLAKE3 (``WRITE_HASH``, recorded as ``"hash": "blake3"``): a
 cryptographic hash about four times SHA-256's speed on one core here, and tree-parallel across the
-others for large values, so hashing costs a fraction of moving the bytes. It is one incremental
-hasher, updated in order as the bytes pass (the GIL released for long inputs).
+cores for large values on machines with more than two, so hashing costs a fraction of moving the
+bytes. It is one incremental hasher, updated in order as the bytes pass (the GIL released for long
+inputs).
 
 Artifacts written before (no ``hash`` recorded: ``LEGACY_HASH``) are addressed by the chunked SHA-256
 (SHA-256 over the SHA-256 digests of fixed 4 MiB chunks, hashed on a pool of threads) and are still
@@ -19,13 +20,13 @@ from typing import Any, Protocol
 
 import blake3
 
-from laminar._serialization.threads import pool
+from laminar._serialization.threads import cores, pool
 
 CHUNK = 4 * 1024 * 1024  # the legacy SHA-256's chunk; also the unit large streams are read in
 WRITE_HASH = "blake3"  # what new artifacts are addressed by
 LEGACY_HASH = "sha256"  # what an artifact without a recorded ``hash`` is addressed by
 HASHES = (LEGACY_HASH, WRITE_HASH)  # every algorithm this Laminar verifies
-THREADED = 1 << 20  # BLAKE3 inputs this large are hashed on every core
+THREADED = 1 << 20  # BLAKE3 inputs this large are hashed on the pool (see ``_threads``)
 
 
 def check_hash(algorithm: str) -> None:
@@ -63,8 +64,15 @@ class Hasher(Protocol):
 _pool_started = [False, False]
 
 
+#: BLAKE3 splits a large input across every core only on machines with more cores than this. With
+#: two, the hashing already runs beside the reading or writing it follows (``submit``), on the other
+#: core: splitting it across both as well made large reads and writes slower, the more so when the
+#: layers' own threads were busy too (figures: docs/performance.md).
+TREE_PARALLEL_ABOVE = 2
+
+
 def _threads() -> int:
-    if _pool_started[1]:
+    if _pool_started[1] or cores() <= TREE_PARALLEL_ABOVE:
         return 1
     _pool_started[0] = True
     return blake3.blake3.AUTO

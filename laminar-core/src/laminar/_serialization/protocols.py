@@ -170,6 +170,12 @@ class GatherError(ValueError):
 #: Buffers at least this large are allocated as fresh anonymous memory maps: their pages are first
 #: touched by the read that fills them (a ``bytearray`` would be zero-filled first).
 FRESH_MAP = 1 << 20
+#: The huge page size a fresh map asks for (x86-64 and most arm64 Linux): a map of whole huge pages
+#: is filled with one page fault each instead of 512, the larger part of reading a value back from a
+#: local disk's cache here (figures: docs/performance.md).
+HUGE_PAGE = 2 << 20
+#: Where buffers carved from one map start: numpy and Arrow read aligned memory fastest.
+ALIGN = 64
 
 
 def fresh_buffer(size: int) -> Any:
@@ -182,6 +188,10 @@ def fresh_buffer(size: int) -> Any:
     """
     if size < FRESH_MAP:
         return bytearray(size)
+    return _fresh_map(size)
+
+
+def _fresh_map(size: int) -> mmap.mmap:
     if hasattr(mmap, "MAP_PRIVATE"):  # POSIX; Windows maps take no flags
         buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     else:
@@ -192,12 +202,38 @@ def fresh_buffer(size: int) -> Any:
     return buffer
 
 
+class _Arena:
+    """One fresh map of whole huge pages for all the large buffers of one stored value, handed out in
+    order (``take``): a frame of 1 MB columns fills 2 MiB pages, where a map of its own for each
+    column is too small for even one. Used only where rounding up to whole pages wastes at most an
+    eighth (``for_value``). The buffers share the map: it is freed when the last of them is."""
+
+    def __init__(self, size: int) -> None:
+        self.memory = memoryview(_fresh_map(size))
+        self.offset = 0
+
+    @classmethod
+    def for_value(cls, size: int | None) -> _Arena | None:
+        if size is None or size < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
+            return None
+        whole = -(-size // HUGE_PAGE) * HUGE_PAGE
+        return cls(whole) if (whole - size) * 8 <= size else None
+
+    def take(self, length: int) -> Any:
+        """``length`` bytes of the map, aligned; a buffer of their own once the map is used up."""
+        start = -(-self.offset // ALIGN) * ALIGN
+        if start + length > self.memory.nbytes:
+            return fresh_buffer(length)
+        self.offset = start + length
+        return self.memory[start : self.offset]
+
+
 def peek(file: BinaryIO, count: int) -> bytes:
     """The first ``count`` bytes ``file`` would give, without consuming them (fewer at its end)."""
     if hasattr(file, "peek"):
         head: bytes = file.peek(count)[:count]
-        if len(head) >= count:
-            return head
+        if len(head) >= count or not file.seekable():
+            return head  # fewer: the stream ended (a fresh buffered reader's peek fills its buffer)
     if file.seekable():
         position = file.tell()
         head = file.read(count)
@@ -300,8 +336,9 @@ def _gather_framed(file: BinaryIO, size: int | None) -> Callable[[], Any]:
     ``size`` bytes in all, and exactly that many if ``size`` is given."""
     remaining = (sys.maxsize if size is None else size) - len(FRAMED)
     read_exactly(file, bytearray(len(FRAMED)))
-    pickled = bytearray()
+    pieces: list[bytearray] = []  # the pickle's bytes, a segment each (joined only if several)
     buffers: list[Any] = []
+    arena = _Arena.for_value(size)
     header = bytearray(_HEADER)
     while True:
         read_exactly(file, header)
@@ -313,15 +350,16 @@ def _gather_framed(file: BinaryIO, size: int | None) -> Callable[[], Any]:
             raise GatherError(f"it has a segment of kind {kind!r} and {length} bytes where none can be")
         remaining -= length
         if kind == _PICKLE:
-            start = len(pickled)
-            pickled.extend(bytes(length))  # pickle bytes are small beside the buffers; held whole
-            read_exactly(file, memoryview(pickled)[start:])
+            pieces.append(bytearray(length))  # pickle bytes are small beside the buffers; held whole
+            read_exactly(file, pieces[-1])
         else:
-            buffer = fresh_buffer(length)
+            buffer = fresh_buffer(length) if arena is None or length < OUT_OF_BAND else arena.take(length)
             read_exactly(file, buffer)
             buffers.append(buffer)
     if size is not None and remaining:
         raise GatherError(f"{remaining} bytes follow the end of its last segment")
+
+    pickled = pieces[0] if len(pieces) == 1 else b"".join(pieces)  # none: as damaged as before
 
     def build() -> Any:
         return pickle.loads(pickled, buffers=buffers)

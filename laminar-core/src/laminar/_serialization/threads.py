@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _pool: ThreadPoolExecutor | None = None
 _staging: ThreadPoolExecutor | None = None
@@ -26,15 +31,58 @@ def cores() -> int:
 
 
 def staging_pool() -> ThreadPoolExecutor:
-    """Threads that serialize several large values at once, one fewer than cores (the caller is one).
+    """Threads that serialize or read several large values at once, one fewer than cores (the caller
+    is one): see :func:`in_runs`.
 
-    Apart from :func:`pool`: staging waits on hashing and compressing there, and would deadlock it.
+    Apart from :func:`pool`: staging and reading wait on hashing and compressing there, and would
+    deadlock it.
     """
     global _staging
     with _lock:
         if _staging is None:
             _staging = ThreadPoolExecutor(max(cores() - 1, 1), thread_name_prefix="laminar-stage")
         return _staging
+
+
+#: What :func:`in_runs` hands back: each run's results in order, and the error that stopped it.
+Runs = list[tuple[list[T], BaseException | None]]
+
+
+def in_runs(positions: range, one: Callable[[int], T]) -> tuple[Runs[T], BaseException | None]:
+    """``one(position)`` for each of ``positions``, in contiguous runs, one a core: the first on this
+    thread, the others on the staging pool, each in a copy of this context (a split's context
+    variables go along). Large values are serialized and read this way: mostly copying, hashing and
+    page faults, which release the GIL.
+
+    Every run ends before this returns, each stopped at its first failure. Returned: the runs in
+    order, and what interrupted this thread while it waited for them (then the caller raises it).
+    """
+    count = min(cores(), len(positions))
+    bounds = [positions.start + len(positions) * k // count for k in range(count + 1)]
+
+    def run(start: int, stop: int) -> tuple[list[T], BaseException | None]:
+        done: list[T] = []
+        for position in range(start, stop):
+            try:
+                done.append(one(position))
+            except BaseException as error:  # the run stops at its first failure, as one by one would
+                return done, error
+        return done, None
+
+    others = [
+        staging_pool().submit(contextvars.copy_context().run, run, bounds[k], bounds[k + 1])
+        for k in range(1, count)
+    ]
+    results = [run(bounds[0], bounds[1])]
+    interrupted: BaseException | None = None
+    for future in others:
+        while True:
+            try:
+                results.append(future.result())
+                break
+            except BaseException as error:  # interrupted while waiting: wait on, then hand it back
+                interrupted = interrupted or error
+    return results, interrupted
 
 
 def idle_threads() -> list[threading.Thread]:

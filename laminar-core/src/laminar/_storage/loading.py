@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, BinaryIO
 
-from laminar._serialization import codecs, hashing
+from laminar._serialization import codecs, hashing, threads
 from laminar._serialization.codecs import DecodeError, DecodingReader
 from laminar._serialization.protocols import Pickle, Protocol, read_from_path, takes_uri
 from laminar._serialization.registry import Protocols
@@ -51,6 +52,35 @@ def load(
             return _load(datastore, other, protocol, verify)
         except (IntegrityError, _StoredMismatch):  # not that either (or replaced since)
             raise mismatch.error from None
+
+
+#: A datastore that reads one key at a time (``max_workers`` 1: a local disk) still reads values
+#: this large several at once when two or more are asked for together: reading one is mostly copying,
+#: hashing and first touches of fresh memory, which other cores can do beside it (``threads.in_runs``).
+#: (Figures: docs/performance.md.)
+READ_AT_ONCE = 1 << 20
+
+
+def load_many(datastore: Datastore, artifacts: Sequence[Artifact], *, protocols: Protocols) -> list[Any]:
+    """``[load(datastore, a, protocols=protocols) for a in artifacts]``, several at once where that
+    pays: the datastore's own parallel map, or runs one a core for large values on a datastore that
+    reads one key at a time (``READ_AT_ONCE``). The first failure in order is raised."""
+
+    def one(position: int) -> Any:
+        return load(datastore, artifacts[position], protocols=protocols)
+
+    large = sum(1 for artifact in artifacts if artifact.size >= READ_AT_ONCE and artifact.inline is None)
+    if datastore.max_workers > 1 or large < 2 or threads.cores() < 2:
+        return datastore.map_parallel(
+            lambda artifact: load(datastore, artifact, protocols=protocols), artifacts
+        )
+    results, interrupted = threads.in_runs(range(len(artifacts)), one)
+    if interrupted is not None:
+        raise interrupted
+    for _, error in results:
+        if error is not None:
+            raise error  # the runs are in order, each stopped at its first failure
+    return [value for done, _ in results for value in done]
 
 
 def _other_encoding(

@@ -15,7 +15,6 @@ back is ``loading``'s.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -312,31 +311,7 @@ def stage_in_order(count: int, stage_one: Callable[[int], StagedArtifact]) -> li
 
 def _stage_at_once(positions: range, stage_one: Callable[[int], StagedArtifact]) -> list[StagedArtifact]:
     """Stage ``positions`` in contiguous runs, one here and the others on the staging pool."""
-    runs = min(threads.cores(), len(positions))
-    bounds = [positions.start + len(positions) * k // runs for k in range(runs + 1)]
-
-    def run(start: int, stop: int) -> tuple[list[StagedArtifact], BaseException | None]:
-        done: list[StagedArtifact] = []
-        for position in range(start, stop):
-            try:
-                done.append(stage_one(position))
-            except BaseException as error:  # the run stops at its first failure, as staging in order
-                return done, error
-        return done, None
-
-    others = [  # each in a copy of this context: the split's context variables go along
-        threads.staging_pool().submit(contextvars.copy_context().run, run, bounds[k], bounds[k + 1])
-        for k in range(1, runs)
-    ]
-    results = [run(bounds[0], bounds[1])]
-    interrupted: BaseException | None = None
-    for future in others:  # every run ends before this returns, so none stages after a failure
-        while True:
-            try:
-                results.append(future.result())
-                break
-            except BaseException as error:  # interrupted while waiting: wait on, then drop it all
-                interrupted = interrupted or error
+    results, interrupted = threads.in_runs(positions, stage_one)
     staged = [item for done, _ in results for item in done]
     failed = [error for _, error in results if error is not None]
     if interrupted is not None or failed:

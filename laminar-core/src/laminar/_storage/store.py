@@ -796,5 +796,5 @@ class ExecutionStore:
         return loading.load(self.datastore, artifact, protocols=self.protocols)
 
     def load_many(self, items: list[Artifact]) -> list[Any]:
-        """Load several artifacts, in parallel where the datastore allows."""
-        return self.datastore.map_parallel(self.load, items)
+        """Load several artifacts, several at once where that pays (``loading.load_many``)."""
+        return loading.load_many(self.datastore, items, protocols=self.protocols)
