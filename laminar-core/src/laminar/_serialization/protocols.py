@@ -353,7 +353,7 @@ def _gather_framed(file: BinaryIO, size: int | None) -> Callable[[], Any]:
             pieces.append(bytearray(length))  # pickle bytes are small beside the buffers; held whole
             read_exactly(file, pieces[-1])
         else:
-            buffer = fresh_buffer(length) if arena is None or length < OUT_OF_BAND else arena.take(length)
+            buffer = fresh_buffer(length) if arena is None else arena.take(length)
             read_exactly(file, buffer)
             buffers.append(buffer)
     if size is not None and remaining:

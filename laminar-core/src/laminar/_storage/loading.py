@@ -69,17 +69,15 @@ def load_many(datastore: Datastore, artifacts: Sequence[Artifact], *, protocols:
     def one(position: int) -> Any:
         return load(datastore, artifacts[position], protocols=protocols)
 
+    positions = range(len(artifacts))
     large = sum(1 for artifact in artifacts if artifact.size >= READ_AT_ONCE and artifact.inline is None)
     if datastore.max_workers > 1 or large < 2 or threads.cores() < 2:
-        return datastore.map_parallel(
-            lambda artifact: load(datastore, artifact, protocols=protocols), artifacts
-        )
-    results, interrupted = threads.in_runs(range(len(artifacts)), one)
-    if interrupted is not None:
-        raise interrupted
-    for _, error in results:
-        if error is not None:
-            raise error  # the runs are in order, each stopped at its first failure
+        return datastore.map_parallel(one, positions)
+    results, interrupted = threads.in_runs(positions, one)
+    failed = next((error for _, error in results if error is not None), None)  # the runs are in order
+    error = interrupted or failed
+    if error is not None:
+        raise error
     return [value for done, _ in results for value in done]
 
 
