@@ -13,6 +13,13 @@ cut it into 8 shards, transform each shard (two derived columns), and concatenat
   does; nothing is read back, hashed or recorded. It is the least any tool that stores what every
   step produced can cost on this machine, and what Laminar on Thread is read against (its figures
   are in docs/performance.md);
+* plain pandas with checked files does what Laminar guarantees and nothing else: every value is
+  pickled (protocol 5, large buffers out of band) into a file of its own and hashed (BLAKE3) as it
+  is written, a step starts once every value it reads is stored, and it reads each one back from
+  its file, checking the hash before unpickling it (its own copy, as every Laminar step gets), on as
+  many threads as cores, as Laminar's Thread executor runs splits; no records, no scheduler. It is
+  the least a tool with Laminar's guarantees can cost here, and what is left of Laminar's time
+  beyond it is Laminar's own;
 * Laminar runs it as a flow: ``Make`` shards the frame, ``Transform`` is a foreach with one split per
   shard, ``Join`` concatenates (a Local datastore in a fresh temporary directory per run), on the
   Thread and the Process executors (and on Process with workers started as new interpreters,
@@ -25,7 +32,7 @@ medians are printed, and each variant's ratio to plain pandas (median of the per
 its CPU seconds (this process and the worker processes it reaped).
 Targets (issue 29, re-based from issue 14's 1.5x plain pandas on the floor measured in the same run):
 Thread at most 1.5x the writes behind, Process at most 2x. Each variant's ratio to plain pandas, to
-the pickle files and to the writes behind is printed, then the bytes each Laminar variant stored
+the pickle files, to the writes behind and to the checked files is printed, then the bytes each Laminar variant stored
 (``Local`` compresses only what shrinks fifty-fold: see docs/protocols.md).
 
     .venv/bin/python benchmarks/dataframe.py [--rows 1000000] [--rounds 3]
@@ -40,11 +47,14 @@ import os
 import pickle
 import resource
 import statistics
+import struct
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
+import blake3
 import numpy as np
 import pandas as pd
 from laminar import Flow, Layer, Parameters
@@ -156,6 +166,103 @@ def written_behind(rows: int) -> tuple[float, pd.DataFrame]:
     return elapsed, result
 
 
+#: Large buffers go to files in pieces of this size, as Laminar's Local writes them (see
+#: ``laminar/_transport/pieces.py``).
+PIECE = 256 * 1024
+#: Where each out-of-band buffer starts in a checked file: numpy and Arrow read aligned memory fastest.
+ALIGN = 64
+
+Checked = tuple[str, bytes]  # a value's file and the BLAKE3 digest of what was written to it
+
+
+def store_checked(root: str, name: str, value: Any) -> Checked:
+    """Write ``value`` to the file ``name`` in ``root``: a header (the pickle's length, then each
+    out-of-band buffer's), the pickle (protocol 5), its buffers (each at an ``ALIGN`` boundary), every
+    byte hashed as it is written."""
+    buffers: list[memoryview] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            buffers.append(buffer.raw())
+        except BufferError:  # not contiguous: the pickle copies it in band
+            return True
+        return False
+
+    pickled = pickle.dumps(value, protocol=5, buffer_callback=out_of_band)
+    header = struct.pack(f"<QQ{len(buffers)}Q", len(pickled), len(buffers), *(b.nbytes for b in buffers))
+    digest = blake3.blake3()
+    path = os.path.join(root, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    written = 0
+    try:
+        for number, part in enumerate((memoryview(header), memoryview(pickled), *buffers)):
+            padding = memoryview(bytes(-written % ALIGN if number >= 2 else 0))  # before each buffer
+            for each in (padding, part):
+                digest.update(each)
+                for start in range(0, each.nbytes, PIECE):
+                    piece = each[start : start + PIECE]
+                    while piece:
+                        piece = piece[os.write(fd, piece) :]
+                written += each.nbytes
+    finally:
+        os.close(fd)
+    return path, digest.digest()
+
+
+def load_checked(stored: Checked) -> Any:
+    """Read a value ``store_checked`` wrote into memory of its own, check its hash, then unpickle it
+    (its buffers are that memory: one copy, as the read made it)."""
+    path, digest = stored
+    with open(path, "rb", buffering=0) as file:
+        size = os.fstat(file.fileno()).st_size
+        block = np.empty(size + ALIGN, np.uint8)  # not zeroed first: every byte is read into it
+        skip = -block.ctypes.data % ALIGN
+        view = block.data[skip : skip + size]
+        done = 0
+        while done < size:
+            read = file.readinto(view[done:])
+            if not read:
+                raise EOFError(f"{path} ends after {done} of {size} bytes")
+            done += read
+    if blake3.blake3(view).digest() != digest:
+        raise ValueError(f"{path} is not what was written: its bytes hash to another digest")
+    pickled_size, count = struct.unpack_from("<QQ", view)
+    at = 16 + 8 * count
+    pickled = view[at : at + pickled_size]
+    at += pickled_size
+    buffers = []
+    for length in struct.unpack_from(f"<{count}Q", view, 16):
+        at += -at % ALIGN
+        buffers.append(view[at : at + length])
+        at += length
+    return pickle.loads(pickled, buffers=buffers)
+
+
+def checked_files(rows: int) -> tuple[float, pd.DataFrame]:
+    """The pipeline with Laminar's guarantees and nothing else: every value stored and hashed, a step
+    started once its inputs are stored, each input read back and checked (threads: one a core)."""
+    with (
+        tempfile.TemporaryDirectory(
+            prefix="laminar-frames-checked-", dir=os.environ.get("LAMINAR_BENCH_DIR")
+        ) as root,
+        ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="step") as steps,
+    ):
+
+        def step(i: int) -> Checked:
+            return store_checked(root, f"out-{i}", transform(load_checked(parts[i])))
+
+        start = time.perf_counter()
+        shards = split(make(rows))
+        names = [f"part-{i}" for i in range(len(shards))]
+        parts = list(steps.map(store_checked, [root] * len(shards), names, shards))
+        shards.clear()  # each step has only what it reads back
+        outs = list(steps.map(step, range(len(parts))))
+        result = concat(list(steps.map(load_checked, outs)))
+        store_checked(root, "result", result)
+        elapsed = time.perf_counter() - start
+    return elapsed, result
+
+
 def laminar(
     rows: int, name: str, executor: Callable[[], executors.Executor], columnar: bool
 ) -> tuple[float, pd.DataFrame]:
@@ -216,6 +323,7 @@ def main() -> None:
         "plain pandas": lambda: plain(args.rows),
         "pandas + pickle files": lambda: pickled(args.rows),
         "pandas + writes behind": lambda: written_behind(args.rows),
+        "pandas + checked files": lambda: checked_files(args.rows),
     }
     kinds_of: dict[str, tuple[Callable[[], executors.Executor], list[bool]]] = {
         "thread": (executors.Thread, kinds),
@@ -241,11 +349,12 @@ def main() -> None:
         print(f"round {round_ + 1}: " + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
     print(f"\n{args.rows:,} rows, {SHARDS} shards, median of {args.rounds} interleaved rounds")
     base, files = times["plain pandas"], times["pandas + pickle files"]
-    behind = times["pandas + writes behind"]
+    behind, checked = times["pandas + writes behind"], times["pandas + checked files"]
     for label, each in times.items():
         ratios = [a / b for a, b in zip(each, base, strict=True)]
         to_files = statistics.median(a / b for a, b in zip(each, files, strict=True))
         to_behind = statistics.median(a / b for a, b in zip(each, behind, strict=True))
+        to_checked = statistics.median(a / b for a, b in zip(each, checked, strict=True))
         bound = (
             1.5
             if label.startswith("laminar thread")
@@ -258,11 +367,16 @@ def main() -> None:
         print(
             f"{label:<28} {statistics.median(each):7.3f} s   {statistics.median(ratios):5.2f}x plain pandas"
             f"   {to_files:5.2f}x pickle files   {to_behind:5.2f}x writes behind{target}{verdict}"
-            f"   CPU {statistics.median(cpus[label]):6.2f} s"
+            f"   {to_checked:5.2f}x checked files   CPU {statistics.median(cpus[label]):6.2f} s"
         )
     floor = statistics.median(a / b for a, b in zip(behind, base, strict=True))
     print(
         f"the least a tool that stores every step's value costs here (writes behind): {floor:.2f}x plain pandas"
+    )
+    guarantees = statistics.median(a / b for a, b in zip(checked, behind, strict=True))
+    print(
+        "the least a tool with Laminar's guarantees costs here (checked files: every value hashed, every "
+        f"input read back and checked): {guarantees:.2f}x the writes behind"
     )
     for (name, columnar), size in STORED.items():
         kind = "columnar" if columnar else "default"
