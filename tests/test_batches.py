@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from laminar import Flow, Layer, Parameters
-from laminar._runtime import batching
+from laminar._runtime import batching, process
 from laminar.configurations import datastores, executors, hooks
 from laminar.configurations.layers import ForEach, Parameter, Retry
 from laminar.errors import ConfigurationError, ExecutorContractError
@@ -214,6 +214,41 @@ def test_a_worker_dying_in_a_batch_fails_its_split_and_the_rest_run_once(
     error = attempts[150][0].error
     assert error is not None and error["type"] == "WorkerLost" and "exited with code 3" in error["message"]
     assert [attempt.attempt for attempt in attempts[151]] == [0] and attempts[151][0].error is None
+
+
+def test_the_answers_a_worker_sent_before_it_died_are_read_however_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy scheduler may read a batch's answers only after the worker has died in a later split of
+    it (here: not before the worker running split 150 has exited). The splits it answered finished:
+    none is blamed for the death or run again; split 150 alone is lost and retried."""
+    monkeypatch.setenv(batching.BATCH_SECONDS, "30")
+    run_batch = process._Worker.run_batch
+
+    async def read_late(
+        worker: Any, flow: Any, tasks: Sequence[SplitTask]
+    ) -> list[SplitOutcome | BaseException | None]:
+        if any(task.index == 150 for task in tasks):
+            reply = worker._reply
+
+            async def after_its_exit() -> Any:
+                await worker.process.wait()
+                worker._reply = reply
+                return await reply()
+
+            worker._reply = after_its_exit
+        return await run_batch(worker, flow, tasks)
+
+    monkeypatch.setattr(process._Worker, "run_batch", read_late)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    execution = _run(executors.Process(concurrency=1), tmp_path, 300, marks=str(marks), dies=150)
+    assert list(execution.layer(Each).value) == [item * 2 for item in range(300)]
+    started = {int(mark.name): mark.read_text().split() for mark in marks.iterdir()}
+    assert started == {item: ["0", "1"] if item == 150 else ["0"] for item in range(300)}
+    attempts = execution.status.layers["Each"].attempts
+    assert [attempt.attempt for attempt in attempts[150]] == [0, 1]
+    assert all(len(attempts[item]) == 1 for item in range(300) if item != 150)
 
 
 class Wrapped(executors.Thread):

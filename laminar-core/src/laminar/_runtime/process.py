@@ -116,13 +116,19 @@ class _Worker:
         self.process.stdin.write(wire.encode(message))
 
     async def _reply(self) -> Any:
-        """The worker's answer to what was sent; ``EOFError`` if it exited first."""
+        """The worker's next answer; ``EOFError`` once it has exited and left no answer unread.
+
+        A worker that has exited can no longer be written to, but what it answered before is still
+        in the pipe: a batch's answers read late (a busy event loop) are its finished splits, and
+        only the split it was running when it died is lost.
+        """
         assert self.process.stdin is not None
-        try:
+        with contextlib.suppress(ConnectionError):  # it has exited: its answers are read all the same
             await self.process.stdin.drain()
+        try:
             header = await self.results.readexactly(wire.HEADER.size)
             payload = await self.results.readexactly(wire.HEADER.unpack(header)[0])
-        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
+        except (asyncio.IncompleteReadError, ConnectionError):
             raise EOFError from None
         return cloudpickle.loads(payload)
 
