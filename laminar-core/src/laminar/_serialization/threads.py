@@ -44,18 +44,15 @@ def staging_pool() -> ThreadPoolExecutor:
         return _staging
 
 
-#: What :func:`in_runs` hands back: each run's results in order, and the error that stopped it.
-Runs = list[tuple[list[T], BaseException | None]]
-
-
-def in_runs(positions: range, one: Callable[[int], T]) -> tuple[Runs[T], BaseException | None]:
+def in_runs(positions: range, one: Callable[[int], T]) -> tuple[list[T], BaseException | None]:
     """``one(position)`` for each of ``positions``, in contiguous runs, one a core: the first on this
     thread, the others on the staging pool, each in a copy of this context (a split's context
     variables go along). Large values are serialized and read this way: mostly copying, hashing and
     page faults, which release the GIL.
 
-    Every run ends before this returns, each stopped at its first failure. Returned: the runs in
-    order, and what interrupted this thread while it waited for them (then the caller raises it).
+    Every run ends before this returns, each stopped at its first failure. Returned: what the runs
+    gave, in order, and the error for the caller to raise, if any: what interrupted this thread while
+    it waited for them, else the first failure in order.
     """
     count = min(cores(), len(positions))
     bounds = [positions.start + len(positions) * k // count for k in range(count + 1)]
@@ -82,7 +79,8 @@ def in_runs(positions: range, one: Callable[[int], T]) -> tuple[Runs[T], BaseExc
                 break
             except BaseException as error:  # interrupted while waiting: wait on, then hand it back
                 interrupted = interrupted or error
-    return results, interrupted
+    failed = next((error for _, error in results if error is not None), None)  # the runs are in order
+    return [value for done, _ in results for value in done], interrupted or failed
 
 
 def idle_threads() -> list[threading.Thread]:

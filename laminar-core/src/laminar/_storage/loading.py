@@ -73,12 +73,10 @@ def load_many(datastore: Datastore, artifacts: Sequence[Artifact], *, protocols:
     large = sum(1 for artifact in artifacts if artifact.size >= READ_AT_ONCE and artifact.inline is None)
     if datastore.max_workers > 1 or large < 2 or threads.cores() < 2:
         return datastore.map_parallel(one, positions)
-    results, interrupted = threads.in_runs(positions, one)
-    failed = next((error for _, error in results if error is not None), None)  # the runs are in order
-    error = interrupted or failed
+    values, error = threads.in_runs(positions, one)
     if error is not None:
         raise error
-    return [value for done, _ in results for value in done]
+    return values
 
 
 def _other_encoding(

@@ -311,13 +311,11 @@ def stage_in_order(count: int, stage_one: Callable[[int], StagedArtifact]) -> li
 
 def _stage_at_once(positions: range, stage_one: Callable[[int], StagedArtifact]) -> list[StagedArtifact]:
     """Stage ``positions`` in contiguous runs, one here and the others on the staging pool."""
-    results, interrupted = threads.in_runs(positions, stage_one)
-    staged = [item for done, _ in results for item in done]
-    failed = [error for _, error in results if error is not None]
-    if interrupted is not None or failed:
+    staged, error = threads.in_runs(positions, stage_one)
+    if error is not None:
         for item in staged:
             item.discard()
-        raise interrupted or failed[0]  # the runs are in order, each stopped at its first failure
+        raise error
     return staged
 
 
