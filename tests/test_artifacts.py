@@ -25,8 +25,9 @@ from laminar import Flow, Layer, Parameters
 # Internal on purpose: these tests check the stored form (where a blob lives, how it is named, what an
 # archive records), which no public API shows.
 from laminar._runtime.context import store_for
-from laminar._serialization import hashing
+from laminar._serialization import hashing, threads
 from laminar._storage import layout, loading, records, staging
+from laminar._storage.records import Artifact
 from laminar.configurations import datastores, executors, serde
 from laminar.configurations.layers import ForEach, Parameter
 from laminar.errors import DatastoreError, IntegrityError, InvalidName, SerializationError
@@ -221,6 +222,119 @@ def test_the_first_shard_that_cannot_be_serialized_is_named_and_nothing_is_writt
     ) as caught:
         flow(execution="x")
     assert "shard 3 refuses" in str(caught.value) and "shard 6" not in str(caught.value)
+    assert not [f for f in files(tmp_path) if "/Cut/" in f and not f.endswith("/Cut/status.json")]
+    assert not [f for f in files(tmp_path) if f.startswith(("artifacts/", ".staging/"))]
+
+
+def staging_threads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Where each value is staged: (thread name, value), in the order staging began."""
+    staged_on: list[tuple[str, Any]] = []
+    stage = staging.stage
+
+    def noting_the_thread(value: Any, **options: Any) -> staging.StagedArtifact:
+        staged_on.append((threading.current_thread().name, value))
+        return stage(value, **options)
+
+    monkeypatch.setattr(staging, "stage", noting_the_thread)
+    return staged_on
+
+
+def test_a_large_first_shard_is_staged_while_the_second_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other cores do not wait for the first shard to be staged alone: the second is staged on
+    the staging pool meanwhile (then the rest at once), and all read back in order."""
+    staged_on = staging_threads(monkeypatch)
+
+    class Shards(Flow): ...
+
+    @Shards.register
+    class Cut(Layer):
+        def __call__(self) -> None:
+            self.shard(part=[large(seed) for seed in range(5)])
+
+    execution = Shards(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
+    parts = list(execution.layer(Cut).part)
+    assert all(np.array_equal(part, large(seed)) for seed, part in enumerate(parts))
+    assert len(staged_on) == 5
+    where = [
+        next(name for name, value in staged_on if np.array_equal(value, large(seed))) for seed in range(5)
+    ]
+    assert not where[0].startswith("laminar-stage")  # the first on the split's thread
+    assert where[1].startswith("laminar-stage")  # the second on the pool, at the same time
+
+
+def test_small_values_after_a_guess_are_staged_one_by_one_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Values that are not numbers or short strings get the second staged ahead; when both turn out
+    small, the rest are staged one after the other on the split's own thread, as before."""
+    staged_on = staging_threads(monkeypatch)
+
+    class Small(Flow): ...
+
+    @Small.register
+    class Cut(Layer):
+        def __call__(self) -> None:
+            self.shard(part=[{"n": i} for i in range(6)])
+
+    execution = Small(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
+    assert [part["n"] for part in execution.layer(Cut).part] == list(range(6))
+    threads_of = {value["n"]: name for name, value in staged_on}
+    here = {threads_of[n] for n in (0, 2, 3, 4, 5)}  # the second: wherever it was staged first
+    assert len(here) == 1 and not next(iter(here)).startswith("laminar-stage")
+
+
+def test_a_second_value_no_thread_took_up_is_staged_here() -> None:
+    """While the staging pool is busy (other splits' values), the second value waits for no thread:
+    once the first is staged, the second is taken back and staged here, and the rest in order."""
+    pool = threads.staging_pool()
+    gate = threading.Event()
+    busy = [pool.submit(gate.wait, 30) for _ in range(pool._max_workers)]  # (not forever, if it waited)
+    on: list[tuple[int, str]] = []
+
+    def stage_one(position: int) -> staging.StagedArtifact:
+        on.append((position, threading.current_thread().name))
+        return staging.StagedArtifact(Artifact(f"{position:064x}", "none", "test", 10))
+
+    try:
+        staged = staging.stage_in_order(4, stage_one, second_ahead=True)
+    finally:
+        gate.set()
+    for each in busy:
+        each.result()
+    assert [item.artifact.hexdigest for item in staged] == [f"{position:064x}" for position in range(4)]
+    assert on == [(position, threading.current_thread().name) for position in range(4)]
+
+
+@pytest.mark.parametrize(
+    ("refused", "named"),
+    [((0,), 0), ((1,), 1), ((0, 1), 0), ((1, 5), 1), ((4, 6), 4)],
+    ids=["first", "second", "first-and-second", "second-and-later", "later"],
+)
+def test_a_shard_staged_ahead_that_fails_fails_in_order_and_leaves_nothing(
+    tmp_path: Path, refused: tuple[int, ...], named: int
+) -> None:
+    """The first and second shards are staged at once (the second on the pool): whichever fails, the
+    first failure in order is named, and nothing staged is left behind, the other's file included."""
+
+    class Failing(Flow): ...
+
+    @Failing.register
+    class Cut(Layer):
+        def __call__(self) -> None:  # 9 MiB each: staged through files in the staging directory
+            parts: list[Any] = [large(seed, mib=9) for seed in range(8)]
+            for position in refused:
+                parts[position] = Refused(f"shard {position}")
+            self.shard(part=parts)
+
+    flow = Failing(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    with pytest.raises(
+        SerializationError, match=r"artifact 'part' of layer Cut cannot be serialized"
+    ) as caught:
+        flow(execution="x")
+    assert f"shard {named} refuses" in str(caught.value)
+    assert all(f"shard {other} " not in str(caught.value) for other in refused if other != named)
     assert not [f for f in files(tmp_path) if "/Cut/" in f and not f.endswith("/Cut/status.json")]
     assert not [f for f in files(tmp_path) if f.startswith(("artifacts/", ".staging/"))]
 

@@ -89,6 +89,55 @@ def test_a_local_datastore_compresses_only_what_shrinks_fifty_fold(tmp_path: Pat
     assert codec == "zstd" and size < 20_000
 
 
+def test_a_sample_that_cannot_shrink_fifty_fold_is_given_up_on_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a local disk a DataFrame's first column (ids: they shrink a few times) cannot make its
+    sample shrink fifty-fold: compressing what follows of the sample would only confirm it. The
+    decision is the one compressing the whole sample gives, for values either side of the line."""
+    fed: list[int] = []
+    real = codecs._compressor
+
+    class Counting:
+        def __init__(self, compressor: Any) -> None:
+            self.compressor = compressor
+
+        def compress(self, data: Any) -> bytes:
+            fed.append(memoryview(data).nbytes)
+            out: bytes = self.compressor.compress(data)
+            return out
+
+        def flush(self, *mode: int) -> bytes:
+            out: bytes = self.compressor.flush(*mode)
+            return out
+
+    monkeypatch.setattr(codecs, "_compressor", lambda codec: Counting(real(codec)))
+    local = datastores.Local.worth_compressing
+    ids = np.arange(1 << 20, dtype=np.int64).tobytes()  # shrinks to about 0.13
+    assert codecs._choose(ids, local) == "none"
+    assert 0 < sum(fed) <= codecs.SAMPLE // 4  # a quarter of the sample at most was compressed
+
+    def whole_sample(data: bytes, worth_it: float) -> str:
+        return (
+            "zstd"
+            if len(zstandard.ZstdCompressor(level=1).compress(data[: codecs.SAMPLE]))
+            <= worth_it * min(len(data), codecs.SAMPLE)
+            else "none"
+        )
+
+    sparse = np.where(np.random.default_rng(0).random(1 << 16) < 0.002, 1.0, 0.0).tobytes()
+    values = [
+        ids,
+        NOISE,
+        TEXT,
+        bytes(1 << 20),
+        sparse,
+        os.urandom(3000) + bytes(1 << 20),
+        bytes(codecs.FRAME_SAMPLE + 1),
+    ]
+    for data in values:
+        for worth_it in (0.0, 0.005, local, 0.05, 0.3, 0.85):
+            assert codecs._choose(data, worth_it) == whole_sample(data, worth_it), (len(data), worth_it)
+
+
 def test_each_frame_is_compressed_only_if_it_shrinks(tmp_path: Path) -> None:
     """Noise after text: the text's frames are compressed, the noise's stored as raw zstd frames."""
     data = TEXT + NOISE

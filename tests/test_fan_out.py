@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from laminar import Flow, Layer, Parameters
 # Internal on purpose, where a test checks the stored form or counts the scheduler's work: the
 # stored archives and records (store_for), the batch locator and the metadata cache (_storage.store),
 # the commit interval (_runtime.commit), the foreach grid (_runtime.foreach).
+from laminar._model.accessor import Accessor
 from laminar._runtime import commit
 from laminar._runtime.context import store_for
+from laminar._serialization import threads
 from laminar._storage import layout
 from laminar._storage.store import _Locator
 from laminar.configurations import datastores, executors
@@ -122,12 +125,32 @@ def test_accessor_reads_only_the_items_asked_for(tmp_path: Path) -> None:
     assert items[-1].startswith(b"value 99 ") and len(artifact_reads()) == 2
     assert [item[:9] for item in items[10:13]] == [b"value 10 ", b"value 11 ", b"value 12 "]
     assert len(artifact_reads()) == 5
-    iterator = iter(items)
-    assert next(iterator).startswith(b"value 0 ") and len(artifact_reads()) == 6
+    iterator = iter(items)  # a pass reads one item a core at once from its first window on
+    assert next(iterator).startswith(b"value 0 ") and len(artifact_reads()) == 5 + threads.cores()
     # Each item is its own artifact: the archive lists 100 of them.
     archive = store_for(execution).archive("Many", 0, "item")
     assert archive is not None and archive.sharded
     assert len({artifact.hexdigest for artifact in archive.artifacts}) == 100
+
+
+def test_a_pass_reads_windows_growing_from_one_item_a_core() -> None:
+    """Iterating (or slicing) reads ahead in windows: the first as many items as are read at once,
+    then twice as many each time up to ``WINDOW``; an index reads only its item."""
+    windows: list[list[int]] = []
+
+    def read_many(indices: Sequence[int]) -> list[int]:
+        windows.append(list(indices))
+        return [i * 10 for i in indices]
+
+    items = Accessor(200, lambda i: i * 10, read_many=read_many, first_window=2)
+    assert list(items) == [i * 10 for i in range(200)]
+    assert [len(window) for window in windows] == [2, 4, 8, 16, 32, 64, 64, 10]
+    assert [i for window in windows for i in window] == list(range(200))
+    windows.clear()
+    assert items[5] == 50 and windows == []
+    assert items[3:6] == [30, 40, 50] and windows == [[3, 4], [5]]
+    windows.clear()
+    assert list(Accessor(3, lambda i: i, read_many=read_many)) == [0, 10, 20] and windows == [[0], [1, 2]]
 
 
 class PassAlong(Flow): ...

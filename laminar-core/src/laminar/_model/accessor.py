@@ -11,8 +11,9 @@ WINDOW = 64  # items fetched together when iterating or slicing
 class Accessor(Sequence[Any]):
     """Reads item *i* only when it is asked for; nothing is read to build the Accessor or for ``len``.
 
-    Iteration and slices fetch growing windows (1, 2, 4, ... ``WINDOW`` items) through ``read_many``
-    when one is given, so an object store serves them in parallel; at most one window is held at once.
+    Iteration and slices fetch growing windows (``first_window`` items, then twice as many, ... up to
+    ``WINDOW``) through ``read_many`` when one is given, so they are read several at once (an object
+    store's parallel requests, a local disk's reads one a core); at most one window is held at once.
 
     Over the splits of a foreach layer, some splits may have no value (a split that ``Catch`` ended
     before it assigned the attribute): ``missing`` names them, reading one raises an error naming
@@ -27,8 +28,10 @@ class Accessor(Sequence[Any]):
         read_many: Callable[[Sequence[int]], list[Any]] | None = None,
         description: str = "",
         missing: Callable[[], Sequence[int]] | None = None,
+        first_window: int = 1,
     ) -> None:
         self._length = length
+        self._first_window = max(1, min(first_window, WINDOW))
         self._read = read
         self._read_many = read_many or (lambda indices: [read(i) for i in indices])
         self._description = description
@@ -62,6 +65,7 @@ class Accessor(Sequence[Any]):
             lambda i: self._read(present[i]),
             read_many=lambda indices: self._read_many([present[i] for i in indices]),
             description=f"{self._description}, {len(missing)} missing skipped",
+            first_window=self._first_window,
         )
         view._skipped = missing
         return view
@@ -82,6 +86,7 @@ class Accessor(Sequence[Any]):
             lambda i: value if i in absent else self._read(i),
             read_many=read_many,
             description=f"{self._description}, {len(missing)} missing as {value!r}",
+            first_window=self._first_window,
         )
         view._missing = missing
         return view
@@ -109,9 +114,9 @@ class Accessor(Sequence[Any]):
         return self._windows(range(self._length))
 
     def _windows(self, indices: range) -> Iterator[Any]:
-        # Read ahead like a file system: 1 item, then 2, 4, ... up to WINDOW, so taking the first
-        # item reads one artifact and a full pass still fetches in parallel batches.
-        start, size = 0, 1
+        # Read ahead like a file system: the first window (as many items as are read at once: taking
+        # the first item costs no longer than reading it alone), then twice as many, ... up to WINDOW.
+        start, size = 0, self._first_window
         while start < len(indices):
             yield from self._read_many(indices[start : start + size])
             start, size = start + size, min(size * 2, WINDOW)

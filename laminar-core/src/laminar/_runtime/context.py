@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from laminar._model.accessor import Accessor
 from laminar._model.layer import Layer
 from laminar._runtime.task import Binding
+from laminar._serialization import threads
 from laminar._storage.logs import logged_attempts, read_logs
 from laminar._storage.records import Archive, stored
 from laminar._storage.status import LayerStatus, Status, layer_status, not_found, read_status
@@ -210,6 +211,9 @@ class LayerContext:
             read_many=read_many,
             description=f"{self.name}.{attribute} over {splits} splits",
             missing=lambda: self._splits_without(attribute, splits),
+            # A pass reads one value a core from its first window on (``load_many``: a local disk's
+            # large values one a core, an object store's in parallel), not one alone first.
+            first_window=threads.cores(),
         )
         if self.missing == "skip":
             return accessor.skip_missing()
@@ -235,6 +239,7 @@ class LayerContext:
                 len(artifacts),
                 lambda i: self.store.load(artifacts[i]),
                 read_many=lambda indices: self.store.load_many([artifacts[i] for i in indices]),
+                first_window=threads.cores(),
             )
         return self.store.load(archive.artifacts[0])
 

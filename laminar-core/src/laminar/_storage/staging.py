@@ -15,9 +15,11 @@ back is ``loading``'s.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -287,26 +289,88 @@ def _stage_whole(
 PARALLEL_AFTER = 1 << 20
 
 
-def stage_in_order(count: int, stage_one: Callable[[int], StagedArtifact]) -> list[StagedArtifact]:
+def surely_small(value: Any) -> bool:
+    """Whether ``value`` is a number or short string, which stages in microseconds (``_stage_scalar``):
+    never worth handing to another thread."""
+    kind = type(value)
+    return kind in _SCALARS or (kind in _SHORT and len(value) <= 256)
+
+
+def stage_in_order(
+    count: int, stage_one: Callable[[int], StagedArtifact], *, second_ahead: bool = False
+) -> list[StagedArtifact]:
     """``[stage_one(i) for i in range(count)]``, each after the one before until one is large; then
     the rest several at once, one run of them per core, so the shards of a large value are not
     serialized and hashed one by one. Small values stay on this thread: a hand-off costs more than
     they do.
 
+    ``second_ahead`` (the caller's guess that the values are not all tiny): the second is staged on
+    the staging pool while the first is staged here, so the other cores do not wait for a large first
+    value to be staged alone before its size is known. If both turn out small, the rest go on here.
+
     If any raises, everything staged is discarded, and the error of the first that failed is raised.
     """
     staged: list[StagedArtifact] = []
     try:
-        for position in range(count):
-            staged.append(stage_one(position))
-            if staged[-1].artifact.size >= PARALLEL_AFTER and position + 1 < count and threads.cores() > 1:
-                staged.extend(_stage_at_once(range(position + 1, count), stage_one))
+        if second_ahead and count > 1 and threads.cores() > 1:
+            staged = _first_two_at_once(count, stage_one)
+        while len(staged) < count:
+            if staged and staged[-1].artifact.size >= PARALLEL_AFTER and threads.cores() > 1:
+                staged.extend(_stage_at_once(range(len(staged), count), stage_one))
                 break
+            staged.append(stage_one(len(staged)))
     except BaseException:
         for item in staged:
             item.discard()
         raise
     return staged
+
+
+def _first_two_at_once(count: int, stage_one: Callable[[int], StagedArtifact]) -> list[StagedArtifact]:
+    """The first value staged here and the second on the staging pool at the same time; if the first
+    is large, the rest with them, one run a core (``in_runs``). A second no thread took up while the
+    first was staged (the pool busy with other splits' values) is taken back: only the first is
+    returned, and the caller goes on from the second as without the guess. On failure everything
+    staged is discarded and the first failure in order raised (what interrupted this thread, first).
+    """
+    second = threads.staging_pool().submit(contextvars.copy_context().run, stage_one, 1)
+    staged: list[StagedArtifact] = []
+    rest: list[StagedArtifact] = []
+    failure = rest_failure = None
+    try:
+        staged.append(stage_one(0))
+    except BaseException as error:
+        failure = error
+    if second.cancel():
+        if failure is not None:
+            raise failure
+        return staged
+    if failure is None and count > 2 and staged[0].artifact.size >= PARALLEL_AFTER:
+        rest, rest_failure = threads.in_runs(range(2, count), stage_one)
+    value, second_failure, interrupted = _outcome(second)
+    staged += [value] if value is not None else []
+    staged += rest
+    failure = interrupted or failure or second_failure or rest_failure
+    if failure is not None:
+        for item in staged:
+            item.discard()
+        raise failure
+    return staged
+
+
+def _outcome(
+    future: Future[StagedArtifact],
+) -> tuple[StagedArtifact | None, BaseException | None, BaseException | None]:
+    """What ``future`` gave, or the error it raised, and what interrupted this thread while it waited:
+    it waits on regardless, as a value it staged must not outlive the split's failure."""
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            return future.result(), None, interrupted
+        except BaseException as error:
+            if future.done():
+                return None, future.exception(), interrupted
+            interrupted = interrupted or error
 
 
 def _stage_at_once(positions: range, stage_one: Callable[[int], StagedArtifact]) -> list[StagedArtifact]:

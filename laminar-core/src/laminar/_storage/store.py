@@ -304,12 +304,17 @@ class ExecutionStore:
         # Where each group's items start among all of them: no list of a million (name, item) pairs.
         starts = list(itertools.accumulate((len(items) for _, items, _ in groups), initial=0))
 
-        def stage_one(position: int) -> staging.StagedArtifact:
+        def item(position: int) -> tuple[str, Any]:
             group = bisect.bisect_right(starts, position) - 1
             name, items, _ = groups[group]
-            return self._stage(name, items[position - starts[group]], on_error)
+            return name, items[position - starts[group]]
 
-        staged = staging.stage_in_order(starts[-1], stage_one)
+        def stage_one(position: int) -> staging.StagedArtifact:
+            return self._stage(*item(position), on_error)
+
+        count = starts[-1]
+        second_ahead = count > 1 and not staging.surely_small(item(0)[1])
+        staged = staging.stage_in_order(count, stage_one, second_ahead=second_ahead)
         entries = iter(staged)
         archives = {
             name: Archive(tuple(next(entries).artifact for _ in items), sharded=sharded)
