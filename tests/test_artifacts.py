@@ -177,17 +177,23 @@ def large(seed: int, mib: int = 2) -> Any:
     return np.random.default_rng(seed).integers(0, 1 << 62, (mib << 20) // 8)
 
 
-def test_a_splits_large_shards_are_staged_several_at_once_and_read_back_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    staged_on: list[str] = []
+def staging_threads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Where each value is staged: (thread name, value), in the order staging began."""
+    staged_on: list[tuple[str, Any]] = []
     stage = staging.stage
 
     def noting_the_thread(value: Any, **options: Any) -> staging.StagedArtifact:
-        staged_on.append(threading.current_thread().name)
+        staged_on.append((threading.current_thread().name, value))
         return stage(value, **options)
 
     monkeypatch.setattr(staging, "stage", noting_the_thread)
+    return staged_on
+
+
+def test_a_splits_large_shards_are_staged_several_at_once_and_read_back_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staged = staging_threads(monkeypatch)
 
     class Shards(Flow): ...
 
@@ -200,43 +206,9 @@ def test_a_splits_large_shards_are_staged_several_at_once_and_read_back_in_order
     execution = Shards(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
     parts = list(execution.layer(Cut).part)
     assert all(np.array_equal(part, large(seed)) for seed, part in enumerate(parts))
+    staged_on = [name for name, _ in staged]
     assert len(staged_on) == 7 and staged_on[0] == staged_on[1]  # the small value, the first shard
     assert any(name.startswith("laminar-stage") for name in staged_on[2:])  # then the rest at once
-
-
-def test_the_first_shard_that_cannot_be_serialized_is_named_and_nothing_is_written(tmp_path: Path) -> None:
-    """Shards staged several at once fail as staged in order: the first failure, nothing left behind."""
-
-    class Failing(Flow): ...
-
-    @Failing.register
-    class Cut(Layer):
-        def __call__(self) -> None:  # 9 MiB each: staged through files in the staging directory
-            parts: list[Any] = [large(seed, mib=9) for seed in range(8)]
-            parts[3], parts[6] = Refused("shard 3"), Refused("shard 6")  # one per run of shards
-            self.shard(part=parts)
-
-    flow = Failing(datastore=datastores.Local(tmp_path), executor=executors.Thread())
-    with pytest.raises(
-        SerializationError, match=r"artifact 'part' of layer Cut cannot be serialized"
-    ) as caught:
-        flow(execution="x")
-    assert "shard 3 refuses" in str(caught.value) and "shard 6" not in str(caught.value)
-    assert not [f for f in files(tmp_path) if "/Cut/" in f and not f.endswith("/Cut/status.json")]
-    assert not [f for f in files(tmp_path) if f.startswith(("artifacts/", ".staging/"))]
-
-
-def staging_threads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """Where each value is staged: (thread name, value), in the order staging began."""
-    staged_on: list[tuple[str, Any]] = []
-    stage = staging.stage
-
-    def noting_the_thread(value: Any, **options: Any) -> staging.StagedArtifact:
-        staged_on.append((threading.current_thread().name, value))
-        return stage(value, **options)
-
-    monkeypatch.setattr(staging, "stage", noting_the_thread)
-    return staged_on
 
 
 def test_a_large_first_shard_is_staged_while_the_second_is(
@@ -309,14 +281,15 @@ def test_a_second_value_no_thread_took_up_is_staged_here() -> None:
 
 @pytest.mark.parametrize(
     ("refused", "named"),
-    [((0,), 0), ((1,), 1), ((0, 1), 0), ((1, 5), 1), ((4, 6), 4)],
-    ids=["first", "second", "first-and-second", "second-and-later", "later"],
+    [((0,), 0), ((1,), 1), ((0, 1), 0), ((1, 5), 1), ((4, 6), 4), ((3, 6), 3)],
+    ids=["first", "second", "first-and-second", "second-and-later", "later", "one-per-run"],
 )
 def test_a_shard_staged_ahead_that_fails_fails_in_order_and_leaves_nothing(
     tmp_path: Path, refused: tuple[int, ...], named: int
 ) -> None:
-    """The first and second shards are staged at once (the second on the pool): whichever fails, the
-    first failure in order is named, and nothing staged is left behind, the other's file included."""
+    """Shards staged several at once (the first two together, the second on the pool; then one run
+    of them a core) fail as staged in order: whichever fail, the first failure in order is named, and
+    nothing staged is left behind, the others' files included."""
 
     class Failing(Flow): ...
 
