@@ -342,3 +342,31 @@ def test_large_pieces_hash_on_the_pool_in_order() -> None:
     assert legacy.hexdigest() == hashing.hexdigest(b"".join(pieces), "sha256") != hasher.hexdigest()
     with pytest.raises(ValueError, match=r"unknown hash 'md5'; this Laminar verifies sha256, blake3"):
         hashing.new("md5")
+
+
+def test_a_read_hashes_its_last_piece_itself_and_hands_the_others_to_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read waits for its bytes' hash before it returns: pieces before the last are hashed on the
+    pool while the next is read, the last on the reading thread (a hand-off waited for at once only
+    delays it). A read of one piece hands nothing off. The address is the bytes', in order."""
+    import blake3
+
+    handed: list[int] = []
+    real = hashing.pool()
+
+    class Counting:
+        def submit(self, function: Any, *args: Any) -> Any:
+            handed.append(memoryview(args[-1]).nbytes)
+            return real.submit(function, *args)
+
+    monkeypatch.setattr(hashing, "pool", lambda: Counting())
+    monkeypatch.setattr(codecs, "READ_STEP", 2 * hashing.THREADED)
+    data = (NOISE * (5 * hashing.THREADED // len(NOISE) + 1))[: 5 * hashing.THREADED + 100]
+    for size, expected in [(len(data), [2 * hashing.THREADED] * 2), (3 * hashing.THREADED // 2, [])]:
+        handed.clear()
+        reader = DecodingReader(io.BytesIO(data[:size]), "none", size)
+        buffer = bytearray(size)
+        assert reader.readinto(buffer) == size and buffer == data[:size]
+        assert handed == expected
+        assert reader.hash is not None and reader.hash.hexdigest() == blake3.blake3(data[:size]).hexdigest()

@@ -295,6 +295,96 @@ def test_a_template_forked_for_a_run_that_fails_before_its_executor_starts_is_en
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.json"))
 
 
+#: Lines for a test's script: the template's children, whether a process is still running, and a
+#: condition waited for (a process's birth or end is not an event this process can wait on).
+PROCESSES = """
+import time
+
+from laminar._runtime import forking, process
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def waited(condition, seconds: float = 30.0):
+    deadline = time.monotonic() + seconds
+    while not (found := condition()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return found
+"""
+
+
+def test_the_runs_first_worker_is_forked_with_the_template_before_a_split_asks_for_one(
+    tmp_path: Path,
+) -> None:
+    """The template is asked for a worker as it is forked, so that worker is forked while the run
+    begins (its first records), not once the first split waits for it: when the executor starts, with
+    its event loop held there so that no split can ask, the template has a child already, and that
+    worker runs splits."""
+    result = run_scheduler(
+        tmp_path,
+        PROCESSES
+        + textwrap.dedent(
+            """
+        starting = process.Process.start
+        async def start(self):
+            template = self._forked.pid
+            result["ahead"] = waited(lambda: children_of(template))
+            await starting(self)
+        process.Process.start = start
+        executor = executors.Process(concurrency=3, start_method="forkserver")
+        result.update(records(module.Spread(datastore=store, executor=executor)().layer("Each")))
+        """
+        ),
+    )
+    (ahead,) = result["ahead"]
+    assert ahead in result["pid"] and len(set(result["pid"])) == 3
+    assert result["children"] == [] and not_forked(result) == []
+
+
+def test_a_worker_forked_ahead_for_a_run_that_fails_before_its_executor_starts_ends_too(
+    tmp_path: Path,
+) -> None:
+    result = run_scheduler(
+        tmp_path,
+        PROCESSES
+        + textwrap.dedent(
+            """
+        discarding = forking.ForkedTemplate.discard
+        def discard(self):
+            result["ahead"] = waited(lambda: children_of(self.pid))
+            discarding(self)
+        forking.ForkedTemplate.discard = discard
+        flow = module.Spread(datastore=store, executor=executors.Process(start_method="forkserver"))
+        try:
+            flow.execution("missing").resume()
+        except FlowDefinitionError as error:
+            result["error"] = str(error)
+        waited(lambda: not any(running(pid) for pid in result["ahead"]))
+        result["running"] = [pid for pid in result["ahead"] if running(pid)]
+        """
+        ),
+    )
+    assert "cannot resume execution missing" in result["error"]
+    assert len(result["ahead"]) == 1 and result["running"] == []  # it read the end of its tasks
+    assert result["children"] == []
+
+
 def test_the_spawn_start_method_starts_each_worker_as_an_interpreter_that_imports_the_module(
     tmp_path: Path,
 ) -> None:

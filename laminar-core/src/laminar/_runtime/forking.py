@@ -105,6 +105,9 @@ class ForkedTemplate:
         self.control = control
         self.answers = answers
         self.returncode: int | None = None
+        #: The run's first worker, asked for as the template was forked: this end of its tasks' pipe
+        #: and of its results' (the template's answer is read once it is adopted).
+        self.first_worker: tuple[int, int] | None = None
 
     @classmethod
     def fork(cls) -> ForkedTemplate:
@@ -132,7 +135,28 @@ class ForkedTemplate:
             template.become(theirs, answers_write)
         theirs.close()
         os.close(answers_write)
-        return cls(pid, ours, answers_read)
+        forked = cls(pid, ours, answers_read)
+        forked.first_worker = forked._ask_for_worker()
+        return forked
+
+    def _ask_for_worker(self) -> tuple[int, int] | None:
+        """Ask the template for a worker now, before the run begins: it is forked while the scheduler
+        writes the run's first records, not once the first split waits for it. ``None`` if the
+        request could not be sent (the template is then found gone once adopted)."""
+        tasks_read, tasks_write = os.pipe()
+        results_read, results_write = os.pipe()
+        try:
+            data = wire.encode(("fork", None))
+            sent = socket.send_fds(self.control, [data], [tasks_read, results_write])
+            self.control.sendall(data[sent:])
+        except OSError:
+            os.close(tasks_write)
+            os.close(results_read)
+            return None
+        finally:
+            os.close(tasks_read)
+            os.close(results_write)
+        return tasks_write, results_read
 
     async def wait(self) -> int:
         if self.returncode is None:
@@ -141,7 +165,11 @@ class ForkedTemplate:
         return self.returncode
 
     def discard(self) -> None:
-        """End a template the run did not use (it ended before its executor started)."""
+        """End a template the run did not use (it ended before its executor started); a worker it
+        forked meanwhile reads the end of its tasks and exits."""
+        for fd in self.first_worker or ():
+            os.close(fd)
+        self.first_worker = None
         self.control.close()
         os.close(self.answers)
         _kill_session(self.pid)
@@ -175,6 +203,7 @@ class WorkerTemplate:
         self.gone = False
         self.refused: str | None = None  # why the template forks no more workers
         self.imported = False  # whether the template has the flows' modules without a preload
+        self._first: asyncio.Future[tuple[ForkedProcess, int] | None] | None = None  # asked for ahead
         self._listening = asyncio.ensure_future(self._listen())
 
     @classmethod
@@ -183,7 +212,18 @@ class WorkerTemplate:
         forked.control.setblocking(False)
         template = cls(forked, forked.control, await read_pipe(forked.answers))
         template.imported = True  # as the scheduler imported them
+        if forked.first_worker is not None:  # its answer comes before any other request's
+            await template._lock.acquire()
+            template._first = asyncio.ensure_future(template._first_answered(*forked.first_worker))
+            forked.first_worker = None
         return template
+
+    async def _first_answered(self, tasks: int, results: int) -> tuple[ForkedProcess, int] | None:
+        try:
+            answer = await self._pending.get()
+        finally:
+            self._lock.release()
+        return await self._forked(answer, tasks, results)
 
     @classmethod
     async def start(cls) -> WorkerTemplate:
@@ -271,7 +311,10 @@ class WorkerTemplate:
         await asyncio.shield(loading)
 
     async def fork(self) -> tuple[ForkedProcess, int] | None:
-        """A new worker and the read end of its results pipe; ``None`` if the template forks none."""
+        """A new worker and the read end of its results pipe; ``None`` if the template forks none.
+        The first is the one asked for as the template was forked."""
+        if self._first is not None:
+            return await self.unclaimed()
         if self.refused is not None:
             return None
         tasks_read, tasks_write = os.pipe()
@@ -281,22 +324,38 @@ class WorkerTemplate:
         finally:
             os.close(tasks_read)
             os.close(results_write)
+        return await self._forked(answer, tasks_write, results_read)
+
+    async def unclaimed(self) -> tuple[ForkedProcess, int] | None:
+        """The worker asked for as the template was forked, if no split has taken it yet (the
+        executor ends it with the others)."""
+        first, self._first = self._first, None  # taken once, by whoever asks first
+        if first is None:
+            return None
+        try:
+            return await asyncio.shield(first)
+        except asyncio.CancelledError:  # not taken after all: the executor ends it with the others
+            self._first = first
+            raise
+
+    async def _forked(self, answer: Any, tasks: int, results: int) -> tuple[ForkedProcess, int] | None:
+        """The worker the template ``answer``ed it forked, on the pipes ``tasks`` and ``results``."""
         if answer is None or answer[0] != "forked":
             if answer is not None:
                 self.refused = answer[1]
                 logger.warning(
                     "the process executor starts its workers as new interpreters: %s", self.refused
                 )
-            os.close(tasks_write)
-            os.close(results_read)
+            os.close(tasks)
+            os.close(results)
             return None
         pid = answer[1]
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.connect_write_pipe(
-            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), os.fdopen(tasks_write, "wb")
+            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), os.fdopen(tasks, "wb")
         )
         stdin = asyncio.StreamWriter(transport, protocol, None, loop)
-        return ForkedProcess(pid, stdin, self._exits[pid]), results_read
+        return ForkedProcess(pid, stdin, self._exits[pid]), results
 
     async def close(self) -> None:
         """End the template (its workers are ended by the executor, before this)."""

@@ -34,7 +34,7 @@ import cloudpickle
 
 from laminar._runtime import environment, wire
 from laminar._runtime.executor import Executor, SplitNotStarted
-from laminar._runtime.forking import ForkedTemplate, WorkerTemplate, read_pipe, unsafe_to_fork
+from laminar._runtime.forking import ForkedProcess, ForkedTemplate, WorkerTemplate, read_pipe, unsafe_to_fork
 from laminar._runtime.shipping import FlowPacker, PackedFlow, without_flow
 from laminar._runtime.task import SplitOutcome, SplitTask
 from laminar.errors import ConfigurationError, LaminarError, WorkerLost
@@ -105,7 +105,15 @@ class _Worker:
     async def fork(cls, template: WorkerTemplate) -> _Worker | None:
         """A worker forked from ``template`` (its path and directory are the template's); ``None`` if
         the template forks none."""
-        forked = await template.fork()
+        return await cls._of(await template.fork())
+
+    @classmethod
+    async def unclaimed(cls, template: WorkerTemplate) -> _Worker | None:
+        """The worker ``template`` forked ahead of the run's first split, if no split took it."""
+        return await cls._of(await template.unclaimed())
+
+    @classmethod
+    async def _of(cls, forked: tuple[ForkedProcess, int] | None) -> _Worker | None:
         if forked is None:
             return None
         process, results = forked
@@ -444,6 +452,9 @@ class Process(Executor):
             task.cancel()
         await asyncio.gather(*starting, return_exceptions=True)
         workers, self._all, self._idle = self._all, [], []
+        if self._template is not None:  # the worker forked ahead, if no split took it up
+            unclaimed = await _Worker.unclaimed(self._template)
+            workers += [unclaimed] if unclaimed is not None else []
         await asyncio.gather(*(worker.close() for worker in workers))
         if self._template_start is not None:  # a template being started is closed once it is
             await asyncio.gather(self._template_start, return_exceptions=True)

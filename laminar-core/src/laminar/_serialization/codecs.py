@@ -387,9 +387,13 @@ class DecodingReader(io.RawIOBase):
                 got = self.source.readinto(view[count : count + READ_STEP])  # type: ignore[attr-defined]
                 if not got:
                     break
-                if self.hash is not None:
-                    pending.append(self.hash.submit(view[count : count + got]))  # hash while reading on
-                count += got
+                piece, count = view[count : count + got], count + got
+                if self.hash is None:
+                    continue
+                if count < view.nbytes:
+                    pending.append(self.hash.submit(piece))  # hashed on another thread while reading on
+                else:  # the last piece is waited for at once: handing it to another thread only delays it
+                    self.hash.update(piece)
             for waiting in pending:
                 waiting.wait()
             self.produced += count

@@ -184,7 +184,10 @@ def fresh_buffer(size: int) -> Any:
     A large one is a private anonymous map that asks for huge pages where the system has them (as
     numpy does for large arrays): filling it then costs a fraction of the page faults. Private, not
     ``mmap``'s default shared map: shared anonymous memory is shmem, which Linux does not back with
-    huge pages by default, so a large read into it takes much longer (figures: docs/performance.md).
+    huge pages by default, so a large read into it takes much longer. Nor memory from the process's
+    allocator (numpy's ``empty``, not zeroed, reused where it was freed): in a run its large blocks
+    are given back to the system and faulted in again, 4 KiB at a time, so reading a run's values
+    into it took longer, with more page faults (figures: docs/performance.md).
     """
     if size < FRESH_MAP:
         return bytearray(size)
