@@ -177,6 +177,22 @@ def large(seed: int, mib: int = 2) -> Any:
     return np.random.default_rng(seed).integers(0, 1 << 62, (mib << 20) // 8)
 
 
+def cut(tmp_path: Path, parts: list[Any], **others: Any) -> Any:
+    """Run a flow of one layer, ``Cut``, that shards ``parts`` as ``part`` (and assigns ``others``
+    after it), on Thread and a Local datastore in ``tmp_path``: its execution."""
+
+    class Shards(Flow): ...
+
+    @Shards.register
+    class Cut(Layer):
+        def __call__(self) -> None:
+            self.shard(part=parts)
+            for name, value in others.items():
+                setattr(self, name, value)
+
+    return Shards(datastore=datastores.Local(tmp_path), executor=executors.Thread())(execution="x")
+
+
 def staging_threads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     """Where each value is staged: (thread name, value), in the order staging began."""
     staged_on: list[tuple[str, Any]] = []
@@ -194,17 +210,8 @@ def test_a_splits_large_shards_are_staged_several_at_once_and_read_back_in_order
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staged = staging_threads(monkeypatch)
-
-    class Shards(Flow): ...
-
-    @Shards.register
-    class Cut(Layer):
-        def __call__(self) -> None:
-            self.shard(part=[large(seed) for seed in range(6)])
-            self.label = "small, and staged first"
-
-    execution = Shards(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
-    parts = list(execution.layer(Cut).part)
+    execution = cut(tmp_path, [large(seed) for seed in range(6)], label="small, and staged first")
+    parts = list(execution.layer("Cut").part)
     assert all(np.array_equal(part, large(seed)) for seed, part in enumerate(parts))
     staged_on = [name for name, _ in staged]
     assert len(staged_on) == 7 and staged_on[0] == staged_on[1]  # the small value, the first shard
@@ -217,16 +224,7 @@ def test_a_large_first_shard_is_staged_while_the_second_is(
     """The other cores do not wait for the first shard to be staged alone: the second is staged on
     the staging pool meanwhile (then the rest at once), and all read back in order."""
     staged_on = staging_threads(monkeypatch)
-
-    class Shards(Flow): ...
-
-    @Shards.register
-    class Cut(Layer):
-        def __call__(self) -> None:
-            self.shard(part=[large(seed) for seed in range(5)])
-
-    execution = Shards(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
-    parts = list(execution.layer(Cut).part)
+    parts = list(cut(tmp_path, [large(seed) for seed in range(5)]).layer("Cut").part)
     assert all(np.array_equal(part, large(seed)) for seed, part in enumerate(parts))
     assert len(staged_on) == 5
     where = [
@@ -242,16 +240,8 @@ def test_small_values_after_a_guess_are_staged_one_by_one_here(
     """Values that are not numbers or short strings get the second staged ahead; when both turn out
     small, the rest are staged one after the other on the split's own thread, as before."""
     staged_on = staging_threads(monkeypatch)
-
-    class Small(Flow): ...
-
-    @Small.register
-    class Cut(Layer):
-        def __call__(self) -> None:
-            self.shard(part=[{"n": i} for i in range(6)])
-
-    execution = Small(datastore=datastores.Local(tmp_path), executor=executors.Thread())()
-    assert [part["n"] for part in execution.layer(Cut).part] == list(range(6))
+    execution = cut(tmp_path, [{"n": i} for i in range(6)])
+    assert [part["n"] for part in execution.layer("Cut").part] == list(range(6))
     threads_of = {value["n"]: name for name, value in staged_on}
     here = {threads_of[n] for n in (0, 2, 3, 4, 5)}  # the second: wherever it was staged first
     assert len(here) == 1 and not next(iter(here)).startswith("laminar-stage")
@@ -290,22 +280,13 @@ def test_a_shard_staged_ahead_that_fails_fails_in_order_and_leaves_nothing(
     """Shards staged several at once (the first two together, the second on the pool; then one run
     of them a core) fail as staged in order: whichever fail, the first failure in order is named, and
     nothing staged is left behind, the others' files included."""
-
-    class Failing(Flow): ...
-
-    @Failing.register
-    class Cut(Layer):
-        def __call__(self) -> None:  # 9 MiB each: staged through files in the staging directory
-            parts: list[Any] = [large(seed, mib=9) for seed in range(8)]
-            for position in refused:
-                parts[position] = Refused(f"shard {position}")
-            self.shard(part=parts)
-
-    flow = Failing(datastore=datastores.Local(tmp_path), executor=executors.Thread())
+    parts: list[Any] = [large(seed, mib=9) for seed in range(8)]  # staged through staging files
+    for position in refused:
+        parts[position] = Refused(f"shard {position}")
     with pytest.raises(
         SerializationError, match=r"artifact 'part' of layer Cut cannot be serialized"
     ) as caught:
-        flow(execution="x")
+        cut(tmp_path, parts)
     assert f"shard {named} refuses" in str(caught.value)
     assert all(f"shard {other} " not in str(caught.value) for other in refused if other != named)
     assert not [f for f in files(tmp_path) if "/Cut/" in f and not f.endswith("/Cut/status.json")]

@@ -161,7 +161,7 @@ store = datastores.Local(Path("store"))
 result = {}
 
 
-def children() -> list[int]:
+def children_of(parent: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -169,9 +169,13 @@ def children() -> list[int]:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
                 found.append(int(entry.name))
     return found
+
+
+def children() -> list[int]:
+    return children_of(os.getpid())
 
 
 def users_thread() -> threading.Event:
@@ -295,23 +299,12 @@ def test_a_template_forked_for_a_run_that_fails_before_its_executor_starts_is_en
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.json"))
 
 
-#: Lines for a test's script: the template's children, whether a process is still running, and a
-#: condition waited for (a process's birth or end is not an event this process can wait on).
+#: Lines for a test's script: whether a process is still running, and a condition waited for (a
+#: process's birth or end is not an event this process can wait on).
 PROCESSES = """
 import time
 
 from laminar._runtime import forking, process
-
-
-def children_of(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def running(pid: int) -> bool:

@@ -6,8 +6,8 @@ import contextvars
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -73,14 +73,24 @@ def in_runs(positions: range, one: Callable[[int], T]) -> tuple[list[T], BaseExc
     results = [run(bounds[0], bounds[1])]
     interrupted: BaseException | None = None
     for future in others:
-        while True:
-            try:
-                results.append(future.result())
-                break
-            except BaseException as error:  # interrupted while waiting: wait on, then hand it back
-                interrupted = interrupted or error
+        waited = wait_on(future)  # every run is waited for, whatever interrupted the wait before
+        interrupted = interrupted or waited
+        results.append(future.result())  # a run returns its failure rather than raise it
     failed = next((error for _, error in results if error is not None), None)  # the runs are in order
     return [value for done, _ in results for value in done], interrupted or failed
+
+
+def wait_on(future: Future[Any]) -> BaseException | None:
+    """Wait until ``future`` is done, whatever interrupts this thread meanwhile (a KeyboardInterrupt):
+    what the work made (a staged file, a read buffer) must not outlive the caller's failure unseen.
+    What interrupted the wait, if anything, for the caller to raise."""
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            wait([future])
+            return interrupted
+        except BaseException as error:
+            interrupted = interrupted or error
 
 
 def idle_threads() -> list[threading.Thread]:

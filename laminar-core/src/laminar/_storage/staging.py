@@ -19,7 +19,6 @@ import contextvars
 import io
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -93,6 +92,13 @@ _SCALARS = frozenset({int, float, bool, complex, type(None)})
 _SHORT = frozenset({str, bytes})
 
 
+def surely_small(value: Any) -> bool:
+    """Whether ``value`` is a number or short string, which stages in microseconds (``_stage_scalar``):
+    never worth handing to another thread."""
+    kind = type(value)
+    return kind in _SCALARS or (kind in _SHORT and len(value) <= 256)
+
+
 #: The safe protocols whose ``dumps`` is their whole stored form (not numpy's streamed ``.npy``).
 _WHOLE = frozenset(type(safe.BUILTIN[name]) for name in ("laminar.json", "laminar.str", "laminar.bytes"))
 
@@ -104,14 +110,13 @@ def _stage_scalar(value: Any, protocol: Protocol[Any]) -> StagedArtifact | None:
     The JSON, str and bytes protocols produce their whole stored form in one call and are never
     compressed, so every value of theirs is staged here, whatever its size.
     """
-    kind = type(value)
     if type(protocol) in _WHOLE:
         data = protocol.dumps(value)
         inline = data if len(data) <= INLINE_LIMIT else None
         return StagedArtifact(
             Artifact(hashing.hexdigest(data), "none", protocol.name, len(data), inline=inline), data=data
         )
-    if type(protocol) is not Pickle or not (kind in _SCALARS or (kind in _SHORT and len(value) <= 256)):
+    if type(protocol) is not Pickle or not surely_small(value):
         return None
     data = protocol.dumps(value)
     if len(data) >= SMALL or len(data) > INLINE_LIMIT:  # the streaming path decides those
@@ -289,13 +294,6 @@ def _stage_whole(
 PARALLEL_AFTER = 1 << 20
 
 
-def surely_small(value: Any) -> bool:
-    """Whether ``value`` is a number or short string, which stages in microseconds (``_stage_scalar``):
-    never worth handing to another thread."""
-    kind = type(value)
-    return kind in _SCALARS or (kind in _SHORT and len(value) <= 256)
-
-
 def stage_in_order(
     count: int, stage_one: Callable[[int], StagedArtifact], *, second_ahead: bool = False
 ) -> list[StagedArtifact]:
@@ -347,8 +345,9 @@ def _first_two_at_once(count: int, stage_one: Callable[[int], StagedArtifact]) -
         return staged
     if failure is None and count > 2 and staged[0].artifact.size >= PARALLEL_AFTER:
         rest, rest_failure = threads.in_runs(range(2, count), stage_one)
-    value, second_failure, interrupted = _outcome(second)
-    staged += [value] if value is not None else []
+    interrupted = threads.wait_on(second)  # what it staged is ours to keep or discard
+    second_failure = second.exception()
+    staged += [second.result()] if second_failure is None else []
     staged += rest
     failure = interrupted or failure or second_failure or rest_failure
     if failure is not None:
@@ -356,21 +355,6 @@ def _first_two_at_once(count: int, stage_one: Callable[[int], StagedArtifact]) -
             item.discard()
         raise failure
     return staged
-
-
-def _outcome(
-    future: Future[StagedArtifact],
-) -> tuple[StagedArtifact | None, BaseException | None, BaseException | None]:
-    """What ``future`` gave, or the error it raised, and what interrupted this thread while it waited:
-    it waits on regardless, as a value it staged must not outlive the split's failure."""
-    interrupted: BaseException | None = None
-    while True:
-        try:
-            return future.result(), None, interrupted
-        except BaseException as error:
-            if future.done():
-                return None, future.exception(), interrupted
-            interrupted = interrupted or error
 
 
 def _stage_at_once(positions: range, stage_one: Callable[[int], StagedArtifact]) -> list[StagedArtifact]:
