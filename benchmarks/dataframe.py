@@ -20,6 +20,12 @@ cut it into 8 shards, transform each shard (two derived columns), and concatenat
   many threads as cores, as Laminar's Thread executor runs splits; no records, no scheduler. It is
   the least a tool with Laminar's guarantees can cost here, and what is left of Laminar's time
   beyond it is Laminar's own;
+* checked files in processes does the same with each step in a worker process, as Laminar's
+  Process executor runs them: a pool of one process a core (``multiprocessing``, forked from this
+  process as the run starts, as the worker template is forked from the scheduler) makes and stores
+  the shards in one task, transforms them in one task each and joins them in one, and every worker
+  is ended and reaped before the run ends. It is the least process isolation adds here, and what
+  Laminar on Process is read against beside the writes behind;
 * Laminar runs it as a flow: ``Make`` shards the frame, ``Transform`` is a foreach with one split per
   shard, ``Join`` concatenates (a Local datastore in a fresh temporary directory per run), on the
   Thread and the Process executors (and on Process with workers started as new interpreters,
@@ -43,6 +49,7 @@ Laminar variant stored (``Local`` compresses only what shrinks fifty-fold: see d
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import pickle
 import resource
@@ -265,6 +272,54 @@ def checked_files(rows: int) -> tuple[float, pd.DataFrame]:
     return elapsed, result
 
 
+def _stored_shards(root: str, rows: int) -> list[Checked]:
+    """The first step of ``checked_processes``, in a worker: make the frame, store its shards."""
+    shards = split(make(rows))
+    with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="store") as threads:
+        return list(
+            threads.map(
+                store_checked, [root] * len(shards), [f"part-{i}" for i in range(len(shards))], shards
+            )
+        )
+
+
+def _transformed_shard(root: str, index: int, part: Checked) -> Checked:
+    return store_checked(root, f"out-{index}", transform(load_checked(part)))
+
+
+def _stored_result(root: str, outs: list[Checked]) -> Checked:
+    with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="load") as threads:
+        result = concat(list(threads.map(load_checked, outs)))
+    return store_checked(root, "result", result)
+
+
+def checked_processes(rows: int) -> tuple[float, pd.DataFrame]:
+    """The checked files with each step in a worker process, as Laminar's Process executor isolates
+    them: a pool of one process a core, forked from this one when the run starts (as the worker
+    template is forked from the scheduler), each step sent to it, every worker ended and reaped
+    before the run ends. No records, no scheduler: the least process isolation adds here."""
+    with tempfile.TemporaryDirectory(
+        prefix="laminar-frames-processes-", dir=os.environ.get("LAMINAR_BENCH_DIR")
+    ) as root:
+        start = time.perf_counter()
+        pool = multiprocessing.get_context("fork").Pool(os.cpu_count() or 1)
+        try:
+            parts = pool.apply(_stored_shards, (root, rows))
+            outs = pool.starmap(
+                _transformed_shard, [(root, i, part) for i, part in enumerate(parts)], chunksize=1
+            )
+            stored = pool.apply(_stored_result, (root, outs))
+            pool.close()  # each worker ends once it has taken the last task
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()  # every worker reaped
+        elapsed = time.perf_counter() - start
+        result = load_checked(stored)  # read back for the check, after the clock, as Laminar's
+    return elapsed, result
+
+
 def laminar(
     rows: int, name: str, executor: Callable[[], executors.Executor], columnar: bool
 ) -> tuple[float, pd.DataFrame]:
@@ -331,6 +386,7 @@ def main() -> None:
         "pandas + pickle files": lambda: pickled(args.rows),
         "pandas + writes behind": lambda: written_behind(args.rows),
         "pandas + checked files": lambda: checked_files(args.rows),
+        "checked files in processes": lambda: checked_processes(args.rows),
     }
     kinds_of: dict[str, tuple[Callable[[], executors.Executor], list[bool]]] = {
         "thread": (executors.Thread, kinds),
@@ -379,6 +435,15 @@ def main() -> None:
         "the least a tool with Laminar's guarantees costs here (checked files: every value hashed, every "
         f"input read back and checked): {guarantees:.2f}x the writes behind"
     )
+    isolated = times["checked files in processes"]
+    in_processes = statistics.median(a / b for a, b in zip(isolated, behind, strict=True))
+    print(
+        "the least a tool with Laminar's guarantees costs here with each step in a worker process (checked "
+        f"files in processes): {in_processes:.2f}x the writes behind"
+    )
+    for label in (label for label in times if label.startswith("laminar process,")):
+        ratio = statistics.median(a / b for a, b in zip(times[label], isolated, strict=True))
+        print(f"{label}: {ratio:.2f}x the checked files in processes")
     for (name, columnar), size in STORED.items():
         kind = "columnar" if columnar else "default"
         print(f"stored by laminar {name.lower()}, {kind}: {size / 1e6:.1f} MB a run")
