@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import Batched, CountingLocal, Sum
+from helpers import Batched, CountingLocal, Double, Sum
 from laminar._runtime import commit, layer_records
 from laminar._storage import cache as cache_module
 from laminar._storage.cache import MetadataCache
@@ -82,3 +82,35 @@ def test_a_join_over_more_splits_than_the_cache_reads_only_what_it_could_not_kee
     assert len(set(read)) == len(read) and 0 < len(read) < len(written), (len(read), len(written))
     unread = sorted(set(written) - set(read))
     assert unread == written[-len(unread) :]
+
+
+def test_a_pass_reads_the_batch_that_runs_on_into_its_next_window_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room on probation for one batch and no more, a second pass over a foreach's values reads
+    each batch it does not find once: the one a window reads last, which the next window begins with,
+    is still there. What the store derives from the layer's record to find its batches is kept on the
+    store, not put back in the cache at each window, where it pushed that batch out
+    (``ExecutionStore._index``)."""
+    monkeypatch.setattr(commit, "LIMIT", 70)  # batches of about 96 splits: across windows of 64
+    monkeypatch.setattr(commit, "COMPACT_FROM", 10**9)
+    monkeypatch.setenv("LAMINAR_BATCH_SECONDS", "0")
+    monkeypatch.setattr(layer_records, "INTERVAL", 0.0)
+    n = 1_500
+    store = CountingLocal(tmp_path)
+    execution = Batched(datastore=store, executor=executors.Thread(concurrency=1))(n=n)
+    written = [key for key in store.writes if "/layers/Double/splits/" in key]
+    assert len(written) >= 8, written  # enough batches for windows to end inside them
+    cache = cache_module.cache_for(store)
+    for key in [*cache.probation, *written[:-3]]:  # all but the last three batches: read again
+        cache.forget(key)
+    heaviest = max(weight for key, (_, weight) in cache.protected.items() if "/splits/" in key)
+    # What is still cached, and one batch read, the most a pass can count on (as when what this
+    # process wrote fills the protected share of the bound): room for nothing else.
+    cache.capacity = cache.protected_weight + heaviest
+    assert cache.protected_weight <= cache.capacity * cache_module.PROTECTED
+    store.reads.clear()
+    assert sum(execution.layer(Double).value) == n * (n - 1)
+    read = [key for key in store.reads if "/layers/Double/splits/" in key]
+    assert read, "every batch was found in the cache: the test no longer tests anything"
+    assert len(set(read)) == len(read), sorted(read)

@@ -21,7 +21,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from laminar._names import is_valid, validate
@@ -149,6 +149,7 @@ class ExecutionStore:
         self._packs_read: set[str] = set()  # the names of the record packs read (or written) here
         self._pack_damage: dict[str, IntegrityError] = {}  # a pack's key -> a line of it that is damaged
         self._packs_lock = threading.Lock()  # one reader of new packs at a time (readers run in threads)
+        self._indexes: dict[tuple[str, str], tuple[Record, Any]] = {}  # ``_index``: by layer and kind
 
     # ---- execution ----------------------------------------------------------------------------
     def write_metadata(
@@ -594,12 +595,19 @@ class ExecutionStore:
         record = self.record(layer)
         if record is None:  # still running: batches may appear, so look again each time
             return _Locator.from_names(self._listed_batch_names(layer))
-        key = self.record_key(layer) + "#locator"
-        locator: _Locator | None = self._cache.get(key)
-        if locator is None:
-            locator = _Locator.from_record(record)
-            self._cache.put(key, locator, weight=1 + len(locator.names) // 64)
+        locator: _Locator = self._index(layer, record, "locator", _Locator.from_record)
         return locator
+
+    def _index(self, layer: str, record: Record, kind: str, build: Callable[[Record], Any]) -> Any:
+        """What ``build`` derives from a finished layer's ``record`` (where its splits are), kept on
+        this store beside the record it came from, not in the bounded cache: a pass over more batches
+        than the cache holds asks for it at every window, and putting it back there each time a
+        batch had pushed it out pushed out in turn the batch the last window read last, which the
+        next window begins with (read again: a test's count of reads caught it now and then)."""
+        known = self._indexes.get((layer, kind))
+        if known is None or known[0] is not record:
+            known = self._indexes[(layer, kind)] = (record, build(record))
+        return known[1]
 
     def _batches(self, layer: str, names: Iterable[str]) -> list[SplitBatch]:
         """Read these batches of ``layer``, the uncached ones in parallel, and cache those in order."""
@@ -671,17 +679,13 @@ class ExecutionStore:
         record = self.record(layer)
         if record is None or not record.borrowed:
             return None
-        key = self.record_key(layer) + "#lent"
-        lent: borrowing.Lent | None = self._cache.get(key)
-        if lent is None:
-            lent = borrowing.Lent(record)
-            self._cache.put(key, lent, weight=1 + len(lent.spans) // 64)
+        lent: borrowing.Lent = self._index(layer, record, "lent", borrowing.Lent)
         return lent
 
     def _forget_record(self, layer: str) -> None:
-        key = self.record_key(layer)
-        for cached in (key, key + "#locator", key + "#lent"):
-            self._cache.forget(cached)
+        self._cache.forget(self.record_key(layer))
+        for kind in ("locator", "lent"):
+            self._indexes.pop((layer, kind), None)
 
     def _borrowed_records(
         self, layer: str, lent: borrowing.Lent, indices: list[int]
