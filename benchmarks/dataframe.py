@@ -247,6 +247,23 @@ def load_checked(stored: Checked) -> Any:
     return pickle.loads(pickled, buffers=buffers)
 
 
+def stored_shards(root: str, rows: int, threads: ThreadPoolExecutor) -> list[Checked]:
+    """The checked files' first step: make the frame, store its shards (on ``threads``)."""
+    shards = split(make(rows))
+    names = [f"part-{i}" for i in range(len(shards))]
+    return list(threads.map(store_checked, [root] * len(shards), names, shards))
+
+
+def transformed_shard(root: str, index: int, part: Checked) -> Checked:
+    """A checked files' step of its own: read a shard back, transform it, store what it made."""
+    return store_checked(root, f"out-{index}", transform(load_checked(part)))
+
+
+def joined(outs: list[Checked], threads: ThreadPoolExecutor) -> pd.DataFrame:
+    """The checked files' last step, but for storing its result: read the outs back, concatenate."""
+    return concat(list(threads.map(load_checked, outs)))
+
+
 def checked_files(rows: int) -> tuple[float, pd.DataFrame]:
     """The pipeline with Laminar's guarantees and nothing else: every value stored and hashed, a step
     started once its inputs are stored, each input read back and checked (threads: one a core)."""
@@ -256,41 +273,23 @@ def checked_files(rows: int) -> tuple[float, pd.DataFrame]:
         ) as root,
         ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="step") as steps,
     ):
-
-        def step(i: int) -> Checked:
-            return store_checked(root, f"out-{i}", transform(load_checked(parts[i])))
-
         start = time.perf_counter()
-        shards = split(make(rows))
-        names = [f"part-{i}" for i in range(len(shards))]
-        parts = list(steps.map(store_checked, [root] * len(shards), names, shards))
-        shards.clear()  # each step has only what it reads back
-        outs = list(steps.map(step, range(len(parts))))
-        result = concat(list(steps.map(load_checked, outs)))
+        parts = stored_shards(root, rows, steps)  # each step has only what it reads back
+        outs = list(steps.map(transformed_shard, [root] * len(parts), range(len(parts)), parts))
+        result = joined(outs, steps)
         store_checked(root, "result", result)
         elapsed = time.perf_counter() - start
     return elapsed, result
 
 
-def _stored_shards(root: str, rows: int) -> list[Checked]:
-    """The first step of ``checked_processes``, in a worker: make the frame, store its shards."""
-    shards = split(make(rows))
-    with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="store") as threads:
-        return list(
-            threads.map(
-                store_checked, [root] * len(shards), [f"part-{i}" for i in range(len(shards))], shards
-            )
-        )
+def _in_threads(step: Callable[..., Checked | list[Checked]], *arguments: Any) -> Any:
+    """``step`` run in a worker of ``checked_processes``, on threads of that worker (one a core)."""
+    with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="step") as threads:
+        return step(*arguments, threads)
 
 
-def _transformed_shard(root: str, index: int, part: Checked) -> Checked:
-    return store_checked(root, f"out-{index}", transform(load_checked(part)))
-
-
-def _stored_result(root: str, outs: list[Checked]) -> Checked:
-    with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="load") as threads:
-        result = concat(list(threads.map(load_checked, outs)))
-    return store_checked(root, "result", result)
+def _stored_result(root: str, outs: list[Checked], threads: ThreadPoolExecutor) -> Checked:
+    return store_checked(root, "result", joined(outs, threads))
 
 
 def checked_processes(rows: int) -> tuple[float, pd.DataFrame]:
@@ -304,11 +303,11 @@ def checked_processes(rows: int) -> tuple[float, pd.DataFrame]:
         start = time.perf_counter()
         pool = multiprocessing.get_context("fork").Pool(os.cpu_count() or 1)
         try:
-            parts = pool.apply(_stored_shards, (root, rows))
+            parts = pool.apply(_in_threads, (stored_shards, root, rows))
             outs = pool.starmap(
-                _transformed_shard, [(root, i, part) for i, part in enumerate(parts)], chunksize=1
+                transformed_shard, [(root, i, part) for i, part in enumerate(parts)], chunksize=1
             )
-            stored = pool.apply(_stored_result, (root, outs))
+            stored = pool.apply(_in_threads, (_stored_result, root, outs))
             pool.close()  # each worker ends once it has taken the last task
         except BaseException:
             pool.terminate()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import Batched, CountingLocal, Double, Sum
+from laminar import Execution
 from laminar._runtime import commit, layer_records
 from laminar._storage import cache as cache_module
 from laminar._storage.cache import MetadataCache
@@ -57,25 +58,38 @@ def test_a_weight_over_the_bound_still_keeps_that_one_entry() -> None:
     assert cache.weight == 9
 
 
-def test_a_join_over_more_splits_than_the_cache_reads_only_what_it_could_not_keep(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(cache_module, "CAPACITY", 300)  # archives: a fifth of the foreach's splits
-    monkeypatch.setattr(commit, "LIMIT", 50)  # batches of at most 50 splits
-    monkeypatch.setattr(commit, "COMPACT_FROM", 10**9)  # and kept so, not compacted into one
+N = 1_500  # the foreach's splits
+
+
+def batches_of(keys: list[str]) -> list[str]:
+    """The keys of the foreach's split batches among ``keys``, in their order."""
+    return [key for key in keys if "/layers/Double/splits/" in key]
+
+
+def run_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> tuple[CountingLocal, Execution]:
+    """Run ``Batched`` over ``N`` splits, committed ``limit`` at a time and kept in those batches."""
+    monkeypatch.setattr(commit, "LIMIT", limit)
+    monkeypatch.setattr(commit, "COMPACT_FROM", 10**9)  # kept so, not compacted into one
     monkeypatch.setenv("LAMINAR_BATCH_SECONDS", "0")  # splits handed over one by one, committed by LIMIT
     # Layer records written at once: one held in flight (grouped for up to INTERVAL) is in the cache
     # beside the batches, so what the join finds cached would depend on whether the run outlasts it.
     monkeypatch.setattr(layer_records, "INTERVAL", 0.0)
-    n = 1_500
     store = CountingLocal(tmp_path)
     # One split at a time, so each batch holds a run of consecutive splits: with several threads, a
     # split that finishes late (a busy machine) lands in a batch whose range spans many of the join's
     # windows, which the join then reads again once the cache has let it go.
-    execution = Batched(datastore=store, executor=executors.Thread(concurrency=1))(n=n)
-    assert execution.layer(Sum).total == n * (n - 1)
-    written = [key for key in store.writes if "/layers/Double/splits/" in key]
-    read = [key for key in store.reads if "/layers/Double/splits/" in key]
+    return store, Batched(datastore=store, executor=executors.Thread(concurrency=1))(n=N)
+
+
+def test_a_join_over_more_splits_than_the_cache_reads_only_what_it_could_not_keep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "CAPACITY", 300)  # archives: a fifth of the foreach's splits
+    store, execution = run_in_batches(tmp_path, monkeypatch, limit=50)  # batches of about 50 splits
+    assert execution.layer(Sum).total == N * (N - 1)
+    written, read = batches_of(store.writes), batches_of(store.reads)
     assert len(written) >= 15, written  # enough batches for the cache to hold only some of them
     # The batches written last were still cached when the join reached them; the rest were read
     # once each. A plain LRU would have read every batch.
@@ -92,14 +106,8 @@ def test_a_pass_reads_the_batch_that_runs_on_into_its_next_window_once(
     is still there. What the store derives from the layer's record to find its batches is kept on the
     store, not put back in the cache at each window, where it pushed that batch out
     (``ExecutionStore._index``)."""
-    monkeypatch.setattr(commit, "LIMIT", 70)  # batches of about 96 splits: across windows of 64
-    monkeypatch.setattr(commit, "COMPACT_FROM", 10**9)
-    monkeypatch.setenv("LAMINAR_BATCH_SECONDS", "0")
-    monkeypatch.setattr(layer_records, "INTERVAL", 0.0)
-    n = 1_500
-    store = CountingLocal(tmp_path)
-    execution = Batched(datastore=store, executor=executors.Thread(concurrency=1))(n=n)
-    written = [key for key in store.writes if "/layers/Double/splits/" in key]
+    store, execution = run_in_batches(tmp_path, monkeypatch, limit=70)  # ~96 splits: across windows of 64
+    written = batches_of(store.writes)
     assert len(written) >= 8, written  # enough batches for windows to end inside them
     cache = cache_module.cache_for(store)
     for key in [*cache.probation, *written[:-3]]:  # all but the last three batches: read again
@@ -110,7 +118,7 @@ def test_a_pass_reads_the_batch_that_runs_on_into_its_next_window_once(
     cache.capacity = cache.protected_weight + heaviest
     assert cache.protected_weight <= cache.capacity * cache_module.PROTECTED
     store.reads.clear()
-    assert sum(execution.layer(Double).value) == n * (n - 1)
-    read = [key for key in store.reads if "/layers/Double/splits/" in key]
+    assert sum(execution.layer(Double).value) == N * (N - 1)
+    read = batches_of(store.reads)
     assert read, "every batch was found in the cache: the test no longer tests anything"
     assert len(set(read)) == len(read), sorted(read)
